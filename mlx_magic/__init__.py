@@ -1,0 +1,41 @@
+"""mlx_magic: stream local MLX language and vision-language models in IPython and Jupyter.
+
+In a notebook::
+
+    %load_ext mlx_magic
+
+    %%mlx
+    What is the capital of France?
+
+Importing this package is cheap: MLX, mlx-lm and the magics are imported when
+the extension loads, and the runtime thread starts on the first generation.
+"""
+
+from .locking import gpu_lock
+
+__version__ = "0.1.0"
+__all__ = ["gpu_lock", "load_ipython_extension", "unload_ipython_extension"]
+
+# The magics instance registered with the running shell, so that unloading
+# can stop the runtime it owns.
+_registered_magics = None
+
+
+def load_ipython_extension(ipython):
+    """Register the ``%mlx`` and ``%%mlx`` magics (``%load_ext mlx_magic``)."""
+    global _registered_magics
+    from .magics import MLXMagics
+
+    if _registered_magics is not None:
+        unload_ipython_extension(ipython)
+    _registered_magics = MLXMagics(shell=ipython)
+    ipython.register_magics(_registered_magics)
+
+
+def unload_ipython_extension(ipython):
+    """Stop and join the runtime thread, freeing every warm model."""
+    global _registered_magics
+    if _registered_magics is None:
+        return
+    _registered_magics.close()
+    _registered_magics = None

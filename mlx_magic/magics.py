@@ -1,0 +1,334 @@
+"""The ``%%mlx`` cell magic and the ``%mlx`` line magic.
+
+Engine first, IPython glue last: this module only parses, validates, and
+hands requests to the runtime; generation lives in the runtime, display in
+the views.
+"""
+
+from __future__ import annotations
+
+import time
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, observe, validate
+
+from .embedded import EMBEDDED_MODEL_NAME
+from .protocol import GenerationRequest, ModelLoadError, SamplingParams
+from .streaming import GenerationFailed, stream_job
+from .views import view_for
+
+_GB = 1024**3
+
+
+def _usage_error(message: str, cause: BaseException | None = None) -> UsageError:
+    """A one-line error for something the user can fix (exactly UsageError:
+    IPython prints a subclass with a full traceback)."""
+    error = UsageError(message)
+    error.__cause__ = cause
+    return error
+
+
+@magics_class
+class MLXMagics(Magics):
+    """Stream local MLX models in IPython. Settings: ``%config MLXMagics``."""
+
+    default_model = Unicode(
+        None,
+        allow_none=True,
+        help=f"Model used when %%mlx has no --model. None means the embedded "
+        f"'{EMBEDDED_MODEL_NAME}' model.",
+    ).tag(config=True)
+    default_vision_model = Unicode(
+        None, allow_none=True, help="Model used by %%mlx_vision when it has no --model."
+    ).tag(config=True)
+    max_tokens = Int(256, help="Most tokens to generate when a cell has no --max-tokens.").tag(
+        config=True
+    )
+    temperature = Float(0.0, help="Sampling temperature; 0 is greedy decoding.").tag(config=True)
+    top_p = Float(1.0, help="Nucleus sampling: keep the smallest token set with this much "
+                  "probability (1 keeps all).").tag(config=True)
+    system_prompt = Unicode(
+        None, allow_none=True, help="System prompt for chat models; None keeps the template's own."
+    ).tag(config=True)
+    aliases = Dict(
+        key_trait=Unicode(),
+        value_trait=Unicode(),
+        help="Short names for models, e.g. {'tiny': '~/models/SmolLM2'}.",
+    ).tag(config=True)
+    memory_budget_gb = Float(
+        8.0, help="Warm models are evicted, least recently used first, above this many GB."
+    ).tag(config=True)
+    stream_interval_ms = Int(
+        200, help="Longest time streamed text is held back before it is shown (ms)."
+    ).tag(config=True)
+    short_errors = Bool(
+        True,
+        help="Show errors raised while loading or running a model as one line. "
+        "False shows the full traceback.",
+    ).tag(config=True)
+
+    def __init__(self, shell=None, **kwargs):
+        super().__init__(shell=shell, **kwargs)
+        self._runtime = None
+
+    # ---- settings ---------------------------------------------------------
+
+    @validate("max_tokens")
+    def _check_max_tokens(self, proposal):
+        if proposal.value <= 0:
+            raise TraitError(f"max_tokens must be a positive integer, not {proposal.value}")
+        return proposal.value
+
+    @validate("temperature")
+    def _check_temperature(self, proposal):
+        if proposal.value < 0:
+            raise TraitError(f"temperature must be 0 or more, not {proposal.value}")
+        return proposal.value
+
+    @validate("top_p")
+    def _check_top_p(self, proposal):
+        if not 0.0 <= proposal.value <= 1.0:
+            raise TraitError(f"top_p must be between 0 and 1, not {proposal.value}")
+        return proposal.value
+
+    @validate("memory_budget_gb")
+    def _check_budget(self, proposal):
+        if proposal.value <= 0:
+            raise TraitError(f"memory_budget_gb must be more than 0, not {proposal.value}")
+        return proposal.value
+
+    @validate("stream_interval_ms")
+    def _check_interval(self, proposal):
+        if not 10 <= proposal.value <= 10_000:
+            raise TraitError(
+                f"stream_interval_ms must be between 10 and 10000, not {proposal.value}"
+            )
+        return proposal.value
+
+    @observe("memory_budget_gb")
+    def _budget_changed(self, change):
+        if self._runtime is not None:
+            self._runtime.set_memory_budget(int(change["new"] * _GB))
+
+    # ---- runtime ------------------------------------------------------------
+
+    @property
+    def runtime(self):
+        """The runtime, created on first use (its thread starts with the first request)."""
+        if self._runtime is None:
+            from .runtime import ThreadRuntime
+
+            self._runtime = ThreadRuntime(int(self.memory_budget_gb * _GB))
+        return self._runtime
+
+    def close(self) -> None:
+        """Stop the runtime and free every warm model."""
+        if self._runtime is not None:
+            self._runtime.stop()
+            self._runtime = None
+
+    def _resolve(self, name):
+        from .models import resolve_model
+
+        try:
+            return resolve_model(name, default=self.default_model, aliases=self.aliases)
+        except ModelLoadError as error:
+            raise _usage_error(str(error), error) from None
+
+    # ---- %%mlx --------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("-m", "--model", help="Model: a folder, a .gguf file, a Hub id, an alias, "
+              f"or '{EMBEDDED_MODEL_NAME}' (the default).")
+    @argument("-n", "--max-tokens", type=int, help="Most tokens to generate.")
+    @argument("--temp", type=float, help="Sampling temperature (0 = greedy).")
+    @argument("--top-p", type=float, help="Nucleus sampling threshold in [0, 1].")
+    @argument("--top-k", type=int, help="Sample from the k most likely tokens (0 = all).")
+    @argument("--min-p", type=float, help="Drop tokens below this fraction of the top "
+              "probability, in [0, 1].")
+    @argument("--repetition-penalty", type=float, help="Penalty above 1 for repeated tokens.")
+    @argument("--seed", type=int, help="Random seed, for repeatable sampling.")
+    @argument("-s", "--system", help="System prompt (quote it if it has spaces).")
+    @argument("--raw", action="store_true", help="Send the cell as is, without the chat template.")
+    @argument("-o", "--out", help="Also store the result in this variable.")
+    @cell_magic("mlx")
+    def mlx_cell(self, line, cell):
+        """Answer the cell's text with a local MLX model, streaming the tokens.
+
+        The answer streams into the cell's output, followed by a footer with
+        the token count, speeds, time to first token, peak memory, the model
+        and whether it was already loaded (warm). The result is stored in
+        ``_mlx`` (and in the ``--out`` variable): ``_mlx.text``,
+        ``_mlx.stats``, ``_mlx.tokens``, ``_mlx.finish_reason``.
+
+        Models stay loaded between cells, so only the first cell with a model
+        pays for loading it. Interrupting the kernel (the stop button) stops
+        the generation within one token and keeps what was generated.
+
+        Examples::
+
+            In [1]: %load_ext mlx_magic
+
+            In [2]: %%mlx
+               ...: What is the capital of France?
+
+            In [3]: %%mlx -m ~/models/Qwen2.5-0.5B-Instruct-4bit -n 64 --temp 0.7 --seed 1
+               ...: Write a haiku about notebooks.
+
+            In [4]: %%mlx -s "Answer in French." -o answer
+               ...: Name three rivers.
+
+        Settings (``%config MLXMagics.<name> = value``): default_model,
+        max_tokens, temperature, top_p, system_prompt, aliases,
+        memory_budget_gb, stream_interval_ms, short_errors. Flags override
+        settings.
+        """
+        args = parse_argstring(self.mlx_cell, line)
+        prompt = (cell or "").strip("\n")
+        if not prompt.strip():
+            raise UsageError("The cell is empty: write the prompt on the lines below %%mlx")
+        sampling = self._sampling(args)
+        out_name = self._check_out_name(args.out)
+        spec = self._resolve(args.model)
+        request = GenerationRequest(
+            model=spec,
+            prompt=prompt,
+            system=args.system if args.system is not None else self.system_prompt,
+            raw=args.raw,
+            sampling=sampling,
+        )
+        self._run(request, out_name)
+
+    def _run(self, request: GenerationRequest, out_name) -> None:
+        job = self.runtime.generate(request)
+        view = view_for(self.shell)
+        try:
+            outcome = stream_job(job, view, interval_s=self.stream_interval_ms / 1000)
+        except GenerationFailed as failed:
+            failure = failed.failure
+            if failure.user_error:
+                raise _usage_error(failure.message, failure.error) from None
+            if self.short_errors:
+                raise _usage_error(
+                    f"Generation failed: {failure.message} "
+                    "(%config MLXMagics.short_errors = False shows the traceback)",
+                    failure.error,
+                ) from None
+            raise failure.error
+        self.shell.user_ns["_mlx"] = outcome.result
+        if out_name:
+            self.shell.user_ns[out_name] = outcome.result
+        if outcome.interrupted:
+            raise KeyboardInterrupt
+
+    def _sampling(self, args) -> SamplingParams:
+        max_tokens = self.max_tokens if args.max_tokens is None else args.max_tokens
+        temperature = self.temperature if args.temp is None else args.temp
+        top_p = self.top_p if args.top_p is None else args.top_p
+        checks = [
+            (max_tokens > 0, f"--max-tokens must be a positive integer, not {max_tokens}"),
+            (temperature >= 0, f"--temp must be 0 or more, not {temperature}"),
+            (0 <= top_p <= 1, f"--top-p must be between 0 and 1, not {top_p}"),
+            (args.top_k is None or args.top_k >= 0, f"--top-k must be 0 or more, not {args.top_k}"),
+            (args.min_p is None or 0 <= args.min_p <= 1,
+             f"--min-p must be between 0 and 1, not {args.min_p}"),
+            (args.repetition_penalty is None or args.repetition_penalty > 0,
+             f"--repetition-penalty must be more than 0, not {args.repetition_penalty}"),
+            (args.seed is None or 0 <= args.seed < 2**63,
+             f"--seed must be a non-negative integer, not {args.seed}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=args.top_k or 0,
+            min_p=args.min_p or 0.0,
+            repetition_penalty=args.repetition_penalty,
+            seed=args.seed,
+        )
+
+    @staticmethod
+    def _check_out_name(name):
+        if name is not None and not name.isidentifier():
+            raise UsageError(f"--out needs a Python variable name, not {name!r}")
+        return name
+
+    # ---- %mlx -----------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("command", choices=["load", "unload", "models", "status"],
+              help="What to do.")
+    @argument("names", nargs="*", help="Models for load/unload ('all' unloads every model).")
+    @line_magic("mlx")
+    def mlx_line(self, line):
+        """Manage the models and the runtime behind ``%%mlx``.
+
+        Commands::
+
+            %mlx load MODEL          load a model now, so the first cell is fast
+            %mlx unload MODEL        free one warm model
+            %mlx unload all          free every warm model (also: no name)
+            %mlx models              list warm models with their kind and memory
+            %mlx status              runtime thread, GPU lock, queue and memory
+
+        MODEL is anything ``%%mlx --model`` takes.
+        """
+        args = parse_argstring(self.mlx_line, line)
+        handler = getattr(self, f"_command_{args.command}")
+        return handler(args.names)
+
+    def _command_load(self, names):
+        if not names:
+            raise UsageError("%mlx load needs a model, e.g. %mlx load smollm2")
+        for name in names:
+            spec = self._resolve(name)
+            started = time.perf_counter()
+            try:
+                info = self.runtime.load(spec)
+            except ModelLoadError as error:
+                raise _usage_error(str(error), error) from None
+            took = time.perf_counter() - started
+            print(f"{info.name}: {info.kind} model, {info.memory_bytes / 1e9:.2f} GB, "
+                  f"ready in {took:.1f} s")
+
+    def _command_unload(self, names):
+        if not names or names == ["all"]:
+            removed = self.runtime.unload(None) if self._runtime is not None else []
+        else:
+            removed = []
+            for name in names:
+                spec = self._resolve(name)
+                removed += self.runtime.unload(spec.key)
+        print(f"Unloaded {len(removed)} model(s)" + (f": {', '.join(removed)}" if removed else ""))
+
+    def _command_models(self, names):
+        infos = self.runtime.models() if self._runtime is not None else []
+        if not infos:
+            print("No warm models. %%mlx loads one on first use; %mlx load MODEL loads one now.")
+            return
+        width = max(len(info.name) for info in infos)
+        print(f"{'model':<{width}}  kind    memory     uses  source")
+        for info in infos:
+            print(f"{info.name:<{width}}  {info.kind:<6}  {info.memory_bytes / 1e9:6.2f} GB  "
+                  f"{info.uses:5d}  {info.key}")
+
+    def _command_status(self, names):
+        if self._runtime is None:
+            print("Runtime: not started (it starts with the first %%mlx cell or %mlx load)")
+            return
+        status = self.runtime.status()
+        state = "running" if status.running else "stopped"
+        busy = f"generating with {status.current}" if status.busy else "idle"
+        print(f"Runtime: {status.kind} thread, {state}, {busy}; {status.queued} queued; "
+              f"{status.generations} generations")
+        print(f"GPU lock: {'held' if status.lock_held else 'free'}")
+        used = sum(info.memory_bytes for info in status.models)
+        print(f"Warm models: {len(status.models)} using {used / 1e9:.2f} GB of a "
+              f"{status.memory_budget_bytes / _GB:.1f} GB budget")
+        print(f"MLX memory: active {status.active_memory_bytes / 1e9:.2f} GB, cache "
+              f"{status.cache_memory_bytes / 1e9:.2f} GB, peak {status.peak_memory_bytes / 1e9:.2f} GB")

@@ -1,0 +1,96 @@
+"""Warm models kept in memory, least recently used first out.
+
+The cache knows nothing of MLX: the runtime gives it entries with their size
+in bytes and a ``release`` callback that frees a model's memory (on the
+runtime thread, where the model lives).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
+
+
+@dataclass
+class WarmModel:
+    """A loaded model and what was loaded with it (tokenizer or processor)."""
+
+    name: str
+    key: str
+    kind: str
+    model: Any
+    tokenizer: Any
+    config: dict
+    memory_bytes: int
+    load_s: float
+    uses: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class WarmModelCache:
+    """An LRU cache of :class:`WarmModel` bounded by a memory budget.
+
+    A model larger than the whole budget is still kept while it is the only
+    one: the budget decides what to evict, never whether the model the user
+    asked for may load.
+    """
+
+    def __init__(self, budget_bytes: int, release: Callable[[WarmModel], None]):
+        self.budget_bytes = budget_bytes
+        self._release = release
+        self._entries: "OrderedDict[str, WarmModel]" = OrderedDict()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[WarmModel]:
+        return iter(list(self._entries.values()))
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(entry.memory_bytes for entry in self._entries.values())
+
+    def get(self, key: str) -> Optional[WarmModel]:
+        """The warm model for ``key``, marked as just used; ``None`` if cold."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+            entry.uses += 1
+            entry.last_used = time.monotonic()
+        return entry
+
+    def put(self, entry: WarmModel) -> list[str]:
+        """Add a freshly loaded model; returns the keys evicted to fit it."""
+        if entry.key in self._entries:
+            self.remove(entry.key)
+        self._entries[entry.key] = entry
+        return self.shrink_to_budget()
+
+    def shrink_to_budget(self) -> list[str]:
+        """Evict least recently used models until the budget holds."""
+        evicted = []
+        while len(self._entries) > 1 and self.total_bytes > self.budget_bytes:
+            oldest = next(iter(self._entries))
+            self.remove(oldest)
+            evicted.append(oldest)
+        return evicted
+
+    def remove(self, key: str) -> bool:
+        """Drop one model and free its memory; false if it was not warm."""
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return False
+        self._release(entry)
+        return True
+
+    def clear(self) -> list[str]:
+        """Drop every model; returns their keys."""
+        keys = list(self._entries)
+        for key in keys:
+            self.remove(key)
+        return keys

@@ -1,0 +1,191 @@
+"""The values that pass between the magics and a runtime.
+
+Everything a magic sends (a :class:`GenerationRequest`) and everything a
+runtime sends back (the events below) is a plain dataclass of strings and
+numbers, so the same interface can be served by the in-kernel thread runtime,
+by a worker process speaking JSON-RPC, or by a remote OpenAI-compatible
+server, without the magics knowing which.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model resolved from what the user typed, before it is loaded.
+
+    Attributes:
+        name: what to show the user (an alias, a hub id, a folder name).
+        key: the resolved location; the warm-model cache is keyed by it.
+        path: the folder the loader reads (for a GGUF file: the folder it is
+            converted into on first load).
+        kind: ``"text"`` (mlx-lm) or ``"vision"`` (mlx-vlm).
+        source: ``"embedded"``, ``"folder"``, ``"hub"`` or ``"gguf"``.
+        gguf: the GGUF file to convert into ``path`` before loading, if any.
+    """
+
+    name: str
+    key: str
+    path: str
+    kind: str = "text"
+    source: str = "folder"
+    gguf: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens; ``None`` leaves a setting to mlx-lm's default."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: Optional[float] = None
+    seed: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One answer to generate.
+
+    Attributes:
+        model: the model to answer with.
+        prompt: the user's text.
+        system: a system prompt; ``None`` keeps the chat template's default.
+        raw: send ``prompt`` as is, without the chat template.
+        sampling: token selection settings.
+    """
+
+    model: ModelSpec
+    prompt: str
+    system: Optional[str] = None
+    raw: bool = False
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A warm model as the runtime reports it."""
+
+    name: str
+    key: str
+    kind: str
+    memory_bytes: int
+    load_s: float
+    uses: int = 0
+
+
+@dataclass(frozen=True)
+class RuntimeStatus:
+    """A snapshot of the runtime, safe to read while it generates."""
+
+    kind: str
+    running: bool
+    busy: bool
+    queued: int
+    current: Optional[str]
+    lock_held: bool
+    models: tuple = ()
+    memory_budget_bytes: int = 0
+    active_memory_bytes: int = 0
+    cache_memory_bytes: int = 0
+    peak_memory_bytes: int = 0
+    generations: int = 0
+
+
+# ---- events a runtime sends back for one generation -----------------------
+
+
+@dataclass(frozen=True)
+class ModelLoading:
+    """The model is not warm: loading (and maybe converting) has started."""
+
+    model: str
+
+
+@dataclass(frozen=True)
+class ModelReady:
+    """The model is in memory; ``warm`` says whether it already was."""
+
+    model: str
+    warm: bool
+    load_s: float
+
+
+@dataclass(frozen=True)
+class TokenChunk:
+    """Text the model produced, with the token ids that produced it."""
+
+    text: str
+    token_ids: tuple = ()
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The generation ended; ``finish_reason`` is stop, length or cancelled."""
+
+    finish_reason: str
+    stats: dict
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The generation could not run.
+
+    ``user_error`` is true when the user can fix it (a model that is not a
+    model, an unsupported file): the magic shows ``message`` as one line.
+    Otherwise it is a bug or a crash, and ``error`` holds the exception.
+    """
+
+    message: str
+    user_error: bool
+    error: Optional[BaseException] = None
+
+
+Event = Union[ModelLoading, ModelReady, TokenChunk, Finished, Failed]
+
+
+class ModelLoadError(Exception):
+    """A model could not be loaded for a reason the user can fix.
+
+    The message is one line that names the model and the fix.
+    """
+
+
+class Job:
+    """A running generation as the caller sees it: a stream of events and a
+    way to cancel it.
+
+    The runtime puts events into ``events``; the caller reads them (see
+    :meth:`next_event`) and may call :meth:`cancel` from any thread. The last
+    event of every job is a :class:`Finished` or a :class:`Failed`.
+    """
+
+    def __init__(self, request: GenerationRequest):
+        self.request = request
+        self.events: "queue.Queue[Event]" = queue.Queue()
+        self._cancel = threading.Event()
+
+    def cancel(self) -> None:
+        """Ask the runtime to stop at the next token step."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def emit(self, event: Event) -> None:
+        self.events.put(event)
+
+    def next_event(self, timeout: Optional[float] = None) -> Optional[Event]:
+        """The next event, or ``None`` if none came within ``timeout`` s."""
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            return None

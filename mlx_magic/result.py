@@ -1,0 +1,102 @@
+"""What a ``%%mlx`` cell leaves behind: the answer, its stats, its tokens."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class GenerationStats:
+    """Numbers about one generation (all measured on the runtime side)."""
+
+    prompt_tokens: int = 0
+    prompt_tps: float = 0.0
+    generation_tokens: int = 0
+    generation_tps: float = 0.0
+    ttft_s: Optional[float] = None
+    peak_memory_gb: float = 0.0
+    load_s: float = 0.0
+    warm: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "GenerationStats":
+        known = {name: values[name] for name in cls.__dataclass_fields__ if name in values}
+        return cls(**known)
+
+    def footer(self, model: str, finish_reason: str = "stop") -> str:
+        """The one-line summary shown under an answer."""
+        parts = [
+            f"{self.generation_tokens} tokens",
+            f"{self.generation_tps:.1f} tok/s",
+            f"prompt {self.prompt_tokens} tokens @ {self.prompt_tps:.1f} tok/s",
+        ]
+        if self.ttft_s is not None:
+            parts.append(f"first token {self.ttft_s:.2f} s")
+        parts.append(f"peak {self.peak_memory_gb:.2f} GB")
+        parts.append(model)
+        parts.append("warm" if self.warm else f"cold (loaded in {self.load_s:.1f} s)")
+        if finish_reason == "length":
+            parts.append("stopped at max tokens")
+        elif finish_reason == "cancelled":
+            parts.insert(0, "⏹ cancelled")
+        return " · ".join(parts)
+
+
+@dataclass
+class TokenInfo:
+    """One generated token."""
+
+    id: int
+    text: str = ""
+
+
+@dataclass
+class MLXResult:
+    """The answer of one cell, stored in ``_mlx`` (and in ``--out NAME``).
+
+    Attributes:
+        text: the generated text.
+        prompt: the prompt as the user wrote it.
+        model: the model's name.
+        finish_reason: ``stop`` (the model ended), ``length`` (max tokens)
+            or ``cancelled`` (interrupted).
+        stats: a :class:`GenerationStats`.
+        tokens: the generated tokens.
+    """
+
+    text: str
+    prompt: str
+    model: str
+    finish_reason: str
+    stats: GenerationStats = field(default_factory=GenerationStats)
+    tokens: list = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def footer(self) -> str:
+        return self.stats.footer(self.model, self.finish_reason)
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(f"{self.text}\n[{self.footer}]")
+
+    def _repr_html_(self) -> str:
+        return (
+            '<div class="mlx-magic-result">'
+            f'<div style="white-space: pre-wrap">{html.escape(self.text)}</div>'
+            f"{footer_html(self.footer)}</div>"
+        )
+
+    def _repr_markdown_(self) -> str:
+        return f"{self.text}\n\n*{self.footer}*"
+
+
+def footer_html(footer: str) -> str:
+    """The stats footer as small grey HTML."""
+    return (
+        '<div class="mlx-magic-footer" style="font-size: 0.85em; opacity: 0.7; '
+        f'margin-top: 0.3em">{html.escape(footer)}</div>'
+    )

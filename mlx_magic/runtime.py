@@ -1,0 +1,302 @@
+"""The runtime: one owner thread that does all MLX work for the magics.
+
+MLX streams are thread-local, so models are loaded, used and freed on the
+same thread. Requests arrive through a queue; every generation answers with
+a :class:`~mlx_magic.protocol.Job` whose events (tokens, results and
+exceptions, all as values) the caller reads on its own thread.
+
+:class:`Runtime` is the interface the magics use. :class:`ThreadRuntime`
+serves it in the kernel process; a worker-process runtime or a remote
+OpenAI-compatible backend can serve the same interface.
+"""
+
+from __future__ import annotations
+
+import abc
+import queue
+import threading
+import time
+from typing import Any, Callable, Optional
+
+from .locking import gpu_lock
+from .model_cache import WarmModel, WarmModelCache
+from .protocol import (
+    Failed,
+    GenerationRequest,
+    Job,
+    ModelInfo,
+    ModelLoadError,
+    ModelLoading,
+    ModelReady,
+    ModelSpec,
+    RuntimeStatus,
+)
+
+THREAD_NAME = "mlx_magic-runtime"
+
+
+class Runtime(abc.ABC):
+    """What the magics need from a place that runs models."""
+
+    @abc.abstractmethod
+    def generate(self, request: GenerationRequest) -> Job:
+        """Queue a generation; returns at once with its :class:`Job`."""
+
+    @abc.abstractmethod
+    def load(self, spec: ModelSpec) -> ModelInfo:
+        """Make a model warm (blocking); returns what was loaded."""
+
+    @abc.abstractmethod
+    def unload(self, key: Optional[str] = None) -> list[str]:
+        """Free one warm model (by key), or all when ``key`` is ``None``."""
+
+    @abc.abstractmethod
+    def models(self) -> list[ModelInfo]:
+        """The warm models, least recently used first."""
+
+    @abc.abstractmethod
+    def status(self) -> RuntimeStatus:
+        """A snapshot of the runtime's state."""
+
+    @abc.abstractmethod
+    def set_memory_budget(self, budget_bytes: int) -> None:
+        """Change the warm-model budget, evicting models if needed."""
+
+    @abc.abstractmethod
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop, free every model, and wait for the work to end."""
+
+
+class _Call:
+    """A control request (load, unload, ...) run on the owner thread."""
+
+    def __init__(self, function: Callable[[], Any]):
+        self.function = function
+        self.reply: "queue.Queue[tuple[bool, Any]]" = queue.Queue(maxsize=1)
+
+
+_STOP = object()
+
+
+class ThreadRuntime(Runtime):
+    """Serves the runtime interface from one background thread in this process.
+
+    The thread starts on the first request and is a daemon, so a kernel that
+    exits without unloading the extension is not held up by it.
+    """
+
+    def __init__(self, memory_budget_bytes: int):
+        from .loading import release_warm_model
+
+        self._inbox: "queue.Queue[Any]" = queue.Queue()
+        self._thread: Optional[threading.Thread] = None
+        self._start_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._cache = WarmModelCache(memory_budget_bytes, release=release_warm_model)
+        self._current: Optional[Job] = None
+        self._generations = 0
+        self._memory = {"active": 0, "cache": 0, "peak": 0}
+        self._model_infos: tuple = ()
+
+    # ---- interface, called from the kernel thread ----------------------
+
+    def generate(self, request: GenerationRequest) -> Job:
+        job = Job(request)
+        self._ensure_started()
+        self._inbox.put(job)
+        return job
+
+    def load(self, spec: ModelSpec) -> ModelInfo:
+        def load_now():
+            entry, _ = self._warm(spec)
+            return _info(entry)
+
+        return self._call(load_now)
+
+    def unload(self, key: Optional[str] = None) -> list[str]:
+        if self._thread is None:
+            return []
+
+        def unload_now():
+            if key is None:
+                removed = self._cache.clear()
+            else:
+                removed = [key] if self._cache.remove(key) else []
+            self._after_change()
+            return removed
+
+        return self._call(unload_now)
+
+    def models(self) -> list[ModelInfo]:
+        with self._state_lock:
+            return list(self._model_infos)
+
+    def status(self) -> RuntimeStatus:
+        running = self._thread is not None and self._thread.is_alive()
+        # Probe the lock without waiting: a held lock means MLX work is
+        # running right now (ours or user code's).
+        lock_free = gpu_lock.acquire(blocking=False)
+        if lock_free:
+            gpu_lock.release()
+        with self._state_lock:
+            current = self._current
+            return RuntimeStatus(
+                kind="thread",
+                running=running,
+                busy=current is not None,
+                queued=self._inbox.qsize(),
+                current=current.request.model.name if current else None,
+                lock_held=not lock_free,
+                models=self._model_infos,
+                memory_budget_bytes=self._cache.budget_bytes,
+                active_memory_bytes=self._memory["active"],
+                cache_memory_bytes=self._memory["cache"],
+                peak_memory_bytes=self._memory["peak"],
+                generations=self._generations,
+            )
+
+    def set_memory_budget(self, budget_bytes: int) -> None:
+        if self._thread is None:
+            self._cache.budget_bytes = budget_bytes
+            return
+
+        def shrink():
+            self._cache.budget_bytes = budget_bytes
+            evicted = self._cache.shrink_to_budget()
+            self._after_change()
+            return evicted
+
+        self._call(shrink)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        thread = self._thread
+        if thread is None:
+            return
+        with self._state_lock:
+            if self._current is not None:
+                self._current.cancel()
+        # Jobs still queued are cancelled so that their callers hear back.
+        self._inbox.put(_STOP)
+        thread.join(timeout)
+        self._thread = None
+
+    # ---- owner thread ----------------------------------------------------
+
+    def _ensure_started(self) -> None:
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, name=THREAD_NAME, daemon=True)
+                self._thread.start()
+
+    def _call(self, function: Callable[[], Any]) -> Any:
+        call = _Call(function)
+        self._ensure_started()
+        self._inbox.put(call)
+        ok, value = call.reply.get()
+        if ok:
+            return value
+        raise value
+
+    def _serve(self) -> None:
+        stopping = False
+        while True:
+            item = self._inbox.get()
+            if item is _STOP:
+                stopping = True
+                break
+            if isinstance(item, _Call):
+                try:
+                    item.reply.put((True, item.function()))
+                except BaseException as error:  # handed back to the caller
+                    item.reply.put((False, error))
+            else:
+                self._run_job(item)
+        if stopping:
+            self._drain_after_stop()
+            self._cache.clear()
+            self._after_change()
+
+    def _drain_after_stop(self) -> None:
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Call):
+                item.reply.put((False, RuntimeError("the mlx_magic runtime was stopped")))
+            elif isinstance(item, Job):
+                item.emit(Failed("the mlx_magic runtime was stopped", user_error=True))
+
+    def _run_job(self, job: Job) -> None:
+        from .text_generation import generate_text
+
+        with self._state_lock:
+            self._current = job
+        try:
+            if job.cancelled:
+                job.emit(_cancelled_before_start())
+                return
+            entry, warm = self._warm(job.request.model, job)
+            job.emit(ModelReady(model=entry.name, warm=warm, load_s=0.0 if warm else entry.load_s))
+            if entry.kind != "text":
+                raise ModelLoadError(
+                    f"'{entry.name}' is a vision model; this runtime answers with text models"
+                )
+            finished = generate_text(entry, job, started=time.perf_counter())
+            finished.stats["load_s"] = 0.0 if warm else entry.load_s
+            finished.stats["warm"] = warm
+            self._generations += 1
+            job.emit(finished)
+        except ModelLoadError as error:
+            job.emit(Failed(str(error), user_error=True, error=error))
+        except Exception as error:  # a bug or a crash in MLX: handed back
+            job.emit(Failed(f"{type(error).__name__}: {error}", user_error=False, error=error))
+        finally:
+            with self._state_lock:
+                self._current = None
+            self._after_change()
+
+    def _warm(self, spec: ModelSpec, job: Optional[Job] = None) -> tuple[WarmModel, bool]:
+        from .loading import load_warm_model
+
+        entry = self._cache.get(spec.key)
+        if entry is not None:
+            return entry, True
+        if job is not None:
+            job.emit(ModelLoading(model=spec.name))
+        with gpu_lock:
+            entry = load_warm_model(spec)
+            entry.uses = 1
+            self._cache.put(entry)
+        self._after_change()
+        return entry, False
+
+    def _after_change(self) -> None:
+        import mlx.core as mx
+
+        infos = tuple(_info(entry) for entry in self._cache)
+        memory = {
+            "active": mx.get_active_memory(),
+            "cache": mx.get_cache_memory(),
+            "peak": mx.get_peak_memory(),
+        }
+        with self._state_lock:
+            self._model_infos = infos
+            self._memory = memory
+
+
+def _info(entry: WarmModel) -> ModelInfo:
+    return ModelInfo(
+        name=entry.name,
+        key=entry.key,
+        kind=entry.kind,
+        memory_bytes=entry.memory_bytes,
+        load_s=entry.load_s,
+        uses=entry.uses,
+    )
+
+
+def _cancelled_before_start():
+    from .protocol import Finished
+
+    return Finished(finish_reason="cancelled", stats={"generation_tokens": 0})

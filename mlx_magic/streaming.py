@@ -1,0 +1,147 @@
+"""Feed a runtime job's events into a view, on the kernel's own thread.
+
+The kernel thread waits here while the runtime thread generates, so the
+kernel's interrupt (a ``KeyboardInterrupt`` raised on this thread) lands
+here: the job is cancelled, the partial answer is kept and marked, and the
+interrupt is passed on by the caller.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from .buffering import TokenBuffer
+from .protocol import Failed, Finished, Job, ModelLoading, ModelReady, TokenChunk
+from .result import GenerationStats, MLXResult, TokenInfo
+from .views import StreamView
+
+# How long to wait for the runtime to confirm a cancel before giving up on
+# it; a token step takes far less, only a huge prompt's prefill chunk more.
+CANCEL_GRACE_S = 30.0
+# How often to wake up when no text is held, so that waits stay interruptible.
+_POLL_S = 0.25
+
+
+class GenerationFailed(Exception):
+    """The runtime reported a :class:`Failed` event."""
+
+    def __init__(self, failure: Failed):
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+@dataclass
+class StreamOutcome:
+    """What came of streaming one job."""
+
+    result: MLXResult
+    interrupted: bool = False
+    flushes: int = 0
+
+
+def stream_job(job: Job, view: StreamView, *, interval_s: float) -> StreamOutcome:
+    """Show ``job``'s answer in ``view`` as it is generated.
+
+    Returns:
+        The outcome; ``interrupted`` is true when a ``KeyboardInterrupt``
+        cancelled the job (the caller re-raises it once the result is kept).
+
+    Raises:
+        GenerationFailed: the runtime could not generate.
+    """
+    collector = _Collector(job, view, TokenBuffer(interval_s) if view.batches else None)
+    try:
+        finished = collector.run_until_finished()
+        interrupted = False
+    except KeyboardInterrupt:
+        job.cancel()
+        finished = collector.run_until_finished(grace_s=CANCEL_GRACE_S)
+        interrupted = True
+    result = collector.result(finished)
+    view.finish(result)
+    return StreamOutcome(result=result, interrupted=interrupted, flushes=collector.flushes)
+
+
+class _Collector:
+    def __init__(self, job: Job, view: StreamView, buffer: Optional[TokenBuffer]):
+        self.job = job
+        self.view = view
+        self.buffer = buffer
+        self.parts: list[str] = []
+        self.tokens: list[TokenInfo] = []
+        self.flushes = 0
+        self.ready: Optional[ModelReady] = None
+
+    def run_until_finished(self, grace_s: Optional[float] = None) -> Finished:
+        deadline = None if grace_s is None else time.monotonic() + grace_s
+        while True:
+            timeout = _POLL_S
+            if self.buffer is not None:
+                due_in = self.buffer.seconds_until_due()
+                if due_in is not None:
+                    timeout = min(timeout, due_in)
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._show(self._drain_buffer())
+                    return Finished("cancelled", {"generation_tokens": len(self.tokens)})
+                timeout = min(timeout, remaining)
+            event = self.job.next_event(timeout)
+            if event is None:
+                if self.buffer is not None:
+                    self._show(self.buffer.due())
+                continue
+            finished = self._handle(event)
+            if finished is not None:
+                self._show(self._drain_buffer())
+                return finished
+
+    def _handle(self, event) -> Optional[Finished]:
+        if isinstance(event, TokenChunk):
+            self.parts.append(event.text)
+            for token_id in event.token_ids:
+                self.tokens.append(TokenInfo(id=int(token_id)))
+            if self.tokens and event.token_ids:
+                self.tokens[-1].text = event.text
+            if self.buffer is None:
+                self._show(event.text)
+            else:
+                self._show(self.buffer.add(event.text, max(1, len(event.token_ids))))
+        elif isinstance(event, ModelLoading):
+            self.view.loading(event.model)
+        elif isinstance(event, ModelReady):
+            self.ready = event
+            self.view.waiting_for_first_token(event.model, None if event.warm else event.load_s)
+        elif isinstance(event, Finished):
+            return event
+        elif isinstance(event, Failed):
+            self._show(self._drain_buffer())
+            self.view.fail()
+            raise GenerationFailed(event)
+        return None
+
+    def _drain_buffer(self) -> str:
+        return self.buffer.flush() if self.buffer is not None else ""
+
+    def _show(self, text: Optional[str]) -> None:
+        if text:
+            self.flushes += 1
+            self.view.write(text)
+
+    def result(self, finished: Finished) -> MLXResult:
+        stats = GenerationStats.from_dict(finished.stats)
+        if self.ready is not None:
+            stats.warm = self.ready.warm
+            stats.load_s = 0.0 if self.ready.warm else self.ready.load_s
+        stats.generation_tokens = len(self.tokens)
+        request = self.job.request
+        return MLXResult(
+            text="".join(self.parts),
+            prompt=request.prompt,
+            model=request.model.name,
+            finish_reason=finished.finish_reason,
+            stats=stats,
+            tokens=self.tokens,
+        )

@@ -1,0 +1,141 @@
+"""Where a streamed answer is shown: a notebook cell or a terminal.
+
+In a notebook the answer goes out as the cell's own stdout stream. Each
+flush sends only the new text, and the frontend appends it, so traffic grows
+linearly with the answer; an ``ipywidgets.Output`` would resend its whole
+output list on every append (traffic growing with the square of the text).
+Stream output is also what a saved notebook, nbconvert and every frontend
+show without live widgets. Status (loading, reading the prompt) and the stats
+footer are separate display outputs; the status line updates in place.
+
+In terminal IPython tokens are printed as they come.
+"""
+
+from __future__ import annotations
+
+import html
+import sys
+from typing import Optional
+
+from .result import MLXResult, footer_html
+
+
+class StreamView:
+    """The interface the magics stream into."""
+
+    #: Whether tokens should be batched (a frontend pays per message).
+    batches = True
+
+    def loading(self, model: str) -> None:
+        """The model is cold and is being loaded."""
+
+    def waiting_for_first_token(self, model: str, loaded_in: Optional[float]) -> None:
+        """The model is ready; the prompt is being read."""
+
+    def write(self, text: str) -> None:
+        """Show more of the answer."""
+
+    def finish(self, result: MLXResult) -> None:
+        """The answer is complete (or was cancelled): show the footer."""
+
+    def fail(self) -> None:
+        """The generation failed; the error is raised by the caller."""
+
+
+class NotebookView(StreamView):
+    """Streams into the running cell's output (Jupyter, VS Code, nbclient)."""
+
+    def __init__(self):
+        self._status = None
+        self._ends_with_newline = True
+        self._wrote = False
+
+    def loading(self, model: str) -> None:
+        self._set_status(f"⏳ Loading {model} (first use in this kernel)…")
+
+    def waiting_for_first_token(self, model: str, loaded_in: Optional[float]) -> None:
+        if loaded_in is not None:
+            self._set_status(f"✓ Loaded {model} in {loaded_in:.1f} s; reading the prompt…")
+        else:
+            self._set_status(f"⏳ {model} is reading the prompt…")
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        if not self._wrote:
+            self._wrote = True
+            self._clear_status()
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        self._ends_with_newline = text.endswith("\n")
+
+    def finish(self, result: MLXResult) -> None:
+        self._clear_status()
+        if not self._ends_with_newline:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        from IPython.display import display
+
+        display({"text/plain": f"[{result.footer}]", "text/html": footer_html(result.footer)}, raw=True)
+
+    def fail(self) -> None:
+        self._clear_status()
+        if not self._ends_with_newline:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+
+    def _set_status(self, message: str) -> None:
+        from IPython.display import display
+
+        bundle = {
+            "text/plain": message,
+            "text/html": f'<span class="mlx-magic-status">{html.escape(message)}</span>',
+        }
+        if self._status is None:
+            self._status = display(bundle, raw=True, display_id=True)
+        else:
+            self._status.update(bundle, raw=True)
+
+    def _clear_status(self) -> None:
+        if self._status is not None:
+            self._status.update({"text/plain": ""}, raw=True)
+            self._status = None
+
+
+class TerminalView(StreamView):
+    """Prints tokens as they come (terminal IPython, plain Python)."""
+
+    batches = False
+
+    def __init__(self, stream=None):
+        self._stream = stream
+        self._ends_with_newline = True
+
+    @property
+    def out(self):
+        # Looked up at each write so that capture (pytest, %%capture) works.
+        return self._stream or sys.stdout
+
+    def loading(self, model: str) -> None:
+        print(f"[loading {model}…]", file=self.out, flush=True)
+
+    def write(self, text: str) -> None:
+        if text:
+            print(text, end="", file=self.out, flush=True)
+            self._ends_with_newline = text.endswith("\n")
+
+    def finish(self, result: MLXResult) -> None:
+        if not self._ends_with_newline:
+            print(file=self.out)
+        print(f"[{result.footer}]", file=self.out, flush=True)
+
+    def fail(self) -> None:
+        if not self._ends_with_newline:
+            print(file=self.out, flush=True)
+
+
+def view_for(shell) -> StreamView:
+    """A notebook view inside a Jupyter kernel, a terminal view elsewhere."""
+    if getattr(shell, "kernel", None) is not None:
+        return NotebookView()
+    return TerminalView()

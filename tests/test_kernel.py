@@ -1,0 +1,120 @@
+"""%%mlx in a real Jupyter kernel (jupyter_client), as a frontend sees it."""
+
+import time
+
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+pytestmark = [pytest.mark.model, pytest.mark.kernel]
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    manager, client = start_new_kernel(kernel_name="python3")
+    try:
+        execute(client, "%load_ext mlx_magic")
+        execute(client, "%mlx load smollm2", timeout=300)
+        yield manager, client
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+def execute(client, code, timeout=120, on_message=None):
+    """Run code; return (reply content, iopub messages of this execution)."""
+    msg_id = client.execute(code)
+    messages = []
+    deadline = time.monotonic() + timeout
+    while True:
+        message = client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        if message["parent_header"].get("msg_id") != msg_id:
+            continue
+        messages.append(message)
+        if on_message:
+            on_message(message)
+        if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+            break
+    reply = client.get_shell_msg(timeout=timeout)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = client.get_shell_msg(timeout=timeout)
+    return reply["content"], messages
+
+
+def stream_text(messages):
+    return "".join(m["content"]["text"] for m in messages if m["msg_type"] == "stream")
+
+
+def displays(messages):
+    return [m["content"]["data"] for m in messages if m["msg_type"] == "display_data"]
+
+
+def test_answer_streams_with_footer_and_result(kernel):
+    _, client = kernel
+    reply, messages = execute(client, "%%mlx\nWhat is the capital of France?")
+    assert reply["status"] == "ok"
+    assert "Paris" in stream_text(messages)
+    footers = [d for d in displays(messages) if "tok/s" in d.get("text/plain", "")]
+    assert len(footers) == 1
+    assert "smollm2" in footers[0]["text/plain"] and "mlx-magic-footer" in footers[0]["text/html"]
+    reply, messages = execute(client, "print(_mlx.finish_reason, _mlx.stats.warm, 'Paris' in _mlx.text)")
+    assert stream_text(messages).strip() == "stop True True"
+
+
+def test_frontend_messages_are_bounded_by_the_buffer_and_traffic_is_linear(kernel):
+    _, client = kernel
+    execute(client, "%config MLXMagics.stream_interval_ms = 500")
+    try:
+        started = time.monotonic()
+        reply, messages = execute(client, "%%mlx -n 60 --raw\nThe history of the city of Rome begins")
+        elapsed = time.monotonic() - started
+    finally:
+        execute(client, "%config MLXMagics.stream_interval_ms = 200")
+    assert reply["status"] == "ok"
+    streams = [m for m in messages if m["msg_type"] == "stream"]
+    _, check = execute(client, "print(_mlx.stats.generation_tokens, len(_mlx.text))")
+    tokens, characters = map(int, stream_text(check).split())
+    assert tokens == 60
+    # Streamed: several updates; buffered: far fewer than one per token, and
+    # no more than one per interval (plus the final flush and its newline).
+    assert 3 <= len(streams) <= elapsed / 0.5 + 3
+    assert len(streams) < tokens / 2
+    # Linear traffic: the text is sent once, not resent on every update.
+    streamed_chars = sum(len(m["content"]["text"]) for m in streams)
+    assert streamed_chars <= characters + 2
+    status_updates = [m for m in messages if m["msg_type"] == "update_display_data"]
+    assert len(status_updates) <= 3
+
+
+def test_kernel_interrupt_cancels_and_the_next_cell_works(kernel):
+    manager, client = kernel
+    seen = []
+
+    def interrupt_once_text_flows(message):
+        if message["msg_type"] == "stream":
+            seen.append(message)
+            if len(seen) == 2:
+                manager.interrupt_kernel()
+
+    reply, messages = execute(
+        client, "%%mlx -n 300\nWrite a very long essay about the history of Rome.",
+        on_message=interrupt_once_text_flows,
+    )
+    assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+    footers = [d["text/plain"] for d in displays(messages) if "tok/s" in d.get("text/plain", "")]
+    assert len(footers) == 1 and "cancelled" in footers[0]
+    _, check = execute(client, "print(_mlx.finish_reason, _mlx.stats.generation_tokens < 300)")
+    assert stream_text(check).strip() == "cancelled True"
+    reply, messages = execute(client, "%%mlx -n 12\nWhat is the capital of France?")
+    assert reply["status"] == "ok" and "Paris" in stream_text(messages)
+
+
+def test_usage_error_is_one_line_in_the_kernel(kernel):
+    _, client = kernel
+    reply, messages = execute(client, "%%mlx -n 0\nhi")
+    assert reply["status"] == "error" and reply["ename"] == "UsageError"
+    errors = [m for m in messages if m["msg_type"] == "error"]
+    # IPython shows a UsageError as its message alone: no traceback frames.
+    shown = "".join(errors[0]["content"]["traceback"]) if errors else ""
+    assert "Traceback" not in shown and "File " not in shown
+    reply, _ = execute(client, "%%mlx -n 2 --raw\nHello")
+    assert reply["status"] == "ok"
