@@ -324,7 +324,7 @@ class MLXMagics(Magics):
         status = self.runtime.status()
         state = "running" if status.running else "stopped"
         busy = f"generating with {status.current}" if status.busy else "idle"
-        print(f"Runtime: {status.kind} thread, {state}, {busy}; {status.queued} queued; "
+        print(f"Runtime: {status.kind}, {state}, {busy}; {status.queued} queued; "
               f"{status.generations} generations")
         print(f"GPU lock: {'held' if status.lock_held else 'free'}")
         used = sum(info.memory_bytes for info in status.models)

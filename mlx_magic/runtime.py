@@ -141,7 +141,7 @@ class ThreadRuntime(Runtime):
         with self._state_lock:
             current = self._current
             return RuntimeStatus(
-                kind="thread",
+                kind="thread in the kernel",
                 running=running,
                 busy=current is not None,
                 queued=self._inbox.qsize(),

@@ -177,7 +177,7 @@ def test_status_and_models_commands(model_shell, capsys):
     assert "smollm2" in listing and "text" in listing and "GB" in listing
     run(model_shell, "%mlx status")
     status = capsys.readouterr().out
-    assert "thread, running, idle" in status
+    assert "thread in the kernel, running, idle" in status
     assert "GPU lock: free" in status
     assert "Warm models: 1" in status
 

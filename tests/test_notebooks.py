@@ -1,0 +1,50 @@
+"""The notebooks in notebooks/ run top to bottom in a real kernel and say the right things."""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+pytestmark = [pytest.mark.model, pytest.mark.kernel]
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def outputs_text(cell):
+    parts = []
+    for output in cell.get("outputs", []):
+        if output.output_type == "stream":
+            parts.append(output.text)
+        elif output.output_type in ("display_data", "execute_result"):
+            parts.append(output.get("data", {}).get("text/plain", ""))
+    return "".join(parts)
+
+
+def test_committed_notebooks_have_no_outputs():
+    for path in NOTEBOOKS.glob("*.ipynb"):
+        notebook = nbformat.read(path, as_version=4)
+        for cell in notebook.cells:
+            if cell.cell_type == "code":
+                assert not cell.outputs and cell.execution_count is None, path.name
+
+
+def test_quickstart_answers_with_the_embedded_model():
+    notebook = nbformat.read(NOTEBOOKS / "01-quickstart.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3").execute()
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    by_source = {cell.source.splitlines()[0]: cell for cell in code}
+    capital = by_source["%%mlx"]
+    text = outputs_text(capital)
+    assert "Paris" in text
+    assert "tok/s" in text and "smollm2" in text and "cold" in text
+    # The answer is in the saved output as plain stream text: no widget state needed.
+    streams = [o for o in capital.outputs if o.output_type == "stream"]
+    assert "Paris" in "".join(o.text for o in streams)
+    assert notebook.metadata.get("widgets") is None
+    tips = outputs_text(by_source['%%mlx -n 60 -s "You are a concise assistant." -o tips'])
+    assert "warm" in tips and "stopped at max tokens" in tips
+    assert "smollm2" in outputs_text(by_source["%mlx models"])
+    assert "running" in outputs_text(by_source["%mlx status"])
+    for cell in code:
+        assert not [o for o in cell.outputs if o.output_type == "error"], cell.source
