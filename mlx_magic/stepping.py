@@ -1,0 +1,95 @@
+"""Drive a generation one token step at a time (runtime thread).
+
+Both mlx-lm and mlx-vlm hand out generations as Python generators whose every
+``next()`` computes one token. Each step runs under :data:`gpu_lock` and the
+job's cancel flag is checked between steps, so a cancel takes effect within
+one step and user code holding the lock waits for at most one step.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
+
+from .locking import gpu_lock
+from .protocol import Job, TokenChunk
+
+
+class CancelledDuringPrompt(Exception):
+    """Raised from a prompt progress callback to stop a long prefill."""
+
+
+def stop_prefill_when_cancelled(job: Job) -> Callable[[int, int], None]:
+    """A ``prompt_progress_callback`` that aborts the prefill of a cancelled job."""
+
+    def check(processed: int, total: int) -> None:
+        if job.cancelled:
+            raise CancelledDuringPrompt
+
+    return check
+
+
+@dataclass
+class SteppedGeneration:
+    """What happened while stepping: the last response and timings."""
+
+    last: Any = None
+    finish_reason: str = "cancelled"
+    generated: int = 0
+    first_token_at: Optional[float] = None
+    token_ids: list = field(default_factory=list)
+
+
+def run_steps(steps: Iterator, job: Job, *, token_of: Callable[[Any], Optional[int]]) -> SteppedGeneration:
+    """Pull responses from ``steps`` until it finishes or the job is cancelled.
+
+    Every response with text or a token becomes a :class:`TokenChunk`. The
+    last response of a finished generation carries the detokenizer's tail
+    (and, when the model stopped itself, the end-of-sequence token, which is
+    not reported as generated).
+
+    Args:
+        steps: an mlx-lm or mlx-vlm ``stream_generate`` generator.
+        job: the job to emit to and to watch for cancellation.
+        token_of: the generated token id of a response, or ``None``.
+    """
+    outcome = SteppedGeneration()
+    try:
+        while not job.cancelled:
+            with gpu_lock:
+                response = next(steps, None)
+            if response is None:
+                break
+            outcome.last = response
+            if outcome.first_token_at is None:
+                outcome.first_token_at = time.perf_counter()
+            finish_reason = getattr(response, "finish_reason", None)
+            token = token_of(response)
+            ids = () if token is None or finish_reason == "stop" else (token,)
+            outcome.generated += len(ids)
+            outcome.token_ids.extend(ids)
+            if response.text or ids:
+                job.emit(TokenChunk(text=response.text, token_ids=ids))
+            if finish_reason is not None:
+                outcome.finish_reason = finish_reason
+                # Let the generator run to its end: mlx-vlm saves its prompt
+                # cache state after the last response.
+                with gpu_lock:
+                    for _ in steps:
+                        pass
+                break
+    except CancelledDuringPrompt:
+        outcome.finish_reason = "cancelled"
+    finally:
+        with gpu_lock:
+            steps.close()
+    return outcome
+
+
+def token_id(response) -> Optional[int]:
+    """The token id of an mlx-lm or mlx-vlm response (an int or a 0-d array)."""
+    token = getattr(response, "token", None)
+    if token is None:
+        return None
+    return int(token.item()) if hasattr(token, "item") else int(token)
