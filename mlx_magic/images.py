@@ -370,12 +370,15 @@ def _array_to_image(source: str, array: Any, numpy: Any) -> Image.Image:
     if array.dtype == numpy.uint8:
         pixels = array
     elif numpy.issubdtype(array.dtype, numpy.floating):
-        # NaN fails both comparisons, so it is refused here too.
-        if not bool(numpy.all((array >= 0.0) & (array <= 1.0))):
-            low, high = numpy.nanmin(array), numpy.nanmax(array)
+        if not bool(numpy.isfinite(array).all()):
+            raise ImageSourceError(
+                f"{source!r}: float array values must be in [0, 1], found NaN or "
+                f"infinity", source)
+        low, high = float(array.min()), float(array.max())
+        if low < 0.0 or high > 1.0:
             raise ImageSourceError(
                 f"{source!r}: float array values must be in [0, 1], found {low:g} to "
-                f"{high:g} (NaN counts as outside); scale it or pass uint8", source)
+                f"{high:g}; scale it or pass uint8", source)
         pixels = numpy.rint(array * 255.0).astype(numpy.uint8)
     else:
         raise ImageSourceError(
@@ -465,7 +468,9 @@ def _fetch(source: str, url: str, options: _Options) -> tuple[bytes, str]:
             while received <= options.max_bytes:
                 if time.monotonic() > deadline:
                     raise TimeoutError
-                chunk = response.read(min(_CHUNK, options.max_bytes + 1 - received))
+                # read1 returns what one recv brings; read(n) would wait for
+                # all n bytes and let a trickling server outlast the deadline.
+                chunk = response.read1(min(_CHUNK, options.max_bytes + 1 - received))
                 if not chunk:
                     break
                 chunks.append(chunk)
@@ -478,6 +483,7 @@ def _fetch(source: str, url: str, options: _Options) -> tuple[bytes, str]:
     except ImageSourceError:
         raise
     except urllib.error.HTTPError as error:
+        error.close()  # it holds the connection open for its error page
         raise ImageSourceError(f"{name}: HTTP {error.code} {error.reason}", source) from error
     except urllib.error.URLError as error:
         reason = error.reason

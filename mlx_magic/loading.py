@@ -53,6 +53,7 @@ def release_warm_model(entry: WarmModel) -> None:
 
     entry.model = None
     entry.tokenizer = None
+    entry.extras.clear()
     gc.collect()
     mx.clear_cache()
 

@@ -7,12 +7,14 @@ the views.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, observe, validate
+from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, default, observe, validate
 
 from .embedded import EMBEDDED_MODEL_NAME
 from .protocol import GenerationRequest, ModelLoadError, SamplingParams
@@ -30,6 +32,30 @@ def _usage_error(message: str, cause: BaseException | None = None) -> UsageError
     return error
 
 
+def generation_arguments(magic):
+    """The flags shared by ``%%mlx`` and ``%%mlx_vision``."""
+    flags = [
+        argument("-m", "--model", help="Model: a folder, a .gguf file, a Hub id, an alias, "
+                 f"or '{EMBEDDED_MODEL_NAME}' (the default for text)."),
+        argument("-n", "--max-tokens", type=int, help="Most tokens to generate."),
+        argument("--temp", type=float, help="Sampling temperature (0 = greedy)."),
+        argument("--top-p", type=float, help="Nucleus sampling threshold in [0, 1]."),
+        argument("--top-k", type=int, help="Sample from the k most likely tokens (0 = all)."),
+        argument("--min-p", type=float, help="Drop tokens below this fraction of the top "
+                 "probability, in [0, 1]."),
+        argument("--repetition-penalty", type=float, help="Penalty above 1 for repeated tokens."),
+        argument("--seed", type=int, help="Random seed, for repeatable sampling."),
+        argument("-s", "--system", help="System prompt (quote it if it has spaces)."),
+        argument("--raw", action="store_true",
+                 help="Send the cell as is, without the chat template."),
+        argument("-o", "--out", help="Also store the result in this variable."),
+    ]
+    # magic_arguments applies decorators bottom-up; keep the listed order in --help.
+    for flag in reversed(flags):
+        magic = flag(magic)
+    return magic
+
+
 @magics_class
 class MLXMagics(Magics):
     """Stream local MLX models in IPython. Settings: ``%config MLXMagics``."""
@@ -42,6 +68,9 @@ class MLXMagics(Magics):
     ).tag(config=True)
     default_vision_model = Unicode(
         None, allow_none=True, help="Model used by %%mlx_vision when it has no --model."
+    ).tag(config=True)
+    max_images = Int(
+        8, help="Most images one %%mlx_vision cell may send (a model may allow fewer)."
     ).tag(config=True)
     max_tokens = Int(256, help="Most tokens to generate when a cell has no --max-tokens.").tag(
         config=True
@@ -71,7 +100,19 @@ class MLXMagics(Magics):
 
     def __init__(self, shell=None, **kwargs):
         super().__init__(shell=shell, **kwargs)
+        from .images import DecodedImageCache
+
         self._runtime = None
+        self._image_cache = DecodedImageCache()
+
+    @default("default_model")
+    def _default_model_from_environment(self):
+        return os.environ.get("MLX_MAGIC_DEFAULT_MODEL") or None
+
+    @default("default_vision_model")
+    def _default_vision_model_from_environment(self):
+        # Lets CI run the vision notebook against a tiny test model.
+        return os.environ.get("MLX_MAGIC_DEFAULT_VISION_MODEL") or None
 
     # ---- settings ---------------------------------------------------------
 
@@ -79,6 +120,12 @@ class MLXMagics(Magics):
     def _check_max_tokens(self, proposal):
         if proposal.value <= 0:
             raise TraitError(f"max_tokens must be a positive integer, not {proposal.value}")
+        return proposal.value
+
+    @validate("max_images")
+    def _check_max_images(self, proposal):
+        if proposal.value <= 0:
+            raise TraitError(f"max_images must be a positive integer, not {proposal.value}")
         return proposal.value
 
     @validate("temperature")
@@ -129,30 +176,20 @@ class MLXMagics(Magics):
             self._runtime.stop()
             self._runtime = None
 
-    def _resolve(self, name):
+    def _resolve(self, name, default=None):
         from .models import resolve_model
 
         try:
-            return resolve_model(name, default=self.default_model, aliases=self.aliases)
+            return resolve_model(
+                name, default=default or self.default_model, aliases=self.aliases
+            )
         except ModelLoadError as error:
             raise _usage_error(str(error), error) from None
 
     # ---- %%mlx --------------------------------------------------------------
 
-    @magic_arguments()
-    @argument("-m", "--model", help="Model: a folder, a .gguf file, a Hub id, an alias, "
-              f"or '{EMBEDDED_MODEL_NAME}' (the default).")
-    @argument("-n", "--max-tokens", type=int, help="Most tokens to generate.")
-    @argument("--temp", type=float, help="Sampling temperature (0 = greedy).")
-    @argument("--top-p", type=float, help="Nucleus sampling threshold in [0, 1].")
-    @argument("--top-k", type=int, help="Sample from the k most likely tokens (0 = all).")
-    @argument("--min-p", type=float, help="Drop tokens below this fraction of the top "
-              "probability, in [0, 1].")
-    @argument("--repetition-penalty", type=float, help="Penalty above 1 for repeated tokens.")
-    @argument("--seed", type=int, help="Random seed, for repeatable sampling.")
-    @argument("-s", "--system", help="System prompt (quote it if it has spaces).")
-    @argument("--raw", action="store_true", help="Send the cell as is, without the chat template.")
-    @argument("-o", "--out", help="Also store the result in this variable.")
+    @magic_arguments("%mlx")  # shown as %%mlx in the usage line
+    @generation_arguments
     @cell_magic("mlx")
     def mlx_cell(self, line, cell):
         """Answer the cell's text with a local MLX model, streaming the tokens.
@@ -186,24 +223,112 @@ class MLXMagics(Magics):
         settings.
         """
         args = parse_argstring(self.mlx_cell, line)
+        request, out_name = self._request(args, cell, lambda: self._resolve(args.model))
+        self._run(request, out_name)
+
+    # ---- %%mlx_vision ---------------------------------------------------------
+
+    @magic_arguments("%mlx_vision")  # shown as %%mlx_vision in the usage line
+    @generation_arguments
+    @argument("-i", "--image", action="append", default=[], metavar="SRC",
+              help="An image to send; repeat for several. A file (globs allowed), an "
+              "http(s) URL, a data: URI, or a variable holding a PIL image, a numpy array, "
+              "bytes, a matplotlib figure or an IPython Image; also _, _N and Out[N].")
+    @cell_magic("mlx_vision")
+    def mlx_vision_cell(self, line, cell):
+        """Ask a vision-language model about images, streaming the answer.
+
+        Thumbnails of the images appear first, then the answer streams below
+        them, then the stats footer. Everything ``%%mlx`` accepts works here
+        too. The model comes from ``--model``, else the
+        ``default_vision_model`` setting (or the environment variable
+        ``MLX_MAGIC_DEFAULT_VISION_MODEL``).
+
+        Decoded images are cached by file and content, so asking again about
+        the same image does not decode it again.
+
+        Examples::
+
+            In [1]: %config MLXMagics.default_vision_model = "mlx-community/Qwen2-VL-2B-Instruct-4bit"
+
+            In [2]: %%mlx_vision -i photo.jpg
+               ...: What is in this picture?
+
+            In [3]: %%mlx_vision -i fig -i "shots/*.png"
+               ...: What is different between these pictures?
+
+            In [4]: import numpy as np; noise = np.random.rand(64, 64, 3)
+
+            In [5]: %%mlx_vision -i noise -n 40
+               ...: Describe this image.
+        """
+        args = parse_argstring(self.mlx_vision_cell, line)
+        if not args.image:
+            raise UsageError(
+                "%%mlx_vision needs an image: add -i SRC (a file, URL or variable); "
+                "%%mlx answers text alone"
+            )
+        if args.model is None and self.default_vision_model is None:
+            raise UsageError(
+                "No vision model: pass --model, or set %config "
+                "MLXMagics.default_vision_model = '<folder or Hub id>'"
+            )
+        request, out_name = self._request(args, cell, lambda: self._resolve_vision(args.model))
+        images = self._load_images(args.image)
+        request = dataclasses.replace(
+            request,
+            images=tuple(loaded.image for loaded in images),
+            image_keys=tuple(loaded.cache_key for loaded in images),
+        )
+        self._run(request, out_name, images=images)
+
+    def _resolve_vision(self, name):
+        spec = self._resolve(name, default=self.default_vision_model)
+        if spec.kind != "vision":
+            raise UsageError(
+                f"'{spec.name}' is a text model and cannot see images: %%mlx_vision needs a "
+                "vision-language model (its config.json has a vision_config)"
+            )
+        return spec
+
+    def _load_images(self, sources):
+        from .images import ImageSourceError, load_images
+
+        try:
+            images = load_images(sources, self.shell.user_ns, cache=self._image_cache)
+        except ImageSourceError as error:
+            raise _usage_error(str(error), error) from None
+        if len(images) > self.max_images:
+            raise UsageError(
+                f"{len(images)} images is more than the {self.max_images} allowed "
+                "(MLXMagics.max_images): send fewer"
+            )
+        return images
+
+    # ---- shared by the cell magics ------------------------------------------
+
+    def _request(self, args, cell, resolve_model) -> tuple[GenerationRequest, str | None]:
+        """Validate the cell's text and flags, then resolve the model (slowest, last)."""
         prompt = (cell or "").strip("\n")
         if not prompt.strip():
-            raise UsageError("The cell is empty: write the prompt on the lines below %%mlx")
+            raise UsageError("The cell is empty: write the prompt on the lines below the magic")
         sampling = self._sampling(args)
         out_name = self._check_out_name(args.out)
-        spec = self._resolve(args.model)
         request = GenerationRequest(
-            model=spec,
+            model=resolve_model(),
             prompt=prompt,
             system=args.system if args.system is not None else self.system_prompt,
             raw=args.raw,
             sampling=sampling,
         )
-        self._run(request, out_name)
+        return request, out_name
 
-    def _run(self, request: GenerationRequest, out_name) -> None:
-        job = self.runtime.generate(request)
+    def _run(self, request: GenerationRequest, out_name, images=()) -> None:
         view = view_for(self.shell)
+        if images:
+            # Before the job: previews must not wait for the model.
+            view.show_images(images)
+        job = self.runtime.generate(request)
         try:
             outcome = stream_job(job, view, interval_s=self.stream_interval_ms / 1000)
         except GenerationFailed as failed:
@@ -260,7 +385,7 @@ class MLXMagics(Magics):
 
     # ---- %mlx -----------------------------------------------------------------
 
-    @magic_arguments()
+    @magic_arguments("mlx")
     @argument("command", choices=["load", "unload", "models", "status"],
               help="What to do.")
     @argument("names", nargs="*", help="Models for load/unload ('all' unloads every model).")
@@ -332,3 +457,11 @@ class MLXMagics(Magics):
               f"{status.memory_budget_bytes / _GB:.1f} GB budget")
         print(f"MLX memory: active {status.active_memory_bytes / 1e9:.2f} GB, cache "
               f"{status.cache_memory_bytes / 1e9:.2f} GB, peak {status.peak_memory_bytes / 1e9:.2f} GB")
+        decoded = self._image_cache.stats()
+        print(f"Decoded images: {decoded['entries']} cached, {decoded['hits']} hits, "
+              f"{decoded['misses']} misses")
+        for info in status.models:
+            if info.vision_features is not None:
+                features = info.vision_features
+                print(f"Vision features of {info.name}: {features['entries']} cached, "
+                      f"{features['hits']} hits, {features['misses']} misses")

@@ -27,6 +27,8 @@ class WarmModel:
     load_s: float
     uses: int = 0
     last_used: float = field(default_factory=time.monotonic)
+    # Per-model caches that live and die with the model (e.g. vision features).
+    extras: dict = field(default_factory=dict)
 
 
 class WarmModelCache:

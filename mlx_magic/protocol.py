@@ -60,6 +60,9 @@ class GenerationRequest:
         system: a system prompt; ``None`` keeps the chat template's default.
         raw: send ``prompt`` as is, without the chat template.
         sampling: token selection settings.
+        images: RGB ``PIL.Image`` objects for a vision model (a process
+            runtime sends them as PNG).
+        image_keys: a content key per image, for the runtime's caches.
     """
 
     model: ModelSpec
@@ -67,6 +70,8 @@ class GenerationRequest:
     system: Optional[str] = None
     raw: bool = False
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    images: tuple = ()
+    image_keys: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ class ModelInfo:
     memory_bytes: int
     load_s: float
     uses: int = 0
+    vision_features: Optional[dict] = None
 
 
 @dataclass(frozen=True)

@@ -229,6 +229,7 @@ class ThreadRuntime(Runtime):
 
     def _run_job(self, job: Job) -> None:
         from .text_generation import generate_text
+        from .vision_generation import generate_vision
 
         with self._state_lock:
             self._current = job
@@ -238,11 +239,13 @@ class ThreadRuntime(Runtime):
                 return
             entry, warm = self._warm(job.request.model, job)
             job.emit(ModelReady(model=entry.name, warm=warm, load_s=0.0 if warm else entry.load_s))
-            if entry.kind != "text":
+            if job.request.images and entry.kind != "vision":
                 raise ModelLoadError(
-                    f"'{entry.name}' is a vision model; this runtime answers with text models"
+                    f"'{entry.name}' is a text model and cannot see images: pass a vision "
+                    "model with --model or set MLXMagics.default_vision_model"
                 )
-            finished = generate_text(entry, job, started=time.perf_counter())
+            generate = generate_vision if entry.kind == "vision" else generate_text
+            finished = generate(entry, job, started=time.perf_counter())
             finished.stats["load_s"] = 0.0 if warm else entry.load_s
             finished.stats["warm"] = warm
             self._generations += 1
@@ -293,6 +296,9 @@ def _info(entry: WarmModel) -> ModelInfo:
         memory_bytes=entry.memory_bytes,
         load_s=entry.load_s,
         uses=entry.uses,
+        vision_features=(
+            entry.extras["vision_features"].stats() if "vision_features" in entry.extras else None
+        ),
     )
 
 

@@ -41,7 +41,13 @@ class SteppedGeneration:
     token_ids: list = field(default_factory=list)
 
 
-def run_steps(steps: Iterator, job: Job, *, token_of: Callable[[Any], Optional[int]]) -> SteppedGeneration:
+def run_steps(
+    steps: Iterator,
+    job: Job,
+    *,
+    token_of: Callable[[Any], Optional[int]],
+    last_token_is_new: bool,
+) -> SteppedGeneration:
     """Pull responses from ``steps`` until it finishes or the job is cancelled.
 
     Every response with text or a token becomes a :class:`TokenChunk`. The
@@ -53,6 +59,9 @@ def run_steps(steps: Iterator, job: Job, *, token_of: Callable[[Any], Optional[i
         steps: an mlx-lm or mlx-vlm ``stream_generate`` generator.
         job: the job to emit to and to watch for cancellation.
         token_of: the generated token id of a response, or ``None``.
+        last_token_is_new: whether the last response of a generation that hit
+            max tokens brings a token not yet reported (mlx-lm: yes; mlx-vlm
+            repeats the previous one).
     """
     outcome = SteppedGeneration()
     try:
@@ -66,7 +75,10 @@ def run_steps(steps: Iterator, job: Job, *, token_of: Callable[[Any], Optional[i
                 outcome.first_token_at = time.perf_counter()
             finish_reason = getattr(response, "finish_reason", None)
             token = token_of(response)
-            ids = () if token is None or finish_reason == "stop" else (token,)
+            repeated = finish_reason is not None and (
+                finish_reason == "stop" or not last_token_is_new
+            )
+            ids = () if token is None or repeated else (token,)
             outcome.generated += len(ids)
             outcome.token_ids.extend(ids)
             if response.text or ids:

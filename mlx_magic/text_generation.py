@@ -65,7 +65,7 @@ def generate_text(warm: WarmModel, job: Job, *, started: float) -> Finished:
         ),
         prompt_progress_callback=stop_prefill_when_cancelled(job),
     )
-    outcome = run_steps(steps, job, token_of=token_id)
+    outcome = run_steps(steps, job, token_of=token_id, last_token_is_new=True)
     last = outcome.last
     return Finished(
         finish_reason=outcome.finish_reason,

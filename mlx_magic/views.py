@@ -26,6 +26,9 @@ class StreamView:
     #: Whether tokens should be batched (a frontend pays per message).
     batches = True
 
+    def show_images(self, images) -> None:
+        """Previews of the images sent, before the answer."""
+
     def loading(self, model: str) -> None:
         """The model is cold and is being loaded."""
 
@@ -49,6 +52,13 @@ class NotebookView(StreamView):
         self._status = None
         self._ends_with_newline = True
         self._wrote = False
+
+    def show_images(self, images) -> None:
+        from IPython.display import display
+
+        from .previews import preview_bundle
+
+        display(preview_bundle(images), raw=True)
 
     def loading(self, model: str) -> None:
         self._set_status(f"⏳ Loading {model} (first use in this kernel)…")
@@ -115,6 +125,10 @@ class TerminalView(StreamView):
     def out(self):
         # Looked up at each write so that capture (pytest, %%capture) works.
         return self._stream or sys.stdout
+
+    def show_images(self, images) -> None:
+        for index, loaded in enumerate(images, 1):
+            print(f"[image {index}: {loaded.caption}]", file=self.out, flush=True)
 
     def loading(self, model: str) -> None:
         print(f"[loading {model}…]", file=self.out, flush=True)

@@ -18,6 +18,14 @@ def model_cache_dir(tmp_path_factory):
     return os.environ["MLX_MAGIC_CACHE"]
 
 
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory):
+    """A tiny random Qwen2-VL in a hub-style folder (built once per run)."""
+    from mlx_magic.tiny_models import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("models") / "tiny-qwen2-vl")
+
+
 def make_shell(config=None):
     """A fresh shell (not the singleton) with history off."""
     cfg = Config(config or {})

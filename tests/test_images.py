@@ -393,6 +393,10 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/slow.png":
             self.release.wait(5)
             self._send(200, OK_PNG, "image/png")
+        elif self.path == "/trickle.png":  # a byte every 50 ms: never idle long enough to time out
+            self._slowly(200, lambda: self.release.wait(0.05))
+        elif self.path == "/huge-declared":  # claims 10 GB, then stalls
+            self._slowly(10_000_000_000, lambda: self.release.wait(5) or True)
         elif self.path == "/page":
             self._send(200, b"<html>hi</html>", "text/html")
         elif self.path == "/to-ok":
@@ -410,6 +414,19 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
         except OSError:  # the client gave up (the timeout test)
+            pass
+
+    def _slowly(self, length, stop):
+        try:
+            self.send_response(200)
+            self.send_header("Content-Length", str(length))
+            self.end_headers()
+            for _ in range(length):
+                self.wfile.write(b"\0")
+                self.wfile.flush()
+                if stop():
+                    break
+        except OSError:
             pass
 
     def _redirect(self, location):
@@ -450,6 +467,13 @@ def test_url_ok_and_redirect(url):
     assert load_one(url("/to-ok")).cache_key == loaded.cache_key
 
 
+def test_ipython_image_with_url(url):
+    from IPython.display import Image as IPythonImage
+    assert load_one("shown", {"shown": IPythonImage(url=url("/ok.png"))}).image.size == (12, 8)
+    local = IPythonImage(url="file:///etc/hostname")
+    assert "only http:// and https://" in error_for("local", {"local": local})
+
+
 def test_url_404_names_url_and_status(url):
     assert error_for(url("/nothing.png")) == f"{url('/nothing.png')}: HTTP 404 Not Found"
 
@@ -458,6 +482,20 @@ def test_url_404_names_url_and_status(url):
 def test_url_too_large(url, path):
     message = error_for(url(path), max_bytes=1000)
     assert message.startswith(url(path)) and "1,000-byte limit" in message
+
+
+def test_declared_length_is_refused_before_reading(url):
+    started = time.monotonic()
+    message = error_for(url("/huge-declared"), url_timeout_s=3)
+    assert message.endswith("10,000,000,000 bytes is more than the 20,000,000-byte limit")
+    assert time.monotonic() - started < 2
+
+
+def test_trickling_server_hits_the_overall_deadline(url):
+    started = time.monotonic()
+    message = error_for(url("/trickle.png"), url_timeout_s=0.4)
+    assert message == f"{url('/trickle.png')}: timed out after 0.4 s"
+    assert time.monotonic() - started < 2
 
 
 def test_url_timeout(url):
@@ -525,7 +563,7 @@ def test_png_bytes_round_trip():
     image = two_colour((10, 6))
     data = png_bytes(image)
     assert data.startswith(b"\x89PNG")
-    assert list(Image.open(io.BytesIO(data)).getdata()) == list(image.getdata())
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), np.asarray(image))
     assert png_bytes(Image.new("CMYK", (2, 2))).startswith(b"\x89PNG")
 
 
@@ -576,6 +614,8 @@ def test_cache_bounds_entries_and_bytes(in_dir):
     load_images(["2.png", "1.png"], {}, cache=by_bytes)
     assert by_bytes.stats()["hits"] == 2
 
-    too_small = DecodedImageCache(max_bytes=100)
-    load_images(["0.png"], {}, cache=too_small)
-    assert too_small.stats()["entries"] == 0 and too_small.total_bytes == 0
+    # An image bigger than the whole budget is not cached and evicts nothing.
+    save(in_dir / "large.png", Image.new("RGB", (20, 20)))  # 1,200 B
+    load_images(["large.png"], {}, cache=by_bytes)
+    load_images(["2.png", "1.png"], {}, cache=by_bytes)
+    assert by_bytes.stats()["entries"] == 2 and by_bytes.stats()["hits"] == 4

@@ -1,0 +1,76 @@
+"""Keep vision-encoder outputs of recent images, so a repeat question skips the encoder.
+
+mlx-vlm lets a caller hand a model precomputed image features
+(``cached_image_features``) and ships an LRU for them
+(:class:`mlx_vlm.vision_cache.VisionFeatureCache`), which its
+``stream_generate`` fills by itself for models with an ``encode_image(s)``
+method. Qwen2-VL and Qwen2.5-VL accept precomputed features but have no such
+method; for them the features are computed here, exactly as their
+``get_input_embeddings`` would (the vision tower on the processed pixels).
+Any other model runs without the cache: slower on a repeat, never wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+# Models whose get_input_embeddings uses ``vision_tower(pixel_values,
+# image_grid_thw)`` as the image features, or takes them from
+# ``cached_image_features`` unchanged.
+_TOWER_FEATURE_MODELS = frozenset({"qwen2_vl", "qwen2_5_vl"})
+
+
+def make_feature_cache(max_entries: int = 16):
+    """A :class:`VisionFeatureCache` that also counts hits and misses."""
+    from mlx_vlm.vision_cache import VisionFeatureCache
+
+    class CountingVisionFeatureCache(VisionFeatureCache):
+        def __init__(self, max_size):
+            super().__init__(max_size=max_size)
+            self.hits = 0
+            self.misses = 0
+
+        def get(self, image_source):
+            features = super().get(image_source)
+            if features is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+            return features
+
+        def stats(self) -> dict:
+            return {"entries": len(self), "hits": self.hits, "misses": self.misses}
+
+    return CountingVisionFeatureCache(max_entries)
+
+
+def feature_cache_mode(model) -> Optional[str]:
+    """How features can be cached for ``model``: ``"mlx_vlm"`` (its own
+    ``encode_image(s)``), ``"tower"`` (computed here), or ``None``."""
+    if hasattr(model, "encode_images") or hasattr(model, "encode_image"):
+        return "mlx_vlm"
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type in _TOWER_FEATURE_MODELS and hasattr(model, "vision_tower"):
+        return "tower"
+    return None
+
+
+def tower_features(model, processor, prompt: str, images: list):
+    """The vision tower's output for ``images``, as the model computes it."""
+    import mlx.core as mx
+    from mlx_vlm.utils import prepare_inputs
+
+    inputs = prepare_inputs(
+        processor,
+        images=images,
+        prompts=prompt,
+        image_token_index=getattr(model.config, "image_token_index", None),
+    )
+    dtype = model.vision_tower.patch_embed.proj.weight.dtype
+    features = model.vision_tower(
+        inputs["pixel_values"].astype(dtype),
+        inputs["image_grid_thw"],
+        output_hidden_states=False,
+    )
+    mx.eval(features)
+    return features
