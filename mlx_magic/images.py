@@ -504,6 +504,7 @@ class _HTTPOnlyRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         scheme = urllib.parse.urlsplit(newurl).scheme.lower()
         if scheme not in ("http", "https"):
+            fp.close()
             raise urllib.error.URLError(
                 f"redirected to {_short(newurl)!r}; only http:// and https:// are fetched")
         return super().redirect_request(req, fp, code, msg, headers, newurl)

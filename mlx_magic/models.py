@@ -49,7 +49,7 @@ def resolve_model(
         return _folder_spec(shown, path)
     if path.is_file():
         if path.suffix.lower() == ".gguf":
-            return gguf_spec(path, name=shown)
+            return gguf_spec(path, name=_display_name(shown))
         raise ModelLoadError(
             f"'{name}' is a file, not a model: pass a model folder (with config.json) "
             "or a .gguf file"
@@ -111,8 +111,16 @@ def model_kind(config: dict) -> str:
     return "vision" if "vision_config" in config else "text"
 
 
+def _display_name(name: str) -> str:
+    """A path is shown by its last part (a footer has no room for a full path)."""
+    if os.sep in name or name.startswith("~"):
+        return Path(name).expanduser().name or name
+    return name
+
+
 def _folder_spec(name: str, folder: Path) -> ModelSpec:
     folder = folder.resolve()
+    name = _display_name(name)
     config = read_model_config(folder)
     return ModelSpec(
         name=name, key=str(folder), path=str(folder), kind=model_kind(config), source="folder"

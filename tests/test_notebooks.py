@@ -48,3 +48,28 @@ def test_quickstart_answers_with_the_embedded_model():
     assert "running" in outputs_text(by_source["%mlx status"])
     for cell in code:
         assert not [o for o in cell.outputs if o.output_type == "error"], cell.source
+
+
+def test_vision_notebook_shows_previews_before_streamed_answers(tiny_vlm, monkeypatch):
+    monkeypatch.setenv("MLX_MAGIC_DEFAULT_VISION_MODEL", str(tiny_vlm))
+    notebook = nbformat.read(NOTEBOOKS / "02-vision.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3").execute()
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    for cell in code:
+        assert not [o for o in cell.outputs if o.output_type == "error"], cell.source
+    vision_cells = [cell for cell in code if cell.source.startswith("%%mlx_vision")]
+    assert len(vision_cells) == 5
+    for cell in vision_cells:
+        kinds = [o.output_type for o in cell.outputs]
+        previews = [i for i, o in enumerate(cell.outputs)
+                    if o.output_type == "display_data" and "image/png" in o.get("data", {})]
+        streams = [i for i, kind in enumerate(kinds) if kind == "stream"]
+        assert previews and streams and previews[0] < streams[0], cell.source
+        preview = cell.outputs[previews[0]].data
+        images = cell.source.splitlines()[0].count("-i ")
+        assert preview["text/html"].count("<img") == images
+        assert "tok/s" in outputs_text(cell)
+    status = outputs_text(next(cell for cell in code if cell.source == "%mlx status"))
+    assert "Vision features" in status
+    hits = int(status.split("Vision features")[1].split(" hits")[0].split()[-1])
+    assert hits >= 1
