@@ -221,7 +221,11 @@ def load_images(
 
     Raises:
         ImageSourceError: The first source that cannot be loaded, in one line.
+        TypeError: ``sources`` is a single string instead of a list.
     """
+    if isinstance(sources, str):
+        # Iterating a str would try every character as a source.
+        raise TypeError("sources must be a list of strings, not a str")
     options = _Options(max_bytes, url_timeout_s, max_pixels, cache)
     loaded: list[LoadedImage] = []
     for source in sources:
@@ -271,6 +275,7 @@ def png_bytes(image: Image.Image) -> bytes:
 
 def _load_source(source: str, namespace: Mapping[str, object],
                  options: _Options) -> list[LoadedImage]:
+    """One source, tried as each kind in turn (see :func:`load_images`)."""
     if not isinstance(source, str) or not source.strip():
         raise ImageSourceError(f"empty image source {source!r}", source=str(source))
 
@@ -352,9 +357,9 @@ def _from_object(source: str, value: Any, options: _Options) -> LoadedImage:
     if callable(getattr(value, "savefig", None)) and hasattr(value, "dpi"):
         return _from_figure(source, value, options)
 
-    kind = "str" if isinstance(value, str) else type(value).__name__
+    kind = type(value).__name__
     raise ImageSourceError(
-        f"{source!r} is a {kind}, not an image (expected a PIL image, numpy array, "
+        f"{source!r} is of type {kind}, not an image (expected a PIL image, numpy array, "
         f"bytes, matplotlib figure, IPython Image or Path)", source)
 
 

@@ -282,9 +282,15 @@ def test_str_variable_is_not_dereferenced(in_dir):
     assert load_one("fname", {"fname": "p.png"}).image.size == (3, 3)
 
 
+def test_sources_must_be_a_list():
+    with pytest.raises(TypeError):
+        load_images("photo.png", {})
+    assert load_images([], {}) == []
+
+
 def test_unknown_name_and_unsupported_value():
     assert error_for("xyz") == "no variable, file or URL named 'xyz'"
-    assert "'n' is a int, not an image" in error_for("n", {"n": 3})
+    assert "'n' is of type int, not an image" in error_for("n", {"n": 3})
 
 
 def test_ipython_image_data_and_filename(in_dir):
@@ -332,7 +338,7 @@ def test_output_references():
     assert error_for("Out[9]", namespace).startswith("no output 9")
     assert error_for("_9", namespace).startswith("no output 9")
     assert error_for("___", namespace).startswith("no output for '___' yet")
-    assert "is a list, not an image" in error_for("_5", {"Out": {5: [1]}})
+    assert "is of type list, not an image" in error_for("_5", {"Out": {5: [1]}})
 
 
 def test_output_references_in_a_real_shell():
@@ -344,7 +350,7 @@ def test_output_references_in_a_real_shell():
         namespace = shell.user_ns
         for source in ["_", "_2", "Out[2]"]:
             assert load_one(source, namespace).image.size == (4, 3)
-        assert "'Out[1]' is a int" in error_for("Out[1]", namespace)
+        assert "'Out[1]' is of type int" in error_for("Out[1]", namespace)
         assert error_for("Out[7]", namespace).startswith("no output 7")
     finally:
         shell.clear_instance()
@@ -557,6 +563,8 @@ def test_thumbnail_bounds(size, expected):
     assert max(small.size) <= 256
     assert image.size == size  # the original is untouched
     assert thumbnail(image, max_side=64).size[0] <= 64
+    with pytest.raises(ValueError):
+        thumbnail(image, max_side=0)
 
 
 def test_png_bytes_round_trip():
