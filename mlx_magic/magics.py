@@ -17,7 +17,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, default, observe, validate
 
 from .embedded import EMBEDDED_MODEL_NAME
-from .protocol import GenerationRequest, ModelLoadError, SamplingParams
+from .protocol import GenerationRequest, ModelLoadError, PrefixCacheSettings, SamplingParams
 from .streaming import GenerationFailed, stream_job
 from .views import view_for
 
@@ -92,6 +92,17 @@ class MLXMagics(Magics):
     stream_interval_ms = Int(
         200, help="Longest time streamed text is held back before it is shown (ms)."
     ).tag(config=True)
+    prefix_cache = Bool(
+        True,
+        help="Reuse the KV state of earlier prompts that share a beginning with a new one "
+        "(same system prompt, same pasted text, a conversation), so only the new part is read.",
+    ).tag(config=True)
+    prefix_cache_entries = Int(
+        16, help="Most prompt states kept per model by the prefix cache."
+    ).tag(config=True)
+    prefix_cache_gb = Float(
+        1.0, help="Most memory (GB) the prefix cache of one model may hold."
+    ).tag(config=True)
     short_errors = Bool(
         True,
         help="Show errors raised while loading or running a model as one line. "
@@ -126,6 +137,18 @@ class MLXMagics(Magics):
     def _check_max_images(self, proposal):
         if proposal.value <= 0:
             raise TraitError(f"max_images must be a positive integer, not {proposal.value}")
+        return proposal.value
+
+    @validate("prefix_cache_entries")
+    def _check_prefix_entries(self, proposal):
+        if proposal.value < 1:
+            raise TraitError(f"prefix_cache_entries must be 1 or more, not {proposal.value}")
+        return proposal.value
+
+    @validate("prefix_cache_gb")
+    def _check_prefix_gb(self, proposal):
+        if proposal.value <= 0:
+            raise TraitError(f"prefix_cache_gb must be more than 0, not {proposal.value}")
         return proposal.value
 
     @validate("temperature")
@@ -320,6 +343,11 @@ class MLXMagics(Magics):
             system=args.system if args.system is not None else self.system_prompt,
             raw=args.raw,
             sampling=sampling,
+            prefix_cache=PrefixCacheSettings(
+                enabled=self.prefix_cache,
+                max_entries=self.prefix_cache_entries,
+                max_bytes=int(self.prefix_cache_gb * 1e9),
+            ),
         )
         return request, out_name
 
@@ -386,7 +414,7 @@ class MLXMagics(Magics):
     # ---- %mlx -----------------------------------------------------------------
 
     @magic_arguments("mlx")
-    @argument("command", choices=["load", "unload", "models", "status"],
+    @argument("command", choices=["load", "unload", "models", "status", "cache"],
               help="What to do.")
     @argument("names", nargs="*", help="Models for load/unload ('all' unloads every model).")
     @line_magic("mlx")
@@ -399,7 +427,8 @@ class MLXMagics(Magics):
             %mlx unload MODEL        free one warm model
             %mlx unload all          free every warm model (also: no name)
             %mlx models              list warm models with their kind and memory
-            %mlx status              runtime thread, GPU lock, queue and memory
+            %mlx status              runtime thread, GPU lock, queue, memory, caches
+            %mlx cache clear         empty the prompt prefix and image caches
 
         MODEL is anything ``%%mlx --model`` takes.
         """
@@ -442,6 +471,14 @@ class MLXMagics(Magics):
             print(f"{info.name:<{width}}  {info.kind:<6}  {info.memory_bytes / 1e9:6.2f} GB  "
                   f"{info.uses:5d}  {info.key}")
 
+    def _command_cache(self, names):
+        if names != ["clear"]:
+            raise UsageError("Usage: %mlx cache clear")
+        dropped = self.runtime.clear_caches() if self._runtime is not None else 0
+        dropped += len(self._image_cache)
+        self._image_cache.clear()
+        print(f"Cleared {dropped} cached entries (prompt prefixes, vision features, images)")
+
     def _command_status(self, names):
         if self._runtime is None:
             print("Runtime: not started (it starts with the first %%mlx cell or %mlx load)")
@@ -461,6 +498,13 @@ class MLXMagics(Magics):
         print(f"Decoded images: {decoded['entries']} cached, {decoded['hits']} hits, "
               f"{decoded['misses']} misses")
         for info in status.models:
+            if info.prefix_cache is not None:
+                cache = info.prefix_cache
+                rate = cache["hits"] / cache["lookups"] if cache["lookups"] else 0.0
+                share = cache["reused_tokens"] / cache["prompt_tokens"] if cache["prompt_tokens"] else 0.0
+                print(f"Prefix cache of {info.name}: {cache['entries']} entries, "
+                      f"{cache['bytes'] / 1e6:.1f} MB, hit rate {rate:.0%} "
+                      f"({cache['hits']}/{cache['lookups']}), {share:.0%} of prompt tokens reused")
             if info.vision_features is not None:
                 features = info.vision_features
                 print(f"Vision features of {info.name}: {features['entries']} cached, "

@@ -51,6 +51,15 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class PrefixCacheSettings:
+    """Whether and how much of earlier prompts' KV state to keep per model."""
+
+    enabled: bool = True
+    max_entries: int = 16
+    max_bytes: int = 1 << 30
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     """One answer to generate.
 
@@ -63,6 +72,7 @@ class GenerationRequest:
         images: RGB ``PIL.Image`` objects for a vision model (a process
             runtime sends them as PNG).
         image_keys: a content key per image, for the runtime's caches.
+        prefix_cache: the prompt prefix cache settings.
     """
 
     model: ModelSpec
@@ -72,6 +82,7 @@ class GenerationRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     images: tuple = ()
     image_keys: tuple = ()
+    prefix_cache: PrefixCacheSettings = field(default_factory=PrefixCacheSettings)
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,7 @@ class ModelInfo:
     load_s: float
     uses: int = 0
     vision_features: Optional[dict] = None
+    prefix_cache: Optional[dict] = None
 
 
 @dataclass(frozen=True)

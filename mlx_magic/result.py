@@ -12,6 +12,7 @@ class GenerationStats:
     """Numbers about one generation (all measured on the runtime side)."""
 
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
     prompt_tps: float = 0.0
     generation_tokens: int = 0
     generation_tps: float = 0.0
@@ -32,6 +33,11 @@ class GenerationStats:
             f"{self.generation_tps:.1f} tok/s",
             f"prompt {self.prompt_tokens} tokens @ {self.prompt_tps:.1f} tok/s",
         ]
+        if self.cached_prompt_tokens:
+            parts[-1] = (
+                f"prompt {self.prompt_tokens} tokens ({self.cached_prompt_tokens} cached) "
+                f"@ {self.prompt_tps:.1f} tok/s"
+            )
         if self.ttft_s is not None:
             parts.append(f"first token {self.ttft_s:.2f} s")
         parts.append(f"peak {self.peak_memory_gb:.2f} GB")

@@ -59,6 +59,11 @@ class Runtime(abc.ABC):
         """A snapshot of the runtime's state."""
 
     @abc.abstractmethod
+    def clear_caches(self) -> int:
+        """Empty every warm model's prompt prefix and vision feature caches;
+        returns how many entries were dropped."""
+
+    @abc.abstractmethod
     def set_memory_budget(self, budget_bytes: int) -> None:
         """Change the warm-model budget, evicting models if needed."""
 
@@ -154,6 +159,26 @@ class ThreadRuntime(Runtime):
                 peak_memory_bytes=self._memory["peak"],
                 generations=self._generations,
             )
+
+    def clear_caches(self) -> int:
+        if self._thread is None:
+            return 0
+
+        def clear_now():
+            import mlx.core as mx
+
+            dropped = 0
+            for entry in self._cache:
+                for name in ("prefix_cache", "vision_features"):
+                    cache = entry.extras.get(name)
+                    if cache is not None:
+                        dropped += len(cache)
+                        cache.clear()
+            mx.clear_cache()
+            self._after_change()
+            return dropped
+
+        return self._call(clear_now)
 
     def set_memory_budget(self, budget_bytes: int) -> None:
         if self._thread is None:
@@ -296,10 +321,13 @@ def _info(entry: WarmModel) -> ModelInfo:
         memory_bytes=entry.memory_bytes,
         load_s=entry.load_s,
         uses=entry.uses,
-        vision_features=(
-            entry.extras["vision_features"].stats() if "vision_features" in entry.extras else None
-        ),
+        vision_features=_stats_of(entry.extras.get("vision_features")),
+        prefix_cache=_stats_of(entry.extras.get("prefix_cache")),
     )
+
+
+def _stats_of(cache) -> Optional[dict]:
+    return cache.stats() if cache is not None else None
 
 
 def _cancelled_before_start():

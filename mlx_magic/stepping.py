@@ -39,6 +39,9 @@ class SteppedGeneration:
     generated: int = 0
     first_token_at: Optional[float] = None
     token_ids: list = field(default_factory=list)
+    # The end-of-sequence token that stopped the generation (not reported
+    # as generated, but the model has seen it).
+    stop_token: Optional[int] = None
 
 
 def run_steps(
@@ -79,6 +82,8 @@ def run_steps(
                 finish_reason == "stop" or not last_token_is_new
             )
             ids = () if token is None or repeated else (token,)
+            if finish_reason == "stop" and last_token_is_new:
+                outcome.stop_token = token
             outcome.generated += len(ids)
             outcome.token_ids.extend(ids)
             if response.text or ids:

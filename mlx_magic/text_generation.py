@@ -42,17 +42,25 @@ def generate_text(warm: WarmModel, job: Job, *, started: float) -> Finished:
     from mlx_lm import stream_generate
     from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
+    from mlx_lm.models.cache import make_prompt_cache
+
     request = job.request
     sampling = request.sampling
+    prefix_cache = _prefix_cache_of(warm, request)
     with gpu_lock:
         prompt = prompt_token_ids(warm.tokenizer, request)
+        if prefix_cache is not None:
+            kv_cache, to_prefill = prefix_cache.fetch(warm.model, prompt)
+        else:
+            kv_cache, to_prefill = make_prompt_cache(warm.model), prompt
         if sampling.seed is not None:
             mx.random.seed(sampling.seed)
         mx.reset_peak_memory()
     steps = stream_generate(
         warm.model,
         warm.tokenizer,
-        mx.array(prompt),
+        mx.array(to_prefill),
+        prompt_cache=kv_cache,
         max_tokens=sampling.max_tokens,
         sampler=make_sampler(
             temp=sampling.temperature,
@@ -66,11 +74,18 @@ def generate_text(warm: WarmModel, job: Job, *, started: float) -> Finished:
         prompt_progress_callback=stop_prefill_when_cancelled(job),
     )
     outcome = run_steps(steps, job, token_of=token_id, last_token_is_new=True)
+    if prefix_cache is not None:
+        seen = prompt + outcome.token_ids
+        if outcome.stop_token is not None:
+            seen.append(outcome.stop_token)
+        with gpu_lock:
+            prefix_cache.store(seen, kv_cache)
     last = outcome.last
     return Finished(
         finish_reason=outcome.finish_reason,
         stats={
-            "prompt_tokens": last.prompt_tokens if last else len(prompt),
+            "prompt_tokens": len(prompt),
+            "cached_prompt_tokens": len(prompt) - len(to_prefill),
             "prompt_tps": last.prompt_tps if last else 0.0,
             "generation_tokens": outcome.generated,
             "generation_tps": last.generation_tps if last else 0.0,
@@ -78,3 +93,18 @@ def generate_text(warm: WarmModel, job: Job, *, started: float) -> Finished:
             "peak_memory_gb": mx.get_peak_memory() / 1e9,
         },
     )
+
+
+def _prefix_cache_of(warm: WarmModel, request: GenerationRequest):
+    """The warm model's prefix cache (made on first use), or ``None`` if off."""
+    from .prefix_cache import PrefixCache
+
+    settings = request.prefix_cache
+    if not settings.enabled:
+        return None
+    cache = warm.extras.get("prefix_cache")
+    if cache is None:
+        cache = warm.extras["prefix_cache"] = PrefixCache(settings)
+    else:
+        cache.apply(settings)
+    return cache

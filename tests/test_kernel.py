@@ -118,3 +118,45 @@ def test_usage_error_is_one_line_in_the_kernel(kernel):
     assert "Traceback" not in shown and "File " not in shown
     reply, _ = execute(client, "%%mlx -n 2 --raw\nHello")
     assert reply["status"] == "ok"
+
+
+PARAGRAPH = (
+    "The Rhine begins in the Swiss Alps, flows through Germany and the Netherlands, "
+    "and empties into the North Sea."
+)
+
+
+def answer_tokens(client, cell):
+    """Run a cell; return (token ids, cached prompt tokens) of its answer."""
+    reply, _ = execute(client, cell)
+    assert reply["status"] == "ok", reply
+    _, check = execute(client, "print([t.id for t in _mlx.tokens], _mlx.stats.cached_prompt_tokens)")
+    ids, cached = stream_text(check).rsplit("]", 1)
+    return ids + "]", int(cached)
+
+
+def test_prefix_cache_gives_identical_greedy_answers_and_reuses_prompts(kernel):
+    _, client = kernel
+    cells = {
+        "first question": f"%%mlx -n 10\n{PARAGRAPH}\nWhere does the Rhine begin?",
+        "second question": f"%%mlx -n 10\n{PARAGRAPH}\nWhere does the Rhine end?",
+        "unrelated raw": "%%mlx -n 10 --raw\nA list of fruits: apple,",
+    }
+    execute(client, "%config MLXMagics.prefix_cache = False")
+    without = {name: answer_tokens(client, cell) for name, cell in cells.items()}
+    assert all(cached == 0 for _, cached in without.values())
+
+    execute(client, "%config MLXMagics.prefix_cache = True")
+    execute(client, "%mlx cache clear")
+    order = ["first question", "second question", "first question", "unrelated raw"]
+    with_cache = [(name, answer_tokens(client, cells[name])) for name in order]
+    for name, (ids, _) in with_cache:
+        assert ids == without[name][0], name  # token for token the same
+    cached = [count for _, (_, count) in with_cache]
+    assert cached[1] > 20  # template + paragraph reused by a different question
+    assert cached[2] > cached[1]  # the same question again: all but the last token
+    _, status = execute(client, "%mlx status")
+    assert "Prefix cache of smollm2" in stream_text(status)
+    reply, messages = execute(client, f"%%mlx -n 3\n{PARAGRAPH}\nWhere does the Rhine end?")
+    footer = [d["text/plain"] for d in displays(messages) if "tok/s" in d.get("text/plain", "")][0]
+    assert "cached)" in footer

@@ -95,12 +95,17 @@ def test_system_prompt_and_raw_change_the_prompt(model_shell):
     assert raw < with_system < templated
 
 
-def test_bad_input_leaves_the_model_warm(model_shell):
+def test_bad_input_leaves_the_model_warm(model_shell, tmp_path):
     runtime = magics_of(model_shell).runtime
     before = runtime.models()
-    for cell in ["%%mlx -n 0\nhi", "%%mlx -m /no/such/model\nhi", "%%mlx --temp -1\nhi"]:
-        with pytest.raises(UsageError):
+    not_gguf = tmp_path / "broken.gguf"
+    not_gguf.write_bytes(b"this is not a GGUF file at all")
+    cells = ["%%mlx -n 0\nhi", "%%mlx -m /no/such/model\nhi", "%%mlx --temp -1\nhi",
+             f"%%mlx -m {not_gguf}\nhi"]
+    for cell in cells:
+        with pytest.raises(UsageError) as caught:
             run(model_shell, cell)
+        assert type(caught.value) is UsageError and "\n" not in str(caught.value)
     assert [m.key for m in runtime.models()] == [m.key for m in before]
     run(model_shell, "%%mlx -n 2\nHello")
     assert model_shell.user_ns["_mlx"].stats.warm is True
