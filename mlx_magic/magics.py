@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -17,19 +16,12 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, default, observe, validate
 
 from .embedded import EMBEDDED_MODEL_NAME
+from .errors import usage_error
 from .protocol import GenerationRequest, ModelLoadError, PrefixCacheSettings, SamplingParams
 from .streaming import GenerationFailed, stream_job
 from .views import view_for
 
 _GB = 1024**3
-
-
-def _usage_error(message: str, cause: BaseException | None = None) -> UsageError:
-    """A one-line error for something the user can fix (exactly UsageError:
-    IPython prints a subclass with a full traceback)."""
-    error = UsageError(message)
-    error.__cause__ = cause
-    return error
 
 
 def generation_arguments(magic):
@@ -49,6 +41,16 @@ def generation_arguments(magic):
         argument("--raw", action="store_true",
                  help="Send the cell as is, without the chat template."),
         argument("-o", "--out", help="Also store the result in this variable."),
+        argument("-c", "--chat", nargs="?", const="default", metavar="NAME",
+                 help="Continue the named conversation (default: 'default'); its earlier "
+                 "turns are sent as history."),
+        argument("-f", "--format", choices=["text", "markdown", "code", "json"],
+                 default="text", help="markdown: render the answer; code: put its first code "
+                 "block into the next cell; json: parse it into --out (and _mlx.data)."),
+        argument("--no-interpolate", action="store_true",
+                 help="Send {braces} as they are instead of filling in {variables}."),
+        argument("--error", action="store_true",
+                 help="Append the traceback of the last error to the prompt."),
     ]
     # magic_arguments applies decorators bottom-up; keep the listed order in --help.
     for flag in reversed(flags):
@@ -113,8 +115,21 @@ class MLXMagics(Magics):
         super().__init__(shell=shell, **kwargs)
         from .images import DecodedImageCache
 
+        from .conversations import Conversations
+
         self._runtime = None
-        self._image_cache = DecodedImageCache()
+        self.image_cache = DecodedImageCache()
+        self.conversations = Conversations()
+        #: One row per finished generation of this session (``%mlx stats``).
+        self.session_rows: list[dict] = []
+        self._cell_id = None
+        if shell is not None:
+            shell.events.register("pre_run_cell", self._remember_cell_id)
+
+    def _remember_cell_id(self, info) -> None:
+        # Frontends send the id of the cell being run; a conversation uses it
+        # to recognise a turn that is run again.
+        self._cell_id = getattr(info, "cell_id", None)
 
     @default("default_model")
     def _default_model_from_environment(self):
@@ -193,13 +208,22 @@ class MLXMagics(Magics):
             self._runtime = ThreadRuntime(int(self.memory_budget_gb * _GB))
         return self._runtime
 
+    @property
+    def runtime_started(self) -> bool:
+        return self._runtime is not None
+
     def close(self) -> None:
         """Stop the runtime and free every warm model."""
+        if self.shell is not None:
+            try:
+                self.shell.events.unregister("pre_run_cell", self._remember_cell_id)
+            except ValueError:
+                pass
         if self._runtime is not None:
             self._runtime.stop()
             self._runtime = None
 
-    def _resolve(self, name, default=None):
+    def resolve(self, name, default=None):
         from .models import resolve_model
 
         try:
@@ -207,7 +231,7 @@ class MLXMagics(Magics):
                 name, default=default or self.default_model, aliases=self.aliases
             )
         except ModelLoadError as error:
-            raise _usage_error(str(error), error) from None
+            raise usage_error(str(error), error) from None
 
     # ---- %%mlx --------------------------------------------------------------
 
@@ -246,8 +270,8 @@ class MLXMagics(Magics):
         settings.
         """
         args = parse_argstring(self.mlx_cell, line)
-        request, out_name = self._request(args, cell, lambda: self._resolve(args.model))
-        self._run(request, out_name)
+        request, out_name, turn = self._request(args, cell, lambda: self.resolve(args.model))
+        self._run(request, out_name, turn, answer_format=args.format)
 
     # ---- %%mlx_vision ---------------------------------------------------------
 
@@ -296,17 +320,19 @@ class MLXMagics(Magics):
                 "No vision model: pass --model, or set %config "
                 "MLXMagics.default_vision_model = '<folder or Hub id>'"
             )
-        request, out_name = self._request(args, cell, lambda: self._resolve_vision(args.model))
+        request, out_name, turn = self._request(
+            args, cell, lambda: self._resolve_vision(args.model)
+        )
         images = self._load_images(args.image)
         request = dataclasses.replace(
             request,
             images=tuple(loaded.image for loaded in images),
             image_keys=tuple(loaded.cache_key for loaded in images),
         )
-        self._run(request, out_name, images=images)
+        self._run(request, out_name, turn, images=images, answer_format=args.format)
 
     def _resolve_vision(self, name):
-        spec = self._resolve(name, default=self.default_vision_model)
+        spec = self.resolve(name, default=self.default_vision_model)
         if spec.kind != "vision":
             raise UsageError(
                 f"'{spec.name}' is a text model and cannot see images: %%mlx_vision needs a "
@@ -318,9 +344,9 @@ class MLXMagics(Magics):
         from .images import ImageSourceError, load_images
 
         try:
-            images = load_images(sources, self.shell.user_ns, cache=self._image_cache)
+            images = load_images(sources, self.shell.user_ns, cache=self.image_cache)
         except ImageSourceError as error:
-            raise _usage_error(str(error), error) from None
+            raise usage_error(str(error), error) from None
         if len(images) > self.max_images:
             raise UsageError(
                 f"{len(images)} images is more than the {self.max_images} allowed "
@@ -330,17 +356,49 @@ class MLXMagics(Magics):
 
     # ---- shared by the cell magics ------------------------------------------
 
-    def _request(self, args, cell, resolve_model) -> tuple[GenerationRequest, str | None]:
-        """Validate the cell's text and flags, then resolve the model (slowest, last)."""
+    def _request(self, args, cell, resolve_model):
+        """Validate the cell's text and flags, then resolve the model (slowest, last).
+
+        Returns the request, the ``--out`` name, and for a conversation the
+        conversation and the index of this turn (else ``None``).
+        """
+        from .templating import TemplateError, fill_template, last_error_text
+
         prompt = (cell or "").strip("\n")
         if not prompt.strip():
             raise UsageError("The cell is empty: write the prompt on the lines below the magic")
+        if not args.no_interpolate:
+            try:
+                prompt = fill_template(prompt, self.shell.user_ns)
+            except TemplateError as error:
+                raise usage_error(str(error), error) from None
+        if args.error:
+            error_text = last_error_text(self.shell)
+            if error_text is None:
+                raise UsageError("--error: no error has happened in this session yet")
+            prompt = f"{prompt}\n\nThe last error:\n```\n{error_text}\n```"
         sampling = self._sampling(args)
         out_name = self._check_out_name(args.out)
+        spec = resolve_model()
+        system = args.system if args.system is not None else self.system_prompt
+        history = ()
+        turn = None
+        if args.chat is not None:
+            try:
+                conversation = self.conversations.start_or_continue(
+                    args.chat, spec.key, spec.name, system
+                )
+            except ValueError as error:
+                raise usage_error(str(error), error) from None
+            turns, index = conversation.history_before(self._cell_id, prompt)
+            history = tuple((turn.user, turn.assistant) for turn in turns)
+            system = conversation.system
+            turn = (conversation, index)
         request = GenerationRequest(
-            model=resolve_model(),
+            model=spec,
             prompt=prompt,
-            system=args.system if args.system is not None else self.system_prompt,
+            history=history,
+            system=system,
             raw=args.raw,
             sampling=sampling,
             prefix_cache=PrefixCacheSettings(
@@ -349,10 +407,12 @@ class MLXMagics(Magics):
                 max_bytes=int(self.prefix_cache_gb * 1e9),
             ),
         )
-        return request, out_name
+        return request, out_name, turn
 
-    def _run(self, request: GenerationRequest, out_name, images=()) -> None:
+    def _run(self, request: GenerationRequest, out_name, turn=None, images=(),
+             answer_format="text") -> None:
         view = view_for(self.shell)
+        view.markdown = answer_format == "markdown"
         if images:
             # Before the job: previews must not wait for the model.
             view.show_images(images)
@@ -362,19 +422,59 @@ class MLXMagics(Magics):
         except GenerationFailed as failed:
             failure = failed.failure
             if failure.user_error:
-                raise _usage_error(failure.message, failure.error) from None
+                raise usage_error(failure.message, failure.error) from None
             if self.short_errors:
-                raise _usage_error(
+                raise usage_error(
                     f"Generation failed: {failure.message} "
                     "(%config MLXMagics.short_errors = False shows the traceback)",
                     failure.error,
                 ) from None
             raise failure.error
-        self.shell.user_ns["_mlx"] = outcome.result
-        if out_name:
-            self.shell.user_ns[out_name] = outcome.result
+        result = outcome.result
+        self.shell.user_ns["_mlx"] = result
+        self._record_stats(result)
+        if turn is not None and result.finish_reason != "cancelled":
+            from .conversations import Turn
+
+            conversation, index = turn
+            conversation.record(index, Turn(request.prompt, result.text, self._cell_id),
+                                dropped_oldest=result.stats.dropped_turns)
         if outcome.interrupted:
+            if out_name:
+                self.shell.user_ns[out_name] = result
             raise KeyboardInterrupt
+        self._apply_format(result, answer_format, out_name)
+
+    def _apply_format(self, result, answer_format, out_name) -> None:
+        from .answer_formats import first_code_block, parse_json_answer
+
+        if answer_format == "code":
+            self.shell.set_next_input(first_code_block(result.text), replace=False)
+        if answer_format == "json":
+            try:
+                result.data = parse_json_answer(result.text)
+            except ValueError as error:
+                if out_name:
+                    self.shell.user_ns[out_name] = result
+                raise UsageError(f"--format json: {error}; the raw text is in _mlx.text") from None
+            if out_name:
+                self.shell.user_ns[out_name] = result.data
+            return
+        if out_name:
+            self.shell.user_ns[out_name] = result
+
+    def _record_stats(self, result) -> None:
+        stats = result.stats
+        self.session_rows.append({
+            "model": result.model,
+            "tokens": stats.generation_tokens,
+            "tok/s": round(stats.generation_tps, 1),
+            "ttft_s": None if stats.ttft_s is None else round(stats.ttft_s, 3),
+            "warm": stats.warm,
+            "prompt": stats.prompt_tokens,
+            "cached": stats.cached_prompt_tokens,
+            "finish": result.finish_reason,
+        })
 
     def _sampling(self, args) -> SamplingParams:
         max_tokens = self.max_tokens if args.max_tokens is None else args.max_tokens
@@ -414,9 +514,10 @@ class MLXMagics(Magics):
     # ---- %mlx -----------------------------------------------------------------
 
     @magic_arguments("mlx")
-    @argument("command", choices=["load", "unload", "models", "status", "cache"],
+    @argument("command", choices=["load", "unload", "models", "status", "cache", "chat", "stats"],
               help="What to do.")
-    @argument("names", nargs="*", help="Models for load/unload ('all' unloads every model).")
+    @argument("names", nargs="*", help="Models for load/unload ('all' unloads every model); "
+              "for chat: a conversation name, or reset/save/load with their arguments.")
     @line_magic("mlx")
     def mlx_line(self, line):
         """Manage the models and the runtime behind ``%%mlx``.
@@ -429,83 +530,15 @@ class MLXMagics(Magics):
             %mlx models              list warm models with their kind and memory
             %mlx status              runtime thread, GPU lock, queue, memory, caches
             %mlx cache clear         empty the prompt prefix and image caches
+            %mlx chat [NAME]         show a conversation (default: 'default') as Markdown
+            %mlx chat reset [NAME|all]   forget a conversation (default: 'default')
+            %mlx chat save FILE [NAME]   save a conversation as JSON
+            %mlx chat load FILE      load a saved conversation (it keeps its name)
+            %mlx stats               every generation of this session, with totals
 
         MODEL is anything ``%%mlx --model`` takes.
         """
+        from . import commands
+
         args = parse_argstring(self.mlx_line, line)
-        handler = getattr(self, f"_command_{args.command}")
-        return handler(args.names)
-
-    def _command_load(self, names):
-        if not names:
-            raise UsageError("%mlx load needs a model, e.g. %mlx load smollm2")
-        for name in names:
-            spec = self._resolve(name)
-            started = time.perf_counter()
-            try:
-                info = self.runtime.load(spec)
-            except ModelLoadError as error:
-                raise _usage_error(str(error), error) from None
-            took = time.perf_counter() - started
-            print(f"{info.name}: {info.kind} model, {info.memory_bytes / 1e9:.2f} GB, "
-                  f"ready in {took:.1f} s")
-
-    def _command_unload(self, names):
-        if not names or names == ["all"]:
-            removed = self.runtime.unload(None) if self._runtime is not None else []
-        else:
-            removed = []
-            for name in names:
-                spec = self._resolve(name)
-                removed += self.runtime.unload(spec.key)
-        print(f"Unloaded {len(removed)} model(s)" + (f": {', '.join(removed)}" if removed else ""))
-
-    def _command_models(self, names):
-        infos = self.runtime.models() if self._runtime is not None else []
-        if not infos:
-            print("No warm models. %%mlx loads one on first use; %mlx load MODEL loads one now.")
-            return
-        width = max(len(info.name) for info in infos)
-        print(f"{'model':<{width}}  kind    memory     uses  source")
-        for info in infos:
-            print(f"{info.name:<{width}}  {info.kind:<6}  {info.memory_bytes / 1e9:6.2f} GB  "
-                  f"{info.uses:5d}  {info.key}")
-
-    def _command_cache(self, names):
-        if names != ["clear"]:
-            raise UsageError("Usage: %mlx cache clear")
-        dropped = self.runtime.clear_caches() if self._runtime is not None else 0
-        dropped += len(self._image_cache)
-        self._image_cache.clear()
-        print(f"Cleared {dropped} cached entries (prompt prefixes, vision features, images)")
-
-    def _command_status(self, names):
-        if self._runtime is None:
-            print("Runtime: not started (it starts with the first %%mlx cell or %mlx load)")
-            return
-        status = self.runtime.status()
-        state = "running" if status.running else "stopped"
-        busy = f"generating with {status.current}" if status.busy else "idle"
-        print(f"Runtime: {status.kind}, {state}, {busy}; {status.queued} queued; "
-              f"{status.generations} generations")
-        print(f"GPU lock: {'held' if status.lock_held else 'free'}")
-        used = sum(info.memory_bytes for info in status.models)
-        print(f"Warm models: {len(status.models)} using {used / 1e9:.2f} GB of a "
-              f"{status.memory_budget_bytes / _GB:.1f} GB budget")
-        print(f"MLX memory: active {status.active_memory_bytes / 1e9:.2f} GB, cache "
-              f"{status.cache_memory_bytes / 1e9:.2f} GB, peak {status.peak_memory_bytes / 1e9:.2f} GB")
-        decoded = self._image_cache.stats()
-        print(f"Decoded images: {decoded['entries']} cached, {decoded['hits']} hits, "
-              f"{decoded['misses']} misses")
-        for info in status.models:
-            if info.prefix_cache is not None:
-                cache = info.prefix_cache
-                rate = cache["hits"] / cache["lookups"] if cache["lookups"] else 0.0
-                share = cache["reused_tokens"] / cache["prompt_tokens"] if cache["prompt_tokens"] else 0.0
-                print(f"Prefix cache of {info.name}: {cache['entries']} entries, "
-                      f"{cache['bytes'] / 1e6:.1f} MB, hit rate {rate:.0%} "
-                      f"({cache['hits']}/{cache['lookups']}), {share:.0%} of prompt tokens reused")
-            if info.vision_features is not None:
-                features = info.vision_features
-                print(f"Vision features of {info.name}: {features['entries']} cached, "
-                      f"{features['hits']} hits, {features['misses']} misses")
+        return getattr(commands, f"command_{args.command}")(self, args.names)

@@ -73,6 +73,7 @@ class GenerationRequest:
             runtime sends them as PNG).
         image_keys: a content key per image, for the runtime's caches.
         prefix_cache: the prompt prefix cache settings.
+        history: earlier turns of a conversation, as (user, assistant) pairs.
     """
 
     model: ModelSpec
@@ -83,6 +84,7 @@ class GenerationRequest:
     images: tuple = ()
     image_keys: tuple = ()
     prefix_cache: PrefixCacheSettings = field(default_factory=PrefixCacheSettings)
+    history: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,13 @@ class ModelReady:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """Something the user should know about this generation (one line)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class TokenChunk:
     """Text the model produced, with the token ids that produced it."""
 
@@ -166,7 +175,7 @@ class Failed:
     error: Optional[BaseException] = None
 
 
-Event = Union[ModelLoading, ModelReady, TokenChunk, Finished, Failed]
+Event = Union[ModelLoading, ModelReady, Notice, TokenChunk, Finished, Failed]
 
 
 class ModelLoadError(Exception):

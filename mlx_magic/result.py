@@ -20,6 +20,7 @@ class GenerationStats:
     peak_memory_gb: float = 0.0
     load_s: float = 0.0
     warm: bool = True
+    dropped_turns: int = 0
 
     @classmethod
     def from_dict(cls, values: dict) -> "GenerationStats":
@@ -78,6 +79,8 @@ class MLXResult:
     finish_reason: str
     stats: GenerationStats = field(default_factory=GenerationStats)
     tokens: list = field(default_factory=list)
+    #: The parsed answer of ``--format json`` (else ``None``).
+    data: object = None
 
     def __str__(self) -> str:
         return self.text

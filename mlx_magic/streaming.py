@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .buffering import TokenBuffer
-from .protocol import Failed, Finished, Job, ModelLoading, ModelReady, TokenChunk
+from .protocol import Failed, Finished, Job, ModelLoading, ModelReady, Notice, TokenChunk
 from .result import GenerationStats, MLXResult, TokenInfo
 from .views import StreamView
 
@@ -109,6 +109,8 @@ class _Collector:
                 self._show(event.text)
             else:
                 self._show(self.buffer.add(event.text, max(1, len(event.token_ids))))
+        elif isinstance(event, Notice):
+            self.view.notice(event.message)
         elif isinstance(event, ModelLoading):
             self.view.loading(event.model)
         elif isinstance(event, ModelReady):

@@ -4,26 +4,60 @@ from __future__ import annotations
 
 from .locking import gpu_lock
 from .model_cache import WarmModel
-from .protocol import Finished, GenerationRequest, Job
+from .protocol import Finished, GenerationRequest, Job, Notice
 from .stepping import run_steps, stop_prefill_when_cancelled, token_id
 
 
-def prompt_token_ids(tokenizer, request: GenerationRequest) -> list[int]:
-    """The prompt as token ids: through the chat template unless ``raw``.
-
-    Without a chat template (or with ``raw``) the system prompt, if any, is
-    put before the text, separated by a blank line.
-    """
-    if request.raw or not getattr(tokenizer, "has_chat_template", False):
-        text = request.prompt
-        if request.system:
-            text = f"{request.system}\n\n{text}"
-        return list(tokenizer.encode(text))
+def chat_messages(request: GenerationRequest, history) -> list[dict]:
+    """The system prompt, the conversation so far, and the new user text."""
     messages = []
     if request.system:
         messages.append({"role": "system", "content": request.system})
+    for user, assistant in history:
+        messages.append({"role": "user", "content": user})
+        messages.append({"role": "assistant", "content": assistant})
     messages.append({"role": "user", "content": request.prompt})
+    return messages
+
+
+def prompt_token_ids(tokenizer, request: GenerationRequest, history=None) -> list[int]:
+    """The prompt as token ids: through the chat template unless ``raw``.
+
+    Without a chat template (or with ``raw``) the system prompt and the
+    turns so far, if any, are put before the text, separated by blank lines.
+    """
+    history = request.history if history is None else history
+    if request.raw or not getattr(tokenizer, "has_chat_template", False):
+        parts = [request.system] if request.system else []
+        for user, assistant in history:
+            parts += [user, assistant]
+        return list(tokenizer.encode("\n\n".join(parts + [request.prompt])))
+    messages = chat_messages(request, history)
     return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+
+
+def context_length(config: dict):
+    """The longest sequence the model was made for, if its config says."""
+    for key in ("max_position_embeddings", "max_sequence_length", "n_positions"):
+        value = config.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def fit_history(tokenizer, request: GenerationRequest, limit):
+    """The prompt ids with as many of the newest turns as fit the context.
+
+    Returns the ids and how many of the oldest turns had to be dropped.
+    """
+    history = list(request.history)
+    prompt = prompt_token_ids(tokenizer, request, history)
+    dropped = 0
+    while limit and history and len(prompt) + request.sampling.max_tokens > limit:
+        history.pop(0)
+        dropped += 1
+        prompt = prompt_token_ids(tokenizer, request, history)
+    return prompt, dropped
 
 
 def generate_text(warm: WarmModel, job: Job, *, started: float) -> Finished:
@@ -48,7 +82,13 @@ def generate_text(warm: WarmModel, job: Job, *, started: float) -> Finished:
     sampling = request.sampling
     prefix_cache = _prefix_cache_of(warm, request)
     with gpu_lock:
-        prompt = prompt_token_ids(warm.tokenizer, request)
+        limit = context_length(warm.config)
+        prompt, dropped_turns = fit_history(warm.tokenizer, request, limit)
+        if dropped_turns:
+            job.emit(Notice(
+                f"Dropped the {dropped_turns} oldest turn(s) of the conversation: the history "
+                f"no longer fits the {limit}-token context of {warm.name}"
+            ))
         if prefix_cache is not None:
             kv_cache, to_prefill = prefix_cache.fetch(warm.model, prompt)
         else:
@@ -86,6 +126,7 @@ def generate_text(warm: WarmModel, job: Job, *, started: float) -> Finished:
         stats={
             "prompt_tokens": len(prompt),
             "cached_prompt_tokens": len(prompt) - len(to_prefill),
+            "dropped_turns": dropped_turns,
             "prompt_tps": last.prompt_tps if last else 0.0,
             "generation_tokens": outcome.generated,
             "generation_tps": last.generation_tps if last else 0.0,

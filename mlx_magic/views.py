@@ -26,8 +26,14 @@ class StreamView:
     #: Whether tokens should be batched (a frontend pays per message).
     batches = True
 
+    #: Render the finished answer as Markdown (``--format markdown``).
+    markdown = False
+
     def show_images(self, images) -> None:
         """Previews of the images sent, before the answer."""
+
+    def notice(self, message: str) -> None:
+        """A one-line notice from the runtime (e.g. turns dropped)."""
 
     def loading(self, model: str) -> None:
         """The model is cold and is being loaded."""
@@ -52,13 +58,22 @@ class NotebookView(StreamView):
         self._status = None
         self._ends_with_newline = True
         self._wrote = False
+        self._previews = None
 
     def show_images(self, images) -> None:
         from IPython.display import display
 
         from .previews import preview_bundle
 
-        display(preview_bundle(images), raw=True)
+        self._previews = preview_bundle(images)
+        display(self._previews, raw=True)
+
+    def notice(self, message: str) -> None:
+        from IPython.display import display
+
+        display({"text/plain": f"[{message}]",
+                 "text/html": f'<div class="mlx-magic-notice"><em>{html.escape(message)}</em></div>'},
+                raw=True)
 
     def loading(self, model: str) -> None:
         self._set_status(f"⏳ Loading {model} (first use in this kernel)…")
@@ -80,12 +95,19 @@ class NotebookView(StreamView):
         self._ends_with_newline = text.endswith("\n")
 
     def finish(self, result: MLXResult) -> None:
+        from IPython.display import clear_output, display
+
         self._clear_status()
         if not self._ends_with_newline:
             sys.stdout.write("\n")
             sys.stdout.flush()
-        from IPython.display import display
-
+        if self.markdown and result.finish_reason != "cancelled":
+            # The streamed text is replaced by its rendering; the previews
+            # were cleared with it and are shown again.
+            clear_output(wait=True)
+            if self._previews is not None:
+                display(self._previews, raw=True)
+            display({"text/markdown": result.text, "text/plain": result.text}, raw=True)
         display({"text/plain": f"[{result.footer}]", "text/html": footer_html(result.footer)}, raw=True)
 
     def fail(self) -> None:
@@ -125,6 +147,9 @@ class TerminalView(StreamView):
     def out(self):
         # Looked up at each write so that capture (pytest, %%capture) works.
         return self._stream or sys.stdout
+
+    def notice(self, message: str) -> None:
+        print(f"[{message}]", file=self.out, flush=True)
 
     def show_images(self, images) -> None:
         for index, loaded in enumerate(images, 1):

@@ -16,14 +16,14 @@ def vision_prompt(warm: WarmModel, request) -> str:
     """
     from mlx_vlm.prompt_utils import apply_chat_template
 
+    from .text_generation import chat_messages
+
     if request.raw:
         return request.prompt
     prompt = request.prompt
-    if request.system:
-        prompt = [
-            {"role": "system", "content": request.system},
-            {"role": "user", "content": request.prompt},
-        ]
+    if request.system or request.history:
+        # mlx-vlm attaches the images to the last user message: this cell's.
+        prompt = chat_messages(request, request.history)
     return apply_chat_template(
         warm.tokenizer, warm.config, prompt, num_images=len(request.images)
     )

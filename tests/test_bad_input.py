@@ -3,7 +3,6 @@
 These tests need no model: everything is refused before the runtime starts.
 """
 
-import json
 
 import pytest
 from IPython.core.error import UsageError

@@ -153,7 +153,7 @@ def test_gpu_lock_pauses_generation_between_tokens(model_shell):
     from mlx_magic.protocol import GenerationRequest, SamplingParams, TokenChunk
 
     magics = magics_of(model_shell)
-    spec = magics._resolve(None)
+    spec = magics.resolve(None)
     job = magics.runtime.generate(
         GenerationRequest(model=spec, prompt="Once upon a time", raw=True,
                           sampling=SamplingParams(max_tokens=40))

@@ -76,7 +76,7 @@ def test_repeat_question_skips_the_vision_encoder_and_answers_the_same(vlm_shell
     photo = tmp_path / "photo.png"
     Image.fromarray((np.random.default_rng(5).random((90, 90, 3)) * 255).astype("uint8")).save(photo)
     magics = magics_of(vlm_shell)
-    decoded_before = magics._image_cache.stats()["hits"]
+    decoded_before = magics.image_cache.stats()["hits"]
 
     run(vlm_shell, f"%%mlx_vision -i {photo} -n 10\nWhat is this?")
     first = [t.id for t in vlm_shell.user_ns["_mlx"].tokens]
@@ -85,7 +85,7 @@ def test_repeat_question_skips_the_vision_encoder_and_answers_the_same(vlm_shell
     second = [t.id for t in vlm_shell.user_ns["_mlx"].tokens]
     assert len(calls) == 1  # the encoder did not run again
     assert second == first  # and the cached features give the same greedy answer
-    assert magics._image_cache.stats()["hits"] == decoded_before + 1  # nor was the file decoded
+    assert magics.image_cache.stats()["hits"] == decoded_before + 1  # nor was the file decoded
     features = magics.runtime.models()[0].vision_features
     assert features["hits"] >= 1
 

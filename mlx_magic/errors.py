@@ -1,0 +1,13 @@
+"""One-line errors for mistakes a user can fix."""
+
+from __future__ import annotations
+
+from IPython.core.error import UsageError
+
+
+def usage_error(message: str, cause: BaseException | None = None) -> UsageError:
+    """A ``UsageError`` (exactly that class: IPython prints a subclass with a
+    full traceback) carrying ``cause`` for those who look."""
+    error = UsageError(message)
+    error.__cause__ = cause
+    return error
