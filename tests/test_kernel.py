@@ -3,49 +3,16 @@
 import time
 
 import pytest
-from jupyter_client.manager import start_new_kernel
+
+from kernel_helpers import displays, execute, running_kernel, stream_text
 
 pytestmark = [pytest.mark.model, pytest.mark.kernel]
 
 
 @pytest.fixture(scope="module")
 def kernel():
-    manager, client = start_new_kernel(kernel_name="python3")
-    try:
-        execute(client, "%load_ext mlx_magic")
-        execute(client, "%mlx load smollm2", timeout=300)
-        yield manager, client
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=True)
-
-
-def execute(client, code, timeout=120, on_message=None):
-    """Run code; return (reply content, iopub messages of this execution)."""
-    msg_id = client.execute(code)
-    messages = []
-    deadline = time.monotonic() + timeout
-    while True:
-        message = client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
-        if message["parent_header"].get("msg_id") != msg_id:
-            continue
-        messages.append(message)
-        if on_message:
-            on_message(message)
-        if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
-            break
-    reply = client.get_shell_msg(timeout=timeout)
-    while reply["parent_header"].get("msg_id") != msg_id:
-        reply = client.get_shell_msg(timeout=timeout)
-    return reply["content"], messages
-
-
-def stream_text(messages):
-    return "".join(m["content"]["text"] for m in messages if m["msg_type"] == "stream")
-
-
-def displays(messages):
-    return [m["content"]["data"] for m in messages if m["msg_type"] == "display_data"]
+    with running_kernel("%load_ext mlx_magic", "%mlx load smollm2") as started:
+        yield started
 
 
 def test_answer_streams_with_footer_and_result(kernel):

@@ -150,3 +150,13 @@ def test_no_vision_model_configured_says_how_to_set_one():
             run(shell, "%%mlx_vision -i img\nhi")
     finally:
         shell.extension_manager.unload_extension("mlx_magic")
+
+
+def test_vision_conversation_sends_the_history(vlm_shell):
+    run(vlm_shell, "%%mlx_vision --chat look -i red -n 4\nWhat colour is this?")
+    first = vlm_shell.user_ns["_mlx"].stats.prompt_tokens
+    run(vlm_shell, "%%mlx_vision --chat look -i red -n 4\nAnd its shape?")
+    second = vlm_shell.user_ns["_mlx"].stats.prompt_tokens
+    conversation = magics_of(vlm_shell).conversations.get("look")
+    assert [turn.user for turn in conversation.turns] == ["What colour is this?", "And its shape?"]
+    assert second > first  # the first turn travels as history
