@@ -167,3 +167,47 @@ def _show(magics, text: str, rich: dict) -> None:
 
 def _cell(value) -> str:
     return "" if value is None else str(value)
+
+
+def command_jobs(magics, names):
+    entries = magics.jobs.all()
+    if not entries:
+        print("No background jobs. Add -b to %%mlx or %%mlx_vision to start one.")
+        return
+    now = time.monotonic()
+    print(f"{'id':>3}  {'state':<10}  {'model':<16}  {'tokens':>6}  age")
+    for entry in entries:
+        tokens = "" if entry.tokens is None else str(entry.tokens)
+        print(f"{entry.id:>3}  {entry.state:<10}  {entry.model:<16}  {tokens:>6}  "
+              f"{now - entry.submitted:.0f} s")
+
+
+def command_cancel(magics, names):
+    entries = _select_jobs(magics, names)
+    running = [entry for entry in entries if not entry.done.is_set()]
+    for entry in running:
+        entry.job.cancel()
+    print(f"Cancelling {len(running)} job(s)" +
+          (f": {', '.join(str(entry.id) for entry in running)}" if running else ""))
+
+
+def command_wait(magics, names):
+    entries = _select_jobs(magics, names)
+    try:
+        for entry in entries:
+            # Short waits keep the kernel's interrupt responsive.
+            while not entry.done.wait(0.1):
+                pass
+    except KeyboardInterrupt:
+        print("Stopped waiting; the jobs go on (%mlx cancel stops them)")
+        raise
+    for entry in entries:
+        detail = entry.error or (entry.result.footer if entry.result else "")
+        print(f"job {entry.id}: {entry.state}" + (f" · {detail}" if detail else ""))
+
+
+def _select_jobs(magics, names):
+    try:
+        return magics.jobs.select(names)
+    except KeyError as missing:
+        raise UsageError(f"No background job {missing.args[0]}: %mlx jobs lists them") from None

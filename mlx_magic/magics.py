@@ -51,6 +51,9 @@ def generation_arguments(magic):
                  help="Send {braces} as they are instead of filling in {variables}."),
         argument("--error", action="store_true",
                  help="Append the traceback of the last error to the prompt."),
+        argument("-b", "--background", action="store_true",
+                 help="Return at once and stream in the background (%%mlx jobs lists them); "
+                 "--out is set when the job finishes."),
     ]
     # magic_arguments applies decorators bottom-up; keep the listed order in --help.
     for flag in reversed(flags):
@@ -115,9 +118,11 @@ class MLXMagics(Magics):
         super().__init__(shell=shell, **kwargs)
         from .images import DecodedImageCache
 
+        from .background import BackgroundJobs
         from .conversations import Conversations
 
         self._runtime = None
+        self.jobs = BackgroundJobs()
         self.image_cache = DecodedImageCache()
         self.conversations = Conversations()
         #: One row per finished generation of this session (``%mlx stats``).
@@ -271,6 +276,8 @@ class MLXMagics(Magics):
         """
         args = parse_argstring(self.mlx_cell, line)
         request, out_name, turn = self._request(args, cell, lambda: self.resolve(args.model))
+        if args.background:
+            return self._run_in_background(request, out_name, turn, answer_format=args.format)
         self._run(request, out_name, turn, answer_format=args.format)
 
     # ---- %%mlx_vision ---------------------------------------------------------
@@ -329,6 +336,9 @@ class MLXMagics(Magics):
             images=tuple(loaded.image for loaded in images),
             image_keys=tuple(loaded.cache_key for loaded in images),
         )
+        if args.background:
+            return self._run_in_background(request, out_name, turn, images=images,
+                                           answer_format=args.format)
         self._run(request, out_name, turn, images=images, answer_format=args.format)
 
     def _resolve_vision(self, name):
@@ -432,23 +442,55 @@ class MLXMagics(Magics):
             raise failure.error
         result = outcome.result
         self.shell.user_ns["_mlx"] = result
-        self._record_stats(result)
-        if turn is not None and result.finish_reason != "cancelled":
-            from .conversations import Turn
-
-            conversation, index = turn
-            conversation.record(index, Turn(request.prompt, result.text, self._cell_id),
-                                dropped_oldest=result.stats.dropped_turns)
+        self._finished(request, result, turn, self._cell_id)
         if outcome.interrupted:
             if out_name:
                 self.shell.user_ns[out_name] = result
             raise KeyboardInterrupt
         self._apply_format(result, answer_format, out_name)
 
-    def _apply_format(self, result, answer_format, out_name) -> None:
+    def _finished(self, request, result, turn, cell_id) -> None:
+        """Bookkeeping after any generation: session stats, the conversation."""
+        self._record_stats(result)
+        if turn is not None and result.finish_reason != "cancelled":
+            from .conversations import Turn
+
+            conversation, index = turn
+            conversation.record(index, Turn(request.prompt, result.text, cell_id),
+                                dropped_oldest=result.stats.dropped_turns)
+
+    def _run_in_background(self, request, out_name, turn, images=(), answer_format="text"):
+        from .widget_view import WidgetStreamView
+
+        if getattr(self.shell, "kernel", None) is not None:
+            view = WidgetStreamView(request.model.name)
+            if images:
+                view_for(self.shell).show_images(images)
+            view.display()
+        else:
+            view = view_for(self.shell)
+            if images:
+                view.show_images(images)
+        cell_id = self._cell_id
+        job = self.runtime.generate(request)
+
+        def done(entry):
+            if entry.result is None:
+                return
+            self._finished(request, entry.result, turn, cell_id)
+            try:
+                self._apply_format(entry.result, answer_format, out_name, set_next_input=False)
+            except UsageError as error:
+                view.notice(str(error))
+
+        entry = self.jobs.start(job, view, interval_s=self.stream_interval_ms / 1000, on_done=done)
+        print(f"[background job {entry.id}: %mlx jobs lists it, %mlx wait {entry.id} waits, "
+              f"%mlx cancel {entry.id} stops it]")
+
+    def _apply_format(self, result, answer_format, out_name, set_next_input=True) -> None:
         from .answer_formats import first_code_block, parse_json_answer
 
-        if answer_format == "code":
+        if answer_format == "code" and set_next_input:
             self.shell.set_next_input(first_code_block(result.text), replace=False)
         if answer_format == "json":
             try:
@@ -514,7 +556,8 @@ class MLXMagics(Magics):
     # ---- %mlx -----------------------------------------------------------------
 
     @magic_arguments("mlx")
-    @argument("command", choices=["load", "unload", "models", "status", "cache", "chat", "stats"],
+    @argument("command", choices=["load", "unload", "models", "status", "cache", "chat", "stats",
+                                  "jobs", "cancel", "wait"],
               help="What to do.")
     @argument("names", nargs="*", help="Models for load/unload ('all' unloads every model); "
               "for chat: a conversation name, or reset/save/load with their arguments.")
@@ -535,6 +578,9 @@ class MLXMagics(Magics):
             %mlx chat save FILE [NAME]   save a conversation as JSON
             %mlx chat load FILE      load a saved conversation (it keeps its name)
             %mlx stats               every generation of this session, with totals
+            %mlx jobs                background jobs (-b): id, state, model, tokens, age
+            %mlx cancel [ID|all]     stop background jobs (default: all)
+            %mlx wait [ID|all]       wait for background jobs (interrupt stops waiting only)
 
         MODEL is anything ``%%mlx --model`` takes.
         """

@@ -1,0 +1,88 @@
+"""A live view for background jobs: ipywidgets that keep updating after the cell ends.
+
+A finished cell cannot receive new outputs, but its widgets can still change:
+the widget manager routes updates by widget, not by cell. To keep traffic
+linear in the answer's length, the text is split into segments of bounded
+size, each its own ``HTML`` widget: an update resends one segment (at most
+``segment_chars``), never the whole answer.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from typing import Optional
+
+from .result import MLXResult, footer_html
+from .views import StreamView
+
+_PRE = '<pre class="mlx-magic-text" style="white-space: pre-wrap; margin: 0">{}</pre>'
+
+
+class WidgetStreamView(StreamView):
+    """Streams into a box of text segments, a status line and a footer.
+
+    Safe to feed from a thread other than the kernel's.
+    """
+
+    def __init__(self, title: str, segment_chars: int = 2000):
+        import ipywidgets as widgets
+
+        self._widgets = widgets
+        self._segment_chars = segment_chars
+        self._lock = threading.Lock()
+        self._status = widgets.HTML(value=self._status_html(f"⏳ {title}: queued"))
+        self._segments = widgets.VBox([])
+        self._footer = widgets.HTML(value="")
+        self.box = widgets.VBox([self._status, self._segments, self._footer])
+        self._current: Optional[object] = None
+        self._current_text = ""
+        self.text = ""
+
+    def display(self) -> None:
+        """Show the view in the current cell (call on the kernel thread)."""
+        from IPython.display import display
+
+        display(self.box)
+
+    def set_status(self, message: str) -> None:
+        self._status.value = self._status_html(message)
+
+    def loading(self, model: str) -> None:
+        self.set_status(f"⏳ Loading {model}…")
+
+    def notice(self, message: str) -> None:
+        self.set_status(message)
+
+    def waiting_for_first_token(self, model: str, loaded_in: Optional[float]) -> None:
+        self.set_status(f"⏳ {model} is reading the prompt…")
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        with self._lock:
+            if self._current is None:
+                self.set_status("")
+            self.text += text
+            while text:
+                if self._current is None or len(self._current_text) >= self._segment_chars:
+                    self._current = self._widgets.HTML(value="")
+                    self._current_text = ""
+                    self._segments.children = self._segments.children + (self._current,)
+                room = self._segment_chars - len(self._current_text)
+                piece, text = text[:room], text[room:]
+                self._current_text += piece
+                self._current.value = _PRE.format(html.escape(self._current_text))
+
+    def finish(self, result: MLXResult) -> None:
+        self.set_status("")
+        self._footer.value = footer_html(result.footer)
+
+    def fail(self) -> None:
+        self.set_status("✖ failed")
+
+    @staticmethod
+    def _status_html(message: str) -> str:
+        if not message:
+            return ""
+        return f'<span class="mlx-magic-status">{html.escape(message)}</span>'
