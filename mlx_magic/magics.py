@@ -51,6 +51,9 @@ def generation_arguments(magic):
                  help="Send {braces} as they are instead of filling in {variables}."),
         argument("--error", action="store_true",
                  help="Append the traceback of the last error to the prompt."),
+        argument("--probs", nargs="?", const=5, type=int, metavar="K",
+                 help="After the answer, show each token shaded by its probability, with the "
+                 "K most likely alternatives (default 5); also in _mlx.tokens."),
         argument("-b", "--background", action="store_true",
                  help="Return at once and stream in the background (%%mlx jobs lists them); "
                  "--out is set when the job finishes."),
@@ -389,6 +392,8 @@ class MLXMagics(Magics):
             prompt = f"{prompt}\n\nThe last error:\n```\n{error_text}\n```"
         sampling = self._sampling(args)
         out_name = self._check_out_name(args.out)
+        if args.probs is not None and not 1 <= args.probs <= 20:
+            raise UsageError(f"--probs takes 1 to 20 alternatives, not {args.probs}")
         spec = resolve_model()
         system = args.system if args.system is not None else self.system_prompt
         history = ()
@@ -408,6 +413,7 @@ class MLXMagics(Magics):
             model=spec,
             prompt=prompt,
             history=history,
+            top_logprobs=args.probs or 0,
             system=system,
             raw=args.raw,
             sampling=sampling,
@@ -443,6 +449,10 @@ class MLXMagics(Magics):
         result = outcome.result
         self.shell.user_ns["_mlx"] = result
         self._finished(request, result, turn, self._cell_id)
+        if request.top_logprobs and result.tokens:
+            from .probability_view import probability_bundle
+
+            view.show_bundle(probability_bundle(result, request.sampling))
         if outcome.interrupted:
             if out_name:
                 self.shell.user_ns[out_name] = result

@@ -74,6 +74,8 @@ class GenerationRequest:
         image_keys: a content key per image, for the runtime's caches.
         prefix_cache: the prompt prefix cache settings.
         history: earlier turns of a conversation, as (user, assistant) pairs.
+        top_logprobs: report each token's log-probability and this many
+            alternatives (0: none, and no cost).
     """
 
     model: ModelSpec
@@ -85,6 +87,7 @@ class GenerationRequest:
     image_keys: tuple = ()
     prefix_cache: PrefixCacheSettings = field(default_factory=PrefixCacheSettings)
     history: tuple = ()
+    top_logprobs: int = 0
 
 
 @dataclass(frozen=True)
@@ -147,10 +150,15 @@ class Notice:
 
 @dataclass(frozen=True)
 class TokenChunk:
-    """Text the model produced, with the token ids that produced it."""
+    """Text the model produced, with the token ids that produced it.
+
+    ``details`` has one dict per token id when probabilities were asked for:
+    ``{"logprob": float, "top": [(id, text, logprob), ...]}``.
+    """
 
     text: str
     token_ids: tuple = ()
+    details: tuple = ()
 
 
 @dataclass(frozen=True)

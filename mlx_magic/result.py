@@ -53,10 +53,16 @@ class GenerationStats:
 
 @dataclass
 class TokenInfo:
-    """One generated token."""
+    """One generated token.
+
+    With ``--probs``, ``logprob`` is its log-probability and ``top`` the most
+    likely tokens at that step, as (id, text, logprob), most likely first.
+    """
 
     id: int
     text: str = ""
+    logprob: Optional[float] = None
+    top: list = field(default_factory=list)
 
 
 @dataclass

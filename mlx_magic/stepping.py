@@ -50,6 +50,7 @@ def run_steps(
     *,
     token_of: Callable[[Any], Optional[int]],
     last_token_is_new: bool,
+    describe: Optional[Callable[[Any, int], dict]] = None,
 ) -> SteppedGeneration:
     """Pull responses from ``steps`` until it finishes or the job is cancelled.
 
@@ -65,6 +66,8 @@ def run_steps(
         last_token_is_new: whether the last response of a generation that hit
             max tokens brings a token not yet reported (mlx-lm: yes; mlx-vlm
             repeats the previous one).
+        describe: if given, ``describe(response, token)`` gives the token's
+            probability details (see :class:`TokenChunk`).
     """
     outcome = SteppedGeneration()
     try:
@@ -86,8 +89,12 @@ def run_steps(
                 outcome.stop_token = token
             outcome.generated += len(ids)
             outcome.token_ids.extend(ids)
+            details = ()
+            if describe is not None and ids:
+                with gpu_lock:
+                    details = tuple(describe(response, token) for token in ids)
             if response.text or ids:
-                job.emit(TokenChunk(text=response.text, token_ids=ids))
+                job.emit(TokenChunk(text=response.text, token_ids=ids, details=details))
             if finish_reason is not None:
                 outcome.finish_reason = finish_reason
                 # Let the generator run to its end: mlx-vlm saves its prompt
@@ -110,3 +117,27 @@ def token_id(response) -> Optional[int]:
     if token is None:
         return None
     return int(token.item()) if hasattr(token, "item") else int(token)
+
+
+def probability_describer(tokenizer, k: int) -> Callable[[Any, int], dict]:
+    """Reads a token's log-probability and the ``k`` most likely tokens from
+    the log-probabilities mlx-lm and mlx-vlm return with every step."""
+    import mlx.core as mx
+
+    decode = getattr(tokenizer, "tokenizer", tokenizer).decode
+
+    def describe(response, token: int) -> dict:
+        logprobs = response.logprobs
+        if logprobs.ndim > 1:
+            logprobs = logprobs.reshape(-1)
+        count = min(k, logprobs.size)
+        top = mx.argpartition(-logprobs, kth=count - 1)[:count]
+        values = logprobs[top]
+        order = mx.argsort(-values)
+        top, values = top[order].tolist(), values[order].tolist()
+        return {
+            "logprob": float(logprobs[token].item()),
+            "top": [(int(i), decode([int(i)]), float(v)) for i, v in zip(top, values)],
+        }
+
+    return describe

@@ -101,8 +101,10 @@ class _Collector:
     def _handle(self, event) -> Optional[Finished]:
         if isinstance(event, TokenChunk):
             self.parts.append(event.text)
-            for token_id in event.token_ids:
-                self.tokens.append(TokenInfo(id=int(token_id)))
+            details = event.details or ({},) * len(event.token_ids)
+            for token_id, detail in zip(event.token_ids, details):
+                self.tokens.append(TokenInfo(id=int(token_id), logprob=detail.get("logprob"),
+                                             top=list(detail.get("top", []))))
             if self.tokens and event.token_ids:
                 self.tokens[-1].text = event.text
             if self.buffer is None:

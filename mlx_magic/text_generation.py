@@ -5,7 +5,7 @@ from __future__ import annotations
 from .locking import gpu_lock
 from .model_cache import WarmModel
 from .protocol import Finished, GenerationRequest, Job, Notice
-from .stepping import run_steps, stop_prefill_when_cancelled, token_id
+from .stepping import probability_describer, run_steps, stop_prefill_when_cancelled, token_id
 
 
 def chat_messages(request: GenerationRequest, history) -> list[dict]:
@@ -113,7 +113,9 @@ def generate_text(warm: WarmModel, job: Job, *, started: float) -> Finished:
         ),
         prompt_progress_callback=stop_prefill_when_cancelled(job),
     )
-    outcome = run_steps(steps, job, token_of=token_id, last_token_is_new=True)
+    describe = (probability_describer(warm.tokenizer, request.top_logprobs)
+                if request.top_logprobs else None)
+    outcome = run_steps(steps, job, token_of=token_id, last_token_is_new=True, describe=describe)
     if prefix_cache is not None:
         seen = prompt + outcome.token_ids
         if outcome.stop_token is not None:

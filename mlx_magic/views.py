@@ -35,6 +35,9 @@ class StreamView:
     def notice(self, message: str) -> None:
         """A one-line notice from the runtime (e.g. turns dropped)."""
 
+    def show_bundle(self, bundle: dict) -> None:
+        """An extra output after the answer (e.g. token probabilities)."""
+
     def loading(self, model: str) -> None:
         """The model is cold and is being loaded."""
 
@@ -67,6 +70,11 @@ class NotebookView(StreamView):
 
         self._previews = preview_bundle(images)
         display(self._previews, raw=True)
+
+    def show_bundle(self, bundle: dict) -> None:
+        from IPython.display import display
+
+        display(bundle, raw=True)
 
     def notice(self, message: str) -> None:
         from IPython.display import display
@@ -150,6 +158,9 @@ class TerminalView(StreamView):
 
     def notice(self, message: str) -> None:
         print(f"[{message}]", file=self.out, flush=True)
+
+    def show_bundle(self, bundle: dict) -> None:
+        print(bundle["text/plain"], file=self.out, flush=True)
 
     def show_images(self, images) -> None:
         for index, loaded in enumerate(images, 1):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .locking import gpu_lock
 from .model_cache import WarmModel
 from .protocol import Finished, Job
-from .stepping import run_steps, token_id
+from .stepping import probability_describer, run_steps, token_id
 
 
 def vision_prompt(warm: WarmModel, request) -> str:
@@ -66,7 +66,9 @@ def generate_vision(warm: WarmModel, job: Job, *, started: float) -> Finished:
         image=list(request.images) or None,
         **options,
     )
-    outcome = run_steps(steps, job, token_of=token_id, last_token_is_new=False)
+    describe = (probability_describer(warm.tokenizer, request.top_logprobs)
+                if request.top_logprobs else None)
+    outcome = run_steps(steps, job, token_of=token_id, last_token_is_new=False, describe=describe)
     last = outcome.last
     return Finished(
         finish_reason=outcome.finish_reason,

@@ -127,3 +127,16 @@ def test_prefix_cache_gives_identical_greedy_answers_and_reuses_prompts(kernel):
     reply, messages = execute(client, f"%%mlx -n 3\n{PARAGRAPH}\nWhere does the Rhine end?")
     footer = [d["text/plain"] for d in displays(messages) if "tok/s" in d.get("text/plain", "")][0]
     assert "cached)" in footer
+
+
+def test_probability_view_shades_every_token(kernel):
+    _, client = kernel
+    reply, messages = execute(client, "%%mlx -n 6 --probs 4 --temp 0.7 --seed 3\nName a colour.")
+    assert reply["status"] == "ok"
+    views = [d for d in displays(messages) if "mlx-magic-probs" in d.get("text/html", "")]
+    assert len(views) == 1
+    html = views[0]["text/html"]
+    _, check = execute(client, "print(len(_mlx.tokens))")
+    assert html.count('class="mlx-magic-token"') == int(stream_text(check))
+    assert "temperature 0.7" in html and "seed 3" in html
+    assert "most likely at this step" in views[0]["text/plain"]

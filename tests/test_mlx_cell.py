@@ -201,3 +201,23 @@ def test_terminal_prints_tokens_as_they_come(model_shell, monkeypatch):
     # No batching in a terminal: one write per token that produced text.
     assert len(writes) >= result.stats.generation_tokens - 1
     assert "".join(writes) == result.text
+
+
+def test_probabilities_of_greedy_tokens(model_shell, capsys):
+    import math
+
+    run(model_shell, f"%%mlx -n 8 --probs 3\n{CAPITAL}")
+    result = model_shell.user_ns["_mlx"]
+    printed = capsys.readouterr().out
+    assert result.tokens and all(token.logprob is not None for token in result.tokens)
+    for token in result.tokens:
+        assert len(token.top) == 3
+        logprobs = [logprob for _, _, logprob in token.top]
+        assert logprobs == sorted(logprobs, reverse=True)
+        # Greedy decoding picks the most likely token.
+        assert token.top[0][0] == token.id
+        assert math.isclose(token.top[0][2], token.logprob, abs_tol=1e-5)
+        assert 0 < math.exp(token.logprob) <= 1
+    assert "temperature 0" in printed and "most likely at this step" in printed
+    run(model_shell, "%%mlx -n 3\nHi")
+    assert all(token.logprob is None and token.top == [] for token in model_shell.user_ns["_mlx"].tokens)
