@@ -27,16 +27,20 @@ _GB = 1024**3
 def generation_arguments(magic):
     """The flags shared by ``%%mlx`` and ``%%mlx_vision``."""
     flags = [
-        argument("-m", "--model", help="Model: a folder, a .gguf file, a Hub id, an alias, "
-                 f"or '{EMBEDDED_MODEL_NAME}' (the default for text)."),
+        argument("-m", "--model", action="append",
+                 help="Model: a folder, a .gguf file, a Hub id, an alias, "
+                 f"or '{EMBEDDED_MODEL_NAME}' (the default for text). Repeat it to compare "
+                 "models side by side."),
         argument("-n", "--max-tokens", type=int, help="Most tokens to generate."),
-        argument("--temp", type=float, help="Sampling temperature (0 = greedy)."),
+        argument("--temp", type=float, action="append",
+                 help="Sampling temperature (0 = greedy); repeat it for a sweep, side by side."),
         argument("--top-p", type=float, help="Nucleus sampling threshold in [0, 1]."),
         argument("--top-k", type=int, help="Sample from the k most likely tokens (0 = all)."),
         argument("--min-p", type=float, help="Drop tokens below this fraction of the top "
                  "probability, in [0, 1]."),
         argument("--repetition-penalty", type=float, help="Penalty above 1 for repeated tokens."),
-        argument("--seed", type=int, help="Random seed, for repeatable sampling."),
+        argument("--seed", type=int, action="append",
+                 help="Random seed, for repeatable sampling; repeat it for a sweep."),
         argument("-s", "--system", help="System prompt (quote it if it has spaces)."),
         argument("--raw", action="store_true",
                  help="Send the cell as is, without the chat template."),
@@ -62,6 +66,35 @@ def generation_arguments(magic):
     for flag in reversed(flags):
         magic = flag(magic)
     return magic
+
+
+MAX_COLUMNS = 6
+
+
+def _variants(args) -> list:
+    """One argument set per column: every model × temperature × seed given."""
+    import argparse
+    import itertools
+
+    models = args.model or [None]
+    temps = args.temp or [None]
+    seeds = args.seed or [None]
+    variants = []
+    for model, temp, seed in itertools.product(models, temps, seeds):
+        variant = argparse.Namespace(**vars(args))
+        variant.model, variant.temp, variant.seed = model, temp, seed
+        variants.append(variant)
+    return variants
+
+
+def _column_title(request: GenerationRequest, variants) -> str:
+    """The model, plus the settings that differ between columns."""
+    parts = [request.model.name]
+    if len({v.temp for v in variants}) > 1:
+        parts.append(f"temp {request.sampling.temperature:g}")
+    if len({v.seed for v in variants}) > 1:
+        parts.append(f"seed {request.sampling.seed}")
+    return " · ".join(parts)
 
 
 @magics_class
@@ -278,6 +311,10 @@ class MLXMagics(Magics):
         settings.
         """
         args = parse_argstring(self.mlx_cell, line)
+        variants = _variants(args)
+        if len(variants) > 1:
+            return self._run_side_by_side(variants, cell, lambda name: self.resolve(name))
+        args = variants[0]
         request, out_name, turn = self._request(args, cell, lambda: self.resolve(args.model))
         if args.background:
             return self._run_in_background(request, out_name, turn, answer_format=args.format)
@@ -320,6 +357,8 @@ class MLXMagics(Magics):
                ...: Describe this image.
         """
         args = parse_argstring(self.mlx_vision_cell, line)
+        variants = _variants(args)
+        args = variants[0]
         if not args.image:
             raise UsageError(
                 "%%mlx_vision needs an image: add -i SRC (a file, URL or variable); "
@@ -330,6 +369,9 @@ class MLXMagics(Magics):
                 "No vision model: pass --model, or set %config "
                 "MLXMagics.default_vision_model = '<folder or Hub id>'"
             )
+        if len(variants) > 1:
+            images = self._load_images(args.image)
+            return self._run_side_by_side(variants, cell, self._resolve_vision, images)
         request, out_name, turn = self._request(
             args, cell, lambda: self._resolve_vision(args.model)
         )
@@ -468,6 +510,65 @@ class MLXMagics(Magics):
             conversation, index = turn
             conversation.record(index, Turn(request.prompt, result.text, cell_id),
                                 dropped_oldest=result.stats.dropped_turns)
+
+    def _run_side_by_side(self, variants, cell, resolve, images=()):
+        """Several models (or sampling settings) on one prompt, in columns."""
+        from .result import MLXResults
+        from .streaming import stream_jobs
+
+        first = variants[0]
+        if first.chat is not None or first.background:
+            raise UsageError("Side by side (several -m, --temp or --seed) works without "
+                             "--chat and --background")
+        if len(variants) > MAX_COLUMNS:
+            raise UsageError(f"{len(variants)} columns is more than {MAX_COLUMNS}: compare fewer "
+                             "models or settings at once")
+        requests = []
+        for args in variants:
+            request, out_name, _ = self._request(args, cell, lambda args=args: resolve(args.model))
+            if images:
+                request = dataclasses.replace(
+                    request, images=tuple(loaded.image for loaded in images),
+                    image_keys=tuple(loaded.cache_key for loaded in images))
+            requests.append(request)
+        titles = [_column_title(request, variants) for request in requests]
+        in_kernel = getattr(self.shell, "kernel", None) is not None
+        if images:
+            view_for(self.shell).show_images(images)
+        if in_kernel:
+            from .widget_view import ColumnsView
+
+            columns = ColumnsView(titles)
+            columns.display()
+            views = columns.columns
+        else:
+            from .views import CollectingView
+
+            views = [CollectingView() for _ in titles]
+        jobs = self.runtime.generate_together(requests)
+        outcomes = stream_jobs(jobs, views, interval_s=self.stream_interval_ms / 1000)
+        results = MLXResults()
+        shown = []
+        for title, outcome in zip(titles, outcomes):
+            if hasattr(outcome, "result"):
+                outcome.result.model = title
+                results.append(outcome.result)
+                self._record_stats(outcome.result)
+                shown.append((title, outcome.result.text, outcome.result.footer))
+            else:
+                shown.append((title, "", f"✖ {outcome.failure.message}"))
+        if in_kernel:
+            columns.finish(shown)
+        else:
+            for title, text, footer in shown:
+                print(f"── {title} ──\n{text}\n[{footer}]")
+        self.shell.user_ns["_mlx"] = results
+        if out_name:
+            self.shell.user_ns[out_name] = results
+        if any(getattr(outcome, "interrupted", False) for outcome in outcomes):
+            raise KeyboardInterrupt
+        if not results:
+            raise UsageError(f"Every column failed: {outcomes[0].failure.message}")
 
     def _run_in_background(self, request, out_name, turn, images=(), answer_format="text"):
         from .widget_view import WidgetStreamView

@@ -66,20 +66,25 @@ class WarmModelCache:
             entry.last_used = time.monotonic()
         return entry
 
-    def put(self, entry: WarmModel) -> list[str]:
-        """Add a freshly loaded model; returns the keys evicted to fit it."""
+    def put(self, entry: WarmModel, keep: frozenset = frozenset()) -> list[str]:
+        """Add a freshly loaded model; returns the keys evicted to fit it.
+
+        Models in ``keep`` (in use right now, e.g. side by side) are not evicted.
+        """
         if entry.key in self._entries:
             self.remove(entry.key)
         self._entries[entry.key] = entry
-        return self.shrink_to_budget()
+        return self.shrink_to_budget(keep | {entry.key})
 
-    def shrink_to_budget(self) -> list[str]:
-        """Evict least recently used models until the budget holds."""
+    def shrink_to_budget(self, keep: frozenset = frozenset()) -> list[str]:
+        """Evict least recently used models (not in ``keep``) until the budget holds."""
         evicted = []
-        while len(self._entries) > 1 and self.total_bytes > self.budget_bytes:
-            oldest = next(iter(self._entries))
-            self.remove(oldest)
-            evicted.append(oldest)
+        while self.total_bytes > self.budget_bytes:
+            candidates = [key for key in self._entries if key not in keep]
+            if not candidates or len(self._entries) <= 1:
+                break
+            self.remove(candidates[0])
+            evicted.append(candidates[0])
         return evicted
 
     def remove(self, key: str) -> bool:

@@ -206,6 +206,7 @@ class Job:
         self.request = request
         self.events: "queue.Queue[Event]" = queue.Queue()
         self._cancel = threading.Event()
+        self.load_s = 0.0
 
     def cancel(self) -> None:
         """Ask the runtime to stop at the next token step."""

@@ -115,3 +115,27 @@ def footer_html(footer: str) -> str:
         '<div class="mlx-magic-footer" style="font-size: 0.85em; opacity: 0.7; '
         f'margin-top: 0.3em">{html.escape(footer)}</div>'
     )
+
+
+class MLXResults(list):
+    """The answers of models side by side (or of a sampling sweep), one
+    :class:`MLXResult` per column, in column order."""
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        for result in self:
+            printer.text(f"── {result.model} ──\n{result.text}\n[{result.footer}]\n")
+
+    def _repr_html_(self) -> str:
+        return columns_html([(result.model, result.text, result.footer) for result in self])
+
+
+def columns_html(columns: list[tuple[str, str, str]]) -> str:
+    """Columns of (title, text, footer) side by side, as static HTML."""
+    cells = "".join(
+        '<div style="flex: 1 1 0; min-width: 12em">'
+        f"<div><b>{html.escape(title)}</b></div>"
+        f'<div class="mlx-magic-text" style="white-space: pre-wrap">{html.escape(text)}</div>'
+        f"{footer_html(footer)}</div>"
+        for title, text, footer in columns
+    )
+    return f'<div class="mlx-magic-columns" style="display: flex; gap: 1em">{cells}</div>'

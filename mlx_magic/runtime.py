@@ -42,6 +42,11 @@ class Runtime(abc.ABC):
     def generate(self, request: GenerationRequest) -> Job:
         """Queue a generation; returns at once with its :class:`Job`."""
 
+    def generate_together(self, requests: list[GenerationRequest]) -> list[Job]:
+        """Queue generations that advance together, token by token (models
+        side by side). A runtime that cannot interleave runs them in turn."""
+        return [self.generate(request) for request in requests]
+
     @abc.abstractmethod
     def load(self, spec: ModelSpec) -> ModelInfo:
         """Make a model warm (blocking); returns what was loaded."""
@@ -80,6 +85,13 @@ class _Call:
         self.reply: "queue.Queue[tuple[bool, Any]]" = queue.Queue(maxsize=1)
 
 
+class _Together:
+    """Jobs to interleave token by token."""
+
+    def __init__(self, jobs: list[Job]):
+        self.jobs = jobs
+
+
 _STOP = object()
 
 
@@ -110,6 +122,12 @@ class ThreadRuntime(Runtime):
         self._ensure_started()
         self._inbox.put(job)
         return job
+
+    def generate_together(self, requests: list[GenerationRequest]) -> list[Job]:
+        jobs = [Job(request) for request in requests]
+        self._ensure_started()
+        self._inbox.put(_Together(jobs))
+        return jobs
 
     def load(self, spec: ModelSpec) -> ModelInfo:
         def load_now():
@@ -234,6 +252,8 @@ class ThreadRuntime(Runtime):
                     item.reply.put((True, item.function()))
                 except BaseException as error:  # handed back to the caller
                     item.reply.put((False, error))
+            elif isinstance(item, _Together):
+                self._run_together(item.jobs)
             else:
                 self._run_job(item)
         if stopping:
@@ -249,42 +269,75 @@ class ThreadRuntime(Runtime):
                 return
             if isinstance(item, _Call):
                 item.reply.put((False, RuntimeError("the mlx_magic runtime was stopped")))
-            elif isinstance(item, Job):
-                item.emit(Failed("the mlx_magic runtime was stopped", user_error=True))
+            else:
+                for job in item.jobs if isinstance(item, _Together) else [item]:
+                    job.emit(Failed("the mlx_magic runtime was stopped", user_error=True))
 
     def _run_job(self, job: Job) -> None:
-        from .text_generation import generate_text
-        from .vision_generation import generate_vision
+        self._run_together([job])
 
+    def _run_together(self, jobs: list[Job]) -> None:
+        """Start every job, then step them in turn until all have finished."""
         with self._state_lock:
-            self._current = job
+            self._current = jobs[0]
+        running = []
+        try:
+            in_use = frozenset(job.request.model.key for job in jobs)
+            for job in jobs:
+                pending = self._start(job, together=len(jobs) > 1, keep=in_use)
+                if pending is not None:
+                    running.append(pending)
+            while running:
+                for entry in list(running):
+                    job, warm, pending = entry
+                    try:
+                        if pending.stepper.step():
+                            continue
+                        finished = pending.finish()
+                    except Exception as error:  # a bug or a crash in MLX: handed back
+                        running.remove(entry)
+                        job.emit(Failed(f"{type(error).__name__}: {error}", user_error=False,
+                                        error=error))
+                        continue
+                    running.remove(entry)
+                    finished.stats["load_s"] = 0.0 if warm else job.load_s
+                    finished.stats["warm"] = warm
+                    self._generations += 1
+                    job.emit(finished)
+        finally:
+            with self._state_lock:
+                self._current = None
+            self._after_change()
+
+    def _start(self, job: Job, together: bool, keep: frozenset = frozenset()):
+        """Load the job's model and prepare its generation; ``None`` if it
+        already ended (cancelled or failed, with its last event emitted)."""
+        from .text_generation import start_text
+        from .vision_generation import start_vision
+
         try:
             if job.cancelled:
                 job.emit(_cancelled_before_start())
-                return
-            entry, warm = self._warm(job.request.model, job)
+                return None
+            entry, warm = self._warm(job.request.model, job, keep)
+            job.load_s = entry.load_s
             job.emit(ModelReady(model=entry.name, warm=warm, load_s=0.0 if warm else entry.load_s))
             if job.request.images and entry.kind != "vision":
                 raise ModelLoadError(
                     f"'{entry.name}' is a text model and cannot see images: pass a vision "
                     "model with --model or set MLXMagics.default_vision_model"
                 )
-            generate = generate_vision if entry.kind == "vision" else generate_text
-            finished = generate(entry, job, started=time.perf_counter())
-            finished.stats["load_s"] = 0.0 if warm else entry.load_s
-            finished.stats["warm"] = warm
-            self._generations += 1
-            job.emit(finished)
+            start = start_vision if entry.kind == "vision" else start_text
+            pending = start(entry, job, started=time.perf_counter(), per_step_seed=together)
+            return job, warm, pending
         except ModelLoadError as error:
             job.emit(Failed(str(error), user_error=True, error=error))
         except Exception as error:  # a bug or a crash in MLX: handed back
             job.emit(Failed(f"{type(error).__name__}: {error}", user_error=False, error=error))
-        finally:
-            with self._state_lock:
-                self._current = None
-            self._after_change()
+        return None
 
-    def _warm(self, spec: ModelSpec, job: Optional[Job] = None) -> tuple[WarmModel, bool]:
+    def _warm(self, spec: ModelSpec, job: Optional[Job] = None,
+              keep: frozenset = frozenset()) -> tuple[WarmModel, bool]:
         from .loading import load_warm_model
 
         entry = self._cache.get(spec.key)
@@ -295,7 +348,7 @@ class ThreadRuntime(Runtime):
         with gpu_lock:
             entry = load_warm_model(spec)
             entry.uses = 1
-            self._cache.put(entry)
+            self._cache.put(entry, keep)
         self._after_change()
         return entry, False
 

@@ -44,14 +44,94 @@ class SteppedGeneration:
     stop_token: Optional[int] = None
 
 
-def run_steps(
-    steps: Iterator,
-    job: Job,
-    *,
-    token_of: Callable[[Any], Optional[int]],
-    last_token_is_new: bool,
-    describe: Optional[Callable[[Any, int], dict]] = None,
-) -> SteppedGeneration:
+class Stepper:
+    """Advances one generation token by token; see :func:`run_steps`.
+
+    Several steppers can take turns (models side by side): each
+    :meth:`step` computes one token under :data:`gpu_lock` and returns.
+    """
+
+    def __init__(
+        self,
+        steps: Iterator,
+        job: Job,
+        *,
+        token_of: Callable[[Any], Optional[int]],
+        last_token_is_new: bool,
+        describe: Optional[Callable[[Any, int], dict]] = None,
+    ):
+        self._steps = steps
+        self.job = job
+        self._token_of = token_of
+        self._last_token_is_new = last_token_is_new
+        self._describe = describe
+        self.outcome = SteppedGeneration()
+        self.done = False
+
+    def step(self) -> bool:
+        """Compute and emit one token; false once the generation is over."""
+        if self.done:
+            return False
+        if self.job.cancelled:
+            self._close()
+            return False
+        try:
+            with gpu_lock:
+                response = next(self._steps, None)
+            if response is None:
+                self._close()
+                return False
+            if self._report(response):
+                # Let the generator run to its end: mlx-vlm saves its prompt
+                # cache state after the last response.
+                with gpu_lock:
+                    for _ in self._steps:
+                        pass
+                self._close()
+                return False
+        except CancelledDuringPrompt:
+            self.outcome.finish_reason = "cancelled"
+            self._close()
+            return False
+        except BaseException:
+            self._close()
+            raise
+        return True
+
+    def _report(self, response) -> bool:
+        """Emit ``response``; true if it was the last one."""
+        outcome = self.outcome
+        outcome.last = response
+        if outcome.first_token_at is None:
+            outcome.first_token_at = time.perf_counter()
+        finish_reason = getattr(response, "finish_reason", None)
+        token = self._token_of(response)
+        repeated = finish_reason is not None and (
+            finish_reason == "stop" or not self._last_token_is_new
+        )
+        ids = () if token is None or repeated else (token,)
+        if finish_reason == "stop" and self._last_token_is_new:
+            outcome.stop_token = token
+        outcome.generated += len(ids)
+        outcome.token_ids.extend(ids)
+        details = ()
+        if self._describe is not None and ids:
+            with gpu_lock:
+                details = tuple(self._describe(response, token) for token in ids)
+        if response.text or ids:
+            self.job.emit(TokenChunk(text=response.text, token_ids=ids, details=details))
+        if finish_reason is not None:
+            outcome.finish_reason = finish_reason
+            return True
+        return False
+
+    def _close(self) -> None:
+        self.done = True
+        with gpu_lock:
+            self._steps.close()
+
+
+def run_steps(steps: Iterator, job: Job, **options) -> SteppedGeneration:
     """Pull responses from ``steps`` until it finishes or the job is cancelled.
 
     Every response with text or a token becomes a :class:`TokenChunk`. The
@@ -69,46 +149,10 @@ def run_steps(
         describe: if given, ``describe(response, token)`` gives the token's
             probability details (see :class:`TokenChunk`).
     """
-    outcome = SteppedGeneration()
-    try:
-        while not job.cancelled:
-            with gpu_lock:
-                response = next(steps, None)
-            if response is None:
-                break
-            outcome.last = response
-            if outcome.first_token_at is None:
-                outcome.first_token_at = time.perf_counter()
-            finish_reason = getattr(response, "finish_reason", None)
-            token = token_of(response)
-            repeated = finish_reason is not None and (
-                finish_reason == "stop" or not last_token_is_new
-            )
-            ids = () if token is None or repeated else (token,)
-            if finish_reason == "stop" and last_token_is_new:
-                outcome.stop_token = token
-            outcome.generated += len(ids)
-            outcome.token_ids.extend(ids)
-            details = ()
-            if describe is not None and ids:
-                with gpu_lock:
-                    details = tuple(describe(response, token) for token in ids)
-            if response.text or ids:
-                job.emit(TokenChunk(text=response.text, token_ids=ids, details=details))
-            if finish_reason is not None:
-                outcome.finish_reason = finish_reason
-                # Let the generator run to its end: mlx-vlm saves its prompt
-                # cache state after the last response.
-                with gpu_lock:
-                    for _ in steps:
-                        pass
-                break
-    except CancelledDuringPrompt:
-        outcome.finish_reason = "cancelled"
-    finally:
-        with gpu_lock:
-            steps.close()
-    return outcome
+    stepper = Stepper(steps, job, **options)
+    while stepper.step():
+        pass
+    return stepper.outcome
 
 
 def token_id(response) -> Optional[int]:

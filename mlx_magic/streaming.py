@@ -64,6 +64,56 @@ def stream_job(job: Job, view: StreamView, *, interval_s: float) -> StreamOutcom
     return StreamOutcome(result=result, interrupted=interrupted, flushes=collector.flushes)
 
 
+def stream_jobs(jobs: list[Job], views: list[StreamView], *, interval_s: float):
+    """Show several jobs that advance together, each in its own view.
+
+    Returns one :class:`StreamOutcome` per job, or, for a job that failed,
+    the :class:`GenerationFailed` (shown in its view; the others go on).
+    """
+    collectors = [_Collector(job, view, TokenBuffer(interval_s) if view.batches else None)
+                  for job, view in zip(jobs, views)]
+    ends: dict[int, object] = {}
+    interrupted = False
+    deadline = None
+    while len(ends) < len(jobs):
+        try:
+            quiet = True
+            for index, collector in enumerate(collectors):
+                if index in ends:
+                    continue
+                try:
+                    finished = collector.poll()
+                except GenerationFailed as failed:
+                    collector.view.notice(f"✖ {failed.failure.message}")
+                    ends[index] = failed
+                    continue
+                if finished is not None:
+                    ends[index] = finished
+                quiet = quiet and finished is None
+            if deadline is not None and time.monotonic() > deadline:
+                for index, collector in enumerate(collectors):
+                    ends.setdefault(index, Finished("cancelled", {}))
+            if quiet:
+                time.sleep(0.02)
+        except KeyboardInterrupt:
+            interrupted = True
+            for job in jobs:
+                job.cancel()
+            deadline = time.monotonic() + CANCEL_GRACE_S
+    outcomes = []
+    for index, collector in enumerate(collectors):
+        end = ends[index]
+        if isinstance(end, GenerationFailed):
+            outcomes.append(end)
+            continue
+        collector.show(collector.drain())
+        result = collector.result(end)
+        collector.view.finish(result)
+        outcomes.append(StreamOutcome(result=result, interrupted=interrupted,
+                                      flushes=collector.flushes))
+    return outcomes
+
+
 class _Collector:
     def __init__(self, job: Job, view: StreamView, buffer: Optional[TokenBuffer]):
         self.job = job
@@ -97,6 +147,25 @@ class _Collector:
             if finished is not None:
                 self._show(self._drain_buffer())
                 return finished
+
+    def poll(self) -> Optional[Finished]:
+        """Handle the events already waiting, without blocking; the
+        :class:`Finished` event once the job has ended."""
+        while True:
+            event = self.job.next_event(0)
+            if event is None:
+                if self.buffer is not None:
+                    self._show(self.buffer.due())
+                return None
+            finished = self._handle(event)
+            if finished is not None:
+                return finished
+
+    def drain(self) -> str:
+        return self._drain_buffer()
+
+    def show(self, text: Optional[str]) -> None:
+        self._show(text)
 
     def _handle(self, event) -> Optional[Finished]:
         if isinstance(event, TokenChunk):

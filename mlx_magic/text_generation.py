@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 from .locking import gpu_lock
 from .model_cache import WarmModel
 from .protocol import Finished, GenerationRequest, Job, Notice
-from .stepping import probability_describer, run_steps, stop_prefill_when_cancelled, token_id
+from .stepping import Stepper, probability_describer, stop_prefill_when_cancelled, token_id
 
 
 def chat_messages(request: GenerationRequest, history) -> list[dict]:
@@ -60,6 +63,19 @@ def fit_history(tokenizer, request: GenerationRequest, limit):
     return prompt, dropped
 
 
+@dataclass
+class PendingGeneration:
+    """A started generation: step it, then ask for its :class:`Finished`."""
+
+    stepper: Stepper
+    finish: Callable[[], Finished]
+
+    def run(self) -> Finished:
+        while self.stepper.step():
+            pass
+        return self.finish()
+
+
 def generate_text(warm: WarmModel, job: Job, *, started: float) -> Finished:
     """Stream the answer to ``job.request`` as :class:`TokenChunk` events.
 
@@ -72,11 +88,22 @@ def generate_text(warm: WarmModel, job: Job, *, started: float) -> Finished:
     Returns:
         The :class:`Finished` event (not yet emitted), with the stats.
     """
+    return start_text(warm, job, started=started).run()
+
+
+def start_text(warm: WarmModel, job: Job, *, started: float,
+               per_step_seed: bool = False) -> PendingGeneration:
+    """Prepare a generation with mlx-lm, ready to be stepped.
+
+    ``per_step_seed`` derives each step's random seed from the request's
+    seed and the step number, so that a seeded generation repeats even when
+    it takes turns with others (sampling sweeps); a lone generation seeds
+    once, as mlx-lm does.
+    """
     import mlx.core as mx
     from mlx_lm import stream_generate
-    from mlx_lm.sample_utils import make_logits_processors, make_sampler
-
     from mlx_lm.models.cache import make_prompt_cache
+    from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
     request = job.request
     sampling = request.sampling
@@ -93,21 +120,24 @@ def generate_text(warm: WarmModel, job: Job, *, started: float) -> Finished:
             kv_cache, to_prefill = prefix_cache.fetch(warm.model, prompt)
         else:
             kv_cache, to_prefill = make_prompt_cache(warm.model), prompt
-        if sampling.seed is not None:
+        if sampling.seed is not None and not per_step_seed:
             mx.random.seed(sampling.seed)
         mx.reset_peak_memory()
+    sampler = make_sampler(
+        temp=sampling.temperature,
+        top_p=sampling.top_p,
+        min_p=sampling.min_p,
+        top_k=sampling.top_k,
+    )
+    if per_step_seed and sampling.seed is not None:
+        sampler = seeded_per_step(sampler, sampling.seed)
     steps = stream_generate(
         warm.model,
         warm.tokenizer,
         mx.array(to_prefill),
         prompt_cache=kv_cache,
         max_tokens=sampling.max_tokens,
-        sampler=make_sampler(
-            temp=sampling.temperature,
-            top_p=sampling.top_p,
-            min_p=sampling.min_p,
-            top_k=sampling.top_k,
-        ),
+        sampler=sampler,
         logits_processors=make_logits_processors(
             repetition_penalty=sampling.repetition_penalty
         ),
@@ -115,27 +145,48 @@ def generate_text(warm: WarmModel, job: Job, *, started: float) -> Finished:
     )
     describe = (probability_describer(warm.tokenizer, request.top_logprobs)
                 if request.top_logprobs else None)
-    outcome = run_steps(steps, job, token_of=token_id, last_token_is_new=True, describe=describe)
-    if prefix_cache is not None:
-        seen = prompt + outcome.token_ids
-        if outcome.stop_token is not None:
-            seen.append(outcome.stop_token)
-        with gpu_lock:
-            prefix_cache.store(seen, kv_cache)
-    last = outcome.last
-    return Finished(
-        finish_reason=outcome.finish_reason,
-        stats={
-            "prompt_tokens": len(prompt),
-            "cached_prompt_tokens": len(prompt) - len(to_prefill),
-            "dropped_turns": dropped_turns,
-            "prompt_tps": last.prompt_tps if last else 0.0,
-            "generation_tokens": outcome.generated,
-            "generation_tps": last.generation_tps if last else 0.0,
-            "ttft_s": (outcome.first_token_at - started) if outcome.first_token_at else None,
-            "peak_memory_gb": mx.get_peak_memory() / 1e9,
-        },
-    )
+    stepper = Stepper(steps, job, token_of=token_id, last_token_is_new=True, describe=describe)
+
+    def finish() -> Finished:
+        outcome = stepper.outcome
+        if prefix_cache is not None:
+            seen = prompt + outcome.token_ids
+            if outcome.stop_token is not None:
+                seen.append(outcome.stop_token)
+            with gpu_lock:
+                prefix_cache.store(seen, kv_cache)
+        last = outcome.last
+        return Finished(
+            finish_reason=outcome.finish_reason,
+            stats={
+                "prompt_tokens": len(prompt),
+                "cached_prompt_tokens": len(prompt) - len(to_prefill),
+                "dropped_turns": dropped_turns,
+                "prompt_tps": last.prompt_tps if last else 0.0,
+                "generation_tokens": outcome.generated,
+                "generation_tps": last.generation_tps if last else 0.0,
+                "ttft_s": (outcome.first_token_at - started) if outcome.first_token_at else None,
+                "peak_memory_gb": mx.get_peak_memory() / 1e9,
+            },
+        )
+
+    return PendingGeneration(stepper, finish)
+
+
+def seeded_per_step(sampler, seed: int):
+    """``sampler`` with the global random seed set from (seed, step) before
+    each draw: its choices no longer depend on other generations' draws."""
+    import mlx.core as mx
+
+    step = 0
+
+    def sample(logprobs):
+        nonlocal step
+        mx.random.seed((seed * 1_000_003 + step) % (1 << 63))
+        step += 1
+        return sampler(logprobs)
+
+    return sample
 
 
 def _prefix_cache_of(warm: WarmModel, request: GenerationRequest):

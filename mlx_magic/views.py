@@ -184,6 +184,17 @@ class TerminalView(StreamView):
             print(file=self.out, flush=True)
 
 
+class CollectingView(StreamView):
+    """Shows nothing while streaming; side-by-side columns in a terminal are
+    printed one after the other once all are done."""
+
+    def __init__(self):
+        self.text = ""
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+
 def view_for(shell) -> StreamView:
     """A notebook view inside a Jupyter kernel, a terminal view elsewhere."""
     if getattr(shell, "kernel", None) is not None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from .locking import gpu_lock
 from .model_cache import WarmModel
 from .protocol import Finished, Job
-from .stepping import probability_describer, run_steps, token_id
+from .stepping import Stepper, probability_describer, token_id
+from .text_generation import PendingGeneration
 
 
 def vision_prompt(warm: WarmModel, request) -> str:
@@ -30,7 +31,12 @@ def vision_prompt(warm: WarmModel, request) -> str:
 
 
 def generate_vision(warm: WarmModel, job: Job, *, started: float) -> Finished:
-    """Stream the answer to ``job.request`` (text and images) as events.
+    """Stream the answer to ``job.request`` (text and images) as events."""
+    return start_vision(warm, job, started=started).run()
+
+
+def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bool = False):
+    """Prepare a generation with mlx-vlm, ready to be stepped.
 
     Args:
         warm: the loaded vision model, its processor (``warm.tokenizer``) and config.
@@ -55,6 +61,8 @@ def generate_vision(warm: WarmModel, job: Job, *, started: float) -> Finished:
         repetition_penalty=sampling.repetition_penalty,
     )
     if sampling.seed is not None:
+        # mlx-vlm seeds once at the start; side by side, its draws then
+        # depend on the other columns' (exact per-step seeds are for text models).
         options["seed"] = sampling.seed
     if request.images:
         with gpu_lock:
@@ -68,20 +76,25 @@ def generate_vision(warm: WarmModel, job: Job, *, started: float) -> Finished:
     )
     describe = (probability_describer(warm.tokenizer, request.top_logprobs)
                 if request.top_logprobs else None)
-    outcome = run_steps(steps, job, token_of=token_id, last_token_is_new=False, describe=describe)
-    last = outcome.last
-    return Finished(
-        finish_reason=outcome.finish_reason,
-        stats={
-            "prompt_tokens": last.prompt_tokens if last else 0,
-            "prompt_tps": last.prompt_tps if last else 0.0,
-            "generation_tokens": outcome.generated,
-            "generation_tps": last.generation_tps if last else 0.0,
-            "ttft_s": (outcome.first_token_at - started) if outcome.first_token_at else None,
-            "peak_memory_gb": mx.get_peak_memory() / 1e9,
-            "cached_prompt_tokens": getattr(last, "cached_tokens", 0) or 0,
-        },
-    )
+    stepper = Stepper(steps, job, token_of=token_id, last_token_is_new=False, describe=describe)
+
+    def finish() -> Finished:
+        outcome = stepper.outcome
+        last = outcome.last
+        return Finished(
+            finish_reason=outcome.finish_reason,
+            stats={
+                "prompt_tokens": last.prompt_tokens if last else 0,
+                "prompt_tps": last.prompt_tps if last else 0.0,
+                "generation_tokens": outcome.generated,
+                "generation_tps": last.generation_tps if last else 0.0,
+                "ttft_s": (outcome.first_token_at - started) if outcome.first_token_at else None,
+                "peak_memory_gb": mx.get_peak_memory() / 1e9,
+                "cached_prompt_tokens": getattr(last, "cached_tokens", 0) or 0,
+            },
+        )
+
+    return PendingGeneration(stepper, finish)
 
 
 def _feature_cache_options(warm: WarmModel, prompt: str, request) -> dict:

@@ -25,7 +25,7 @@ class WidgetStreamView(StreamView):
     Safe to feed from a thread other than the kernel's.
     """
 
-    def __init__(self, title: str, segment_chars: int = 2000):
+    def __init__(self, title: str, segment_chars: int = 2000, heading: bool = False):
         import ipywidgets as widgets
 
         self._widgets = widgets
@@ -34,7 +34,10 @@ class WidgetStreamView(StreamView):
         self._status = widgets.HTML(value=self._status_html(f"⏳ {title}: queued"))
         self._segments = widgets.VBox([])
         self._footer = widgets.HTML(value="")
-        self.box = widgets.VBox([self._status, self._segments, self._footer])
+        parts = [self._status, self._segments, self._footer]
+        if heading:
+            parts.insert(0, widgets.HTML(value=f"<b>{html.escape(title)}</b>"))
+        self.box = widgets.VBox(parts)
         self._current: Optional[object] = None
         self._current_text = ""
         self.text = ""
@@ -86,3 +89,32 @@ class WidgetStreamView(StreamView):
         if not message:
             return ""
         return f'<span class="mlx-magic-status">{html.escape(message)}</span>'
+
+
+class ColumnsView:
+    """Columns that stream side by side (``%%mlx -m A -m B``), one
+    :class:`WidgetStreamView` each; when all are done the live widgets are
+    replaced by static HTML, so a saved notebook shows the answers."""
+
+    def __init__(self, titles: list[str]):
+        import ipywidgets as widgets
+
+        self.columns = [WidgetStreamView(title, heading=True) for title in titles]
+        for column in self.columns:
+            column.box.layout = widgets.Layout(flex="1 1 0", min_width="12em")
+        self.box = widgets.HBox([column.box for column in self.columns])
+
+    def display(self) -> None:
+        from IPython.display import display
+
+        display(self.box)
+
+    def finish(self, columns: list[tuple[str, str, str]]) -> None:
+        from IPython.display import display
+
+        from .result import columns_html
+
+        self.box.close()
+        display({"text/html": columns_html(columns),
+                 "text/plain": "\n\n".join(f"── {title} ──\n{text}\n[{footer}]"
+                                            for title, text, footer in columns)}, raw=True)

@@ -26,6 +26,14 @@ def tiny_vlm(tmp_path_factory):
     return build_tiny_vlm(tmp_path_factory.mktemp("models") / "tiny-qwen2-vl")
 
 
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    """A tiny random llama text model (fast) in a hub-style folder."""
+    from mlx_magic.tiny_models import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
 def make_shell(config=None):
     """A fresh shell (not the singleton) with history off."""
     cfg = Config(config or {})

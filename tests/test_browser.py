@@ -1,0 +1,487 @@
+"""The notebooks in a real browser: JupyterLab and Notebook 7, driven by Playwright.
+
+One Jupyter server (``python -m jupyterlab``, which also serves Notebook 7's
+``/notebooks/`` pages) runs on 127.0.0.1 with a random token, in a temporary
+root holding copies of the notebooks, with news and update checks off. A
+headless Chromium (Debian's ``/usr/bin/chromium``, or ``$MLX_MAGIC_CHROMIUM``)
+opens each notebook, waits for its kernel, runs all cells through the Run
+menu and watches the outputs change with a MutationObserver, so every
+rendered state of a streamed answer is seen, not just the ones a poll hits.
+
+Screenshots go to ``test-artifacts/`` in the repository root.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import nbformat
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.model, pytest.mark.kernel]
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = os.environ.get("MLX_MAGIC_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+FRONTENDS = ["lab", "notebook7"]
+KERNEL_DISPLAY_NAME = "Python 3 (ipykernel)"
+
+# A notebook for the stop button: a long answer to interrupt, then a short one.
+STOP_CELLS = [
+    "%load_ext mlx_magic",
+    "%%mlx -n 300\nWrite a long essay about the history of Rome.",
+    "%%mlx -n 8\nSay hi.",
+]
+
+
+# ---- the server ------------------------------------------------------------
+
+
+class JupyterServer:
+    def __init__(self, root: Path, env: dict, log_path: Path):
+        self.root = root
+        self.token = uuid.uuid4().hex
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "jupyterlab",
+                "--no-browser", "--allow-root",
+                "--ip=127.0.0.1", f"--port={self.port}", "--ServerApp.port_retries=0",
+                f"--IdentityProvider.token={self.token}",
+                f"--ServerApp.root_dir={root}",
+                # No news feed, no update check, no PyPI extension manager.
+                "--LabApp.news_url=None",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                "--LabApp.extension_manager=readonly",
+            ],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=root,
+        )
+
+    def api(self, path, method="GET"):
+        request = urllib.request.Request(
+            f"{self.base}/api/{path}", method=method,
+            headers={"Authorization": f"token {self.token}"},
+            data=b"" if method == "POST" else None,
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read()
+        return json.loads(body) if body else None
+
+    def wait_until_up(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"jupyter server exited:\n{self.log_tail()}")
+            try:
+                self.api("status")
+                return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError(f"jupyter server not up after {timeout} s:\n{self.log_tail()}")
+
+    def url(self, frontend, path, workspace):
+        if frontend == "lab":
+            # A workspace of its own: Lab does not reopen other tests' notebooks.
+            return f"{self.base}/lab/workspaces/{workspace}/tree/{path}?token={self.token}"
+        return f"{self.base}/notebooks/{path}?token={self.token}"
+
+    def session(self, path):
+        for session in self.api("sessions"):
+            if session["path"] == path:
+                return session
+        return None
+
+    def shutdown_session(self, path):
+        session = self.session(path)
+        if session is not None:
+            self.api(f"sessions/{session['id']}", method="DELETE")
+
+    def stop(self):
+        try:
+            for session in self.api("sessions"):
+                self.api(f"sessions/{session['id']}", method="DELETE")
+            self.api("shutdown", method="POST")
+            self.process.wait(timeout=20)
+        except Exception:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        finally:
+            self._log.close()
+
+    def log_tail(self, lines=40):
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_vlm):
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set MLX_MAGIC_CHROMIUM)")
+    base = tmp_path_factory.mktemp("jupyter")
+    root = base / "root"
+    for frontend in FRONTENDS:
+        folder = root / frontend
+        folder.mkdir(parents=True)
+        for notebook in NOTEBOOKS.glob("*.ipynb"):
+            shutil.copy(notebook, folder / notebook.name)
+        stop = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in STOP_CELLS])
+        stop.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                       "language": "python"}
+        nbformat.write(stop, folder / "stop.ipynb")
+    settings = base / "settings"
+    notification = settings / "@jupyterlab" / "apputils-extension"
+    notification.mkdir(parents=True)
+    (notification / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    env = dict(
+        os.environ,
+        JUPYTER_CONFIG_DIR=str(base / "config"),
+        JUPYTER_DATA_DIR=str(base / "data"),  # only the built-in python3 kernel
+        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(settings),
+        JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
+        IPYTHONDIR=str(base / "ipython"),
+        MLX_MAGIC_DEFAULT_VISION_MODEL=str(tiny_vlm),
+        HF_HUB_OFFLINE="1",
+    )
+    jupyter = JupyterServer(root, env, base / "server.log")
+    try:
+        jupyter.wait_until_up()
+        yield jupyter
+    finally:
+        jupyter.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(server, tmp_path_factory):
+    with playwright_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 1000},
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+# ---- a notebook page -----------------------------------------------------------
+
+# Records every rendered state of every code cell's outputs: the stdout text,
+# the mlx_magic status line and footer, and error text.
+_RECORDER = """() => {
+  const notebook = document.querySelector('.jp-Notebook');
+  const log = window.__mlxLog = [];
+  const last = new Map();
+  const text = (cell, selector) =>
+    [...cell.querySelectorAll(selector)].map(e => e.textContent).join('');
+  const snapshot = () => {
+    notebook.querySelectorAll('.jp-CodeCell').forEach((cell, index) => {
+      const state = {
+        stdout: text(cell, '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stdout"]'),
+        stderr: text(cell, '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'),
+        status: text(cell, '.mlx-magic-status'),
+        footer: text(cell, '.mlx-magic-footer'),
+      };
+      const key = JSON.stringify(state);
+      if (last.get(index) !== key) {
+        last.set(index, key);
+        log.push({t: performance.now(), cell: index, ...state});
+      }
+    });
+  };
+  new MutationObserver(snapshot).observe(notebook,
+    {subtree: true, childList: true, characterData: true, attributes: true});
+  snapshot();
+}"""
+
+_SOURCES = """() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')].map(cell =>
+  [...cell.querySelectorAll('.jp-InputArea-editor .cm-line')].map(l => l.textContent).join('\\n'))"""
+
+_PROMPTS = """() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')]
+  .map(p => p.textContent.trim())"""
+
+
+class NotebookPage:
+    def __init__(self, context, server, frontend, path):
+        self.server, self.frontend, self.path = server, frontend, path
+        self.page = context.new_page()
+        self.page.set_default_timeout(60_000)
+        self.page.goto(server.url(frontend, path, workspace=uuid.uuid4().hex[:8]))
+        self.page.wait_for_selector(".jp-Notebook .jp-CodeCell .cm-line")
+        self.wait_for_kernel()
+        self.sources = self.page.evaluate(_SOURCES)
+        self.page.evaluate(_RECORDER)
+
+    def wait_for_kernel(self, timeout=90):
+        """The kernel exists on the server, is idle, and the page is connected to it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            session = self.server.session(self.path)
+            kernel = session and session.get("kernel")
+            if kernel and kernel.get("execution_state") == "idle":
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no idle kernel for {self.path}: {session}\n"
+                                     f"{self.server.log_tail()}")
+            time.sleep(0.3)
+        # The toolbar's kernel indicator says "initializing"/"connecting" until
+        # the page has its own connection to that kernel.
+        self.page.wait_for_selector(
+            '.jp-NotebookPanel-toolbar .jp-Notebook-ExecutionIndicator[data-status="idle"]',
+            timeout=max(1, deadline - time.monotonic()) * 1000,
+        )
+        name = self.page.locator(".jp-NotebookPanel-toolbar .jp-Toolbar-kernelName").first
+        assert name.text_content().strip() == KERNEL_DISPLAY_NAME
+
+    def index(self, first_line):
+        return next(i for i, s in enumerate(self.sources) if s.split("\n")[0] == first_line)
+
+    def cell(self, index):
+        return self.page.locator(".jp-Notebook .jp-CodeCell").nth(index)
+
+    def run_all(self):
+        self.page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        self.page.locator(".lm-Menu-item:visible .lm-Menu-itemLabel",
+                          has_text="Run All Cells").first.click()
+
+    def wait_until_run(self, indices=None, timeout=240):
+        """Every code cell (or those given) has an execution count: ran, none still queued."""
+        deadline = time.monotonic() + timeout
+        while True:
+            prompts = self.page.evaluate(_PROMPTS)
+            chosen = [prompts[i] for i in indices] if indices is not None else prompts
+            if all(p[1:-2].isdigit() for p in chosen):  # "[12]:"
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"cells still running or queued: {prompts}")
+            time.sleep(0.2)
+
+    def log(self, index=None):
+        entries = self.page.evaluate("() => window.__mlxLog")
+        return [e for e in entries if index is None or e["cell"] == index]
+
+    def final(self, index):
+        return self.log(index)[-1]
+
+    def stop_button(self):
+        return self.page.locator(
+            '.jp-NotebookPanel-toolbar jp-button[data-command="notebook:interrupt-kernel"]'
+        ).first
+
+    def screenshot(self, name, scroll_to=None):
+        """A PNG of the page in test-artifacts/, with ``scroll_to`` at the top of the view."""
+        if scroll_to is not None:
+            scroll_to.evaluate("e => e.scrollIntoView({block: 'start'})")
+            # Offscreen cells are skipped by the browser (content-visibility)
+            # until scrolled to: wait until this one is painted.
+            scroll_to.evaluate("""e => new Promise(done => {
+                const check = () => e.checkVisibility({contentVisibilityAuto: true})
+                    ? requestAnimationFrame(() => requestAnimationFrame(done))
+                    : requestAnimationFrame(check);
+                check();
+            })""")
+            self.page.wait_for_timeout(300)
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+    def close(self):
+        self.page.close()
+        self.server.shutdown_session(self.path)
+
+
+@pytest.fixture
+def open_notebook(browser, server):
+    pages = []
+
+    def open_(frontend, path):
+        page = NotebookPage(browser, server, frontend, path)
+        pages.append(page)
+        return page
+
+    yield open_
+    for page in pages:
+        page.close()
+
+
+def wait_for(condition, timeout, describe):
+    """Poll ``condition`` until true; fail with ``describe()`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if condition():
+                return
+        except IndexError:  # nothing logged for that cell yet
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s: {describe()}")
+        time.sleep(0.2)
+
+
+def streamed(entries):
+    """The distinct non-empty stdout texts, in the order they were rendered."""
+    texts = []
+    for entry in entries:
+        if entry["stdout"] and (not texts or entry["stdout"] != texts[-1]):
+            texts.append(entry["stdout"])
+    return texts
+
+
+def assert_streamed(entries, min_partials):
+    texts = streamed(entries)
+    final, partials = texts[-1], texts[:-1]
+    assert len(partials) >= min_partials, texts
+    # Each update appends to what was already shown.
+    assert all(b.startswith(a) for a, b in zip(texts, texts[1:])), texts
+    # The footer comes after the whole answer.
+    first_footer = next(e for e in entries if e["footer"])
+    assert first_footer["stdout"] == final
+    return final
+
+
+def assert_no_errors(notebook, except_cells=()):
+    for index, source in enumerate(notebook.sources):
+        if index not in except_cells:
+            stderr = notebook.final(index)["stderr"] if notebook.log(index) else ""
+            assert "Error" not in stderr and "Traceback" not in stderr, (source, stderr)
+
+
+# ---- the tests --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("frontend", FRONTENDS)
+def test_quickstart_streams_answers_with_footers(open_notebook, frontend):
+    notebook = open_notebook(frontend, f"{frontend}/01-quickstart.ipynb")
+    notebook.run_all()
+    notebook.wait_until_run()
+
+    capital = notebook.index("%%mlx")
+    entries = notebook.log(capital)
+    # The status line came first (loading, reading the prompt) and was cleared.
+    statuses = [e["status"] for e in entries if e["status"]]
+    assert any("Loading" in s or "reading the prompt" in s for s in statuses), statuses
+    assert entries[-1]["status"] == ""
+    # A 7-token answer at ~6 tok/s with 200 ms flushes: a few visible updates.
+    answer = assert_streamed(entries, min_partials=2)
+    assert "Paris" in answer
+    footer = entries[-1]["footer"]
+    assert "tok/s" in footer and "smollm2" in footer and "cold" in footer
+    footer_element = notebook.cell(capital).locator(".mlx-magic-footer")
+    footer_element.scroll_into_view_if_needed()
+    assert footer_element.is_visible()
+
+    tips = notebook.index('%%mlx -n 60 -s "You are a concise assistant." -o tips')
+    tips_entries = notebook.log(tips)
+    assert_streamed(tips_entries, min_partials=3)
+    assert "warm" in tips_entries[-1]["footer"]
+    assert "stopped at max tokens" in tips_entries[-1]["footer"]
+    for index in (capital, tips, notebook.index("%%mlx -n 30 --temp 0.8 --seed 42")):
+        assert notebook.cell(index).locator(".mlx-magic-footer").is_visible()
+    assert "smollm2" in notebook.final(notebook.index("%mlx models"))["stdout"]
+    assert_no_errors(notebook)
+    notebook.screenshot(f"{frontend}-01-quickstart",
+                        scroll_to=notebook.cell(capital))
+
+
+@pytest.mark.vision
+@pytest.mark.parametrize("frontend", FRONTENDS)
+def test_vision_previews_load_before_streamed_answers(open_notebook, frontend):
+    notebook = open_notebook(frontend, f"{frontend}/02-vision.ipynb")
+    notebook.run_all()
+    notebook.wait_until_run()
+    assert_no_errors(notebook)
+
+    vision = [i for i, s in enumerate(notebook.sources) if s.startswith("%%mlx_vision")]
+    assert len(vision) == 5
+    for index in vision:
+        cell = notebook.cell(index)
+        expected = notebook.sources[index].split("\n")[0].count("-i ")
+        previews = cell.locator("img.mlx-magic-preview")
+        assert previews.count() == expected
+        for n in range(expected):
+            image = previews.nth(n)
+            image.scroll_into_view_if_needed()
+            image.evaluate("img => img.decode()")  # resolves once the image can be drawn
+            assert image.evaluate("img => img.complete && img.naturalWidth > 0")
+            assert image.is_visible()
+        # Previews, then the streamed answer, then the footer, in the cell's outputs.
+        kinds = cell.locator(".jp-OutputArea-output").evaluate_all(
+            """outputs => outputs.map(o =>
+                 o.querySelector('img.mlx-magic-preview') ? 'preview'
+                 : o.getAttribute('data-mime-type') === 'application/vnd.jupyter.stdout' ? 'answer'
+                 : o.querySelector('.mlx-magic-footer') ? 'footer' : 'other')"""
+        )
+        meaningful = [k for k in kinds if k != "other"]
+        assert meaningful == ["preview", "answer", "footer"], kinds
+        footer = cell.locator(".mlx-magic-footer")
+        footer.scroll_into_view_if_needed()
+        assert footer.is_visible() and "tok/s" in footer.text_content()
+    notebook.screenshot(f"{frontend}-02-vision",
+                        scroll_to=notebook.cell(vision[0]))
+
+
+@pytest.mark.parametrize("frontend", FRONTENDS)
+def test_stop_button_cancels_and_the_next_cell_answers(open_notebook, frontend):
+    notebook = open_notebook(frontend, f"{frontend}/stop.ipynb")
+    essay, hi = notebook.index("%%mlx -n 300"), notebook.index("%%mlx -n 8")
+    notebook.run_all()
+
+    # Wait until the essay is flowing, then press the toolbar's stop button.
+    wait_for(lambda: len(notebook.final(essay)["stdout"].split()) >= 4, 120,
+             lambda: notebook.log(essay))
+    notebook.stop_button().click()
+
+    wait_for(lambda: notebook.final(essay)["footer"], 60, lambda: notebook.log(essay))
+    notebook.wait_until_run([essay])
+    wait_for(lambda: "KeyboardInterrupt" in notebook.final(essay)["stderr"], 30,
+             lambda: notebook.final(essay))
+    final = notebook.final(essay)
+    assert final["footer"].startswith("⏹ cancelled"), final
+    tokens = int(final["footer"].split("·")[1].split()[0])
+    assert 0 < tokens < 300
+    assert final["stdout"].strip()
+
+    # Run All stopped at the interrupted cell; run the next one by hand.
+    notebook.cell(hi).locator(".jp-InputArea-editor").click()
+    notebook.page.keyboard.press("Shift+Enter")
+    notebook.wait_until_run([hi], timeout=120)
+    wait_for(lambda: notebook.final(hi)["footer"], 30, lambda: notebook.log(hi))
+    answer = notebook.final(hi)
+    assert answer["stdout"].strip()
+    assert "warm" in answer["footer"] and "cancelled" not in answer["footer"]
+    assert notebook.cell(hi).locator(".mlx-magic-footer").is_visible()
+    notebook.screenshot(f"{frontend}-stop",
+                        scroll_to=notebook.cell(essay))
