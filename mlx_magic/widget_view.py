@@ -41,12 +41,13 @@ class WidgetStreamView(StreamView):
         self._current: Optional[object] = None
         self._current_text = ""
         self.text = ""
+        self._handle = None
 
     def display(self) -> None:
         """Show the view in the current cell (call on the kernel thread)."""
         from IPython.display import display
 
-        display(self.box)
+        self._handle = display(self.box, display_id=True)
 
     def set_status(self, message: str) -> None:
         self._status.value = self._status_html(message)
@@ -80,6 +81,14 @@ class WidgetStreamView(StreamView):
     def finish(self, result: MLXResult) -> None:
         self.set_status("")
         self._footer.value = footer_html(result.footer)
+        if self._handle is not None:
+            # Frontends that route display updates to a finished cell swap
+            # the live widget for static output, which a saved notebook keeps;
+            # the others keep showing the (complete) widget.
+            self._handle.update({
+                "text/plain": f"{result.text}\n[{result.footer}]",
+                "text/html": _PRE.format(html.escape(result.text)) + footer_html(result.footer),
+            }, raw=True)
 
     def fail(self) -> None:
         self.set_status("✖ failed")
@@ -107,14 +116,15 @@ class ColumnsView:
     def display(self) -> None:
         from IPython.display import display
 
-        display(self.box)
+        self._handle = display(self.box, display_id=True)
 
     def finish(self, columns: list[tuple[str, str, str]]) -> None:
-        from IPython.display import display
-
+        """Replace the live columns, in place, by their final static form."""
         from .result import columns_html
 
+        self._handle.update({
+            "text/html": columns_html(columns),
+            "text/plain": "\n\n".join(f"── {title} ──\n{text}\n[{footer}]"
+                                       for title, text, footer in columns),
+        }, raw=True)
         self.box.close()
-        display({"text/html": columns_html(columns),
-                 "text/plain": "\n\n".join(f"── {title} ──\n{text}\n[{footer}]"
-                                            for title, text, footer in columns)}, raw=True)

@@ -372,6 +372,19 @@ def assert_streamed(entries, min_partials):
     return final
 
 
+def save_timeline(name, notebook, indices):
+    """What the browser showed of these cells, and when (ms), for reading after a failure."""
+    timeline = {
+        notebook.sources[i]: [
+            {"ms": round(e["t"]), "status": e["status"], "answer": e["stdout"], "footer": e["footer"]}
+            for e in notebook.log(i)
+        ]
+        for i in indices
+    }
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / f"{name}-timeline.json").write_text(json.dumps(timeline, indent=1, ensure_ascii=False))
+
+
 def assert_no_errors(notebook, except_cells=()):
     for index, source in enumerate(notebook.sources):
         if index not in except_cells:
@@ -389,6 +402,8 @@ def test_quickstart_streams_answers_with_footers(open_notebook, frontend):
     notebook.wait_until_run()
 
     capital = notebook.index("%%mlx")
+    tips = notebook.index('%%mlx -n 60 -s "You are a concise assistant." -o tips')
+    save_timeline(f"{frontend}-01-quickstart", notebook, [capital, tips])
     entries = notebook.log(capital)
     # The status line came first (loading, reading the prompt) and was cleared.
     statuses = [e["status"] for e in entries if e["status"]]
@@ -403,7 +418,6 @@ def test_quickstart_streams_answers_with_footers(open_notebook, frontend):
     footer_element.scroll_into_view_if_needed()
     assert footer_element.is_visible()
 
-    tips = notebook.index('%%mlx -n 60 -s "You are a concise assistant." -o tips')
     tips_entries = notebook.log(tips)
     assert_streamed(tips_entries, min_partials=3)
     assert "warm" in tips_entries[-1]["footer"]

@@ -73,3 +73,26 @@ def test_vision_notebook_shows_previews_before_streamed_answers(tiny_vlm, monkey
     assert "Vision features" in status
     hits = int(status.split("Vision features")[1].split(" hits")[0].split()[-1])
     assert hits >= 1
+
+
+def test_teaching_notebook_shows_probabilities_sweeps_and_an_untrained_model():
+    notebook = nbformat.read(NOTEBOOKS / "03-teaching.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3").execute()
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    for cell in code:
+        assert not [o for o in cell.outputs if o.output_type == "error"], cell.source
+    probs = next(cell for cell in code if "--probs" in cell.source)
+    html = "".join(o.get("data", {}).get("text/html", "") for o in probs.outputs)
+    assert html.count('class="mlx-magic-token"') >= 3 and "Paris" in html
+    sweeps = [cell for cell in code if cell.source.startswith("%%mlx") and
+              (cell.source.count("--temp") > 1 or cell.source.count("--seed") > 1
+               or cell.source.count("-m ") > 1)]
+    assert len(sweeps) == 3
+    for cell in sweeps:
+        datas = [o.get("data", {}) for o in cell.outputs if o.output_type == "display_data"]
+        # The live widgets were replaced in place by static columns: the saved
+        # notebook needs no widget state.
+        assert not any("application/vnd.jupyter.widget-view+json" in d for d in datas)
+        assert any("mlx-magic-columns" in d.get("text/html", "") for d in datas)
+    versus = outputs_text(code[-1])
+    assert "'smollm2'" in versus and "'untrained-llama', 20" in versus

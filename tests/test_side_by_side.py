@@ -57,8 +57,9 @@ def test_columns_stream_as_widgets_and_end_as_static_html(tiny_llama):
         updates = [m for m in messages if m["msg_type"] == "comm_msg"
                    and "mlx-magic-text" in str(m["content"]["data"].get("state", {}))]
         assert len(updates) >= 2
-        static = [d for d in displays(messages) if "mlx-magic-columns" in d.get("text/html", "")]
-        assert len(static) == 1
+        static = [m["content"]["data"] for m in messages if m["msg_type"] == "update_display_data"
+                  and "mlx-magic-columns" in m["content"]["data"].get("text/html", "")]
+        assert len(static) == 1  # the live box is replaced in place
         texts = printed(client, "[r.text for r in _mlx]")
         for text in eval(texts):
             assert text.replace("&", "&amp;").replace("<", "&lt;")[:10] in static[0]["text/html"]
