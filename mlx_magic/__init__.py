@@ -14,7 +14,7 @@ the extension loads, and the runtime thread starts on the first generation.
 from .locking import gpu_lock
 
 __version__ = "0.1.0"
-__all__ = ["gpu_lock", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["gpu_lock", "load_ipython_extension", "panel", "unload_ipython_extension"]
 
 # The magics instance registered with the running shell, so that unloading
 # can stop the runtime it owns.
@@ -30,6 +30,24 @@ def load_ipython_extension(ipython):
         unload_ipython_extension(ipython)
     _registered_magics = MLXMagics(shell=ipython)
     ipython.register_magics(_registered_magics)
+
+
+def panel(vision: bool = False, conversation: str = "panel"):
+    """Show a chat panel (the same as ``%mlx panel``); returns it.
+
+    The panel's turns form the conversation ``conversation``, which
+    ``%%mlx --chat NAME`` can continue. The extension must be loaded
+    (``%load_ext mlx_magic``).
+    """
+    from IPython.display import display
+
+    from .chat_panel import ChatPanel
+
+    if _registered_magics is None:
+        raise RuntimeError("Load the extension first: %load_ext mlx_magic")
+    chat = ChatPanel(_registered_magics, vision=vision, conversation=conversation)
+    display(chat.widget)
+    return chat
 
 
 def unload_ipython_extension(ipython):

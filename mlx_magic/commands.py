@@ -211,3 +211,15 @@ def _select_jobs(magics, names):
         return magics.jobs.select(names)
     except KeyError as missing:
         raise UsageError(f"No background job {missing.args[0]}: %mlx jobs lists them") from None
+
+
+def command_panel(magics, names):
+    from IPython.display import display
+
+    from .chat_panel import ChatPanel
+
+    if names not in ([], ["vision"]):
+        raise UsageError("Usage: %mlx panel [vision]")
+    panel = ChatPanel(magics, vision=names == ["vision"])
+    magics.panels.append(panel)
+    display(panel.widget)

@@ -159,6 +159,8 @@ class MLXMagics(Magics):
 
         self._runtime = None
         self.jobs = BackgroundJobs()
+        #: Chat panels opened with %mlx panel, newest last.
+        self.panels = []
         self.image_cache = DecodedImageCache()
         self.conversations = Conversations()
         #: One row per finished generation of this session (``%mlx stats``).
@@ -315,7 +317,7 @@ class MLXMagics(Magics):
         if len(variants) > 1:
             return self._run_side_by_side(variants, cell, lambda name: self.resolve(name))
         args = variants[0]
-        request, out_name, turn = self._request(args, cell, lambda: self.resolve(args.model))
+        request, out_name, turn = self.build_request(args, cell, lambda: self.resolve(args.model))
         if args.background:
             return self._run_in_background(request, out_name, turn, answer_format=args.format)
         self._run(request, out_name, turn, answer_format=args.format)
@@ -371,9 +373,9 @@ class MLXMagics(Magics):
             )
         if len(variants) > 1:
             images = self._load_images(args.image)
-            return self._run_side_by_side(variants, cell, self._resolve_vision, images)
-        request, out_name, turn = self._request(
-            args, cell, lambda: self._resolve_vision(args.model)
+            return self._run_side_by_side(variants, cell, self.resolve_vision, images)
+        request, out_name, turn = self.build_request(
+            args, cell, lambda: self.resolve_vision(args.model)
         )
         images = self._load_images(args.image)
         request = dataclasses.replace(
@@ -386,7 +388,7 @@ class MLXMagics(Magics):
                                            answer_format=args.format)
         self._run(request, out_name, turn, images=images, answer_format=args.format)
 
-    def _resolve_vision(self, name):
+    def resolve_vision(self, name):
         spec = self.resolve(name, default=self.default_vision_model)
         if spec.kind != "vision":
             raise UsageError(
@@ -411,7 +413,7 @@ class MLXMagics(Magics):
 
     # ---- shared by the cell magics ------------------------------------------
 
-    def _request(self, args, cell, resolve_model):
+    def build_request(self, args, cell, resolve_model):
         """Validate the cell's text and flags, then resolve the model (slowest, last).
 
         Returns the request, the ``--out`` name, and for a conversation the
@@ -490,7 +492,7 @@ class MLXMagics(Magics):
             raise failure.error
         result = outcome.result
         self.shell.user_ns["_mlx"] = result
-        self._finished(request, result, turn, self._cell_id)
+        self.record_finished(request, result, turn, self._cell_id)
         if request.top_logprobs and result.tokens:
             from .probability_view import probability_bundle
 
@@ -501,7 +503,7 @@ class MLXMagics(Magics):
             raise KeyboardInterrupt
         self._apply_format(result, answer_format, out_name)
 
-    def _finished(self, request, result, turn, cell_id) -> None:
+    def record_finished(self, request, result, turn, cell_id) -> None:
         """Bookkeeping after any generation: session stats, the conversation."""
         self._record_stats(result)
         if turn is not None and result.finish_reason != "cancelled":
@@ -525,7 +527,7 @@ class MLXMagics(Magics):
                              "models or settings at once")
         requests = []
         for args in variants:
-            request, out_name, _ = self._request(args, cell, lambda args=args: resolve(args.model))
+            request, out_name, _ = self.build_request(args, cell, lambda args=args: resolve(args.model))
             if images:
                 request = dataclasses.replace(
                     request, images=tuple(loaded.image for loaded in images),
@@ -588,7 +590,7 @@ class MLXMagics(Magics):
         def done(entry):
             if entry.result is None:
                 return
-            self._finished(request, entry.result, turn, cell_id)
+            self.record_finished(request, entry.result, turn, cell_id)
             try:
                 self._apply_format(entry.result, answer_format, out_name, set_next_input=False)
             except UsageError as error:
@@ -668,7 +670,7 @@ class MLXMagics(Magics):
 
     @magic_arguments("mlx")
     @argument("command", choices=["load", "unload", "models", "status", "cache", "chat", "stats",
-                                  "jobs", "cancel", "wait"],
+                                  "jobs", "cancel", "wait", "panel"],
               help="What to do.")
     @argument("names", nargs="*", help="Models for load/unload ('all' unloads every model); "
               "for chat: a conversation name, or reset/save/load with their arguments.")
@@ -692,6 +694,7 @@ class MLXMagics(Magics):
             %mlx jobs                background jobs (-b): id, state, model, tokens, age
             %mlx cancel [ID|all]     stop background jobs (default: all)
             %mlx wait [ID|all]       wait for background jobs (interrupt stops waiting only)
+            %mlx panel [vision]      a chat panel: prompt, Send/Stop, model, sliders, images
 
         MODEL is anything ``%%mlx --model`` takes.
         """

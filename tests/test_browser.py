@@ -409,8 +409,9 @@ def test_quickstart_streams_answers_with_footers(open_notebook, frontend):
     statuses = [e["status"] for e in entries if e["status"]]
     assert any("Loading" in s or "reading the prompt" in s for s in statuses), statuses
     assert entries[-1]["status"] == ""
-    # A 7-token answer at ~6 tok/s with 200 ms flushes: a few visible updates.
-    answer = assert_streamed(entries, min_partials=2)
+    # 7 tokens at ~6 tok/s, flushed every 200 ms: 4-5 partial texts are
+    # rendered on this machine (fewer only if generation gets much faster).
+    answer = assert_streamed(entries, min_partials=3)
     assert "Paris" in answer
     footer = entries[-1]["footer"]
     assert "tok/s" in footer and "smollm2" in footer and "cold" in footer

@@ -366,14 +366,16 @@ def test_stop_during_a_job_shuts_the_worker_down_cleanly(tiny):
     runtime = ProcessRuntime(8 * GB)
     job = runtime.generate(request(tiny, max_tokens=4000))
     first_chunk(job)
-    process = runtime._worker.proc
+    worker = runtime._worker
+    process = worker.proc
     started = time.monotonic()
     runtime.stop(timeout=10)
     assert time.monotonic() - started < 5
     assert process.returncode == 0  # it exited by itself, not by a signal
     _, last, _ = collect(job, timeout=5)
     assert isinstance(last, Finished) and last.finish_reason == "cancelled"
-    assert not [t for t in threading.enumerate() if t.name.startswith("mlx_magic-worker-")]
+    assert not [t for t in worker.threads if t.is_alive()]
+    assert not [t for t in threading.enumerate() if t.name.startswith(f"mlx_magic-worker-{process.pid}")]
 
 
 # ---- the kernel side never imports MLX ----------------------------------------------------------

@@ -1,0 +1,90 @@
+"""The chat panel (%mlx panel): widgets driven as a user would, on the real runtime."""
+
+import numpy as np
+import pytest
+
+import mlx_magic
+from conftest import run
+
+pytestmark = pytest.mark.model
+
+
+def wait(entry, seconds=120):
+    assert entry is not None
+    assert entry.done.wait(seconds)
+    return entry
+
+
+def transcript_html(panel):
+    parts = []
+    for child in panel.transcript.children:
+        value = getattr(child, "value", None)
+        if value is not None:
+            parts.append(value)
+        for grandchild in getattr(child, "children", ()):
+            parts.append(getattr(grandchild, "value", ""))
+            for leaf in getattr(grandchild, "children", ()):
+                parts.append(getattr(leaf, "value", ""))
+    return "".join(parts)
+
+
+def test_panel_sends_streams_and_shares_the_conversation(model_shell):
+    run(model_shell, "%mlx panel")
+    panel = model_shell.magics_manager.registry["MLXMagics"].panels[-1]
+    assert "smollm2" in panel.model.options and panel.model.value == "smollm2"
+    panel.temperature.value = 0.0
+    panel.max_tokens.value = 12
+    panel.prompt.value = "What is the capital of France?"
+    entry = wait(panel.send())
+    assert entry.result.finish_reason in ("stop", "length")
+    assert "Paris" in entry.result.text
+    html = transcript_html(panel)
+    assert "What is the capital of France?" in html and "Paris" in html
+    assert panel.prompt.value == "" and not panel.send_button.disabled
+    conversation = model_shell.magics_manager.registry["MLXMagics"].conversations.get("panel")
+    assert len(conversation.turns) == 1
+    # The panel's conversation continues in a cell, with its history cached.
+    run(model_shell, "%%mlx -n 6 --chat panel\nAnd of Italy?")
+    assert model_shell.user_ns["_mlx"].stats.cached_prompt_tokens > 30
+    assert len(conversation.turns) == 2
+
+
+def test_stop_button_cancels(model_shell, tiny_llama):
+    panel = mlx_magic.panel()  # conversation 'panel' is with smollm2 already
+    panel.model.value = str(tiny_llama)
+    assert panel.conversation == "panel-2" and "New conversation" in transcript_html(panel)
+    panel.max_tokens.value = 1024
+    panel.prompt.value = "Tell a very long story."
+    entry = panel.send()
+    assert panel.send_button.disabled and not panel.stop_button.disabled
+    panel.stop()
+    wait(entry, 60)
+    assert entry.state == "cancelled"
+    assert not panel.send_button.disabled
+
+
+def test_vision_panel_lists_image_variables_and_sends_them(model_shell, tiny_vlm):
+    model_shell.user_ns["photo"] = (np.random.default_rng(1).random((40, 60, 3)) * 255).astype("uint8")
+    model_shell.user_ns["not_an_image"] = [1, 2, 3]
+    magics = model_shell.magics_manager.registry["MLXMagics"]
+    magics.default_vision_model = str(tiny_vlm)
+    try:
+        panel = mlx_magic.panel(vision=True, conversation="looking")
+        assert "photo" in panel.image_variables.options
+        assert "not_an_image" not in panel.image_variables.options
+        panel.image_variables.value = ("photo",)
+        panel.max_tokens.value = 5
+        panel.prompt.value = "What is this?"
+        entry = wait(panel.send())
+        assert entry.result.stats.prompt_tokens > 20
+        assert "mlx-magic-preview" in transcript_html(panel)
+    finally:
+        magics.default_vision_model = None
+
+
+def test_panel_shows_errors_instead_of_raising(model_shell):
+    panel = mlx_magic.panel()
+    panel.model.value = "/no/such/model"
+    panel.prompt.value = "Hi"
+    assert panel.send() is None
+    assert "No model folder" in transcript_html(panel)
