@@ -70,6 +70,18 @@ def generation_arguments(magic):
 
 MAX_COLUMNS = 6
 
+# What each numeric setting accepts, and how to say so when it does not.
+_SETTING_RULES = {
+    "max_tokens": (lambda v: v > 0, "a positive integer"),
+    "max_images": (lambda v: v > 0, "a positive integer"),
+    "prefix_cache_entries": (lambda v: v >= 1, "1 or more"),
+    "prefix_cache_gb": (lambda v: v > 0, "more than 0"),
+    "temperature": (lambda v: v >= 0, "0 or more"),
+    "top_p": (lambda v: 0.0 <= v <= 1.0, "between 0 and 1"),
+    "memory_budget_gb": (lambda v: v > 0, "more than 0"),
+    "stream_interval_ms": (lambda v: 10 <= v <= 10_000, "between 10 and 10000"),
+}
+
 
 def _variants(args) -> list:
     """One argument set per column: every model × temperature × seed given."""
@@ -185,54 +197,11 @@ class MLXMagics(Magics):
 
     # ---- settings ---------------------------------------------------------
 
-    @validate("max_tokens")
-    def _check_max_tokens(self, proposal):
-        if proposal.value <= 0:
-            raise TraitError(f"max_tokens must be a positive integer, not {proposal.value}")
-        return proposal.value
-
-    @validate("max_images")
-    def _check_max_images(self, proposal):
-        if proposal.value <= 0:
-            raise TraitError(f"max_images must be a positive integer, not {proposal.value}")
-        return proposal.value
-
-    @validate("prefix_cache_entries")
-    def _check_prefix_entries(self, proposal):
-        if proposal.value < 1:
-            raise TraitError(f"prefix_cache_entries must be 1 or more, not {proposal.value}")
-        return proposal.value
-
-    @validate("prefix_cache_gb")
-    def _check_prefix_gb(self, proposal):
-        if proposal.value <= 0:
-            raise TraitError(f"prefix_cache_gb must be more than 0, not {proposal.value}")
-        return proposal.value
-
-    @validate("temperature")
-    def _check_temperature(self, proposal):
-        if proposal.value < 0:
-            raise TraitError(f"temperature must be 0 or more, not {proposal.value}")
-        return proposal.value
-
-    @validate("top_p")
-    def _check_top_p(self, proposal):
-        if not 0.0 <= proposal.value <= 1.0:
-            raise TraitError(f"top_p must be between 0 and 1, not {proposal.value}")
-        return proposal.value
-
-    @validate("memory_budget_gb")
-    def _check_budget(self, proposal):
-        if proposal.value <= 0:
-            raise TraitError(f"memory_budget_gb must be more than 0, not {proposal.value}")
-        return proposal.value
-
-    @validate("stream_interval_ms")
-    def _check_interval(self, proposal):
-        if not 10 <= proposal.value <= 10_000:
-            raise TraitError(
-                f"stream_interval_ms must be between 10 and 10000, not {proposal.value}"
-            )
+    @validate(*_SETTING_RULES)
+    def _check_setting(self, proposal):
+        accepts, expected = _SETTING_RULES[proposal.trait.name]
+        if not accepts(proposal.value):
+            raise TraitError(f"{proposal.trait.name} must be {expected}, not {proposal.value}")
         return proposal.value
 
     @observe("memory_budget_gb")

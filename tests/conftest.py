@@ -71,3 +71,13 @@ def model_shell():
 
 def runtime_threads():
     return [t for t in threading.enumerate() if t.name == "mlx_magic-runtime"]
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    """A real kernel (manager, client) per test module, with the extension
+    loaded and the embedded model warm."""
+    from kernel_helpers import running_kernel
+
+    with running_kernel("%load_ext mlx_magic", "%mlx load smollm2") as started:
+        yield started

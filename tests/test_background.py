@@ -5,15 +5,9 @@ import time
 
 import pytest
 
-from kernel_helpers import execute, printed, running_kernel, stream_text
+from kernel_helpers import execute, printed, stream_text
 
 pytestmark = [pytest.mark.model, pytest.mark.kernel]
-
-
-@pytest.fixture(scope="module")
-def kernel():
-    with running_kernel("%load_ext mlx_magic", "%mlx load smollm2") as started:
-        yield started
 
 
 def widget_updates(messages):

@@ -4,15 +4,9 @@ import time
 
 import pytest
 
-from kernel_helpers import displays, execute, running_kernel, stream_text
+from kernel_helpers import displays, execute, stream_text
 
 pytestmark = [pytest.mark.model, pytest.mark.kernel]
-
-
-@pytest.fixture(scope="module")
-def kernel():
-    with running_kernel("%load_ext mlx_magic", "%mlx load smollm2") as started:
-        yield started
 
 
 def test_answer_streams_with_footer_and_result(kernel):

@@ -2,15 +2,9 @@
 
 import pytest
 
-from kernel_helpers import displays, execute, printed, running_kernel, stream_text
+from kernel_helpers import displays, execute, printed, stream_text
 
 pytestmark = [pytest.mark.model, pytest.mark.kernel]
-
-
-@pytest.fixture(scope="module")
-def kernel():
-    with running_kernel("%load_ext mlx_magic", "%mlx load smollm2") as started:
-        yield started
 
 
 def test_three_turn_conversation_reuses_the_cache_and_keeps_the_transcript(kernel):
