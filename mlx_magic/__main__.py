@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--user", action="store_true",
                        help="install for the current user (the default)")
     where.add_argument("--sys-prefix", action="store_true",
-                       help=f"install into this environment ({sys.prefix})")
+                       help=f"install into this environment ({sys.prefix})".replace("%", "%%"))
     where.add_argument("--prefix", metavar="P",
                        help="install into P/share/jupyter/kernels")
     kernel.add_argument("--name", default="mlx", help="kernel name (default: mlx)")

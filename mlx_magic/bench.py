@@ -339,6 +339,7 @@ def _plot_conversation(axes, result) -> bool:
     axes.set_ylabel("time to first token (s)")
     axes.set_title(f"Conversation: TTFT per turn ({series.get('model', '')})")
     axes.legend()
+    _integer_ticks(axes)
     return True
 
 
@@ -381,6 +382,7 @@ def _plot_prefix(axes, result) -> bool:
     axes.set_title(f"Prefix cache: {series.get('prompt_tokens', '?')}-token prompts "
                    f"({series.get('model', '')})")
     axes.legend()
+    _integer_ticks(axes)
     return True
 
 
@@ -445,6 +447,7 @@ def _plot_repeat_image(axes, result) -> bool:
     axes.set_ylabel("time to first token (s)")
     axes.set_title("Repeat image (tiny Qwen2-VL)")
     axes.legend()
+    _integer_ticks(axes)
     return True
 
 
@@ -466,6 +469,12 @@ def _plot_responsiveness(axes, result) -> bool:
     axes.set_title("Kernel responsiveness while a background job streams")
     axes.legend()
     return True
+
+
+def _integer_ticks(axes) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _wrap(text: str, width: int = 22) -> str:
@@ -552,6 +561,50 @@ def versions() -> dict:
     return found
 
 
+def mlx_probe() -> dict:
+    """How fast MLX multiplies matrices here: the shapes of one SmolLM2 layer's MLP.
+
+    A prompt of 37 tokens through a 576→1536 projection, in float32 and as a
+    4-bit quantized matmul (what the embedded model uses). On a GPU or a fast
+    CPU BLAS this takes well under a millisecond.
+    """
+    import mlx.core as mx
+
+    rows, inner, outer = 37, 576, 1536
+    x = mx.random.normal((rows, inner))
+    w = mx.random.normal((outer, inner))
+    wq, scales, biases = mx.quantize(w, group_size=32, bits=4)
+    mx.eval(x, w, wq, scales, biases)
+
+    def best_of(step, repeat=5):
+        step()
+        times = []
+        for _ in range(repeat):
+            began = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - began)
+        return min(times)
+
+    dense = best_of(lambda: mx.eval(x @ w.T))
+    quantized = best_of(lambda: mx.eval(mx.quantized_matmul(x, wq, scales, biases, transpose=True,
+                                                            group_size=32, bits=4)))
+    try:
+        import numpy as np
+
+        xn, wn = np.asarray(x), np.asarray(w)
+        numpy_s = best_of(lambda: xn @ wn.T)
+    except ImportError:
+        numpy_s = None
+    flops = 2 * rows * inner * outer
+    if numpy_s:
+        extra = {"numpy_ms": numpy_s * 1000, "numpy_gflops": flops / numpy_s / 1e9}
+    else:
+        extra = {}
+    return {**extra,"shape": f"({rows}×{inner}) · ({inner}×{outer})", "float32_ms": dense * 1000,
+            "float32_gflops": flops / dense / 1e9, "q4_ms": quantized * 1000,
+            "q4_gflops": flops / quantized / 1e9, "device": str(mx.default_device())}
+
+
 def write_report(
     results: Sequence[ScenarioResult],
     path,
@@ -560,8 +613,14 @@ def write_report(
     command: str = "python -m mlx_magic.bench",
     started: Optional[str] = None,
     total_s: Optional[float] = None,
+    probe: Optional[dict] = None,
+    appendix=None,
 ) -> Path:
-    """Write the Markdown report (machine, versions, command, table, plots, notes)."""
+    """Write the Markdown report (machine, versions, command, table, plots, notes).
+
+    ``probe`` is :func:`mlx_probe`'s answer; ``appendix`` a Markdown file whose
+    text is added at the end (hand-written investigations, kept across runs).
+    """
     path = Path(path)
     info = machine()
     found = versions()
@@ -586,6 +645,15 @@ def write_report(
         f"- OS: {info['os']}",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in found.items()),
     ]
+    if probe:
+        lines.append(
+            f"- MLX speed on this machine ({probe['device']}): a {probe['shape']} matmul (one "
+            f"SmolLM2 MLP projection over a 37-token prompt) takes {probe['float32_ms']:.1f} ms "
+            f"in float32 ({probe['float32_gflops']:.1f} GFLOP/s) and {probe['q4_ms']:.1f} ms "
+            f"4-bit quantized ({probe['q4_gflops']:.1f} GFLOP/s)"
+            + (f"; numpy's BLAS does it in {probe['numpy_ms']:.1f} ms "
+               f"({probe['numpy_gflops']:.1f} GFLOP/s)" if "numpy_ms" in probe else "")
+            + ": this is why SmolLM2 reads prompts at only a few tokens per second here")
     if started:
         lines.append(f"- Run: {started}" + (f", {total_s / 60:.1f} min" if total_s else ""))
     loads = [load for r in results for load in r.load if load == load]
@@ -624,6 +692,8 @@ def write_report(
         if result.error:
             lines += [f"**Error:** `{result.error}`", ""]
         lines += [f"<sub>{result.seconds:.0f} s; load average {' → '.join(f'{x:.2f}' for x in result.load)}</sub>", ""]
+    if appendix is not None and Path(appendix).is_file():
+        lines += [Path(appendix).read_text(encoding="utf-8").strip(), ""]
     path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     return path
 
@@ -669,6 +739,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def progress(line: str) -> None:
         print(f"{time.perf_counter() - began:7.1f}s {line}", flush=True)
 
+    probe = mlx_probe()
+    progress(f"MLX matmul probe: {probe['float32_gflops']:.1f} GFLOP/s float32, "
+             f"{probe['q4_gflops']:.1f} GFLOP/s 4-bit")
     results = run(names, quick=args.quick, progress=progress)
     total = time.perf_counter() - began
     print()
@@ -679,7 +752,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         plots = plot(results, folder)
         save_json(results, folder / "results.json")
         write_report(results, out, plots=plots, command=command, started=started_at,
-                     total_s=total)
+                     total_s=total, probe=probe, appendix=folder / "investigations.md")
         print(f"\nWrote {out} and {len(plots)} plot(s) in {folder}/")
     failed = any(r.error for r in results)
     return 1 if failed else 0

@@ -11,3 +11,14 @@ def usage_error(message: str, cause: BaseException | None = None) -> UsageError:
     error = UsageError(message)
     error.__cause__ = cause
     return error
+
+
+class GenerationInterrupted(KeyboardInterrupt):
+    """A kernel interrupt stopped a generation.
+
+    It is a ``KeyboardInterrupt``, so "Run All" stops at this cell, but IPython
+    shows it as one line instead of a traceback through the magic.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"KeyboardInterrupt: {self}"]

@@ -39,12 +39,25 @@ def template_spec() -> dict:
 
 
 def kernel_spec(executable: Optional[str] = None, display_name: Optional[str] = None) -> dict:
-    """The kernel.json to install, running ``executable`` (default: this Python)."""
+    """The kernel.json to install, running ``executable`` (default: this Python).
+
+    What the installed ipykernel declares in its own spec (debugger support,
+    transport encryption, protocol version) is kept, as ``ipykernel install``
+    would write it.
+    """
     spec = template_spec()
     if spec["argv"][0] == "python":
         spec["argv"][0] = executable or sys.executable
     if display_name:
         spec["display_name"] = display_name
+    try:
+        from ipykernel.kernelspec import get_kernel_dict
+    except ImportError:  # pragma: no cover - ipykernel is a dependency
+        return spec
+    stock = get_kernel_dict()
+    spec["metadata"] = {**stock.get("metadata", {}), **spec.get("metadata", {})}
+    if "kernel_protocol_version" in stock:
+        spec["kernel_protocol_version"] = stock["kernel_protocol_version"]
     return spec
 
 

@@ -16,7 +16,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, default, observe, validate
 
 from .embedded import EMBEDDED_MODEL_NAME
-from .errors import usage_error
+from .errors import GenerationInterrupted, usage_error
 from .protocol import GenerationRequest, ModelLoadError, PrefixCacheSettings, SamplingParams
 from .streaming import GenerationFailed, stream_job
 from .views import view_for
@@ -469,7 +469,10 @@ class MLXMagics(Magics):
         if outcome.interrupted:
             if out_name:
                 self.shell.user_ns[out_name] = result
-            raise KeyboardInterrupt
+            raise GenerationInterrupted(
+                f"generation stopped after {result.stats.generation_tokens} tokens; "
+                "the partial answer is in _mlx"
+            )
         self._apply_format(result, answer_format, out_name)
 
     def record_finished(self, request, result, turn, cell_id) -> None:
@@ -537,7 +540,7 @@ class MLXMagics(Magics):
         if out_name:
             self.shell.user_ns[out_name] = results
         if any(getattr(outcome, "interrupted", False) for outcome in outcomes):
-            raise KeyboardInterrupt
+            raise GenerationInterrupted("generation stopped; the partial answers are in _mlx")
         if not results:
             raise UsageError(f"Every column failed: {outcomes[0].failure.message}")
 

@@ -680,8 +680,11 @@ class ProcessRuntime(Runtime):
         if worker.expected_exit is None:
             worker.expected_exit = reason
         if not worker.gone.is_set():
-            pending = worker.request("shutdown", {"timeout": max(1.0, timeout * 0.6)})
-            pending.done.wait(timeout * 0.8)
+            # A worker that answers stops within a token step; one that does
+            # not is terminated after at most 10 s.
+            grace = min(timeout * 0.8, 10.0)
+            pending = worker.request("shutdown", {"timeout": max(1.0, grace * 0.75)})
+            pending.done.wait(grace)
         for ask, wait in ((None, timeout - (time.monotonic() - started)),
                           (worker.proc.terminate, 3.0), (worker.proc.kill, 5.0)):
             if ask is not None:

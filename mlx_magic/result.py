@@ -47,7 +47,7 @@ class GenerationStats:
         if finish_reason == "length":
             parts.append("stopped at max tokens")
         elif finish_reason == "cancelled":
-            parts.insert(0, "⏹ cancelled")
+            parts.insert(0, "■ cancelled")
         return " · ".join(parts)
 
 

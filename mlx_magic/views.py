@@ -84,13 +84,13 @@ class NotebookView(StreamView):
                 raw=True)
 
     def loading(self, model: str) -> None:
-        self._set_status(f"⏳ Loading {model} (first use in this kernel)…")
+        self._set_status(f"Loading {model} (first use in this kernel)…")
 
     def waiting_for_first_token(self, model: str, loaded_in: Optional[float]) -> None:
         if loaded_in is not None:
             self._set_status(f"✓ Loaded {model} in {loaded_in:.1f} s; reading the prompt…")
         else:
-            self._set_status(f"⏳ {model} is reading the prompt…")
+            self._set_status(f"{model} is reading the prompt…")
 
     def write(self, text: str) -> None:
         if not text:
@@ -169,17 +169,31 @@ class TerminalView(StreamView):
     def loading(self, model: str) -> None:
         print(f"[loading {model}…]", file=self.out, flush=True)
 
+    def waiting_for_first_token(self, model: str, loaded_in: Optional[float]) -> None:
+        # A line that the first token erases, where the terminal can do that.
+        if _is_terminal(self.out):
+            print("[reading the prompt…]", end="", file=self.out, flush=True)
+            self._transient = True
+
+    def _erase_transient(self) -> None:
+        if getattr(self, "_transient", False):
+            print("\r\033[K", end="", file=self.out, flush=True)
+            self._transient = False
+
     def write(self, text: str) -> None:
         if text:
+            self._erase_transient()
             print(text, end="", file=self.out, flush=True)
             self._ends_with_newline = text.endswith("\n")
 
     def finish(self, result: MLXResult) -> None:
+        self._erase_transient()
         if not self._ends_with_newline:
             print(file=self.out)
         print(f"[{result.footer}]", file=self.out, flush=True)
 
     def fail(self) -> None:
+        self._erase_transient()
         if not self._ends_with_newline:
             print(file=self.out, flush=True)
 
@@ -193,6 +207,13 @@ class CollectingView(StreamView):
 
     def write(self, text: str) -> None:
         self.text += text
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def view_for(shell) -> StreamView:

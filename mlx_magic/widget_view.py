@@ -31,7 +31,7 @@ class WidgetStreamView(StreamView):
         self._widgets = widgets
         self._segment_chars = segment_chars
         self._lock = threading.Lock()
-        self._status = widgets.HTML(value=self._status_html(f"⏳ {title}: queued"))
+        self._status = widgets.HTML(value=self._status_html(f"{title}: queued"))
         self._segments = widgets.VBox([])
         self._footer = widgets.HTML(value="")
         parts = [self._status, self._segments, self._footer]
@@ -53,13 +53,13 @@ class WidgetStreamView(StreamView):
         self._status.value = self._status_html(message)
 
     def loading(self, model: str) -> None:
-        self.set_status(f"⏳ Loading {model}…")
+        self.set_status(f"Loading {model}…")
 
     def notice(self, message: str) -> None:
         self.set_status(message)
 
     def waiting_for_first_token(self, model: str, loaded_in: Optional[float]) -> None:
-        self.set_status(f"⏳ {model} is reading the prompt…")
+        self.set_status(f"{model} is reading the prompt…")
 
     def write(self, text: str) -> None:
         if not text:

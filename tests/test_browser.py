@@ -484,7 +484,7 @@ def test_stop_button_cancels_and_the_next_cell_answers(open_notebook, frontend):
     wait_for(lambda: "KeyboardInterrupt" in notebook.final(essay)["stderr"], 30,
              lambda: notebook.final(essay))
     final = notebook.final(essay)
-    assert final["footer"].startswith("⏹ cancelled"), final
+    assert final["footer"].startswith("■ cancelled"), final
     tokens = int(final["footer"].split("·")[1].split()[0])
     assert 0 < tokens < 300
     assert final["stdout"].strip()

@@ -60,7 +60,11 @@ def test_kernel_interrupt_cancels_and_the_next_cell_works(kernel):
         client, "%%mlx -n 300\nWrite a very long essay about the history of Rome.",
         on_message=interrupt_once_text_flows,
     )
-    assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+    assert reply["status"] == "error" and reply["ename"] == "GenerationInterrupted"
+    errors = [m for m in messages if m["msg_type"] == "error"]
+    # One line, not a traceback through the magic's code.
+    assert errors[0]["content"]["traceback"] == [
+        f"KeyboardInterrupt: {errors[0]['content']['evalue']}"]
     footers = [d["text/plain"] for d in displays(messages) if "tok/s" in d.get("text/plain", "")]
     assert len(footers) == 1 and "cancelled" in footers[0]
     _, check = execute(client, "print(_mlx.finish_reason, _mlx.stats.generation_tokens < 300)")

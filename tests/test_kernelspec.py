@@ -34,6 +34,13 @@ def test_jupyter_config_template_is_the_spec_that_gets_installed():
     assert spec["argv"][1:] == template["argv"][1:]
     assert "--ext=mlx_magic" in spec["argv"] and "{connection_file}" in spec["argv"]
     assert spec["display_name"] == "Python 3 (MLX)"
+    # Otherwise the spec ipykernel itself would install (debugger, encryption, protocol).
+    from ipykernel.kernelspec import get_kernel_dict
+
+    stock = get_kernel_dict()
+    assert spec["metadata"] == {**stock["metadata"], **template["metadata"]}
+    assert spec["language"] == stock["language"]
+    assert spec["kernel_protocol_version"] == stock.get("kernel_protocol_version", "5.5")
 
 
 def test_install_into_a_prefix_and_for_the_user(tmp_path):

@@ -142,7 +142,7 @@ def test_greedy_answers_match_thread_mode(runtime, tiny):
 
 
 @pytest.mark.model
-def test_greedy_smollm2_matches_thread_mode_with_non_ascii(runtime):
+def test_greedy_smollm2_matches_thread_mode_with_non_ascii(runtime, capsys):
     from mlx_magic.models import resolve_model
 
     spec = resolve_model(None)
@@ -152,10 +152,35 @@ def test_greedy_smollm2_matches_thread_mode_with_non_ascii(runtime):
     ]
     expected = thread_answers(requests)
     for req, (want_chunks, want_last, _) in zip(requests, expected):
+        before = runtime.pipe_stats()
         chunks, last, _ = run_ok(runtime, req)
+        messages = runtime.pipe_stats()["event_messages"] - before["event_messages"]
         assert text_and_ids(chunks) == text_and_ids(want_chunks)
         assert last.stats["prompt_tokens"] == want_last.stats["prompt_tokens"]
     assert "Paris" in "".join(c.text for c in expected[0][0])
+    with capsys.disabled():
+        print(f"\n[SmolLM2: {last.stats['generation_tokens']} tokens at "
+              f"{last.stats['generation_tps']:.1f} tok/s in {messages} pipe messages]")
+
+
+def test_frames_survive_stray_bytes_and_broken_frames():
+    import io
+
+    garbage = []
+    stream = io.BytesIO(
+        b"hello from a C library\n"
+        + b"junk before a frame " + rpc.frame({"jsonrpc": "2.0", "method": "a"})
+        + rpc.MAGIC + b"{not json\n"
+        + rpc.MAGIC + b"[1, 2]\n"
+        + rpc.frame({"jsonrpc": "2.0", "id": 7, "result": "Grüße \u2028 東京"})
+        + b"trailing junk without a newline"
+    )
+    reader = rpc.FrameReader(stream, on_garbage=garbage.append)
+    assert reader.read() == {"jsonrpc": "2.0", "method": "a"}
+    assert reader.read() == {"jsonrpc": "2.0", "id": 7, "result": "Grüße \u2028 東京"}
+    assert reader.read() is None
+    assert len(garbage) == 5 and reader.frames == 2
+    assert all(b < 128 for b in rpc.frame({"text": "東京 🚀\n"}))
 
 
 # ---- the pipe ----------------------------------------------------------------------
@@ -360,6 +385,47 @@ def test_status_models_restart_and_unload_all(runtime, tiny):
     _, last, others = run_ok(runtime, request(tiny, max_tokens=4))
     assert last.stats["warm"] is False
     assert runtime.status().memory_budget_bytes == 4 * GB
+
+
+def test_load_errors_are_one_line_as_in_thread_mode(runtime, tiny):
+    from mlx_magic.protocol import ModelLoadError, ModelSpec
+
+    missing = ModelSpec(name="ghost", key="/no/such/model", path="/no/such/model")
+    with pytest.raises(ModelLoadError, match="Could not load 'ghost' from /no/such/model"):
+        runtime.load(missing)
+    _, last, _ = collect(runtime.generate(request(missing)))
+    assert isinstance(last, Failed) and last.user_error
+    assert last.message.startswith("Could not load 'ghost'")
+    run_ok(runtime, request(tiny, max_tokens=4))
+
+
+def test_the_worker_exits_when_the_kernel_dies(tiny_llama):
+    script = textwrap.dedent(f"""
+        import os, signal
+        from mlx_magic.process_runtime import ProcessRuntime
+        from mlx_magic.models import resolve_model
+
+        runtime = ProcessRuntime(1 << 30)
+        runtime.load(resolve_model({str(tiny_llama)!r}))
+        print(runtime.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == -signal.SIGKILL
+    pid = int(out.stdout.strip())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return  # exited; not yet reaped by the container's init
+            os.kill(pid, 0)
+        except (ProcessLookupError, FileNotFoundError):
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    pytest.fail(f"the orphaned worker {pid} kept running")
 
 
 def test_stop_during_a_job_shuts_the_worker_down_cleanly(tiny):

@@ -16,7 +16,7 @@ import pytest
 pytestmark = [pytest.mark.model]
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-FOOTER = re.compile(r"\[(⏹ cancelled · )?\d+ tokens · [\d.]+ tok/s · [^\]\n]*\]")
+FOOTER = re.compile(r"\[(■ cancelled · )?\d+ tokens · [\d.]+ tok/s · [^\]\n]*\]")
 
 
 def plain(text):
@@ -114,7 +114,7 @@ def test_ctrl_c_cancels_and_the_model_stays_warm(ipython):
 
     screen, _ = read_until(ipython, r"In \[4\]:", timeout=120, on_read=interrupt_when_text_flows)
     footer = FOOTER.search(screen)
-    assert footer and footer.group().startswith("[⏹ cancelled · ") and "warm" in footer.group()
+    assert footer and footer.group().startswith("[■ cancelled · ") and "warm" in footer.group()
     assert "KeyboardInterrupt" in screen
     assert int(footer.group().split("· ")[1].split()[0]) < 300
 
