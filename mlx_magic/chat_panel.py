@@ -142,7 +142,7 @@ class ChatPanel:
         import dataclasses
         from argparse import Namespace
 
-        from .magics import _variants
+        from .side_by_side import variants_of
 
         args = Namespace(
             model=[self.model.value] if self.model.value else None, max_tokens=self.max_tokens.value,
@@ -151,7 +151,7 @@ class ChatPanel:
             chat=self.conversation, format="text", no_interpolate=True, error=False,
             probs=None, background=True, image=[],
         )
-        args = _variants(args)[0]
+        args = variants_of(args)[0]
         resolve = self.magics.resolve_vision if self.vision else self.magics.resolve
         request, _, turn = self.magics.build_request(args, text, lambda: resolve(args.model))
         images = self._images() if self.vision else []

@@ -18,6 +18,8 @@ from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, default, obse
 from .embedded import EMBEDDED_MODEL_NAME
 from .errors import GenerationInterrupted, usage_error
 from .protocol import GenerationRequest, ModelLoadError, PrefixCacheSettings, SamplingParams
+from .background import run_in_background
+from .side_by_side import run_side_by_side, variants_of
 from .streaming import GenerationFailed, stream_job
 from .views import view_for
 
@@ -68,7 +70,6 @@ def generation_arguments(magic):
     return magic
 
 
-MAX_COLUMNS = 6
 
 # What each numeric setting accepts, and how to say so when it does not.
 _SETTING_RULES = {
@@ -81,32 +82,6 @@ _SETTING_RULES = {
     "memory_budget_gb": (lambda v: v > 0, "more than 0"),
     "stream_interval_ms": (lambda v: 10 <= v <= 10_000, "between 10 and 10000"),
 }
-
-
-def _variants(args) -> list:
-    """One argument set per column: every model × temperature × seed given."""
-    import argparse
-    import itertools
-
-    models = args.model or [None]
-    temps = args.temp or [None]
-    seeds = args.seed or [None]
-    variants = []
-    for model, temp, seed in itertools.product(models, temps, seeds):
-        variant = argparse.Namespace(**vars(args))
-        variant.model, variant.temp, variant.seed = model, temp, seed
-        variants.append(variant)
-    return variants
-
-
-def _column_title(request: GenerationRequest, variants) -> str:
-    """The model, plus the settings that differ between columns."""
-    parts = [request.model.name]
-    if len({v.temp for v in variants}) > 1:
-        parts.append(f"temp {request.sampling.temperature:g}")
-    if len({v.seed for v in variants}) > 1:
-        parts.append(f"seed {request.sampling.seed}")
-    return " · ".join(parts)
 
 
 @magics_class
@@ -221,6 +196,11 @@ class MLXMagics(Magics):
         return self._runtime
 
     @property
+    def current_cell_id(self):
+        """The id of the cell being run, as the frontend sent it (or ``None``)."""
+        return self._cell_id
+
+    @property
     def runtime_started(self) -> bool:
         return self._runtime is not None
 
@@ -282,13 +262,13 @@ class MLXMagics(Magics):
         settings.
         """
         args = parse_argstring(self.mlx_cell, line)
-        variants = _variants(args)
+        variants = variants_of(args)
         if len(variants) > 1:
-            return self._run_side_by_side(variants, cell, lambda name: self.resolve(name))
+            return run_side_by_side(self, variants, cell, lambda name: self.resolve(name))
         args = variants[0]
         request, out_name, turn = self.build_request(args, cell, lambda: self.resolve(args.model))
         if args.background:
-            return self._run_in_background(request, out_name, turn, answer_format=args.format)
+            return run_in_background(self, request, out_name, turn, answer_format=args.format)
         self._run(request, out_name, turn, answer_format=args.format)
 
     # ---- %%mlx_vision ---------------------------------------------------------
@@ -328,7 +308,7 @@ class MLXMagics(Magics):
                ...: Describe this image.
         """
         args = parse_argstring(self.mlx_vision_cell, line)
-        variants = _variants(args)
+        variants = variants_of(args)
         args = variants[0]
         if not args.image:
             raise UsageError(
@@ -342,7 +322,7 @@ class MLXMagics(Magics):
             )
         if len(variants) > 1:
             images = self._load_images(args.image)
-            return self._run_side_by_side(variants, cell, self.resolve_vision, images)
+            return run_side_by_side(self, variants, cell, self.resolve_vision, images)
         request, out_name, turn = self.build_request(
             args, cell, lambda: self.resolve_vision(args.model)
         )
@@ -353,7 +333,7 @@ class MLXMagics(Magics):
             image_keys=tuple(loaded.cache_key for loaded in images),
         )
         if args.background:
-            return self._run_in_background(request, out_name, turn, images=images,
+            return run_in_background(self, request, out_name, turn, images=images,
                                            answer_format=args.format)
         self._run(request, out_name, turn, images=images, answer_format=args.format)
 
@@ -473,11 +453,11 @@ class MLXMagics(Magics):
                 f"generation stopped after {result.stats.generation_tokens} tokens; "
                 "the partial answer is in _mlx"
             )
-        self._apply_format(result, answer_format, out_name)
+        self.apply_format(result, answer_format, out_name)
 
     def record_finished(self, request, result, turn, cell_id) -> None:
         """Bookkeeping after any generation: session stats, the conversation."""
-        self._record_stats(result)
+        self.record_stats(result)
         if turn is not None and result.finish_reason != "cancelled":
             from .conversations import Turn
 
@@ -485,94 +465,7 @@ class MLXMagics(Magics):
             conversation.record(index, Turn(request.prompt, result.text, cell_id),
                                 dropped_oldest=result.stats.dropped_turns)
 
-    def _run_side_by_side(self, variants, cell, resolve, images=()):
-        """Several models (or sampling settings) on one prompt, in columns."""
-        from .result import MLXResults
-        from .streaming import stream_jobs
-
-        first = variants[0]
-        if first.chat is not None or first.background:
-            raise UsageError("Side by side (several -m, --temp or --seed) works without "
-                             "--chat and --background")
-        if len(variants) > MAX_COLUMNS:
-            raise UsageError(f"{len(variants)} columns is more than {MAX_COLUMNS}: compare fewer "
-                             "models or settings at once")
-        requests = []
-        for args in variants:
-            request, out_name, _ = self.build_request(args, cell, lambda args=args: resolve(args.model))
-            if images:
-                request = dataclasses.replace(
-                    request, images=tuple(loaded.image for loaded in images),
-                    image_keys=tuple(loaded.cache_key for loaded in images))
-            requests.append(request)
-        titles = [_column_title(request, variants) for request in requests]
-        in_kernel = getattr(self.shell, "kernel", None) is not None
-        if images:
-            view_for(self.shell).show_images(images)
-        if in_kernel:
-            from .widget_view import ColumnsView
-
-            columns = ColumnsView(titles)
-            columns.display()
-            views = columns.columns
-        else:
-            from .views import CollectingView
-
-            views = [CollectingView() for _ in titles]
-        jobs = self.runtime.generate_together(requests)
-        outcomes = stream_jobs(jobs, views, interval_s=self.stream_interval_ms / 1000)
-        results = MLXResults()
-        shown = []
-        for title, outcome in zip(titles, outcomes):
-            if hasattr(outcome, "result"):
-                outcome.result.model = title
-                results.append(outcome.result)
-                self._record_stats(outcome.result)
-                shown.append((title, outcome.result.text, outcome.result.footer))
-            else:
-                shown.append((title, "", f"✖ {outcome.failure.message}"))
-        if in_kernel:
-            columns.finish(shown)
-        else:
-            for title, text, footer in shown:
-                print(f"── {title} ──\n{text}\n[{footer}]")
-        self.shell.user_ns["_mlx"] = results
-        if out_name:
-            self.shell.user_ns[out_name] = results
-        if any(getattr(outcome, "interrupted", False) for outcome in outcomes):
-            raise GenerationInterrupted("generation stopped; the partial answers are in _mlx")
-        if not results:
-            raise UsageError(f"Every column failed: {outcomes[0].failure.message}")
-
-    def _run_in_background(self, request, out_name, turn, images=(), answer_format="text"):
-        from .widget_view import WidgetStreamView
-
-        if getattr(self.shell, "kernel", None) is not None:
-            view = WidgetStreamView(request.model.name)
-            if images:
-                view_for(self.shell).show_images(images)
-            view.display()
-        else:
-            view = view_for(self.shell)
-            if images:
-                view.show_images(images)
-        cell_id = self._cell_id
-        job = self.runtime.generate(request)
-
-        def done(entry):
-            if entry.result is None:
-                return
-            self.record_finished(request, entry.result, turn, cell_id)
-            try:
-                self._apply_format(entry.result, answer_format, out_name, set_next_input=False)
-            except UsageError as error:
-                view.notice(str(error))
-
-        entry = self.jobs.start(job, view, interval_s=self.stream_interval_ms / 1000, on_done=done)
-        print(f"[background job {entry.id}: %mlx jobs lists it, %mlx wait {entry.id} waits, "
-              f"%mlx cancel {entry.id} stops it]")
-
-    def _apply_format(self, result, answer_format, out_name, set_next_input=True) -> None:
+    def apply_format(self, result, answer_format, out_name, set_next_input=True) -> None:
         from .answer_formats import first_code_block, parse_json_answer
 
         if answer_format == "code" and set_next_input:
@@ -590,7 +483,7 @@ class MLXMagics(Magics):
         if out_name:
             self.shell.user_ns[out_name] = result
 
-    def _record_stats(self, result) -> None:
+    def record_stats(self, result) -> None:
         stats = result.stats
         self.session_rows.append({
             "model": result.model,
