@@ -187,8 +187,9 @@ class _Worker:
             else:
                 gone = False
                 id_ = next(self.ids)
-                if not self.pending and not self.jobs:
-                    self.last_progress_at = time.monotonic()
+                # New work restarts the stall clock (an idle time before it
+                # is no stall).
+                self.last_progress_at = time.monotonic()
                 self.pending[id_] = pending
         if gone:
             pending.settle(error=WorkerError(self.owner._gone_message(self, None)))
@@ -200,8 +201,7 @@ class _Worker:
         with self.lock:
             if self.gone.is_set():
                 return False
-            if not self.pending and not self.jobs:
-                self.last_progress_at = time.monotonic()
+            self.last_progress_at = time.monotonic()
             self.jobs[job_id] = job
             return True
 
@@ -441,35 +441,51 @@ class ProcessRuntime(Runtime):
     # ---- the Runtime interface -------------------------------------------------
 
     def generate(self, request: GenerationRequest) -> Job:
-        job = Job(request)
+        return self._submit([request], together=False)[0]
+
+    def generate_together(self, requests: list[GenerationRequest]) -> list[Job]:
+        """Jobs that the worker advances together, token by token."""
+        return self._submit(list(requests), together=True)
+
+    def _submit(self, requests: list, together: bool) -> list[Job]:
+        jobs = [Job(request) for request in requests]
         try:
-            payload = rpc.encode(request)
+            payloads = [rpc.encode(request) for request in requests]
         except (TypeError, ValueError, OSError) as error:
-            job.emit(Failed(f"This request cannot be sent to the worker process: {error}",
-                            user_error=False, error=error))
-            return job
+            for job in jobs:
+                job.emit(Failed(f"This request cannot be sent to the worker process: {error}",
+                                user_error=False, error=error))
+            return jobs
         try:
             worker = self._ensure_worker()
         except WorkerError as error:
-            job.emit(Failed(str(error), user_error=True, error=error))
-            return job
-        job_id = str(next(self._job_ids))
-        if not worker.add_job(job_id, job):
-            message = self._gone_message(worker, job)
-            job.emit(Failed(message, user_error=True, error=WorkerError(message)))
-            return job
+            for job in jobs:
+                job.emit(Failed(str(error), user_error=True, error=error))
+            return jobs
+        ids = [str(next(self._job_ids)) for _ in jobs]
+        for job_id, job in zip(ids, jobs):
+            if not worker.add_job(job_id, job):
+                message = self._gone_message(worker, job)
+                job.emit(Failed(message, user_error=True, error=WorkerError(message)))
+        if worker.gone.is_set():
+            return jobs
 
         def answered(pending: _Pending) -> None:
             if pending.error is not None:
                 error = pending.error
                 user_error = isinstance(error, ModelLoadError)
-                worker.finish_job(job_id, Failed(
-                    str(error) if user_error else f"The worker refused the request: {error}",
-                    user_error=user_error, error=error,
-                ))
+                for job_id in ids:
+                    worker.finish_job(job_id, Failed(
+                        str(error) if user_error else f"The worker refused the request: {error}",
+                        user_error=user_error, error=error,
+                    ))
 
-        worker.request("generate", {"job": job_id, "request": payload}, on_done=answered)
-        return job
+        entries = [{"job": job_id, "request": payload} for job_id, payload in zip(ids, payloads)]
+        if together:
+            worker.request("generate_together", {"jobs": entries}, on_done=answered)
+        else:
+            worker.request("generate", entries[0], on_done=answered)
+        return jobs
 
     def load(self, spec: ModelSpec) -> ModelInfo:
         info = rpc.decode(self._call("load", {"spec": rpc.encode(spec)}))

@@ -82,6 +82,7 @@ from .protocol import (
     ModelLoadError,
     ModelReady,
     ModelSpec,
+    Notice,
     RuntimeStatus,
     TokenChunk,
 )
@@ -239,7 +240,7 @@ class RemoteRuntime(Runtime):
                 failures.append(str(error))
                 self._mark_unhealthy(endpoint)
                 continue
-            name = self._model_name(spec, served) or (served[0] if served else spec.name)
+            name = self._model_name(spec, served) or "the server's default model"
             return ModelInfo(name=name, key=spec.key, kind=spec.kind, memory_bytes=0,
                              load_s=time.perf_counter() - started)
         raise RemoteServerError(self._redact(_summary(failures)))
@@ -333,6 +334,9 @@ class RemoteRuntime(Runtime):
         if problem:
             job.emit(Failed(problem, user_error=True, error=RemoteServerError(problem)))
             return
+        if job.request.top_logprobs:
+            job.emit(Notice("Token probabilities (--probs) do not come back from a remote "
+                            "server: the answer streams without them"))
         failures = []
         for index, endpoint in self._in_order():
             try:

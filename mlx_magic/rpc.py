@@ -34,8 +34,11 @@ Codec
 
 :func:`encode` turns protocol dataclasses into JSON objects tagged with
 ``"__type__": "<ClassName>"`` (only the classes in :data:`_DATACLASSES` are
-known, so decoding never builds an arbitrary class); tuples become lists and
-come back as tuples for the fields that default to ``()``; PIL images become
+known, so decoding never builds an arbitrary class); tuples (the common
+case: token ids, history, per-token details) become JSON arrays and lists
+become ``{"__type__": "list", "items": [...]}``, so both come back as they
+were; a dict that has a ``__type__`` key of its own is wrapped as
+``{"__type__": "dict", "items": {...}}``; PIL images become
 ``{"__type__": "image", "png": <base64 PNG>}``; exceptions become
 ``{"__type__": "exception", "type", "message", "traceback"}`` and decode to
 :class:`~mlx_magic.protocol.ModelLoadError` (for that type) or
@@ -296,8 +299,10 @@ def encode(value: Any) -> Any:
         for field in dataclasses.fields(value):
             out[field.name] = encode(getattr(value, field.name))
         return out
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, tuple):
         return [encode(item) for item in value]
+    if isinstance(value, list):
+        return {_TYPE: "list", "items": [encode(item) for item in value]}
     if isinstance(value, dict):
         out = {str(key): encode(item) for key, item in value.items()}
         if _TYPE in out:
@@ -319,12 +324,14 @@ def decode(data: Any) -> Any:
         ValueError: an unknown ``__type__`` tag, or fields that do not fit.
     """
     if isinstance(data, list):
-        return [decode(item) for item in data]
+        return tuple(decode(item) for item in data)
     if not isinstance(data, dict):
         return data
     tag = data.get(_TYPE)
     if tag is None:
         return {key: decode(item) for key, item in data.items()}
+    if tag == "list":
+        return [decode(item) for item in data["items"]]
     if tag == "dict":
         return {key: decode(item) for key, item in data["items"].items()}
     if tag == "image":
@@ -338,10 +345,7 @@ def decode(data: Any) -> Any:
     for field in dataclasses.fields(cls):
         if field.name not in data:
             continue
-        value = decode(data[field.name])
-        if field.default == () and isinstance(value, list):
-            value = _deep_tuple(value)
-        kwargs[field.name] = value
+        kwargs[field.name] = decode(data[field.name])
     try:
         return cls(**kwargs)
     except TypeError as error:
@@ -364,12 +368,6 @@ def decode_exception(data: dict) -> Exception:
     if kind == "ModelLoadError":
         return ModelLoadError(message)
     return RemoteError(kind, message, str(data.get("traceback", "")))
-
-
-def _deep_tuple(value):
-    if isinstance(value, list):
-        return tuple(_deep_tuple(item) for item in value)
-    return value
 
 
 def _is_pil_image(value) -> bool:

@@ -20,6 +20,8 @@ Methods (requests, answered with a result or a JSON-RPC error):
   ``set_memory_budget {bytes}`` → null
 * ``generate {job, request}`` → ``{"job"}`` at once; the job's events follow
   as ``events`` notifications ``{job, events: [...]}``
+* ``generate_together {jobs: [{job, request}, ...]}`` → ``{"jobs"}``: the
+  jobs advance together, token by token (models side by side)
 * ``cancel {job}`` → bool (also accepted as a notification)
 * ``shutdown {timeout}`` → null, then the process exits
 
@@ -96,6 +98,16 @@ def _param(params: Any, name: str, kinds, *, optional: bool = False):
     return value
 
 
+def _request_of(params) -> GenerationRequest:
+    try:
+        request = rpc.decode(_param(params, "request", dict))
+    except (ValueError, KeyError, TypeError) as error:
+        raise ParamsError(f"not a generation request: {error}") from None
+    if not isinstance(request, GenerationRequest):
+        raise ParamsError("not a generation request")
+    return request
+
+
 class WorkerServer:
     """Answers the kernel's requests with a ThreadRuntime.
 
@@ -125,6 +137,7 @@ class WorkerServer:
             "status": lambda params: rpc.encode(self.runtime.status()),
             "models": lambda params: rpc.encode(self.runtime.models()),
             "generate": self._generate,
+            "generate_together": self._generate_together,
             "cancel": self._cancel,
             "load": self._load,
             "unload": self._unload,
@@ -206,20 +219,27 @@ class WorkerServer:
 
     def _generate(self, params):
         job_id = _param(params, "job", str)
-        try:
-            request = rpc.decode(_param(params, "request", dict))
-        except (ValueError, KeyError, TypeError) as error:
-            raise ParamsError(f"not a generation request: {error}") from None
-        if not isinstance(request, GenerationRequest):
-            raise ParamsError("not a generation request")
-        job = self.runtime.generate(request)
+        job = self.runtime.generate(_request_of(params))
+        self._follow(job_id, job)
+        return {"job": job_id}
+
+    def _generate_together(self, params):
+        entries = _param(params, "jobs", list)
+        if not entries:
+            raise ParamsError("no jobs")
+        ids = [_param(entry, "job", str) for entry in entries]
+        jobs = self.runtime.generate_together([_request_of(entry) for entry in entries])
+        for job_id, job in zip(ids, jobs):
+            self._follow(job_id, job)
+        return {"jobs": ids}
+
+    def _follow(self, job_id: str, job: Job) -> None:
         pump = threading.Thread(target=self._pump, args=(job_id, job),
                                 name=f"worker-pump-{job_id}", daemon=True)
         with self.lock:
             self.jobs[job_id] = job
             self.pumps[job_id] = pump
         pump.start()
-        return {"job": job_id}
 
     def _cancel(self, params):
         with self.lock:

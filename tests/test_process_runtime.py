@@ -127,18 +127,35 @@ def test_greedy_answers_match_thread_mode(runtime, tiny):
         request(tiny, "Once upon a time", 40, raw=True),
         request(tiny, "And cats?", 32, system="Be brief.",
                 history=(("Tell me about dogs.", "Dogs bark."),)),
+        request(tiny, "Probabilities, please.", 12, top_logprobs=3),
     ]
     expected = thread_answers(requests)
     for req, (want_chunks, want_last, _) in zip(requests, expected):
         chunks, last, others = run_ok(runtime, req)
         assert text_and_ids(chunks) == text_and_ids(want_chunks)
-        # Chunk by chunk too: the kernel re-emits every batched chunk.
-        assert [(c.text, c.token_ids) for c in chunks] == [
-            (c.text, c.token_ids) for c in want_chunks]
+        # Chunk by chunk too (with per-token probabilities, lists and tuples
+        # as they were): the kernel re-emits every batched chunk.
+        assert chunks == want_chunks
         assert last.finish_reason == want_last.finish_reason
         assert last.stats["prompt_tokens"] == want_last.stats["prompt_tokens"]
         assert last.stats["generation_tokens"] == want_last.stats["generation_tokens"]
         assert isinstance(others[-1], ModelReady)
+
+
+def test_generate_together_interleaves_in_the_worker(runtime, tiny):
+    from mlx_magic.runtime import ThreadRuntime
+
+    requests = [request(tiny, "Tell me about dogs.", 30),
+                request(tiny, "Tell me about cats.", 20, raw=True)]
+    local = ThreadRuntime(8 * GB)
+    try:
+        want = [collect(job) for job in local.generate_together(requests)]
+    finally:
+        local.stop()
+    got = [collect(job) for job in runtime.generate_together(requests)]
+    for (chunks, last, _), (want_chunks, want_last, _) in zip(got, want):
+        assert isinstance(last, Finished), last
+        assert chunks == want_chunks and last.finish_reason == want_last.finish_reason
 
 
 @pytest.mark.model
@@ -417,12 +434,15 @@ def test_the_worker_exits_when_the_kernel_dies(tiny_llama):
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        try:
             with open(f"/proc/{pid}/stat") as stat:
                 if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
                     return  # exited; not yet reaped by the container's init
-            os.kill(pid, 0)
-        except (ProcessLookupError, FileNotFoundError):
-            return
+        except FileNotFoundError:
+            pass  # no /proc (macOS), or just reaped
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
     pytest.fail(f"the orphaned worker {pid} kept running")
