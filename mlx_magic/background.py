@@ -113,7 +113,7 @@ def run_in_background(magics, request, out_name, turn, images=(), answer_format=
         if images:
             view.show_images(images)
     cell_id = magics.current_cell_id
-    job = magics.runtime.generate(request)
+    job = magics.backend.generate(request)
 
     def done(entry):
         if entry.result is None:

@@ -74,8 +74,8 @@ class ChatPanel:
     def model_choices(self) -> list[str]:
         """Warm models, the configured defaults and the aliases."""
         names = []
-        if self.magics.runtime_started:
-            names += [info.name for info in self.magics.runtime.models()]
+        if self.magics.backend_started:
+            names += [info.name for info in self.magics.backend.models()]
         names += [self.magics.default_model or "smollm2", self.magics.default_vision_model or ""]
         names += list(self.magics.aliases)
         return [name for index, name in enumerate(names) if name and name not in names[:index]]
@@ -111,7 +111,7 @@ class ChatPanel:
         self._add_user_turn(text, images)
         view = WidgetStreamView(request.model.name)
         self.transcript.children = self.transcript.children + (view.box,)
-        job = self.magics.runtime.generate(request)
+        job = self.magics.backend.generate(request)
         self.send_button.disabled, self.stop_button.disabled = True, False
 
         def done(entry):

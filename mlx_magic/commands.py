@@ -26,7 +26,7 @@ def command_load(magics, names):
         spec = magics.resolve(name)
         started = time.perf_counter()
         try:
-            info = magics.runtime.load(spec)
+            info = magics.backend.load(spec)
         except ModelLoadError as error:
             raise usage_error(str(error), error) from None
         took = time.perf_counter() - started
@@ -36,16 +36,16 @@ def command_load(magics, names):
 
 def command_unload(magics, names):
     if not names or names == ["all"]:
-        removed = magics.runtime.unload(None) if magics.runtime_started else []
+        removed = magics.backend.unload(None) if magics.backend_started else []
     else:
         removed = []
         for name in names:
-            removed += magics.runtime.unload(magics.resolve(name).key)
+            removed += magics.backend.unload(magics.resolve(name).key)
     print(f"Unloaded {len(removed)} model(s)" + (f": {', '.join(removed)}" if removed else ""))
 
 
 def command_models(magics, names):
-    infos = magics.runtime.models() if magics.runtime_started else []
+    infos = magics.backend.models() if magics.backend_started else []
     if not infos:
         print("No warm models. %%mlx loads one on first use; %mlx load MODEL loads one now.")
         return
@@ -59,17 +59,17 @@ def command_models(magics, names):
 def command_cache(magics, names):
     if names != ["clear"]:
         raise UsageError("Usage: %mlx cache clear")
-    dropped = magics.runtime.clear_caches() if magics.runtime_started else 0
+    dropped = magics.backend.clear_caches() if magics.backend_started else 0
     dropped += len(magics.image_cache)
     magics.image_cache.clear()
     print(f"Cleared {dropped} cached entries (prompt prefixes, vision features, images)")
 
 
 def command_status(magics, names):
-    if not magics.runtime_started:
+    if not magics.backend_started:
         print("Runtime: not started (it starts with the first %%mlx cell or %mlx load)")
         return
-    status = magics.runtime.status()
+    status = magics.backend.status()
     state = "running" if status.running else "stopped"
     busy = f"generating with {status.current}" if status.busy else "idle"
     print(f"Runtime: {status.kind}, {state}, {busy}; {status.queued} queued; "
@@ -223,3 +223,57 @@ def command_panel(magics, names):
     panel = ChatPanel(magics, vision=names == ["vision"])
     magics.panels.append(panel)
     display(panel.widget)
+
+
+def command_runtime(magics, names):
+    if names:
+        if names[0] not in ("thread", "process") or len(names) > 1:
+            raise UsageError("Usage: %mlx runtime [thread|process]  (remote: %mlx connect URL)")
+        magics.runtime = names[0]
+    status = magics.backend.status() if magics.backend_started else None
+    where = status.kind if status else "not started yet"
+    print(f"Runtime: {magics.runtime} ({where})")
+
+
+def command_restart(magics, names):
+    backend = magics.backend
+    if not hasattr(backend, "restart"):
+        raise UsageError("%mlx restart restarts the worker process: switch with "
+                         "%mlx runtime process first")
+    try:
+        pid = backend.restart()
+    except ModelLoadError as error:
+        raise usage_error(str(error), error) from None
+    print(f"Restarted the worker process (pid {pid}); models load again on first use")
+
+
+def command_connect(magics, names):
+    from .remote_runtime import parse_url
+
+    if not names:
+        raise UsageError("Usage: %mlx connect URL [URL ...]  (e.g. http://127.0.0.1:8080)")
+    for url in names:
+        try:
+            parse_url(url)
+        except ValueError as error:
+            raise usage_error(str(error), error) from None
+    if magics.runtime != "remote":
+        magics.local_runtime = magics.runtime
+    magics.endpoints = list(names)
+    magics.runtime = "remote"
+    backend = magics.backend
+    print(f"Generations go to {', '.join(backend.urls)}")
+    try:
+        served = [info.name for info in backend.models()]
+    except ModelLoadError as error:
+        print(f"(could not list the served models: {error})")
+        return
+    print("Served models: " + (", ".join(served) if served else "(none listed)"))
+
+
+def command_disconnect(magics, names):
+    if magics.runtime != "remote":
+        print("Not connected: models already run locally")
+        return
+    magics.runtime = getattr(magics, "local_runtime", "thread")
+    print(f"Back to local models (runtime {magics.runtime})")

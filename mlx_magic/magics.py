@@ -13,7 +13,9 @@ import os
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, default, observe, validate
+from traitlets import (
+    Bool, CaselessStrEnum, Dict, Float, Int, List, TraitError, Unicode, default, observe, validate,
+)
 
 from .embedded import EMBEDDED_MODEL_NAME
 from .errors import GenerationInterrupted, usage_error
@@ -131,6 +133,22 @@ class MLXMagics(Magics):
     prefix_cache_gb = Float(
         1.0, help="Most memory (GB) the prefix cache of one model may hold."
     ).tag(config=True)
+    runtime = CaselessStrEnum(
+        ["thread", "process", "remote"],
+        "thread",
+        help="Where models run: 'thread' (in the kernel), 'process' (a worker process: a "
+        "crash cannot take the kernel down, and unloading returns memory to the system), or "
+        "'remote' (OpenAI-compatible servers, see endpoints).",
+    ).tag(config=True)
+    endpoints = List(
+        Unicode(), [], help="OpenAI-compatible server URLs for runtime 'remote' (mlx_lm.server, "
+        "mlx_vlm.server, vLLM, llama.cpp); the first healthy one answers."
+    ).tag(config=True)
+    api_key_env = Unicode(
+        None, allow_none=True,
+        help="The NAME of the environment variable that holds the servers' API key (the key "
+        "itself never goes in a notebook).",
+    ).tag(config=True)
     short_errors = Bool(
         True,
         help="Show errors raised while loading or running a model as one line. "
@@ -144,10 +162,12 @@ class MLXMagics(Magics):
         from .background import BackgroundJobs
         from .conversations import Conversations
 
-        self._runtime = None
+        self._backend = None
         self.jobs = BackgroundJobs()
         #: Chat panels opened with %mlx panel, newest last.
         self.panels = []
+        #: The local runtime to return to after %mlx disconnect.
+        self.local_runtime = "thread"
         self.image_cache = DecodedImageCache()
         self.conversations = Conversations()
         #: One row per finished generation of this session (``%mlx stats``).
@@ -179,21 +199,51 @@ class MLXMagics(Magics):
             raise TraitError(f"{proposal.trait.name} must be {expected}, not {proposal.value}")
         return proposal.value
 
+    @validate("api_key_env")
+    def _check_api_key_env(self, proposal):
+        import re
+
+        if proposal.value is not None and not re.fullmatch(r"[A-Za-z_]\w*", proposal.value):
+            # Never echo the value: it may be a key pasted by mistake.
+            raise TraitError("api_key_env must be the NAME of an environment variable "
+                             "(letters, digits, _), not its value")
+        return proposal.value
+
     @observe("memory_budget_gb")
     def _budget_changed(self, change):
-        if self._runtime is not None:
-            self._runtime.set_memory_budget(int(change["new"] * _GB))
+        if self._backend is not None:
+            self._backend.set_memory_budget(int(change["new"] * _GB))
 
     # ---- runtime ------------------------------------------------------------
 
     @property
-    def runtime(self):
-        """The runtime, created on first use (its thread starts with the first request)."""
-        if self._runtime is None:
-            from .runtime import ThreadRuntime
+    def backend(self):
+        """The runtime that runs the models (as the ``runtime`` setting says),
+        created on first use; a thread or worker starts with the first request."""
+        if self._backend is None:
+            budget = int(self.memory_budget_gb * _GB)
+            if self.runtime == "process":
+                from .process_runtime import ProcessRuntime
 
-            self._runtime = ThreadRuntime(int(self.memory_budget_gb * _GB))
-        return self._runtime
+                self._backend = ProcessRuntime(budget)
+            elif self.runtime == "remote":
+                from .remote_runtime import RemoteRuntime
+
+                if not self.endpoints:
+                    raise UsageError("No server to talk to: %mlx connect URL [URL ...]")
+                self._backend = RemoteRuntime(list(self.endpoints), api_key_env=self.api_key_env)
+            else:
+                from .runtime import ThreadRuntime
+
+                self._backend = ThreadRuntime(budget)
+        return self._backend
+
+    @observe("runtime", "endpoints", "api_key_env")
+    def _backend_changed(self, change):
+        # The next request starts the runtime the settings now describe.
+        if self._backend is not None and change["old"] != change["new"]:
+            self._backend.stop()
+            self._backend = None
 
     @property
     def current_cell_id(self):
@@ -201,8 +251,8 @@ class MLXMagics(Magics):
         return self._cell_id
 
     @property
-    def runtime_started(self) -> bool:
-        return self._runtime is not None
+    def backend_started(self) -> bool:
+        return self._backend is not None
 
     def close(self) -> None:
         """Stop the runtime and free every warm model."""
@@ -211,12 +261,16 @@ class MLXMagics(Magics):
                 self.shell.events.unregister("pre_run_cell", self._remember_cell_id)
             except ValueError:
                 pass
-        if self._runtime is not None:
-            self._runtime.stop()
-            self._runtime = None
+        if self._backend is not None:
+            self._backend.stop()
+            self._backend = None
 
     def resolve(self, name, default=None):
-        from .models import resolve_model
+        """The model spec for ``name`` (or the default), as the runtime needs it."""
+        from .models import resolve_model, served_model_spec
+
+        if self.runtime == "remote":
+            return served_model_spec(name or default or self.default_model, self.aliases)
 
         try:
             return resolve_model(
@@ -315,7 +369,7 @@ class MLXMagics(Magics):
                 "%%mlx_vision needs an image: add -i SRC (a file, URL or variable); "
                 "%%mlx answers text alone"
             )
-        if args.model is None and self.default_vision_model is None:
+        if args.model is None and self.default_vision_model is None and self.runtime != "remote":
             raise UsageError(
                 "No vision model: pass --model, or set %config "
                 "MLXMagics.default_vision_model = '<folder or Hub id>'"
@@ -338,6 +392,10 @@ class MLXMagics(Magics):
         self._run(request, out_name, turn, images=images, answer_format=args.format)
 
     def resolve_vision(self, name):
+        if self.runtime == "remote":
+            from .models import served_model_spec
+
+            return served_model_spec(name or self.default_vision_model, self.aliases, "vision")
         spec = self.resolve(name, default=self.default_vision_model)
         if spec.kind != "vision":
             raise UsageError(
@@ -425,7 +483,7 @@ class MLXMagics(Magics):
         if images:
             # Before the job: previews must not wait for the model.
             view.show_images(images)
-        job = self.runtime.generate(request)
+        job = self.backend.generate(request)
         try:
             outcome = stream_job(job, view, interval_s=self.stream_interval_ms / 1000)
         except GenerationFailed as failed:
@@ -535,7 +593,8 @@ class MLXMagics(Magics):
 
     @magic_arguments("mlx")
     @argument("command", choices=["load", "unload", "models", "status", "cache", "chat", "stats",
-                                  "jobs", "cancel", "wait", "panel"],
+                                  "jobs", "cancel", "wait", "panel", "runtime", "restart",
+                                  "connect", "disconnect"],
               help="What to do.")
     @argument("names", nargs="*", help="Models for load/unload ('all' unloads every model); "
               "for chat: a conversation name, or reset/save/load with their arguments.")
@@ -560,6 +619,10 @@ class MLXMagics(Magics):
             %mlx cancel [ID|all]     stop background jobs (default: all)
             %mlx wait [ID|all]       wait for background jobs (interrupt stops waiting only)
             %mlx panel [vision]      a chat panel: prompt, Send/Stop, model, sliders, images
+            %mlx runtime [thread|process]   where models run (no argument: show it)
+            %mlx restart             restart the worker process (process runtime)
+            %mlx connect URL [URL…]  send generations to OpenAI-compatible servers
+            %mlx disconnect          back to local models
 
         MODEL is anything ``%%mlx --model`` takes.
         """

@@ -152,3 +152,14 @@ def _hub_spec(name: str, repo_id: str) -> ModelSpec:
     return ModelSpec(
         name=name, key=repo_id, path=spec.path, kind=spec.kind, source="hub"
     )
+
+
+def served_model_spec(name: Optional[str], aliases: Optional[Mapping[str, str]] = None,
+                      kind: str = "text") -> ModelSpec:
+    """A model a remote server serves: nothing is looked up locally. With no
+    name the server's own (single) model answers."""
+    if not name or name == EMBEDDED_MODEL_NAME:
+        return ModelSpec(name=EMBEDDED_MODEL_NAME, key=EMBEDDED_MODEL_NAME, path="",
+                         kind=kind, source="embedded")
+    name = _follow_aliases(name, aliases or {})
+    return ModelSpec(name=name, key=name, path="", kind=kind, source="remote")

@@ -41,7 +41,8 @@ class GenerationStats:
             )
         if self.ttft_s is not None:
             parts.append(f"first token {self.ttft_s:.2f} s")
-        parts.append(f"peak {self.peak_memory_gb:.2f} GB")
+        if self.peak_memory_gb:
+            parts.append(f"peak {self.peak_memory_gb:.2f} GB")
         parts.append(model)
         parts.append("warm" if self.warm else f"cold (loaded in {self.load_s:.1f} s)")
         if finish_reason == "length":

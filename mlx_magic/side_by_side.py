@@ -77,7 +77,7 @@ def run_side_by_side(magics, variants, cell, resolve, images=()):
         from .views import CollectingView
 
         views = [CollectingView() for _ in titles]
-    jobs = magics.runtime.generate_together(requests)
+    jobs = magics.backend.generate_together(requests)
     outcomes = stream_jobs(jobs, views, interval_s=magics.stream_interval_ms / 1000)
     results = MLXResults()
     shown = []

@@ -208,7 +208,10 @@ class _Collector:
         if self.ready is not None:
             stats.warm = self.ready.warm
             stats.load_s = 0.0 if self.ready.warm else self.ready.load_s
-        stats.generation_tokens = len(self.tokens)
+        # Count what arrived; a remote server's chunks carry no token ids, so
+        # its own count stands there.
+        if self.tokens or "generation_tokens" not in finished.stats:
+            stats.generation_tokens = len(self.tokens)
         request = self.job.request
         return MLXResult(
             text="".join(self.parts),

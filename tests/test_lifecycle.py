@@ -43,7 +43,7 @@ def test_unload_all_and_load_again(model_shell, capsys):
     run(model_shell, "%mlx unload all")
     assert "Unloaded 1 model" in capsys.readouterr().out
     magics = model_shell.magics_manager.registry["MLXMagics"]
-    assert magics.runtime.models() == []
+    assert magics.backend.models() == []
     run(model_shell, "%%mlx -n 2 --raw\nHello")
     result = model_shell.user_ns["_mlx"]
     assert result.stats.warm is False and result.stats.load_s > 0
@@ -62,7 +62,7 @@ def test_memory_budget_evicts_the_least_recently_used(model_shell):
         # SmolLM2 holds about 0.1 GB: a 0.15 GB budget fits one copy, not two.
         run(model_shell, "%config MLXMagics.memory_budget_gb = 0.15")
         run(model_shell, f"%mlx load {converted_folder}")
-        keys = [info.key for info in magics.runtime.models()]
+        keys = [info.key for info in magics.backend.models()]
         assert keys == [converted_folder]
         run(model_shell, f"%%mlx -n 2 --raw -m {converted_folder}\nHello")
         assert model_shell.user_ns["_mlx"].stats.warm is True

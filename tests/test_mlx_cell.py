@@ -96,7 +96,7 @@ def test_system_prompt_and_raw_change_the_prompt(model_shell):
 
 
 def test_bad_input_leaves_the_model_warm(model_shell, tmp_path):
-    runtime = magics_of(model_shell).runtime
+    runtime = magics_of(model_shell).backend
     before = runtime.models()
     not_gguf = tmp_path / "broken.gguf"
     not_gguf.write_bytes(b"this is not a GGUF file at all")
@@ -154,7 +154,7 @@ def test_gpu_lock_pauses_generation_between_tokens(model_shell):
 
     magics = magics_of(model_shell)
     spec = magics.resolve(None)
-    job = magics.runtime.generate(
+    job = magics.backend.generate(
         GenerationRequest(model=spec, prompt="Once upon a time", raw=True,
                           sampling=SamplingParams(max_tokens=40))
     )

@@ -504,14 +504,20 @@ def test_mlx_cell_magic_through_a_worker(tiny_llama, capsys):
         shell.extension_manager.load_extension("mlx_magic")
         magics = shell.magics_manager.registry["MLXMagics"]
         if mode == "process":
-            magics._runtime = ProcessRuntime(8 * GB)
+            run(shell, "%mlx runtime process")
         try:
             run(shell, cell)
             answers.append(shell.user_ns["_mlx"])
             if mode == "process":
                 capsys.readouterr()
                 run(shell, "%mlx status")
-                assert f"worker process (pid {magics.runtime.pid})" in capsys.readouterr().out
+                assert f"worker process (pid {magics.backend.pid})" in capsys.readouterr().out
+                old_pid = magics.backend.pid
+                run(shell, "%mlx restart")
+                assert f"pid {magics.backend.pid}" in capsys.readouterr().out
+                assert magics.backend.pid != old_pid
+                run(shell, "%config MLXMagics.runtime = 'thread'")
+                assert type(magics.backend).__name__ == "ThreadRuntime"
         finally:
             shell.extension_manager.unload_extension("mlx_magic")
             shell.clear_instance()

@@ -437,3 +437,31 @@ def test_vision_through_mlx_vlm_server(tiny_vlm, tmp_path):
     finally:
         runtime.stop()
         end_server(process)
+
+
+def test_connect_and_disconnect_in_the_magics(lm_server, tiny_llama, capsys):
+    from IPython.core.error import UsageError
+
+    from conftest import make_shell, run
+
+    shell = make_shell()
+    shell.extension_manager.load_extension("mlx_magic")
+    try:
+        run(shell, f"%mlx connect {lm_server}")
+        printed = capsys.readouterr().out
+        assert lm_server in printed and "Served models:" in printed
+        run(shell, "%%mlx -n 12\nTell me about dogs.")
+        result = shell.user_ns["_mlx"]
+        assert result.text and result.stats.generation_tokens > 0
+        footer = capsys.readouterr().out.strip().splitlines()[-1]
+        assert "tok/s" in footer and "peak" not in footer
+        run(shell, "%mlx disconnect")
+        assert "Back to local models" in capsys.readouterr().out
+        magics = shell.magics_manager.registry["MLXMagics"]
+        assert magics.runtime == "thread"
+        with pytest.raises(UsageError):
+            run(shell, "%mlx connect ftp://example.com")
+        with pytest.raises(UsageError):
+            run(shell, "%mlx runtime moon")
+    finally:
+        shell.extension_manager.unload_extension("mlx_magic")

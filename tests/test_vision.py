@@ -86,7 +86,7 @@ def test_repeat_question_skips_the_vision_encoder_and_answers_the_same(vlm_shell
     assert len(calls) == 1  # the encoder did not run again
     assert second == first  # and the cached features give the same greedy answer
     assert magics.image_cache.stats()["hits"] == decoded_before + 1  # nor was the file decoded
-    features = magics.runtime.models()[0].vision_features
+    features = magics.backend.models()[0].vision_features
     assert features["hits"] >= 1
 
 
