@@ -88,3 +88,26 @@ def test_panel_shows_errors_instead_of_raising(model_shell):
     panel.prompt.value = "Hi"
     assert panel.send() is None
     assert "No model folder" in transcript_html(panel)
+
+
+@pytest.mark.kernel
+def test_panel_clicks_in_a_real_kernel(kernel):
+    from kernel_helpers import execute, printed
+
+    _, client = kernel
+    reply, messages = execute(client, "import mlx_magic\np = mlx_magic.panel(conversation='clicks')")
+    assert reply["status"] == "ok"
+    assert any("application/vnd.jupyter.widget-view+json" in m["content"].get("data", {})
+               for m in messages if m["msg_type"] == "display_data")
+    execute(client, "p.max_tokens.value = 10\np.prompt.value = 'What is the capital of France?'\n"
+                    "p.send_button.click()\nentry = p.running")
+    assert printed(client, "entry.done.wait(120)") == "True"
+    assert printed(client, "entry.state") == "done"
+    assert "Paris" in printed(client, "entry.result.text")
+    assert printed(client, "len(p.transcript.children)") == "2"  # the question and the answer
+    execute(client, "p.max_tokens.value = 300\np.prompt.value = 'Write a long essay about Rome.'\n"
+                    "p.send_button.click()\nlong = p.running\nimport time; time.sleep(3)\n"
+                    "p.stop_button.click()")
+    assert printed(client, "long.done.wait(60)") == "True"
+    assert printed(client, "long.state") == "cancelled"
+    assert printed(client, "p.send_button.disabled") == "False"
