@@ -39,12 +39,13 @@ class ChatPanel:
                                        layout=widgets.Layout(width="100%"))
         self.send_button = widgets.Button(description="Send", button_style="primary", icon="paper-plane")
         self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
+        labelled = {"description_width": "initial"}  # labels are not cut short
         self.model = widgets.Combobox(options=self.model_choices(), value=self.default_model(),
-                                      description="Model", ensure_option=False)
+                                      description="Model", ensure_option=False, style=labelled)
         self.temperature = widgets.FloatSlider(value=magics.temperature, min=0.0, max=2.0,
-                                               step=0.05, description="Temperature")
-        self.max_tokens = widgets.IntSlider(value=min(magics.max_tokens, 1024), min=1, max=1024,
-                                            description="Max tokens")
+                                               step=0.05, description="Temperature", style=labelled)
+        self.max_tokens = widgets.BoundedIntText(value=min(magics.max_tokens, 4096), min=1,
+                                                 max=4096, description="Max tokens", style=labelled)
         self.upload = widgets.FileUpload(accept="image/*", multiple=True, description="Images")
         self.image_variables = widgets.SelectMultiple(options=self.image_variable_names(),
                                                       description="Variables", rows=3)
@@ -63,6 +64,10 @@ class ChatPanel:
             widgets.HBox([self.send_button, self.stop_button]),
             widgets.VBox(controls),
         ])
+        # Stable handles for styling and for browser tests.
+        for widget, name in [(self.widget, "panel"), (self.prompt, "prompt"),
+                             (self.send_button, "send"), (self.stop_button, "stop")]:
+            widget.add_class(f"mlx-magic-{name}")
 
     # ---- choices -------------------------------------------------------------
 
@@ -110,6 +115,7 @@ class ChatPanel:
         self.prompt.value = ""
         self._add_user_turn(text, images)
         view = WidgetStreamView(request.model.name)
+        view.box.add_class("mlx-magic-answer")
         self.transcript.children = self.transcript.children + (view.box,)
         job = self.magics.backend.generate(request)
         self.send_button.disabled, self.stop_button.disabled = True, False

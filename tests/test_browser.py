@@ -50,6 +50,12 @@ STOP_CELLS = [
     "%%mlx -n 8\nSay hi.",
 ]
 
+# A notebook for the chat panel (JupyterLab only).
+PANEL_CELLS = [
+    "%load_ext mlx_magic",
+    "%mlx panel",
+]
+
 
 # ---- the server ------------------------------------------------------------
 
@@ -136,6 +142,13 @@ class JupyterServer:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def _notebook(sources):
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                       "language": "python"}
+    return notebook
+
+
 def _free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -153,10 +166,10 @@ def server(tmp_path_factory, tiny_vlm):
         folder.mkdir(parents=True)
         for notebook in NOTEBOOKS.glob("*.ipynb"):
             shutil.copy(notebook, folder / notebook.name)
-        stop = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in STOP_CELLS])
-        stop.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                       "language": "python"}
+        stop = _notebook(STOP_CELLS)
         nbformat.write(stop, folder / "stop.ipynb")
+        if frontend == "lab":
+            nbformat.write(_notebook(PANEL_CELLS), folder / "panel.ipynb")
     settings = base / "settings"
     notification = settings / "@jupyterlab" / "apputils-extension"
     notification.mkdir(parents=True)
@@ -500,3 +513,128 @@ def test_stop_button_cancels_and_the_next_cell_answers(open_notebook, frontend):
     assert notebook.cell(hi).locator(".mlx-magic-footer").is_visible()
     notebook.screenshot(f"{frontend}-stop",
                         scroll_to=notebook.cell(essay))
+
+
+# Records every rendered state of the chat panel in one cell: the text of each
+# answer (one ``.mlx-magic-text`` per answer while it is under 2000
+# characters), the status lines, the footers, and whether Send/Stop are enabled.
+_PANEL_RECORDER = """(cellIndex) => {
+  const cell = document.querySelectorAll('.jp-Notebook .jp-CodeCell')[cellIndex];
+  const log = window.__panelLog = [];
+  let last = '';
+  const texts = selector => [...cell.querySelectorAll(selector)].map(e => e.textContent);
+  const enabled = name => {
+    const button = [...cell.querySelectorAll('button.widget-button')]
+      .find(b => b.textContent.trim() === name);
+    return button ? !button.disabled : null;
+  };
+  const snapshot = () => {
+    const state = {
+      answers: texts('.mlx-magic-text'),
+      statuses: texts('.mlx-magic-status'),
+      footers: texts('.mlx-magic-footer'),
+      send: enabled('Send'),
+      stop: enabled('Stop'),
+    };
+    const key = JSON.stringify(state);
+    if (key !== last) {
+      last = key;
+      log.push({t: performance.now(), ...state});
+    }
+  };
+  new MutationObserver(snapshot).observe(cell,
+    {subtree: true, childList: true, characterData: true, attributes: true});
+  snapshot();
+}"""
+
+
+def panel_answers(entries, index):
+    """The distinct non-empty texts of answer ``index``, in the order they were rendered."""
+    texts = []
+    for entry in entries:
+        answers = entry["answers"]
+        if len(answers) > index and answers[index] and (not texts or answers[index] != texts[-1]):
+            texts.append(answers[index])
+    return texts
+
+
+def test_lab_chat_panel_streams_and_stops(open_notebook):
+    started = time.monotonic()
+    notebook = open_notebook("lab", "lab/panel.ipynb")
+    panel_index = notebook.index("%mlx panel")
+    notebook.run_all()
+    notebook.wait_until_run(timeout=60)
+    assert_no_errors(notebook)
+
+    # The widgets are rendered by the ipywidgets JupyterLab extension.
+    cell = notebook.cell(panel_index)
+    prompt = cell.locator(".widget-textarea textarea")
+    send = cell.locator("button.widget-button", has_text="Send")
+    stop = cell.locator("button.widget-button", has_text="Stop")
+    prompt.wait_for(state="visible", timeout=30_000)
+    expect = playwright_api.expect
+    expect(send).to_be_enabled()
+    expect(stop).to_be_disabled()
+    notebook.page.evaluate(_PANEL_RECORDER, panel_index)
+    log = lambda: notebook.page.evaluate("() => window.__panelLog")  # noqa: E731
+
+    # Max tokens 64 through its number box: an essay that the Stop button
+    # failed to stop would end in ~15 s, not ~50 s.
+    box = cell.locator(".widget-text", has_text="Max tokens").locator("input")
+    box.click()
+    notebook.page.keyboard.press("Control+A")
+    notebook.page.keyboard.type("64")
+    notebook.page.keyboard.press("Enter")
+    expect(box).to_have_value("64")
+
+    # A short question, typed and sent as a user would.
+    prompt.click()
+    notebook.page.keyboard.type("What is the capital of France?")
+    send.click()
+    expect(stop).to_be_enabled(timeout=10_000)
+    expect(send).to_be_disabled()
+    expect(cell.locator(".widget-html", has_text="You: What is the capital of France?")).to_be_visible()
+    expect(prompt).to_have_value("")
+    wait_for(lambda: len(log()[-1]["footers"]) >= 1 and log()[-1]["send"], 60, log)
+    first_done = time.monotonic()
+    entries = log()
+    texts = panel_answers(entries, 0)
+    final, partials = texts[-1], texts[:-1]
+    assert len(partials) >= 2, texts
+    assert all(b.startswith(a) for a, b in zip(texts, texts[1:])), texts
+    assert "Paris" in final, texts
+    footer = entries[-1]["footers"][0]
+    assert "tok/s" in footer and "smollm2" in footer and "cancelled" not in footer, footer
+    # The footer came after the whole answer.
+    first_footer = next(e for e in entries if e["footers"])
+    assert first_footer["answers"][0] == final
+    assert cell.locator(".mlx-magic-footer").first.is_visible()
+    assert not entries[-1]["stop"]
+
+    # A long request, stopped with the panel's Stop button once text flows.
+    prompt.click()
+    notebook.page.keyboard.type("Write a long essay about Rome.")
+    send.click()
+    wait_for(lambda: len(log()[-1]["answers"]) >= 2
+             and len(log()[-1]["answers"][1].split()) >= 4, 60, lambda: log()[-1])
+    stop.click()
+    wait_for(lambda: len(log()[-1]["footers"]) >= 2, 30, lambda: log()[-1])
+    expect(send).to_be_enabled(timeout=10_000)
+    expect(stop).to_be_disabled()
+    entries = log()
+    essay_footer = entries[-1]["footers"][1]
+    assert essay_footer.startswith("■ cancelled"), essay_footer
+    tokens = int(essay_footer.split("·")[1].split()[0])
+    assert 0 < tokens < 64, essay_footer
+    essay = panel_answers(entries, 1)
+    assert len(essay) >= 2 and essay[-1].strip(), essay
+    assert entries[-1]["answers"][0] == final  # the first answer is untouched
+    ended = time.monotonic()
+
+    timeline = [{"ms": round(e["t"]), **{k: v for k, v in e.items() if k != "t"}} for e in entries]
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "lab-panel-timeline.json").write_text(
+        json.dumps(timeline, indent=1, ensure_ascii=False))
+    notebook.screenshot("lab-panel", scroll_to=cell)
+    print(f"panel test: first answer after {first_done - started:.1f} s, "
+          f"stopped essay after {ended - started:.1f} s")
