@@ -38,7 +38,9 @@ class BackgroundJob:
             return "cancelling" if self.job.cancelled else "running"
         if self.error is not None:
             return "failed"
-        return "cancelled" if self.result.finish_reason == "cancelled" else "done"
+        if self.result.finish_reason in ("cancelled", "cut"):
+            return self.result.finish_reason
+        return "done"
 
     @property
     def tokens(self) -> Optional[int]:

@@ -310,7 +310,7 @@ def plot(results: Sequence[ScenarioResult], folder) -> list[Path]:
     written = []
     for result in results:
         draw = _PLOTTERS.get(result.name)
-        if draw is None or not result.series:
+        if draw is None or not (result.series or result.metrics):
             continue
         figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
         try:

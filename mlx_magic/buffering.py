@@ -6,7 +6,7 @@ stuck. The buffer flushes when it holds ``batch_tokens`` tokens or when the
 oldest held token has waited ``interval_s``, whichever comes first. The batch
 size follows the measured token rate, so that a size flush happens about
 once per interval: a slow (usually big) model gets small batches, a fast one
-up to ``max_tokens``.
+up to ``max_tokens``. The first text is never held back.
 """
 
 from __future__ import annotations
@@ -68,6 +68,10 @@ class TokenBuffer:
             self._held_tokens += tokens
             if self._oldest is None:
                 self._oldest = now
+        # The first text goes out at once: the time to the first visible token
+        # is what a reader notices most; batching starts after it.
+        if self.flushes == 0 and text:
+            return self.flush()
         if self._held_tokens >= self.batch_tokens or self._overdue(now):
             return self.flush()
         return None

@@ -516,7 +516,7 @@ class MLXMagics(Magics):
     def record_finished(self, request, result, turn, cell_id) -> None:
         """Bookkeeping after any generation: session stats, the conversation."""
         self.record_stats(result)
-        if turn is not None and result.finish_reason != "cancelled":
+        if turn is not None and result.finish_reason not in ("cancelled", "cut"):
             from .conversations import Turn
 
             conversation, index = turn

@@ -163,7 +163,8 @@ class TokenChunk:
 
 @dataclass(frozen=True)
 class Finished:
-    """The generation ended; ``finish_reason`` is stop, length or cancelled."""
+    """The generation ended; ``finish_reason`` is stop, length, cancelled, or
+    cut (a remote stream broke after some text, which is kept)."""
 
     finish_reason: str
     stats: dict

@@ -36,12 +36,52 @@ Streaming
     second and prompt tokens per second are measured here (they include the
     network). ``remote_url`` and ``server_model`` say who answered.
 
-Several URLs: first healthy
-    Every request goes to the first URL in the given order that has not
-    failed recently. A URL that cannot be reached, times out or answers
-    5xx/429 before streaming is marked unhealthy for ``retry_after_s`` and
-    the next one is tried; once text has streamed there is no retry (it
-    would repeat the answer). Other 4xx answers are not retried.
+Several URLs: the least busy healthy one
+    A dispatcher thread hands each queued job to the healthy URL with the
+    fewest requests in flight (ties: round robin), at most ``max_in_flight``
+    at a time per URL (default 1: a Mac answers one request at a time
+    best; raise it for servers that batch). Jobs wait in the order they were
+    submitted; one URL's jobs never wait for another's. Each job's request
+    runs on a thread of its own. :meth:`RemoteRuntime.generate_together`
+    queues its jobs at once, so they spread over the URLs and advance
+    together; with fewer free URLs than jobs, the rest wait their turn.
+
+Failures before the first token: another URL
+    A URL that cannot be reached, answers 5xx/429/408, closes the connection
+    or sends no text within ``first_token_timeout_s`` is marked unhealthy
+    and the job goes back to the head of the queue for another healthy URL
+    that it has not tried (with a one-line :class:`Notice`). Other 4xx
+    answers and errors the server reports are not retried (every server
+    would refuse the same request). A job that has tried every URL fails
+    with one line naming each URL (without credentials) and its cause.
+
+Health
+    An unhealthy URL gets no requests. It is probed in the background with
+    ``GET /v1/models`` after ``probe_after_s`` seconds, then after twice as
+    long for each failure in a row, at most ``max_probe_after_s``; an answer
+    (any HTTP status) makes it healthy again, a successful generation resets
+    its backoff. When every URL a queued job could use is unhealthy they are
+    probed at once, in parallel, and so are, before a retry, the URLs that
+    have not answered anything for ``max_probe_after_s``: with every server
+    down a job fails within about one ``connect_timeout_s`` (two on the
+    first request, whose first URL is tried before the others are probed;
+    a refused connection takes milliseconds).
+
+Timeouts
+    ``connect_timeout_s`` to open a connection; ``first_token_timeout_s``
+    from sending the request to the first text (a server may be loading a
+    model or reading a long prompt: keep-alive comments do not stop this
+    clock); ``idle_timeout_s`` between any two lines of an answer that has
+    begun. A watch thread per request enforces them (and cancellation) by
+    shutting the socket down.
+
+A stream cut in the middle
+    When the connection breaks, the server stops sending for
+    ``idle_timeout_s`` or reports an error after text has streamed, the
+    answer is not retried (it would repeat itself): the job emits a
+    :class:`Notice` ("The stream from URL was cut after N tokens: cause …")
+    and ends with ``Finished(finish_reason="cut")``, so the partial text
+    stays in the result. A broken connection also marks the URL unhealthy.
 
 API keys
     Read at each request from the environment variable *named* by
@@ -53,17 +93,18 @@ API keys
 Errors (connection refused, HTTP 4xx/5xx, timeouts) end the job with
 ``Failed(user_error=True)``: one line naming the URL (without credentials)
 and the cause. Cancelling a job closes its HTTP connection within ~20 ms.
-Jobs run one at a time, in the order they were submitted, as in thread mode.
+:meth:`RemoteRuntime.endpoint_stats` tells, per URL, its health, its load
+and how its requests ended.
 """
 
 from __future__ import annotations
 
 import base64
+import collections
 import http.client
 import io
 import json
 import os
-import queue
 import re
 import socket
 import ssl
@@ -71,7 +112,7 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from .protocol import (
     Failed,
@@ -91,7 +132,11 @@ from .runtime import Runtime
 THREAD_NAME = "mlx_magic-remote"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MAX_ERROR_BODY = 64 * 1024
-_STOP = object()
+# How often the dispatcher looks at queued jobs' cancellation, and how often
+# a request's watch looks at its deadlines and its job.
+_POLL_S = 0.1
+_WATCH_S = 0.02
+_STOPPED = "the mlx_magic runtime was stopped"
 
 
 class RemoteServerError(ModelLoadError):
@@ -99,7 +144,7 @@ class RemoteServerError(ModelLoadError):
 
 
 class _Unreachable(Exception):
-    """The request never started streaming; another URL may be tried."""
+    """No text came from this URL (no connection, 5xx, a timeout…): another may answer."""
 
 
 class _Refused(Exception):
@@ -117,11 +162,44 @@ class _Endpoint:
     port: int
     base_path: str
     shown: str  # the URL as shown to the user: no credentials, no query
-    unhealthy_until: float = 0.0
+    index: int = 0
     server_models: Optional[list] = None
+    # Health: an unhealthy URL gets no requests until a probe answers.
+    healthy: bool = True
+    failures_in_a_row: int = 0
+    next_probe_at: float = 0.0
+    probing: bool = False
+    last_error: Optional[str] = None
+    last_answer_at: Optional[float] = None  # monotonic time of its last HTTP answer
+    # Load and outcomes.
+    in_flight: int = 0
+    streaming: int = 0
+    requests: int = 0
+    completed: int = 0
+    failed: int = 0
+    cut: int = 0
 
     def __repr__(self) -> str:
         return f"<endpoint {self.shown}>"
+
+
+class _Pending:
+    """A job waiting for a URL, with the URLs that already failed it."""
+
+    def __init__(self, job: Job):
+        self.job = job
+        self.failures: dict[int, str] = {}  # endpoint index -> one line, in order
+        self.awaiting: set[int] = set()  # probes this job waits for
+
+
+class _Attempt:
+    """One request of a job to one URL."""
+
+    def __init__(self, pending: _Pending, endpoint: _Endpoint):
+        self.pending = pending
+        self.endpoint = endpoint
+        self.streamed = False
+        self.connection_broke = False  # a cut stream whose connection failed
 
 
 def parse_url(url: str) -> tuple[_Endpoint, Optional[str]]:
@@ -161,13 +239,18 @@ class RemoteRuntime(Runtime):
     """Generations on OpenAI-compatible servers (see the module docstring).
 
     Args:
-        urls: one or more server URLs, tried first-healthy in this order.
+        urls: one or more server URLs.
         api_key_env: the NAME of the environment variable holding the API
             key, or ``None`` for servers without one.
-        connect_timeout_s: to open a connection.
-        read_timeout_s: the longest wait for the next bytes of an answer
-            (a server may load a model before its first token).
-        retry_after_s: how long a failed URL is skipped.
+        connect_timeout_s: to open a connection (and, with every server
+            down, about how long a job takes to fail).
+        first_token_timeout_s: from sending a request to its first text (a
+            server may load a model or read a long prompt first).
+        idle_timeout_s: the longest silence once an answer has begun.
+        max_in_flight: requests at a time per URL.
+        probe_after_s: how long after a failure a URL is probed again; the
+            wait doubles with each failure in a row, up to
+            ``max_probe_after_s``.
     """
 
     def __init__(
@@ -175,9 +258,12 @@ class RemoteRuntime(Runtime):
         urls: Sequence[str],
         *,
         api_key_env: Optional[str] = None,
-        connect_timeout_s: float = 10.0,
-        read_timeout_s: float = 300.0,
-        retry_after_s: float = 30.0,
+        connect_timeout_s: float = 5.0,
+        first_token_timeout_s: float = 300.0,
+        idle_timeout_s: float = 60.0,
+        max_in_flight: int = 1,
+        probe_after_s: float = 1.0,
+        max_probe_after_s: float = 30.0,
     ):
         if isinstance(urls, str):
             urls = [urls]
@@ -189,22 +275,37 @@ class RemoteRuntime(Runtime):
                 "api_key_env takes the NAME of an environment variable (letters, digits, _), "
                 "not the key itself"
             )
+        for name, value in [("connect_timeout_s", connect_timeout_s),
+                            ("first_token_timeout_s", first_token_timeout_s),
+                            ("idle_timeout_s", idle_timeout_s), ("max_in_flight", max_in_flight),
+                            ("probe_after_s", probe_after_s),
+                            ("max_probe_after_s", max_probe_after_s)]:
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, not {value!r}")
         self.api_key_env = api_key_env
-        self.connect_timeout_s = connect_timeout_s
-        self.read_timeout_s = read_timeout_s
-        self.retry_after_s = retry_after_s
+        self.connect_timeout_s = float(connect_timeout_s)
+        self.first_token_timeout_s = float(first_token_timeout_s)
+        self.idle_timeout_s = float(idle_timeout_s)
+        self.max_in_flight = int(max_in_flight)
+        self.probe_after_s = float(probe_after_s)
+        self.max_probe_after_s = max(float(max_probe_after_s), self.probe_after_s)
         self._endpoints: list[_Endpoint] = []
         self._credentials: dict[int, str] = {}
         for url in urls:
             endpoint, credentials = parse_url(url)
+            endpoint.index = len(self._endpoints)
             if credentials is not None:
-                self._credentials[len(self._endpoints)] = credentials
+                self._credentials[endpoint.index] = credentials
             self._endpoints.append(endpoint)
-        self._inbox: "queue.Queue[Any]" = queue.Queue()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._pending: "collections.deque[_Pending]" = collections.deque()
+        self._running: dict[Job, _Endpoint] = {}
+        self._workers: set[threading.Thread] = set()
+        self._next_turn = 0  # round robin among equally busy URLs
         self._thread: Optional[threading.Thread] = None
         self._start_lock = threading.Lock()
-        self._state_lock = threading.Lock()
-        self._current: Optional[Job] = None
+        self._stopping = False
         self._generations = 0
         self._budget = 0
 
@@ -217,13 +318,20 @@ class RemoteRuntime(Runtime):
         """The servers, as shown (without credentials)."""
         return [endpoint.shown for endpoint in self._endpoints]
 
+    @property
+    def _list_timeout_s(self) -> float:
+        # GET /v1/models answers at once, even from a busy server.
+        return max(self.connect_timeout_s, 10.0)
+
     # ---- the Runtime interface ---------------------------------------------------
 
     def generate(self, request: GenerationRequest) -> Job:
-        job = Job(request)
-        self._ensure_started()
-        self._inbox.put(job)
-        return job
+        return self._submit([request])[0]
+
+    def generate_together(self, requests: list[GenerationRequest]) -> list[Job]:
+        """Queue the jobs at once: each goes to the least busy URL, so they
+        spread over the URLs and stream side by side."""
+        return self._submit(list(requests))
 
     def load(self, spec: ModelSpec) -> ModelInfo:
         """Check that a server answers and name the model it will use.
@@ -233,50 +341,64 @@ class RemoteRuntime(Runtime):
         """
         started = time.perf_counter()
         failures = []
-        for index, endpoint in self._in_order():
-            try:
-                served = self._server_models(index, endpoint, refresh=True)
-            except (_Unreachable, _Refused) as error:
-                failures.append(str(error))
-                self._mark_unhealthy(endpoint)
+        for endpoint in self._in_order():
+            served = self._list_models(endpoint, failures)
+            if served is None:
                 continue
             name = self._model_name(spec, served) or "the server's default model"
             return ModelInfo(name=name, key=spec.key, kind=spec.kind, memory_bytes=0,
                              load_s=time.perf_counter() - started)
-        raise RemoteServerError(self._redact(_summary(failures)))
+        raise RemoteServerError(self._redact(_all_failed(failures)))
 
     def unload(self, key: Optional[str] = None) -> list[str]:
         return []  # the servers manage their own memory
 
     def models(self) -> list[ModelInfo]:
         """The models the first answering server lists (``GET /v1/models``)."""
-        for index, endpoint in self._in_order():
-            try:
-                served = self._server_models(index, endpoint, refresh=True)
-            except (_Unreachable, _Refused):
-                self._mark_unhealthy(endpoint)
+        for endpoint in self._in_order():
+            served = self._list_models(endpoint, [])
+            if served is None:
                 continue
             return [ModelInfo(name=name, key=f"{endpoint.shown} {name}", kind="remote",
                               memory_bytes=0, load_s=0.0) for name in served]
         return []
 
     def status(self) -> RuntimeStatus:
-        now = time.monotonic()
-        shown = ", ".join(
-            e.shown + (" (failing)" if e.unhealthy_until > now else "") for e in self._endpoints
-        )
-        with self._state_lock:
-            current = self._current
+        with self._lock:
+            shown = ", ".join(e.shown + ("" if e.healthy else " (failing)")
+                              for e in self._endpoints)
+            running = list(self._running)
+            queued = len(self._pending)
         return RuntimeStatus(
             kind=self._redact(f"remote OpenAI-compatible server: {shown}"),
             running=self._thread is not None and self._thread.is_alive(),
-            busy=current is not None,
-            queued=self._inbox.qsize(),
-            current=current.request.model.name if current else None,
+            busy=bool(running),
+            queued=queued,
+            current=running[0].request.model.name if running else None,
             lock_held=False,
             memory_budget_bytes=self._budget,
             generations=self._generations,
         )
+
+    def endpoint_stats(self) -> list[dict]:
+        """Per URL, in the given order: ``url`` (without credentials),
+        ``healthy``, ``in_flight`` (of which ``streaming`` have sent text),
+        ``requests`` sent, and how they ended: ``completed``, ``failed``
+        before the first token (the job went on to another URL or failed),
+        ``cut`` mid-stream; ``last_error`` and ``next_probe_in_s`` while
+        unhealthy."""
+        now = time.monotonic()
+        with self._lock:
+            rows = [dict(url=e.shown, healthy=e.healthy, in_flight=e.in_flight,
+                         streaming=e.streaming, requests=e.requests, completed=e.completed,
+                         failed=e.failed, cut=e.cut, last_error=e.last_error,
+                         next_probe_in_s=None if e.healthy or e.probing
+                         else max(0.0, e.next_probe_at - now))
+                    for e in self._endpoints]
+        for row in rows:
+            if row["last_error"]:
+                row["last_error"] = self._redact(row["last_error"])
+        return rows
 
     def clear_caches(self) -> int:
         return 0
@@ -285,86 +407,231 @@ class RemoteRuntime(Runtime):
         self._budget = int(budget_bytes)  # shown in status; servers keep their own
 
     def stop(self, timeout: float = 30.0) -> None:
+        """Cancel the running jobs, fail the queued ones, and wait for the threads."""
         thread = self._thread
         if thread is None:
             return
-        with self._state_lock:
-            if self._current is not None:
-                self._current.cancel()
-        self._inbox.put(_STOP)
-        thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            self._stopping = True
+            pending = list(self._pending)
+            self._pending.clear()
+            running = list(self._running)
+            workers = list(self._workers)
+            self._changed.notify_all()
+        for job in running:
+            job.cancel()
+        for entry in pending:
+            entry.job.emit(Failed(_STOPPED, user_error=True))
+        thread.join(max(0.0, deadline - time.monotonic()))
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        with self._changed:
+            self._stopping = False
         self._thread = None
 
-    # ---- the dispatcher thread ---------------------------------------------------------
+    # ---- the dispatcher ------------------------------------------------------------------
+
+    def _submit(self, requests: list[GenerationRequest]) -> list[Job]:
+        jobs = [Job(request) for request in requests]
+        for job in jobs:
+            if job.request.top_logprobs:
+                job.emit(Notice("Token probabilities (--probs) do not come back from a remote "
+                                "server: the answer streams without them"))
+        self._ensure_started()
+        with self._changed:
+            self._pending.extend(_Pending(job) for job in jobs)
+            self._changed.notify_all()
+        return jobs
 
     def _ensure_started(self) -> None:
         with self._start_lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._serve, name=THREAD_NAME, daemon=True)
+                self._thread = threading.Thread(target=self._dispatch, name=THREAD_NAME,
+                                                daemon=True)
                 self._thread.start()
 
-    def _serve(self) -> None:
-        while True:
-            item = self._inbox.get()
-            if item is _STOP:
-                break
-            with self._state_lock:
-                self._current = item
-            try:
-                self._run_job(item)
-            except Exception as error:  # never leave a caller waiting
-                message = self._redact(f"{type(error).__name__}: {error}")
-                item.emit(Failed(message, user_error=False, error=RuntimeError(message)))
-            finally:
-                with self._state_lock:
-                    self._current = None
-        while True:
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(item, Job):
-                item.emit(Failed("the mlx_magic runtime was stopped", user_error=True))
+    def _dispatch(self) -> None:
+        with self._changed:
+            while not self._stopping:
+                self._schedule()
+                self._changed.wait(self._next_wake())
 
-    def _run_job(self, job: Job) -> None:
-        if job.cancelled:
-            job.emit(Finished("cancelled", {"generation_tokens": 0}))
-            return
-        key, problem = self._api_key()
-        if problem:
-            job.emit(Failed(problem, user_error=True, error=RemoteServerError(problem)))
-            return
-        if job.request.top_logprobs:
-            job.emit(Notice("Token probabilities (--probs) do not come back from a remote "
-                            "server: the answer streams without them"))
-        failures = []
-        for index, endpoint in self._in_order():
-            try:
-                finished = self._stream(index, endpoint, job, key)
-            except _Cancelled:
+    def _next_wake(self) -> Optional[float]:
+        """Seconds until the dispatcher must look again (lock held)."""
+        waits = [_POLL_S] if self._pending else []
+        now = time.monotonic()
+        waits += [max(0.0, e.next_probe_at - now) + 0.001 for e in self._endpoints
+                  if not e.healthy and not e.probing]
+        return min(waits) if waits else None
+
+    def _schedule(self) -> None:
+        """Start the probes that are due and every queued job that has a
+        free URL, in the order they were submitted (lock held)."""
+        now = time.monotonic()
+        for endpoint in self._endpoints:
+            if not endpoint.healthy and not endpoint.probing and endpoint.next_probe_at <= now:
+                self._start_probe(endpoint)
+        for entry in list(self._pending):
+            job = entry.job
+            if job.cancelled:
+                self._pending.remove(entry)
                 job.emit(Finished("cancelled", {"generation_tokens": 0}))
-                return
-            except _Unreachable as error:
-                failures.append(str(error))
-                self._mark_unhealthy(endpoint)
                 continue
-            except _Refused as error:
-                failures.append(str(error))
-                break
-            endpoint.unhealthy_until = 0.0
-            if finished.finish_reason != "cancelled":
+            untried = [e for e in self._endpoints if e.index not in entry.failures]
+            if not untried:
+                self._pending.remove(entry)
+                message = self._redact(_all_failed(list(entry.failures.values())))
+                job.emit(Failed(message, user_error=True, error=RemoteServerError(message)))
+                continue
+            healthy = [e for e in untried if e.healthy]
+            if entry.failures:
+                # A retry: the URLs not heard from lately are asked all at
+                # once first, so that with every server down the job does
+                # not wait for each one's connect timeout in turn.
+                stale = [e for e in healthy if e.last_answer_at is None
+                         or now - e.last_answer_at > self.max_probe_after_s]
+                for endpoint in stale:
+                    entry.awaiting.add(endpoint.index)
+                    if not endpoint.probing:
+                        self._start_probe(endpoint)
+                healthy = [e for e in healthy if e not in stale]
+                if stale and not healthy:
+                    continue
+            free = [e for e in healthy if e.in_flight < self.max_in_flight]
+            if free:
+                self._pending.remove(entry)
+                self._start_attempt(_Attempt(entry, self._least_busy(free)))
+            elif not healthy:
+                # Every URL it could use is failing: ask them all now.
+                for endpoint in untried:
+                    entry.awaiting.add(endpoint.index)
+                    if not endpoint.probing:
+                        self._start_probe(endpoint)
+
+    def _least_busy(self, free: list[_Endpoint]) -> _Endpoint:
+        fewest = min(e.in_flight for e in free)
+        count = len(self._endpoints)
+        chosen = min((e for e in free if e.in_flight == fewest),
+                     key=lambda e: (e.index - self._next_turn) % count)
+        self._next_turn = (chosen.index + 1) % count
+        return chosen
+
+    def _start_attempt(self, attempt: _Attempt) -> None:
+        endpoint = attempt.endpoint
+        endpoint.in_flight += 1
+        endpoint.requests += 1
+        self._running[attempt.pending.job] = endpoint
+        worker = threading.Thread(target=self._run_attempt, args=(attempt,),
+                                  name=f"{THREAD_NAME}-request", daemon=True)
+        self._workers.add(worker)
+        worker.start()
+
+    def _start_probe(self, endpoint: _Endpoint) -> None:
+        endpoint.probing = True
+        threading.Thread(target=self._probe, args=(endpoint,), name=f"{THREAD_NAME}-probe",
+                         daemon=True).start()
+
+    def _probe(self, endpoint: _Endpoint) -> None:
+        error = None
+        try:
+            self._server_models(endpoint, refresh=True)
+        except _Unreachable as failure:
+            error = self._redact(str(failure))
+        except _Refused:
+            # It answered (or cannot be asked: no API key): count it as up;
+            # what it refuses, a request will say.
+            endpoint.last_answer_at = time.monotonic()
+        except Exception as failure:  # never leave the URL marked as probing
+            error = self._redact(f"{endpoint.shown}: {type(failure).__name__}: {failure}")
+        with self._changed:
+            endpoint.probing = False
+            if error is None:
+                endpoint.healthy = True
+                endpoint.last_error = None
+            else:
+                self._mark_unhealthy(endpoint, error)
+            for entry in self._pending:
+                if endpoint.index in entry.awaiting:
+                    entry.awaiting.discard(endpoint.index)
+                    if error is not None:
+                        entry.failures[endpoint.index] = error
+            self._changed.notify_all()
+
+    def _mark_unhealthy(self, endpoint: _Endpoint, error: str) -> None:
+        """(lock held) No requests until a probe after the backoff answers."""
+        endpoint.healthy = False
+        endpoint.failures_in_a_row += 1
+        endpoint.last_error = error
+        backoff = self.probe_after_s * 2 ** min(endpoint.failures_in_a_row - 1, 16)
+        endpoint.next_probe_at = time.monotonic() + min(backoff, self.max_probe_after_s)
+
+    def _run_attempt(self, attempt: _Attempt) -> None:
+        """One request on its own thread; then the job ends or is queued again."""
+        job, endpoint = attempt.pending.job, attempt.endpoint
+        outcome = None
+        failure = None
+        try:
+            key, problem = self._api_key()
+            if problem:
+                raise _Refused(problem)
+            outcome = self._stream(attempt, key)
+        except _Cancelled:
+            outcome = Finished("cancelled", {"generation_tokens": 0})
+        except _Unreachable as error:
+            failure = self._redact(str(error))
+            if job.cancelled:
+                outcome = Finished("cancelled", {"generation_tokens": 0})
+        except _Refused as error:
+            message = self._redact(str(error))
+            outcome = Failed(message, user_error=True, error=RemoteServerError(message))
+        except Exception as error:  # a bug: never leave a caller waiting
+            message = self._redact(f"{type(error).__name__}: {error}")
+            outcome = Failed(message, user_error=False, error=RuntimeError(message))
+        with self._changed:
+            endpoint.in_flight -= 1
+            if attempt.streamed:
+                endpoint.streaming -= 1
+            self._running.pop(job, None)
+            self._workers.discard(threading.current_thread())
+            if failure is not None:
+                endpoint.failed += 1
+                self._mark_unhealthy(endpoint, failure)
+                if outcome is None:
+                    attempt.pending.failures[endpoint.index] = failure
+                    if self._stopping:
+                        outcome = Failed(_STOPPED, user_error=True)
+                    else:
+                        if len(attempt.pending.failures) < len(self._endpoints):
+                            job.emit(Notice(f"{failure}; trying another server"))
+                        self._pending.appendleft(attempt.pending)
+            elif isinstance(outcome, Finished) and outcome.finish_reason == "cut":
+                endpoint.cut += 1
+                if attempt.connection_broke:
+                    self._mark_unhealthy(endpoint, outcome.stats.get("cut_cause", "cut"))
+            elif isinstance(outcome, Finished) and outcome.finish_reason != "cancelled":
+                endpoint.completed += 1
+                endpoint.failures_in_a_row = 0
+                endpoint.last_answer_at = time.monotonic()
                 self._generations += 1
-            job.emit(finished)
-            return
-        message = self._redact(_summary(failures))
-        job.emit(Failed(message, user_error=True, error=RemoteServerError(message)))
+            self._changed.notify_all()
+        if outcome is not None:
+            job.emit(outcome)
 
     # ---- one request ------------------------------------------------------------------------
 
-    def _stream(self, index: int, endpoint: _Endpoint, job: Job, key: Optional[str]) -> Finished:
+    def _stream(self, attempt: _Attempt, key: Optional[str]) -> Finished:
+        """Stream one answer from one URL.
+
+        Raises:
+            _Unreachable: no text came (the job may go to another URL).
+            _Refused: the server refused the request or reported an error.
+            _Cancelled: the job was cancelled before the answer began.
+        """
+        job, endpoint = attempt.pending.job, attempt.endpoint
         request = job.request
         try:
-            served = self._server_models(index, endpoint) if request.model.source == "embedded" \
+            served = self._server_models(endpoint) if request.model.source == "embedded" \
                 else None
         except _Refused:
             served = []  # the server cannot list its models: let it pick
@@ -373,50 +640,85 @@ class RemoteRuntime(Runtime):
         path = "/v1/completions" if raw else "/v1/chat/completions"
         body = _request_body(request, model, raw)
         started = time.perf_counter()
-        connection, response, watch = self._open(index, endpoint, "POST", path, key, body, job)
+        watch = _Watch(job, self.first_token_timeout_s, self.idle_timeout_s)
+        connection, response = self._open(endpoint, "POST", path, key, body, watch)
         reader = _StreamReader(job, started, raw)
         job.emit(ModelReady(model=model or request.model.name, warm=True, load_s=0.0))
+        broken: Optional[BaseException] = None
+        reported = None
         try:
-            try:
-                for data in _sse_data(response):
-                    if data == "[DONE]":
-                        reader.done = True
-                        break
-                    error = reader.take(data)
-                    if error:
-                        raise _Refused(f"{endpoint.shown} reported an error: {error}")
-            except (OSError, http.client.HTTPException) as error:
-                if not job.cancelled:
-                    if reader.chunks:
-                        raise _Refused(f"{endpoint.shown} broke off the answer: "
-                                       f"{_cause(error, self.read_timeout_s)}") from None
-                    raise _Unreachable(f"{endpoint.shown}: {_cause(error, self.read_timeout_s)}") \
-                        from None
+            for data in _sse_data(response, watch.heard):
+                if data == "[DONE]":
+                    reader.done = True
+                    break
+                had_text = reader.chunks > 0
+                reported = reader.take(data)
+                if reported:
+                    break
+                if reader.chunks and not had_text:
+                    watch.streaming = True
+                    with self._lock:
+                        attempt.streamed = True
+                        endpoint.streaming += 1
+        except (OSError, http.client.HTTPException) as error:
+            broken = error
         finally:
             watch.stop()
             connection.close()
-        if job.cancelled:
-            reason = "cancelled"
+
+        def finished(reason: str, **extra) -> Finished:
+            stats = reader.stats()
+            stats.update(remote_url=endpoint.shown, server_model=reader.model or model, **extra)
+            return Finished(finish_reason=reason, stats=stats)
+
+        if job.cancelled or watch.reason == "cancelled":
+            return finished("cancelled")
+        if reported:
+            if not reader.chunks:
+                raise _Refused(f"{endpoint.shown} reported an error: {_one_line(reported)}")
+            cause = f"the server reported an error: {_one_line(reported)}"
         elif reader.finish_reason is not None or reader.done:
-            reason = reader.finish_reason or "stop"
+            # Complete, even if the connection then broke before [DONE].
+            return finished(_finish_reason(reader.finish_reason or "stop"))
         else:
-            raise _Refused(f"{endpoint.shown} ended the answer early (no finish reason, "
-                           "no [DONE])")
-        stats = reader.stats()
-        stats.update(remote_url=endpoint.shown, server_model=reader.model or model)
-        return Finished(finish_reason=_finish_reason(reason), stats=stats)
+            attempt.connection_broke = True
+            cause = self._why(watch, broken, "the server closed the connection")
+            if not reader.chunks:
+                if broken is None:
+                    cause += " before the first token"
+                raise _Unreachable(f"{endpoint.shown}: {cause}")
+        notice = (f"The stream from {endpoint.shown} was cut after {reader.chunks} tokens: "
+                  f"{cause}; the partial answer is kept (not retried)")
+        job.emit(Notice(self._redact(notice)))
+        return finished("cut", cut_after_tokens=reader.chunks,
+                        cut_cause=self._redact(f"{endpoint.shown}: {cause}"))
 
-    def _open(self, index: int, endpoint: _Endpoint, method: str, path: str,
-              key: Optional[str], body: Optional[dict] = None, job: Optional[Job] = None):
-        """Send a request; the connection, a 200 response, and the cancel watch.
+    def _why(self, watch: Optional["_Watch"], error: Optional[BaseException],
+             otherwise: str) -> str:
+        """Why a request that had connected ended early."""
+        if watch is not None and watch.reason == "first token":
+            return f"no first token within {self.first_token_timeout_s:g} s"
+        if watch is not None and watch.reason == "idle":
+            return f"nothing came for {self.idle_timeout_s:g} s"
+        if error is None:
+            return otherwise
+        timeout = self._list_timeout_s if watch is None else max(self.first_token_timeout_s,
+                                                                  self.idle_timeout_s)
+        return _cause(error, timeout)
 
-        From the moment the connection is open, cancelling ``job`` shuts its
-        socket down (the watch); the caller stops the watch when done.
+    def _open(self, endpoint: _Endpoint, method: str, path: str, key: Optional[str],
+              body: Optional[dict] = None, watch: Optional["_Watch"] = None):
+        """Send a request; the connection and its 200 response.
+
+        With a ``watch``, from the moment the connection is open the watch
+        shuts its socket down when the job is cancelled or a deadline
+        passes; the caller stops the watch when done. Without one (model
+        lists), the socket times out after ``_list_timeout_s``.
 
         Raises:
             _Unreachable: no connection, a timeout, or 5xx/429/408.
             _Refused: another 4xx answer.
-            _Cancelled: ``job`` was cancelled before the answer began.
+            _Cancelled: the watch's job was cancelled before the answer began.
         """
         if endpoint.scheme == "https":
             connection = http.client.HTTPSConnection(
@@ -429,32 +731,45 @@ class RemoteRuntime(Runtime):
                    else "application/json"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        elif index in self._credentials:
-            token = base64.b64encode(self._credentials[index].encode()).decode("ascii")
+        elif endpoint.index in self._credentials:
+            token = base64.b64encode(self._credentials[endpoint.index].encode()).decode("ascii")
             headers["Authorization"] = f"Basic {token}"
         payload = None
         if body is not None:
             payload = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
-        watch = _CancelWatch(job)
         connected = False
         try:
             connection.connect()
             connected = True
-            connection.sock.settimeout(self.read_timeout_s)
-            watch.start(connection.sock)
+            if watch is None:
+                connection.sock.settimeout(self._list_timeout_s)
+            else:
+                # A backstop: the watch ends the request at its deadlines.
+                connection.sock.settimeout(
+                    max(self.first_token_timeout_s, self.idle_timeout_s) + 5.0)
+                watch.start(connection.sock)
             connection.request(method, endpoint.base_path + path, body=payload, headers=headers)
             response = connection.getresponse()
+            endpoint.last_answer_at = time.monotonic()
         except (OSError, http.client.HTTPException) as error:
-            watch.stop()
+            if watch is not None:
+                watch.stop()
             connection.close()
-            if job is not None and job.cancelled:
+            if watch is not None and (watch.reason == "cancelled" or watch.job.cancelled):
                 raise _Cancelled from None
-            timeout = self.read_timeout_s if connected else self.connect_timeout_s
-            raise _Unreachable(f"{endpoint.shown}: {_cause(error, timeout)}") from None
+            if not connected:
+                if isinstance(error, (TimeoutError, socket.timeout)):
+                    cause = f"could not connect within {self.connect_timeout_s:g} s"
+                else:
+                    cause = _cause(error, self.connect_timeout_s)
+            else:
+                cause = self._why(watch, error, "the server closed the connection")
+            raise _Unreachable(f"{endpoint.shown}: {cause}") from None
         if response.status != 200:
             detail = _error_detail(response)
-            watch.stop()
+            if watch is not None:
+                watch.stop()
             connection.close()
             text = f"{endpoint.shown} answered HTTP {response.status} {response.reason}".rstrip()
             if detail:
@@ -462,16 +777,16 @@ class RemoteRuntime(Runtime):
             if response.status >= 500 or response.status in (408, 429):
                 raise _Unreachable(text)
             raise _Refused(text)
-        return connection, response, watch
+        return connection, response
 
-    def _server_models(self, index: int, endpoint: _Endpoint, refresh: bool = False) -> list:
+    def _server_models(self, endpoint: _Endpoint, refresh: bool = False) -> list:
         """The model ids ``GET /v1/models`` lists (cached per URL)."""
         if endpoint.server_models is not None and not refresh:
             return endpoint.server_models
         key, problem = self._api_key()
         if problem:
             raise _Refused(problem)
-        connection, response, _ = self._open(index, endpoint, "GET", "/v1/models", key)
+        connection, response = self._open(endpoint, "GET", "/v1/models", key)
         try:
             data = json.loads(response.read(4 << 20) or b"{}")
         except (OSError, ValueError, http.client.HTTPException) as error:
@@ -484,6 +799,25 @@ class RemoteRuntime(Runtime):
         endpoint.server_models = ids
         return ids
 
+    def _list_models(self, endpoint: _Endpoint, failures: list) -> Optional[list]:
+        """The URL's model list, or ``None`` (its failure appended, its health noted)."""
+        try:
+            served = self._server_models(endpoint, refresh=True)
+        except _Unreachable as error:
+            failures.append(self._redact(str(error)))
+            with self._changed:
+                self._mark_unhealthy(endpoint, failures[-1])
+            return None
+        except _Refused as error:
+            failures.append(self._redact(str(error)))
+            return None
+        with self._changed:
+            if not endpoint.healthy:
+                endpoint.healthy = True
+                endpoint.last_error = None
+                self._changed.notify_all()
+        return served
+
     @staticmethod
     def _model_name(spec: ModelSpec, served: Optional[list]) -> Optional[str]:
         if spec.source != "embedded":
@@ -494,16 +828,11 @@ class RemoteRuntime(Runtime):
 
     # ---- helpers ------------------------------------------------------------------------------
 
-    def _in_order(self):
-        """The URLs to try: healthy ones in the given order, then the failing ones."""
-        now = time.monotonic()
-        indexed = list(enumerate(self._endpoints))
-        healthy = [(i, e) for i, e in indexed if e.unhealthy_until <= now]
-        failing = [(i, e) for i, e in indexed if e.unhealthy_until > now]
-        return healthy + failing
-
-    def _mark_unhealthy(self, endpoint: _Endpoint) -> None:
-        endpoint.unhealthy_until = time.monotonic() + self.retry_after_s
+    def _in_order(self) -> list[_Endpoint]:
+        """The URLs to ask for a model list: healthy ones in the given order, then the others."""
+        with self._lock:
+            return ([e for e in self._endpoints if e.healthy]
+                    + [e for e in self._endpoints if not e.healthy])
 
     def _api_key(self) -> tuple[Optional[str], Optional[str]]:
         if self.api_key_env is None:
@@ -662,13 +991,16 @@ def image_data_uri(image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _sse_data(response):
-    """The ``data`` of each server-sent event (text/event-stream), as strings."""
+def _sse_data(response, heard=None):
+    """The ``data`` of each server-sent event (text/event-stream), as strings;
+    ``heard()`` is called for every line that arrives (keep-alives too)."""
     lines: list[str] = []
     while True:
         raw = response.readline(1 << 24)
         if not raw:
             break
+        if heard is not None:
+            heard()
         line = raw.decode("utf-8", "replace").rstrip("\r\n")
         if not line:
             if lines:
@@ -685,19 +1017,29 @@ def _sse_data(response):
         yield "\n".join(lines)
 
 
-class _CancelWatch:
-    """Shuts a job's socket down when the job is cancelled (checked every 20 ms)."""
+class _Watch:
+    """Shuts a request's socket down when its job is cancelled, when no text
+    came within the first-token timeout, or when an answer that has begun
+    is silent for the idle timeout (checked every 20 ms); ``reason`` says
+    which."""
 
-    def __init__(self, job: Optional[Job]):
+    def __init__(self, job: Job, first_token_s: float, idle_s: float):
         self.job = job
+        self.first_token_s = first_token_s
+        self.idle_s = idle_s
+        self.reason: Optional[str] = None  # "cancelled", "first token" or "idle"
+        self.streaming = False  # set by the reader at the first text
+        self.started = self.last_heard = time.monotonic()
         self.done = threading.Event()
         self.thread: Optional[threading.Thread] = None
 
+    def heard(self) -> None:
+        self.last_heard = time.monotonic()
+
     def start(self, sock) -> None:
-        if self.job is None:
-            return
+        self.started = self.last_heard = time.monotonic()
         self.thread = threading.Thread(target=self._watch, args=(sock,),
-                                       name=f"{THREAD_NAME}-cancel", daemon=True)
+                                       name=f"{THREAD_NAME}-watch", daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
@@ -706,13 +1048,21 @@ class _CancelWatch:
             self.thread.join(1.0)
 
     def _watch(self, sock) -> None:
-        while not self.done.wait(0.02):
+        while not self.done.wait(_WATCH_S):
+            now = time.monotonic()
             if self.job.cancelled:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                return
+                self.reason = "cancelled"
+            elif not self.streaming and now - self.started > self.first_token_s:
+                self.reason = "first token"
+            elif self.streaming and now - self.last_heard > self.idle_s:
+                self.reason = "idle"
+            else:
+                continue
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
 
 
 def _error_detail(response) -> str:
@@ -761,18 +1111,18 @@ def _cause(error: BaseException, timeout: float) -> str:
     return _one_line(f"{type(error).__name__}: {error}", 120)
 
 
-def _summary(failures: list) -> str:
+def _all_failed(failures: list) -> str:
+    """One line for a request every URL failed."""
     if not failures:
         return "No server answered"
-    text = failures[-1]
-    if len(failures) > 1:
-        text += f" (and {len(failures) - 1} other URL(s) failed: {'; '.join(failures[:-1])})"
-    return _one_line(text, 400)
+    if len(failures) == 1:
+        return _one_line(failures[0], 400)
+    return _one_line("No server answered: " + "; ".join(failures), 800)
 
 
 def _finish_reason(reason: str) -> str:
-    # mlx_magic knows stop, length and cancelled; tool calls and content
-    # filters end the answer too.
+    # mlx_magic knows stop, length, cancelled (and cut, made here); tool
+    # calls and content filters end the answer too.
     return reason if reason in ("stop", "length", "cancelled") else "stop"
 
 

@@ -49,6 +49,8 @@ class GenerationStats:
             parts.append("stopped at max tokens")
         elif finish_reason == "cancelled":
             parts.insert(0, "■ cancelled")
+        elif finish_reason == "cut":
+            parts.insert(0, f"✂ stream cut after {self.generation_tokens} tokens")
         return " · ".join(parts)
 
 
@@ -74,8 +76,8 @@ class MLXResult:
         text: the generated text.
         prompt: the prompt as the user wrote it.
         model: the model's name.
-        finish_reason: ``stop`` (the model ended), ``length`` (max tokens)
-            or ``cancelled`` (interrupted).
+        finish_reason: ``stop`` (the model ended), ``length`` (max tokens),
+            ``cancelled`` (interrupted) or ``cut`` (a server's stream broke).
         stats: a :class:`GenerationStats`.
         tokens: the generated tokens.
     """

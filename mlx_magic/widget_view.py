@@ -1,10 +1,13 @@
 """A live view for background jobs: ipywidgets that keep updating after the cell ends.
 
 A finished cell cannot receive new outputs, but its widgets can still change:
-the widget manager routes updates by widget, not by cell. To keep traffic
-linear in the answer's length, the text is split into segments of bounded
-size, each its own ``HTML`` widget: an update resends one segment (at most
-``segment_chars``), never the whole answer.
+the widget manager routes updates by widget, not by cell. Setting a widget's
+value resends all of it, so to keep traffic linear in the answer's length the
+text is split into segments of bounded size, each its own ``HTML`` widget: an
+update resends one segment (at most ``segment_chars``), never the whole
+answer. Segments share one layout and one style widget (a widget of its own
+would be opened with every segment), and are grouped in pages of
+``PAGE_SEGMENTS``, so that adding a segment resends a short list of children.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from .result import MLXResult, footer_html
 from .views import StreamView
 
 _PRE = '<pre class="mlx-magic-text" style="white-space: pre-wrap; margin: 0">{}</pre>'
+SEGMENT_CHARS = 512
+PAGE_SEGMENTS = 16
 
 
 class WidgetStreamView(StreamView):
@@ -25,14 +30,16 @@ class WidgetStreamView(StreamView):
     Safe to feed from a thread other than the kernel's.
     """
 
-    def __init__(self, title: str, segment_chars: int = 2000, heading: bool = False):
+    def __init__(self, title: str, segment_chars: int = SEGMENT_CHARS, heading: bool = False):
         import ipywidgets as widgets
 
         self._widgets = widgets
         self._segment_chars = segment_chars
         self._lock = threading.Lock()
         self._status = widgets.HTML(value=self._status_html(f"{title}: queued"))
-        self._segments = widgets.VBox([])
+        self._segments = widgets.VBox([])  # pages, each a VBox of segments
+        self._page = None
+        self._shared = {"layout": widgets.Layout(margin="0"), "style": widgets.widgets.widget_string.HTMLStyle()}
         self._footer = widgets.HTML(value="")
         parts = [self._status, self._segments, self._footer]
         if heading:
@@ -70,13 +77,20 @@ class WidgetStreamView(StreamView):
             self.text += text
             while text:
                 if self._current is None or len(self._current_text) >= self._segment_chars:
-                    self._current = self._widgets.HTML(value="")
-                    self._current_text = ""
-                    self._segments.children = self._segments.children + (self._current,)
+                    self._new_segment()
                 room = self._segment_chars - len(self._current_text)
                 piece, text = text[:room], text[room:]
                 self._current_text += piece
                 self._current.value = _PRE.format(html.escape(self._current_text))
+
+    def _new_segment(self) -> None:
+        widgets = self._widgets
+        if self._page is None or len(self._page.children) >= PAGE_SEGMENTS:
+            self._page = widgets.VBox([], layout=self._shared["layout"])
+            self._segments.children = self._segments.children + (self._page,)
+        self._current = widgets.HTML(value="", **self._shared)
+        self._current_text = ""
+        self._page.children = self._page.children + (self._current,)
 
     def finish(self, result: MLXResult) -> None:
         self.set_status("")

@@ -68,9 +68,18 @@ def test_batch_size_stays_within_bounds():
     assert buffer.batch_tokens == 32
 
 
+def test_first_text_goes_out_at_once():
+    clock = FakeClock()
+    buffer = TokenBuffer(0.5, clock=clock)
+    assert buffer.add("") is None  # an empty chunk is not "the first text"
+    assert buffer.add("Hello") == "Hello"
+    assert buffer.add(" there") is None  # after it, batching
+
+
 def test_time_bound_is_reported_and_honoured():
     clock = FakeClock()
     buffer = TokenBuffer(0.5, clock=clock)
+    assert buffer.add("first") == "first"
     assert buffer.seconds_until_due() is None
     assert buffer.add("a") is None
     assert buffer.seconds_until_due() == pytest.approx(0.5)

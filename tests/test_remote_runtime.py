@@ -1,11 +1,14 @@
 """RemoteRuntime against real OpenAI-compatible servers (mlx_lm.server and
-mlx_vlm.server with the tiny random models) and a small recording server."""
+mlx_vlm.server with the tiny random models; two mlx_lm.server processes with
+the embedded SmolLM2 for balancing, failover and greedy equality) and a
+small recording server (errors, cut streams, health probes)."""
 
 import base64
 import http.server
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +24,7 @@ from mlx_magic.protocol import (
     GenerationRequest,
     ModelReady,
     ModelSpec,
+    Notice,
     SamplingParams,
     TokenChunk,
 )
@@ -36,22 +40,31 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def start_server(argv, log_path, ready_path, env_extra=None, timeout=90):
+def launch(argv, log_path, env_extra=None):
     env = dict(os.environ, HF_HUB_OFFLINE="1", **(env_extra or {}))
-    log = open(log_path, "wb")
-    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{argv[argv.index('--port') + 1]}"
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def wait_ready(process, url, ready_path, log_path, timeout=90):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, open(log_path, errors="replace").read()[-3000:]
         try:
             with urllib.request.urlopen(url + ready_path, timeout=2) as answer:
                 if answer.status == 200:
-                    return process, url
+                    return
         except OSError:
             time.sleep(0.3)
     process.kill()
     raise AssertionError("the server did not start: " + open(log_path).read()[-3000:])
+
+
+def start_server(argv, log_path, ready_path, env_extra=None, timeout=90):
+    process = launch(argv, log_path, env_extra)
+    url = f"http://127.0.0.1:{argv[argv.index('--port') + 1]}"
+    wait_ready(process, url, ready_path, log_path, timeout)
+    return process, url
 
 
 def end_server(process):
@@ -222,6 +235,11 @@ class Recorder(http.server.ThreadingHTTPServer):
         self.shutdown()
         self.server_close()
 
+    def handle_error(self, request, client_address):
+        # A client that hung up (a timeout, a cancel) is expected here.
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
 
 class RecordingHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -268,6 +286,9 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        if mode == "close-before-text":
+            self.wfile.flush()
+            return self._hang_up()
         events = [": keep-alive"]
         for word in ["Hello", ",", " wörld", " 🚀"]:
             events.append("data: " + json.dumps({"choices": [
@@ -278,12 +299,26 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
         events.append("data: " + json.dumps({"choices": None, "usage": {
             "prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}}))
         events.append("data: [DONE]")
+        if mode in ("cut", "idle"):
+            events = events[:4]  # the keep-alive and "Hello", ",", " wörld"
         for event in events:
             data = (event + "\r\n\r\n").encode()
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
             time.sleep(0.01)
+        if mode == "cut":
+            return self._hang_up()  # no [DONE], no last chunk: the socket just closes
+        if mode == "idle":
+            time.sleep(3)  # silent, the connection open
+            return self._hang_up()
         self.wfile.write(b"0\r\n\r\n")
+
+    def _hang_up(self):
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 @pytest.fixture
@@ -345,16 +380,15 @@ def test_api_key_name_not_value_and_a_missing_variable(recorder, monkeypatch):
 
 
 def test_http_errors_and_timeouts_are_one_line(recorder):
-    runtime = RemoteRuntime([recorder.url], read_timeout_s=0.5)
+    runtime = RemoteRuntime([recorder.url], first_token_timeout_s=0.5)
     try:
         for mode, expected in [
             ("404", f"{recorder.url} answered HTTP 404 Not Found: model 'x' not found"),
             ("500", f"{recorder.url} answered HTTP 500 Internal Server Error: "
                     "out of memory while loading"),
-            ("slow", f"{recorder.url}: no answer within 0.5 s"),
+            ("slow", f"{recorder.url}: no first token within 0.5 s"),
         ]:
             recorder.mode = mode
-            runtime._endpoints[0].unhealthy_until = 0
             _, failed, _ = collect(runtime.generate(request(tiny_spec_named("x"))))
             assert isinstance(failed, Failed) and failed.user_error
             assert failed.message == expected
@@ -369,7 +403,7 @@ def tiny_spec_named(name):
 def test_first_healthy_url_is_used_and_failing_ones_are_skipped(recorder):
     broken = Recorder(mode="500")
     dead = f"http://127.0.0.1:{free_port()}"
-    runtime = RemoteRuntime([dead, broken.url, recorder.url], retry_after_s=60)
+    runtime = RemoteRuntime([dead, broken.url, recorder.url], probe_after_s=60)
     try:
         for _ in range(2):
             chunks, last, _ = collect(runtime.generate(request(tiny_spec_named("m"))))
@@ -379,7 +413,7 @@ def test_first_healthy_url_is_used_and_failing_ones_are_skipped(recorder):
         assert len([r for r in recorder.requests if r[0] == "POST"]) == 2
         status = runtime.status().kind
         assert f"{dead} (failing)" in status and f"{broken.url} (failing)" in status
-        assert recorder.requests[0][3]["model"] == "m"
+        assert [r for r in recorder.requests if r[0] == "POST"][0][3]["model"] == "m"
     finally:
         runtime.stop()
         broken.close()
@@ -465,3 +499,329 @@ def test_connect_and_disconnect_in_the_magics(lm_server, tiny_llama, capsys):
             run(shell, "%mlx runtime moon")
     finally:
         shell.extension_manager.unload_extension("mlx_magic")
+
+
+# ---- several URLs: retries, health, cut streams, every server down ------------------------
+
+
+def notices(others):
+    return [event.message for event in others if isinstance(event, Notice)]
+
+
+def test_a_stream_cut_in_the_middle_is_reported_and_keeps_its_text(recorder):
+    recorder.mode = "cut"  # three chunks of text, then the socket closes
+    spare = Recorder()  # a healthy second URL: a cut answer must not go there
+    runtime = RemoteRuntime([recorder.url, spare.url])
+    try:
+        chunks, last, others = collect(runtime.generate(request(tiny_spec_named("m"))))
+        assert isinstance(last, Finished) and last.finish_reason == "cut"
+        assert "".join(c.text for c in chunks) == "Hello, wörld"
+        assert last.stats["generation_tokens"] == 3 and last.stats["cut_after_tokens"] == 3
+        assert last.stats["remote_url"] == recorder.url
+        [notice] = notices(others)
+        assert notice.startswith(f"The stream from {recorder.url} was cut after 3 tokens: ")
+        assert notice.endswith("; the partial answer is kept (not retried)")
+        assert [r for r in spare.requests if r[0] == "POST"] == []  # not retried
+        first, second = runtime.endpoint_stats()
+        assert (first["cut"], first["completed"], first["healthy"]) == (1, 0, False)
+        assert second["requests"] == 0
+        # The next request goes to the healthy URL.
+        _, last, _ = collect(runtime.generate(request(tiny_spec_named("m"))))
+        assert isinstance(last, Finished) and last.stats["remote_url"] == spare.url
+    finally:
+        runtime.stop()
+        spare.close()
+
+
+def test_a_silent_stream_is_cut_after_the_idle_timeout(recorder):
+    recorder.mode = "idle"  # three chunks of text, then silence with the socket open
+    runtime = RemoteRuntime([recorder.url], idle_timeout_s=0.5)
+    try:
+        started = time.monotonic()
+        chunks, last, others = collect(runtime.generate(request(tiny_spec_named("m"))))
+        assert time.monotonic() - started < 2.5
+        assert isinstance(last, Finished) and last.finish_reason == "cut"
+        assert "".join(c.text for c in chunks) == "Hello, wörld"
+        assert notices(others) == [
+            f"The stream from {recorder.url} was cut after 3 tokens: nothing came for 0.5 s; "
+            "the partial answer is kept (not retried)"]
+    finally:
+        runtime.stop()
+
+
+def test_failures_before_the_first_token_go_to_another_url(recorder):
+    closing = Recorder(mode="close-before-text")
+    broken = Recorder(mode="500")
+    runtime = RemoteRuntime([closing.url, broken.url, recorder.url], probe_after_s=60)
+    try:
+        chunks, last, others = collect(runtime.generate(request(tiny_spec_named("m"))))
+        assert isinstance(last, Finished) and last.finish_reason == "stop"
+        assert "".join(c.text for c in chunks) == "Hello, wörld 🚀"
+        assert last.stats["remote_url"] == recorder.url
+        assert notices(others) == [
+            f"{closing.url}: the server closed the connection before the first token; "
+            "trying another server",
+            f"{broken.url} answered HTTP 500 Internal Server Error: out of memory while "
+            "loading; trying another server",
+        ]
+        stats = runtime.endpoint_stats()
+        assert [(r["requests"], r["failed"], r["completed"], r["healthy"]) for r in stats] == [
+            (1, 1, 0, False), (1, 1, 0, False), (1, 0, 1, True)]
+        assert stats[0]["last_error"].startswith(closing.url)
+        assert 50 < stats[0]["next_probe_in_s"] <= 60
+        status = runtime.status().kind
+        assert f"{closing.url} (failing)" in status and f"{recorder.url} (failing)" not in status
+    finally:
+        runtime.stop()
+        closing.close()
+        broken.close()
+
+
+def test_a_failing_url_is_probed_again_and_comes_back(recorder):
+    flaky = Recorder(mode="500")
+    runtime = RemoteRuntime([flaky.url, recorder.url], probe_after_s=0.3)
+    try:
+        _, last, _ = collect(runtime.generate(request(tiny_spec_named("m"))))
+        assert isinstance(last, Finished) and last.stats["remote_url"] == recorder.url
+        assert runtime.endpoint_stats()[0]["healthy"] is False
+        flaky.mode = "stream"
+        deadline = time.monotonic() + 5
+        while not runtime.endpoint_stats()[0]["healthy"]:  # GET /v1/models after 0.3 s
+            assert time.monotonic() < deadline, runtime.endpoint_stats()
+            time.sleep(0.05)
+        assert [r[1] for r in flaky.requests if r[0] == "GET"] == ["/v1/models"]
+        # Side by side: the two jobs go to the two URLs, one each.
+        jobs = runtime.generate_together([request(tiny_spec_named("a")),
+                                          request(tiny_spec_named("b"))])
+        ends = [collect(job)[1] for job in jobs]
+        assert sorted(end.stats["remote_url"] for end in ends) == sorted([flaky.url, recorder.url])
+    finally:
+        runtime.stop()
+        flaky.close()
+
+
+def test_every_server_down_fails_in_one_line_within_the_connect_timeout():
+    # A socket that listens with a full backlog: connecting to it hangs (as
+    # to a machine that is off), until the connect timeout.
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    filler = socket.create_connection(hole.getsockname())
+    hole_url = f"http://127.0.0.1:{hole.getsockname()[1]}"
+    dead = [f"http://bob:hunter2@127.0.0.1:{free_port()}" for _ in range(2)]
+    shown = [url.replace("bob:hunter2@", "") for url in dead]
+    runtime = RemoteRuntime([dead[0], hole_url, dead[1]], connect_timeout_s=1.0)
+    expected = {f"{shown[0]}: connection refused (is the server running?)",
+                f"{hole_url}: could not connect within 1 s",
+                f"{shown[1]}: connection refused (is the server running?)"}
+    try:
+        # The first request tries each URL in turn; the second finds them all
+        # failing and probes them in parallel: either way about 1 s.
+        for _ in range(2):
+            started = time.monotonic()
+            _, last, others = collect(runtime.generate(request(embedded_like_spec())), 10)
+            took = time.monotonic() - started
+            assert isinstance(last, Failed) and last.user_error
+            assert "\n" not in last.message and "hunter2" not in last.message
+            assert last.message.startswith("No server answered: ")
+            assert set(last.message[len("No server answered: "):].split("; ")) == expected
+            assert 0.9 < took < 2.0, took
+        assert all(not row["healthy"] for row in runtime.endpoint_stats())
+    finally:
+        runtime.stop()
+        filler.close()
+        hole.close()
+
+
+def test_a_cut_answer_stays_in_mlx_through_the_magics(recorder, capsys):
+    from conftest import make_shell, run
+
+    recorder.mode = "cut"
+    shell = make_shell()
+    shell.extension_manager.load_extension("mlx_magic")
+    try:
+        run(shell, f"%mlx connect {recorder.url}")
+        run(shell, "%%mlx -n 12\nSay hello.")
+        result = shell.user_ns["_mlx"]
+        assert result.text == "Hello, wörld" and result.finish_reason == "cut"
+        assert f"The stream from {recorder.url} was cut after 3 tokens" in capsys.readouterr().out
+    finally:
+        shell.extension_manager.unload_extension("mlx_magic")
+
+
+# ---- two mlx_lm.server processes serving the embedded SmolLM2 --------------------------------
+
+
+@pytest.fixture(scope="module")
+def smollm(tmp_path_factory):
+    """The embedded SmolLM2 (converted once): its spec, a thread runtime with
+    it warm, and two ``mlx_lm.server`` processes serving its folder, as
+    [(process, url), (process, url)]; both are stopped at the end (by pid)."""
+    from mlx_magic.models import resolve_model
+    from mlx_magic.runtime import ThreadRuntime
+
+    spec = resolve_model(None)
+    local = ThreadRuntime(8 << 30)
+    local.load(spec)  # converts the GGUF file into the mlx-lm folder spec.path
+    folder = tmp_path_factory.mktemp("smollm2_servers")
+    (folder / "hub").mkdir()  # an empty Hub cache: /v1/models lists just the folder
+    servers = []
+    try:
+        for number in range(2):
+            port = free_port()
+            log = folder / f"server{number}.log"
+            process = launch([sys.executable, "-m", "mlx_lm.server", "--model", spec.path,
+                              "--host", "127.0.0.1", "--port", str(port)],
+                             log, {"HF_HUB_CACHE": str(folder / "hub")})
+            servers.append((process, f"http://127.0.0.1:{port}", log))
+        for process, url, log in servers:
+            wait_ready(process, url, "/v1/models", log)
+        # One token from each, so that the tests do not time a cold first request.
+        warmers = [threading.Thread(target=warm_up, args=(url,)) for _, url, _ in servers]
+        for thread in warmers:
+            thread.start()
+        for thread in warmers:
+            thread.join()
+        yield spec, local, [(process, url) for process, url, _ in servers]
+    finally:
+        for process, _, _ in servers:
+            end_server(process)
+        local.stop()
+
+
+def warm_up(url):
+    body = json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1})
+    ask = urllib.request.Request(url + "/v1/chat/completions", body.encode(),
+                                 {"Content-Type": "application/json"})
+    with urllib.request.urlopen(ask, timeout=120) as answer:
+        answer.read()
+
+
+def text_of(chunks):
+    return "".join(chunk.text for chunk in chunks)
+
+
+@pytest.mark.model
+def test_greedy_smollm2_through_a_server_equals_thread_mode(smollm):
+    spec, local, servers = smollm
+    # The same request both ways. The server is sent the same messages (no
+    # system prompt) and renders them with the same tokenizer's chat template,
+    # which adds SmolLM2's default system prompt on both sides: the prompt
+    # token counts below are equal, and greedy decoding gives the same text.
+    # The embedded spec makes the remote runtime name the server's own model
+    # (the one folder its /v1/models lists).
+    req = request(spec, "What is the capital of France?", max_tokens=10)
+    want, local_end, _ = collect(local.generate(req), 120)
+    assert isinstance(local_end, Finished), local_end
+    runtime = RemoteRuntime([servers[0][1]])
+    try:
+        chunks, last, others = collect(runtime.generate(req), 120)
+    finally:
+        runtime.stop()
+    assert isinstance(last, Finished), last
+    assert isinstance(others[0], ModelReady) and others[0].model == spec.path
+    assert text_of(chunks) == text_of(want) and text_of(chunks).strip()
+    assert last.stats["prompt_tokens"] == local_end.stats["prompt_tokens"]
+    assert len(chunks) == len(want)  # one chunk per token from mlx_lm.server
+    assert last.finish_reason == local_end.finish_reason
+    # mlx_lm.server counts the end-of-sequence token in completion_tokens;
+    # thread mode counts the tokens of the text.
+    eos = 1 if last.finish_reason == "stop" else 0
+    assert last.stats["generation_tokens"] == local_end.stats["generation_tokens"] + eos
+
+
+@pytest.mark.model
+def test_eight_requests_spread_over_two_servers(smollm):
+    spec, _, servers = smollm
+    urls = [url for _, url in servers]
+    runtime = RemoteRuntime(urls)
+    try:
+        started = time.monotonic()
+        together = runtime.generate_together([request(spec, "Name a color.", 4),
+                                              request(spec, "Name an animal.", 4)])
+        jobs = together + [runtime.generate(request(spec, f"Say a word that rhymes with {w}.", 4))
+                           for w in ["cat", "dog", "sun", "tree", "day", "night"]]
+        assert runtime.status().queued + runtime.status().busy >= 6
+        results = [collect(job, 180) for job in jobs]
+        took = time.monotonic() - started
+        for chunks, last, others in results:
+            assert isinstance(last, Finished) and last.finish_reason in ("stop", "length"), last
+            assert text_of(chunks) and not notices(others)
+        answered = [last.stats["remote_url"] for _, last, _ in results]
+        assert answered[:2] == urls  # side by side: one on each server, at the same time
+        stats = runtime.endpoint_stats()
+        assert [row["requests"] for row in stats] == [answered.count(url) for url in urls]
+        assert sum(row["requests"] for row in stats) == 8
+        assert min(row["requests"] for row in stats) >= 2, stats  # least busy first
+        assert all(row["completed"] == row["requests"] and row["healthy"]
+                   and row["in_flight"] == 0 and row["failed"] == row["cut"] == 0
+                   for row in stats)
+        print(f"\n8 requests over 2 servers: {took:.1f} s, "
+              f"{[row['requests'] for row in stats]} per server")
+    finally:
+        runtime.stop()
+
+
+@pytest.mark.model
+def test_killing_a_server_mid_run_finishes_through_the_other(smollm):
+    spec, _, servers = smollm
+    urls = [url for _, url in servers]
+    process_of = {url: process for process, url in servers}
+    # Two requests at a time per server and answers of two lengths: when a
+    # short answer ends, its server gets a new request while a long one still
+    # streams. That server is killed then, with one request mid-stream and
+    # one that has not had its first token.
+    runtime = RemoteRuntime(urls, max_in_flight=2, probe_after_s=0.5)
+    try:
+        lengths = [2, 2, 6, 6, 2, 2, 6, 6]
+        jobs = [runtime.generate(request(spec, f"Name a fruit, number {i}.", n))
+                for i, n in enumerate(lengths)]
+        deadline = time.monotonic() + 120
+        victim = None
+        while victim is None:
+            assert time.monotonic() < deadline, runtime.endpoint_stats()
+            for row in runtime.endpoint_stats():
+                if row["streaming"] >= 1 and row["in_flight"] > row["streaming"]:
+                    victim, at_kill = row["url"], row
+                    os.kill(process_of[victim].pid, signal.SIGKILL)
+                    killed_at = time.monotonic()
+                    break
+            else:
+                time.sleep(0.005)
+        survivor = next(url for url in urls if url != victim)
+        while runtime.endpoint_stats()[urls.index(victim)]["in_flight"]:
+            assert time.monotonic() - killed_at < 10
+            time.sleep(0.005)
+        noticed_s = time.monotonic() - killed_at
+        results = [collect(job, 180) for job in jobs]
+        stats = {row["url"]: row for row in runtime.endpoint_stats()}
+        lost, kept = stats[victim], stats[survivor]
+        for _, last, _ in results:
+            assert isinstance(last, Finished), last  # nothing failed
+        cut = [r for r in results if r[1].finish_reason == "cut"]
+        retried = [r for r in results
+                   if any("trying another server" in text for text in notices(r[2]))]
+        assert len(cut) == lost["cut"] == 1
+        assert len(retried) == lost["failed"] == at_kill["in_flight"] - 1 >= 1
+        for chunks, last, others in cut:
+            assert text_of(chunks) and last.stats["remote_url"] == victim
+            assert last.stats["generation_tokens"] == len(chunks)
+            [notice] = notices(others)
+            assert notice.startswith(
+                f"The stream from {victim} was cut after {len(chunks)} tokens: ")
+        for chunks, last, others in retried:
+            assert last.stats["remote_url"] == survivor and text_of(chunks)
+            assert last.finish_reason in ("stop", "length")
+            [notice] = notices(others)
+            assert notice.startswith(f"{victim}: ") and notice.endswith("; trying another server")
+        assert lost["completed"] + kept["completed"] == 8 - len(cut)
+        assert not lost["healthy"] and lost["in_flight"] == 0 and kept["healthy"]
+        retry_ttft = [last.stats["ttft_s"] for _, last, _ in retried]
+        print(f"\nkilled {victim} with {at_kill['in_flight']} in flight "
+              f"({at_kill['streaming']} streaming); its requests ended {noticed_s * 1000:.0f} ms "
+              f"later; retried first token after {retry_ttft} s on {survivor}")
+        # Later requests go straight to the survivor.
+        _, last, others = collect(runtime.generate(request(spec, "Name a fruit.", 2)), 60)
+        assert last.stats["remote_url"] == survivor and not notices(others)
+    finally:
+        runtime.stop()
