@@ -277,3 +277,28 @@ def command_disconnect(magics, names):
         return
     magics.runtime = getattr(magics, "local_runtime", "thread")
     print(f"Back to local models (runtime {magics.runtime})")
+
+
+def command_bench(magics, names):
+    """%mlx bench [quick] [SCENARIO ...]: run the benchmark from the notebook."""
+    import tempfile
+
+    from . import bench
+
+    quick = "quick" in names
+    scenarios = [name for name in names if name != "quick"] or None
+    unknown = sorted(set(scenarios or ()) - set(bench.SCENARIOS))
+    if unknown:
+        raise UsageError(f"No benchmark scenario {', '.join(unknown)}: choose from "
+                         f"{', '.join(bench.SCENARIOS)}")
+    results = bench.run(scenarios, quick=quick, progress=print)
+    table = bench.table(results)
+    plots = bench.plot(results, tempfile.mkdtemp(prefix="mlx_magic_bench_"))
+    if getattr(magics.shell, "kernel", None) is None:
+        print(table)
+        return
+    from IPython.display import Image, display
+
+    display({"text/plain": table, "text/markdown": bench.table(results, markdown=True)}, raw=True)
+    for path in plots:
+        display(Image(filename=str(path)))

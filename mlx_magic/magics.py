@@ -594,7 +594,7 @@ class MLXMagics(Magics):
     @magic_arguments("mlx")
     @argument("command", choices=["load", "unload", "models", "status", "cache", "chat", "stats",
                                   "jobs", "cancel", "wait", "panel", "runtime", "restart",
-                                  "connect", "disconnect"],
+                                  "connect", "disconnect", "bench"],
               help="What to do.")
     @argument("names", nargs="*", help="Models for load/unload ('all' unloads every model); "
               "for chat: a conversation name, or reset/save/load with their arguments.")
@@ -623,6 +623,7 @@ class MLXMagics(Magics):
             %mlx restart             restart the worker process (process runtime)
             %mlx connect URL [URL…]  send generations to OpenAI-compatible servers
             %mlx disconnect          back to local models
+            %mlx bench [quick] [SCENARIO ...]   the benchmark against raw mlx-lm/mlx-vlm
 
         MODEL is anything ``%%mlx --model`` takes.
         """

@@ -118,3 +118,8 @@ def test_help_is_the_manual(shell):
                  "--repetition-penalty", "--seed", "--system", "--raw", "--out"]:
         assert flag in doc
     assert "%%mlx" in doc
+
+
+def test_bench_command_names_the_scenarios(shell):
+    with pytest.raises(UsageError, match="choose from overhead"):
+        run(shell, "%mlx bench quick nonsense")
