@@ -6,6 +6,10 @@ the effect with the same harness as ``python -m mlx_magic.bench``::
 
     python benchmarks/experiments.py widget_segments # -b traffic vs segment size
     python benchmarks/experiments.py blas [--openblas /path/libopenblas.so]
+    python benchmarks/experiments.py decode_overhead   # per-token cost, no kernel
+    python benchmarks/experiments.py decode_in_kernel  # ... and inside a kernel
+    python benchmarks/experiments.py decode_coalesced  # a reader that wakes every 20 ms
+    python benchmarks/experiments.py first_text_gap    # GIL switch interval and first text
 
 ``blas`` runs SmolLM2 in fresh processes with MLX's bundled BLAS, then with an
 optimized OpenBLAS preloaded, quantized and dequantized.
@@ -118,15 +122,239 @@ def blas(context: Context, openblas: str | None) -> None:
         print("no OpenBLAS with standard symbols found; pass --openblas PATH")
 
 
+def decode_overhead(context: Context, reps: int) -> None:
+    """Where the magic's per-token time goes, in this process (no kernel, no frontend).
+
+    Interleaved, per model: raw ``mlx_lm.stream_generate``; the runtime thread
+    with ``stream_job`` reading every event as it comes (what ``%%mlx`` does,
+    into a view that shows nothing); and the runtime thread with a reader that
+    wakes only every 50 ms and drains what has queued up.
+    """
+    import queue
+    import time
+
+    from mlx_magic.bench_scenarios import LONG_ANSWER_PROMPT, InProcessText, median
+    from mlx_magic.models import resolve_model
+    from mlx_magic.protocol import Finished, GenerationRequest, PrefixCacheSettings, SamplingParams
+    from mlx_magic.runtime import ThreadRuntime
+    from mlx_magic.streaming import stream_job
+    from mlx_magic.views import StreamView
+
+    runtime = ThreadRuntime(8 << 30)
+    try:
+        for label, path, tokens in [("tiny llama", context.tiny_llama, 400),
+                                    ("smollm2", context.smollm2, 24)]:
+            spec = resolve_model(str(path))
+            runtime.load(spec)
+            baseline = InProcessText(path)
+            request = GenerationRequest(model=spec, prompt=LONG_ANSWER_PROMPT,
+                                        sampling=SamplingParams(max_tokens=tokens),
+                                        prefix_cache=PrefixCacheSettings(enabled=False))
+
+            def raw():
+                return baseline.generate(LONG_ANSWER_PROMPT, tokens)["generation_tps"]
+
+            def per_event():
+                job = runtime.generate(request)
+                return stream_job(job, StreamView(), interval_s=0.2).result.stats.generation_tps
+
+            def drained():
+                job = runtime.generate(request)
+                while True:
+                    time.sleep(0.05)
+                    while True:
+                        try:
+                            event = job.events.get_nowait()
+                        except queue.Empty:
+                            break
+                        if isinstance(event, Finished):
+                            return event.stats["generation_tps"]
+
+            variants = {"raw mlx_lm": raw, "runtime + stream_job (per event)": per_event,
+                        "runtime + reader every 50 ms": drained}
+            samples = {name: [] for name in variants}
+            for fn in variants.values():
+                fn()  # warm-up
+            names = list(variants)
+            for rep in range(reps if label != "smollm2" else max(2, reps // 2)):
+                for name in names[rep % 3:] + names[:rep % 3]:  # rotate the order
+                    samples[name].append(variants[name]())
+            base = median(samples["raw mlx_lm"])
+            for name, values in samples.items():
+                print(f"{label:10s} {name:34s} median {median(values):7.1f} tok/s "
+                      f"({median(values) / base:.3f}×)  "
+                      f"[{', '.join(f'{v:.0f}' if v > 50 else f'{v:.2f}' for v in values)}]",
+                      flush=True)
+    finally:
+        runtime.stop()
+
+
+RAW_IN_KERNEL = """
+import mlx.core as _mx, mlx_magic as _mm
+from mlx_lm import load as _load, stream_generate as _sg
+from mlx_lm.sample_utils import make_sampler as _ms
+_raw = globals().setdefault("_raw_models", {{}})
+if {path!r} not in _raw:
+    with _mm.gpu_lock:
+        _raw[{path!r}] = _load({path!r})
+_model, _tok = _raw[{path!r}]
+with _mm.gpu_lock:
+    for _r in _sg(_model, _tok, _mx.array({ids!r}), max_tokens={tokens}, sampler=_ms(temp=0.0)):
+        pass
+_raw_tps = _r.generation_tps
+"""
+
+
+def decode_in_kernel(context: Context, reps: int) -> None:
+    """Decode speed in a kernel: %%mlx as is, %%mlx with its output captured (no IOPub
+    traffic), raw mlx_lm run by a cell in the same kernel, and raw mlx_lm here."""
+    from mlx_magic.bench_scenarios import LONG_ANSWER_PROMPT, median
+
+    with Kernel(context.aliases(), "%mlx load tiny-llama", "%mlx load smollm2",
+                "%config MLXMagics.prefix_cache = False") as kernel:
+        for label, model, path, tokens in [("tiny llama", "tiny-llama", context.tiny_llama, 400),
+                                           ("smollm2", "smollm2", context.smollm2, 24)]:
+            baseline = context.text_baseline(path)
+            ids = baseline.prompt_ids(LONG_ANSWER_PROMPT)
+            code = cell("mlx", f"-m {model} -n {tokens}", LONG_ANSWER_PROMPT)
+
+            def shown():
+                return kernel.generate(code).stats["generation_tps"]
+
+            def captured():
+                return kernel.generate("%%capture _captured\n" + code).stats["generation_tps"]
+
+            def raw_kernel():
+                done = kernel.execute(RAW_IN_KERNEL.format(path=str(path), ids=ids, tokens=tokens),
+                                      expressions={"tps": "_raw_tps"})
+                return done.values["tps"]
+
+            def raw_here():
+                return baseline.generate(LONG_ANSWER_PROMPT, tokens)["generation_tps"]
+
+            variants = {"raw mlx_lm, benchmark process": raw_here,
+                        "raw mlx_lm, cell in the kernel": raw_kernel,
+                        "%%mlx, output captured": captured, "%%mlx (shown)": shown}
+            for fn in variants.values():
+                fn()  # warm-up
+            samples = {name: [] for name in variants}
+            names = list(variants)
+            for rep in range(reps if label != "smollm2" else max(2, reps // 2)):
+                for name in names[rep % 4:] + names[:rep % 4]:
+                    samples[name].append(variants[name]())
+            base = median(samples[names[0]])
+            for name, values in samples.items():
+                print(f"{label:10s} {name:32s} median {median(values):7.1f} tok/s "
+                      f"({median(values) / base:.3f}×)  "
+                      f"[{', '.join(f'{v:.0f}' if v > 50 else f'{v:.2f}' for v in values)}]",
+                      flush=True)
+
+
+COALESCING_PATCH = """
+import queue as _queue, time as _time
+from mlx_magic.protocol import Job as _Job, TokenChunk as _TokenChunk
+def _next_event(self, timeout=None):
+    try:
+        event = self.events.get_nowait()
+    except _queue.Empty:
+        if not getattr(self, "_text_seen", False):
+            try:
+                event = self.events.get(timeout=timeout)  # until the first text: at once
+            except _queue.Empty:
+                return None
+        else:
+            _time.sleep(min(0.02, timeout if timeout is not None else 0.02))
+            try:
+                event = self.events.get_nowait()
+            except _queue.Empty:
+                return None
+    if isinstance(event, _TokenChunk):
+        self._text_seen = True
+    return event
+_Job.next_event = _next_event
+"""
+
+
+def decode_coalesced(context: Context, reps: int) -> None:
+    """%%mlx decode speed and visible TTFT, as is and with a reader that, after the
+    first text, wakes at most every 20 ms and takes everything queued (patched in one
+    of two kernels)."""
+    from mlx_magic.bench_scenarios import LONG_ANSWER_PROMPT, median
+
+    setup = (context.aliases(), "%mlx load tiny-llama", "%mlx load smollm2",
+             "%config MLXMagics.prefix_cache = False")
+    with Kernel(*setup) as plain, Kernel(*setup) as patched:
+        patched.execute(COALESCING_PATCH)
+        for label, model, tokens, model_reps in [("tiny llama", "tiny-llama", 400, reps),
+                                                 ("smollm2", "smollm2", 24, max(2, reps // 2))]:
+            code = cell("mlx", f"-m {model} -n {tokens}", LONG_ANSWER_PROMPT)
+            samples = {"as is": [], "reader every 20 ms": []}
+            gaps = {"as is": [], "reader every 20 ms": []}
+            kernels = {"as is": plain, "reader every 20 ms": patched}
+            for kernel in kernels.values():
+                kernel.generate(code)  # warm-up
+            for rep in range(model_reps):
+                order = list(kernels) if rep % 2 == 0 else list(kernels)[::-1]
+                for name in order:
+                    done = kernels[name].generate(code)
+                    samples[name].append(done.stats["generation_tps"])
+                    gaps[name].append(done.first_text_s - done.stats["ttft_s"])
+            base = median(samples["as is"])
+            for name, values in samples.items():
+                print(f"{label:10s} {name:20s} median {median(values):7.1f} tok/s "
+                      f"({median(values) / base:.3f}×), first token → frontend "
+                      f"{median(gaps[name]) * 1000:.0f} ms  "
+                      f"[{', '.join(f'{v:.0f}' if v > 50 else f'{v:.2f}' for v in values)}]",
+                      flush=True)
+
+
+def first_text_gap(context: Context, reps: int) -> None:
+    """Time from the runtime's first token to the frontend's first text, with Python's
+    default GIL switch interval (5 ms) and with 0.5 ms (set in one of two kernels)."""
+    from mlx_magic.bench_scenarios import LONG_ANSWER_PROMPT, median
+
+    setup = (context.aliases(), "%mlx load tiny-llama", "%mlx load smollm2",
+             "%config MLXMagics.prefix_cache = False")
+    with Kernel(*setup) as plain, Kernel(*setup) as fast_switch:
+        fast_switch.execute("import sys; sys.setswitchinterval(0.0005)")
+        kernels = {"switch interval 5 ms": plain, "switch interval 0.5 ms": fast_switch}
+        for label, model, tokens in [("tiny llama", "tiny-llama", 60), ("smollm2", "smollm2", 6)]:
+            code = cell("mlx", f"-m {model} -n {tokens}", LONG_ANSWER_PROMPT)
+            gaps = {name: [] for name in kernels}
+            tps = {name: [] for name in kernels}
+            for kernel in kernels.values():
+                kernel.generate(code)  # warm-up
+            for rep in range(reps):
+                order = list(kernels) if rep % 2 == 0 else list(kernels)[::-1]
+                for name in order:
+                    done = kernels[name].generate(code)
+                    gaps[name].append(done.first_text_s - done.stats["ttft_s"])
+                    tps[name].append(done.stats["generation_tps"])
+            for name in kernels:
+                print(f"{label:10s} {name:24s} first token → frontend median "
+                      f"{median(gaps[name]) * 1000:.0f} ms "
+                      f"[{', '.join(f'{g * 1000:.0f}' for g in gaps[name])}]; decode "
+                      f"{median(tps[name]):.1f} tok/s", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", choices=["widget_segments", "blas"])
+    parser.add_argument("experiment", choices=["widget_segments", "blas", "decode_overhead", "decode_in_kernel", "decode_coalesced", "first_text_gap"])
     parser.add_argument("--tokens", type=int, default=2000)
+    parser.add_argument("--reps", type=int, default=6)
     parser.add_argument("--openblas")
     args = parser.parse_args()
     context = Context.create(quick=True, progress=print)
     if args.experiment == "widget_segments":
         widget_segments(context, args.tokens)
+    elif args.experiment == "first_text_gap":
+        first_text_gap(context, args.reps)
+    elif args.experiment == "decode_coalesced":
+        decode_coalesced(context, args.reps)
+    elif args.experiment == "decode_in_kernel":
+        decode_in_kernel(context, args.reps)
+    elif args.experiment == "decode_overhead":
+        decode_overhead(context, args.reps)
     else:
         blas(context, args.openblas)
     return 0
