@@ -102,10 +102,10 @@ def run_in_background(magics, request, out_name, turn, images=(), answer_format=
     cell returns at once and the answer streams into a widget in it."""
     from IPython.core.error import UsageError
 
-    from .views import view_for
+    from .views import view_for, widgets_usable
     from .widget_view import WidgetStreamView
 
-    if getattr(magics.shell, "kernel", None) is not None:
+    if widgets_usable(magics.shell):
         view = WidgetStreamView(request.model.name)
         if images:
             view_for(magics.shell).show_images(images)

@@ -6,6 +6,7 @@ the :class:`~mlx_magic.magics.MLXMagics` instance ``magics``.
 
 from __future__ import annotations
 
+import importlib
 import html
 import time
 from pathlib import Path
@@ -220,6 +221,10 @@ def command_panel(magics, names):
 
     if names not in ([], ["vision"]):
         raise UsageError("Usage: %mlx panel [vision]")
+    try:
+        importlib.import_module("ipywidgets")
+    except ImportError:
+        raise UsageError("The panel is made of ipywidgets: pip install ipywidgets") from None
     panel = ChatPanel(magics, vision=names == ["vision"])
     magics.panels.append(panel)
     display(panel.widget)

@@ -15,7 +15,7 @@ from IPython.core.error import UsageError
 
 from .errors import GenerationInterrupted
 from .protocol import GenerationRequest
-from .views import view_for
+from .views import view_for, widgets_usable
 
 MAX_COLUMNS = 6
 
@@ -64,7 +64,7 @@ def run_side_by_side(magics, variants, cell, resolve, images=()):
                 image_keys=tuple(loaded.cache_key for loaded in images))
         requests.append(request)
     titles = [column_title(request, variants) for request in requests]
-    in_kernel = getattr(magics.shell, "kernel", None) is not None
+    in_kernel = widgets_usable(magics.shell)
     if images:
         view_for(magics.shell).show_images(images)
     if in_kernel:

@@ -14,6 +14,7 @@ In terminal IPython tokens are printed as they come.
 from __future__ import annotations
 
 import html
+import importlib
 import sys
 from typing import Optional
 
@@ -214,6 +215,32 @@ def _is_terminal(stream) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+_warned_about_widgets = False
+
+
+def widgets_usable(shell) -> bool:
+    """Whether live widgets can be shown: a Jupyter kernel with ipywidgets.
+
+    Without ipywidgets, one warning says what to install, and callers fall
+    back to plain streamed text.
+    """
+    global _warned_about_widgets
+    if getattr(shell, "kernel", None) is None:
+        return False
+    try:
+        importlib.import_module("ipywidgets")
+    except ImportError:
+        if not _warned_about_widgets:
+            _warned_about_widgets = True
+            import warnings
+
+            warnings.warn("mlx_magic shows background jobs and side-by-side columns live with "
+                          "ipywidgets: pip install ipywidgets. Falling back to plain text.",
+                          stacklevel=3)
+        return False
+    return True
 
 
 def view_for(shell) -> StreamView:

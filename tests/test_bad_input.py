@@ -123,3 +123,31 @@ def test_help_is_the_manual(shell):
 def test_bench_command_names_the_scenarios(shell):
     with pytest.raises(UsageError, match="choose from overhead"):
         run(shell, "%mlx bench quick nonsense")
+
+
+def test_without_ipywidgets_one_warning_and_plain_text(monkeypatch):
+    import sys
+    import warnings
+
+    from mlx_magic import views
+
+    class FakeKernelShell:
+        kernel = object()
+
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # import fails, as if not installed
+    monkeypatch.setattr(views, "_warned_about_widgets", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert views.widgets_usable(FakeKernelShell()) is False
+        assert views.widgets_usable(FakeKernelShell()) is False
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "pip install ipywidgets" in messages[0]
+    assert isinstance(views.view_for(FakeKernelShell()), views.NotebookView)
+
+
+def test_panel_without_ipywidgets_says_what_to_install(shell, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)
+    with pytest.raises(UsageError, match="pip install ipywidgets"):
+        run(shell, "%mlx panel")
