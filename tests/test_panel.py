@@ -16,16 +16,15 @@ def wait(entry, seconds=120):
 
 
 def transcript_html(panel):
-    parts = []
-    for child in panel.transcript.children:
-        value = getattr(child, "value", None)
-        if value is not None:
-            parts.append(value)
-        for grandchild in getattr(child, "children", ()):
-            parts.append(getattr(grandchild, "value", ""))
-            for leaf in getattr(grandchild, "children", ()):
-                parts.append(getattr(leaf, "value", ""))
-    return "".join(parts)
+    """Every HTML value in the panel's transcript, however deeply nested."""
+    def values(widget):
+        value = getattr(widget, "value", None)
+        if isinstance(value, str):
+            yield value
+        for child in getattr(widget, "children", ()):
+            yield from values(child)
+
+    return "".join(values(panel.transcript))
 
 
 def test_panel_sends_streams_and_shares_the_conversation(model_shell):
