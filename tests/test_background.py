@@ -74,9 +74,10 @@ def test_cancel_stops_a_background_job_and_interrupt_does_not(kernel):
     assert reply["status"] == "ok" and "Paris" in stream_text(messages)
 
 
-def test_widget_updates_stay_small_and_carry_the_whole_answer(kernel):
+def test_widget_updates_stay_small_and_carry_the_whole_answer(kernel, tiny_llama):
     _, client = kernel
-    reply, _ = execute(client, "%%mlx -b -n 300 -o traffic --raw\nThe history of Rome")
+    # The fast tiny model: several segments' worth of text in a few seconds.
+    reply, _ = execute(client, f"%%mlx -b -m {tiny_llama} -n 600 -o traffic --raw\nThe history of Rome")
     assert reply["status"] == "ok"
     _, messages = execute(client, "%mlx wait all", timeout=120)
     updates = [(m["content"]["comm_id"], m["content"]["data"]["state"]["value"]) for m in messages

@@ -67,10 +67,11 @@ def test_templating_fills_attributes_and_earlier_outputs(kernel):
     assert reply["status"] == "ok" and printed(client, "_mlx.prompt") == "Keep {this}"
 
 
-def test_error_flag_appends_the_last_traceback(kernel):
+def test_error_flag_appends_the_last_traceback(kernel, tiny_llama):
     _, client = kernel
     execute(client, "{}['missing_key']")
-    reply, _ = execute(client, "%%mlx -n 2 --error\nWhy did this fail?")
+    # Only the prompt matters here: the tiny model reads it in milliseconds.
+    reply, _ = execute(client, f"%%mlx -m {tiny_llama} -n 2 --error\nWhy did this fail?")
     assert reply["status"] == "ok"
     prompt = printed(client, "_mlx.prompt")
     assert "KeyError" in prompt and "missing_key" in prompt
