@@ -10,6 +10,7 @@ the effect with the same harness as ``python -m mlx_magic.bench``::
     python benchmarks/experiments.py decode_in_kernel  # ... and inside a kernel
     python benchmarks/experiments.py decode_coalesced  # a reader that wakes every 20 ms
     python benchmarks/experiments.py first_text_gap    # GIL switch interval and first text
+    python benchmarks/experiments.py decode_three_way  # raw / as is / 20 ms reader, one kernel
 
 ``blas`` runs SmolLM2 in fresh processes with MLX's bundled BLAS, then with an
 optimized OpenBLAS preloaded, quantized and dequantized.
@@ -337,9 +338,56 @@ def first_text_gap(context: Context, reps: int) -> None:
                       f"{median(tps[name]):.1f} tok/s", flush=True)
 
 
+def decode_three_way(context: Context, reps: int) -> None:
+    """In ONE kernel, rotating: raw mlx_lm in a cell, %%mlx as is, and %%mlx with the
+    20 ms reader (COALESCING_PATCH, switched on and off by a flag between cells)."""
+    from mlx_magic.bench_scenarios import LONG_ANSWER_PROMPT, median
+
+    patch = COALESCING_PATCH.replace(
+        "def _next_event(self, timeout=None):\n",
+        "_plain_next_event = _Job.next_event\n"
+        "def _next_event(self, timeout=None):\n"
+        "    if not COALESCE:\n"
+        "        return _plain_next_event(self, timeout)\n")
+    with Kernel(context.aliases(), "%mlx load tiny-llama",
+                "%config MLXMagics.prefix_cache = False") as kernel:
+        kernel.execute("COALESCE = False\n" + patch)
+        path, tokens = context.tiny_llama, 400
+        ids = context.text_baseline(path).prompt_ids(LONG_ANSWER_PROMPT)
+        code = cell("mlx", f"-m tiny-llama -n {tokens}", LONG_ANSWER_PROMPT)
+
+        def raw_kernel():
+            done = kernel.execute(RAW_IN_KERNEL.format(path=str(path), ids=ids, tokens=tokens),
+                                  expressions={"tps": "_raw_tps"})
+            return done.values["tps"]
+
+        def as_is():
+            kernel.execute("COALESCE = False")
+            return kernel.generate(code).stats["generation_tps"]
+
+        def coalesced():
+            kernel.execute("COALESCE = True")
+            return kernel.generate(code).stats["generation_tps"]
+
+        variants = {"raw mlx_lm, cell in the kernel": raw_kernel, "%%mlx as is": as_is,
+                    "%%mlx, reader every 20 ms": coalesced}
+        for fn in variants.values():
+            fn()
+        samples = {name: [] for name in variants}
+        names = list(variants)
+        for rep in range(reps):
+            for name in names[rep % 3:] + names[:rep % 3]:
+                samples[name].append(variants[name]())
+        base = median(samples[names[0]])
+        for name, values in samples.items():
+            print(f"tiny llama {name:32s} median {median(values):7.1f} tok/s "
+                  f"({median(values) / base:.3f}×)  [{', '.join(f'{v:.0f}' for v in values)}]",
+                  flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", choices=["widget_segments", "blas", "decode_overhead", "decode_in_kernel", "decode_coalesced", "first_text_gap"])
+    parser.add_argument("experiment", choices=["widget_segments", "blas", "decode_overhead", "decode_in_kernel", "decode_coalesced", "first_text_gap", "decode_three_way"])
     parser.add_argument("--tokens", type=int, default=2000)
     parser.add_argument("--reps", type=int, default=6)
     parser.add_argument("--openblas")
@@ -347,6 +395,8 @@ def main() -> int:
     context = Context.create(quick=True, progress=print)
     if args.experiment == "widget_segments":
         widget_segments(context, args.tokens)
+    elif args.experiment == "decode_three_way":
+        decode_three_way(context, args.reps)
     elif args.experiment == "first_text_gap":
         first_text_gap(context, args.reps)
     elif args.experiment == "decode_coalesced":

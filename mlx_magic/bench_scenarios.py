@@ -562,7 +562,7 @@ def overhead(context: Context, result: ScenarioResult) -> None:
                  ("tiny llama", "tiny-llama", LONG_ANSWER_PROMPT, False, 400, 0.95)]
     reps = context.reps
     result.setup = {
-        "reps": reps if context.quick else f"{reps} (smollm2), {2 * reps} (tiny llama), ABBA order",
+        "reps": reps if context.quick else f"{reps + 1} (smollm2), {4 * reps} (tiny llama), ABBA order",
         "models": ", ".join(f"{label} (-n {n}{', --raw' if raw else ''})"
                             for label, _, _, raw, n, _ in plans),
         "prompt": repr(plans[0][2]),
@@ -573,8 +573,12 @@ def overhead(context: Context, result: ScenarioResult) -> None:
     context.say("starting a kernel")
     with Kernel(context.aliases(), "%config MLXMagics.prefix_cache = False") as kernel:
         for label, model, prompt, raw, max_tokens, decode_target in plans:
-            # The tiny model's repetitions take a second: more of them average out noise.
-            model_reps = reps if model == "smollm2" or context.quick else 2 * reps
+            # Single decode rates vary by ±10-30% on a shared machine; repetitions of the
+            # tiny model take a second, so it gets many; SmolLM2 gets one full ABBA cycle.
+            if context.quick:
+                model_reps = reps
+            else:
+                model_reps = reps + 1 if model == "smollm2" else 4 * reps
             context.say(f"{label}: loading in the kernel and here")
             kernel.execute(f"%mlx load {model}")
             path = context.smollm2 if model == "smollm2" else context.tiny_llama
@@ -640,6 +644,8 @@ def _overhead_note(label, base_runs, our_cells) -> str:
                                                                for c in our_cells}
     generated = sorted({len(b["token_ids"]) for b in base_runs})
     paired = [c.stats["ttft_s"] - b["ttft_s"] for b, c in zip(base_runs, our_cells)]
+    ratios = [c.stats["generation_tps"] / b["generation_tps"] for b, c in zip(base_runs, our_cells)]
+    spread_tps = [b["generation_tps"] for b in base_runs]
     visible_extra = [c.first_text_s - c.stats["ttft_s"] for c in our_cells]
     spread = max(b["ttft_s"] for b in base_runs) - min(b["ttft_s"] for b in base_runs)
     streams = [sum(1 for _, m in c.messages if m["msg_type"] == "stream") for c in our_cells]
@@ -647,14 +653,15 @@ def _overhead_note(label, base_runs, our_cells) -> str:
         f"**{label}:** prompt {'/'.join(map(str, sorted(prompt_tokens)))} tokens on both sides, "
         f"{'/'.join(map(str, generated))} tokens generated; the magic generated "
         f"{'the same' if same_tokens else 'DIFFERENT'} token ids as the baseline. "
+        f"Decode ratio per repetition (ours ÷ the baseline run next to it): "
+        f"{', '.join(f'{r:.2f}' for r in ratios)} (median {median(ratios):.3f}); the baseline "
+        f"alone ranged from {min(spread_tps):.3g} to {max(spread_tps):.3g} tok/s. "
         f"Paired TTFT differences (ours − baseline, per repetition): "
         f"{', '.join(f'{d * 1000:+.0f} ms' for d in paired)}; the baseline's own TTFT varied by "
         f"{spread * 1000:.0f} ms between repetitions. Between the runtime's first token and the "
         f"frontend receiving the first text: {', '.join(ms(v) for v in visible_extra)} "
-        f"({', '.join(map(str, streams))} stream messages per answer). The token buffer "
-        f"(`buffering.TokenBuffer`) holds text until it has a batch — 4 tokens at first, then as "
-        f"many as arrive in 200 ms, up to 32 — or until the oldest held token has waited 200 ms, "
-        f"and the first text is no exception."
+        f"({', '.join(map(str, streams))} stream messages per answer; after the first text, "
+        f"`buffering.TokenBuffer` batches tokens by count and by time)."
     )
 
 
@@ -758,9 +765,9 @@ def _background_traffic(context, kernel, result, size) -> None:
             f"**-b, {size} tokens:** " + ", ".join(
                 f"{kind} {count} messages / {size_b} B" for kind, (count, size_b) in
                 sorted(counted["by_type"].items())) +
-            f" for {counted['text_bytes']} B of text. The widget view resends the whole current "
-            "text segment (up to 2000 characters) on every update, so each update costs up to "
-            "~2 kB however little text it adds.")
+            f" for {counted['text_bytes']} B of text. Widget state is sent whole: every update "
+            "resends the current text segment of `widget_view.WidgetStreamView` (its size is "
+            "bounded), however little text it adds, and every new segment opens a widget.")
 
 
 # ---------------------------------------------------------------------------
