@@ -11,6 +11,7 @@ the effect with the same harness as ``python -m mlx_magic.bench``::
     python benchmarks/experiments.py decode_coalesced  # a reader that wakes every 20 ms
     python benchmarks/experiments.py first_text_gap    # GIL switch interval and first text
     python benchmarks/experiments.py decode_three_way  # raw / as is / 20 ms reader, one kernel
+    python benchmarks/experiments.py first_text_handshake  # runtime waits for the first text
 
 ``blas`` runs SmolLM2 in fresh processes with MLX's bundled BLAS, then with an
 optimized OpenBLAS preloaded, quantized and dequantized.
@@ -385,9 +386,56 @@ def decode_three_way(context: Context, reps: int) -> None:
                   flush=True)
 
 
+HANDSHAKE_PATCH = """
+import threading as _threading
+from mlx_magic import protocol as _protocol, streaming as _streaming
+_emit = _protocol.Job.emit
+def _emit_then_wait(self, event):
+    _emit(self, event)
+    shown = self.__dict__.setdefault("_first_shown", _threading.Event())
+    if isinstance(event, _protocol.TokenChunk) and event.text and not shown.is_set():
+        shown.wait(0.05)  # the reader shows the first text before the next MLX step
+_protocol.Job.emit = _emit_then_wait
+_show = _streaming._Collector._show
+def _show_and_tell(self, text):
+    _show(self, text)
+    if text:
+        self.job.__dict__.setdefault("_first_shown", _threading.Event()).set()
+_streaming._Collector._show = _show_and_tell
+"""
+
+
+def first_text_handshake(context: Context, reps: int) -> None:
+    """First token → frontend text, as is and with the runtime thread waiting (at most
+    50 ms, once) until the reader has shown the first text (patched in one of two kernels)."""
+    from mlx_magic.bench_scenarios import LONG_ANSWER_PROMPT, median
+
+    setup = (context.aliases(), "%mlx load tiny-llama", "%mlx load smollm2",
+             "%config MLXMagics.prefix_cache = False")
+    with Kernel(*setup) as plain, Kernel(*setup) as patched:
+        patched.execute(HANDSHAKE_PATCH)
+        kernels = {"as is": plain, "handshake": patched}
+        for label, model, tokens in [("tiny llama", "tiny-llama", 200), ("smollm2", "smollm2", 6)]:
+            code = cell("mlx", f"-m {model} -n {tokens}", LONG_ANSWER_PROMPT)
+            gaps = {name: [] for name in kernels}
+            tps = {name: [] for name in kernels}
+            for kernel in kernels.values():
+                kernel.generate(code)  # warm-up
+            for rep in range(reps):
+                for name in (list(kernels) if rep % 2 == 0 else list(kernels)[::-1]):
+                    done = kernels[name].generate(code)
+                    gaps[name].append(done.first_text_s - done.stats["ttft_s"])
+                    tps[name].append(done.stats["generation_tps"])
+            for name in kernels:
+                print(f"{label:10s} {name:10s} first token → frontend median "
+                      f"{median(gaps[name]) * 1000:.0f} ms "
+                      f"[{', '.join(f'{g * 1000:.0f}' for g in gaps[name])}]; decode median "
+                      f"{median(tps[name]):.1f} tok/s", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", choices=["widget_segments", "blas", "decode_overhead", "decode_in_kernel", "decode_coalesced", "first_text_gap", "decode_three_way"])
+    parser.add_argument("experiment", choices=["widget_segments", "blas", "decode_overhead", "decode_in_kernel", "decode_coalesced", "first_text_gap", "decode_three_way", "first_text_handshake"])
     parser.add_argument("--tokens", type=int, default=2000)
     parser.add_argument("--reps", type=int, default=6)
     parser.add_argument("--openblas")
@@ -395,6 +443,8 @@ def main() -> int:
     context = Context.create(quick=True, progress=print)
     if args.experiment == "widget_segments":
         widget_segments(context, args.tokens)
+    elif args.experiment == "first_text_handshake":
+        first_text_handshake(context, args.reps)
     elif args.experiment == "decode_three_way":
         decode_three_way(context, args.reps)
     elif args.experiment == "first_text_gap":
