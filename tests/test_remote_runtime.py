@@ -224,6 +224,7 @@ class Recorder(http.server.ThreadingHTTPServer):
     def __init__(self, mode="stream"):
         super().__init__(("127.0.0.1", 0), RecordingHandler)
         self.mode = mode
+        self.probe_delay_s = 0.0  # how long GET /v1/models takes to answer
         self.requests = []
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -267,6 +268,7 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         self._record()
+        time.sleep(self.server.probe_delay_s)
         if self.server.mode == "401-echo":
             return self._unauthorized()
         self._json(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
@@ -552,6 +554,9 @@ def test_a_silent_stream_is_cut_after_the_idle_timeout(recorder):
 def test_failures_before_the_first_token_go_to_another_url(recorder):
     closing = Recorder(mode="close-before-text")
     broken = Recorder(mode="500")
+    # A retry probes the URLs not heard from yet all at once and takes the
+    # first that answers; the slower probe here makes that order known.
+    recorder.probe_delay_s = 0.5
     runtime = RemoteRuntime([closing.url, broken.url, recorder.url], probe_after_s=60)
     try:
         chunks, last, others = collect(runtime.generate(request(tiny_spec_named("m"))))
