@@ -159,13 +159,17 @@ class ChatPanel:
         )
         args = variants_of(args)[0]
         resolve = self.magics.resolve_vision if self.vision else self.magics.resolve
-        request, _, turn = self.magics.build_request(args, text, lambda: resolve(args.model))
-        images = self._images() if self.vision else []
-        if images:
-            request = dataclasses.replace(
-                request, images=tuple(i.image for i in images),
-                image_keys=tuple(i.cache_key for i in images))
+        images = self._new_images() if self.vision else []
+        request, _, turn = self.magics.build_request(args, text, lambda: resolve(args.model),
+                                                     images=images)
         return request, turn, images
+
+    def _new_images(self):
+        """The selected images the conversation has not seen yet: the ones it
+        has stay with the turn that sent them."""
+        conversation = self.magics.conversations.get(self.conversation)
+        seen = {key for turn in conversation.turns for key in turn.image_keys} if conversation else set()
+        return [image for image in self._images() if image.cache_key not in seen]
 
     def _images(self):
         from .images import load_images

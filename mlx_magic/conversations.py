@@ -15,7 +15,7 @@ the same as an earlier turn's counts as a re-run of that turn.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -28,6 +28,21 @@ class Turn:
     user: str
     assistant: str
     cell_id: Optional[str] = None
+    image_names: tuple = ()  # captions of the images this turn sent
+    # The images themselves stay in the kernel (sent again with each later
+    # turn); a saved transcript keeps only their names.
+    images: tuple = field(default=(), repr=False, compare=False)
+    image_keys: tuple = field(default=(), repr=False, compare=False)
+
+
+@dataclass
+class PendingTurn:
+    """Where a cell's answer will go once it finishes: its conversation, the
+    index it takes there, and the images it sends."""
+
+    conversation: "Conversation"
+    index: int
+    image_names: tuple = ()
 
 
 @dataclass
@@ -66,18 +81,27 @@ class Conversation:
         if not self.turns:
             lines.append("*(no turns yet)*")
         for number, turn in enumerate(self.turns, 1):
-            lines.append(f"**You ({number}):** {turn.user}")
+            images = "".join(f" *[image: {name}]*" for name in turn.image_names)
+            lines.append(f"**You ({number}):**{images} {turn.user}")
             lines.append(f"**{self.model_name}:** {turn.assistant}")
         return "\n\n".join(lines)
 
+    def has_images(self, turns: Optional[list[Turn]] = None) -> bool:
+        return any(turn.images for turn in (self.turns if turns is None else turns))
+
     def to_json(self) -> dict:
-        return {"format": _FORMAT, **asdict(self)}
+        # The images are left out: a transcript names them, the kernel keeps them.
+        turns = [{"user": turn.user, "assistant": turn.assistant, "cell_id": turn.cell_id,
+                  "image_names": list(turn.image_names)} for turn in self.turns]
+        return {"format": _FORMAT, "name": self.name, "model": self.model,
+                "model_name": self.model_name, "system": self.system, "turns": turns}
 
     @classmethod
     def from_json(cls, data: dict) -> "Conversation":
         if data.get("format") != _FORMAT:
             raise ValueError(f"not an mlx_magic conversation (format {data.get('format')!r})")
-        turns = [Turn(**turn) for turn in data.get("turns", [])]
+        turns = [Turn(**{**turn, "image_names": tuple(turn.get("image_names", ()))})
+                 for turn in data.get("turns", [])]
         return cls(
             name=data["name"],
             model=data["model"],

@@ -364,7 +364,7 @@ class MLXMagics(Magics):
         args = parse_argstring(self.mlx_vision_cell, line)
         variants = variants_of(args)
         args = variants[0]
-        if not args.image:
+        if not args.image and args.chat is None:
             raise UsageError(
                 "%%mlx_vision needs an image: add -i SRC (a file, URL or variable); "
                 "%%mlx answers text alone"
@@ -374,21 +374,20 @@ class MLXMagics(Magics):
                 "No vision model: pass --model, or set %config "
                 "MLXMagics.default_vision_model = '<folder or Hub id>'"
             )
+        images = self._load_images(args.image)
         if len(variants) > 1:
-            images = self._load_images(args.image)
             return run_side_by_side(self, variants, cell, self.resolve_vision, images)
         request, out_name, turn = self.build_request(
-            args, cell, lambda: self.resolve_vision(args.model)
+            args, cell, lambda: self.resolve_vision(args.model), images=images
         )
-        images = self._load_images(args.image)
-        request = dataclasses.replace(
-            request,
-            images=tuple(loaded.image for loaded in images),
-            image_keys=tuple(loaded.cache_key for loaded in images),
-        )
+        if not request.images:
+            raise UsageError(
+                f"%%mlx_vision needs an image: conversation '{args.chat}' has none yet; "
+                "add -i SRC (later turns may leave it out)"
+            )
         if args.background:
             return run_in_background(self, request, out_name, turn, images=images,
-                                           answer_format=args.format)
+                                     answer_format=args.format)
         self._run(request, out_name, turn, images=images, answer_format=args.format)
 
     def resolve_vision(self, name):
@@ -420,12 +419,17 @@ class MLXMagics(Magics):
 
     # ---- shared by the cell magics ------------------------------------------
 
-    def build_request(self, args, cell, resolve_model):
+    def build_request(self, args, cell, resolve_model, images=()):
         """Validate the cell's text and flags, then resolve the model (slowest, last).
 
-        Returns the request, the ``--out`` name, and for a conversation the
-        conversation and the index of this turn (else ``None``).
+        ``images`` are the cell's own (:class:`~mlx_magic.images.LoadedImage`);
+        in a conversation the images of the earlier turns are sent too, each
+        with its turn. Returns the request, the ``--out`` name, and for a
+        conversation a :class:`~mlx_magic.conversations.PendingTurn` (else
+        ``None``).
         """
+        from .conversations import PendingTurn
+
         from .templating import TemplateError, fill_template, last_error_text
 
         prompt = (cell or "").strip("\n")
@@ -447,8 +451,8 @@ class MLXMagics(Magics):
             raise UsageError(f"--probs takes 1 to 20 alternatives, not {args.probs}")
         spec = resolve_model()
         system = args.system if args.system is not None else self.system_prompt
-        history = ()
-        turn = None
+        history = history_images = earlier_images = earlier_keys = ()
+        turn = conversation_name = None
         if args.chat is not None:
             try:
                 conversation = self.conversations.start_or_continue(
@@ -458,12 +462,21 @@ class MLXMagics(Magics):
                 raise usage_error(str(error), error) from None
             turns, index = conversation.history_before(self._cell_id, prompt)
             history = tuple((turn.user, turn.assistant) for turn in turns)
+            if any(turn.images for turn in turns):
+                history_images = tuple(len(turn.images) for turn in turns)
+                earlier_images = tuple(image for turn in turns for image in turn.images)
+                earlier_keys = tuple(key for turn in turns for key in turn.image_keys)
             system = conversation.system
-            turn = (conversation, index)
+            conversation_name = conversation.name
+            turn = PendingTurn(conversation, index, tuple(image.caption for image in images))
         request = GenerationRequest(
             model=spec,
             prompt=prompt,
             history=history,
+            history_images=history_images,
+            conversation=conversation_name,
+            images=earlier_images + tuple(loaded.image for loaded in images),
+            image_keys=earlier_keys + tuple(loaded.cache_key for loaded in images),
             top_logprobs=args.probs or 0,
             system=system,
             raw=args.raw,
@@ -519,9 +532,14 @@ class MLXMagics(Magics):
         if turn is not None and result.finish_reason not in ("cancelled", "cut"):
             from .conversations import Turn
 
-            conversation, index = turn
-            conversation.record(index, Turn(request.prompt, result.text, cell_id),
-                                dropped_oldest=result.stats.dropped_turns)
+            own_images = request.images_by_turn()[1]
+            own_keys = request.image_keys[len(request.image_keys) - len(own_images):]
+            turn.conversation.record(
+                turn.index,
+                Turn(request.prompt, result.text, cell_id, image_names=turn.image_names,
+                     images=own_images, image_keys=own_keys),
+                dropped_oldest=result.stats.dropped_turns,
+            )
 
     def apply_format(self, result, answer_format, out_name, set_next_input=True) -> None:
         from .answer_formats import first_code_block, parse_json_answer

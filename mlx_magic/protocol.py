@@ -74,6 +74,12 @@ class GenerationRequest:
         image_keys: a content key per image, for the runtime's caches.
         prefix_cache: the prompt prefix cache settings.
         history: earlier turns of a conversation, as (user, assistant) pairs.
+        history_images: how many images each earlier turn sent (empty: none).
+            ``images`` holds those first, in turn order, then this cell's;
+            each stays in the turn that sent it, so the prompt of a follow-up
+            begins with the previous prompt and its KV cache can be reused.
+        conversation: the conversation's name (``None`` outside ``--chat``),
+            so a runtime can keep one KV cache per conversation.
         top_logprobs: report each token's log-probability and this many
             alternatives (0: none, and no cost).
     """
@@ -87,7 +93,18 @@ class GenerationRequest:
     image_keys: tuple = ()
     prefix_cache: PrefixCacheSettings = field(default_factory=PrefixCacheSettings)
     history: tuple = ()
+    history_images: tuple = ()
+    conversation: Optional[str] = None
     top_logprobs: int = 0
+
+    def images_by_turn(self) -> tuple[list[tuple], tuple]:
+        """The images each history turn sent, and this cell's own."""
+        earlier, start = [], 0
+        for index in range(len(self.history)):
+            count = self.history_images[index] if index < len(self.history_images) else 0
+            earlier.append(tuple(self.images[start:start + count]))
+            start += count
+        return earlier, tuple(self.images[start:])
 
 
 @dataclass(frozen=True)

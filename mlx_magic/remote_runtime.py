@@ -971,17 +971,23 @@ def _messages(request: GenerationRequest) -> list:
     messages = []
     if request.system:
         messages.append({"role": "system", "content": request.system})
-    for user, assistant in request.history:
-        messages.append({"role": "user", "content": user})
+    earlier_images, own_images = request.images_by_turn()
+    for (user, assistant), images in zip(request.history, earlier_images):
+        messages.append(_user_message(user, images))
         messages.append({"role": "assistant", "content": assistant})
-    if request.images:
-        content = [{"type": "text", "text": request.prompt}]
-        for image in request.images:
-            content.append({"type": "image_url", "image_url": {"url": image_data_uri(image)}})
-        messages.append({"role": "user", "content": content})
-    else:
-        messages.append({"role": "user", "content": request.prompt})
+    messages.append(_user_message(request.prompt, own_images))
     return messages
+
+
+def _user_message(text: str, images) -> dict:
+    """A user message; its images (each stays in the turn that sent it) as
+    data URI content parts."""
+    if not images:
+        return {"role": "user", "content": text}
+    content = [{"type": "text", "text": text}]
+    for image in images:
+        content.append({"type": "image_url", "image_url": {"url": image_data_uri(image)}})
+    return {"role": "user", "content": content}
 
 
 def image_data_uri(image) -> str:

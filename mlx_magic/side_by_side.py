@@ -57,11 +57,8 @@ def run_side_by_side(magics, variants, cell, resolve, images=()):
                          "models or settings at once")
     requests = []
     for args in variants:
-        request, out_name, _ = magics.build_request(args, cell, lambda args=args: resolve(args.model))
-        if images:
-            request = dataclasses.replace(
-                request, images=tuple(loaded.image for loaded in images),
-                image_keys=tuple(loaded.cache_key for loaded in images))
+        request, out_name, _ = magics.build_request(args, cell, lambda args=args: resolve(args.model),
+                                                    images=images)
         requests.append(request)
     titles = [column_title(request, variants) for request in requests]
     in_kernel = widgets_usable(magics.shell)

@@ -13,21 +13,40 @@ def vision_prompt(warm: WarmModel, request) -> str:
     """The prompt text with the model's own image tokens, via mlx-vlm's template.
 
     mlx-vlm knows where each model wants its images (qwen2_vl after the
-    text, qwen2_5_vl before it), so image tokens are never built by hand.
+    text, others before it), so image tokens are never placed by hand. In a
+    conversation each image stays in the user message that sent it: the
+    prompt of a follow-up then starts with the previous prompt and answer,
+    which is what lets the conversation's KV cache be reused.
     """
-    from mlx_vlm.prompt_utils import apply_chat_template
-
-    from .text_generation import chat_messages
+    from mlx_vlm.prompt_utils import MODEL_CONFIG, apply_chat_template, get_message_json
 
     if request.raw:
         return request.prompt
-    prompt = request.prompt
-    if request.system or request.history:
-        # mlx-vlm attaches the images to the last user message: this cell's.
-        prompt = chat_messages(request, request.history)
+    model_type = _config_dict(warm.config)["model_type"].lower()
+
+    def user_message(text: str, image_count: int):
+        if model_type not in MODEL_CONFIG:  # mlx-vlm formats it as a text model
+            return {"role": "user", "content": text}
+        # The model's own message layout, with explicit image parts that keep
+        # the images in this message (unmarked ones go to the last message).
+        return get_message_json(model_type, text, "user", num_images=image_count,
+                                skip_image_token=image_count == 0)
+
+    earlier_images, own_images = request.images_by_turn()
+    messages = []
+    if request.system:
+        messages.append({"role": "system", "content": request.system})
+    for (user, assistant), images in zip(request.history, earlier_images):
+        messages.append(user_message(user, len(images)))
+        messages.append({"role": "assistant", "content": assistant})
+    messages.append(user_message(request.prompt, len(own_images)))
     return apply_chat_template(
-        warm.tokenizer, warm.config, prompt, num_images=len(request.images)
+        warm.tokenizer, warm.config, messages, num_images=len(request.images)
     )
+
+
+def _config_dict(config) -> dict:
+    return config if isinstance(config, dict) else config.__dict__
 
 
 def generate_vision(warm: WarmModel, job: Job, *, started: float) -> Finished:
@@ -67,6 +86,11 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
     if request.images:
         with gpu_lock:
             options.update(_feature_cache_options(warm, prompt, request))
+    prompt_caches = _prompt_caches(warm, request)
+    if prompt_caches is not None:
+        cache_state = prompt_caches.check_out(request.conversation)
+        token_ids_before = cache_state.token_ids
+        options["prompt_cache_state"] = cache_state
     steps = stream_generate(
         warm.model,
         warm.tokenizer,
@@ -81,6 +105,8 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
     def finish() -> Finished:
         outcome = stepper.outcome
         last = outcome.last
+        if prompt_caches is not None:
+            prompt_caches.check_in(request.conversation, cache_state, token_ids_before, last)
         return Finished(
             finish_reason=outcome.finish_reason,
             stats={
@@ -95,6 +121,21 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
         )
 
     return PendingGeneration(stepper, finish)
+
+
+def _prompt_caches(warm: WarmModel, request):
+    """The model's per-conversation KV caches, or ``None`` when turned off."""
+    from .vision_prompt_cache import VisionPromptCaches
+
+    settings = request.prefix_cache
+    if not settings.enabled:
+        return None
+    caches = warm.extras.get("prefix_cache")
+    if caches is None:
+        caches = warm.extras["prefix_cache"] = VisionPromptCaches(settings)
+    else:
+        caches.apply(settings)
+    return caches
 
 
 def _feature_cache_options(warm: WarmModel, prompt: str, request) -> dict:
