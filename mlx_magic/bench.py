@@ -29,6 +29,7 @@ it checks that everything runs, its numbers are not the ones to quote.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -48,7 +49,10 @@ SCENARIOS = (
     "prefix",
     "repeat_image",
     "responsiveness",
+    "runtimes",
 )
+#: Scenarios that live in a module of their own (the rest are in bench_scenarios).
+_SCENARIO_MODULES = {"runtimes": "bench_runtimes"}
 
 # How the ratio column compares the two sides.
 RATIO = "ours/baseline"  # ours ÷ baseline (tokens/s, bytes, a turn against turn 1)
@@ -117,6 +121,7 @@ class ScenarioResult:
         error: the error that stopped the scenario, if one did.
         seconds: how long the scenario took.
         load: the 1-minute load average before and after the scenario.
+        ran: when and with which command it ran (set by the command line).
     """
 
     name: str
@@ -128,6 +133,7 @@ class ScenarioResult:
     error: Optional[str] = None
     seconds: float = 0.0
     load: tuple = ()
+    ran: str = ""
 
     def metric(self, name: str) -> Optional[Metric]:
         for metric in self.metrics:
@@ -175,7 +181,9 @@ def run(
         result = ScenarioResult(name=name, load=(_load(),))
         began = time.perf_counter()
         try:
-            getattr(bench_scenarios, name)(context, result)
+            module = importlib.import_module(f".{_SCENARIO_MODULES.get(name, 'bench_scenarios')}",
+                                             __package__)
+            getattr(module, name)(context, result)
         except Exception as error:  # reported, and the next scenario runs
             import traceback
 
@@ -693,7 +701,9 @@ def write_report(
             lines += [note, ""]
         if result.error:
             lines += [f"**Error:** `{result.error}`", ""]
-        lines += [f"<sub>{result.seconds:.0f} s; load average {' → '.join(f'{x:.2f}' for x in result.load)}</sub>", ""]
+        lines += [f"<sub>{result.seconds:.0f} s; load average "
+                  f"{' → '.join(f'{x:.2f}' for x in result.load)}"
+                  + (f"; ran {result.ran}" if result.ran else "") + "</sub>", ""]
     if appendix is not None and Path(appendix).is_file():
         lines += [Path(appendix).read_text(encoding="utf-8").strip(), ""]
     path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
@@ -707,6 +717,25 @@ def save_json(results: Sequence[ScenarioResult], path) -> Path:
             "results": [asdict(result) for result in results]}
     path.write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")
     return path
+
+
+def load_json(path) -> list[ScenarioResult]:
+    """The results :func:`save_json` wrote."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    results = []
+    for item in data["results"]:
+        metrics = [Metric(**metric) for metric in item.pop("metrics", [])]
+        item["load"] = tuple(item.get("load", ()))
+        results.append(ScenarioResult(**item, metrics=metrics))
+    return results
+
+
+def merge(fresh: Sequence[ScenarioResult], kept: Sequence[ScenarioResult]) -> list[ScenarioResult]:
+    """The fresh results, and the kept ones of the scenarios not run again, in
+    :data:`SCENARIOS` order."""
+    by_name = {result.name: result for result in kept}
+    by_name.update({result.name: result for result in fresh})
+    return [by_name[name] for name in SCENARIOS if name in by_name]
 
 
 # --------------------------------------------------------------------------
@@ -724,7 +753,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", default="BENCHMARKS.md",
                         help="the Markdown report to write (default: BENCHMARKS.md); "
                         "plots go to benchmarks/ next to it; '-' writes none")
+    parser.add_argument("--update", action="store_true",
+                        help="run only --scenarios and keep the other scenarios' results "
+                        "from the report's benchmarks/results.json")
     args = parser.parse_args(argv)
+    if args.update and (not args.scenarios or args.out == "-"):
+        parser.error("--update needs --scenarios and a report to update (--out)")
     names = None
     if args.scenarios:
         names = [name.strip() for name in args.scenarios.split(",") if name.strip()]
@@ -746,15 +780,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
              f"{probe['q4_gflops']:.1f} GFLOP/s 4-bit")
     results = run(names, quick=args.quick, progress=progress)
     total = time.perf_counter() - began
+    for result in results:
+        result.ran = f"{started_at}: `{command}`"
     print()
     print(table(results))
     if args.out != "-":
         out = Path(args.out)
         folder = out.parent / "benchmarks"
+        failed_now = any(r.error for r in results)
+        if args.update and (folder / "results.json").is_file():
+            # One report from both runs; each scenario says when it ran.
+            results = merge(results, load_json(folder / "results.json"))
+            command, started_at, total = "python -m mlx_magic.bench", None, None
         plots = plot(results, folder)
         save_json(results, folder / "results.json")
         write_report(results, out, plots=plots, command=command, started=started_at,
                      total_s=total, probe=probe, appendix=folder / "investigations.md")
+        if args.update:
+            return 1 if failed_now else 0
         print(f"\nWrote {out} and {len(plots)} plot(s) in {folder}/")
     failed = any(r.error for r in results)
     return 1 if failed else 0

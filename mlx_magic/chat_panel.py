@@ -145,7 +145,6 @@ class ChatPanel:
             self.running.job.cancel()
 
     def _request(self, text: str):
-        import dataclasses
         from argparse import Namespace
 
         from .side_by_side import variants_of

@@ -7,7 +7,6 @@ the views.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 from IPython.core.error import UsageError
@@ -360,6 +359,16 @@ class MLXMagics(Magics):
 
             In [5]: %%mlx_vision -i noise -n 40
                ...: Describe this image.
+
+        A conversation (``--chat NAME``) keeps its images: a follow-up may
+        leave out ``-i``, and only its new text is read (the images, earlier
+        questions and answers come from the model's KV cache)::
+
+            In [6]: %%mlx_vision --chat look -i photo.jpg
+               ...: What is in this picture?
+
+            In [7]: %%mlx_vision --chat look
+               ...: And what colour is the car?
         """
         args = parse_argstring(self.mlx_vision_cell, line)
         variants = variants_of(args)

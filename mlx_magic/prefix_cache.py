@@ -19,6 +19,19 @@ from typing import Any, Optional
 from .protocol import PrefixCacheSettings
 
 
+def warm_prompt_cache(warm, settings: PrefixCacheSettings, make):
+    """The prompt cache kept in ``warm``'s extras (``make(settings)`` on first
+    use; new bounds applied after), or ``None`` when the cache is off."""
+    if not settings.enabled:
+        return None
+    cache = warm.extras.get("prefix_cache")
+    if cache is None:
+        cache = warm.extras["prefix_cache"] = make(settings)
+    else:
+        cache.apply(settings)
+    return cache
+
+
 class PrefixCache:
     """Longest-prefix reuse of KV caches across prompts of one model."""
 

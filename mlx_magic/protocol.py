@@ -225,6 +225,9 @@ class Job:
         self.events: "queue.Queue[Event]" = queue.Queue()
         self._cancel = threading.Event()
         self.load_s = 0.0
+        #: Set by whoever shows the answer once its first text is out (on
+        #: screen, or written to the worker's pipe); see :mod:`mlx_magic.stepping`.
+        self.first_text_shown = threading.Event()
 
     def cancel(self) -> None:
         """Ask the runtime to stop at the next token step."""

@@ -8,7 +8,6 @@ together, token by token, so all columns stream at once.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 
 from IPython.core.error import UsageError

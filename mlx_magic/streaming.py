@@ -202,6 +202,7 @@ class _Collector:
         if text:
             self.flushes += 1
             self.view.write(text)
+            self.job.first_text_shown.set()
 
     def result(self, finished: Finished) -> MLXResult:
         stats = GenerationStats.from_dict(finished.stats)

@@ -191,14 +191,6 @@ def seeded_per_step(sampler, seed: int):
 
 def _prefix_cache_of(warm: WarmModel, request: GenerationRequest):
     """The warm model's prefix cache (made on first use), or ``None`` if off."""
-    from .prefix_cache import PrefixCache
+    from .prefix_cache import PrefixCache, warm_prompt_cache
 
-    settings = request.prefix_cache
-    if not settings.enabled:
-        return None
-    cache = warm.extras.get("prefix_cache")
-    if cache is None:
-        cache = warm.extras["prefix_cache"] = PrefixCache(settings)
-    else:
-        cache.apply(settings)
-    return cache
+    return warm_prompt_cache(warm, request.prefix_cache, PrefixCache)

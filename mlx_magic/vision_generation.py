@@ -125,17 +125,10 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
 
 def _prompt_caches(warm: WarmModel, request):
     """The model's per-conversation KV caches, or ``None`` when turned off."""
+    from .prefix_cache import warm_prompt_cache
     from .vision_prompt_cache import VisionPromptCaches
 
-    settings = request.prefix_cache
-    if not settings.enabled:
-        return None
-    caches = warm.extras.get("prefix_cache")
-    if caches is None:
-        caches = warm.extras["prefix_cache"] = VisionPromptCaches(settings)
-    else:
-        caches.apply(settings)
-    return caches
+    return warm_prompt_cache(warm, request.prefix_cache, VisionPromptCaches)
 
 
 def _feature_cache_options(warm: WarmModel, prompt: str, request) -> dict:

@@ -310,6 +310,8 @@ class WorkerServer:
                         text_sent = text_sent or any(chunk.text for chunk in held)
                         self._send_events(job_id, held)
                         held = []
+                        if text_sent:
+                            job.first_text_shown.set()
                     continue
                 buffer.flush()
                 self._send_events(job_id, held)

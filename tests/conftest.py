@@ -69,6 +69,24 @@ def model_shell():
     shell.extension_manager.unload_extension("mlx_magic")
 
 
+@pytest.fixture(scope="module")
+def vlm_shell(tiny_vlm):
+    """A shell whose default vision model is the tiny Qwen2-VL, with images
+    ``red`` (PIL, 120×80) and ``noise`` (numpy, 96×64) in its namespace."""
+    shell = make_shell()
+    shell.extension_manager.load_extension("mlx_magic")
+    run(shell, f"%config MLXMagics.default_vision_model = {str(tiny_vlm)!r}")
+    run(shell, "from PIL import Image; import numpy as np")
+    run(shell, "red = Image.new('RGB', (120, 80), 'red')")
+    run(shell, "noise = (np.random.default_rng(0).random((64, 96, 3)) * 255).astype('uint8')")
+    yield shell
+    shell.extension_manager.unload_extension("mlx_magic")
+
+
+def magics_of(shell):
+    return shell.magics_manager.registry["MLXMagics"]
+
+
 def runtime_threads():
     return [t for t in threading.enumerate() if t.name == "mlx_magic-runtime"]
 

@@ -69,3 +69,23 @@ def test_table_plots_and_report(results, tmp_path):
 def test_unknown_scenario_is_refused():
     with pytest.raises(ValueError, match="unknown scenario"):
         bench.run(["nope"], quick=True, progress=lambda line: None)
+
+
+def test_update_keeps_the_scenarios_not_run_again(results, tmp_path):
+    saved = bench.save_json(results, tmp_path / "results.json")
+    kept = bench.load_json(saved)
+    assert [r.name for r in kept] == [r.name for r in results]
+    assert [m.ratio for r in kept for m in r.metrics] == [m.ratio for r in results for m in r.metrics]
+    fresh = bench.ScenarioResult(name="runtimes", title="again", ran="now: `cmd`")
+    merged = bench.merge([fresh], kept)
+    assert [r.name for r in merged] == list(bench.SCENARIOS)
+    assert merged[-1] is fresh and merged[0].title == results[0].title
+
+
+def test_runtimes_compares_process_and_server_with_thread_mode(results):
+    runtimes = {result.name: result for result in results}["runtimes"]
+    names = [metric.name for metric in runtimes.metrics]
+    assert "decode tok/s, tiny llama: process against thread" in names
+    assert "decode tok/s, tiny llama: loopback server against thread" in names
+    assert all(mode in " ".join(names) for mode in ("thread mode", "process mode", "remote mode"))
+    assert "the same token ids as mlx-lm" in runtimes.notes[0]

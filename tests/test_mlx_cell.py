@@ -10,15 +10,11 @@ from IPython.core.error import UsageError
 
 import mlx_magic
 from mlx_magic.views import TerminalView
-from conftest import run, runtime_threads
+from conftest import magics_of, run, runtime_threads
 
 pytestmark = pytest.mark.model
 
 CAPITAL = "What is the capital of France?"
-
-
-def magics_of(shell):
-    return shell.magics_manager.registry["MLXMagics"]
 
 
 def test_capital_question_streams_paris_with_footer(model_shell, capsys):

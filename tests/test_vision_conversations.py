@@ -10,25 +10,11 @@ import json
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import make_shell, run
+from conftest import magics_of, run
 
 pytestmark = pytest.mark.vision
 
 
-@pytest.fixture(scope="module")
-def vlm_shell(tiny_vlm):
-    shell = make_shell()
-    shell.extension_manager.load_extension("mlx_magic")
-    run(shell, f"%config MLXMagics.default_vision_model = {str(tiny_vlm)!r}")
-    run(shell, "from PIL import Image; import numpy as np")
-    run(shell, "red = Image.new('RGB', (120, 80), 'red')")
-    run(shell, "noise = (np.random.default_rng(0).random((64, 96, 3)) * 255).astype('uint8')")
-    yield shell
-    shell.extension_manager.unload_extension("mlx_magic")
-
-
-def magics_of(shell):
-    return shell.magics_manager.registry["MLXMagics"]
 
 
 def ask(shell, flags, text):
