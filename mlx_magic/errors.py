@@ -22,3 +22,12 @@ class GenerationInterrupted(KeyboardInterrupt):
 
     def _render_traceback_(self) -> list[str]:
         return [f"KeyboardInterrupt: {self}"]
+
+
+def one_line(text: object, limit: int | None = None) -> str:
+    """``text`` on one line (runs of whitespace become one space), cut to
+    ``limit`` characters with an ellipsis."""
+    text = " ".join(str(text).split())
+    if limit is not None and len(text) > limit:
+        return text[: limit - 1] + "…"
+    return text

@@ -33,6 +33,8 @@ from typing import Any, Mapping, Optional
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import one_line
+
 DEFAULT_MAX_PIXELS = 50_000_000
 """Largest image (width × height) decoded by default: 50 megapixels, well
 above any camera photo and below Pillow's own bomb limit (~89 megapixels)."""
@@ -332,7 +334,7 @@ def _from_object(source: str, value: Any, options: _Options) -> LoadedImage:
         try:
             value.load()
         except Exception as error:  # e.g. a closed or truncated lazily opened image
-            raise ImageSourceError(f"{source!r}: cannot read the image: {_one_line(error)}",
+            raise ImageSourceError(f"{source!r}: cannot read the image: {one_line(error)}",
                                    source) from error
         return _finish(source, value, options)
 
@@ -421,7 +423,7 @@ def _from_figure(source: str, figure: Any, options: _Options) -> LoadedImage:
         figure.savefig(buffer, format="png", dpi="figure")
     except Exception as error:  # any failure inside the user's plot
         raise ImageSourceError(f"{source!r}: could not render the figure: "
-                               f"{_one_line(error)}", source) from error
+                               f"{one_line(error)}", source) from error
     return _from_encoded(source, buffer.getvalue(), options)
 
 
@@ -445,7 +447,7 @@ def _from_data_uri(source: str, options: _Options) -> LoadedImage:
             data = urllib.parse.unquote_to_bytes(payload)
     except (binascii.Error, ValueError) as error:
         raise ImageSourceError(f"{_short(source)!r}: invalid base64 data: "
-                               f"{_one_line(error)}", source) from error
+                               f"{one_line(error)}", source) from error
     return _from_encoded(source, data, options, what=media_type)
 
 
@@ -493,13 +495,13 @@ def _fetch(source: str, url: str, options: _Options) -> tuple[bytes, str]:
     except urllib.error.URLError as error:
         reason = error.reason
         cause = (f"timed out after {options.url_timeout_s:g} s"
-                 if isinstance(reason, TimeoutError) else _one_line(reason))
+                 if isinstance(reason, TimeoutError) else one_line(reason))
         raise ImageSourceError(f"{name}: {cause}", source) from error
     except TimeoutError as error:  # socket.timeout is TimeoutError since 3.10
         raise ImageSourceError(f"{name}: timed out after {options.url_timeout_s:g} s",
                                source) from error
     except (OSError, HTTPException, ValueError) as error:
-        raise ImageSourceError(f"{name}: {_one_line(error) or type(error).__name__}",
+        raise ImageSourceError(f"{name}: {one_line(error) or type(error).__name__}",
                                source) from error
 
 
@@ -554,7 +556,7 @@ def _from_file(source: str, path: str, options: _Options) -> LoadedImage:
         raise ImageSourceError(f"file not found: {source!r}", source) from error
     except OSError as error:  # permissions, broken links, I/O errors
         raise ImageSourceError(f"cannot read {source!r}: "
-                               f"{error.strerror or _one_line(error)}", source) from error
+                               f"{error.strerror or one_line(error)}", source) from error
 
 
 def _from_encoded(source: str, data: bytes, options: _Options,
@@ -596,7 +598,7 @@ def _decode(source: str, file: Any, options: _Options, what: str = "") -> Loaded
         raise
     except Image.DecompressionBombError as error:
         raise ImageSourceError(f"{_short(source)!r}: refused as a decompression bomb: "
-                               f"{_one_line(error)}", source) from error
+                               f"{one_line(error)}", source) from error
     except UnidentifiedImageError as error:
         raise ImageSourceError(f"{_short(source)!r} is not an image Pillow can read{got}",
                                source) from error
@@ -604,7 +606,7 @@ def _decode(source: str, file: Any, options: _Options, what: str = "") -> Loaded
         # Untrusted bytes: Pillow's decoders raise OSError, SyntaxError,
         # ValueError, struct.error, zlib.error... all mean "corrupt image".
         raise ImageSourceError(f"{_short(source)!r}: corrupt or truncated image{got}: "
-                               f"{_one_line(error) or type(error).__name__}",
+                               f"{one_line(error) or type(error).__name__}",
                                source) from error
 
 
@@ -627,7 +629,7 @@ def _finish(source: str, image: Image.Image, options: _Options) -> LoadedImage:
         rgb = _to_rgb(upright)
     except Exception as error:  # odd modes (LAB...) or broken EXIF
         raise ImageSourceError(f"{_short(source)!r}: cannot convert {image.mode} image to "
-                               f"RGB: {_one_line(error)}", source) from error
+                               f"RGB: {one_line(error)}", source) from error
     digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
     digest.update(rgb.tobytes())
     return LoadedImage(rgb, source, original_size, digest.hexdigest())
@@ -674,13 +676,9 @@ def _pixel_bytes(image: Image.Image) -> int:
     return image.width * image.height * len(image.getbands())
 
 
-def _one_line(error: object) -> str:
-    return " ".join(str(error).split())
-
-
 def _short(source: str, limit: int = 60) -> str:
     """A source short enough for a caption or an error line."""
-    source = _one_line(source)
+    source = one_line(source)
     if len(source) <= limit:
         return source
     if source[:5].lower() == "data:":

@@ -33,7 +33,7 @@ def load_warm_model(spec: ModelSpec) -> WarmModel:
             model, tokenizer, config = _load_text(spec.path)
     except (FileNotFoundError, ValueError, KeyError, OSError) as error:
         raise ModelLoadError(
-            f"Could not load '{spec.name}' from {spec.path}: {_one_line(error)}"
+            f"Could not load '{spec.name}' from {spec.path}: {_first_line(error)}"
         ) from error
     return WarmModel(
         name=spec.name,
@@ -89,6 +89,6 @@ def _load_vision(path: str):
     return model, processor, load_config(path)
 
 
-def _one_line(error: BaseException) -> str:
+def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__

@@ -228,6 +228,8 @@ class Job:
         #: Set by whoever shows the answer once its first text is out (on
         #: screen, or written to the worker's pipe); see :mod:`mlx_magic.stepping`.
         self.first_text_shown = threading.Event()
+        #: Set once the last event (a Finished or a Failed) is in ``events``.
+        self.ended = threading.Event()
 
     def cancel(self) -> None:
         """Ask the runtime to stop at the next token step."""
@@ -239,6 +241,17 @@ class Job:
 
     def emit(self, event: Event) -> None:
         self.events.put(event)
+        if isinstance(event, (Finished, Failed)):
+            self.ended.set()
+
+    def waiting_events(self) -> list:
+        """The events already queued (without waiting)."""
+        events = []
+        while True:
+            try:
+                events.append(self.events.get_nowait())
+            except queue.Empty:
+                return events
 
     def next_event(self, timeout: Optional[float] = None) -> Optional[Event]:
         """The next event, or ``None`` if none came within ``timeout`` s."""

@@ -11,12 +11,13 @@ Requests
     ``"stream_options": {"include_usage": true}``: the system prompt, the
     conversation's turns and the cell as messages; images as content parts
     ``{"type": "image_url", "image_url": {"url": "data:image/png;base64,…"}}``
-    after the text. A ``--raw`` request goes to ``POST {url}/v1/completions``
+    after the text of the turn that sent them. A ``--raw`` request goes to ``POST {url}/v1/completions``
     with the text as ``prompt`` (system prompt and turns before it,
     separated by blank lines, as thread mode does without a template).
     Sampling: ``max_tokens``, ``temperature``, ``top_p`` and ``seed`` always;
     ``top_k``, ``min_p`` and ``repetition_penalty`` (understood by mlx-lm,
-    vLLM and llama.cpp) only when set.
+    vLLM and llama.cpp) only when set. (The bodies and the reading of the
+    answers are in :mod:`mlx_magic.openai_wire`.)
 
 The model name sent
     The spec's ``key`` (a Hub id, a folder path, or the name itself for a
@@ -102,7 +103,6 @@ from __future__ import annotations
 import base64
 import collections
 import http.client
-import io
 import json
 import os
 import re
@@ -125,13 +125,13 @@ from .protocol import (
     ModelSpec,
     Notice,
     RuntimeStatus,
-    TokenChunk,
 )
+from . import openai_wire as wire
+from .errors import one_line
 from .runtime import Runtime
 
 THREAD_NAME = "mlx_magic-remote"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_MAX_ERROR_BODY = 64 * 1024
 # How often the dispatcher looks at queued jobs' cancellation, and how often
 # a request's watch looks at its deadlines and its job.
 _POLL_S = 0.1
@@ -638,16 +638,16 @@ class RemoteRuntime(Runtime):
         model = self._model_name(request.model, served)
         raw = request.raw and not request.images
         path = "/v1/completions" if raw else "/v1/chat/completions"
-        body = _request_body(request, model, raw)
+        body = wire.request_body(request, model, raw)
         started = time.perf_counter()
         watch = _Watch(job, self.first_token_timeout_s, self.idle_timeout_s)
         connection, response = self._open(endpoint, "POST", path, key, body, watch)
-        reader = _StreamReader(job, started, raw)
+        reader = wire.StreamReader(job, started, raw)
         job.emit(ModelReady(model=model or request.model.name, warm=True, load_s=0.0))
         broken: Optional[BaseException] = None
         reported = None
         try:
-            for data in _sse_data(response, watch.heard):
+            for data in wire.sse_data(response, watch.heard):
                 if data == "[DONE]":
                     reader.done = True
                     break
@@ -675,11 +675,11 @@ class RemoteRuntime(Runtime):
             return finished("cancelled")
         if reported:
             if not reader.chunks:
-                raise _Refused(f"{endpoint.shown} reported an error: {_one_line(reported)}")
-            cause = f"the server reported an error: {_one_line(reported)}"
+                raise _Refused(f"{endpoint.shown} reported an error: {one_line(reported, 200)}")
+            cause = f"the server reported an error: {one_line(reported, 200)}"
         elif reader.finish_reason is not None or reader.done:
             # Complete, even if the connection then broke before [DONE].
-            return finished(_finish_reason(reader.finish_reason or "stop"))
+            return finished(wire.finish_reason(reader.finish_reason or "stop"))
         else:
             attempt.connection_broke = True
             cause = self._why(watch, broken, "the server closed the connection")
@@ -767,7 +767,7 @@ class RemoteRuntime(Runtime):
                 cause = self._why(watch, error, "the server closed the connection")
             raise _Unreachable(f"{endpoint.shown}: {cause}") from None
         if response.status != 200:
-            detail = _error_detail(response)
+            detail = wire.error_detail(response)
             if watch is not None:
                 watch.stop()
             connection.close()
@@ -858,171 +858,6 @@ class RemoteRuntime(Runtime):
         return text
 
 
-class _StreamReader:
-    """Turns the ``data:`` payloads of one answer into events and stats."""
-
-    def __init__(self, job: Job, started: float, raw: bool):
-        self.job = job
-        self.started = started
-        self.raw = raw
-        self.chunks = 0
-        self.first_at: Optional[float] = None
-        self.last_at: Optional[float] = None
-        self.finish_reason: Optional[str] = None
-        self.usage: dict = {}
-        self.timings: dict = {}
-        self.model: Optional[str] = None
-        self.done = False
-
-    def take(self, data: str) -> Optional[str]:
-        """Handle one payload; returns the server's error message, if it is one."""
-        try:
-            payload = json.loads(data)
-        except ValueError:
-            return None  # not JSON: a keep-alive or an extension; skip it
-        if not isinstance(payload, dict):
-            return None
-        if payload.get("error"):
-            return _message_of(payload["error"])
-        if isinstance(payload.get("model"), str):
-            self.model = payload["model"]
-        if isinstance(payload.get("usage"), dict):
-            self.usage = payload["usage"]
-        if isinstance(payload.get("timings"), dict):
-            self.timings = payload["timings"]
-        choices = payload.get("choices") or []
-        choice = next((c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0),
-                      None)
-        if choice is None:
-            return None
-        if self.raw:
-            text = choice.get("text")
-        else:
-            delta = choice.get("delta") or choice.get("message") or {}
-            text = delta.get("content") if isinstance(delta, dict) else None
-        if isinstance(text, str) and text:
-            now = time.perf_counter()
-            if self.first_at is None:
-                self.first_at = now
-            self.last_at = now
-            self.chunks += 1
-            self.job.emit(TokenChunk(text=text))
-        if choice.get("finish_reason"):
-            self.finish_reason = str(choice["finish_reason"])
-        return None
-
-    def stats(self) -> dict:
-        usage, timings = self.usage, self.timings
-        details = usage.get("prompt_tokens_details") or {}
-        prompt = _int(usage.get("prompt_tokens"), timings.get("prompt_n"))
-        generated = _int(usage.get("completion_tokens"), timings.get("predicted_n"))
-        if generated is None:
-            generated = self.chunks
-        cached = _int(details.get("cached_tokens") if isinstance(details, dict) else None,
-                      timings.get("cache_n")) or 0
-        ttft = self.first_at - self.started if self.first_at is not None else None
-        generation_tps = 0.0
-        if generated > 1 and self.first_at is not None and self.last_at > self.first_at:
-            generation_tps = (generated - 1) / (self.last_at - self.first_at)
-        return {
-            "prompt_tokens": prompt or 0,
-            "cached_prompt_tokens": cached,
-            "prompt_tps": (prompt / ttft) if prompt and ttft else 0.0,
-            "generation_tokens": generated,
-            "generation_tps": generation_tps,
-            "ttft_s": ttft,
-            "peak_memory_gb": 0.0,  # the server's memory is not reported
-            "load_s": 0.0,
-            "warm": True,
-        }
-
-
-def _request_body(request: GenerationRequest, model: Optional[str], raw: bool) -> dict:
-    sampling = request.sampling
-    body: dict = {}
-    if model is not None:
-        body["model"] = model
-    if raw:
-        parts = [request.system] if request.system else []
-        for user, assistant in request.history:
-            parts += [user, assistant]
-        body["prompt"] = "\n\n".join(parts + [request.prompt])
-    else:
-        body["messages"] = _messages(request)
-    body.update(
-        stream=True,
-        stream_options={"include_usage": True},
-        max_tokens=sampling.max_tokens,
-        temperature=sampling.temperature,
-        top_p=sampling.top_p,
-    )
-    if sampling.seed is not None:
-        body["seed"] = sampling.seed
-    if sampling.top_k:
-        body["top_k"] = sampling.top_k
-    if sampling.min_p:
-        body["min_p"] = sampling.min_p
-    if sampling.repetition_penalty is not None:
-        body["repetition_penalty"] = sampling.repetition_penalty
-    return body
-
-
-def _messages(request: GenerationRequest) -> list:
-    messages = []
-    if request.system:
-        messages.append({"role": "system", "content": request.system})
-    earlier_images, own_images = request.images_by_turn()
-    for (user, assistant), images in zip(request.history, earlier_images):
-        messages.append(_user_message(user, images))
-        messages.append({"role": "assistant", "content": assistant})
-    messages.append(_user_message(request.prompt, own_images))
-    return messages
-
-
-def _user_message(text: str, images) -> dict:
-    """A user message; its images (each stays in the turn that sent it) as
-    data URI content parts."""
-    if not images:
-        return {"role": "user", "content": text}
-    content = [{"type": "text", "text": text}]
-    for image in images:
-        content.append({"type": "image_url", "image_url": {"url": image_data_uri(image)}})
-    return {"role": "user", "content": content}
-
-
-def image_data_uri(image) -> str:
-    """A PIL image as a ``data:image/png;base64,…`` URI."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _sse_data(response, heard=None):
-    """The ``data`` of each server-sent event (text/event-stream), as strings;
-    ``heard()`` is called for every line that arrives (keep-alives too)."""
-    lines: list[str] = []
-    while True:
-        raw = response.readline(1 << 24)
-        if not raw:
-            break
-        if heard is not None:
-            heard()
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
-        if not line:
-            if lines:
-                yield "\n".join(lines)
-                lines = []
-            continue
-        if line.startswith(":"):
-            continue  # a comment (keep-alive)
-        field, _, value = line.partition(":")
-        if field == "data":
-            lines.append(value[1:] if value.startswith(" ") else value)
-    if lines:
-        # Not closed by a blank line: servers that skip it still meant it.
-        yield "\n".join(lines)
-
-
 class _Watch:
     """Shuts a request's socket down when its job is cancelled, when no text
     came within the first-token timeout, or when an answer that has begun
@@ -1071,34 +906,6 @@ class _Watch:
             return
 
 
-def _error_detail(response) -> str:
-    try:
-        body = response.read(_MAX_ERROR_BODY)
-    except (OSError, http.client.HTTPException):
-        return ""
-    text = body.decode("utf-8", "replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return _one_line(text)
-    if isinstance(data, dict):
-        for name in ("error", "detail", "message"):
-            if data.get(name):
-                return _one_line(_message_of(data[name]))
-    return _one_line(text)
-
-
-def _message_of(error) -> str:
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("detail") or error)
-    return str(error)
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _cause(error: BaseException, timeout: float) -> str:
     if isinstance(error, ConnectionRefusedError):
         return "connection refused (is the server running?)"
@@ -1107,14 +914,14 @@ def _cause(error: BaseException, timeout: float) -> str:
     if isinstance(error, (TimeoutError, socket.timeout)):
         return f"no answer within {timeout:g} s"
     if isinstance(error, ssl.SSLError):
-        return f"TLS error ({_one_line(error.reason or str(error), 80)})"
+        return f"TLS error ({one_line(error.reason or str(error), 80)})"
     if isinstance(error, http.client.RemoteDisconnected):
         return "the server closed the connection without answering"
     if isinstance(error, ConnectionResetError):
         return "connection reset"
     if isinstance(error, OSError) and error.strerror:
         return error.strerror.lower()
-    return _one_line(f"{type(error).__name__}: {error}", 120)
+    return one_line(f"{type(error).__name__}: {error}", 120)
 
 
 def _all_failed(failures: list) -> str:
@@ -1122,18 +929,5 @@ def _all_failed(failures: list) -> str:
     if not failures:
         return "No server answered"
     if len(failures) == 1:
-        return _one_line(failures[0], 400)
-    return _one_line("No server answered: " + "; ".join(failures), 800)
-
-
-def _finish_reason(reason: str) -> str:
-    # mlx_magic knows stop, length, cancelled (and cut, made here); tool
-    # calls and content filters end the answer too.
-    return reason if reason in ("stop", "length", "cancelled") else "stop"
-
-
-def _int(*values) -> Optional[int]:
-    for value in values:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return int(value)
-    return None
+        return one_line(failures[0], 400)
+    return one_line("No server answered: " + "; ".join(failures), 800)

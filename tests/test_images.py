@@ -627,3 +627,25 @@ def test_cache_bounds_entries_and_bytes(in_dir):
     load_images(["large.png"], {}, cache=by_bytes)
     load_images(["2.png", "1.png"], {}, cache=by_bytes)
     assert by_bytes.stats()["entries"] == 2 and by_bytes.stats()["hits"] == 4
+
+
+def test_previews_send_each_thumbnail_in_its_smaller_encoding():
+    from mlx_magic.images import load_images
+    from mlx_magic.previews import preview_bundle
+
+    rng = np.random.default_rng(0)
+    smooth = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize(
+        (300, 200), Image.Resampling.BICUBIC)
+    photo = np.clip(np.asarray(smooth, np.int16) + rng.integers(-8, 9, (200, 300, 3)), 0, 255)
+    namespace = {"photo": photo.astype(np.uint8), "drawing": Image.new("RGB", (300, 200), "red")}
+    bundle = preview_bundle(load_images(["photo", "drawing"], namespace))
+    html_form = bundle["text/html"]
+    assert html_form.count("<img") == 2
+    photo_uri, drawing_uri = [part.split('"')[0] for part in html_form.split('src="')[1:]]
+    assert photo_uri.startswith("data:image/jpeg;base64,")
+    assert drawing_uri.startswith("data:image/png;base64,")
+    # The photo's thumbnail is much smaller than the PNG it would have been.
+    sheet = base64.b64decode(bundle["image/png"])
+    assert len(photo_uri) < len(sheet) / 2
+    assert Image.open(io.BytesIO(sheet)).size == (256 + 8 + 256, 171)
+    assert bundle["text/plain"] == "[image 1: photo · 300×200]\n[image 2: drawing · 300×200]"

@@ -58,8 +58,10 @@ def test_vision_notebook_shows_previews_before_streamed_answers(tiny_vlm, monkey
     for cell in code:
         assert not [o for o in cell.outputs if o.output_type == "error"], cell.source
     vision_cells = [cell for cell in code if cell.source.startswith("%%mlx_vision")]
-    assert len(vision_cells) == 5
-    for cell in vision_cells:
+    assert len(vision_cells) == 7
+    with_images = [cell for cell in vision_cells if " -i " in cell.source.splitlines()[0]]
+    assert len(with_images) == 6
+    for cell in with_images:
         kinds = [o.output_type for o in cell.outputs]
         previews = [i for i, o in enumerate(cell.outputs)
                     if o.output_type == "display_data" and "image/png" in o.get("data", {})]
@@ -69,6 +71,11 @@ def test_vision_notebook_shows_previews_before_streamed_answers(tiny_vlm, monkey
         images = cell.source.splitlines()[0].count("-i ")
         assert preview["text/html"].count("<img") == images
         assert "tok/s" in outputs_text(cell)
+    # The follow-up without -i: the image came from the KV cache with the first turn.
+    follow_up = next(cell for cell in vision_cells if cell not in with_images)
+    assert "--chat chart" in follow_up.source and " cached)" in outputs_text(follow_up)
+    transcript = outputs_text(next(cell for cell in code if cell.source == "%mlx chat chart"))
+    assert "[image: fig" in transcript and "Which bar is the tallest?" in transcript
     status = outputs_text(next(cell for cell in code if cell.source == "%mlx status"))
     assert "Vision features" in status
     hits = int(status.split("Vision features")[1].split(" hits")[0].split()[-1])
