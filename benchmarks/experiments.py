@@ -12,6 +12,7 @@ the effect with the same harness as ``python -m mlx_magic.bench``::
     python benchmarks/experiments.py first_text_gap    # GIL switch interval and first text
     python benchmarks/experiments.py decode_three_way  # raw / as is / 20 ms reader, one kernel
     python benchmarks/experiments.py first_text_handshake  # runtime waits for the first text
+    python benchmarks/experiments.py first_text_timeline   # where the first text's time goes
 
 ``blas`` runs SmolLM2 in fresh processes with MLX's bundled BLAS, then with an
 optimized OpenBLAS preloaded, quantized and dequantized.
@@ -433,15 +434,63 @@ def first_text_handshake(context: Context, reps: int) -> None:
                       f"{median(tps[name]):.1f} tok/s", flush=True)
 
 
+TIMELINE_PATCH = r"""
+import time as _time
+import mlx_magic.stepping as _stepping, mlx_magic.streaming as _streaming, mlx_magic.views as _views
+TIMELINE = {}
+_report = _stepping.Stepper._report
+def _timed_report(self, response):
+    if "emitted" not in TIMELINE and response.text:
+        TIMELINE["emitted"] = _time.perf_counter()
+    last = _report(self, response)
+    if "emitted" in TIMELINE and "runtime resumed" not in TIMELINE:
+        TIMELINE["runtime resumed"] = _time.perf_counter()
+    return last
+_stepping.Stepper._report = _timed_report
+_write = _views.NotebookView.write
+def _timed_write(self, text):
+    first = text and "write started" not in TIMELINE
+    if first:
+        TIMELINE["write started"] = _time.perf_counter()
+    _write(self, text)
+    if first:
+        TIMELINE["write returned"] = _time.perf_counter()
+_views.NotebookView.write = _timed_write
+"""
+
+
+def first_text_timeline(context: Context, reps: int) -> None:
+    """When the first text is emitted by the runtime, written by the view, and
+    received by the client (one clock: perf_counter is system-wide here), SmolLM2."""
+    from mlx_magic.bench_scenarios import LONG_ANSWER_PROMPT
+
+    with Kernel("%config MLXMagics.prefix_cache = False", "%mlx load smollm2",
+                TIMELINE_PATCH) as kernel:
+        kernel.generate(cell("mlx", "-n 2 --raw", "Hello"))
+        for _ in range(reps):
+            kernel.execute("TIMELINE.clear()")
+            done = kernel.execute(cell("mlx", "-n 4", LONG_ANSWER_PROMPT),
+                                  expressions={"t": "TIMELINE"})
+            times = done.values["t"]
+            arrived = next(at for at, m in done.messages if m["msg_type"] == "stream")
+            times["client received"] = arrived
+            start = times["emitted"]
+            print(", ".join(f"{name} {(at - start) * 1000:+.1f} ms"
+                            for name, at in sorted(times.items(), key=lambda kv: kv[1])),
+                  flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", choices=["widget_segments", "blas", "decode_overhead", "decode_in_kernel", "decode_coalesced", "first_text_gap", "decode_three_way", "first_text_handshake"])
+    parser.add_argument("experiment", choices=["widget_segments", "blas", "decode_overhead", "decode_in_kernel", "decode_coalesced", "first_text_gap", "decode_three_way", "first_text_handshake", "first_text_timeline"])
     parser.add_argument("--tokens", type=int, default=2000)
     parser.add_argument("--reps", type=int, default=6)
     parser.add_argument("--openblas")
     args = parser.parse_args()
     context = Context.create(quick=True, progress=print)
-    if args.experiment == "widget_segments":
+    if args.experiment == "first_text_timeline":
+        first_text_timeline(context, args.reps)
+    elif args.experiment == "widget_segments":
         widget_segments(context, args.tokens)
     elif args.experiment == "first_text_handshake":
         first_text_handshake(context, args.reps)

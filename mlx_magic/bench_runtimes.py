@@ -14,6 +14,7 @@ its own server.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -33,17 +34,19 @@ PROCESS_TARGET = 0.98
 def runtimes(context: Context, result: ScenarioResult) -> None:
     """Decode tokens/s of process mode and of a loopback server against thread mode."""
     result.title = (
-        "The same `%%mlx` cell (greedy, same max tokens) in one kernel with "
-        "the thread runtime, the worker process (`%mlx runtime process`) and a loopback "
-        "`mlx_lm.server` serving the same model folder (`%mlx connect`), each cell paired "
-        "with raw `mlx_lm.stream_generate` in the benchmark process. Decode tok/s: mlx-lm's "
-        "own `generation_tps` for thread and process mode (measured where the tokens are "
+        "The same `%%mlx` cell (greedy, same max tokens) in three kernels side by side: one "
+        "with the thread runtime, one with the worker process (`%mlx runtime process`), one "
+        "connected to a loopback `mlx_lm.server` serving the same model folder "
+        "(`%mlx connect`); each repetition runs raw `mlx_lm.stream_generate` in the benchmark "
+        "process and one cell in each kernel, in turn (order reversed every other repetition), "
+        "so every ratio is paired within a repetition. Decode tok/s: mlx-lm's own "
+        "`generation_tps` for thread and process mode (measured where the tokens are "
         "consumed: in the kernel, or in the worker, which buffers and writes the pipe); for "
         "the server, the remote runtime's rate from the arrival of the first to the last "
-        "streamed token. Cell time: execute request sent → reply received, as a frontend "
-        "sees it. Prompt caches stay on everywhere (the magic's prefix cache, mlx_lm.server's "
-        "own), so after the first repetition no mode reads the prompt again and the cell "
-        "times compare the transports, not prefills; the raw baseline reads it every time."
+        "streamed token. Cell time: execute request sent → reply received, as a frontend sees "
+        "it. Prompt caches stay on everywhere (the magic's prefix cache, mlx_lm.server's "
+        "own), so after the untimed first cell no mode reads the prompt again and cell times "
+        "compare the transports, not prefills."
     )
     if context.quick:
         plans = [("tiny llama", "tiny-llama", context.tiny_llama, 60, 1)]
@@ -54,8 +57,7 @@ def runtimes(context: Context, result: ScenarioResult) -> None:
         "models": ", ".join(f"{label} (-n {n}, {reps} reps per mode)"
                             for label, _, _, n, reps in plans),
         "prompt": repr(LONG_ANSWER_PROMPT),
-        "order": "modes in blocks (thread, process, remote); within a block, ABBA pairs "
-                 "with the raw baseline",
+        "order": "raw, thread, process, remote; then reversed",
     }
     series = result.series
     series.update(models=[], modes=list(MODES), tps={mode: [] for mode in MODES})
@@ -67,70 +69,79 @@ def runtimes(context: Context, result: ScenarioResult) -> None:
         result.notes.append(_note(label, samples))
         series["models"].append(label)
         for mode in MODES:
-            series["tps"][mode].append(median([c.stats["generation_tps"]
-                                               for c in samples[mode]["cells"]]))
+            series["tps"][mode].append(median(tps(samples, mode)))
 
 
 def _measure(context, label, name, path, url, max_tokens, reps) -> dict:
+    """Per repetition: the raw run and one cell in each mode's kernel, in an
+    order that is reversed every other repetition (ABCD DCBA)."""
     baseline = context.text_baseline(path)
     baseline.generate("Hello", 2, raw=True)  # first calls allocate
     code = cell("mlx", f"-n {max_tokens}", LONG_ANSWER_PROMPT)
-    samples = {mode: {"base": [], "cells": []} for mode in MODES}
-    with Kernel(context.aliases(), f"%config MLXMagics.default_model = {name!r}") as kernel:
-        for mode in MODES:
-            if mode == "remote":
-                kernel.execute(f"%mlx connect {url}")
-            else:
-                kernel.execute(f"%mlx runtime {mode}")
-                kernel.execute(f"%mlx load {name}")
-            # Untimed: the first request allocates, and fills the prompt caches.
-            kernel.generate(code)
-            for rep in range(1, reps + 1):
-                if rep % 2:
-                    base = baseline.generate(LONG_ANSWER_PROMPT, max_tokens)
-                    ours = kernel.generate(code)
+    setup = (context.aliases(), f"%config MLXMagics.default_model = {name!r}")
+    samples: dict = {"raw": [], **{mode: [] for mode in MODES}}
+    with contextlib.ExitStack() as stack:
+        kernels = {
+            "thread": stack.enter_context(Kernel(*setup, f"%mlx load {name}")),
+            "process": stack.enter_context(Kernel(*setup, "%mlx runtime process",
+                                                  f"%mlx load {name}")),
+            "remote": stack.enter_context(Kernel(*setup, f"%mlx connect {url}")),
+        }
+        for kernel in kernels.values():
+            kernel.generate(code)  # untimed: allocates, and fills the prompt caches
+        order = ["raw", *MODES]
+        for rep in range(1, reps + 1):
+            for side in (order if rep % 2 else order[::-1]):
+                if side == "raw":
+                    samples["raw"].append(baseline.generate(LONG_ANSWER_PROMPT, max_tokens))
                 else:
-                    ours = kernel.generate(code)
-                    base = baseline.generate(LONG_ANSWER_PROMPT, max_tokens)
-                samples[mode]["base"].append(base)
-                samples[mode]["cells"].append(ours)
-                context.say(f"{label} {mode} rep {rep}/{reps}: decode "
-                            f"{base['generation_tps']:.1f} (mlx-lm) vs "
-                            f"{ours.stats['generation_tps']:.1f} tok/s; cell "
-                            f"{ours.replied - ours.sent:.2f} s")
-            if mode == "remote":
-                kernel.execute("%mlx disconnect")
+                    samples[side].append(kernels[side].generate(code))
+            context.say(f"{label} rep {rep}/{reps}: decode {samples['raw'][-1]['generation_tps']:.1f} "
+                        "(mlx-lm), " + ", ".join(
+                            f"{mode} {samples[mode][-1].stats['generation_tps']:.1f}"
+                            for mode in MODES) + " tok/s")
     for mode in MODES:
-        for ours in samples[mode]["cells"]:
+        for ours in samples[mode]:
             if not ours.stats.get("generation_tokens"):
                 raise BenchError(f"{label} {mode}: a cell generated nothing")
     return samples
 
 
-def _metrics(label: str, samples: dict) -> list:
-    def tps(mode):
-        return [c.stats["generation_tps"] for c in samples[mode]["cells"]]
+def tps(samples: dict, mode: str) -> list:
+    return [c.stats["generation_tps"] for c in samples[mode]]
 
+
+def paired(samples: dict, mode: str, against: str = "raw") -> list:
+    """Each repetition's decode rate in ``mode`` divided by the same
+    repetition's rate in ``against`` (the raw mlx-lm run, or another mode)."""
+    if against == "raw":
+        bases = [b["generation_tps"] for b in samples["raw"]]
+    else:
+        bases = tps(samples, against)
+    return [ours / base for ours, base in zip(tps(samples, mode), bases)]
+
+
+def _metrics(label: str, samples: dict) -> list:
     def cell_s(mode):
-        return [c.replied - c.sent for c in samples[mode]["cells"]]
+        return [c.replied - c.sent for c in samples[mode]]
 
     metrics = []
+    raw = [b["generation_tps"] for b in samples["raw"]]
     for mode in MODES:
         metrics.append(Metric(
-            "runtimes", f"decode tok/s, {label}, {mode} mode", "tok/s",
-            [b["generation_tps"] for b in samples[mode]["base"]], tps(mode),
+            "runtimes", f"decode tok/s, {label}, {mode} mode", "tok/s", raw, tps(samples, mode),
             "mlx_lm.stream_generate", f"%%mlx, {mode}", RATIO))
-    # Modes run in blocks, minutes apart, and the machine's speed drifts; each
-    # mode's runs divided by the raw runs next to them cancel the drift.
-    process_ratio = median(paired(samples, "process")) / median(paired(samples, "thread"))
+    # The judged ratio is paired within each repetition (minutes apart, the
+    # machine's speed drifts more than the effect measured).
+    process = paired(samples, "process", "thread")
     metrics.append(Metric(
-        "runtimes", f"decode, {label}: process against thread (each ÷ raw mlx-lm next to it)",
-        "× mlx-lm", paired(samples, "thread"), paired(samples, "process"), "thread mode",
-        "process mode", RATIO, f"≥ {PROCESS_TARGET}×", process_ratio >= PROCESS_TARGET))
+        "runtimes", f"decode, {label}: process ÷ thread, per repetition", "×",
+        [1.0] * len(process), process, "thread mode", "process mode", RATIO,
+        f"≥ {PROCESS_TARGET}×", median(process) >= PROCESS_TARGET))
+    remote = paired(samples, "remote", "thread")
     metrics.append(Metric(
-        "runtimes", f"decode, {label}: loopback server against thread (each ÷ raw mlx-lm next "
-        "to it)", "× mlx-lm", paired(samples, "thread"), paired(samples, "remote"),
-        "thread mode", "mlx_lm.server", RATIO))
+        "runtimes", f"decode, {label}: loopback server ÷ thread, per repetition", "×",
+        [1.0] * len(remote), remote, "thread mode", "mlx_lm.server", RATIO))
     for mode in ("process", "remote"):
         metrics.append(Metric(
             "runtimes", f"cell time, {label}: {mode} against thread", "s",
@@ -138,29 +149,24 @@ def _metrics(label: str, samples: dict) -> list:
     return metrics
 
 
-def paired(samples: dict, mode: str) -> list:
-    """Each run of ``mode`` divided by the raw mlx-lm run next to it (decode tok/s)."""
-    return [c.stats["generation_tps"] / b["generation_tps"]
-            for b, c in zip(samples[mode]["base"], samples[mode]["cells"])]
-
-
 def _note(label: str, samples: dict) -> str:
     parts = []
-    thread_tps = median([c.stats["generation_tps"] for c in samples["thread"]["cells"]])
+    thread_tps = median(tps(samples, "thread"))
+    raw_ids = {tuple(b["token_ids"]) for b in samples["raw"]}
     for mode in MODES:
-        cells = samples[mode]["cells"]
-        ratios = paired(samples, mode)
-        mode_tps = median([c.stats["generation_tps"] for c in cells])
-        per_token_ms = 1000 / mode_tps - 1000 / thread_tps
+        cells = samples[mode]
+        per_token_ms = 1000 / median(tps(samples, mode)) - 1000 / thread_tps
         tokens = sorted({c.stats["generation_tokens"] for c in cells})
-        same = {tuple(c.stats["token_ids"]) for c in cells} | {
-            tuple(b["token_ids"]) for b in samples[mode]["base"]}
-        parts.append(
-            f"{mode}: {'/'.join(map(str, tokens))} tokens, ratio to the raw run next to it "
-            f"{', '.join(f'{r:.2f}' for r in ratios)}; {per_token_ms:+.2f} ms per token "
-            f"against thread mode; TTFT {ms(median([c.stats['ttft_s'] for c in cells]))}"
-            + ("" if mode == "remote" else
-               f"; {'the same' if len(same) == 1 else 'DIFFERENT'} token ids as mlx-lm"))
+        same = raw_ids | {tuple(c.stats["token_ids"]) for c in cells}
+        text = (f"{mode}: {'/'.join(map(str, tokens))} tokens, ÷ the raw run of the same "
+                f"repetition {', '.join(f'{r:.2f}' for r in paired(samples, mode))}")
+        if mode != "thread":
+            text += (f", ÷ thread mode {', '.join(f'{r:.2f}' for r in paired(samples, mode, 'thread'))}"
+                     f" ({per_token_ms:+.2f} ms per token)")
+        text += f"; TTFT {ms(median([c.stats['ttft_s'] for c in cells]))}"
+        if mode != "remote":  # a server sends text, not token ids
+            text += f"; {'the same' if len(same) == 1 else 'DIFFERENT'} token ids as mlx-lm"
+        parts.append(text)
     return f"**{label}:** " + "; ".join(parts) + "."
 
 

@@ -85,8 +85,7 @@ def test_update_keeps_the_scenarios_not_run_again(results, tmp_path):
 def test_runtimes_compares_process_and_server_with_thread_mode(results):
     runtimes = {result.name: result for result in results}["runtimes"]
     names = [metric.name for metric in runtimes.metrics]
-    assert any(name.startswith("decode, tiny llama: process against thread") for name in names)
-    assert any(name.startswith("decode, tiny llama: loopback server against thread")
-               for name in names)
+    assert "decode, tiny llama: process ÷ thread, per repetition" in names
+    assert "decode, tiny llama: loopback server ÷ thread, per repetition" in names
     assert all(mode in " ".join(names) for mode in ("thread mode", "process mode", "remote mode"))
     assert "the same token ids as mlx-lm" in runtimes.notes[0]
