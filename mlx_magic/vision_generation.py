@@ -13,24 +13,36 @@ def vision_prompt(warm: WarmModel, request) -> str:
     """The prompt text with the model's own image tokens, via mlx-vlm's template.
 
     mlx-vlm knows where each model wants its images (qwen2_vl after the
-    text, others before it), so image tokens are never placed by hand. In a
-    conversation each image stays in the user message that sent it: the
-    prompt of a follow-up then starts with the previous prompt and answer,
-    which is what lets the conversation's KV cache be reused.
+    text, others before it), so image tokens are never placed by hand.
     """
-    from mlx_vlm.prompt_utils import MODEL_CONFIG, apply_chat_template, get_message_json
+    from mlx_vlm.prompt_utils import apply_chat_template
 
     if request.raw:
         return request.prompt
-    model_type = _config_dict(warm.config)["model_type"].lower()
+    model_type = _config_dict(warm.config)["model_type"]
+    return apply_chat_template(warm.tokenizer, warm.config,
+                               conversation_messages(model_type, request),
+                               num_images=len(request.images))
 
-    def user_message(text: str, image_count: int):
-        if model_type not in MODEL_CONFIG:  # mlx-vlm formats it as a text model
-            return {"role": "user", "content": text}
-        # The model's own message layout, with explicit image parts that keep
-        # the images in this message (unmarked ones go to the last message).
-        return get_message_json(model_type, text, "user", num_images=image_count,
-                                skip_image_token=image_count == 0)
+
+def conversation_messages(model_type: str, request) -> list[dict]:
+    """The system prompt, the earlier turns and the cell as chat messages.
+
+    In a conversation each image stays in the user message that sent it, so
+    the prompt of a follow-up starts with the previous prompt and answer:
+    that is what lets the conversation's KV cache be reused. Models whose
+    mlx-vlm layout is a list of parts get explicit image parts in their
+    turn; models laid out as text with image tokens get plain text, and
+    mlx-vlm puts every image into the last message (correct, without reuse).
+    """
+    from mlx_vlm.prompt_utils import MODEL_CONFIG, get_message_json
+
+    def user_message(text: str, image_count: int) -> dict:
+        if image_count and model_type.lower() in MODEL_CONFIG:
+            message = get_message_json(model_type, text, "user", num_images=image_count)
+            if isinstance(message, dict) and isinstance(message.get("content"), list):
+                return message
+        return {"role": "user", "content": text}
 
     earlier_images, own_images = request.images_by_turn()
     messages = []
@@ -40,9 +52,7 @@ def vision_prompt(warm: WarmModel, request) -> str:
         messages.append(user_message(user, len(images)))
         messages.append({"role": "assistant", "content": assistant})
     messages.append(user_message(request.prompt, len(own_images)))
-    return apply_chat_template(
-        warm.tokenizer, warm.config, messages, num_images=len(request.images)
-    )
+    return messages
 
 
 def _config_dict(config) -> dict:

@@ -105,3 +105,23 @@ def test_running_a_plain_vision_cell_again_reuses_its_prefill(vlm_shell):
     other = ask(vlm_shell, "-i red", "Describe the picture.")
     assert other.stats.cached_prompt_tokens < first.stats.prompt_tokens - 1
     assert other.text != first.text
+
+
+def test_images_stay_in_their_turn_where_the_model_layout_allows_it():
+    from PIL import Image
+
+    from mlx_magic.protocol import GenerationRequest, ModelSpec
+    from mlx_magic.vision_generation import conversation_messages
+
+    request = GenerationRequest(
+        model=ModelSpec(name="v", key="v", path="v", kind="vision"), prompt="And now?",
+        system="Be brief.", history=(("What is this?", "A square."),), history_images=(1,),
+        images=(Image.new("RGB", (4, 4)),))
+    parts = conversation_messages("qwen2_vl", request)
+    assert [m["role"] for m in parts] == ["system", "user", "assistant", "user"]
+    assert [p["type"] for p in parts[1]["content"]] == ["text", "image"]  # mlx-vlm's order
+    assert parts[3] == {"role": "user", "content": "And now?"}
+    # A layout of text with image tokens (gemma3): plain text, and mlx-vlm
+    # puts the image into the last message itself.
+    tokens = conversation_messages("gemma3", request)
+    assert [m["content"] for m in tokens[1:]] == ["What is this?", "A square.", "And now?"]
