@@ -27,7 +27,7 @@ import subprocess
 import sys
 import sysconfig
 
-from mlx_magic.bench_scenarios import (
+from mlx_magic.bench_harness import (
     RAW_PROMPT,
     STATS_EXPRESSION,
     Context,
@@ -136,7 +136,7 @@ def decode_overhead(context: Context, reps: int) -> None:
     import queue
     import time
 
-    from mlx_magic.bench_scenarios import LONG_ANSWER_PROMPT, InProcessText, median
+    from mlx_magic.bench_harness import LONG_ANSWER_PROMPT, InProcessText, median
     from mlx_magic.models import resolve_model
     from mlx_magic.protocol import Finished, GenerationRequest, PrefixCacheSettings, SamplingParams
     from mlx_magic.runtime import ThreadRuntime
@@ -211,7 +211,7 @@ _raw_tps = _r.generation_tps
 def decode_in_kernel(context: Context, reps: int) -> None:
     """Decode speed in a kernel: %%mlx as is, %%mlx with its output captured (no IOPub
     traffic), raw mlx_lm run by a cell in the same kernel, and raw mlx_lm here."""
-    from mlx_magic.bench_scenarios import LONG_ANSWER_PROMPT, median
+    from mlx_magic.bench_harness import LONG_ANSWER_PROMPT, median
 
     with Kernel(context.aliases(), "%mlx load tiny-llama", "%mlx load smollm2",
                 "%config MLXMagics.prefix_cache = False") as kernel:
@@ -282,7 +282,7 @@ def decode_coalesced(context: Context, reps: int) -> None:
     """%%mlx decode speed and visible TTFT, as is and with a reader that, after the
     first text, wakes at most every 20 ms and takes everything queued (patched in one
     of two kernels)."""
-    from mlx_magic.bench_scenarios import LONG_ANSWER_PROMPT, median
+    from mlx_magic.bench_harness import LONG_ANSWER_PROMPT, median
 
     setup = (context.aliases(), "%mlx load tiny-llama", "%mlx load smollm2",
              "%config MLXMagics.prefix_cache = False")
@@ -314,7 +314,7 @@ def decode_coalesced(context: Context, reps: int) -> None:
 def first_text_gap(context: Context, reps: int) -> None:
     """Time from the runtime's first token to the frontend's first text, with Python's
     default GIL switch interval (5 ms) and with 0.5 ms (set in one of two kernels)."""
-    from mlx_magic.bench_scenarios import LONG_ANSWER_PROMPT, median
+    from mlx_magic.bench_harness import LONG_ANSWER_PROMPT, median
 
     setup = (context.aliases(), "%mlx load tiny-llama", "%mlx load smollm2",
              "%config MLXMagics.prefix_cache = False")
@@ -343,7 +343,7 @@ def first_text_gap(context: Context, reps: int) -> None:
 def decode_three_way(context: Context, reps: int) -> None:
     """In ONE kernel, rotating: raw mlx_lm in a cell, %%mlx as is, and %%mlx with the
     20 ms reader (COALESCING_PATCH, switched on and off by a flag between cells)."""
-    from mlx_magic.bench_scenarios import LONG_ANSWER_PROMPT, median
+    from mlx_magic.bench_harness import LONG_ANSWER_PROMPT, median
 
     patch = COALESCING_PATCH.replace(
         "def _next_event(self, timeout=None):\n",
@@ -409,7 +409,7 @@ _streaming._Collector._show = _show_and_tell
 def first_text_handshake(context: Context, reps: int) -> None:
     """First token → frontend text, as is and with the runtime thread waiting (at most
     50 ms, once) until the reader has shown the first text (patched in one of two kernels)."""
-    from mlx_magic.bench_scenarios import LONG_ANSWER_PROMPT, median
+    from mlx_magic.bench_harness import LONG_ANSWER_PROMPT, median
 
     setup = (context.aliases(), "%mlx load tiny-llama", "%mlx load smollm2",
              "%config MLXMagics.prefix_cache = False")
@@ -462,7 +462,7 @@ _views.NotebookView.write = _timed_write
 def first_text_timeline(context: Context, reps: int) -> None:
     """When the first text is emitted by the runtime, written by the view, and
     received by the client (one clock: perf_counter is system-wide here), SmolLM2."""
-    from mlx_magic.bench_scenarios import LONG_ANSWER_PROMPT
+    from mlx_magic.bench_harness import LONG_ANSWER_PROMPT
 
     with Kernel("%config MLXMagics.prefix_cache = False", "%mlx load smollm2",
                 TIMELINE_PATCH) as kernel:

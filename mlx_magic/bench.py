@@ -166,13 +166,13 @@ def run(
     A scenario that fails does not stop the others: its result carries the
     error and whatever it measured before.
     """
-    from . import bench_scenarios
+    from .bench_harness import Context
 
     names = list(SCENARIOS if scenarios is None else scenarios)
     unknown = [name for name in names if name not in SCENARIOS]
     if unknown:
         raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
-    context = bench_scenarios.Context.create(quick=quick, progress=progress, work_dir=work_dir)
+    context = Context.create(quick=quick, progress=progress, work_dir=work_dir)
     results = []
     started = time.perf_counter()
     for number, name in enumerate(names, 1):

@@ -1,15 +1,15 @@
 """Benchmark scenario ``runtimes``: what the worker process and a server cost per token.
 
-The same ``%%mlx`` cell, the same model and the same greedy settings, run in
-one real kernel three ways: the thread runtime, the worker process
-(``%mlx runtime process``: JSON-RPC over a pipe, buffered in the worker) and
-a loopback ``mlx_lm.server`` (``%mlx connect``: HTTP and server-sent events).
-Each cell is paired with a raw ``mlx_lm.stream_generate`` run in the benchmark
-process right next to it, so that every mode is also shown against mlx-lm
-itself, and drift of the machine's speed hits both sides of a pair alike.
+The same ``%%mlx`` cell, the same model and the same greedy settings, in
+three real kernels side by side: one with the thread runtime, one with the
+worker process (``%mlx runtime process``: JSON-RPC over a pipe, buffered in
+the worker), one connected to a loopback ``mlx_lm.server`` (``%mlx
+connect``: HTTP and server-sent events). Each repetition runs one cell in
+each kernel and a raw ``mlx_lm.stream_generate`` in the benchmark process,
+one after the other, so the ratios are paired within a repetition and the
+machine's drift between repetitions cancels out.
 
-Kept apart from :mod:`mlx_magic.bench_scenarios` because it starts and stops
-its own server.
+A module of its own because it starts and stops its own server.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 
 from .bench import DIFFERENCE, RATIO, Metric, ScenarioResult
-from .bench_scenarios import LONG_ANSWER_PROMPT, BenchError, Context, Kernel, cell, median, ms
+from .bench_harness import LONG_ANSWER_PROMPT, BenchError, Context, Kernel, cell, median, ms
 
 MODES = ("thread", "process", "remote")
 #: The issue's target: the worker process within 2 % of thread mode.
