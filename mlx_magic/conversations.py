@@ -86,9 +86,6 @@ class Conversation:
             lines.append(f"**{self.model_name}:** {turn.assistant}")
         return "\n\n".join(lines)
 
-    def has_images(self, turns: Optional[list[Turn]] = None) -> bool:
-        return any(turn.images for turn in (self.turns if turns is None else turns))
-
     def to_json(self) -> dict:
         # The images are left out: a transcript names them, the kernel keeps them.
         turns = [{"user": turn.user, "assistant": turn.assistant, "cell_id": turn.cell_id,

@@ -438,7 +438,6 @@ class MLXMagics(Magics):
         ``None``).
         """
         from .conversations import PendingTurn
-
         from .templating import TemplateError, fill_template, last_error_text
 
         prompt = (cell or "").strip("\n")

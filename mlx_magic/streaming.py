@@ -23,8 +23,9 @@ CANCEL_GRACE_S = 30.0
 # How often to wake up when no text is held, so that waits stay interruptible.
 _POLL_S = 0.25
 # After the first text, events are read in batches this often instead of one
-# wake-up per token: every wake-up takes the GIL from the runtime thread, which
-# cost fast models about a tenth of their decode speed (BENCHMARKS.md).
+# wake-up per token: every wake-up takes the GIL from the runtime thread (in one
+# process, a fast model decoded at 0.90x raw mlx-lm read per token, 1.04x read
+# this way: BENCHMARKS.md, Investigations 4).
 _BATCH_READ_S = 0.05
 
 
