@@ -278,35 +278,54 @@ _Job.next_event = _next_event
 """
 
 
+def _both_models_warm(context: Context) -> tuple:
+    """Setup cells: both text models loaded, the prefix cache off."""
+    return (context.aliases(), "%mlx load tiny-llama", "%mlx load smollm2",
+            "%config MLXMagics.prefix_cache = False")
+
+
+def _alternate(kernels: dict, code: str, reps: int) -> dict:
+    """Warm each kernel up, then run ``code`` in each, the order reversed every
+    other repetition; per kernel, the first token → frontend gaps (s) and the
+    decode rates (tok/s)."""
+    for kernel in kernels.values():
+        kernel.generate(code)  # warm-up
+    runs = {name: ([], []) for name in kernels}
+    for rep in range(reps):
+        for name in (list(kernels) if rep % 2 == 0 else list(kernels)[::-1]):
+            done = kernels[name].generate(code)
+            runs[name][0].append(done.first_text_s - done.stats["ttft_s"])
+            runs[name][1].append(done.stats["generation_tps"])
+    return runs
+
+
+def _print_gaps(label: str, runs: dict, width: int) -> None:
+    from mlx_magic.bench_harness import median
+
+    for name, (gaps, tps) in runs.items():
+        print(f"{label:10s} {name:{width}s} first token → frontend median "
+              f"{median(gaps) * 1000:.0f} ms [{', '.join(f'{g * 1000:.0f}' for g in gaps)}]; "
+              f"decode median {median(tps):.1f} tok/s", flush=True)
+
+
 def decode_coalesced(context: Context, reps: int) -> None:
     """%%mlx decode speed and visible TTFT, as is and with a reader that, after the
     first text, wakes at most every 20 ms and takes everything queued (patched in one
     of two kernels)."""
     from mlx_magic.bench_harness import LONG_ANSWER_PROMPT, median
 
-    setup = (context.aliases(), "%mlx load tiny-llama", "%mlx load smollm2",
-             "%config MLXMagics.prefix_cache = False")
+    setup = _both_models_warm(context)
     with Kernel(*setup) as plain, Kernel(*setup) as patched:
         patched.execute(COALESCING_PATCH)
         for label, model, tokens, model_reps in [("tiny llama", "tiny-llama", 400, reps),
                                                  ("smollm2", "smollm2", 24, max(2, reps // 2))]:
             code = cell("mlx", f"-m {model} -n {tokens}", LONG_ANSWER_PROMPT)
-            samples = {"as is": [], "reader every 20 ms": []}
-            gaps = {"as is": [], "reader every 20 ms": []}
-            kernels = {"as is": plain, "reader every 20 ms": patched}
-            for kernel in kernels.values():
-                kernel.generate(code)  # warm-up
-            for rep in range(model_reps):
-                order = list(kernels) if rep % 2 == 0 else list(kernels)[::-1]
-                for name in order:
-                    done = kernels[name].generate(code)
-                    samples[name].append(done.stats["generation_tps"])
-                    gaps[name].append(done.first_text_s - done.stats["ttft_s"])
-            base = median(samples["as is"])
-            for name, values in samples.items():
+            runs = _alternate({"as is": plain, "reader every 20 ms": patched}, code, model_reps)
+            base = median(runs["as is"][1])
+            for name, (gaps, values) in runs.items():
                 print(f"{label:10s} {name:20s} median {median(values):7.1f} tok/s "
                       f"({median(values) / base:.3f}×), first token → frontend "
-                      f"{median(gaps[name]) * 1000:.0f} ms  "
+                      f"{median(gaps) * 1000:.0f} ms  "
                       f"[{', '.join(f'{v:.0f}' if v > 50 else f'{v:.2f}' for v in values)}]",
                       flush=True)
 
@@ -314,30 +333,15 @@ def decode_coalesced(context: Context, reps: int) -> None:
 def first_text_gap(context: Context, reps: int) -> None:
     """Time from the runtime's first token to the frontend's first text, with Python's
     default GIL switch interval (5 ms) and with 0.5 ms (set in one of two kernels)."""
-    from mlx_magic.bench_harness import LONG_ANSWER_PROMPT, median
+    from mlx_magic.bench_harness import LONG_ANSWER_PROMPT
 
-    setup = (context.aliases(), "%mlx load tiny-llama", "%mlx load smollm2",
-             "%config MLXMagics.prefix_cache = False")
+    setup = _both_models_warm(context)
     with Kernel(*setup) as plain, Kernel(*setup) as fast_switch:
         fast_switch.execute("import sys; sys.setswitchinterval(0.0005)")
         kernels = {"switch interval 5 ms": plain, "switch interval 0.5 ms": fast_switch}
         for label, model, tokens in [("tiny llama", "tiny-llama", 60), ("smollm2", "smollm2", 6)]:
             code = cell("mlx", f"-m {model} -n {tokens}", LONG_ANSWER_PROMPT)
-            gaps = {name: [] for name in kernels}
-            tps = {name: [] for name in kernels}
-            for kernel in kernels.values():
-                kernel.generate(code)  # warm-up
-            for rep in range(reps):
-                order = list(kernels) if rep % 2 == 0 else list(kernels)[::-1]
-                for name in order:
-                    done = kernels[name].generate(code)
-                    gaps[name].append(done.first_text_s - done.stats["ttft_s"])
-                    tps[name].append(done.stats["generation_tps"])
-            for name in kernels:
-                print(f"{label:10s} {name:24s} first token → frontend median "
-                      f"{median(gaps[name]) * 1000:.0f} ms "
-                      f"[{', '.join(f'{g * 1000:.0f}' for g in gaps[name])}]; decode "
-                      f"{median(tps[name]):.1f} tok/s", flush=True)
+            _print_gaps(label, _alternate(kernels, code, reps), 24)
 
 
 def decode_three_way(context: Context, reps: int) -> None:
@@ -409,29 +413,15 @@ _streaming._Collector._show = _show_and_tell
 def first_text_handshake(context: Context, reps: int) -> None:
     """First token → frontend text, as is and with the runtime thread waiting (at most
     50 ms, once) until the reader has shown the first text (patched in one of two kernels)."""
-    from mlx_magic.bench_harness import LONG_ANSWER_PROMPT, median
+    from mlx_magic.bench_harness import LONG_ANSWER_PROMPT
 
-    setup = (context.aliases(), "%mlx load tiny-llama", "%mlx load smollm2",
-             "%config MLXMagics.prefix_cache = False")
+    setup = _both_models_warm(context)
     with Kernel(*setup) as plain, Kernel(*setup) as patched:
         patched.execute(HANDSHAKE_PATCH)
         kernels = {"as is": plain, "handshake": patched}
         for label, model, tokens in [("tiny llama", "tiny-llama", 200), ("smollm2", "smollm2", 6)]:
             code = cell("mlx", f"-m {model} -n {tokens}", LONG_ANSWER_PROMPT)
-            gaps = {name: [] for name in kernels}
-            tps = {name: [] for name in kernels}
-            for kernel in kernels.values():
-                kernel.generate(code)  # warm-up
-            for rep in range(reps):
-                for name in (list(kernels) if rep % 2 == 0 else list(kernels)[::-1]):
-                    done = kernels[name].generate(code)
-                    gaps[name].append(done.first_text_s - done.stats["ttft_s"])
-                    tps[name].append(done.stats["generation_tps"])
-            for name in kernels:
-                print(f"{label:10s} {name:10s} first token → frontend median "
-                      f"{median(gaps[name]) * 1000:.0f} ms "
-                      f"[{', '.join(f'{g * 1000:.0f}' for g in gaps[name])}]; decode median "
-                      f"{median(tps[name]):.1f} tok/s", flush=True)
+            _print_gaps(label, _alternate(kernels, code, reps), 10)
 
 
 TIMELINE_PATCH = r"""
