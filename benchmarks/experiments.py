@@ -133,7 +133,6 @@ def decode_overhead(context: Context, reps: int) -> None:
     into a view that shows nothing); and the runtime thread with a reader that
     wakes only every 50 ms and drains what has queued up.
     """
-    import queue
     import time
 
     from mlx_magic.bench_harness import LONG_ANSWER_PROMPT, InProcessText, median
@@ -165,11 +164,7 @@ def decode_overhead(context: Context, reps: int) -> None:
                 job = runtime.generate(request)
                 while True:
                     time.sleep(0.05)
-                    while True:
-                        try:
-                            event = job.events.get_nowait()
-                        except queue.Empty:
-                            break
+                    for event in job.waiting_events():
                         if isinstance(event, Finished):
                             return event.stats["generation_tps"]
 

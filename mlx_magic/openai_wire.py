@@ -108,12 +108,9 @@ def request_body(request: GenerationRequest, model: Optional[str], raw: bool) ->
     if model is not None:
         body["model"] = model
     if raw:
-        parts = [request.system] if request.system else []
-        for user, assistant in request.history:
-            parts += [user, assistant]
-        body["prompt"] = "\n\n".join(parts + [request.prompt])
+        body["prompt"] = request.plain_prompt()
     else:
-        body["messages"] = _messages(request)
+        body["messages"] = request.chat_messages(_user_message)
     body.update(
         stream=True,
         stream_options={"include_usage": True},
@@ -130,18 +127,6 @@ def request_body(request: GenerationRequest, model: Optional[str], raw: bool) ->
     if sampling.repetition_penalty is not None:
         body["repetition_penalty"] = sampling.repetition_penalty
     return body
-
-
-def _messages(request: GenerationRequest) -> list:
-    messages = []
-    if request.system:
-        messages.append({"role": "system", "content": request.system})
-    earlier_images, own_images = request.images_by_turn()
-    for (user, assistant), images in zip(request.history, earlier_images):
-        messages.append(_user_message(user, images))
-        messages.append({"role": "assistant", "content": assistant})
-    messages.append(_user_message(request.prompt, own_images))
-    return messages
 
 
 def _user_message(text: str, images) -> dict:

@@ -106,6 +106,35 @@ class GenerationRequest:
             start += count
         return earlier, tuple(self.images[start:])
 
+    def plain_prompt(self, history=None) -> str:
+        """The system prompt, the earlier turns and this cell as one text, in
+        blank-line-separated paragraphs (no chat template: ``--raw``)."""
+        parts = [self.system] if self.system else []
+        for user, assistant in (self.history if history is None else history):
+            parts += [user, assistant]
+        return "\n\n".join(parts + [self.prompt])
+
+    def chat_messages(self, user_message=None, history=None) -> list[dict]:
+        """The system prompt, the earlier turns and this cell as chat messages.
+
+        Args:
+            user_message: ``user_message(text, images)`` makes a user message
+                with the images its turn sent; by default, the text alone.
+            history: the turns to send, if not all of ``self.history``: its
+                newest ones (when the oldest no longer fit the context).
+        """
+        if user_message is None:
+            def user_message(text, images):
+                return {"role": "user", "content": text}
+        turns = self.history if history is None else history
+        earlier_images, own_images = self.images_by_turn()
+        messages = [{"role": "system", "content": self.system}] if self.system else []
+        for (user, assistant), images in zip(turns, earlier_images[len(earlier_images) - len(turns):]):
+            messages.append(user_message(user, images))
+            messages.append({"role": "assistant", "content": assistant})
+        messages.append(user_message(self.prompt, own_images))
+        return messages
+
 
 @dataclass(frozen=True)
 class ModelInfo:

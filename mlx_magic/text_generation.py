@@ -11,18 +11,6 @@ from .protocol import Finished, GenerationRequest, Job, Notice
 from .stepping import Stepper, probability_describer, stop_prefill_when_cancelled, token_id
 
 
-def chat_messages(request: GenerationRequest, history) -> list[dict]:
-    """The system prompt, the conversation so far, and the new user text."""
-    messages = []
-    if request.system:
-        messages.append({"role": "system", "content": request.system})
-    for user, assistant in history:
-        messages.append({"role": "user", "content": user})
-        messages.append({"role": "assistant", "content": assistant})
-    messages.append({"role": "user", "content": request.prompt})
-    return messages
-
-
 def prompt_token_ids(tokenizer, request: GenerationRequest, history=None) -> list[int]:
     """The prompt as token ids: through the chat template unless ``raw``.
 
@@ -31,11 +19,8 @@ def prompt_token_ids(tokenizer, request: GenerationRequest, history=None) -> lis
     """
     history = request.history if history is None else history
     if request.raw or not getattr(tokenizer, "has_chat_template", False):
-        parts = [request.system] if request.system else []
-        for user, assistant in history:
-            parts += [user, assistant]
-        return list(tokenizer.encode("\n\n".join(parts + [request.prompt])))
-    messages = chat_messages(request, history)
+        return list(tokenizer.encode(request.plain_prompt(history)))
+    messages = request.chat_messages(history=history)
     return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
 
 

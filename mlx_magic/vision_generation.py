@@ -37,22 +37,14 @@ def conversation_messages(model_type: str, request) -> list[dict]:
     """
     from mlx_vlm.prompt_utils import MODEL_CONFIG, get_message_json
 
-    def user_message(text: str, image_count: int) -> dict:
-        if image_count and model_type.lower() in MODEL_CONFIG:
-            message = get_message_json(model_type, text, "user", num_images=image_count)
+    def user_message(text: str, images) -> dict:
+        if images and model_type.lower() in MODEL_CONFIG:
+            message = get_message_json(model_type, text, "user", num_images=len(images))
             if isinstance(message, dict) and isinstance(message.get("content"), list):
                 return message
         return {"role": "user", "content": text}
 
-    earlier_images, own_images = request.images_by_turn()
-    messages = []
-    if request.system:
-        messages.append({"role": "system", "content": request.system})
-    for (user, assistant), images in zip(request.history, earlier_images):
-        messages.append(user_message(user, len(images)))
-        messages.append({"role": "assistant", "content": assistant})
-    messages.append(user_message(request.prompt, len(own_images)))
-    return messages
+    return request.chat_messages(user_message)
 
 
 def _config_dict(config) -> dict:
