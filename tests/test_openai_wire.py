@@ -49,3 +49,18 @@ def test_one_line_collapses_whitespace_and_cuts():
     assert one_line("a\n  b\tc") == "a b c"
     assert one_line("x" * 10, 5) == "xxxx…"
     assert one_line(ValueError("bad\nthing")) == "bad thing"
+
+
+def test_dropping_the_oldest_turns_keeps_each_remaining_image_with_its_turn():
+    first, second = Image.new("RGB", (8, 6)), Image.new("RGB", (5, 4))
+    request = GenerationRequest(
+        model=SPEC, prompt="Now?", history=(("One?", "1."), ("Two?", "2.")),
+        history_images=(1, 1), images=(first, second))
+
+    def user_message(text, images):
+        return {"role": "user", "content": text, "sizes": [image.size for image in images]}
+
+    kept = request.chat_messages(user_message, history=request.history[1:])
+    assert [(m["content"], m.get("sizes")) for m in kept] == [
+        ("Two?", [(5, 4)]), ("2.", None), ("Now?", [])]
+    assert request.plain_prompt(request.history[1:]) == "Two?\n\n2.\n\nNow?"
