@@ -27,7 +27,7 @@ import subprocess
 import sys
 import sysconfig
 
-from mlx_magic.bench_harness import (
+from mlx_magic.bench.harness import (
     RAW_PROMPT,
     STATS_EXPRESSION,
     Context,
@@ -37,7 +37,7 @@ from mlx_magic.bench_harness import (
 )
 
 SEGMENT_PATCH = """
-import mlx_magic.widget_view as _w
+import mlx_magic.display.widget_view as _w
 _init = _w.WidgetStreamView.__init__
 def _patched(self, *args, **kwargs):
     kwargs["segment_chars"] = {segment}
@@ -135,12 +135,12 @@ def decode_overhead(context: Context, reps: int) -> None:
     """
     import time
 
-    from mlx_magic.bench_harness import LONG_ANSWER_PROMPT, InProcessText, median
-    from mlx_magic.models import resolve_model
-    from mlx_magic.protocol import Finished, GenerationRequest, PrefixCacheSettings, SamplingParams
-    from mlx_magic.runtime import ThreadRuntime
-    from mlx_magic.streaming import stream_job
-    from mlx_magic.views import StreamView
+    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT, InProcessText, median
+    from mlx_magic.models.resolve import resolve_model
+    from mlx_magic.runtime.values import Finished, GenerationRequest, PrefixCacheSettings, SamplingParams
+    from mlx_magic.runtime.thread import ThreadRuntime
+    from mlx_magic.display.streaming import stream_job
+    from mlx_magic.display.views import StreamView
 
     runtime = ThreadRuntime(8 << 30)
     try:
@@ -206,7 +206,7 @@ _raw_tps = _r.generation_tps
 def decode_in_kernel(context: Context, reps: int) -> None:
     """Decode speed in a kernel: %%mlx as is, %%mlx with its output captured (no IOPub
     traffic), raw mlx_lm run by a cell in the same kernel, and raw mlx_lm here."""
-    from mlx_magic.bench_harness import LONG_ANSWER_PROMPT, median
+    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT, median
 
     with Kernel(context.aliases(), "%mlx load tiny-llama", "%mlx load smollm2",
                 "%config MLXMagics.prefix_cache = False") as kernel:
@@ -250,7 +250,7 @@ def decode_in_kernel(context: Context, reps: int) -> None:
 
 COALESCING_PATCH = """
 import queue as _queue, time as _time
-from mlx_magic.protocol import Job as _Job, TokenChunk as _TokenChunk
+from mlx_magic.runtime.values import Job as _Job, TokenChunk as _TokenChunk
 def _next_event(self, timeout=None):
     try:
         event = self.events.get_nowait()
@@ -295,7 +295,7 @@ def _alternate(kernels: dict, code: str, reps: int) -> dict:
 
 
 def _print_gaps(label: str, runs: dict, width: int) -> None:
-    from mlx_magic.bench_harness import median
+    from mlx_magic.bench.harness import median
 
     for name, (gaps, tps) in runs.items():
         print(f"{label:10s} {name:{width}s} first token → frontend median "
@@ -307,7 +307,7 @@ def decode_coalesced(context: Context, reps: int) -> None:
     """%%mlx decode speed and visible TTFT, as is and with a reader that, after the
     first text, wakes at most every 20 ms and takes everything queued (patched in one
     of two kernels)."""
-    from mlx_magic.bench_harness import LONG_ANSWER_PROMPT, median
+    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT, median
 
     setup = _both_models_warm(context)
     with Kernel(*setup) as plain, Kernel(*setup) as patched:
@@ -328,7 +328,7 @@ def decode_coalesced(context: Context, reps: int) -> None:
 def first_text_gap(context: Context, reps: int) -> None:
     """Time from the runtime's first token to the frontend's first text, with Python's
     default GIL switch interval (5 ms) and with 0.5 ms (set in one of two kernels)."""
-    from mlx_magic.bench_harness import LONG_ANSWER_PROMPT
+    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT
 
     setup = _both_models_warm(context)
     with Kernel(*setup) as plain, Kernel(*setup) as fast_switch:
@@ -342,7 +342,7 @@ def first_text_gap(context: Context, reps: int) -> None:
 def decode_three_way(context: Context, reps: int) -> None:
     """In ONE kernel, rotating: raw mlx_lm in a cell, %%mlx as is, and %%mlx with the
     20 ms reader (COALESCING_PATCH, switched on and off by a flag between cells)."""
-    from mlx_magic.bench_harness import LONG_ANSWER_PROMPT, median
+    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT, median
 
     patch = COALESCING_PATCH.replace(
         "def _next_event(self, timeout=None):\n",
@@ -388,7 +388,8 @@ def decode_three_way(context: Context, reps: int) -> None:
 
 HANDSHAKE_PATCH = """
 import threading as _threading
-from mlx_magic import protocol as _protocol, streaming as _streaming
+from mlx_magic.runtime import values as _protocol
+from mlx_magic.display import streaming as _streaming
 _emit = _protocol.Job.emit
 def _emit_then_wait(self, event):
     _emit(self, event)
@@ -408,7 +409,7 @@ _streaming._Collector._show = _show_and_tell
 def first_text_handshake(context: Context, reps: int) -> None:
     """First token → frontend text, as is and with the runtime thread waiting (at most
     50 ms, once) until the reader has shown the first text (patched in one of two kernels)."""
-    from mlx_magic.bench_harness import LONG_ANSWER_PROMPT
+    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT
 
     setup = _both_models_warm(context)
     with Kernel(*setup) as plain, Kernel(*setup) as patched:
@@ -421,7 +422,7 @@ def first_text_handshake(context: Context, reps: int) -> None:
 
 TIMELINE_PATCH = r"""
 import time as _time
-import mlx_magic.stepping as _stepping, mlx_magic.streaming as _streaming, mlx_magic.views as _views
+import mlx_magic.engine.stepping as _stepping, mlx_magic.display.streaming as _streaming, mlx_magic.display.views as _views
 TIMELINE = {}
 _report = _stepping.Stepper._report
 def _timed_report(self, response):
@@ -447,7 +448,7 @@ _views.NotebookView.write = _timed_write
 def first_text_timeline(context: Context, reps: int) -> None:
     """When the first text is emitted by the runtime, written by the view, and
     received by the client (one clock: perf_counter is system-wide here), SmolLM2."""
-    from mlx_magic.bench_harness import LONG_ANSWER_PROMPT
+    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT
 
     with Kernel("%config MLXMagics.prefix_cache = False", "%mlx load smollm2",
                 TIMELINE_PATCH) as kernel:

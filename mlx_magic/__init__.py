@@ -11,10 +11,10 @@ Importing this package is cheap: MLX, mlx-lm and the magics are imported when
 the extension loads, and the runtime thread starts on the first generation.
 """
 
-from .locking import gpu_lock
+from mlx_magic.locking import gpu_lock
 
 __version__ = "0.1.0"
-__all__ = ["gpu_lock", "load_ipython_extension", "panel", "unload_ipython_extension"]
+__all__ = ["MLXMagics", "gpu_lock", "load_ipython_extension", "panel", "unload_ipython_extension"]
 
 # The magics instance registered with the running shell, so that unloading
 # can stop the runtime it owns.
@@ -24,7 +24,7 @@ _registered_magics = None
 def load_ipython_extension(ipython):
     """Register the ``%mlx`` and ``%%mlx`` magics (``%load_ext mlx_magic``)."""
     global _registered_magics
-    from .magics import MLXMagics
+    from mlx_magic.magics.mlx_magics import MLXMagics
 
     if _registered_magics is not None:
         unload_ipython_extension(ipython)
@@ -41,7 +41,7 @@ def panel(vision: bool = False, conversation: str = "panel"):
     """
     from IPython.display import display
 
-    from .chat_panel import ChatPanel
+    from mlx_magic.display.chat_panel import ChatPanel
 
     if _registered_magics is None:
         raise RuntimeError("Load the extension first: %load_ext mlx_magic")
@@ -57,3 +57,12 @@ def unload_ipython_extension(ipython):
         return
     _registered_magics.close()
     _registered_magics = None
+
+
+def __getattr__(name):
+    # The magics import IPython's machinery; only load them when asked.
+    if name == "MLXMagics":
+        from mlx_magic.magics.mlx_magics import MLXMagics
+
+        return MLXMagics
+    raise AttributeError(f"module 'mlx_magic' has no attribute {name!r}")

@@ -10,7 +10,7 @@ import sys
 
 
 def _install_kernel(args) -> int:
-    from .kernelspec import install
+    from mlx_magic.kernelspec import install
 
     prefix = sys.prefix if args.sys_prefix else args.prefix
     try:

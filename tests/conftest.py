@@ -21,7 +21,7 @@ def model_cache_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_vlm(tmp_path_factory):
     """A tiny random Qwen2-VL in a hub-style folder (built once per run)."""
-    from mlx_magic.tiny_models import build_tiny_vlm
+    from mlx_magic.testing.tiny_models import build_tiny_vlm
 
     return build_tiny_vlm(tmp_path_factory.mktemp("models") / "tiny-qwen2-vl")
 
@@ -29,7 +29,7 @@ def tiny_vlm(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory):
     """A tiny random llama text model (fast) in a hub-style folder."""
-    from mlx_magic.tiny_models import build_tiny_llama
+    from mlx_magic.testing.tiny_models import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama")
 

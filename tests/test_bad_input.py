@@ -129,7 +129,7 @@ def test_without_ipywidgets_one_warning_and_plain_text(monkeypatch):
     import sys
     import warnings
 
-    from mlx_magic import views
+    from mlx_magic.display import views
 
     class FakeKernelShell:
         kernel = object()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mlx_magic.buffering import TokenBuffer
+from mlx_magic.display.buffering import TokenBuffer
 
 
 class FakeClock:

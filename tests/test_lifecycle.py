@@ -52,7 +52,7 @@ def test_unload_all_and_load_again(model_shell, capsys):
 
 
 def test_memory_budget_evicts_the_least_recently_used(model_shell):
-    from mlx_magic.models import embedded_spec
+    from mlx_magic.models.resolve import embedded_spec
 
     magics = model_shell.magics_manager.registry["MLXMagics"]
     run(model_shell, "%mlx load smollm2")
@@ -74,8 +74,8 @@ def test_memory_budget_evicts_the_least_recently_used(model_shell):
 
 SCRIPT = """
 import sys
-from mlx_magic.protocol import Finished, GenerationRequest, ModelSpec, SamplingParams
-from mlx_magic.runtime import ThreadRuntime
+from mlx_magic.runtime.values import Finished, GenerationRequest, ModelSpec, SamplingParams
+from mlx_magic.runtime.thread import ThreadRuntime
 path = sys.argv[1]
 runtime = ThreadRuntime(1 << 30)
 job = runtime.generate(GenerationRequest(

@@ -9,7 +9,7 @@ import pytest
 from IPython.core.error import UsageError
 
 import mlx_magic
-from mlx_magic.views import TerminalView
+from mlx_magic.display.views import TerminalView
 from conftest import magics_of, run, runtime_threads
 
 pytestmark = pytest.mark.model
@@ -146,7 +146,7 @@ def test_interrupt_stops_promptly_and_the_next_cell_works(model_shell, monkeypat
 
 def test_gpu_lock_pauses_generation_between_tokens(model_shell):
     """User code holding mlx_magic.gpu_lock never overlaps a token step."""
-    from mlx_magic.protocol import GenerationRequest, SamplingParams, TokenChunk
+    from mlx_magic.runtime.values import GenerationRequest, SamplingParams, TokenChunk
 
     magics = magics_of(model_shell)
     spec = magics.resolve(None)

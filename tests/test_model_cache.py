@@ -1,6 +1,6 @@
 """The warm-model cache evicts least recently used models beyond its budget."""
 
-from mlx_magic.model_cache import WarmModel, WarmModelCache
+from mlx_magic.engine.model_cache import WarmModel, WarmModelCache
 
 
 def entry(key, size):

@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from mlx_magic import rpc
-from mlx_magic.process_runtime import ProcessRuntime, WorkerError, describe_exit
-from mlx_magic.protocol import (
+from mlx_magic.runtime.process import rpc
+from mlx_magic.runtime.process.runtime import ProcessRuntime, WorkerError, describe_exit
+from mlx_magic.runtime.values import (
     Failed,
     Finished,
     GenerationRequest,
@@ -42,14 +42,14 @@ def hooks_env(hooks):
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
-    from mlx_magic.tiny_models import build_tiny_llama
+    from mlx_magic.testing.tiny_models import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama")
 
 
 @pytest.fixture(scope="module")
 def tiny(tiny_llama):
-    from mlx_magic.models import resolve_model
+    from mlx_magic.models.resolve import resolve_model
 
     return resolve_model(str(tiny_llama))
 
@@ -112,7 +112,7 @@ def text_and_ids(chunks):
 
 
 def thread_answers(requests):
-    from mlx_magic.runtime import ThreadRuntime
+    from mlx_magic.runtime.thread import ThreadRuntime
 
     runtime = ThreadRuntime(8 * GB)
     try:
@@ -143,7 +143,7 @@ def test_greedy_answers_match_thread_mode(runtime, tiny):
 
 
 def test_generate_together_interleaves_in_the_worker(runtime, tiny):
-    from mlx_magic.runtime import ThreadRuntime
+    from mlx_magic.runtime.thread import ThreadRuntime
 
     requests = [request(tiny, "Tell me about dogs.", 30),
                 request(tiny, "Tell me about cats.", 20, raw=True)]
@@ -160,7 +160,7 @@ def test_generate_together_interleaves_in_the_worker(runtime, tiny):
 
 @pytest.mark.model
 def test_greedy_smollm2_matches_thread_mode_with_non_ascii(runtime, capsys):
-    from mlx_magic.models import resolve_model
+    from mlx_magic.models.resolve import resolve_model
 
     spec = resolve_model(None)
     requests = [
@@ -405,7 +405,7 @@ def test_status_models_restart_and_unload_all(runtime, tiny):
 
 
 def test_load_errors_are_one_line_as_in_thread_mode(runtime, tiny):
-    from mlx_magic.protocol import ModelLoadError, ModelSpec
+    from mlx_magic.runtime.values import ModelLoadError, ModelSpec
 
     missing = ModelSpec(name="ghost", key="/no/such/model", path="/no/such/model")
     with pytest.raises(ModelLoadError, match="Could not load 'ghost' from /no/such/model"):
@@ -419,8 +419,8 @@ def test_load_errors_are_one_line_as_in_thread_mode(runtime, tiny):
 def test_the_worker_exits_when_the_kernel_dies(tiny_llama):
     script = textwrap.dedent(f"""
         import os, signal
-        from mlx_magic.process_runtime import ProcessRuntime
-        from mlx_magic.models import resolve_model
+        from mlx_magic.runtime.process.runtime import ProcessRuntime
+        from mlx_magic.models.resolve import resolve_model
 
         runtime = ProcessRuntime(1 << 30)
         runtime.load(resolve_model({str(tiny_llama)!r}))
@@ -470,9 +470,9 @@ def test_stop_during_a_job_shuts_the_worker_down_cleanly(tiny):
 def test_the_kernel_process_never_imports_mlx(tiny_llama):
     script = textwrap.dedent(f"""
         import sys
-        from mlx_magic.process_runtime import ProcessRuntime
-        from mlx_magic.models import resolve_model
-        from mlx_magic.protocol import Finished, GenerationRequest, SamplingParams
+        from mlx_magic.runtime.process.runtime import ProcessRuntime
+        from mlx_magic.models.resolve import resolve_model
+        from mlx_magic.runtime.values import Finished, GenerationRequest, SamplingParams
 
         runtime = ProcessRuntime(1 << 30)
         spec = resolve_model({str(tiny_llama)!r})

@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from mlx_magic.protocol import (
+from mlx_magic.runtime.values import (
     Failed,
     Finished,
     GenerationRequest,
@@ -28,7 +28,7 @@ from mlx_magic.protocol import (
     SamplingParams,
     TokenChunk,
 )
-from mlx_magic.remote_runtime import RemoteRuntime, RemoteServerError
+from mlx_magic.runtime.remote.runtime import RemoteRuntime, RemoteServerError
 
 KEY_VARIABLE = "MLX_MAGIC_TEST_API_KEY"
 KEY = "sk-test-5up3r-s3cr3t-9f8e7d"
@@ -78,7 +78,7 @@ def end_server(process):
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
-    from mlx_magic.tiny_models import build_tiny_llama
+    from mlx_magic.testing.tiny_models import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama")
 
@@ -143,7 +143,7 @@ def test_streams_a_chat_completion_from_mlx_lm_server(lm_server, tiny_llama):
         assert stats["remote_url"] == lm_server
         assert isinstance(others[0], ModelReady) and others[0].model == str(tiny_llama)
         # Greedy, the same model and template: the same words as thread mode.
-        from mlx_magic.runtime import ThreadRuntime
+        from mlx_magic.runtime.thread import ThreadRuntime
 
         local = ThreadRuntime(1 << 30)
         try:
@@ -662,8 +662,8 @@ def smollm(tmp_path_factory):
     """The embedded SmolLM2 (converted once): its spec, a thread runtime with
     it warm, and two ``mlx_lm.server`` processes serving its folder, as
     [(process, url), (process, url)]; both are stopped at the end (by pid)."""
-    from mlx_magic.models import resolve_model
-    from mlx_magic.runtime import ThreadRuntime
+    from mlx_magic.models.resolve import resolve_model
+    from mlx_magic.runtime.thread import ThreadRuntime
 
     spec = resolve_model(None)
     local = ThreadRuntime(8 << 30)

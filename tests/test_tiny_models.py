@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import mlx_magic.tiny_models as tiny_models
-from mlx_magic.tiny_models import MARKER, build_tiny_llama, build_tiny_vlm
+import mlx_magic.testing.tiny_models as tiny_models
+from mlx_magic.testing.tiny_models import MARKER, build_tiny_llama, build_tiny_vlm
 
 PROMPT = "Describe this image."
 

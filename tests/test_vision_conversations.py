@@ -110,8 +110,8 @@ def test_running_a_plain_vision_cell_again_reuses_its_prefill(vlm_shell):
 def test_images_stay_in_their_turn_where_the_model_layout_allows_it():
     from PIL import Image
 
-    from mlx_magic.protocol import GenerationRequest, ModelSpec
-    from mlx_magic.vision_generation import conversation_messages
+    from mlx_magic.runtime.values import GenerationRequest, ModelSpec
+    from mlx_magic.engine.vision_generation import conversation_messages
 
     request = GenerationRequest(
         model=ModelSpec(name="v", key="v", path="v", kind="vision"), prompt="And now?",

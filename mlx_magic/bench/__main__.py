@@ -1,0 +1,7 @@
+"""``python -m mlx_magic.bench``."""
+
+import sys
+
+from mlx_magic.bench.runner import main
+
+sys.exit(main())

@@ -1,0 +1,216 @@
+"""Benchmark scenario ``runtimes``: what the worker process and a server cost per token.
+
+The same ``%%mlx`` cell, the same model and the same greedy settings, in
+three real kernels side by side: one with the thread runtime, one with the
+worker process (``%mlx runtime process``: JSON-RPC over a pipe, buffered in
+the worker), one connected to a loopback ``mlx_lm.server`` (``%mlx
+connect``: HTTP and server-sent events). Each repetition runs one cell in
+each kernel and a raw ``mlx_lm.stream_generate`` in the benchmark process,
+one after the other, so the ratios are paired within a repetition and the
+machine's drift between repetitions cancels out.
+
+A module of its own because it starts and stops its own server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from mlx_magic.bench.runner import DIFFERENCE, RATIO, Metric, ScenarioResult
+from mlx_magic.bench.harness import LONG_ANSWER_PROMPT, BenchError, Context, Kernel, cell, median, ms
+
+MODES = ("thread", "process", "remote")
+#: The issue's target: the worker process within 2 % of thread mode.
+PROCESS_TARGET = 0.98
+
+
+def runtimes(context: Context, result: ScenarioResult) -> None:
+    """Decode tokens/s of process mode and of a loopback server against thread mode."""
+    result.title = (
+        "The same `%%mlx` cell (greedy, same max tokens) in three kernels side by side: one "
+        "with the thread runtime, one with the worker process (`%mlx runtime process`), one "
+        "connected to a loopback `mlx_lm.server` serving the same model folder "
+        "(`%mlx connect`); each repetition runs raw `mlx_lm.stream_generate` in the benchmark "
+        "process and one cell in each kernel, in turn (order reversed every other repetition), "
+        "so every ratio is paired within a repetition. Decode tok/s: mlx-lm's own "
+        "`generation_tps` for thread and process mode (measured where the tokens are "
+        "consumed: in the kernel, or in the worker, which buffers and writes the pipe); for "
+        "the server, the remote runtime's rate from the arrival of the first to the last "
+        "streamed token. Cell time: execute request sent → reply received, as a frontend sees "
+        "it. Prompt caches stay on everywhere (the magic's prefix cache, mlx_lm.server's "
+        "own), so after the untimed first cell no mode reads the prompt again and cell times "
+        "compare the transports, not prefills."
+    )
+    if context.quick:
+        plans = [("tiny llama", "tiny-llama", context.tiny_llama, 60, 1)]
+    else:
+        plans = [("tiny llama", "tiny-llama", context.tiny_llama, 400, 4 * context.reps),
+                 ("smollm2", "smollm2", context.smollm2, 32, context.reps)]
+    result.setup = {
+        "models": ", ".join(f"{label} (-n {n}, {reps} reps per mode)"
+                            for label, _, _, n, reps in plans),
+        "prompt": repr(LONG_ANSWER_PROMPT),
+        "order": "raw, thread, process, remote; then reversed",
+    }
+    series = result.series
+    series.update(models=[], modes=list(MODES), tps={mode: [] for mode in MODES})
+    for label, name, path, max_tokens, reps in plans:
+        with _Server(path, context.work / "server") as server:
+            context.say(f"{label}: mlx_lm.server ready at {server.url}")
+            samples = _measure(context, label, name, path, server.url, max_tokens, reps)
+        result.metrics += _metrics(label, samples)
+        result.notes.append(_note(label, samples))
+        series["models"].append(label)
+        for mode in MODES:
+            series["tps"][mode].append(median(tps(samples, mode)))
+
+
+def _measure(context, label, name, path, url, max_tokens, reps) -> dict:
+    """Per repetition: the raw run and one cell in each mode's kernel, in an
+    order that is reversed every other repetition (ABCD DCBA)."""
+    baseline = context.text_baseline(path)
+    baseline.generate("Hello", 2, raw=True)  # first calls allocate
+    code = cell("mlx", f"-n {max_tokens}", LONG_ANSWER_PROMPT)
+    setup = (context.aliases(), f"%config MLXMagics.default_model = {name!r}")
+    samples: dict = {"raw": [], **{mode: [] for mode in MODES}}
+    with contextlib.ExitStack() as stack:
+        kernels = {
+            "thread": stack.enter_context(Kernel(*setup, f"%mlx load {name}")),
+            "process": stack.enter_context(Kernel(*setup, "%mlx runtime process",
+                                                  f"%mlx load {name}")),
+            "remote": stack.enter_context(Kernel(*setup, f"%mlx connect {url}")),
+        }
+        for kernel in kernels.values():
+            kernel.generate(code)  # untimed: allocates, and fills the prompt caches
+        order = ["raw", *MODES]
+        for rep in range(1, reps + 1):
+            for side in (order if rep % 2 else order[::-1]):
+                if side == "raw":
+                    samples["raw"].append(baseline.generate(LONG_ANSWER_PROMPT, max_tokens))
+                else:
+                    samples[side].append(kernels[side].generate(code))
+            context.say(f"{label} rep {rep}/{reps}: decode {samples['raw'][-1]['generation_tps']:.1f} "
+                        "(mlx-lm), " + ", ".join(
+                            f"{mode} {samples[mode][-1].stats['generation_tps']:.1f}"
+                            for mode in MODES) + " tok/s")
+    for mode in MODES:
+        for ours in samples[mode]:
+            if not ours.stats.get("generation_tokens"):
+                raise BenchError(f"{label} {mode}: a cell generated nothing")
+    return samples
+
+
+def tps(samples: dict, mode: str) -> list:
+    return [c.stats["generation_tps"] for c in samples[mode]]
+
+
+def paired(samples: dict, mode: str, against: str = "raw") -> list:
+    """Each repetition's decode rate in ``mode`` divided by the same
+    repetition's rate in ``against`` (the raw mlx-lm run, or another mode)."""
+    if against == "raw":
+        bases = [b["generation_tps"] for b in samples["raw"]]
+    else:
+        bases = tps(samples, against)
+    return [ours / base for ours, base in zip(tps(samples, mode), bases)]
+
+
+def _metrics(label: str, samples: dict) -> list:
+    def cell_s(mode):
+        return [c.replied - c.sent for c in samples[mode]]
+
+    metrics = []
+    raw = [b["generation_tps"] for b in samples["raw"]]
+    for mode in MODES:
+        metrics.append(Metric(
+            "runtimes", f"decode tok/s, {label}, {mode} mode", "tok/s", raw, tps(samples, mode),
+            "mlx_lm.stream_generate", f"%%mlx, {mode}", RATIO))
+    # The judged ratio is paired within each repetition (minutes apart, the
+    # machine's speed drifts more than the effect measured).
+    process = paired(samples, "process", "thread")
+    metrics.append(Metric(
+        "runtimes", f"decode, {label}: process ÷ thread, per repetition", "×",
+        [1.0] * len(process), process, "thread mode", "process mode", RATIO,
+        f"≥ {PROCESS_TARGET}×", median(process) >= PROCESS_TARGET))
+    remote = paired(samples, "remote", "thread")
+    metrics.append(Metric(
+        "runtimes", f"decode, {label}: loopback server ÷ thread, per repetition", "×",
+        [1.0] * len(remote), remote, "thread mode", "mlx_lm.server", RATIO))
+    for mode in ("process", "remote"):
+        metrics.append(Metric(
+            "runtimes", f"cell time, {label}: {mode} against thread", "s",
+            cell_s("thread"), cell_s(mode), "thread mode", f"{mode} mode", DIFFERENCE))
+    return metrics
+
+
+def _note(label: str, samples: dict) -> str:
+    parts = []
+    thread_tps = median(tps(samples, "thread"))
+    raw_ids = {tuple(b["token_ids"]) for b in samples["raw"]}
+    for mode in MODES:
+        cells = samples[mode]
+        per_token_ms = 1000 / median(tps(samples, mode)) - 1000 / thread_tps
+        tokens = sorted({c.stats["generation_tokens"] for c in cells})
+        same = raw_ids | {tuple(c.stats["token_ids"]) for c in cells}
+        text = (f"{mode}: {'/'.join(map(str, tokens))} tokens, ÷ the raw run of the same "
+                f"repetition {', '.join(f'{r:.2f}' for r in paired(samples, mode))}")
+        if mode != "thread":
+            text += (f", ÷ thread mode {', '.join(f'{r:.2f}' for r in paired(samples, mode, 'thread'))}"
+                     f" ({per_token_ms:+.2f} ms per token)")
+        text += f"; TTFT {ms(median([c.stats['ttft_s'] for c in cells]))}"
+        if mode != "remote":  # a server sends text, not token ids
+            text += f"; {'the same' if len(same) == 1 else 'DIFFERENT'} token ids as mlx-lm"
+        parts.append(text)
+    return f"**{label}:** " + "; ".join(parts) + "."
+
+
+class _Server:
+    """``python -m mlx_lm.server`` for one model folder on a free loopback port."""
+
+    def __init__(self, path: Path, work: Path):
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "hub").mkdir(exist_ok=True)  # an empty Hub cache: it serves just the folder
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = work / f"server-{port}.log"
+        env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(work / "hub"))
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mlx_lm.server", "--model", str(path),
+                 "--host", "127.0.0.1", "--port", str(port)],
+                stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def __enter__(self) -> "_Server":
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BenchError("mlx_lm.server exited: " + self._log_tail())
+            try:
+                with urllib.request.urlopen(self.url + "/v1/models", timeout=2):
+                    return self
+            except OSError:
+                time.sleep(0.3)
+        self.close()
+        raise BenchError("mlx_lm.server did not start in 120 s: " + self._log_tail())
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def _log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-2000:]

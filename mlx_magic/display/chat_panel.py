@@ -1,0 +1,199 @@
+"""A small chat panel in the notebook (``%mlx panel``): prompt box, Send and
+Stop, a model picker, sliders, and for vision models images from uploads or
+notebook variables.
+
+The panel is a front end to the same runtime, caches and conversations as
+the magics: its conversation (``panel`` by default) can be continued with
+``%%mlx --chat panel``. Answers stream from a helper thread into widgets, so
+the kernel stays free while the panel generates.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Optional
+
+from mlx_magic.magics.background import BackgroundJob
+from mlx_magic.display.widget_view import WidgetStreamView
+
+PANEL_CONVERSATION = "panel"
+
+
+class ChatPanel:
+    """The widgets and what their buttons do.
+
+    Args:
+        magics: the :class:`~mlx_magic.magics.mlx_magics.MLXMagics` instance to share.
+        vision: show the image controls and default to the vision model.
+        conversation: the conversation the panel continues.
+    """
+
+    def __init__(self, magics, *, vision: bool = False, conversation: str = PANEL_CONVERSATION):
+        import ipywidgets as widgets
+
+        self.magics = magics
+        self.vision = vision
+        self.conversation = conversation
+        self.running: Optional[BackgroundJob] = None
+        self.prompt = widgets.Textarea(placeholder="Ask something…", rows=3,
+                                       layout=widgets.Layout(width="100%"))
+        self.send_button = widgets.Button(description="Send", button_style="primary", icon="paper-plane")
+        self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
+        labelled = {"description_width": "initial"}  # labels are not cut short
+        self.model = widgets.Combobox(options=self.model_choices(), value=self.default_model(),
+                                      description="Model", ensure_option=False, style=labelled)
+        self.temperature = widgets.FloatSlider(value=magics.temperature, min=0.0, max=2.0,
+                                               step=0.05, description="Temperature", style=labelled)
+        self.max_tokens = widgets.BoundedIntText(value=min(magics.max_tokens, 4096), min=1,
+                                                 max=4096, description="Max tokens", style=labelled)
+        self.upload = widgets.FileUpload(accept="image/*", multiple=True, description="Images")
+        self.image_variables = widgets.SelectMultiple(options=self.image_variable_names(),
+                                                      description="Variables", rows=3)
+        self.transcript = widgets.VBox([])
+        self._conversation_base = conversation
+        self._conversation_count = 1
+        self.model.observe(self._model_changed, "value")
+        self.send_button.on_click(lambda _: self.send())
+        self.stop_button.on_click(lambda _: self.stop())
+        controls = [self.model, self.temperature, self.max_tokens]
+        if vision:
+            controls += [self.upload, self.image_variables]
+        self.widget = widgets.VBox([
+            self.transcript,
+            self.prompt,
+            widgets.HBox([self.send_button, self.stop_button]),
+            widgets.VBox(controls),
+        ])
+        # Stable handles for styling and for browser tests.
+        for widget, name in [(self.widget, "panel"), (self.prompt, "prompt"),
+                             (self.send_button, "send"), (self.stop_button, "stop")]:
+            widget.add_class(f"mlx-magic-{name}")
+
+    # ---- choices -------------------------------------------------------------
+
+    def default_model(self) -> str:
+        if self.vision:
+            return self.magics.default_vision_model or ""
+        return self.magics.default_model or "smollm2"
+
+    def model_choices(self) -> list[str]:
+        """Warm models, the configured defaults and the aliases."""
+        names = []
+        if self.magics.backend_started:
+            names += [info.name for info in self.magics.backend.models()]
+        names += [self.magics.default_model or "smollm2", self.magics.default_vision_model or ""]
+        names += list(self.magics.aliases)
+        return [name for index, name in enumerate(names) if name and name not in names[:index]]
+
+    def image_variable_names(self) -> list[str]:
+        """Notebook variables that hold something ``-i`` accepts."""
+        from mlx_magic.images.sources import ImageSourceError, load_images
+
+        names = []
+        for name, value in list(self.magics.shell.user_ns.items()):
+            if name.startswith("_") or callable(value) or isinstance(value, (str, int, float)):
+                continue
+            try:
+                load_images([name], {name: value})
+            except (ImageSourceError, TypeError, ValueError):
+                continue
+            names.append(name)
+        return names
+
+    # ---- actions --------------------------------------------------------------
+
+    def send(self) -> Optional[BackgroundJob]:
+        """Start a turn with the prompt box's text; returns the job."""
+        text = self.prompt.value.strip()
+        if not text or self.running is not None:
+            return None
+        try:
+            request, turn, images = self._request(text)
+        except Exception as error:  # shown in the panel: a button has no cell to fail
+            self._note(f"✖ {error}")
+            return None
+        self.prompt.value = ""
+        self._add_user_turn(text, images)
+        view = WidgetStreamView(request.model.name)
+        view.box.add_class("mlx-magic-answer")
+        self.transcript.children = self.transcript.children + (view.box,)
+        job = self.magics.backend.generate(request)
+        self.send_button.disabled, self.stop_button.disabled = True, False
+
+        def done(entry):
+            self.running = None
+            self.send_button.disabled, self.stop_button.disabled = False, True
+            if entry.result is not None:
+                self.magics.record_finished(request, entry.result, turn, None)
+            elif entry.error:
+                self._note(f"✖ {entry.error}")
+
+        self.running = self.magics.jobs.start(
+            job, view, interval_s=self.magics.stream_interval_ms / 1000, on_done=done)
+        return self.running
+
+    def _model_changed(self, change) -> None:
+        # A conversation keeps its model: another model starts another one.
+        existing = self.magics.conversations.get(self.conversation)
+        if existing is not None and existing.turns:
+            self._conversation_count += 1
+            self.conversation = f"{self._conversation_base}-{self._conversation_count}"
+            self._note(f"New conversation '{self.conversation}' with {change['new']}")
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.running.job.cancel()
+
+    def _request(self, text: str):
+        from argparse import Namespace
+
+        from mlx_magic.magics.side_by_side import variants_of
+
+        args = Namespace(
+            model=[self.model.value] if self.model.value else None, max_tokens=self.max_tokens.value,
+            temp=[self.temperature.value], top_p=None, top_k=None, min_p=None,
+            repetition_penalty=None, seed=None, system=None, raw=False, out=None,
+            chat=self.conversation, format="text", no_interpolate=True, error=False,
+            probs=None, background=True, image=[],
+        )
+        args = variants_of(args)[0]
+        resolve = self.magics.resolve_vision if self.vision else self.magics.resolve
+        images = self._new_images() if self.vision else []
+        request, _, turn = self.magics.build_request(args, text, lambda: resolve(args.model),
+                                                     images=images)
+        return request, turn, images
+
+    def _new_images(self):
+        """The selected images the conversation has not seen yet: the ones it
+        has stay with the turn that sent them."""
+        conversation = self.magics.conversations.get(self.conversation)
+        seen = {key for turn in conversation.turns for key in turn.image_keys} if conversation else set()
+        return [image for image in self._images() if image.cache_key not in seen]
+
+    def _images(self):
+        from mlx_magic.images.sources import load_images
+
+        namespace = dict(self.magics.shell.user_ns)
+        sources = list(self.image_variables.value)
+        for index, upload in enumerate(self.upload.value):
+            name = f"__panel_upload_{index}"
+            namespace[name] = bytes(upload["content"])
+            sources.append(name)
+        return load_images(sources, namespace, cache=self.magics.image_cache) if sources else []
+
+    def _add_user_turn(self, text: str, images) -> None:
+        import ipywidgets as widgets
+
+        parts = [widgets.HTML(value=f"<b>You:</b> {html.escape(text)}")]
+        if images:
+            from mlx_magic.display.previews import preview_bundle
+
+            parts.append(widgets.HTML(value=preview_bundle(images)["text/html"]))
+        self.transcript.children = self.transcript.children + tuple(parts)
+
+    def _note(self, message: str) -> None:
+        import ipywidgets as widgets
+
+        self.transcript.children = self.transcript.children + (
+            widgets.HTML(value=f"<em>{html.escape(message)}</em>"),)
+

@@ -1,0 +1,233 @@
+"""Feed a runtime job's events into a view, on the kernel's own thread.
+
+The kernel thread waits here while the runtime thread generates, so the
+kernel's interrupt (a ``KeyboardInterrupt`` raised on this thread) lands
+here: the job is cancelled, the partial answer is kept and marked, and the
+interrupt is passed on by the caller.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from mlx_magic.display.buffering import TokenBuffer
+from mlx_magic.runtime.values import Failed, Finished, Job, ModelLoading, ModelReady, Notice, TokenChunk
+from mlx_magic.display.result import GenerationStats, MLXResult, TokenInfo
+from mlx_magic.display.views import StreamView
+
+# How long to wait for the runtime to confirm a cancel before giving up on
+# it; a token step takes far less, only a huge prompt's prefill chunk more.
+CANCEL_GRACE_S = 30.0
+# How often to wake up when no text is held, so that waits stay interruptible.
+_POLL_S = 0.25
+# After the first text, events are read in batches this often instead of one
+# wake-up per token: every wake-up takes the GIL from the runtime thread (in one
+# process, a fast model decoded at 0.90x raw mlx-lm read per token, 1.04x read
+# this way: BENCHMARKS.md, Investigations 4).
+_BATCH_READ_S = 0.05
+
+
+class GenerationFailed(Exception):
+    """The runtime reported a :class:`Failed` event."""
+
+    def __init__(self, failure: Failed):
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+@dataclass
+class StreamOutcome:
+    """What came of streaming one job."""
+
+    result: MLXResult
+    interrupted: bool = False
+    flushes: int = 0
+
+
+def stream_job(job: Job, view: StreamView, *, interval_s: float) -> StreamOutcome:
+    """Show ``job``'s answer in ``view`` as it is generated.
+
+    Returns:
+        The outcome; ``interrupted`` is true when a ``KeyboardInterrupt``
+        cancelled the job (the caller re-raises it once the result is kept).
+
+    Raises:
+        GenerationFailed: the runtime could not generate.
+    """
+    collector = _Collector(job, view, TokenBuffer(interval_s) if view.batches else None)
+    try:
+        finished = collector.run_until_finished()
+        interrupted = False
+    except KeyboardInterrupt:
+        job.cancel()
+        finished = collector.run_until_finished(grace_s=CANCEL_GRACE_S)
+        interrupted = True
+    result = collector.result(finished)
+    view.finish(result)
+    return StreamOutcome(result=result, interrupted=interrupted, flushes=collector.flushes)
+
+
+def stream_jobs(jobs: list[Job], views: list[StreamView], *, interval_s: float):
+    """Show several jobs that advance together, each in its own view.
+
+    Returns one :class:`StreamOutcome` per job, or, for a job that failed,
+    the :class:`GenerationFailed` (shown in its view; the others go on).
+    """
+    collectors = [_Collector(job, view, TokenBuffer(interval_s) if view.batches else None)
+                  for job, view in zip(jobs, views)]
+    ends: dict[int, object] = {}
+    interrupted = False
+    deadline = None
+    while len(ends) < len(jobs):
+        try:
+            quiet = True
+            for index, collector in enumerate(collectors):
+                if index in ends:
+                    continue
+                try:
+                    finished = collector.poll()
+                except GenerationFailed as failed:
+                    collector.view.notice(f"✖ {failed.failure.message}")
+                    ends[index] = failed
+                    continue
+                if finished is not None:
+                    ends[index] = finished
+                quiet = quiet and finished is None
+            if deadline is not None and time.monotonic() > deadline:
+                for index, collector in enumerate(collectors):
+                    ends.setdefault(index, Finished("cancelled", {}))
+            if quiet:
+                time.sleep(0.02)
+        except KeyboardInterrupt:
+            interrupted = True
+            for job in jobs:
+                job.cancel()
+            deadline = time.monotonic() + CANCEL_GRACE_S
+    outcomes = []
+    for index, collector in enumerate(collectors):
+        end = ends[index]
+        if isinstance(end, GenerationFailed):
+            outcomes.append(end)
+            continue
+        collector.show(collector.drain())
+        result = collector.result(end)
+        collector.view.finish(result)
+        outcomes.append(StreamOutcome(result=result, interrupted=interrupted,
+                                      flushes=collector.flushes))
+    return outcomes
+
+
+class _Collector:
+    def __init__(self, job: Job, view: StreamView, buffer: Optional[TokenBuffer]):
+        self.job = job
+        self.view = view
+        self.buffer = buffer
+        self.parts: list[str] = []
+        self.tokens: list[TokenInfo] = []
+        self.flushes = 0
+        self.ready: Optional[ModelReady] = None
+
+    def run_until_finished(self, grace_s: Optional[float] = None) -> Finished:
+        deadline = None if grace_s is None else time.monotonic() + grace_s
+        while True:
+            timeout = _POLL_S
+            if self.buffer is not None:
+                due_in = self.buffer.seconds_until_due()
+                if due_in is not None:
+                    timeout = min(timeout, due_in)
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._show(self._drain_buffer())
+                    return Finished("cancelled", {"generation_tokens": len(self.tokens)})
+                timeout = min(timeout, remaining)
+            if self.buffer is not None and self.job.first_text_shown.is_set():
+                self.job.ended.wait(min(timeout, _BATCH_READ_S))
+                events = self.job.waiting_events()
+            else:
+                event = self.job.next_event(timeout)
+                events = [] if event is None else [event]
+            for event in events:
+                finished = self._handle(event)
+                if finished is not None:
+                    self._show(self._drain_buffer())
+                    return finished
+            if self.buffer is not None:
+                self._show(self.buffer.due())
+
+    def poll(self) -> Optional[Finished]:
+        """Handle the events already waiting, without blocking; the
+        :class:`Finished` event once the job has ended."""
+        while True:
+            event = self.job.next_event(0)
+            if event is None:
+                if self.buffer is not None:
+                    self._show(self.buffer.due())
+                return None
+            finished = self._handle(event)
+            if finished is not None:
+                return finished
+
+    def drain(self) -> str:
+        return self._drain_buffer()
+
+    def show(self, text: Optional[str]) -> None:
+        self._show(text)
+
+    def _handle(self, event) -> Optional[Finished]:
+        if isinstance(event, TokenChunk):
+            self.parts.append(event.text)
+            details = event.details or ({},) * len(event.token_ids)
+            for token_id, detail in zip(event.token_ids, details):
+                self.tokens.append(TokenInfo(id=int(token_id), logprob=detail.get("logprob"),
+                                             top=list(detail.get("top", []))))
+            if self.tokens and event.token_ids:
+                self.tokens[-1].text = event.text
+            if self.buffer is None:
+                self._show(event.text)
+            else:
+                self._show(self.buffer.add(event.text, max(1, len(event.token_ids))))
+        elif isinstance(event, Notice):
+            self.view.notice(event.message)
+        elif isinstance(event, ModelLoading):
+            self.view.loading(event.model)
+        elif isinstance(event, ModelReady):
+            self.ready = event
+            self.view.waiting_for_first_token(event.model, None if event.warm else event.load_s)
+        elif isinstance(event, Finished):
+            return event
+        elif isinstance(event, Failed):
+            self._show(self._drain_buffer())
+            self.view.fail()
+            raise GenerationFailed(event)
+        return None
+
+    def _drain_buffer(self) -> str:
+        return self.buffer.flush() if self.buffer is not None else ""
+
+    def _show(self, text: Optional[str]) -> None:
+        if text:
+            self.flushes += 1
+            self.view.write(text)
+            self.job.first_text_shown.set()
+
+    def result(self, finished: Finished) -> MLXResult:
+        stats = GenerationStats.from_dict(finished.stats)
+        if self.ready is not None:
+            stats.warm = self.ready.warm
+            stats.load_s = 0.0 if self.ready.warm else self.ready.load_s
+        # Count what arrived; a remote server's chunks carry no token ids, so
+        # its own count stands there.
+        if self.tokens or "generation_tokens" not in finished.stats:
+            stats.generation_tokens = len(self.tokens)
+        request = self.job.request
+        return MLXResult(
+            text="".join(self.parts),
+            prompt=request.prompt,
+            model=request.model.name,
+            finish_reason=finished.finish_reason,
+            stats=stats,
+            tokens=self.tokens,
+        )

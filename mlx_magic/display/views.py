@@ -1,0 +1,272 @@
+"""Where a streamed answer is shown: a notebook cell or a terminal.
+
+In a notebook the answer goes out as the cell's own stdout stream. Each
+flush sends only the new text, and the frontend appends it, so traffic grows
+linearly with the answer; an ``ipywidgets.Output`` would resend its whole
+output list on every append (traffic growing with the square of the text).
+Stream output is also what a saved notebook, nbconvert and every frontend
+show without live widgets. Status (loading, reading the prompt) and the stats
+footer are separate display outputs; the status line updates in place.
+
+In terminal IPython tokens are printed as they come.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+import sys
+import threading
+from typing import Optional
+
+from mlx_magic.display.result import MLXResult, footer_html
+
+
+class StreamView:
+    """The interface the magics stream into."""
+
+    #: Whether tokens should be batched (a frontend pays per message).
+    batches = True
+
+    #: Render the finished answer as Markdown (``--format markdown``).
+    markdown = False
+
+    def show_images(self, images) -> None:
+        """Previews of the images sent, before the answer."""
+
+    def notice(self, message: str) -> None:
+        """A one-line notice from the runtime (e.g. turns dropped)."""
+
+    def show_bundle(self, bundle: dict) -> None:
+        """An extra output after the answer (e.g. token probabilities)."""
+
+    def loading(self, model: str) -> None:
+        """The model is cold and is being loaded."""
+
+    def waiting_for_first_token(self, model: str, loaded_in: Optional[float]) -> None:
+        """The model is ready; the prompt is being read."""
+
+    def write(self, text: str) -> None:
+        """Show more of the answer."""
+
+    def finish(self, result: MLXResult) -> None:
+        """The answer is complete (or was cancelled): show the footer."""
+
+    def fail(self) -> None:
+        """The generation failed; the error is raised by the caller."""
+
+
+class NotebookView(StreamView):
+    """Streams into the running cell's output (Jupyter, VS Code, nbclient)."""
+
+    def __init__(self):
+        self._status = None
+        self._ends_with_newline = True
+        self._wrote = False
+        self._previews = None
+
+    def show_images(self, images) -> None:
+        from IPython.display import display
+
+        from mlx_magic.display.previews import preview_bundle
+
+        self._previews = preview_bundle(images)
+        display(self._previews, raw=True)
+
+    def show_bundle(self, bundle: dict) -> None:
+        from IPython.display import display
+
+        display(bundle, raw=True)
+
+    def notice(self, message: str) -> None:
+        from IPython.display import display
+
+        display({"text/plain": f"[{message}]",
+                 "text/html": f'<div class="mlx-magic-notice"><em>{html.escape(message)}</em></div>'},
+                raw=True)
+
+    def loading(self, model: str) -> None:
+        self._set_status(f"Loading {model} (first use in this kernel)…")
+
+    def waiting_for_first_token(self, model: str, loaded_in: Optional[float]) -> None:
+        if loaded_in is not None:
+            self._set_status(f"✓ Loaded {model} in {loaded_in:.1f} s; reading the prompt…")
+        else:
+            self._set_status(f"{model} is reading the prompt…")
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        first = not self._wrote
+        if first:
+            self._wrote = True
+            self._clear_status()
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        if first:
+            _wait_until_sent(sys.stdout)
+        self._ends_with_newline = text.endswith("\n")
+
+    def finish(self, result: MLXResult) -> None:
+        from IPython.display import clear_output, display
+
+        self._clear_status()
+        if not self._ends_with_newline:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        if self.markdown and result.finish_reason != "cancelled":
+            # The streamed text is replaced by its rendering; the previews
+            # were cleared with it and are shown again.
+            clear_output(wait=True)
+            if self._previews is not None:
+                display(self._previews, raw=True)
+            display({"text/markdown": result.text, "text/plain": result.text}, raw=True)
+        display({"text/plain": f"[{result.footer}]", "text/html": footer_html(result.footer)}, raw=True)
+
+    def fail(self) -> None:
+        self._clear_status()
+        if not self._ends_with_newline:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+
+    def _set_status(self, message: str) -> None:
+        from IPython.display import display
+
+        bundle = {
+            "text/plain": message,
+            "text/html": f'<span class="mlx-magic-status">{html.escape(message)}</span>',
+        }
+        if self._status is None:
+            self._status = display(bundle, raw=True, display_id=True)
+        else:
+            self._status.update(bundle, raw=True)
+
+    def _clear_status(self) -> None:
+        if self._status is not None:
+            self._status.update({"text/plain": ""}, raw=True)
+            self._status = None
+
+
+class TerminalView(StreamView):
+    """Prints tokens as they come (terminal IPython, plain Python)."""
+
+    batches = False
+
+    def __init__(self, stream=None):
+        self._stream = stream
+        self._ends_with_newline = True
+
+    @property
+    def out(self):
+        # Looked up at each write so that capture (pytest, %%capture) works.
+        return self._stream or sys.stdout
+
+    def notice(self, message: str) -> None:
+        print(f"[{message}]", file=self.out, flush=True)
+
+    def show_bundle(self, bundle: dict) -> None:
+        print(bundle["text/plain"], file=self.out, flush=True)
+
+    def show_images(self, images) -> None:
+        for index, loaded in enumerate(images, 1):
+            print(f"[image {index}: {loaded.caption}]", file=self.out, flush=True)
+
+    def loading(self, model: str) -> None:
+        print(f"[loading {model}…]", file=self.out, flush=True)
+
+    def waiting_for_first_token(self, model: str, loaded_in: Optional[float]) -> None:
+        # A line that the first token erases, where the terminal can do that.
+        if _is_terminal(self.out):
+            print("[reading the prompt…]", end="", file=self.out, flush=True)
+            self._transient = True
+
+    def _erase_transient(self) -> None:
+        if getattr(self, "_transient", False):
+            print("\r\033[K", end="", file=self.out, flush=True)
+            self._transient = False
+
+    def write(self, text: str) -> None:
+        if text:
+            self._erase_transient()
+            print(text, end="", file=self.out, flush=True)
+            self._ends_with_newline = text.endswith("\n")
+
+    def finish(self, result: MLXResult) -> None:
+        self._erase_transient()
+        if not self._ends_with_newline:
+            print(file=self.out)
+        print(f"[{result.footer}]", file=self.out, flush=True)
+
+    def fail(self) -> None:
+        self._erase_transient()
+        if not self._ends_with_newline:
+            print(file=self.out, flush=True)
+
+
+class CollectingView(StreamView):
+    """Shows nothing while streaming; side-by-side columns in a terminal are
+    printed one after the other once all are done."""
+
+    def __init__(self):
+        self.text = ""
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+_warned_about_widgets = False
+
+
+def widgets_usable(shell) -> bool:
+    """Whether live widgets can be shown: a Jupyter kernel with ipywidgets.
+
+    Without ipywidgets, one warning says what to install, and callers fall
+    back to plain streamed text.
+    """
+    global _warned_about_widgets
+    if getattr(shell, "kernel", None) is None:
+        return False
+    try:
+        importlib.import_module("ipywidgets")
+    except ImportError:
+        if not _warned_about_widgets:
+            _warned_about_widgets = True
+            import warnings
+
+            warnings.warn("mlx_magic shows background jobs and side-by-side columns live with "
+                          "ipywidgets: pip install ipywidgets. Falling back to plain text.",
+                          stacklevel=3)
+        return False
+    return True
+
+
+def view_for(shell) -> StreamView:
+    """A notebook view inside a Jupyter kernel, a terminal view elsewhere."""
+    if getattr(shell, "kernel", None) is not None:
+        return NotebookView()
+    return TerminalView()
+
+
+def _wait_until_sent(stream, timeout_s: float = 0.05) -> None:
+    """Wait until ipykernel's IOPub thread has really sent what ``stream`` flushed.
+
+    ipykernel's ``flush()`` returns once the message is *queued* on its IOPub
+    thread; the runtime then takes the CPU back for the next token and the
+    first text left the kernel 45-60 ms late in half of the cells (SmolLM2,
+    measured). A marker scheduled on that thread now runs after the queued
+    send, so waiting for it means the text is on its way.
+    """
+    pub_thread = getattr(stream, "pub_thread", None)
+    thread = getattr(pub_thread, "thread", None)
+    if thread is None or not thread.is_alive() or thread is threading.current_thread():
+        return
+    sent = threading.Event()
+    pub_thread.schedule(sent.set)
+    sent.wait(timeout_s)

@@ -1,0 +1,94 @@
+"""Load a resolved model into memory (on the runtime thread).
+
+Text models load through ``mlx_lm.load``; vision-language models through
+``mlx_vlm.load``, which brings the processor along. A GGUF file is converted
+into an mlx-lm folder first, once.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+
+from mlx_magic.engine.model_cache import WarmModel
+from mlx_magic.runtime.values import ModelLoadError, ModelSpec
+
+
+def load_warm_model(spec: ModelSpec) -> WarmModel:
+    """Load ``spec`` and measure it.
+
+    Must run on the thread that will generate with the model: MLX streams
+    are thread-local.
+
+    Raises:
+        ModelLoadError: the files are not a model this MLX stack can load.
+    """
+    started = time.perf_counter()
+    if spec.gguf:
+        _convert_gguf(spec)
+    try:
+        if spec.kind == "vision":
+            model, tokenizer, config = _load_vision(spec.path)
+        else:
+            model, tokenizer, config = _load_text(spec.path)
+    except (FileNotFoundError, ValueError, KeyError, OSError) as error:
+        raise ModelLoadError(
+            f"Could not load '{spec.name}' from {spec.path}: {_first_line(error)}"
+        ) from error
+    return WarmModel(
+        name=spec.name,
+        key=spec.key,
+        kind=spec.kind,
+        model=model,
+        tokenizer=tokenizer,
+        config=config,
+        memory_bytes=parameter_bytes(model),
+        load_s=time.perf_counter() - started,
+    )
+
+
+def release_warm_model(entry: WarmModel) -> None:
+    """Free a model's memory now rather than at the next garbage collection."""
+    import mlx.core as mx
+
+    entry.model = None
+    entry.tokenizer = None
+    entry.extras.clear()
+    gc.collect()
+    mx.clear_cache()
+
+
+def parameter_bytes(model) -> int:
+    """Bytes held by a model's parameters (quantized weights count as stored)."""
+    from mlx.utils import tree_flatten
+
+    return sum(array.nbytes for _, array in tree_flatten(model.parameters()))
+
+
+def _convert_gguf(spec: ModelSpec) -> None:
+    from mlx_magic.models.gguf import UnsupportedGGUF, convert_gguf
+
+    try:
+        convert_gguf(spec.gguf, spec.path)
+    except UnsupportedGGUF as error:
+        raise ModelLoadError(f"{spec.name}: {error}") from error
+
+
+def _load_text(path: str):
+    from mlx_lm import load
+
+    model, tokenizer, config = load(path, return_config=True)
+    return model, tokenizer, config
+
+
+def _load_vision(path: str):
+    from mlx_vlm import load
+    from mlx_vlm.utils import load_config
+
+    model, processor = load(path)
+    return model, processor, load_config(path)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

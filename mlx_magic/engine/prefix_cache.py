@@ -1,0 +1,117 @@
+"""A cross-cell prompt prefix cache for one warm text model.
+
+Cells in a notebook often share a long beginning: the chat template and its
+system prompt, a pasted document with different questions after it, the
+history of a conversation. Keeping the KV state of earlier prompts (and of
+their answers) lets the next prompt prefill only what is new.
+
+The storage and the longest-prefix search are mlx-lm's own
+:class:`mlx_lm.models.cache.LRUPromptCache` (a token trie bounded by entries
+and bytes, least recently used out); this module adds the bookkeeping the
+runtime needs and the numbers ``%mlx status`` shows. It lives in the warm
+model's extras, so it is dropped with the model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from mlx_magic.runtime.values import PrefixCacheSettings
+
+
+def warm_prompt_cache(warm, settings: PrefixCacheSettings, make):
+    """The prompt cache kept in ``warm``'s extras (``make(settings)`` on first
+    use; new bounds applied after), or ``None`` when the cache is off."""
+    if not settings.enabled:
+        return None
+    cache = warm.extras.get("prefix_cache")
+    if cache is None:
+        cache = warm.extras["prefix_cache"] = make(settings)
+    else:
+        cache.apply(settings)
+    return cache
+
+
+class PrefixCache:
+    """Longest-prefix reuse of KV caches across prompts of one model."""
+
+    # The trie is keyed by model too; one cache serves one model.
+    _MODEL = "model"
+
+    def __init__(self, settings: PrefixCacheSettings):
+        from mlx_lm.models.cache import LRUPromptCache
+
+        self._store = LRUPromptCache(max_size=settings.max_entries, max_bytes=settings.max_bytes)
+        self.lookups = 0
+        self.hits = 0
+        self.prompt_tokens = 0
+        self.reused_tokens = 0
+
+    def apply(self, settings: PrefixCacheSettings) -> None:
+        """Take new bounds, evicting entries if they shrank."""
+        self._store.max_size = settings.max_entries
+        self._store.max_bytes = settings.max_bytes
+        self._store.trim_to(n_sequences=settings.max_entries, n_bytes=settings.max_bytes)
+
+    def fetch(self, model, prompt: list[int]) -> tuple[list[Any], list[int]]:
+        """A KV cache for ``prompt`` and the tokens still to prefill.
+
+        The cache holds the longest prefix of ``prompt`` seen before (or is
+        fresh); at least one token is always left to prefill, since the model
+        must compute the logits of the last prompt token.
+        """
+        from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
+
+        self.lookups += 1
+        self.prompt_tokens += len(prompt)
+        cache, rest = self._store.fetch_nearest_cache(self._MODEL, prompt)
+        if cache is None:
+            return make_prompt_cache(model), list(prompt)
+        rest = list(rest)
+        if not rest:
+            trim_prompt_cache(cache, 1)
+            rest = list(prompt[-1:])
+        reused = len(prompt) - len(rest)
+        if reused <= 0:
+            return make_prompt_cache(model), list(prompt)
+        self.hits += 1
+        self.reused_tokens += reused
+        return cache, rest
+
+    def store(self, tokens: list[int], cache: list[Any]) -> None:
+        """Keep ``cache``, which holds the KV state of ``tokens`` (or of a prefix)."""
+        from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
+
+        held = _cached_length(cache)
+        if held is None or held == 0:
+            return
+        if held > len(tokens):
+            # Tokens fed to the model that we never saw (a look-ahead step).
+            if not can_trim_prompt_cache(cache):
+                return
+            trim_prompt_cache(cache, held - len(tokens))
+            held = len(tokens)
+        self._store.insert_cache(self._MODEL, list(tokens[:held]), cache)
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def clear(self) -> None:
+        self._store.trim_to(n_sequences=0)
+
+    def stats(self) -> dict:
+        return {
+            "entries": len(self._store),
+            "bytes": self._store.nbytes,
+            "lookups": self.lookups,
+            "hits": self.hits,
+            "prompt_tokens": self.prompt_tokens,
+            "reused_tokens": self.reused_tokens,
+        }
+
+
+def _cached_length(cache: list[Any]) -> Optional[int]:
+    offsets = {getattr(layer, "offset", None) for layer in cache}
+    if len(offsets) != 1 or None in offsets:
+        return None
+    return offsets.pop()

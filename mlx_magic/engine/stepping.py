@@ -1,0 +1,199 @@
+"""Drive a generation one token step at a time (runtime thread).
+
+Both mlx-lm and mlx-vlm hand out generations as Python generators whose every
+``next()`` computes one token. Each step runs under :data:`gpu_lock` and the
+job's cancel flag is checked between steps, so a cancel takes effect within
+one step and user code holding the lock waits for at most one step.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
+
+from mlx_magic.locking import gpu_lock
+from mlx_magic.runtime.values import Job, TokenChunk
+
+
+#: After the first text, how long the runtime lets whoever shows the answer
+#: put it out before computing the next token. Without this pause the next
+#: step takes the CPU (and the GIL) at once and the first word reaches the
+#: screen tens of milliseconds late on a busy machine; with it, it is shown
+#: in a few milliseconds, which is also all the pause usually lasts.
+FIRST_TEXT_PAUSE_S = 0.05
+
+
+class CancelledDuringPrompt(Exception):
+    """Raised from a prompt progress callback to stop a long prefill."""
+
+
+def stop_prefill_when_cancelled(job: Job) -> Callable[[int, int], None]:
+    """A ``prompt_progress_callback`` that aborts the prefill of a cancelled job."""
+
+    def check(processed: int, total: int) -> None:
+        if job.cancelled:
+            raise CancelledDuringPrompt
+
+    return check
+
+
+@dataclass
+class SteppedGeneration:
+    """What happened while stepping: the last response and timings."""
+
+    last: Any = None
+    finish_reason: str = "cancelled"
+    generated: int = 0
+    first_token_at: Optional[float] = None
+    token_ids: list = field(default_factory=list)
+    # The end-of-sequence token that stopped the generation (not reported
+    # as generated, but the model has seen it).
+    stop_token: Optional[int] = None
+
+
+class Stepper:
+    """Advances one generation token by token; see :func:`run_steps`.
+
+    Several steppers can take turns (models side by side): each
+    :meth:`step` computes one token under :data:`gpu_lock` and returns.
+    """
+
+    def __init__(
+        self,
+        steps: Iterator,
+        job: Job,
+        *,
+        token_of: Callable[[Any], Optional[int]],
+        last_token_is_new: bool,
+        describe: Optional[Callable[[Any, int], dict]] = None,
+    ):
+        self._steps = steps
+        self.job = job
+        self._token_of = token_of
+        self._last_token_is_new = last_token_is_new
+        self._describe = describe
+        self.outcome = SteppedGeneration()
+        self.done = False
+        self._text_emitted = False
+
+    def step(self) -> bool:
+        """Compute and emit one token; false once the generation is over."""
+        if self.done:
+            return False
+        if self.job.cancelled:
+            self._close()
+            return False
+        try:
+            with gpu_lock:
+                response = next(self._steps, None)
+            if response is None:
+                self._close()
+                return False
+            if self._report(response):
+                # Let the generator run to its end: mlx-vlm saves its prompt
+                # cache state after the last response.
+                with gpu_lock:
+                    for _ in self._steps:
+                        pass
+                self._close()
+                return False
+        except CancelledDuringPrompt:
+            self.outcome.finish_reason = "cancelled"
+            self._close()
+            return False
+        except BaseException:
+            self._close()
+            raise
+        return True
+
+    def _report(self, response) -> bool:
+        """Emit ``response``; true if it was the last one."""
+        outcome = self.outcome
+        outcome.last = response
+        if outcome.first_token_at is None:
+            outcome.first_token_at = time.perf_counter()
+        finish_reason = getattr(response, "finish_reason", None)
+        token = self._token_of(response)
+        repeated = finish_reason is not None and (
+            finish_reason == "stop" or not self._last_token_is_new
+        )
+        ids = () if token is None or repeated else (token,)
+        if finish_reason == "stop" and self._last_token_is_new:
+            outcome.stop_token = token
+        outcome.generated += len(ids)
+        outcome.token_ids.extend(ids)
+        details = ()
+        if self._describe is not None and ids:
+            with gpu_lock:
+                details = tuple(self._describe(response, token) for token in ids)
+        if response.text or ids:
+            self.job.emit(TokenChunk(text=response.text, token_ids=ids, details=details))
+            if response.text and not self._text_emitted and finish_reason is None:
+                self._text_emitted = True
+                self.job.first_text_shown.wait(FIRST_TEXT_PAUSE_S)
+        if finish_reason is not None:
+            outcome.finish_reason = finish_reason
+            return True
+        return False
+
+    def _close(self) -> None:
+        self.done = True
+        with gpu_lock:
+            self._steps.close()
+
+
+def run_steps(steps: Iterator, job: Job, **options) -> SteppedGeneration:
+    """Pull responses from ``steps`` until it finishes or the job is cancelled.
+
+    Every response with text or a token becomes a :class:`TokenChunk`. The
+    last response of a finished generation carries the detokenizer's tail
+    (and, when the model stopped itself, the end-of-sequence token, which is
+    not reported as generated).
+
+    Args:
+        steps: an mlx-lm or mlx-vlm ``stream_generate`` generator.
+        job: the job to emit to and to watch for cancellation.
+        token_of: the generated token id of a response, or ``None``.
+        last_token_is_new: whether the last response of a generation that hit
+            max tokens brings a token not yet reported (mlx-lm: yes; mlx-vlm
+            repeats the previous one).
+        describe: if given, ``describe(response, token)`` gives the token's
+            probability details (see :class:`TokenChunk`).
+    """
+    stepper = Stepper(steps, job, **options)
+    while stepper.step():
+        pass
+    return stepper.outcome
+
+
+def token_id(response) -> Optional[int]:
+    """The token id of an mlx-lm or mlx-vlm response (an int or a 0-d array)."""
+    token = getattr(response, "token", None)
+    if token is None:
+        return None
+    return int(token.item()) if hasattr(token, "item") else int(token)
+
+
+def probability_describer(tokenizer, k: int) -> Callable[[Any, int], dict]:
+    """Reads a token's log-probability and the ``k`` most likely tokens from
+    the log-probabilities mlx-lm and mlx-vlm return with every step."""
+    import mlx.core as mx
+
+    decode = getattr(tokenizer, "tokenizer", tokenizer).decode
+
+    def describe(response, token: int) -> dict:
+        logprobs = response.logprobs
+        if logprobs.ndim > 1:
+            logprobs = logprobs.reshape(-1)
+        count = min(k, logprobs.size)
+        top = mx.argpartition(-logprobs, kth=count - 1)[:count]
+        values = logprobs[top]
+        order = mx.argsort(-values)
+        top, values = top[order].tolist(), values[order].tolist()
+        return {
+            "logprob": float(logprobs[token].item()),
+            "top": [(int(i), decode([int(i)]), float(v)) for i, v in zip(top, values)],
+        }
+
+    return describe

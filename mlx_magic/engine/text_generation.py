@@ -1,0 +1,181 @@
+"""Generate an answer with mlx-lm (runtime thread)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from mlx_magic.locking import gpu_lock
+from mlx_magic.engine.model_cache import WarmModel
+from mlx_magic.runtime.values import Finished, GenerationRequest, Job, Notice
+from mlx_magic.engine.stepping import Stepper, probability_describer, stop_prefill_when_cancelled, token_id
+
+
+def prompt_token_ids(tokenizer, request: GenerationRequest, history=None) -> list[int]:
+    """The prompt as token ids: through the chat template unless ``raw``.
+
+    Without a chat template (or with ``raw``) the system prompt and the
+    turns so far, if any, are put before the text, separated by blank lines.
+    """
+    history = request.history if history is None else history
+    if request.raw or not getattr(tokenizer, "has_chat_template", False):
+        return list(tokenizer.encode(request.plain_prompt(history)))
+    messages = request.chat_messages(history=history)
+    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+
+
+def context_length(config: dict):
+    """The longest sequence the model was made for, if its config says."""
+    for key in ("max_position_embeddings", "max_sequence_length", "n_positions"):
+        value = config.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def fit_history(tokenizer, request: GenerationRequest, limit):
+    """The prompt ids with as many of the newest turns as fit the context.
+
+    Returns the ids and how many of the oldest turns had to be dropped.
+    """
+    history = list(request.history)
+    prompt = prompt_token_ids(tokenizer, request, history)
+    dropped = 0
+    while limit and history and len(prompt) + request.sampling.max_tokens > limit:
+        history.pop(0)
+        dropped += 1
+        prompt = prompt_token_ids(tokenizer, request, history)
+    return prompt, dropped
+
+
+@dataclass
+class PendingGeneration:
+    """A started generation: step it, then ask for its :class:`Finished`."""
+
+    stepper: Stepper
+    finish: Callable[[], Finished]
+
+    def run(self) -> Finished:
+        while self.stepper.step():
+            pass
+        return self.finish()
+
+
+def generate_text(warm: WarmModel, job: Job, *, started: float) -> Finished:
+    """Stream the answer to ``job.request`` as :class:`TokenChunk` events.
+
+    Args:
+        warm: the loaded text model and tokenizer.
+        job: the request, its cancel flag, and where events go.
+        started: ``time.perf_counter()`` when the job started (after loading),
+            the origin of the time to first token.
+
+    Returns:
+        The :class:`Finished` event (not yet emitted), with the stats.
+    """
+    return start_text(warm, job, started=started).run()
+
+
+def start_text(warm: WarmModel, job: Job, *, started: float,
+               per_step_seed: bool = False) -> PendingGeneration:
+    """Prepare a generation with mlx-lm, ready to be stepped.
+
+    ``per_step_seed`` derives each step's random seed from the request's
+    seed and the step number, so that a seeded generation repeats even when
+    it takes turns with others (sampling sweeps); a lone generation seeds
+    once, as mlx-lm does.
+    """
+    import mlx.core as mx
+    from mlx_lm import stream_generate
+    from mlx_lm.models.cache import make_prompt_cache
+    from mlx_lm.sample_utils import make_logits_processors, make_sampler
+
+    request = job.request
+    sampling = request.sampling
+    prefix_cache = _prefix_cache_of(warm, request)
+    with gpu_lock:
+        limit = context_length(warm.config)
+        prompt, dropped_turns = fit_history(warm.tokenizer, request, limit)
+        if dropped_turns:
+            job.emit(Notice(
+                f"Dropped the {dropped_turns} oldest turn(s) of the conversation: the history "
+                f"no longer fits the {limit}-token context of {warm.name}"
+            ))
+        if prefix_cache is not None:
+            kv_cache, to_prefill = prefix_cache.fetch(warm.model, prompt)
+        else:
+            kv_cache, to_prefill = make_prompt_cache(warm.model), prompt
+        if sampling.seed is not None and not per_step_seed:
+            mx.random.seed(sampling.seed)
+        mx.reset_peak_memory()
+    sampler = make_sampler(
+        temp=sampling.temperature,
+        top_p=sampling.top_p,
+        min_p=sampling.min_p,
+        top_k=sampling.top_k,
+    )
+    if per_step_seed and sampling.seed is not None:
+        sampler = seeded_per_step(sampler, sampling.seed)
+    steps = stream_generate(
+        warm.model,
+        warm.tokenizer,
+        mx.array(to_prefill),
+        prompt_cache=kv_cache,
+        max_tokens=sampling.max_tokens,
+        sampler=sampler,
+        logits_processors=make_logits_processors(
+            repetition_penalty=sampling.repetition_penalty
+        ),
+        prompt_progress_callback=stop_prefill_when_cancelled(job),
+    )
+    describe = (probability_describer(warm.tokenizer, request.top_logprobs)
+                if request.top_logprobs else None)
+    stepper = Stepper(steps, job, token_of=token_id, last_token_is_new=True, describe=describe)
+
+    def finish() -> Finished:
+        outcome = stepper.outcome
+        if prefix_cache is not None:
+            seen = prompt + outcome.token_ids
+            if outcome.stop_token is not None:
+                seen.append(outcome.stop_token)
+            with gpu_lock:
+                prefix_cache.store(seen, kv_cache)
+        last = outcome.last
+        return Finished(
+            finish_reason=outcome.finish_reason,
+            stats={
+                "prompt_tokens": len(prompt),
+                "cached_prompt_tokens": len(prompt) - len(to_prefill),
+                "dropped_turns": dropped_turns,
+                "prompt_tps": last.prompt_tps if last else 0.0,
+                "generation_tokens": outcome.generated,
+                "generation_tps": last.generation_tps if last else 0.0,
+                "ttft_s": (outcome.first_token_at - started) if outcome.first_token_at else None,
+                "peak_memory_gb": mx.get_peak_memory() / 1e9,
+            },
+        )
+
+    return PendingGeneration(stepper, finish)
+
+
+def seeded_per_step(sampler, seed: int):
+    """``sampler`` with the global random seed set from (seed, step) before
+    each draw: its choices no longer depend on other generations' draws."""
+    import mlx.core as mx
+
+    step = 0
+
+    def sample(logprobs):
+        nonlocal step
+        mx.random.seed((seed * 1_000_003 + step) % (1 << 63))
+        step += 1
+        return sampler(logprobs)
+
+    return sample
+
+
+def _prefix_cache_of(warm: WarmModel, request: GenerationRequest):
+    """The warm model's prefix cache (made on first use), or ``None`` if off."""
+    from mlx_magic.engine.prefix_cache import PrefixCache, warm_prompt_cache
+
+    return warm_prompt_cache(warm, request.prefix_cache, PrefixCache)

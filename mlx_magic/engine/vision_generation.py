@@ -1,0 +1,152 @@
+"""Generate an answer with mlx-vlm, about zero or more images (runtime thread)."""
+
+from __future__ import annotations
+
+from mlx_magic.locking import gpu_lock
+from mlx_magic.engine.model_cache import WarmModel
+from mlx_magic.runtime.values import Finished, Job
+from mlx_magic.engine.stepping import Stepper, probability_describer, token_id
+from mlx_magic.engine.text_generation import PendingGeneration
+
+
+def vision_prompt(warm: WarmModel, request) -> str:
+    """The prompt text with the model's own image tokens, via mlx-vlm's template.
+
+    mlx-vlm knows where each model wants its images (qwen2_vl after the
+    text, others before it), so image tokens are never placed by hand.
+    """
+    from mlx_vlm.prompt_utils import apply_chat_template
+
+    if request.raw:
+        return request.prompt
+    model_type = _config_dict(warm.config)["model_type"]
+    return apply_chat_template(warm.tokenizer, warm.config,
+                               conversation_messages(model_type, request),
+                               num_images=len(request.images))
+
+
+def conversation_messages(model_type: str, request) -> list[dict]:
+    """The system prompt, the earlier turns and the cell as chat messages.
+
+    In a conversation each image stays in the user message that sent it, so
+    the prompt of a follow-up starts with the previous prompt and answer:
+    that is what lets the conversation's KV cache be reused. Models whose
+    mlx-vlm layout is a list of parts get explicit image parts in their
+    turn; models laid out as text with image tokens get plain text, and
+    mlx-vlm puts every image into the last message (correct, without reuse).
+    """
+    from mlx_vlm.prompt_utils import MODEL_CONFIG, get_message_json
+
+    def user_message(text: str, images) -> dict:
+        if images and model_type.lower() in MODEL_CONFIG:
+            message = get_message_json(model_type, text, "user", num_images=len(images))
+            if isinstance(message, dict) and isinstance(message.get("content"), list):
+                return message
+        return {"role": "user", "content": text}
+
+    return request.chat_messages(user_message)
+
+
+def _config_dict(config) -> dict:
+    return config if isinstance(config, dict) else config.__dict__
+
+
+def generate_vision(warm: WarmModel, job: Job, *, started: float) -> Finished:
+    """Stream the answer to ``job.request`` (text and images) as events."""
+    return start_vision(warm, job, started=started).run()
+
+
+def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bool = False):
+    """Prepare a generation with mlx-vlm, ready to be stepped.
+
+    Args:
+        warm: the loaded vision model, its processor (``warm.tokenizer``) and config.
+        job: the request, its cancel flag, and where events go.
+        started: ``time.perf_counter()`` when the job started, the origin of
+            the time to first token.
+    """
+    import mlx.core as mx
+    from mlx_vlm import stream_generate
+
+    request = job.request
+    sampling = request.sampling
+    with gpu_lock:
+        prompt = vision_prompt(warm, request)
+        mx.reset_peak_memory()
+    options = dict(
+        max_tokens=sampling.max_tokens,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        top_k=sampling.top_k,
+        min_p=sampling.min_p,
+        repetition_penalty=sampling.repetition_penalty,
+    )
+    if sampling.seed is not None:
+        # mlx-vlm seeds once at the start; side by side, its draws then
+        # depend on the other columns' (exact per-step seeds are for text models).
+        options["seed"] = sampling.seed
+    if request.images:
+        with gpu_lock:
+            options.update(_feature_cache_options(warm, prompt, request))
+    prompt_caches = _prompt_caches(warm, request)
+    if prompt_caches is not None:
+        cache_state = prompt_caches.check_out(request.conversation)
+        token_ids_before = cache_state.token_ids
+        options["prompt_cache_state"] = cache_state
+    steps = stream_generate(
+        warm.model,
+        warm.tokenizer,
+        prompt,
+        image=list(request.images) or None,
+        **options,
+    )
+    describe = (probability_describer(warm.tokenizer, request.top_logprobs)
+                if request.top_logprobs else None)
+    stepper = Stepper(steps, job, token_of=token_id, last_token_is_new=False, describe=describe)
+
+    def finish() -> Finished:
+        outcome = stepper.outcome
+        last = outcome.last
+        if prompt_caches is not None:
+            prompt_caches.check_in(request.conversation, cache_state, token_ids_before, last)
+        return Finished(
+            finish_reason=outcome.finish_reason,
+            stats={
+                "prompt_tokens": last.prompt_tokens if last else 0,
+                "prompt_tps": last.prompt_tps if last else 0.0,
+                "generation_tokens": outcome.generated,
+                "generation_tps": last.generation_tps if last else 0.0,
+                "ttft_s": (outcome.first_token_at - started) if outcome.first_token_at else None,
+                "peak_memory_gb": mx.get_peak_memory() / 1e9,
+                "cached_prompt_tokens": getattr(last, "cached_tokens", 0) or 0,
+            },
+        )
+
+    return PendingGeneration(stepper, finish)
+
+
+def _prompt_caches(warm: WarmModel, request):
+    """The model's per-conversation KV caches, or ``None`` when turned off."""
+    from mlx_magic.engine.prefix_cache import warm_prompt_cache
+    from mlx_magic.engine.vision_prompt_cache import VisionPromptCaches
+
+    return warm_prompt_cache(warm, request.prefix_cache, VisionPromptCaches)
+
+
+def _feature_cache_options(warm: WarmModel, prompt: str, request) -> dict:
+    """Keyword arguments for ``stream_generate`` that reuse cached image features."""
+    from mlx_magic.engine.vision_features import feature_cache_mode, make_feature_cache, tower_features
+
+    mode = feature_cache_mode(warm.model)
+    if mode is None or len(request.image_keys) != len(request.images):
+        return {}
+    cache = warm.extras.setdefault("vision_features", make_feature_cache())
+    if mode == "mlx_vlm":
+        return {"vision_cache": cache}
+    # Keyed by the images' content: the processor's settings are fixed per model.
+    key = "images:" + "|".join(request.image_keys)
+    features = cache.get(key)
+    if features is None:
+        features = tower_features(warm.model, warm.tokenizer, prompt, list(request.images))
+        cache.put(key, features)
+    return {"cached_image_features": features}

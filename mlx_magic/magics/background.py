@@ -1,0 +1,131 @@
+"""Generations that run in the background while the notebook goes on (``-b``).
+
+A background job is an ordinary runtime job (the runtime runs jobs one at a
+time, in the order they were submitted) whose events are read by a helper
+thread instead of the kernel thread, so the cell returns at once. A kernel
+interrupt reaches only the kernel thread, so it leaves background jobs
+running; ``%mlx cancel`` stops them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from mlx_magic.runtime.values import Job
+from mlx_magic.display.result import MLXResult
+from mlx_magic.display.streaming import GenerationFailed, stream_job
+from mlx_magic.display.views import StreamView
+
+
+@dataclass
+class BackgroundJob:
+    id: int
+    model: str
+    job: Job
+    view: StreamView
+    submitted: float = field(default_factory=time.monotonic)
+    result: Optional[MLXResult] = None
+    error: Optional[str] = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def state(self) -> str:
+        if not self.done.is_set():
+            return "cancelling" if self.job.cancelled else "running"
+        if self.error is not None:
+            return "failed"
+        if self.result.finish_reason in ("cancelled", "cut"):
+            return self.result.finish_reason
+        return "done"
+
+    @property
+    def tokens(self) -> Optional[int]:
+        """Tokens generated, once the job has ended."""
+        return self.result.stats.generation_tokens if self.result is not None else None
+
+
+class BackgroundJobs:
+    """The background jobs of one kernel, by id (1, 2, …)."""
+
+    def __init__(self):
+        self._jobs: dict[int, BackgroundJob] = {}
+        self._ids = itertools.count(1)
+
+    def start(self, job: Job, view: StreamView, *, interval_s: float,
+              on_done: Callable[[BackgroundJob], None]) -> BackgroundJob:
+        """Follow ``job`` on a helper thread; ``on_done`` runs when it ends."""
+        entry = BackgroundJob(id=next(self._ids), model=job.request.model.name, job=job, view=view)
+        self._jobs[entry.id] = entry
+
+        def follow():
+            try:
+                entry.result = stream_job(job, view, interval_s=interval_s).result
+            except GenerationFailed as failed:
+                entry.error = failed.failure.message
+            except Exception as error:  # never lose a job silently
+                entry.error = f"{type(error).__name__}: {error}"
+            finally:
+                entry.done.set()
+            on_done(entry)
+
+        threading.Thread(target=follow, name=f"mlx_magic-job-{entry.id}", daemon=True).start()
+        return entry
+
+    def all(self) -> list[BackgroundJob]:
+        return list(self._jobs.values())
+
+    def select(self, which: list[str]) -> list[BackgroundJob]:
+        """Jobs named by id, or every job for ``[]`` or ``["all"]``.
+
+        Raises:
+            KeyError: an id that names no job (the message says which).
+        """
+        if not which or which == ["all"]:
+            return self.all()
+        chosen = []
+        for token in which:
+            if not token.isdigit() or int(token) not in self._jobs:
+                raise KeyError(token)
+            chosen.append(self._jobs[int(token)])
+        return chosen
+
+    def running(self) -> list[BackgroundJob]:
+        return [entry for entry in self._jobs.values() if not entry.done.is_set()]
+
+
+def run_in_background(magics, request, out_name, turn, images=(), answer_format="text"):
+    """Start ``request`` as a background job of the magics ``magics``; the
+    cell returns at once and the answer streams into a widget in it."""
+    from IPython.core.error import UsageError
+
+    from mlx_magic.display.views import view_for, widgets_usable
+    from mlx_magic.display.widget_view import WidgetStreamView
+
+    if widgets_usable(magics.shell):
+        view = WidgetStreamView(request.model.name)
+        if images:
+            view_for(magics.shell).show_images(images)
+        view.display()
+    else:
+        view = view_for(magics.shell)
+        if images:
+            view.show_images(images)
+    cell_id = magics.current_cell_id
+    job = magics.backend.generate(request)
+
+    def done(entry):
+        if entry.result is None:
+            return
+        magics.record_finished(request, entry.result, turn, cell_id)
+        try:
+            magics.apply_format(entry.result, answer_format, out_name, set_next_input=False)
+        except UsageError as error:
+            view.notice(str(error))
+
+    entry = magics.jobs.start(job, view, interval_s=magics.stream_interval_ms / 1000, on_done=done)
+    print(f"[background job {entry.id}: %mlx jobs lists it, %mlx wait {entry.id} waits, "
+          f"%mlx cancel {entry.id} stops it]")

@@ -1,0 +1,309 @@
+"""The ``%mlx`` commands: models, runtime status, caches, conversations, stats.
+
+Each ``command_<name>(magics, names)`` serves ``%mlx <name> [names…]`` for
+the :class:`~mlx_magic.magics.mlx_magics.MLXMagics` instance ``magics``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import html
+import time
+from pathlib import Path
+
+from IPython.core.error import UsageError
+
+from mlx_magic.magics.conversations import DEFAULT_CONVERSATION
+from mlx_magic.errors import usage_error
+from mlx_magic.runtime.values import ModelLoadError
+
+_GB = 1024**3
+
+
+def command_load(magics, names):
+    if not names:
+        raise UsageError("%mlx load needs a model, e.g. %mlx load smollm2")
+    for name in names:
+        spec = magics.resolve(name)
+        started = time.perf_counter()
+        try:
+            info = magics.backend.load(spec)
+        except ModelLoadError as error:
+            raise usage_error(str(error), error) from None
+        took = time.perf_counter() - started
+        print(f"{info.name}: {info.kind} model, {info.memory_bytes / 1e9:.2f} GB, "
+              f"ready in {took:.1f} s")
+
+
+def command_unload(magics, names):
+    if not names or names == ["all"]:
+        removed = magics.backend.unload(None) if magics.backend_started else []
+    else:
+        removed = []
+        for name in names:
+            removed += magics.backend.unload(magics.resolve(name).key)
+    print(f"Unloaded {len(removed)} model(s)" + (f": {', '.join(removed)}" if removed else ""))
+
+
+def command_models(magics, names):
+    infos = magics.backend.models() if magics.backend_started else []
+    if not infos:
+        print("No warm models. %%mlx loads one on first use; %mlx load MODEL loads one now.")
+        return
+    width = max(len(info.name) for info in infos)
+    print(f"{'model':<{width}}  kind    memory     uses  source")
+    for info in infos:
+        print(f"{info.name:<{width}}  {info.kind:<6}  {info.memory_bytes / 1e9:6.2f} GB  "
+              f"{info.uses:5d}  {info.key}")
+
+
+def command_cache(magics, names):
+    if names != ["clear"]:
+        raise UsageError("Usage: %mlx cache clear")
+    dropped = magics.backend.clear_caches() if magics.backend_started else 0
+    dropped += len(magics.image_cache)
+    magics.image_cache.clear()
+    print(f"Cleared {dropped} cached entries (prompt prefixes, vision features, images)")
+
+
+def command_status(magics, names):
+    if not magics.backend_started:
+        print("Runtime: not started (it starts with the first %%mlx cell or %mlx load)")
+        return
+    status = magics.backend.status()
+    state = "running" if status.running else "stopped"
+    busy = f"generating with {status.current}" if status.busy else "idle"
+    print(f"Runtime: {status.kind}, {state}, {busy}; {status.queued} queued; "
+          f"{status.generations} generations")
+    print(f"GPU lock: {'held' if status.lock_held else 'free'}")
+    used = sum(info.memory_bytes for info in status.models)
+    print(f"Warm models: {len(status.models)} using {used / 1e9:.2f} GB of a "
+          f"{status.memory_budget_bytes / _GB:.1f} GB budget")
+    print(f"MLX memory: active {status.active_memory_bytes / 1e9:.2f} GB, cache "
+          f"{status.cache_memory_bytes / 1e9:.2f} GB, peak {status.peak_memory_bytes / 1e9:.2f} GB")
+    decoded = magics.image_cache.stats()
+    print(f"Decoded images: {decoded['entries']} cached, {decoded['hits']} hits, "
+          f"{decoded['misses']} misses")
+    for info in status.models:
+        if info.prefix_cache is not None:
+            cache = info.prefix_cache
+            rate = cache["hits"] / cache["lookups"] if cache["lookups"] else 0.0
+            share = cache["reused_tokens"] / cache["prompt_tokens"] if cache["prompt_tokens"] else 0.0
+            print(f"Prefix cache of {info.name}: {cache['entries']} entries, "
+                  f"{cache['bytes'] / 1e6:.1f} MB, hit rate {rate:.0%} "
+                  f"({cache['hits']}/{cache['lookups']}), {share:.0%} of prompt tokens reused")
+        if info.vision_features is not None:
+            features = info.vision_features
+            print(f"Vision features of {info.name}: {features['entries']} cached, "
+                  f"{features['hits']} hits, {features['misses']} misses")
+
+
+def command_chat(magics, names):
+    conversations = magics.conversations
+    action = names[0] if names else None
+    if action == "reset":
+        target = names[1] if len(names) > 1 else DEFAULT_CONVERSATION
+        removed = conversations.reset(None if target == "all" else target)
+        print(f"Forgot {len(removed)} conversation(s)" + (f": {', '.join(removed)}" if removed else ""))
+    elif action == "save":
+        if len(names) < 2:
+            raise UsageError("Usage: %mlx chat save FILE [NAME]")
+        name = names[2] if len(names) > 2 else DEFAULT_CONVERSATION
+        if name not in conversations:
+            raise UsageError(f"No conversation named '{name}'")
+        path = conversations.save(name, Path(names[1]).expanduser())
+        print(f"Saved conversation '{name}' to {path}")
+    elif action == "load":
+        if len(names) != 2:
+            raise UsageError("Usage: %mlx chat load FILE")
+        try:
+            conversation = conversations.load(Path(names[1]).expanduser())
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise usage_error(f"Could not load a conversation from {names[1]}: {error}", error) from None
+        print(f"Loaded conversation '{conversation.name}' ({len(conversation.turns)} turns)")
+    else:
+        name = action or DEFAULT_CONVERSATION
+        conversation = conversations.get(name)
+        if conversation is None:
+            known = ", ".join(conversations.names()) or "none yet"
+            raise UsageError(f"No conversation named '{name}' (conversations: {known}); "
+                             "start one with %%mlx --chat NAME")
+        _show(magics, conversation.markdown(), {"text/markdown": conversation.markdown()})
+
+
+def command_stats(magics, names):
+    rows = magics.session_rows
+    if not rows:
+        print("No generations yet in this session.")
+        return
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(_cell(row[c])) for row in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(_cell(row[c]).ljust(widths[c]) for c in columns) for row in rows]
+    tokens = sum(row["tokens"] for row in rows)
+    cached = sum(row["cached"] for row in rows)
+    prompt = sum(row["prompt"] for row in rows)
+    total = (f"{len(rows)} generations, {tokens} tokens generated, {prompt} prompt tokens "
+             f"({cached} from the prefix cache)")
+    table = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(row[c]))}</td>" for c in columns) + "</tr>"
+        for row in rows
+    )
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    _show(magics, "\n".join(lines + ["", total]), {
+        "text/html": f"<table><thead><tr>{head}</tr></thead><tbody>{table}</tbody></table>"
+                     f"<p>{html.escape(total)}</p>",
+    })
+
+
+def _show(magics, text: str, rich: dict) -> None:
+    """Rich output in a notebook, plain text in a terminal."""
+    from IPython.display import display
+
+    if getattr(magics.shell, "kernel", None) is None:
+        print(text)
+    else:
+        display({"text/plain": text, **rich}, raw=True)
+
+
+def _cell(value) -> str:
+    return "" if value is None else str(value)
+
+
+def command_jobs(magics, names):
+    entries = magics.jobs.all()
+    if not entries:
+        print("No background jobs. Add -b to %%mlx or %%mlx_vision to start one.")
+        return
+    now = time.monotonic()
+    print(f"{'id':>3}  {'state':<10}  {'model':<16}  {'tokens':>6}  age")
+    for entry in entries:
+        tokens = "" if entry.tokens is None else str(entry.tokens)
+        print(f"{entry.id:>3}  {entry.state:<10}  {entry.model:<16}  {tokens:>6}  "
+              f"{now - entry.submitted:.0f} s")
+
+
+def command_cancel(magics, names):
+    entries = _select_jobs(magics, names)
+    running = [entry for entry in entries if not entry.done.is_set()]
+    for entry in running:
+        entry.job.cancel()
+    print(f"Cancelling {len(running)} job(s)" +
+          (f": {', '.join(str(entry.id) for entry in running)}" if running else ""))
+
+
+def command_wait(magics, names):
+    entries = _select_jobs(magics, names)
+    try:
+        for entry in entries:
+            # Short waits keep the kernel's interrupt responsive.
+            while not entry.done.wait(0.1):
+                pass
+    except KeyboardInterrupt:
+        print("Stopped waiting; the jobs go on (%mlx cancel stops them)")
+        raise
+    for entry in entries:
+        detail = entry.error or (entry.result.footer if entry.result else "")
+        print(f"job {entry.id}: {entry.state}" + (f" · {detail}" if detail else ""))
+
+
+def _select_jobs(magics, names):
+    try:
+        return magics.jobs.select(names)
+    except KeyError as missing:
+        raise UsageError(f"No background job {missing.args[0]}: %mlx jobs lists them") from None
+
+
+def command_panel(magics, names):
+    from IPython.display import display
+
+    from mlx_magic.display.chat_panel import ChatPanel
+
+    if names not in ([], ["vision"]):
+        raise UsageError("Usage: %mlx panel [vision]")
+    try:
+        importlib.import_module("ipywidgets")
+    except ImportError:
+        raise UsageError("The panel is made of ipywidgets: pip install ipywidgets") from None
+    panel = ChatPanel(magics, vision=names == ["vision"])
+    magics.panels.append(panel)
+    display(panel.widget)
+
+
+def command_runtime(magics, names):
+    if names:
+        if names[0] not in ("thread", "process") or len(names) > 1:
+            raise UsageError("Usage: %mlx runtime [thread|process]  (remote: %mlx connect URL)")
+        magics.runtime = names[0]
+    status = magics.backend.status() if magics.backend_started else None
+    where = status.kind if status else "not started yet"
+    print(f"Runtime: {magics.runtime} ({where})")
+
+
+def command_restart(magics, names):
+    backend = magics.backend
+    if not hasattr(backend, "restart"):
+        raise UsageError("%mlx restart restarts the worker process: switch with "
+                         "%mlx runtime process first")
+    try:
+        pid = backend.restart()
+    except ModelLoadError as error:
+        raise usage_error(str(error), error) from None
+    print(f"Restarted the worker process (pid {pid}); models load again on first use")
+
+
+def command_connect(magics, names):
+    from mlx_magic.runtime.remote.runtime import parse_url
+
+    if not names:
+        raise UsageError("Usage: %mlx connect URL [URL ...]  (e.g. http://127.0.0.1:8080)")
+    for url in names:
+        try:
+            parse_url(url)
+        except ValueError as error:
+            raise usage_error(str(error), error) from None
+    if magics.runtime != "remote":
+        magics.local_runtime = magics.runtime
+    magics.endpoints = list(names)
+    magics.runtime = "remote"
+    backend = magics.backend
+    print(f"Generations go to {', '.join(backend.urls)}")
+    try:
+        served = [info.name for info in backend.models()]
+    except ModelLoadError as error:
+        print(f"(could not list the served models: {error})")
+        return
+    print("Served models: " + (", ".join(served) if served else "(none listed)"))
+
+
+def command_disconnect(magics, names):
+    if magics.runtime != "remote":
+        print("Not connected: models already run locally")
+        return
+    magics.runtime = getattr(magics, "local_runtime", "thread")
+    print(f"Back to local models (runtime {magics.runtime})")
+
+
+def command_bench(magics, names):
+    """%mlx bench [quick] [SCENARIO ...]: run the benchmark from the notebook."""
+    import tempfile
+
+    from mlx_magic.bench import runner as bench
+
+    quick = "quick" in names
+    scenarios = [name for name in names if name != "quick"] or None
+    unknown = sorted(set(scenarios or ()) - set(bench.SCENARIOS))
+    if unknown:
+        raise UsageError(f"No benchmark scenario {', '.join(unknown)}: choose from "
+                         f"{', '.join(bench.SCENARIOS)}")
+    results = bench.run(scenarios, quick=quick, progress=print)
+    table = bench.table(results)
+    plots = bench.plot(results, tempfile.mkdtemp(prefix="mlx_magic_bench_"))
+    if getattr(magics.shell, "kernel", None) is None:
+        print(table)
+        return
+    from IPython.display import Image, display
+
+    display({"text/plain": table, "text/markdown": bench.table(results, markdown=True)}, raw=True)
+    for path in plots:
+        display(Image(filename=str(path)))

@@ -1,0 +1,165 @@
+"""Turn what the user typed after ``--model`` into a :class:`ModelSpec`.
+
+Accepted, in this order: an alias from the ``aliases`` setting; the embedded
+default ``smollm2``; a local model folder; a ``.gguf`` file of the llama
+family; a Hugging Face Hub id (fetched by huggingface_hub, as mlx-lm does).
+Whether a model is a text or a vision model is read from its ``config.json``.
+Nothing here loads weights, so resolution is quick and its errors come before
+the runtime is disturbed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Mapping, Optional
+
+from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME, cache_root, embedded_gguf_path
+from mlx_magic.runtime.values import ModelLoadError, ModelSpec
+
+# owner/name, as the Hub spells repository ids.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def resolve_model(
+    requested: Optional[str],
+    *,
+    default: Optional[str] = None,
+    aliases: Optional[Mapping[str, str]] = None,
+) -> ModelSpec:
+    """Resolve a model name to a spec the runtime can load.
+
+    Args:
+        requested: the ``--model`` value, or ``None``.
+        default: the configured default model, used when ``requested`` is
+            ``None``; the embedded model is used when both are ``None``.
+        aliases: short names mapped to any accepted model name.
+
+    Raises:
+        ModelLoadError: with one line naming the model and what to do.
+    """
+    shown = requested or default or EMBEDDED_MODEL_NAME
+    name = _follow_aliases(shown, aliases or {})
+    if name == EMBEDDED_MODEL_NAME:
+        return embedded_spec()
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _folder_spec(shown, path)
+    if path.is_file():
+        if path.suffix.lower() == ".gguf":
+            return gguf_spec(path, name=_display_name(shown))
+        raise ModelLoadError(
+            f"'{name}' is a file, not a model: pass a model folder (with config.json) "
+            "or a .gguf file"
+        )
+    if _HUB_ID.match(name) and not name.startswith((".", "~")):
+        return _hub_spec(shown, name)
+    raise ModelLoadError(
+        f"No model folder or file at '{name}': pass a model folder, a .gguf file, "
+        f"a Hugging Face Hub id (owner/name), an alias, or '{EMBEDDED_MODEL_NAME}'"
+    )
+
+
+def _follow_aliases(name: str, aliases: Mapping[str, str]) -> str:
+    seen = [name]
+    while name in aliases:
+        name = aliases[name]
+        if name in seen:
+            raise ModelLoadError(f"The aliases form a loop: {' -> '.join(seen + [name])}")
+        seen.append(name)
+    return name
+
+
+def embedded_spec() -> ModelSpec:
+    """The embedded SmolLM2 model (converted from its GGUF file on first load)."""
+    return gguf_spec(embedded_gguf_path(), name=EMBEDDED_MODEL_NAME, source="embedded")
+
+
+def gguf_spec(path: Path, *, name: str, source: str = "gguf") -> ModelSpec:
+    """A GGUF file, converted once into a folder under the cache."""
+    from mlx_magic.models.gguf import conversion_dir_for
+
+    path = path.expanduser().resolve()
+    folder = conversion_dir_for(path, cache_root() / "gguf")
+    return ModelSpec(
+        name=name, key=str(path), path=str(folder), kind="text", source=source, gguf=str(path)
+    )
+
+
+def read_model_config(folder: Path) -> dict:
+    """The parsed ``config.json`` of a model folder.
+
+    Raises:
+        ModelLoadError: no ``config.json``, or one that is not a JSON object.
+    """
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise ModelLoadError(f"'{folder}' is not a model folder: it has no config.json")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelLoadError(f"The config.json of '{folder}' is broken: {error}") from error
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"The config.json of '{folder}' is not a JSON object")
+    return config
+
+
+def model_kind(config: dict) -> str:
+    """``"vision"`` for a vision-language model (mlx-vlm), else ``"text"`` (mlx-lm)."""
+    return "vision" if "vision_config" in config else "text"
+
+
+def _display_name(name: str) -> str:
+    """A path is shown by its last part (a footer has no room for a full path)."""
+    if os.sep in name or name.startswith("~"):
+        return Path(name).expanduser().name or name
+    return name
+
+
+def _folder_spec(name: str, folder: Path) -> ModelSpec:
+    folder = folder.resolve()
+    name = _display_name(name)
+    config = read_model_config(folder)
+    return ModelSpec(
+        name=name, key=str(folder), path=str(folder), kind=model_kind(config), source="folder"
+    )
+
+
+def _hub_spec(name: str, repo_id: str) -> ModelSpec:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from mlx_lm.utils import DEFAULT_ALLOW_PATTERNS
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=DEFAULT_ALLOW_PATTERNS))
+    except LocalEntryNotFoundError as error:
+        if offline:
+            raise ModelLoadError(
+                f"'{repo_id}' is not in the local Hugging Face cache and HF_HUB_OFFLINE is "
+                "set: download it on a connected machine or pass a local model folder"
+            ) from error
+        raise ModelLoadError(
+            f"Could not fetch '{repo_id}' from the Hugging Face Hub (no network?): pass a "
+            "local model folder, or set HF_HUB_OFFLINE=1 to use only the local cache"
+        ) from error
+    except HfHubHTTPError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ModelLoadError(f"The Hub refused '{repo_id}': {first_line}") from error
+    spec = _folder_spec(name, folder)
+    return ModelSpec(
+        name=name, key=repo_id, path=spec.path, kind=spec.kind, source="hub"
+    )
+
+
+def served_model_spec(name: Optional[str], aliases: Optional[Mapping[str, str]] = None,
+                      kind: str = "text") -> ModelSpec:
+    """A model a remote server serves: nothing is looked up locally. With no
+    name the server's own (single) model answers."""
+    if not name or name == EMBEDDED_MODEL_NAME:
+        return ModelSpec(name=EMBEDDED_MODEL_NAME, key=EMBEDDED_MODEL_NAME, path="",
+                         kind=kind, source="embedded")
+    name = _follow_aliases(name, aliases or {})
+    return ModelSpec(name=name, key=name, path="", kind=kind, source="remote")

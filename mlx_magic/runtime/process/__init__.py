@@ -1,0 +1,3 @@
+"""The process runtime: the kernel side (:mod:`.runtime`), the JSON-RPC framing
+(:mod:`.rpc`) and the worker's server (:mod:`.server`, started by
+``python -m mlx_magic.worker``). Only the server imports MLX."""

@@ -1,0 +1,290 @@
+"""The values that pass between the magics and a runtime.
+
+Everything a magic sends (a :class:`GenerationRequest`) and everything a
+runtime sends back (the events below) is a plain dataclass of strings and
+numbers, so the same interface can be served by the in-kernel thread runtime,
+by a worker process speaking JSON-RPC, or by a remote OpenAI-compatible
+server, without the magics knowing which.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model resolved from what the user typed, before it is loaded.
+
+    Attributes:
+        name: what to show the user (an alias, a hub id, a folder name).
+        key: the resolved location; the warm-model cache is keyed by it.
+        path: the folder the loader reads (for a GGUF file: the folder it is
+            converted into on first load).
+        kind: ``"text"`` (mlx-lm) or ``"vision"`` (mlx-vlm).
+        source: ``"embedded"``, ``"folder"``, ``"hub"`` or ``"gguf"``.
+        gguf: the GGUF file to convert into ``path`` before loading, if any.
+    """
+
+    name: str
+    key: str
+    path: str
+    kind: str = "text"
+    source: str = "folder"
+    gguf: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens; ``None`` leaves a setting to mlx-lm's default."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: Optional[float] = None
+    seed: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class PrefixCacheSettings:
+    """Whether and how much of earlier prompts' KV state to keep per model."""
+
+    enabled: bool = True
+    max_entries: int = 16
+    max_bytes: int = 1 << 30
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One answer to generate.
+
+    Attributes:
+        model: the model to answer with.
+        prompt: the user's text.
+        system: a system prompt; ``None`` keeps the chat template's default.
+        raw: send ``prompt`` as is, without the chat template.
+        sampling: token selection settings.
+        images: RGB ``PIL.Image`` objects for a vision model (a process
+            runtime sends them as PNG).
+        image_keys: a content key per image, for the runtime's caches.
+        prefix_cache: the prompt prefix cache settings.
+        history: earlier turns of a conversation, as (user, assistant) pairs.
+        history_images: how many images each earlier turn sent (empty: none).
+            ``images`` holds those first, in turn order, then this cell's;
+            each stays in the turn that sent it, so the prompt of a follow-up
+            begins with the previous prompt and its KV cache can be reused.
+        conversation: the conversation's name (``None`` outside ``--chat``),
+            so a runtime can keep one KV cache per conversation.
+        top_logprobs: report each token's log-probability and this many
+            alternatives (0: none, and no cost).
+    """
+
+    model: ModelSpec
+    prompt: str
+    system: Optional[str] = None
+    raw: bool = False
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    images: tuple = ()
+    image_keys: tuple = ()
+    prefix_cache: PrefixCacheSettings = field(default_factory=PrefixCacheSettings)
+    history: tuple = ()
+    history_images: tuple = ()
+    conversation: Optional[str] = None
+    top_logprobs: int = 0
+
+    def images_by_turn(self) -> tuple[list[tuple], tuple]:
+        """The images each history turn sent, and this cell's own."""
+        earlier, start = [], 0
+        for index in range(len(self.history)):
+            count = self.history_images[index] if index < len(self.history_images) else 0
+            earlier.append(tuple(self.images[start:start + count]))
+            start += count
+        return earlier, tuple(self.images[start:])
+
+    def plain_prompt(self, history=None) -> str:
+        """The system prompt, the earlier turns and this cell as one text, in
+        blank-line-separated paragraphs (no chat template: ``--raw``)."""
+        parts = [self.system] if self.system else []
+        for user, assistant in (self.history if history is None else history):
+            parts += [user, assistant]
+        return "\n\n".join(parts + [self.prompt])
+
+    def chat_messages(self, user_message=None, history=None) -> list[dict]:
+        """The system prompt, the earlier turns and this cell as chat messages.
+
+        Args:
+            user_message: ``user_message(text, images)`` makes a user message
+                with the images its turn sent; by default, the text alone.
+            history: the turns to send, if not all of ``self.history``: its
+                newest ones (when the oldest no longer fit the context).
+        """
+        if user_message is None:
+            def user_message(text, images):
+                return {"role": "user", "content": text}
+        turns = self.history if history is None else history
+        earlier_images, own_images = self.images_by_turn()
+        messages = [{"role": "system", "content": self.system}] if self.system else []
+        for (user, assistant), images in zip(turns, earlier_images[len(earlier_images) - len(turns):]):
+            messages.append(user_message(user, images))
+            messages.append({"role": "assistant", "content": assistant})
+        messages.append(user_message(self.prompt, own_images))
+        return messages
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A warm model as the runtime reports it."""
+
+    name: str
+    key: str
+    kind: str
+    memory_bytes: int
+    load_s: float
+    uses: int = 0
+    vision_features: Optional[dict] = None
+    prefix_cache: Optional[dict] = None
+
+
+@dataclass(frozen=True)
+class RuntimeStatus:
+    """A snapshot of the runtime, safe to read while it generates."""
+
+    kind: str
+    running: bool
+    busy: bool
+    queued: int
+    current: Optional[str]
+    lock_held: bool
+    models: tuple = ()
+    memory_budget_bytes: int = 0
+    active_memory_bytes: int = 0
+    cache_memory_bytes: int = 0
+    peak_memory_bytes: int = 0
+    generations: int = 0
+
+
+# ---- events a runtime sends back for one generation -----------------------
+
+
+@dataclass(frozen=True)
+class ModelLoading:
+    """The model is not warm: loading (and maybe converting) has started."""
+
+    model: str
+
+
+@dataclass(frozen=True)
+class ModelReady:
+    """The model is in memory; ``warm`` says whether it already was."""
+
+    model: str
+    warm: bool
+    load_s: float
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should know about this generation (one line)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class TokenChunk:
+    """Text the model produced, with the token ids that produced it.
+
+    ``details`` has one dict per token id when probabilities were asked for:
+    ``{"logprob": float, "top": [(id, text, logprob), ...]}``.
+    """
+
+    text: str
+    token_ids: tuple = ()
+    details: tuple = ()
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The generation ended; ``finish_reason`` is stop, length, cancelled, or
+    cut (a remote stream broke after some text, which is kept)."""
+
+    finish_reason: str
+    stats: dict
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The generation could not run.
+
+    ``user_error`` is true when the user can fix it (a model that is not a
+    model, an unsupported file): the magic shows ``message`` as one line.
+    Otherwise it is a bug or a crash, and ``error`` holds the exception.
+    """
+
+    message: str
+    user_error: bool
+    error: Optional[BaseException] = None
+
+
+Event = Union[ModelLoading, ModelReady, Notice, TokenChunk, Finished, Failed]
+
+
+class ModelLoadError(Exception):
+    """A model could not be loaded for a reason the user can fix.
+
+    The message is one line that names the model and the fix.
+    """
+
+
+class Job:
+    """A running generation as the caller sees it: a stream of events and a
+    way to cancel it.
+
+    The runtime puts events into ``events``; the caller reads them (see
+    :meth:`next_event`) and may call :meth:`cancel` from any thread. The last
+    event of every job is a :class:`Finished` or a :class:`Failed`.
+    """
+
+    def __init__(self, request: GenerationRequest):
+        self.request = request
+        self.events: "queue.Queue[Event]" = queue.Queue()
+        self._cancel = threading.Event()
+        self.load_s = 0.0
+        #: Set by whoever shows the answer once its first text is out (on
+        #: screen, or written to the worker's pipe); see :mod:`mlx_magic.engine.stepping`.
+        self.first_text_shown = threading.Event()
+        #: Set once the last event (a Finished or a Failed) is in ``events``.
+        self.ended = threading.Event()
+
+    def cancel(self) -> None:
+        """Ask the runtime to stop at the next token step."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def emit(self, event: Event) -> None:
+        self.events.put(event)
+        if isinstance(event, (Finished, Failed)):
+            self.ended.set()
+
+    def waiting_events(self) -> list:
+        """The events already queued (without waiting)."""
+        events = []
+        while True:
+            try:
+                events.append(self.events.get_nowait())
+            except queue.Empty:
+                return events
+
+    def next_event(self, timeout: Optional[float] = None) -> Optional[Event]:
+        """The next event, or ``None`` if none came within ``timeout`` s."""
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            return None

@@ -1,0 +1,1 @@
+"""Helpers for tests and teaching: tiny random models of real architectures."""
