@@ -1,16 +1,133 @@
-"""One-line errors for mistakes a user can fix."""
+"""Every exception mlx_magic raises on purpose, in one hierarchy.
+
+::
+
+    MLXMagicError                    anything mlx_magic raises on purpose
+    ├── UserError                    the user can fix it; shown as one UsageError line
+    │   ├── ModelLoadError           a model that cannot be found or loaded
+    │   │   ├── UnsupportedGGUF      a GGUF file the converter cannot handle (also ValueError)
+    │   │   ├── WorkerError          the worker process died, hung or cannot start
+    │   │   └── RemoteServerError    a server that cannot be reached or refused a request
+    │   ├── ImageSourceError         an -i source that gives no image (also ValueError)
+    │   └── TemplateError            a {placeholder} that cannot be filled (also ValueError)
+    ├── GenerationFailed             the runtime sent a Failed event (carries it)
+    ├── RPCError                     an exception of the worker process, brought back as text
+    ├── ParamsError                  a JSON-RPC request whose params do not fit its method
+    ├── Cancelled                    a job was cancelled before its answer was complete
+    │   └── CancelledDuringPrompt    ... while its prompt was being read
+    ├── EndpointFailure              one server failed an attempt (remote runtime, internal)
+    │   ├── Unreachable              no text came from it: another server may answer
+    │   └── Refused                  it refused the request: another would refuse it too
+    └── BenchError                   a cell or process of the benchmark failed (also RuntimeError)
+
+    KeyboardInterrupt
+    └── GenerationInterrupted        a kernel interrupt stopped a generation
+
+At the IPython edge, every :class:`UserError` becomes exactly ``UsageError``
+(a subclass would print a traceback), raised ``from`` the error so that
+``%tb`` still shows the cause.
+"""
 
 from __future__ import annotations
 
-from IPython.core.error import UsageError
+from typing import Any, Optional
 
 
-def usage_error(message: str, cause: BaseException | None = None) -> UsageError:
-    """A ``UsageError`` (exactly that class: IPython prints a subclass with a
-    full traceback) carrying ``cause`` for those who look."""
-    error = UsageError(message)
-    error.__cause__ = cause
-    return error
+class MLXMagicError(Exception):
+    """Anything mlx_magic raises on purpose."""
+
+
+class UserError(MLXMagicError):
+    """A mistake the user can fix; the message is one line that names the fix."""
+
+
+class ModelLoadError(UserError):
+    """A model could not be loaded for a reason the user can fix.
+
+    The message is one line that names the model and the fix.
+    """
+
+
+class UnsupportedGGUF(ModelLoadError, ValueError):
+    """The GGUF file cannot be converted (architecture or quantization type); the message is one line a user can act on."""
+
+
+class WorkerError(ModelLoadError):
+    """The worker process died, hung, or cannot be started (one line, user-facing)."""
+
+
+class RemoteServerError(ModelLoadError):
+    """A server could not be reached or refused a request (one line, no secrets)."""
+
+
+class ImageSourceError(UserError, ValueError):
+    """One line a user can act on, naming the source.
+
+    Attributes:
+        source: The source as the user wrote it, when there is one.
+    """
+
+    def __init__(self, message: str, source: Optional[str] = None):
+        super().__init__(message)
+        self.source = source
+
+
+class TemplateError(UserError, ValueError):
+    """A placeholder could not be filled; the message says which and why."""
+
+
+class GenerationFailed(MLXMagicError):
+    """The runtime reported a :class:`~mlx_magic.runtime.values.Failed` event."""
+
+    def __init__(self, failure: Any):
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+class RPCError(MLXMagicError):
+    """An exception raised in the worker process, brought back as text.
+
+    Attributes:
+        remote_type: the name of the exception's class in the worker.
+        remote_traceback: its formatted traceback there ("" if none).
+    """
+
+    def __init__(self, remote_type: str, message: str, remote_traceback: str = ""):
+        text = f"{remote_type}: {message}" if message else remote_type
+        if remote_traceback:
+            text += "\n\nTraceback in the worker process:\n" + remote_traceback.rstrip()
+        super().__init__(text)
+        self.remote_type = remote_type
+        self.remote_message = message
+        self.remote_traceback = remote_traceback
+
+
+class ParamsError(MLXMagicError):
+    """The params of a JSON-RPC request do not fit its method."""
+
+
+class Cancelled(MLXMagicError):
+    """The job was cancelled before its answer was complete."""
+
+
+class CancelledDuringPrompt(Cancelled):
+    """Raised from a prompt progress callback to stop a long prefill."""
+
+
+class EndpointFailure(MLXMagicError):
+    """One attempt on one server failed (the remote runtime decides what next)."""
+
+
+class Unreachable(EndpointFailure):
+    """No text came from this URL (no connection, 5xx, a timeout…): another may answer."""
+
+
+class Refused(EndpointFailure):
+    """The server refused the request; another URL would refuse it too."""
+
+
+class BenchError(MLXMagicError, RuntimeError):
+    """A cell or a process of the benchmark failed."""
 
 
 class GenerationInterrupted(KeyboardInterrupt):

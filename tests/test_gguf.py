@@ -292,7 +292,7 @@ def test_float_gguf_matches_reference_logits(tmp_path):
 
 
 def test_interrupted_conversion_leaves_nothing(tmp_path, monkeypatch):
-    import mlx_magic.models.gguf as gguf_module
+    import mlx_magic.models.gguf.convert as gguf_module
 
     gguf = tmp_path / "tiny.gguf"
     _tiny_llama_gguf(gguf)

@@ -175,12 +175,14 @@ def test_gpu_lock_pauses_generation_between_tokens(model_shell):
 def test_status_and_models_commands(model_shell, capsys):
     run(model_shell, "%mlx models")
     listing = capsys.readouterr().out
-    assert "smollm2" in listing and "text" in listing and "GB" in listing
+    assert "smollm2" in listing and "text" in listing and "GiB" in listing
     run(model_shell, "%mlx status")
     status = capsys.readouterr().out
     assert "thread in the kernel, running, idle" in status
     assert "GPU lock: free" in status
     assert "Warm models: 1" in status
+    # One unit everywhere: GiB (1024³ bytes); the 8.0 budget is 8 GiB.
+    assert "GiB of a 8.0 GiB budget" in status and " GB" not in status
 
 
 def test_terminal_prints_tokens_as_they_come(model_shell, monkeypatch):

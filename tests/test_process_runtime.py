@@ -405,7 +405,8 @@ def test_status_models_restart_and_unload_all(runtime, tiny):
 
 
 def test_load_errors_are_one_line_as_in_thread_mode(runtime, tiny):
-    from mlx_magic.runtime.values import ModelLoadError, ModelSpec
+    from mlx_magic.errors import ModelLoadError
+    from mlx_magic.runtime.values import ModelSpec
 
     missing = ModelSpec(name="ghost", key="/no/such/model", path="/no/such/model")
     with pytest.raises(ModelLoadError, match="Could not load 'ghost' from /no/such/model"):

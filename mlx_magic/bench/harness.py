@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
+from mlx_magic.errors import BenchError
 
 
 # ---------------------------------------------------------------------------
@@ -105,8 +106,6 @@ STATS_EXPRESSION = (
 )
 
 
-class BenchError(RuntimeError):
-    """A cell or a process of the benchmark failed."""
 
 
 # ---------------------------------------------------------------------------

@@ -42,7 +42,7 @@ class GenerationStats:
         if self.ttft_s is not None:
             parts.append(f"first token {self.ttft_s:.2f} s")
         if self.peak_memory_gb:
-            parts.append(f"peak {self.peak_memory_gb:.2f} GB")
+            parts.append(f"peak {self.peak_memory_gb:.2f} GiB")
         parts.append(model)
         parts.append("warm" if self.warm else f"cold (loaded in {self.load_s:.1f} s)")
         if finish_reason == "length":

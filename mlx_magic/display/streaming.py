@@ -16,6 +16,7 @@ from mlx_magic.display.buffering import TokenBuffer
 from mlx_magic.runtime.values import Failed, Finished, Job, ModelLoading, ModelReady, Notice, TokenChunk
 from mlx_magic.display.result import GenerationStats, MLXResult, TokenInfo
 from mlx_magic.display.views import StreamView
+from mlx_magic.errors import GenerationFailed
 
 # How long to wait for the runtime to confirm a cancel before giving up on
 # it; a token step takes far less, only a huge prompt's prefill chunk more.
@@ -29,12 +30,6 @@ _POLL_S = 0.25
 _BATCH_READ_S = 0.05
 
 
-class GenerationFailed(Exception):
-    """The runtime reported a :class:`Failed` event."""
-
-    def __init__(self, failure: Failed):
-        super().__init__(failure.message)
-        self.failure = failure
 
 
 @dataclass

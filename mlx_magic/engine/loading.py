@@ -11,7 +11,8 @@ import gc
 import time
 
 from mlx_magic.engine.model_cache import WarmModel
-from mlx_magic.runtime.values import ModelLoadError, ModelSpec
+from mlx_magic.errors import ModelLoadError
+from mlx_magic.runtime.values import ModelSpec
 
 
 def load_warm_model(spec: ModelSpec) -> WarmModel:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from mlx_magic.locking import gpu_lock
 from mlx_magic.runtime.values import Job, TokenChunk
+from mlx_magic.errors import CancelledDuringPrompt
 
 
 #: After the first text, how long the runtime lets whoever shows the answer
@@ -24,8 +25,6 @@ from mlx_magic.runtime.values import Job, TokenChunk
 FIRST_TEXT_PAUSE_S = 0.05
 
 
-class CancelledDuringPrompt(Exception):
-    """Raised from a prompt progress callback to stop a long prefill."""
 
 
 def stop_prefill_when_cancelled(job: Job) -> Callable[[int, int], None]:

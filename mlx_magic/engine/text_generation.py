@@ -9,6 +9,7 @@ from mlx_magic.locking import gpu_lock
 from mlx_magic.engine.model_cache import WarmModel
 from mlx_magic.runtime.values import Finished, GenerationRequest, Job, Notice
 from mlx_magic.engine.stepping import Stepper, probability_describer, stop_prefill_when_cancelled, token_id
+from mlx_magic.units import gib
 
 
 def prompt_token_ids(tokenizer, request: GenerationRequest, history=None) -> list[int]:
@@ -151,7 +152,7 @@ def start_text(warm: WarmModel, job: Job, *, started: float,
                 "generation_tokens": outcome.generated,
                 "generation_tps": last.generation_tps if last else 0.0,
                 "ttft_s": (outcome.first_token_at - started) if outcome.first_token_at else None,
-                "peak_memory_gb": mx.get_peak_memory() / 1e9,
+                "peak_memory_gb": gib(mx.get_peak_memory()),
             },
         )
 

@@ -7,6 +7,7 @@ from mlx_magic.engine.model_cache import WarmModel
 from mlx_magic.runtime.values import Finished, Job
 from mlx_magic.engine.stepping import Stepper, probability_describer, token_id
 from mlx_magic.engine.text_generation import PendingGeneration
+from mlx_magic.units import gib
 
 
 def vision_prompt(warm: WarmModel, request) -> str:
@@ -117,7 +118,7 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
                 "generation_tokens": outcome.generated,
                 "generation_tps": last.generation_tps if last else 0.0,
                 "ttft_s": (outcome.first_token_at - started) if outcome.first_token_at else None,
-                "peak_memory_gb": mx.get_peak_memory() / 1e9,
+                "peak_memory_gb": gib(mx.get_peak_memory()),
                 "cached_prompt_tokens": getattr(last, "cached_tokens", 0) or 0,
             },
         )

@@ -34,6 +34,7 @@ from typing import Any, Mapping, Optional
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mlx_magic.errors import one_line
+from mlx_magic.errors import ImageSourceError
 
 DEFAULT_MAX_PIXELS = 50_000_000
 """Largest image (width × height) decoded by default: 50 megapixels, well
@@ -51,16 +52,6 @@ _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _CHUNK = 64 * 1024
 
 
-class ImageSourceError(ValueError):
-    """One line a user can act on, naming the source.
-
-    Attributes:
-        source: The source as the user wrote it, when there is one.
-    """
-
-    def __init__(self, message: str, source: Optional[str] = None):
-        super().__init__(message)
-        self.source = source
 
 
 @dataclass(frozen=True)

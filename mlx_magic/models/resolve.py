@@ -17,10 +17,18 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME, cache_root, embedded_gguf_path
-from mlx_magic.runtime.values import ModelLoadError, ModelSpec
+from mlx_magic.errors import ModelLoadError
+from mlx_magic.runtime.values import ModelSpec
 
 # owner/name, as the Hub spells repository ids.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+#: The files of a Hub repository that a model needs: mlx-lm's own list
+#: (``mlx_lm.utils.DEFAULT_ALLOW_PATTERNS``, pinned by a test), written out
+#: because importing mlx-lm imports MLX, and resolution runs in the kernel.
+HUB_ALLOW_PATTERNS = [
+    "*.json", "model*.safetensors", "*.py", "tokenizer.model", "*.tiktoken",
+    "tiktoken.model", "*.txt", "*.jsonl", "*.jinja",
+]
 
 
 def resolve_model(
@@ -130,11 +138,10 @@ def _folder_spec(name: str, folder: Path) -> ModelSpec:
 def _hub_spec(name: str, repo_id: str) -> ModelSpec:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-    from mlx_lm.utils import DEFAULT_ALLOW_PATTERNS
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     try:
-        folder = Path(snapshot_download(repo_id, allow_patterns=DEFAULT_ALLOW_PATTERNS))
+        folder = Path(snapshot_download(repo_id, allow_patterns=HUB_ALLOW_PATTERNS))
     except LocalEntryNotFoundError as error:
         if offline:
             raise ModelLoadError(

@@ -21,12 +21,12 @@ from typing import Any, Callable, Optional
 
 from mlx_magic.locking import gpu_lock
 from mlx_magic.engine.model_cache import WarmModel, WarmModelCache
+from mlx_magic.errors import ModelLoadError
 from mlx_magic.runtime.values import (
     Failed,
     GenerationRequest,
     Job,
     ModelInfo,
-    ModelLoadError,
     ModelLoading,
     ModelReady,
     ModelSpec,

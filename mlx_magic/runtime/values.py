@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Union
 
 
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A model resolved from what the user typed, before it is loaded.
@@ -233,11 +234,6 @@ class Failed:
 Event = Union[ModelLoading, ModelReady, Notice, TokenChunk, Finished, Failed]
 
 
-class ModelLoadError(Exception):
-    """A model could not be loaded for a reason the user can fix.
-
-    The message is one line that names the model and the fix.
-    """
 
 
 class Job:

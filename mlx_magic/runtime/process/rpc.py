@@ -41,8 +41,8 @@ were; a dict that has a ``__type__`` key of its own is wrapped as
 ``{"__type__": "dict", "items": {...}}``; PIL images become
 ``{"__type__": "image", "png": <base64 PNG>}``; exceptions become
 ``{"__type__": "exception", "type", "message", "traceback"}`` and decode to
-:class:`~mlx_magic.runtime.values.ModelLoadError` (for that type) or
-:class:`RemoteError`.
+:class:`~mlx_magic.errors.ModelLoadError` (for that type) or
+:class:`RPCError`.
 """
 
 from __future__ import annotations
@@ -55,12 +55,12 @@ import threading
 import traceback
 from typing import Any, BinaryIO, Callable, Optional
 
+from mlx_magic.errors import ModelLoadError
 from mlx_magic.runtime.values import (
     Failed,
     Finished,
     GenerationRequest,
     ModelInfo,
-    ModelLoadError,
     ModelLoading,
     ModelReady,
     ModelSpec,
@@ -70,6 +70,7 @@ from mlx_magic.runtime.values import (
     SamplingParams,
     TokenChunk,
 )
+from mlx_magic.errors import RPCError
 
 MAGIC = b"MLXRPC1 "
 #: The longest frame a reader accepts (a 1 MB prompt is a 1 MB frame; a few
@@ -89,22 +90,6 @@ APPLICATION_ERROR = -32000
 MODEL_LOAD_ERROR = -32001
 
 
-class RemoteError(Exception):
-    """An exception raised in the worker process, brought back as text.
-
-    Attributes:
-        remote_type: the name of the exception's class in the worker.
-        remote_traceback: its formatted traceback there ("" if none).
-    """
-
-    def __init__(self, remote_type: str, message: str, remote_traceback: str = ""):
-        text = f"{remote_type}: {message}" if message else remote_type
-        if remote_traceback:
-            text += "\n\nTraceback in the worker process:\n" + remote_traceback.rstrip()
-        super().__init__(text)
-        self.remote_type = remote_type
-        self.remote_message = message
-        self.remote_traceback = remote_traceback
 
 
 # ---- framing ----------------------------------------------------------------
@@ -245,7 +230,7 @@ def exception_from_error(body: dict) -> Exception:
     message = str(body.get("message", "unknown error"))
     if body.get("code") == MODEL_LOAD_ERROR:
         return ModelLoadError(message)
-    return RemoteError(f"JSON-RPC error {body.get('code')}", message)
+    return RPCError(f"JSON-RPC error {body.get('code')}", message)
 
 
 def kind_of(message: dict) -> str:
@@ -367,7 +352,7 @@ def decode_exception(data: dict) -> Exception:
     message = str(data.get("message", ""))
     if kind == "ModelLoadError":
         return ModelLoadError(message)
-    return RemoteError(kind, message, str(data.get("traceback", "")))
+    return RPCError(kind, message, str(data.get("traceback", "")))
 
 
 def _is_pil_image(value) -> bool:

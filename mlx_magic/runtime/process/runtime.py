@@ -45,25 +45,24 @@ import time
 from typing import Any, Callable, Optional
 
 from mlx_magic.runtime.process import rpc
+from mlx_magic.errors import ModelLoadError
 from mlx_magic.runtime.values import (
     Failed,
     Finished,
     GenerationRequest,
     Job,
     ModelInfo,
-    ModelLoadError,
     ModelSpec,
     RuntimeStatus,
     TokenChunk,
 )
 from mlx_magic.runtime.thread import Runtime
+from mlx_magic.errors import WorkerError
 
 WORKER_MODULE = "mlx_magic.worker"
 _WATCH_S = 0.02
 
 
-class WorkerError(ModelLoadError):
-    """The worker process died, hung, or cannot be started (one line, user-facing)."""
 
 
 def describe_exit(returncode: Optional[int]) -> str:

@@ -57,6 +57,7 @@ from mlx_magic.runtime.values import (
     ModelSpec,
     TokenChunk,
 )
+from mlx_magic.errors import ParamsError
 
 HOOKS_VARIABLE = "MLX_MAGIC_WORKER_TEST_HOOKS"
 DEFAULT_BATCH_INTERVAL_S = 0.2
@@ -66,8 +67,6 @@ DEFAULT_BATCH_INTERVAL_S = 0.2
 _BLOCKING = {"load", "unload", "clear_caches", "set_memory_budget"}
 
 
-class ParamsError(Exception):
-    """The params of a request do not fit its method."""
 
 
 def _param(params: Any, name: str, kinds, *, optional: bool = False):

@@ -120,12 +120,12 @@ from mlx_magic.runtime.values import (
     GenerationRequest,
     Job,
     ModelInfo,
-    ModelLoadError,
     ModelReady,
     ModelSpec,
     Notice,
     RuntimeStatus,
 )
+from mlx_magic.errors import Cancelled, Refused, RemoteServerError, Unreachable
 from mlx_magic.runtime.remote import openai_wire as wire
 from mlx_magic.errors import one_line
 from mlx_magic.runtime.thread import Runtime
@@ -139,20 +139,12 @@ _WATCH_S = 0.02
 _STOPPED = "the mlx_magic runtime was stopped"
 
 
-class RemoteServerError(ModelLoadError):
-    """A server could not be reached or refused a request (one line, no secrets)."""
 
 
-class _Unreachable(Exception):
-    """No text came from this URL (no connection, 5xx, a timeout…): another may answer."""
 
 
-class _Refused(Exception):
-    """The server refused the request; another URL would refuse it too."""
 
 
-class _Cancelled(Exception):
-    """The job was cancelled before its answer started."""
 
 
 @dataclass
@@ -536,9 +528,9 @@ class RemoteRuntime(Runtime):
         error = None
         try:
             self._server_models(endpoint, refresh=True)
-        except _Unreachable as failure:
+        except Unreachable as failure:
             error = self._redact(str(failure))
-        except _Refused:
+        except Refused:
             # It answered (or cannot be asked: no API key): count it as up;
             # what it refuses, a request will say.
             endpoint.last_answer_at = time.monotonic()
@@ -574,15 +566,15 @@ class RemoteRuntime(Runtime):
         try:
             key, problem = self._api_key()
             if problem:
-                raise _Refused(problem)
+                raise Refused(problem)
             outcome = self._stream(attempt, key)
-        except _Cancelled:
+        except Cancelled:
             outcome = Finished("cancelled", {"generation_tokens": 0})
-        except _Unreachable as error:
+        except Unreachable as error:
             failure = self._redact(str(error))
             if job.cancelled:
                 outcome = Finished("cancelled", {"generation_tokens": 0})
-        except _Refused as error:
+        except Refused as error:
             message = self._redact(str(error))
             outcome = Failed(message, user_error=True, error=RemoteServerError(message))
         except Exception as error:  # a bug: never leave a caller waiting
@@ -624,16 +616,16 @@ class RemoteRuntime(Runtime):
         """Stream one answer from one URL.
 
         Raises:
-            _Unreachable: no text came (the job may go to another URL).
-            _Refused: the server refused the request or reported an error.
-            _Cancelled: the job was cancelled before the answer began.
+            Unreachable: no text came (the job may go to another URL).
+            Refused: the server refused the request or reported an error.
+            Cancelled: the job was cancelled before the answer began.
         """
         job, endpoint = attempt.pending.job, attempt.endpoint
         request = job.request
         try:
             served = self._server_models(endpoint) if request.model.source == "embedded" \
                 else None
-        except _Refused:
+        except Refused:
             served = []  # the server cannot list its models: let it pick
         model = self._model_name(request.model, served)
         raw = request.raw and not request.images
@@ -675,7 +667,7 @@ class RemoteRuntime(Runtime):
             return finished("cancelled")
         if reported:
             if not reader.chunks:
-                raise _Refused(f"{endpoint.shown} reported an error: {one_line(reported, 200)}")
+                raise Refused(f"{endpoint.shown} reported an error: {one_line(reported, 200)}")
             cause = f"the server reported an error: {one_line(reported, 200)}"
         elif reader.finish_reason is not None or reader.done:
             # Complete, even if the connection then broke before [DONE].
@@ -686,7 +678,7 @@ class RemoteRuntime(Runtime):
             if not reader.chunks:
                 if broken is None:
                     cause += " before the first token"
-                raise _Unreachable(f"{endpoint.shown}: {cause}")
+                raise Unreachable(f"{endpoint.shown}: {cause}")
         notice = (f"The stream from {endpoint.shown} was cut after {reader.chunks} tokens: "
                   f"{cause}; the partial answer is kept (not retried)")
         job.emit(Notice(self._redact(notice)))
@@ -716,9 +708,9 @@ class RemoteRuntime(Runtime):
         lists), the socket times out after ``_list_timeout_s``.
 
         Raises:
-            _Unreachable: no connection, a timeout, or 5xx/429/408.
-            _Refused: another 4xx answer.
-            _Cancelled: the watch's job was cancelled before the answer began.
+            Unreachable: no connection, a timeout, or 5xx/429/408.
+            Refused: another 4xx answer.
+            Cancelled: the watch's job was cancelled before the answer began.
         """
         if endpoint.scheme == "https":
             connection = http.client.HTTPSConnection(
@@ -757,7 +749,7 @@ class RemoteRuntime(Runtime):
                 watch.stop()
             connection.close()
             if watch is not None and (watch.reason == "cancelled" or watch.job.cancelled):
-                raise _Cancelled from None
+                raise Cancelled from None
             if not connected:
                 if isinstance(error, (TimeoutError, socket.timeout)):
                     cause = f"could not connect within {self.connect_timeout_s:g} s"
@@ -765,7 +757,7 @@ class RemoteRuntime(Runtime):
                     cause = _cause(error, self.connect_timeout_s)
             else:
                 cause = self._why(watch, error, "the server closed the connection")
-            raise _Unreachable(f"{endpoint.shown}: {cause}") from None
+            raise Unreachable(f"{endpoint.shown}: {cause}") from None
         if response.status != 200:
             detail = wire.error_detail(response)
             if watch is not None:
@@ -775,8 +767,8 @@ class RemoteRuntime(Runtime):
             if detail:
                 text += f": {detail}"
             if response.status >= 500 or response.status in (408, 429):
-                raise _Unreachable(text)
-            raise _Refused(text)
+                raise Unreachable(text)
+            raise Refused(text)
         return connection, response
 
     def _server_models(self, endpoint: _Endpoint, refresh: bool = False) -> list:
@@ -785,12 +777,12 @@ class RemoteRuntime(Runtime):
             return endpoint.server_models
         key, problem = self._api_key()
         if problem:
-            raise _Refused(problem)
+            raise Refused(problem)
         connection, response = self._open(endpoint, "GET", "/v1/models", key)
         try:
             data = json.loads(response.read(4 << 20) or b"{}")
         except (OSError, ValueError, http.client.HTTPException) as error:
-            raise _Refused(f"{endpoint.shown} sent a model list that cannot be read: "
+            raise Refused(f"{endpoint.shown} sent a model list that cannot be read: "
                            f"{type(error).__name__}") from None
         finally:
             connection.close()
@@ -803,12 +795,12 @@ class RemoteRuntime(Runtime):
         """The URL's model list, or ``None`` (its failure appended, its health noted)."""
         try:
             served = self._server_models(endpoint, refresh=True)
-        except _Unreachable as error:
+        except Unreachable as error:
             failures.append(self._redact(str(error)))
             with self._changed:
                 self._mark_unhealthy(endpoint, failures[-1])
             return None
-        except _Refused as error:
+        except Refused as error:
             failures.append(self._redact(str(error)))
             return None
         with self._changed:

@@ -1,0 +1,115 @@
+"""The public surface, pinned: what notebooks, configs, scripts and docs rely on
+must not move when the code inside does."""
+
+import dataclasses
+import subprocess
+import sys
+import threading
+
+import mlx_magic
+
+TRAITS = ['aliases', 'api_key_env', 'default_model', 'default_vision_model', 'endpoints',
+          'max_images', 'max_tokens', 'memory_budget_gb', 'prefix_cache', 'prefix_cache_entries',
+          'prefix_cache_gb', 'runtime', 'short_errors', 'stream_interval_ms', 'system_prompt',
+          'temperature', 'top_p']
+TEXT_FLAGS = ['--background', '--chat', '--error', '--format', '--max-tokens', '--min-p',
+              '--model', '--no-interpolate', '--out', '--probs', '--raw', '--repetition-penalty',
+              '--seed', '--system', '--temp', '--top-k', '--top-p', '-b', '-c', '-f', '-m', '-n',
+              '-o', '-s']
+COMMANDS = ['load', 'unload', 'models', 'status', 'cache', 'chat', 'stats', 'jobs', 'cancel',
+            'wait', 'panel', 'runtime', 'restart', 'connect', 'disconnect', 'bench']
+CSS_CLASSES = ['mlx-magic-answer', 'mlx-magic-columns', 'mlx-magic-footer', 'mlx-magic-notice',
+               'mlx-magic-preview', 'mlx-magic-previews', 'mlx-magic-probs', 'mlx-magic-result',
+               'mlx-magic-status', 'mlx-magic-text', 'mlx-magic-token']
+ENVIRONMENT = ['MLX_MAGIC_CACHE', 'MLX_MAGIC_DEFAULT_MODEL', 'MLX_MAGIC_DEFAULT_VISION_MODEL',
+               'MLX_MAGIC_WORKER_TEST_HOOKS']
+
+
+def option_strings(method):
+    return sorted(s for action in method.parser._actions for s in action.option_strings)
+
+
+def test_package_exports():
+    assert sorted(mlx_magic.__all__) == ["MLXMagics", "gpu_lock", "load_ipython_extension",
+                                         "panel", "unload_ipython_extension"]
+    from mlx_magic.engine import stepping, text_generation, vision_generation
+    from mlx_magic.runtime import thread
+
+    assert isinstance(mlx_magic.gpu_lock, type(threading.RLock()))
+    for module in (stepping, text_generation, vision_generation, thread):
+        assert module.gpu_lock is mlx_magic.gpu_lock, module.__name__
+    assert callable(mlx_magic.load_ipython_extension)
+    assert callable(mlx_magic.unload_ipython_extension)
+    assert callable(mlx_magic.panel)
+
+
+def test_traits_magics_flags_and_commands():
+    magics = mlx_magic.MLXMagics
+    assert sorted(magics.class_trait_names(config=True)) == TRAITS
+    assert sorted(magics.magics["cell"]) == ["mlx", "mlx_vision"]
+    assert sorted(magics.magics["line"]) == ["mlx"]
+    assert option_strings(magics.mlx_cell) == TEXT_FLAGS
+    assert option_strings(magics.mlx_vision_cell) == sorted(TEXT_FLAGS + ["-i", "--image"])
+    [command] = [a for a in magics.mlx_line.parser._actions if a.dest == "command"]
+    assert list(command.choices) == COMMANDS
+    from mlx_magic.magics import commands
+
+    for name in COMMANDS:
+        assert callable(getattr(commands, f"command_{name}")), name
+
+
+def test_result_attributes():
+    from mlx_magic.display.result import GenerationStats, MLXResult
+
+    names = {f.name for f in dataclasses.fields(MLXResult)}
+    assert {"text", "prompt", "model", "finish_reason", "stats", "tokens", "data"} <= names
+    assert hasattr(MLXResult, "footer")
+    stats = {f.name for f in dataclasses.fields(GenerationStats)}
+    assert {"prompt_tokens", "cached_prompt_tokens", "prompt_tps", "generation_tokens",
+            "generation_tps", "ttft_s", "peak_memory_gb", "load_s", "warm",
+            "dropped_turns"} <= stats
+
+
+def test_documented_modules_and_names():
+    from mlx_magic import tiny_models
+    from mlx_magic.runtime.remote import RemoteRuntime
+    from mlx_magic.runtime.remote.runtime import RemoteRuntime as Same
+
+    assert RemoteRuntime is Same
+    assert callable(tiny_models.build_tiny_llama) and callable(tiny_models.build_tiny_vlm)
+    from mlx_magic.magics import conversations
+    from mlx_magic.runtime import thread
+
+    assert thread.THREAD_NAME == "mlx_magic-runtime"
+    assert conversations._FORMAT == "mlx_magic.conversation/1"
+    from mlx_magic.runtime.process import runtime as process_runtime
+
+    assert process_runtime.WORKER_MODULE == "mlx_magic.worker"
+
+
+def package_text():
+    from pathlib import Path
+
+    root = Path(mlx_magic.__file__).parent
+    return "\n".join(path.read_text() for path in root.rglob("*.py"))
+
+
+def test_css_classes_and_environment_variables_are_still_used():
+    text = package_text()
+    for name in CSS_CLASSES + ENVIRONMENT:
+        assert name in text, name
+    for name in ("panel", "prompt", "send", "stop"):
+        assert f'"{name}")' in text  # mlx-magic-{name} on the panel's widgets
+
+
+def test_entry_points_answer_help():
+    for module in ("mlx_magic", "mlx_magic.bench"):
+        out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, (module, out.stderr)
+    out = subprocess.run([sys.executable, "-m", "mlx_magic", "install-kernel", "--help"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "--sys-prefix" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "mlx_magic.tiny_models", "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "llama" in out.stdout
