@@ -58,22 +58,34 @@ def widget_segments(context: Context, tokens: int) -> None:
             kernel.generate(cell("mlx", "-m tiny-llama -n 20 --raw", RAW_PROMPT))
             kernel.drain(0.1)
             kernel.others.clear()
-            started = kernel.execute(cell("mlx", f"-b -m tiny-llama -n {tokens} --raw",
-                                          RAW_PROMPT))
+            started = kernel.execute(cell("mlx", f"-b -m tiny-llama -n {tokens} --raw", RAW_PROMPT))
             waited = kernel.execute("%mlx wait all")
             kernel.drain(0.5)
-            messages = ([m for _, m in started.messages] + [m for _, m in kernel.others]
-                        + [m for _, m in waited.messages if m["msg_type"].startswith("comm")])
+            messages = (
+                [m for _, m in started.messages]
+                + [m for _, m in kernel.others]
+                + [m for _, m in waited.messages if m["msg_type"].startswith("comm")]
+            )
             counted = traffic_of(messages)
-            text = kernel.execute("pass", expressions={"stats": STATS_EXPRESSION.replace(
-                "_mlx", "get_ipython().find_magic('mlx', 'line').__self__.jobs.all()[-1].result")
-            }).stats["text_bytes"]
+            text = kernel.execute(
+                "pass",
+                expressions={
+                    "stats": STATS_EXPRESSION.replace(
+                        "_mlx",
+                        "get_ipython().find_magic('mlx', 'line').__self__.jobs.all()[-1].result",
+                    )
+                },
+            ).stats["text_bytes"]
             limit = 3 * text + 512 * counted["messages"]
-            print(f"{label:40s} {counted['messages']:4d} messages {counted['bytes'] / 1e3:6.1f} kB "
-                  f"for {text / 1e3:.1f} kB of text ({counted['bytes'] / text:.1f}×; target "
-                  f"limit {limit / 1e3:.1f} kB: {'pass' if counted['bytes'] < limit else 'MISS'}) "
-                  + ", ".join(f"{k} {n}/{b / 1e3:.1f} kB" for k, (n, b) in
-                              sorted(counted["by_type"].items())), flush=True)
+            print(
+                f"{label:40s} {counted['messages']:4d} messages {counted['bytes'] / 1e3:6.1f} kB "
+                f"for {text / 1e3:.1f} kB of text ({counted['bytes'] / text:.1f}×; target "
+                f"limit {limit / 1e3:.1f} kB: {'pass' if counted['bytes'] < limit else 'MISS'}) "
+                + ", ".join(
+                    f"{k} {n}/{b / 1e3:.1f} kB" for k, (n, b) in sorted(counted["by_type"].items())
+                ),
+                flush=True,
+            )
 
 
 BLAS_SCRIPT = """
@@ -105,12 +117,20 @@ def blas(context: Context, openblas: str | None) -> None:
 
     lib = os.path.join(os.path.dirname(mlx.core.__file__), "lib", "libmlx.so")
     linked = subprocess.run(["ldd", lib], capture_output=True, text=True).stdout
-    print("libmlx links:", ", ".join(line.split()[0] for line in linked.splitlines()
-                                     if "blas" in line or "lapack" in line) or "(no BLAS found)")
+    print(
+        "libmlx links:",
+        ", ".join(
+            line.split()[0] for line in linked.splitlines() if "blas" in line or "lapack" in line
+        )
+        or "(no BLAS found)",
+    )
     if openblas is None:
         site = sysconfig.get_paths()["purelib"]
-        found = [path for path in glob.glob(os.path.join(site, "*", "libopenblas*.so*"))
-                 if "scipy_openblas" not in path]  # scipy's has renamed symbols
+        found = [
+            path
+            for path in glob.glob(os.path.join(site, "*", "libopenblas*.so*"))
+            if "scipy_openblas" not in path
+        ]  # scipy's has renamed symbols
         openblas = found[0] if found else None
     runs = [("bundled BLAS", None)] + ([("OpenBLAS preloaded", openblas)] if openblas else [])
     for label, preload in runs:
@@ -118,9 +138,16 @@ def blas(context: Context, openblas: str | None) -> None:
         if preload:
             env["LD_PRELOAD"] = preload
         for variant in ("quantized", "dequantized"):
-            out = subprocess.run([sys.executable, "-c", BLAS_SCRIPT, str(context.smollm2), variant],
-                                 capture_output=True, text=True, env=env, timeout=900)
-            print(f"{label:20s} {variant:12s} {out.stdout.strip() or out.stderr[-300:]}", flush=True)
+            out = subprocess.run(
+                [sys.executable, "-c", BLAS_SCRIPT, str(context.smollm2), variant],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=900,
+            )
+            print(
+                f"{label:20s} {variant:12s} {out.stdout.strip() or out.stderr[-300:]}", flush=True
+            )
     if not openblas:
         print("no OpenBLAS with standard symbols found; pass --openblas PATH")
 
@@ -136,22 +163,32 @@ def decode_overhead(context: Context, reps: int) -> None:
     import time
 
     from mlx_magic.bench.harness import LONG_ANSWER_PROMPT, InProcessText, median
-    from mlx_magic.models.resolve import resolve_model
-    from mlx_magic.runtime.values import Finished, GenerationRequest, PrefixCacheSettings, SamplingParams
-    from mlx_magic.runtime.thread import ThreadRuntime
     from mlx_magic.display.streaming import stream_job
     from mlx_magic.display.views import StreamView
+    from mlx_magic.models.resolve import resolve_model
+    from mlx_magic.runtime.thread import ThreadRuntime
+    from mlx_magic.runtime.values import (
+        Finished,
+        GenerationRequest,
+        PrefixCacheSettings,
+        SamplingParams,
+    )
 
     runtime = ThreadRuntime(8 << 30)
     try:
-        for label, path, tokens in [("tiny llama", context.tiny_llama, 400),
-                                    ("smollm2", context.smollm2, 24)]:
+        for label, path, tokens in [
+            ("tiny llama", context.tiny_llama, 400),
+            ("smollm2", context.smollm2, 24),
+        ]:
             spec = resolve_model(str(path))
             runtime.load(spec)
             baseline = InProcessText(path)
-            request = GenerationRequest(model=spec, prompt=LONG_ANSWER_PROMPT,
-                                        sampling=SamplingParams(max_tokens=tokens),
-                                        prefix_cache=PrefixCacheSettings(enabled=False))
+            request = GenerationRequest(
+                model=spec,
+                prompt=LONG_ANSWER_PROMPT,
+                sampling=SamplingParams(max_tokens=tokens),
+                prefix_cache=PrefixCacheSettings(enabled=False),
+            )
 
             def raw():
                 return baseline.generate(LONG_ANSWER_PROMPT, tokens)["generation_tps"]
@@ -168,21 +205,26 @@ def decode_overhead(context: Context, reps: int) -> None:
                         if isinstance(event, Finished):
                             return event.stats["generation_tps"]
 
-            variants = {"raw mlx_lm": raw, "runtime + stream_job (per event)": per_event,
-                        "runtime + reader every 50 ms": drained}
+            variants = {
+                "raw mlx_lm": raw,
+                "runtime + stream_job (per event)": per_event,
+                "runtime + reader every 50 ms": drained,
+            }
             samples = {name: [] for name in variants}
             for fn in variants.values():
                 fn()  # warm-up
             names = list(variants)
             for rep in range(reps if label != "smollm2" else max(2, reps // 2)):
-                for name in names[rep % 3:] + names[:rep % 3]:  # rotate the order
+                for name in names[rep % 3 :] + names[: rep % 3]:  # rotate the order
                     samples[name].append(variants[name]())
             base = median(samples["raw mlx_lm"])
             for name, values in samples.items():
-                print(f"{label:10s} {name:34s} median {median(values):7.1f} tok/s "
-                      f"({median(values) / base:.3f}×)  "
-                      f"[{', '.join(f'{v:.0f}' if v > 50 else f'{v:.2f}' for v in values)}]",
-                      flush=True)
+                print(
+                    f"{label:10s} {name:34s} median {median(values):7.1f} tok/s "
+                    f"({median(values) / base:.3f}×)  "
+                    f"[{', '.join(f'{v:.0f}' if v > 50 else f'{v:.2f}' for v in values)}]",
+                    flush=True,
+                )
     finally:
         runtime.stop()
 
@@ -208,10 +250,16 @@ def decode_in_kernel(context: Context, reps: int) -> None:
     traffic), raw mlx_lm run by a cell in the same kernel, and raw mlx_lm here."""
     from mlx_magic.bench.harness import LONG_ANSWER_PROMPT, median
 
-    with Kernel(context.aliases(), "%mlx load tiny-llama", "%mlx load smollm2",
-                "%config MLXMagics.prefix_cache = False") as kernel:
-        for label, model, path, tokens in [("tiny llama", "tiny-llama", context.tiny_llama, 400),
-                                           ("smollm2", "smollm2", context.smollm2, 24)]:
+    with Kernel(
+        context.aliases(),
+        "%mlx load tiny-llama",
+        "%mlx load smollm2",
+        "%config MLXMagics.prefix_cache = False",
+    ) as kernel:
+        for label, model, path, tokens in [
+            ("tiny llama", "tiny-llama", context.tiny_llama, 400),
+            ("smollm2", "smollm2", context.smollm2, 24),
+        ]:
             baseline = context.text_baseline(path)
             ids = baseline.prompt_ids(LONG_ANSWER_PROMPT)
             code = cell("mlx", f"-m {model} -n {tokens}", LONG_ANSWER_PROMPT)
@@ -223,29 +271,36 @@ def decode_in_kernel(context: Context, reps: int) -> None:
                 return kernel.generate("%%capture _captured\n" + code).stats["generation_tps"]
 
             def raw_kernel():
-                done = kernel.execute(RAW_IN_KERNEL.format(path=str(path), ids=ids, tokens=tokens),
-                                      expressions={"tps": "_raw_tps"})
+                done = kernel.execute(
+                    RAW_IN_KERNEL.format(path=str(path), ids=ids, tokens=tokens),
+                    expressions={"tps": "_raw_tps"},
+                )
                 return done.values["tps"]
 
             def raw_here():
                 return baseline.generate(LONG_ANSWER_PROMPT, tokens)["generation_tps"]
 
-            variants = {"raw mlx_lm, benchmark process": raw_here,
-                        "raw mlx_lm, cell in the kernel": raw_kernel,
-                        "%%mlx, output captured": captured, "%%mlx (shown)": shown}
+            variants = {
+                "raw mlx_lm, benchmark process": raw_here,
+                "raw mlx_lm, cell in the kernel": raw_kernel,
+                "%%mlx, output captured": captured,
+                "%%mlx (shown)": shown,
+            }
             for fn in variants.values():
                 fn()  # warm-up
             samples = {name: [] for name in variants}
             names = list(variants)
             for rep in range(reps if label != "smollm2" else max(2, reps // 2)):
-                for name in names[rep % 4:] + names[:rep % 4]:
+                for name in names[rep % 4 :] + names[: rep % 4]:
                     samples[name].append(variants[name]())
             base = median(samples[names[0]])
             for name, values in samples.items():
-                print(f"{label:10s} {name:32s} median {median(values):7.1f} tok/s "
-                      f"({median(values) / base:.3f}×)  "
-                      f"[{', '.join(f'{v:.0f}' if v > 50 else f'{v:.2f}' for v in values)}]",
-                      flush=True)
+                print(
+                    f"{label:10s} {name:32s} median {median(values):7.1f} tok/s "
+                    f"({median(values) / base:.3f}×)  "
+                    f"[{', '.join(f'{v:.0f}' if v > 50 else f'{v:.2f}' for v in values)}]",
+                    flush=True,
+                )
 
 
 COALESCING_PATCH = """
@@ -275,8 +330,12 @@ _Job.next_event = _next_event
 
 def _both_models_warm(context: Context) -> tuple:
     """Setup cells: both text models loaded, the prefix cache off."""
-    return (context.aliases(), "%mlx load tiny-llama", "%mlx load smollm2",
-            "%config MLXMagics.prefix_cache = False")
+    return (
+        context.aliases(),
+        "%mlx load tiny-llama",
+        "%mlx load smollm2",
+        "%config MLXMagics.prefix_cache = False",
+    )
 
 
 def _alternate(kernels: dict, code: str, reps: int) -> dict:
@@ -287,7 +346,7 @@ def _alternate(kernels: dict, code: str, reps: int) -> dict:
         kernel.generate(code)  # warm-up
     runs = {name: ([], []) for name in kernels}
     for rep in range(reps):
-        for name in (list(kernels) if rep % 2 == 0 else list(kernels)[::-1]):
+        for name in list(kernels) if rep % 2 == 0 else list(kernels)[::-1]:
             done = kernels[name].generate(code)
             runs[name][0].append(done.first_text_s - done.stats["ttft_s"])
             runs[name][1].append(done.stats["generation_tps"])
@@ -298,9 +357,12 @@ def _print_gaps(label: str, runs: dict, width: int) -> None:
     from mlx_magic.bench.harness import median
 
     for name, (gaps, tps) in runs.items():
-        print(f"{label:10s} {name:{width}s} first token → frontend median "
-              f"{median(gaps) * 1000:.0f} ms [{', '.join(f'{g * 1000:.0f}' for g in gaps)}]; "
-              f"decode median {median(tps):.1f} tok/s", flush=True)
+        print(
+            f"{label:10s} {name:{width}s} first token → frontend median "
+            f"{median(gaps) * 1000:.0f} ms [{', '.join(f'{g * 1000:.0f}' for g in gaps)}]; "
+            f"decode median {median(tps):.1f} tok/s",
+            flush=True,
+        )
 
 
 def decode_coalesced(context: Context, reps: int) -> None:
@@ -312,17 +374,21 @@ def decode_coalesced(context: Context, reps: int) -> None:
     setup = _both_models_warm(context)
     with Kernel(*setup) as plain, Kernel(*setup) as patched:
         patched.execute(COALESCING_PATCH)
-        for label, model, tokens, model_reps in [("tiny llama", "tiny-llama", 400, reps),
-                                                 ("smollm2", "smollm2", 24, max(2, reps // 2))]:
+        for label, model, tokens, model_reps in [
+            ("tiny llama", "tiny-llama", 400, reps),
+            ("smollm2", "smollm2", 24, max(2, reps // 2)),
+        ]:
             code = cell("mlx", f"-m {model} -n {tokens}", LONG_ANSWER_PROMPT)
             runs = _alternate({"as is": plain, "reader every 20 ms": patched}, code, model_reps)
             base = median(runs["as is"][1])
             for name, (gaps, values) in runs.items():
-                print(f"{label:10s} {name:20s} median {median(values):7.1f} tok/s "
-                      f"({median(values) / base:.3f}×), first token → frontend "
-                      f"{median(gaps) * 1000:.0f} ms  "
-                      f"[{', '.join(f'{v:.0f}' if v > 50 else f'{v:.2f}' for v in values)}]",
-                      flush=True)
+                print(
+                    f"{label:10s} {name:20s} median {median(values):7.1f} tok/s "
+                    f"({median(values) / base:.3f}×), first token → frontend "
+                    f"{median(gaps) * 1000:.0f} ms  "
+                    f"[{', '.join(f'{v:.0f}' if v > 50 else f'{v:.2f}' for v in values)}]",
+                    flush=True,
+                )
 
 
 def first_text_gap(context: Context, reps: int) -> None:
@@ -349,17 +415,21 @@ def decode_three_way(context: Context, reps: int) -> None:
         "_plain_next_event = _Job.next_event\n"
         "def _next_event(self, timeout=None):\n"
         "    if not COALESCE:\n"
-        "        return _plain_next_event(self, timeout)\n")
-    with Kernel(context.aliases(), "%mlx load tiny-llama",
-                "%config MLXMagics.prefix_cache = False") as kernel:
+        "        return _plain_next_event(self, timeout)\n",
+    )
+    with Kernel(
+        context.aliases(), "%mlx load tiny-llama", "%config MLXMagics.prefix_cache = False"
+    ) as kernel:
         kernel.execute("COALESCE = False\n" + patch)
         path, tokens = context.tiny_llama, 400
         ids = context.text_baseline(path).prompt_ids(LONG_ANSWER_PROMPT)
         code = cell("mlx", f"-m tiny-llama -n {tokens}", LONG_ANSWER_PROMPT)
 
         def raw_kernel():
-            done = kernel.execute(RAW_IN_KERNEL.format(path=str(path), ids=ids, tokens=tokens),
-                                  expressions={"tps": "_raw_tps"})
+            done = kernel.execute(
+                RAW_IN_KERNEL.format(path=str(path), ids=ids, tokens=tokens),
+                expressions={"tps": "_raw_tps"},
+            )
             return done.values["tps"]
 
         def as_is():
@@ -370,20 +440,25 @@ def decode_three_way(context: Context, reps: int) -> None:
             kernel.execute("COALESCE = True")
             return kernel.generate(code).stats["generation_tps"]
 
-        variants = {"raw mlx_lm, cell in the kernel": raw_kernel, "%%mlx as is": as_is,
-                    "%%mlx, reader every 20 ms": coalesced}
+        variants = {
+            "raw mlx_lm, cell in the kernel": raw_kernel,
+            "%%mlx as is": as_is,
+            "%%mlx, reader every 20 ms": coalesced,
+        }
         for fn in variants.values():
             fn()
         samples = {name: [] for name in variants}
         names = list(variants)
         for rep in range(reps):
-            for name in names[rep % 3:] + names[:rep % 3]:
+            for name in names[rep % 3 :] + names[: rep % 3]:
                 samples[name].append(variants[name]())
         base = median(samples[names[0]])
         for name, values in samples.items():
-            print(f"tiny llama {name:32s} median {median(values):7.1f} tok/s "
-                  f"({median(values) / base:.3f}×)  [{', '.join(f'{v:.0f}' for v in values)}]",
-                  flush=True)
+            print(
+                f"tiny llama {name:32s} median {median(values):7.1f} tok/s "
+                f"({median(values) / base:.3f}×)  [{', '.join(f'{v:.0f}' for v in values)}]",
+                flush=True,
+            )
 
 
 HANDSHAKE_PATCH = """
@@ -450,25 +525,44 @@ def first_text_timeline(context: Context, reps: int) -> None:
     received by the client (one clock: perf_counter is system-wide here), SmolLM2."""
     from mlx_magic.bench.harness import LONG_ANSWER_PROMPT
 
-    with Kernel("%config MLXMagics.prefix_cache = False", "%mlx load smollm2",
-                TIMELINE_PATCH) as kernel:
+    with Kernel(
+        "%config MLXMagics.prefix_cache = False", "%mlx load smollm2", TIMELINE_PATCH
+    ) as kernel:
         kernel.generate(cell("mlx", "-n 2 --raw", "Hello"))
         for _ in range(reps):
             kernel.execute("TIMELINE.clear()")
-            done = kernel.execute(cell("mlx", "-n 4", LONG_ANSWER_PROMPT),
-                                  expressions={"t": "TIMELINE"})
+            done = kernel.execute(
+                cell("mlx", "-n 4", LONG_ANSWER_PROMPT), expressions={"t": "TIMELINE"}
+            )
             times = done.values["t"]
             arrived = next(at for at, m in done.messages if m["msg_type"] == "stream")
             times["client received"] = arrived
             start = times["emitted"]
-            print(", ".join(f"{name} {(at - start) * 1000:+.1f} ms"
-                            for name, at in sorted(times.items(), key=lambda kv: kv[1])),
-                  flush=True)
+            print(
+                ", ".join(
+                    f"{name} {(at - start) * 1000:+.1f} ms"
+                    for name, at in sorted(times.items(), key=lambda kv: kv[1])
+                ),
+                flush=True,
+            )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", choices=["widget_segments", "blas", "decode_overhead", "decode_in_kernel", "decode_coalesced", "first_text_gap", "decode_three_way", "first_text_handshake", "first_text_timeline"])
+    parser.add_argument(
+        "experiment",
+        choices=[
+            "widget_segments",
+            "blas",
+            "decode_overhead",
+            "decode_in_kernel",
+            "decode_coalesced",
+            "first_text_gap",
+            "decode_three_way",
+            "first_text_handshake",
+            "first_text_timeline",
+        ],
+    )
     parser.add_argument("--tokens", type=int, default=2000)
     parser.add_argument("--reps", type=int, default=6)
     parser.add_argument("--openblas")

@@ -18,7 +18,9 @@ from typing import Optional
 
 DEFAULT_NAME = "mlx"
 DISPLAY_NAME = "Python 3 (MLX)"
-TEMPLATE = Path(__file__).resolve().parent.parent / "jupyter-config" / "kernels" / "mlx" / "kernel.json"
+TEMPLATE = (
+    Path(__file__).resolve().parent.parent / "jupyter-config" / "kernels" / "mlx" / "kernel.json"
+)
 
 # ``--ext`` is ipykernel's alias for InteractiveShellApp.extra_extensions: the
 # extension is loaded when the kernel starts, before the first cell.

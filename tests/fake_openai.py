@@ -56,8 +56,10 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def _unauthorized(self):
-        self._json(401, {"error": {
-            "message": f"Invalid key in header: {self.headers.get('Authorization')}"}})
+        self._json(
+            401,
+            {"error": {"message": f"Invalid key in header: {self.headers.get('Authorization')}"}},
+        )
 
     def do_GET(self):
         self._record()
@@ -86,13 +88,25 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
             return self._hang_up()
         events = [": keep-alive"]
         for word in ["Hello", ",", " wörld", " 🚀"]:
-            events.append("data: " + json.dumps({"choices": [
-                {"index": 0, "delta": {"content": word}, "finish_reason": None}]}))
-        events.append("data: " + json.dumps({"choices": [
-            {"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+            events.append(
+                "data: "
+                + json.dumps(
+                    {"choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
+                )
+            )
+        events.append(
+            "data: " + json.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        )
         # vLLM style: the usage chunk with "choices": null.
-        events.append("data: " + json.dumps({"choices": None, "usage": {
-            "prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}}))
+        events.append(
+            "data: "
+            + json.dumps(
+                {
+                    "choices": None,
+                    "usage": {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15},
+                }
+            )
+        )
         events.append("data: [DONE]")
         if mode in ("cut", "idle"):
             events = events[:4]  # the keep-alive and "Hello", ",", " wörld"
@@ -114,5 +128,3 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-
-

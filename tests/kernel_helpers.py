@@ -26,10 +26,17 @@ def execute(client, code, timeout=120, on_message=None, cell_id=None):
 
     ``cell_id`` is sent in the request's metadata, as JupyterLab does.
     """
-    content = {"code": code, "silent": False, "store_history": True,
-               "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}
-    message = client.session.msg("execute_request", content,
-                                 metadata={"cellId": cell_id} if cell_id else {})
+    content = {
+        "code": code,
+        "silent": False,
+        "store_history": True,
+        "user_expressions": {},
+        "allow_stdin": False,
+        "stop_on_error": True,
+    }
+    message = client.session.msg(
+        "execute_request", content, metadata={"cellId": cell_id} if cell_id else {}
+    )
     client.shell_channel.send(message)
     msg_id = message["header"]["msg_id"]
     messages = []

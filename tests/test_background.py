@@ -21,8 +21,11 @@ def test_background_jobs_queue_in_order_while_cells_run(kernel):
     assert reply["status"] == "ok"
     returned_after = time.monotonic() - started
     assert "background job 1" in stream_text(messages)
-    assert any(m["msg_type"] == "display_data" and "application/vnd.jupyter.widget-view+json"
-               in m["content"]["data"] for m in messages)
+    assert any(
+        m["msg_type"] == "display_data"
+        and "application/vnd.jupyter.widget-view+json" in m["content"]["data"]
+        for m in messages
+    )
     reply, _ = execute(client, "%%mlx -b -n 12 -o second --raw\nOne, two, three,")
     assert reply["status"] == "ok"
     # A plain cell runs while the jobs stream (timings are for the benchmark;
@@ -37,15 +40,19 @@ def test_background_jobs_queue_in_order_while_cells_run(kernel):
     assert returned_after < 2.0
     # --out is set only when a job finishes: the second is queued behind the first.
     assert printed(client, "'first' in globals(), 'second' in globals()") in (
-        "False False", "True False")
+        "False False",
+        "True False",
+    )
     reply, messages = execute(client, "%mlx wait all", timeout=180)
     text = stream_text(messages)
     assert "job 1: done" in text and "job 2: done" in text
     assert "Paris" in printed(client, "first.text")
     assert printed(client, "second.finish_reason") in ("stop", "length")
     # Both jobs ran one after the other, in submission order.
-    rows = printed(client, "[r['prompt'] for r in get_ipython().find_magic('mlx', 'cell')"
-                           ".__self__.session_rows[-2:]]")
+    rows = printed(
+        client,
+        "[r['prompt'] for r in get_ipython().find_magic('mlx', 'cell').__self__.session_rows[-2:]]",
+    )
     assert rows.startswith("[") and len(eval(rows)) == 2
     reply, messages = execute(client, "%mlx jobs")
     listing = stream_text(messages)
@@ -77,13 +84,18 @@ def test_cancel_stops_a_background_job_and_interrupt_does_not(kernel):
 def test_widget_updates_stay_small_and_carry_the_whole_answer(kernel, tiny_llama):
     _, client = kernel
     # The fast tiny model: several segments' worth of text in a few seconds.
-    reply, _ = execute(client, f"%%mlx -b -m {tiny_llama} -n 600 -o traffic --raw\nThe history of Rome")
+    reply, _ = execute(
+        client, f"%%mlx -b -m {tiny_llama} -n 600 -o traffic --raw\nThe history of Rome"
+    )
     assert reply["status"] == "ok"
     _, messages = execute(client, "%mlx wait all", timeout=120)
-    updates = [(m["content"]["comm_id"], m["content"]["data"]["state"]["value"]) for m in messages
-               if m["msg_type"] == "comm_msg"
-               and "value" in m["content"]["data"].get("state", {})
-               and "mlx-magic-text" in m["content"]["data"]["state"]["value"]]
+    updates = [
+        (m["content"]["comm_id"], m["content"]["data"]["state"]["value"])
+        for m in messages
+        if m["msg_type"] == "comm_msg"
+        and "value" in m["content"]["data"].get("state", {})
+        and "mlx-magic-text" in m["content"]["data"]["state"]["value"]
+    ]
     assert len(updates) >= 3  # it streamed
     # One update carries one segment (512 characters at most, escaped), never the whole answer.
     assert max(len(value) for _, value in updates) < 1200

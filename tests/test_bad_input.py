@@ -3,12 +3,10 @@
 These tests need no model: everything is refused before the runtime starts.
 """
 
-
 import pytest
 from IPython.core.error import UsageError
 
 from conftest import run, runtime_threads
-
 
 BAD_CELLS = {
     "unknown flag": "%%mlx --bogus\nhi",
@@ -114,8 +112,19 @@ def test_valid_settings_apply(shell):
 def test_help_is_the_manual(shell):
     magics = shell.magics_manager.registry["MLXMagics"]
     doc = magics.mlx_cell.__doc__
-    for flag in ["--model", "--max-tokens", "--temp", "--top-p", "--top-k", "--min-p",
-                 "--repetition-penalty", "--seed", "--system", "--raw", "--out"]:
+    for flag in [
+        "--model",
+        "--max-tokens",
+        "--temp",
+        "--top-p",
+        "--top-k",
+        "--min-p",
+        "--repetition-penalty",
+        "--seed",
+        "--system",
+        "--raw",
+        "--out",
+    ]:
         assert flag in doc
     assert "%%mlx" in doc
 

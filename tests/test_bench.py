@@ -17,8 +17,9 @@ pytestmark = [pytest.mark.model, pytest.mark.kernel]
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     lines = []
-    results = bench.run(quick=True, progress=lines.append,
-                        work_dir=tmp_path_factory.mktemp("bench"))
+    results = bench.run(
+        quick=True, progress=lines.append, work_dir=tmp_path_factory.mktemp("bench")
+    )
     assert lines, "progress was never reported"
     return results
 
@@ -58,8 +59,12 @@ def test_table_plots_and_report(results, tmp_path):
     assert "pass" in text or "MISS" in text
     plots = bench.plot(results, tmp_path / "benchmarks")
     assert plots and all(path.suffix == ".png" and path.stat().st_size > 0 for path in plots)
-    report = bench.write_report(results, tmp_path / "BENCHMARKS.md", plots=plots,
-                                command="python -m mlx_magic.bench --quick")
+    report = bench.write_report(
+        results,
+        tmp_path / "BENCHMARKS.md",
+        plots=plots,
+        command="python -m mlx_magic.bench --quick",
+    )
     markdown = report.read_text()
     assert "| scenario | metric |" in markdown
     assert "python -m mlx_magic.bench --quick" in markdown
@@ -75,7 +80,9 @@ def test_update_keeps_the_scenarios_not_run_again(results, tmp_path):
     saved = bench.save_json(results, tmp_path / "results.json")
     kept = bench.load_json(saved)
     assert [r.name for r in kept] == [r.name for r in results]
-    assert [m.ratio for r in kept for m in r.metrics] == [m.ratio for r in results for m in r.metrics]
+    assert [m.ratio for r in kept for m in r.metrics] == [
+        m.ratio for r in results for m in r.metrics
+    ]
     fresh = bench.ScenarioResult(name="runtimes", title="again", ran="now: `cmd`")
     merged = bench.merge([fresh], kept)
     assert [r.name for r in merged] == list(bench.SCENARIOS)

@@ -70,9 +70,14 @@ class JupyterServer:
         self._log = open(log_path, "w")
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "jupyterlab",
-                "--no-browser", "--allow-root",
-                "--ip=127.0.0.1", f"--port={self.port}", "--ServerApp.port_retries=0",
+                sys.executable,
+                "-m",
+                "jupyterlab",
+                "--no-browser",
+                "--allow-root",
+                "--ip=127.0.0.1",
+                f"--port={self.port}",
+                "--ServerApp.port_retries=0",
                 f"--IdentityProvider.token={self.token}",
                 f"--ServerApp.root_dir={root}",
                 # No news feed, no update check, no PyPI extension manager.
@@ -80,12 +85,16 @@ class JupyterServer:
                 "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
                 "--LabApp.extension_manager=readonly",
             ],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=root,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=root,
         )
 
     def api(self, path, method="GET"):
         request = urllib.request.Request(
-            f"{self.base}/api/{path}", method=method,
+            f"{self.base}/api/{path}",
+            method=method,
             headers={"Authorization": f"token {self.token}"},
             data=b"" if method == "POST" else None,
         )
@@ -144,8 +153,11 @@ class JupyterServer:
 
 def _notebook(sources):
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                       "language": "python"}
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     return notebook
 
 
@@ -158,7 +170,9 @@ def _free_port():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_vlm):
     if not Path(CHROMIUM).is_file():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set MLX_MAGIC_CHROMIUM)")
+        pytest.skip(
+            f"no Chromium at {CHROMIUM} (apt-get install chromium, or set MLX_MAGIC_CHROMIUM)"
+        )
     base = tmp_path_factory.mktemp("jupyter")
     root = base / "root"
     for frontend in FRONTENDS:
@@ -268,8 +282,9 @@ class NotebookPage:
             if kernel and kernel.get("execution_state") == "idle":
                 break
             if time.monotonic() > deadline:
-                raise AssertionError(f"no idle kernel for {self.path}: {session}\n"
-                                     f"{self.server.log_tail()}")
+                raise AssertionError(
+                    f"no idle kernel for {self.path}: {session}\n{self.server.log_tail()}"
+                )
             time.sleep(0.3)
         # The toolbar's kernel indicator says "initializing"/"connecting" until
         # the page has its own connection to that kernel.
@@ -288,8 +303,9 @@ class NotebookPage:
 
     def run_all(self):
         self.page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-        self.page.locator(".lm-Menu-item:visible .lm-Menu-itemLabel",
-                          has_text="Run All Cells").first.click()
+        self.page.locator(
+            ".lm-Menu-item:visible .lm-Menu-itemLabel", has_text="Run All Cells"
+        ).first.click()
 
     def wait_until_run(self, indices=None, timeout=240):
         """Every code cell (or those given) has an execution count: ran, none still queued."""
@@ -389,13 +405,20 @@ def save_timeline(name, notebook, indices):
     """What the browser showed of these cells, and when (ms), for reading after a failure."""
     timeline = {
         notebook.sources[i]: [
-            {"ms": round(e["t"]), "status": e["status"], "answer": e["stdout"], "footer": e["footer"]}
+            {
+                "ms": round(e["t"]),
+                "status": e["status"],
+                "answer": e["stdout"],
+                "footer": e["footer"],
+            }
             for e in notebook.log(i)
         ]
         for i in indices
     }
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / f"{name}-timeline.json").write_text(json.dumps(timeline, indent=1, ensure_ascii=False))
+    (ARTIFACTS / f"{name}-timeline.json").write_text(
+        json.dumps(timeline, indent=1, ensure_ascii=False)
+    )
 
 
 def assert_no_errors(notebook, except_cells=()):
@@ -440,8 +463,7 @@ def test_quickstart_streams_answers_with_footers(open_notebook, frontend):
         assert notebook.cell(index).locator(".mlx-magic-footer").is_visible()
     assert "smollm2" in notebook.final(notebook.index("%mlx models"))["stdout"]
     assert_no_errors(notebook)
-    notebook.screenshot(f"{frontend}-01-quickstart",
-                        scroll_to=notebook.cell(capital))
+    notebook.screenshot(f"{frontend}-01-quickstart", scroll_to=notebook.cell(capital))
 
 
 @pytest.mark.vision
@@ -477,8 +499,7 @@ def test_vision_previews_load_before_streamed_answers(open_notebook, frontend):
         footer = cell.locator(".mlx-magic-footer")
         footer.scroll_into_view_if_needed()
         assert footer.is_visible() and "tok/s" in footer.text_content()
-    notebook.screenshot(f"{frontend}-02-vision",
-                        scroll_to=notebook.cell(vision[0]))
+    notebook.screenshot(f"{frontend}-02-vision", scroll_to=notebook.cell(vision[0]))
 
 
 @pytest.mark.parametrize("frontend", FRONTENDS)
@@ -488,14 +509,18 @@ def test_stop_button_cancels_and_the_next_cell_answers(open_notebook, frontend):
     notebook.run_all()
 
     # Wait until the essay is flowing, then press the toolbar's stop button.
-    wait_for(lambda: len(notebook.final(essay)["stdout"].split()) >= 4, 120,
-             lambda: notebook.log(essay))
+    wait_for(
+        lambda: len(notebook.final(essay)["stdout"].split()) >= 4, 120, lambda: notebook.log(essay)
+    )
     notebook.stop_button().click()
 
     wait_for(lambda: notebook.final(essay)["footer"], 60, lambda: notebook.log(essay))
     notebook.wait_until_run([essay])
-    wait_for(lambda: "KeyboardInterrupt" in notebook.final(essay)["stderr"], 30,
-             lambda: notebook.final(essay))
+    wait_for(
+        lambda: "KeyboardInterrupt" in notebook.final(essay)["stderr"],
+        30,
+        lambda: notebook.final(essay),
+    )
     final = notebook.final(essay)
     assert final["footer"].startswith("■ cancelled"), final
     tokens = int(final["footer"].split("·")[1].split()[0])
@@ -511,8 +536,7 @@ def test_stop_button_cancels_and_the_next_cell_answers(open_notebook, frontend):
     assert answer["stdout"].strip()
     assert "warm" in answer["footer"] and "cancelled" not in answer["footer"]
     assert notebook.cell(hi).locator(".mlx-magic-footer").is_visible()
-    notebook.screenshot(f"{frontend}-stop",
-                        scroll_to=notebook.cell(essay))
+    notebook.screenshot(f"{frontend}-stop", scroll_to=notebook.cell(essay))
 
 
 # Records every rendered state of the chat panel in one cell: the text of each
@@ -593,7 +617,9 @@ def test_lab_chat_panel_streams_and_stops(open_notebook):
     send.click()
     expect(stop).to_be_enabled(timeout=10_000)
     expect(send).to_be_disabled()
-    expect(cell.locator(".widget-html", has_text="You: What is the capital of France?")).to_be_visible()
+    expect(
+        cell.locator(".widget-html", has_text="You: What is the capital of France?")
+    ).to_be_visible()
     expect(prompt).to_have_value("")
     wait_for(lambda: len(log()[-1]["footers"]) >= 1 and log()[-1]["send"], 60, log)
     first_done = time.monotonic()
@@ -615,8 +641,11 @@ def test_lab_chat_panel_streams_and_stops(open_notebook):
     prompt.click()
     notebook.page.keyboard.type("Write a long essay about Rome.")
     send.click()
-    wait_for(lambda: len(log()[-1]["answers"]) >= 2
-             and len(log()[-1]["answers"][1].split()) >= 4, 60, lambda: log()[-1])
+    wait_for(
+        lambda: len(log()[-1]["answers"]) >= 2 and len(log()[-1]["answers"][1].split()) >= 4,
+        60,
+        lambda: log()[-1],
+    )
     stop.click()
     wait_for(lambda: len(log()[-1]["footers"]) >= 2, 30, lambda: log()[-1])
     expect(send).to_be_enabled(timeout=10_000)
@@ -634,7 +663,10 @@ def test_lab_chat_panel_streams_and_stops(open_notebook):
     timeline = [{"ms": round(e["t"]), **{k: v for k, v in e.items() if k != "t"}} for e in entries]
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "lab-panel-timeline.json").write_text(
-        json.dumps(timeline, indent=1, ensure_ascii=False))
+        json.dumps(timeline, indent=1, ensure_ascii=False)
+    )
     notebook.screenshot("lab-panel", scroll_to=cell)
-    print(f"panel test: first answer after {first_done - started:.1f} s, "
-          f"stopped essay after {ended - started:.1f} s")
+    print(
+        f"panel test: first answer after {first_done - started:.1f} s, "
+        f"stopped essay after {ended - started:.1f} s"
+    )

@@ -6,7 +6,6 @@ import inspect
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import run
 from mlx_magic import errors
 from mlx_magic.errors import (
     GenerationInterrupted,
@@ -18,10 +17,15 @@ from mlx_magic.errors import (
     UserError,
 )
 
+from conftest import run
+
 
 def test_every_error_class_is_in_the_one_tree():
-    classes = [value for value in vars(errors).values()
-               if inspect.isclass(value) and issubclass(value, BaseException)]
+    classes = [
+        value
+        for value in vars(errors).values()
+        if inspect.isclass(value) and issubclass(value, BaseException)
+    ]
     assert len(classes) >= 16
     for cls in classes:
         if cls is GenerationInterrupted:
@@ -45,18 +49,24 @@ def test_no_module_defines_its_own_exception_classes():
             continue
         module = importlib.import_module(info.name)
         for name, value in vars(module).items():
-            if (inspect.isclass(value) and issubclass(value, BaseException)
-                    and value.__module__ == info.name):
+            if (
+                inspect.isclass(value)
+                and issubclass(value, BaseException)
+                and value.__module__ == info.name
+            ):
                 own.append(f"{info.name}.{name}")
     # One exception: a KeyError that string.Formatter must see as a KeyError.
     assert own == ["mlx_magic.magics.templating._UnknownName"]
 
 
-@pytest.mark.parametrize("cell, cause", [
-    ("%%mlx -m /no/such/model\nHi", ModelLoadError),
-    ("%%mlx\nWhat is {undefined_name_here}?", TemplateError),
-    ("%%mlx_vision -m /no/such/model -i /no/such/picture.png\nHi", ImageSourceError),
-])
+@pytest.mark.parametrize(
+    "cell, cause",
+    [
+        ("%%mlx -m /no/such/model\nHi", ModelLoadError),
+        ("%%mlx\nWhat is {undefined_name_here}?", TemplateError),
+        ("%%mlx_vision -m /no/such/model -i /no/such/picture.png\nHi", ImageSourceError),
+    ],
+)
 def test_a_user_mistake_is_exactly_usage_error_from_its_cause(shell, cell, cause):
     with pytest.raises(UsageError) as caught:
         run(shell, cell)

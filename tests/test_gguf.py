@@ -19,7 +19,6 @@ from mlx.utils import tree_flatten
 from mlx_magic.models.embedded import embedded_gguf_path
 from mlx_magic.models.gguf import UnsupportedGGUF, conversion_dir_for, convert_gguf
 
-
 # The embedded model is a test requirement (scripts/setup.sh installs it), so
 # its absence fails these tests rather than skipping them.
 SMOLLM2 = embedded_gguf_path()
@@ -46,13 +45,26 @@ def loaded(converted):
 
 def test_folder_has_expected_files_and_config(converted):
     out, seconds = converted
-    for name in ("config.json", "model.safetensors", "tokenizer.json",
-                 "tokenizer_config.json", "special_tokens_map.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ):
         assert (out / name).is_file(), name
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "llama"
-    assert (config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"]) == (576, 30, 1536)
-    assert (config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"]) == (9, 3, 64)
+    assert (config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"]) == (
+        576,
+        30,
+        1536,
+    )
+    assert (config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"]) == (
+        9,
+        3,
+        64,
+    )
     assert config["rms_norm_eps"] == pytest.approx(1e-5)
     assert config["rope_theta"] == 100000
     assert (config["vocab_size"], config["max_position_embeddings"]) == (49152, 8192)
@@ -80,7 +92,8 @@ def test_greedy_answer_mentions_paris(loaded):
     model, tokenizer = loaded
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": "What is the capital of France?"}],
-        add_generation_prompt=True, tokenize=False,
+        add_generation_prompt=True,
+        tokenize=False,
     )
     answer = mlx_lm.generate(model, tokenizer, prompt, max_tokens=30, verbose=False)
     assert "Paris" in answer
@@ -103,9 +116,34 @@ def test_tokenizer_round_trips_and_known_ids(loaded):
         assert tokenizer.decode(tokenizer.encode(text)) == text
     # Ids checked against transformers' GGUF tokenizer builder for this file.
     assert tokenizer.encode("The year 2024 had 366 days.") == [
-        504, 713, 216, 34, 32, 34, 36, 761, 216, 35, 38, 38, 2009, 30]
+        504,
+        713,
+        216,
+        34,
+        32,
+        34,
+        36,
+        761,
+        216,
+        35,
+        38,
+        38,
+        2009,
+        30,
+    ]
     assert tokenizer.encode("<|im_start|>user\nHi<|im_end|>") == [1, 4093, 198, 26843, 2]
-    assert tokenizer.encode("café 日本 🤖") == [83, 1939, 2756, 17097, 241, 115, 40993, 15107, 114, 240]
+    assert tokenizer.encode("café 日本 🤖") == [
+        83,
+        1939,
+        2756,
+        17097,
+        241,
+        115,
+        40993,
+        15107,
+        114,
+        240,
+    ]
     # Special tokens stay whole, are special, and the ids come from the GGUF.
     assert tokenizer.bos_token == "<|im_start|>" and tokenizer.eos_token == "<|im_end|>"
     assert tokenizer.eos_token_id == 2
@@ -123,16 +161,32 @@ def _reference_tokenizer():
     except Exception:
         pass
     try:  # transformers' GGUF reader needs torch; its tokenizer builder does not
-        from transformers.integrations.gguf.gguf_tokenizer_mapping import (
-            GGUF_TOKENIZER_MAPPING, convert_gguf_tokenizer)
         from transformers import PreTrainedTokenizerFast
+        from transformers.integrations.gguf.gguf_tokenizer_mapping import (
+            GGUF_TOKENIZER_MAPPING,
+            convert_gguf_tokenizer,
+        )
 
         _, meta = mx.load(str(SMOLLM2), return_metadata=True)
         plain = {k: v.tolist() if isinstance(v, mx.array) else v for k, v in meta.items()}
-        tok_dict = {name: plain[f"tokenizer.{key}"]
-                    for key, name in GGUF_TOKENIZER_MAPPING["tokenizer"].items()
-                    if f"tokenizer.{key}" in plain}
+        tok_dict = {
+            name: plain[f"tokenizer.{key}"]
+            for key, name in GGUF_TOKENIZER_MAPPING["tokenizer"].items()
+            if f"tokenizer.{key}" in plain
+        }
         backend, _ = convert_gguf_tokenizer(plain["general.architecture"], tok_dict)
+        if plain.get("tokenizer.ggml.pre") == "smollm":
+            # transformers' GGUF builder ignores the pre-tokenizer name; SmolLM2's own
+            # tokenizer.json (and llama.cpp's "smollm") split digits one by one first,
+            # which differs from plain ByteLevel for spaces before a number.
+            from tokenizers import pre_tokenizers
+
+            backend.pre_tokenizer = pre_tokenizers.Sequence(
+                [
+                    pre_tokenizers.Digits(individual_digits=True),
+                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+                ]
+            )
         return PreTrainedTokenizerFast(tokenizer_object=backend)
     except Exception:
         return None
@@ -144,7 +198,7 @@ def test_tokenizer_matches_transformers(loaded):
         pytest.skip("transformers cannot build a GGUF tokenizer offline here")
     _, tokenizer = loaded
     code = Path(__file__).read_text()
-    texts = SAMPLES + [code[i:i + 120] for i in range(0, len(code), 400)]
+    texts = SAMPLES + [code[i : i + 120] for i in range(0, len(code), 400)]
     for text in texts:
         assert tokenizer.encode(text) == reference.encode(text, add_special_tokens=False), text
 
@@ -194,16 +248,25 @@ def _tiny_llama_gguf(path: Path, arch: str = "llama"):
 
     tokens = _byte_level_vocab()
     args = llama.ModelArgs(
-        model_type="llama", hidden_size=TINY["hidden"], num_hidden_layers=TINY["layers"],
-        intermediate_size=TINY["ffn"], num_attention_heads=TINY["heads"],
-        num_key_value_heads=TINY["kv_heads"], rms_norm_eps=1e-5, vocab_size=len(tokens),
-        rope_theta=10000.0, tie_word_embeddings=False,
+        model_type="llama",
+        hidden_size=TINY["hidden"],
+        num_hidden_layers=TINY["layers"],
+        intermediate_size=TINY["ffn"],
+        num_attention_heads=TINY["heads"],
+        num_key_value_heads=TINY["kv_heads"],
+        rms_norm_eps=1e-5,
+        vocab_size=len(tokens),
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
     )
     model = llama.Model(args)
     mx.random.seed(0)
-    params = {k: (1 + 0.2 * mx.random.normal(v.shape)) if k.endswith("norm.weight")
-              else 0.15 * mx.random.normal(v.shape)
-              for k, v in tree_flatten(model.parameters())}
+    params = {
+        k: (1 + 0.2 * mx.random.normal(v.shape))
+        if k.endswith("norm.weight")
+        else 0.15 * mx.random.normal(v.shape)
+        for k, v in tree_flatten(model.parameters())
+    }
     model.load_weights(list(params.items()))
 
     head_dim = TINY["hidden"] // TINY["heads"]
@@ -211,13 +274,22 @@ def _tiny_llama_gguf(path: Path, arch: str = "llama"):
     def to_llama_cpp_rows(w, n_head):  # llama.cpp's rotary row permutation
         return w.reshape(n_head, 2, head_dim // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
-    names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-             "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
-             "post_attention_layernorm": "ffn_norm"}
-    tensors = {"token_embd.weight": params["model.embed_tokens.weight"],
-               "output_norm.weight": params["model.norm.weight"],
-               "output.weight": params["lm_head.weight"]}
+    names = {
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+    }
+    tensors = {
+        "token_embd.weight": params["model.embed_tokens.weight"],
+        "output_norm.weight": params["model.norm.weight"],
+        "output.weight": params["lm_head.weight"],
+    }
     for i in range(TINY["layers"]):
         for hf, gg in names.items():
             w = params[f"model.layers.{i}.{hf}.weight"]
@@ -344,6 +416,7 @@ def test_non_gguf_file_is_rejected(tmp_path):
 
 def _raw_gguf(path: Path, ggml_type: int, block_bytes: int, block_len: int, rows=4, cols=256):
     """A minimal llama GGUF holding one tensor of the given ggml type (random bytes)."""
+
     def string(s):
         return struct.pack("<Q", len(s.encode())) + s.encode()
 
@@ -352,7 +425,9 @@ def _raw_gguf(path: Path, ggml_type: int, block_bytes: int, block_len: int, rows
     out += b"".join(string(k) + struct.pack("<I", 8) + string(v) for k, v in kv.items())
     out += string("blk.0.ffn_up.weight") + struct.pack("<IQQIQ", 2, cols, rows, ggml_type, 0)
     out += b"\0" * (-len(out) % 32)
-    blocks = np.random.default_rng(0).integers(0, 256, (rows * cols // block_len, block_bytes), dtype=np.uint8)
+    blocks = np.random.default_rng(0).integers(
+        0, 256, (rows * cols // block_len, block_bytes), dtype=np.uint8
+    )
     blocks[:, :4] = np.frombuffer(np.float16([0.01, 0.01]).tobytes(), np.uint8)  # sane scales
     path.write_bytes(out + blocks.tobytes())
 

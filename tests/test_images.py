@@ -22,8 +22,8 @@ from mlx_magic.images.sources import (
     png_bytes,
     thumbnail,
 )
-from conftest import make_shell
 
+from conftest import make_shell
 
 # --- helpers -------------------------------------------------------------------
 
@@ -66,12 +66,19 @@ def close(pixel, expected, tolerance=40):
 
 def png_claiming(width, height):
     """A tiny PNG whose header claims ``width``×``height`` pixels."""
+
     def chunk(kind, data):
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture
@@ -237,20 +244,24 @@ def test_float_array_in_unit_range():
     assert loaded.image.getpixel((0, 0)) == (255, 128, 0)
 
 
-@pytest.mark.parametrize("array", [np.full((2, 2), 1.5), np.full((2, 2), -0.1),
-                                   np.full((2, 2), np.nan)])
+@pytest.mark.parametrize(
+    "array", [np.full((2, 2), 1.5), np.full((2, 2), -0.1), np.full((2, 2), np.nan)]
+)
 def test_float_array_outside_unit_range(array):
     assert "must be in [0, 1]" in error_for("x", {"x": array})
 
 
-@pytest.mark.parametrize("array, shown", [
-    (np.zeros((2, 2, 2), np.uint8), "shape (2, 2, 2) dtype uint8"),
-    (np.zeros((4,), np.uint8), "shape (4,) dtype uint8"),
-    (np.zeros((2, 2, 3, 1), np.uint8), "shape (2, 2, 3, 1) dtype uint8"),
-    (np.zeros((0, 4), np.uint8), "shape (0, 4) dtype uint8"),
-    (np.zeros((2, 2), np.int64), "shape (2, 2) dtype int64"),
-    (np.zeros((2, 2), bool), "shape (2, 2) dtype bool"),
-])
+@pytest.mark.parametrize(
+    "array, shown",
+    [
+        (np.zeros((2, 2, 2), np.uint8), "shape (2, 2, 2) dtype uint8"),
+        (np.zeros((4,), np.uint8), "shape (4,) dtype uint8"),
+        (np.zeros((2, 2, 3, 1), np.uint8), "shape (2, 2, 3, 1) dtype uint8"),
+        (np.zeros((0, 4), np.uint8), "shape (0, 4) dtype uint8"),
+        (np.zeros((2, 2), np.int64), "shape (2, 2) dtype int64"),
+        (np.zeros((2, 2), bool), "shape (2, 2) dtype bool"),
+    ],
+)
 def test_bad_array_shape_or_dtype_is_named(array, shown):
     message = error_for("x", {"x": array})
     assert message.startswith("'x'") and shown in message
@@ -295,6 +306,7 @@ def test_unknown_name_and_unsupported_value():
 
 def test_ipython_image_data_and_filename(in_dir):
     from IPython.display import Image as IPythonImage
+
     save(in_dir / "i.png", Image.new("RGB", (6, 4)))
     embedded = IPythonImage(data=encode(Image.new("RGB", (5, 5))))
     by_name = IPythonImage(filename=str(in_dir / "i.png"), embed=False)
@@ -328,8 +340,14 @@ def test_figure_detection_does_not_import_matplotlib():
 
 def test_output_references():
     first, second = Image.new("RGB", (1, 1)), Image.new("RGB", (2, 2))
-    namespace = {"Out": {3: first, 4: second}, "_3": first, "_4": second,
-                 "_": second, "__": first, "___": ""}
+    namespace = {
+        "Out": {3: first, 4: second},
+        "_3": first,
+        "_4": second,
+        "_": second,
+        "__": first,
+        "___": "",
+    }
     assert load_one("Out[3]", namespace).image.size == (1, 1)
     assert load_one("_3", namespace).image.size == (1, 1)
     assert load_one("_", namespace).image.size == (2, 2)
@@ -368,13 +386,16 @@ def test_data_uri():
     assert loaded.caption == "data:image/png;base64,… · 9×4"
 
 
-@pytest.mark.parametrize("uri, expected", [
-    ("data:text/plain;base64,aGVsbG8=", "text/plain, not an image/* type"),
-    ("data:,hello", "text/plain, not an image/* type"),
-    ("data:image/png;base64,@@@not-base64@@@", "invalid base64"),
-    ("data:image/png;base64", "no ','"),
-    ("data:image/png;base64,aGVsbG8=", "is not an image"),
-])
+@pytest.mark.parametrize(
+    "uri, expected",
+    [
+        ("data:text/plain;base64,aGVsbG8=", "text/plain, not an image/* type"),
+        ("data:,hello", "text/plain, not an image/* type"),
+        ("data:image/png;base64,@@@not-base64@@@", "invalid base64"),
+        ("data:image/png;base64", "no ','"),
+        ("data:image/png;base64,aGVsbG8=", "is not an image"),
+    ],
+)
 def test_bad_data_uris(uri, expected):
     assert expected in error_for(uri)
 
@@ -475,6 +496,7 @@ def test_url_ok_and_redirect(url):
 
 def test_ipython_image_with_url(url):
     from IPython.display import Image as IPythonImage
+
     assert load_one("shown", {"shown": IPythonImage(url=url("/ok.png"))}).image.size == (12, 8)
     local = IPythonImage(url="file:///etc/hostname")
     assert "only http:// and https://" in error_for("local", {"local": local})
@@ -520,14 +542,16 @@ def test_redirect_to_other_scheme_is_refused(url):
     assert message.startswith(url("/to-ftp")) and "only http:// and https://" in message
 
 
-@pytest.mark.parametrize("source", ["file:///etc/passwd", "ftp://example.com/a.png",
-                                    "javascript:alert(1)"])
+@pytest.mark.parametrize(
+    "source", ["file:///etc/passwd", "ftp://example.com/a.png", "javascript:alert(1)"]
+)
 def test_non_http_schemes_are_not_fetched(source):
     assert "only http:// and https:// URLs are fetched" in error_for(source)
 
 
 def test_unreachable_url_is_one_line(url):
     import socket
+
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound but not listening: refused
@@ -542,9 +566,13 @@ def test_cache_key_follows_content_whatever_the_source(in_dir):
     image = two_colour((6, 4))
     save(in_dir / "same.png", image)
     array = np.asarray(image)
-    keys = [loaded.cache_key for loaded in load_images(
-        ["img", "arr", "raw", "same.png", "same.png"],
-        {"img": image, "arr": array, "raw": encode(image)})]
+    keys = [
+        loaded.cache_key
+        for loaded in load_images(
+            ["img", "arr", "raw", "same.png", "same.png"],
+            {"img": image, "arr": array, "raw": encode(image)},
+        )
+    ]
     assert len(set(keys)) == 1
     changed = image.copy()
     changed.putpixel((0, 0), (0, 0, 0))
@@ -554,8 +582,9 @@ def test_cache_key_follows_content_whatever_the_source(in_dir):
     assert load_one("r", {"r": reshaped}).cache_key != keys[0]
 
 
-@pytest.mark.parametrize("size, expected", [((1000, 500), (256, 128)), ((300, 900), (85, 256)),
-                                            ((100, 50), (100, 50))])
+@pytest.mark.parametrize(
+    "size, expected", [((1000, 500), (256, 128)), ((300, 900), (85, 256)), ((100, 50), (100, 50))]
+)
 def test_thumbnail_bounds(size, expected):
     image = Image.new("RGB", size)
     small = thumbnail(image)
@@ -630,12 +659,13 @@ def test_cache_bounds_entries_and_bytes(in_dir):
 
 
 def test_previews_send_each_thumbnail_in_its_smaller_encoding():
-    from mlx_magic.images.sources import load_images
     from mlx_magic.display.previews import preview_bundle
+    from mlx_magic.images.sources import load_images
 
     rng = np.random.default_rng(0)
     smooth = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize(
-        (300, 200), Image.Resampling.BICUBIC)
+        (300, 200), Image.Resampling.BICUBIC
+    )
     photo = np.clip(np.asarray(smooth, np.int16) + rng.integers(-8, 9, (200, 300, 3)), 0, 255)
     namespace = {"photo": photo.astype(np.uint8), "drawing": Image.new("RGB", (300, 200), "red")}
     bundle = preview_bundle(load_images(["photo", "drawing"], namespace))

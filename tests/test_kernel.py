@@ -17,7 +17,9 @@ def test_answer_streams_with_footer_and_result(kernel):
     footers = [d for d in displays(messages) if "tok/s" in d.get("text/plain", "")]
     assert len(footers) == 1
     assert "smollm2" in footers[0]["text/plain"] and "mlx-magic-footer" in footers[0]["text/html"]
-    reply, messages = execute(client, "print(_mlx.finish_reason, _mlx.stats.warm, 'Paris' in _mlx.text)")
+    reply, messages = execute(
+        client, "print(_mlx.finish_reason, _mlx.stats.warm, 'Paris' in _mlx.text)"
+    )
     assert stream_text(messages).strip() == "stop True True"
 
 
@@ -26,7 +28,9 @@ def test_frontend_messages_are_bounded_by_the_buffer_and_traffic_is_linear(kerne
     execute(client, "%config MLXMagics.stream_interval_ms = 500")
     try:
         started = time.monotonic()
-        reply, messages = execute(client, "%%mlx -n 60 --raw\nThe history of the city of Rome begins")
+        reply, messages = execute(
+            client, "%%mlx -n 60 --raw\nThe history of the city of Rome begins"
+        )
         elapsed = time.monotonic() - started
     finally:
         execute(client, "%config MLXMagics.stream_interval_ms = 200")
@@ -57,14 +61,16 @@ def test_kernel_interrupt_cancels_and_the_next_cell_works(kernel):
                 manager.interrupt_kernel()
 
     reply, messages = execute(
-        client, "%%mlx -n 300\nWrite a very long essay about the history of Rome.",
+        client,
+        "%%mlx -n 300\nWrite a very long essay about the history of Rome.",
         on_message=interrupt_once_text_flows,
     )
     assert reply["status"] == "error" and reply["ename"] == "GenerationInterrupted"
     errors = [m for m in messages if m["msg_type"] == "error"]
     # One line, not a traceback through the magic's code.
     assert errors[0]["content"]["traceback"] == [
-        f"KeyboardInterrupt: {errors[0]['content']['evalue']}"]
+        f"KeyboardInterrupt: {errors[0]['content']['evalue']}"
+    ]
     footers = [d["text/plain"] for d in displays(messages) if "tok/s" in d.get("text/plain", "")]
     assert len(footers) == 1 and "cancelled" in footers[0]
     _, check = execute(client, "print(_mlx.finish_reason, _mlx.stats.generation_tokens < 300)")
@@ -95,7 +101,9 @@ def answer_tokens(client, cell):
     """Run a cell; return (token ids, cached prompt tokens) of its answer."""
     reply, _ = execute(client, cell)
     assert reply["status"] == "ok", reply
-    _, check = execute(client, "print([t.id for t in _mlx.tokens], _mlx.stats.cached_prompt_tokens)")
+    _, check = execute(
+        client, "print([t.id for t in _mlx.tokens], _mlx.stats.cached_prompt_tokens)"
+    )
     ids, cached = stream_text(check).rsplit("]", 1)
     return ids + "]", int(cached)
 

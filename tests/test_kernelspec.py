@@ -20,7 +20,11 @@ REPO = Path(__file__).resolve().parent.parent
 def install_kernel(*args, env=None):
     return subprocess.run(
         [sys.executable, "-m", "mlx_magic", "install-kernel", *args],
-        capture_output=True, text=True, timeout=60, env=env, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=REPO,
     )
 
 

@@ -8,9 +8,10 @@ import shutil
 import pytest
 from PIL import Image
 
+from mlx_magic.models.embedded import embedded_gguf_path
+
 from fake_openai import Recorder
 from kernel_helpers import execute, printed, running_kernel
-from mlx_magic.models.embedded import embedded_gguf_path
 
 pytestmark = [pytest.mark.kernel, pytest.mark.model]
 
@@ -41,14 +42,16 @@ def cells_for_every_kind_of_name(tiny_llama, tiny_vlm, picture):
         ("a .gguf file", f"%%mlx -n 1 -m {embedded_gguf_path()}\nHi"),
         ("a folder", f"%%mlx -n 1 -m {tiny_llama}\nHi"),
         ("a Hub id", "%%mlx -n 1 -m tester/tiny-llama\nHi"),
-        ("a vision model", f"%%mlx_vision -n 1 -m {tiny_vlm} -i {picture}"
-                           "\nWhat is it?"),
+        ("a vision model", f"%%mlx_vision -n 1 -m {tiny_vlm} -i {picture}\nWhat is it?"),
     ]
 
 
 def test_process_mode_kernel_never_imports_mlx(tiny_llama, tiny_vlm, hub_cache, picture):
     env = dict(os.environ, HF_HUB_CACHE=str(hub_cache), HF_HUB_OFFLINE="1")
-    with running_kernel("%load_ext mlx_magic", "%mlx runtime process", extra_env=env) as (_, client):
+    with running_kernel("%load_ext mlx_magic", "%mlx runtime process", extra_env=env) as (
+        _,
+        client,
+    ):
         for what, cell in cells_for_every_kind_of_name(tiny_llama, tiny_vlm, picture):
             reply, _ = execute(client, cell, timeout=300)
             assert reply["status"] == "ok", (what, reply)
@@ -60,8 +63,10 @@ def test_remote_mode_kernel_never_imports_mlx(tiny_llama, tiny_vlm, hub_cache, p
     server = Recorder()
     env = dict(os.environ, HF_HUB_CACHE=str(hub_cache), HF_HUB_OFFLINE="1")
     try:
-        with running_kernel("%load_ext mlx_magic", f"%mlx connect {server.url}",
-                            extra_env=env) as (_, client):
+        with running_kernel("%load_ext mlx_magic", f"%mlx connect {server.url}", extra_env=env) as (
+            _,
+            client,
+        ):
             for what, cell in cells_for_every_kind_of_name(tiny_llama, tiny_vlm, picture):
                 reply, _ = execute(client, cell.replace("-n 1", "-n 8"), timeout=120)
                 assert reply["status"] == "ok", (what, reply)

@@ -66,7 +66,9 @@ def test_memory_budget_evicts_the_least_recently_used(model_shell):
         assert keys == [converted_folder]
         run(model_shell, f"%%mlx -n 2 --raw -m {converted_folder}\nHello")
         assert model_shell.user_ns["_mlx"].stats.warm is True
-        assert len(live_llama_models()) == live_before  # the first copy was freed, not just forgotten
+        assert (
+            len(live_llama_models()) == live_before
+        )  # the first copy was freed, not just forgotten
     finally:
         run(model_shell, "%config MLXMagics.memory_budget_gb = 8.0")
         run(model_shell, f"%mlx unload {converted_folder}")
@@ -95,7 +97,11 @@ def test_a_script_that_stops_the_runtime_and_exits_exits_cleanly(tiny_llama):
     import sys
 
     for _ in range(4):
-        done = subprocess.run([sys.executable, "-c", SCRIPT, str(tiny_llama)],
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-c", SCRIPT, str(tiny_llama)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         assert done.stdout.strip() == "stopped" and "terminate called" not in done.stderr

@@ -10,6 +10,7 @@ from IPython.core.error import UsageError
 
 import mlx_magic
 from mlx_magic.display.views import TerminalView
+
 from conftest import magics_of, run, runtime_threads
 
 pytestmark = pytest.mark.model
@@ -96,8 +97,12 @@ def test_bad_input_leaves_the_model_warm(model_shell, tmp_path):
     before = runtime.models()
     not_gguf = tmp_path / "broken.gguf"
     not_gguf.write_bytes(b"this is not a GGUF file at all")
-    cells = ["%%mlx -n 0\nhi", "%%mlx -m /no/such/model\nhi", "%%mlx --temp -1\nhi",
-             f"%%mlx -m {not_gguf}\nhi"]
+    cells = [
+        "%%mlx -n 0\nhi",
+        "%%mlx -m /no/such/model\nhi",
+        "%%mlx --temp -1\nhi",
+        f"%%mlx -m {not_gguf}\nhi",
+    ]
     for cell in cells:
         with pytest.raises(UsageError) as caught:
             run(model_shell, cell)
@@ -151,8 +156,9 @@ def test_gpu_lock_pauses_generation_between_tokens(model_shell):
     magics = magics_of(model_shell)
     spec = magics.resolve(None)
     job = magics.backend.generate(
-        GenerationRequest(model=spec, prompt="Once upon a time", raw=True,
-                          sampling=SamplingParams(max_tokens=40))
+        GenerationRequest(
+            model=spec, prompt="Once upon a time", raw=True, sampling=SamplingParams(max_tokens=40)
+        )
     )
     tokens = 0
     while tokens < 3:
@@ -218,4 +224,6 @@ def test_probabilities_of_greedy_tokens(model_shell, capsys):
         assert 0 < math.exp(token.logprob) <= 1
     assert "temperature 0" in printed and "most likely at this step" in printed
     run(model_shell, "%%mlx -n 3\nHi")
-    assert all(token.logprob is None and token.top == [] for token in model_shell.user_ns["_mlx"].tokens)
+    assert all(
+        token.logprob is None and token.top == [] for token in model_shell.user_ns["_mlx"].tokens
+    )

@@ -4,8 +4,16 @@ from mlx_magic.engine.model_cache import WarmModel, WarmModelCache
 
 
 def entry(key, size):
-    return WarmModel(name=key, key=key, kind="text", model=object(), tokenizer=None,
-                     config={}, memory_bytes=size, load_s=0.1)
+    return WarmModel(
+        name=key,
+        key=key,
+        kind="text",
+        model=object(),
+        tokenizer=None,
+        config={},
+        memory_bytes=size,
+        load_s=0.1,
+    )
 
 
 def test_lru_eviction_respects_budget_and_releases():

@@ -63,8 +63,11 @@ def test_vision_notebook_shows_previews_before_streamed_answers(tiny_vlm, monkey
     assert len(with_images) == 6
     for cell in with_images:
         kinds = [o.output_type for o in cell.outputs]
-        previews = [i for i, o in enumerate(cell.outputs)
-                    if o.output_type == "display_data" and "image/png" in o.get("data", {})]
+        previews = [
+            i
+            for i, o in enumerate(cell.outputs)
+            if o.output_type == "display_data" and "image/png" in o.get("data", {})
+        ]
         streams = [i for i, kind in enumerate(kinds) if kind == "stream"]
         assert previews and streams and previews[0] < streams[0], cell.source
         preview = cell.outputs[previews[0]].data
@@ -91,9 +94,16 @@ def test_teaching_notebook_shows_probabilities_sweeps_and_an_untrained_model():
     probs = next(cell for cell in code if "--probs" in cell.source)
     html = "".join(o.get("data", {}).get("text/html", "") for o in probs.outputs)
     assert html.count('class="mlx-magic-token"') >= 3 and "Paris" in html
-    sweeps = [cell for cell in code if cell.source.startswith("%%mlx") and
-              (cell.source.count("--temp") > 1 or cell.source.count("--seed") > 1
-               or cell.source.count("-m ") > 1)]
+    sweeps = [
+        cell
+        for cell in code
+        if cell.source.startswith("%%mlx")
+        and (
+            cell.source.count("--temp") > 1
+            or cell.source.count("--seed") > 1
+            or cell.source.count("-m ") > 1
+        )
+    ]
     assert len(sweeps) == 3
     for cell in sweeps:
         datas = [o.get("data", {}) for o in cell.outputs if o.output_type == "display_data"]

@@ -20,14 +20,25 @@ def png_size(part):
 def test_each_image_travels_in_the_turn_that_sent_it():
     first, second = Image.new("RGB", (8, 6), "red"), Image.new("RGB", (5, 4), "blue")
     request = GenerationRequest(
-        model=SPEC, prompt="And this one?", system="Be brief.",
+        model=SPEC,
+        prompt="And this one?",
+        system="Be brief.",
         history=(("What is this?", "A red square."), ("Its colour?", "Red.")),
-        history_images=(1, 0), images=(first, second), image_keys=("a", "b"),
-        sampling=SamplingParams(max_tokens=7, seed=3))
+        history_images=(1, 0),
+        images=(first, second),
+        image_keys=("a", "b"),
+        sampling=SamplingParams(max_tokens=7, seed=3),
+    )
     body = request_body(request, "served-model", raw=False)
     messages = body["messages"]
-    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant",
-                                             "user"]
+    assert [m["role"] for m in messages] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+    ]
     turn_one, turn_two, own = messages[1]["content"], messages[3]["content"], messages[5]["content"]
     assert turn_one[0] == {"type": "text", "text": "What is this?"}
     assert [png_size(part) for part in turn_one[1:]] == [(8, 6)]
@@ -38,8 +49,9 @@ def test_each_image_travels_in_the_turn_that_sent_it():
 
 
 def test_a_raw_request_is_one_prompt_without_a_model_when_none_is_named():
-    request = GenerationRequest(model=SPEC, prompt="Go on", raw=True, system="S",
-                                history=(("Q", "A"),))
+    request = GenerationRequest(
+        model=SPEC, prompt="Go on", raw=True, system="S", history=(("Q", "A"),)
+    )
     body = request_body(request, None, raw=True)
     assert body["prompt"] == "S\n\nQ\n\nA\n\nGo on" and "model" not in body
     assert "messages" not in body
@@ -54,13 +66,20 @@ def test_one_line_collapses_whitespace_and_cuts():
 def test_dropping_the_oldest_turns_keeps_each_remaining_image_with_its_turn():
     first, second = Image.new("RGB", (8, 6)), Image.new("RGB", (5, 4))
     request = GenerationRequest(
-        model=SPEC, prompt="Now?", history=(("One?", "1."), ("Two?", "2.")),
-        history_images=(1, 1), images=(first, second))
+        model=SPEC,
+        prompt="Now?",
+        history=(("One?", "1."), ("Two?", "2.")),
+        history_images=(1, 1),
+        images=(first, second),
+    )
 
     def user_message(text, images):
         return {"role": "user", "content": text, "sizes": [image.size for image in images]}
 
     kept = request.chat_messages(user_message, history=request.history[1:])
     assert [(m["content"], m.get("sizes")) for m in kept] == [
-        ("Two?", [(5, 4)]), ("2.", None), ("Now?", [])]
+        ("Two?", [(5, 4)]),
+        ("2.", None),
+        ("Now?", []),
+    ]
     assert request.plain_prompt(request.history[1:]) == "Two?\n\n2.\n\nNow?"

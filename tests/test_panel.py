@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import mlx_magic
+
 from conftest import run
 
 pytestmark = pytest.mark.model
@@ -17,6 +18,7 @@ def wait(entry, seconds=120):
 
 def transcript_html(panel):
     """Every HTML value in the panel's transcript, however deeply nested."""
+
     def values(widget):
         value = getattr(widget, "value", None)
         if isinstance(value, str):
@@ -63,7 +65,9 @@ def test_stop_button_cancels(model_shell, tiny_llama):
 
 
 def test_vision_panel_lists_image_variables_and_sends_them(model_shell, tiny_vlm):
-    model_shell.user_ns["photo"] = (np.random.default_rng(1).random((40, 60, 3)) * 255).astype("uint8")
+    model_shell.user_ns["photo"] = (np.random.default_rng(1).random((40, 60, 3)) * 255).astype(
+        "uint8"
+    )
     model_shell.user_ns["not_an_image"] = [1, 2, 3]
     magics = model_shell.magics_manager.registry["MLXMagics"]
     magics.default_vision_model = str(tiny_vlm)
@@ -94,19 +98,30 @@ def test_panel_clicks_in_a_real_kernel(kernel):
     from kernel_helpers import execute, printed
 
     _, client = kernel
-    reply, messages = execute(client, "import mlx_magic\np = mlx_magic.panel(conversation='clicks')")
+    reply, messages = execute(
+        client, "import mlx_magic\np = mlx_magic.panel(conversation='clicks')"
+    )
     assert reply["status"] == "ok"
-    assert any("application/vnd.jupyter.widget-view+json" in m["content"].get("data", {})
-               for m in messages if m["msg_type"] == "display_data")
-    execute(client, "p.max_tokens.value = 10\np.prompt.value = 'What is the capital of France?'\n"
-                    "p.send_button.click()\nentry = p.running")
+    assert any(
+        "application/vnd.jupyter.widget-view+json" in m["content"].get("data", {})
+        for m in messages
+        if m["msg_type"] == "display_data"
+    )
+    execute(
+        client,
+        "p.max_tokens.value = 10\np.prompt.value = 'What is the capital of France?'\n"
+        "p.send_button.click()\nentry = p.running",
+    )
     assert printed(client, "entry.done.wait(120)") == "True"
     assert printed(client, "entry.state") == "done"
     assert "Paris" in printed(client, "entry.result.text")
     assert printed(client, "len(p.transcript.children)") == "2"  # the question and the answer
-    execute(client, "p.max_tokens.value = 300\np.prompt.value = 'Write a long essay about Rome.'\n"
-                    "p.send_button.click()\nlong = p.running\nimport time; time.sleep(3)\n"
-                    "p.stop_button.click()")
+    execute(
+        client,
+        "p.max_tokens.value = 300\np.prompt.value = 'Write a long essay about Rome.'\n"
+        "p.send_button.click()\nlong = p.running\nimport time; time.sleep(3)\n"
+        "p.stop_button.click()",
+    )
     assert printed(client, "long.done.wait(60)") == "True"
     assert printed(client, "long.state") == "cancelled"
     assert printed(client, "p.send_button.disabled") == "False"

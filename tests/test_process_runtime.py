@@ -62,8 +62,9 @@ def runtime():
 
 
 def request(spec, prompt="Tell me about dogs.", max_tokens=48, **kwargs):
-    return GenerationRequest(model=spec, prompt=prompt,
-                             sampling=SamplingParams(max_tokens=max_tokens), **kwargs)
+    return GenerationRequest(
+        model=spec, prompt=prompt, sampling=SamplingParams(max_tokens=max_tokens), **kwargs
+    )
 
 
 def collect(job, timeout=120.0):
@@ -125,8 +126,13 @@ def test_greedy_answers_match_thread_mode(runtime, tiny):
     requests = [
         request(tiny, "Tell me about dogs.", 64),
         request(tiny, "Once upon a time", 40, raw=True),
-        request(tiny, "And cats?", 32, system="Be brief.",
-                history=(("Tell me about dogs.", "Dogs bark."),)),
+        request(
+            tiny,
+            "And cats?",
+            32,
+            system="Be brief.",
+            history=(("Tell me about dogs.", "Dogs bark."),),
+        ),
         request(tiny, "Probabilities, please.", 12, top_logprobs=3),
     ]
     expected = thread_answers(requests)
@@ -145,8 +151,10 @@ def test_greedy_answers_match_thread_mode(runtime, tiny):
 def test_generate_together_interleaves_in_the_worker(runtime, tiny):
     from mlx_magic.runtime.thread import ThreadRuntime
 
-    requests = [request(tiny, "Tell me about dogs.", 30),
-                request(tiny, "Tell me about cats.", 20, raw=True)]
+    requests = [
+        request(tiny, "Tell me about dogs.", 30),
+        request(tiny, "Tell me about cats.", 20, raw=True),
+    ]
     local = ThreadRuntime(8 * GB)
     try:
         want = [collect(job) for job in local.generate_together(requests)]
@@ -176,8 +184,10 @@ def test_greedy_smollm2_matches_thread_mode_with_non_ascii(runtime, capsys):
         assert last.stats["prompt_tokens"] == want_last.stats["prompt_tokens"]
     assert "Paris" in "".join(c.text for c in expected[0][0])
     with capsys.disabled():
-        print(f"\n[SmolLM2: {last.stats['generation_tokens']} tokens at "
-              f"{last.stats['generation_tps']:.1f} tok/s in {messages} pipe messages]")
+        print(
+            f"\n[SmolLM2: {last.stats['generation_tokens']} tokens at "
+            f"{last.stats['generation_tps']:.1f} tok/s in {messages} pipe messages]"
+        )
 
 
 def test_frames_survive_stray_bytes_and_broken_frames():
@@ -186,9 +196,12 @@ def test_frames_survive_stray_bytes_and_broken_frames():
     garbage = []
     stream = io.BytesIO(
         b"hello from a C library\n"
-        + b"junk before a frame " + rpc.frame({"jsonrpc": "2.0", "method": "a"})
-        + rpc.MAGIC + b"{not json\n"
-        + rpc.MAGIC + b"[1, 2]\n"
+        + b"junk before a frame "
+        + rpc.frame({"jsonrpc": "2.0", "method": "a"})
+        + rpc.MAGIC
+        + b"{not json\n"
+        + rpc.MAGIC
+        + b"[1, 2]\n"
         + rpc.frame({"jsonrpc": "2.0", "id": 7, "result": "Grüße \u2028 東京"})
         + b"trailing junk without a newline"
     )
@@ -216,12 +229,14 @@ def test_tokens_cross_the_pipe_in_batches(runtime, tiny, capsys):
     # At most 32 tokens per message (and at least one message per 0.2 s).
     assert tokens / 32 <= messages < tokens / 8, (tokens, messages)
     with capsys.disabled():
-        print(f"\n[pipe: {tokens} tokens at {last.stats['generation_tps']:.0f} tok/s in "
-              f"{messages} messages, {messages / took:.1f} messages/s]")
+        print(
+            f"\n[pipe: {tokens} tokens at {last.stats['generation_tps']:.0f} tok/s in "
+            f"{messages} messages, {messages / took:.1f} messages/s]"
+        )
 
 
 def test_non_ascii_and_megabyte_messages_round_trip(runtime, tiny):
-    text = "Grüße, 東京, naïve café — 🚀\u2028\u0000 \ud800 \"quotes\" \\ \n\t"
+    text = 'Grüße, 東京, naïve café — 🚀\u2028\u0000 \ud800 "quotes" \\ \n\t'
     big = (text + "The quick brown fox. " * 7) * (1_000_000 // 200)
     assert len(big.encode("utf-8", "surrogatepass")) > 1_000_000
     sent = request(tiny, big, 1, system=text, history=((text, text),), raw=True)
@@ -235,10 +250,15 @@ def test_megabyte_prompt_reaches_the_worker_and_cancels_in_prefill(runtime, tiny
     # it is cancelled, between two prefill chunks.
     prompt = "The quick brown fox jumps over the lazy dog, Grüße 東京. " * 17_000
     assert len(prompt.encode()) > 1_000_000
-    job = runtime.generate(GenerationRequest(
-        model=tiny, prompt=prompt, raw=True, sampling=SamplingParams(max_tokens=1),
-        prefix_cache=PrefixCacheSettings(enabled=False),
-    ))
+    job = runtime.generate(
+        GenerationRequest(
+            model=tiny,
+            prompt=prompt,
+            raw=True,
+            sampling=SamplingParams(max_tokens=1),
+            prefix_cache=PrefixCacheSettings(enabled=False),
+        )
+    )
     deadline = time.monotonic() + 60
     while not isinstance(job.next_event(0.5), ModelReady):
         assert time.monotonic() < deadline
@@ -313,15 +333,20 @@ def test_kill_9_mid_stream_ten_times(tiny, capsys):
     finally:
         runtime.stop()
     with capsys.disabled():
-        print(f"\n[kill -9: detected in {min(detect) * 1000:.0f}–{max(detect) * 1000:.0f} ms; "
-              f"next answer (new worker, model loaded) after "
-              f"{min(recover):.2f}–{max(recover):.2f} s]")
+        print(
+            f"\n[kill -9: detected in {min(detect) * 1000:.0f}–{max(detect) * 1000:.0f} ms; "
+            f"next answer (new worker, model loaded) after "
+            f"{min(recover):.2f}–{max(recover):.2f} s]"
+        )
 
 
-@pytest.mark.parametrize("sig, words", [
-    (signal.SIGSEGV, "SIGSEGV (segmentation fault)"),
-    (signal.SIGABRT, "aborted (SIGABRT)"),
-])
+@pytest.mark.parametrize(
+    "sig, words",
+    [
+        (signal.SIGSEGV, "SIGSEGV (segmentation fault)"),
+        (signal.SIGABRT, "aborted (SIGABRT)"),
+    ],
+)
 def test_crash_names_the_signal(runtime, tiny, sig, words):
     job = runtime.generate(request(tiny, max_tokens=4000))
     first_chunk(job)
@@ -342,8 +367,13 @@ def test_exit_code_is_named_and_calls_fail_cleanly(runtime, tiny):
 
 
 def test_hung_worker_is_killed_and_replaced(tiny, capsys):
-    runtime = ProcessRuntime(8 * GB, env=hooks_env("debug"), ping_interval_s=0.2,
-                             idle_ping_timeout_s=1.0, busy_ping_timeout_s=1.0)
+    runtime = ProcessRuntime(
+        8 * GB,
+        env=hooks_env("debug"),
+        ping_interval_s=0.2,
+        idle_ping_timeout_s=1.0,
+        busy_ping_timeout_s=1.0,
+    )
     try:
         run_ok(runtime, request(tiny, max_tokens=4))
         pid = runtime.pid
@@ -428,8 +458,9 @@ def test_the_worker_exits_when_the_kernel_dies(tiny_llama):
         print(runtime.pid, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == -signal.SIGKILL
     pid = int(out.stdout.strip())
     deadline = time.monotonic() + 10
@@ -462,7 +493,9 @@ def test_stop_during_a_job_shuts_the_worker_down_cleanly(tiny):
     _, last, _ = collect(job, timeout=5)
     assert isinstance(last, Finished) and last.finish_reason == "cancelled"
     assert not [t for t in worker.threads if t.is_alive()]
-    assert not [t for t in threading.enumerate() if t.name.startswith(f"mlx_magic-worker-{process.pid}")]
+    assert not [
+        t for t in threading.enumerate() if t.name.startswith(f"mlx_magic-worker-{process.pid}")
+    ]
 
 
 # ---- the kernel side never imports MLX ----------------------------------------------------------
@@ -486,8 +519,9 @@ def test_the_kernel_process_never_imports_mlx(tiny_llama):
         runtime.stop()
         print(sorted(m for m in sys.modules if m.split(".")[0] in ("mlx", "mlx_lm", "mlx_vlm")))
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 

@@ -8,21 +8,88 @@ import threading
 
 import mlx_magic
 
-TRAITS = ['aliases', 'api_key_env', 'default_model', 'default_vision_model', 'endpoints',
-          'max_images', 'max_tokens', 'memory_budget_gb', 'prefix_cache', 'prefix_cache_entries',
-          'prefix_cache_gb', 'runtime', 'short_errors', 'stream_interval_ms', 'system_prompt',
-          'temperature', 'top_p']
-TEXT_FLAGS = ['--background', '--chat', '--error', '--format', '--max-tokens', '--min-p',
-              '--model', '--no-interpolate', '--out', '--probs', '--raw', '--repetition-penalty',
-              '--seed', '--system', '--temp', '--top-k', '--top-p', '-b', '-c', '-f', '-m', '-n',
-              '-o', '-s']
-COMMANDS = ['load', 'unload', 'models', 'status', 'cache', 'chat', 'stats', 'jobs', 'cancel',
-            'wait', 'panel', 'runtime', 'restart', 'connect', 'disconnect', 'bench']
-CSS_CLASSES = ['mlx-magic-answer', 'mlx-magic-columns', 'mlx-magic-footer', 'mlx-magic-notice',
-               'mlx-magic-preview', 'mlx-magic-previews', 'mlx-magic-probs', 'mlx-magic-result',
-               'mlx-magic-status', 'mlx-magic-text', 'mlx-magic-token']
-ENVIRONMENT = ['MLX_MAGIC_CACHE', 'MLX_MAGIC_DEFAULT_MODEL', 'MLX_MAGIC_DEFAULT_VISION_MODEL',
-               'MLX_MAGIC_WORKER_TEST_HOOKS']
+TRAITS = [
+    "aliases",
+    "api_key_env",
+    "default_model",
+    "default_vision_model",
+    "endpoints",
+    "max_images",
+    "max_tokens",
+    "memory_budget_gb",
+    "prefix_cache",
+    "prefix_cache_entries",
+    "prefix_cache_gb",
+    "runtime",
+    "short_errors",
+    "stream_interval_ms",
+    "system_prompt",
+    "temperature",
+    "top_p",
+]
+TEXT_FLAGS = [
+    "--background",
+    "--chat",
+    "--error",
+    "--format",
+    "--max-tokens",
+    "--min-p",
+    "--model",
+    "--no-interpolate",
+    "--out",
+    "--probs",
+    "--raw",
+    "--repetition-penalty",
+    "--seed",
+    "--system",
+    "--temp",
+    "--top-k",
+    "--top-p",
+    "-b",
+    "-c",
+    "-f",
+    "-m",
+    "-n",
+    "-o",
+    "-s",
+]
+COMMANDS = [
+    "load",
+    "unload",
+    "models",
+    "status",
+    "cache",
+    "chat",
+    "stats",
+    "jobs",
+    "cancel",
+    "wait",
+    "panel",
+    "runtime",
+    "restart",
+    "connect",
+    "disconnect",
+    "bench",
+]
+CSS_CLASSES = [
+    "mlx-magic-answer",
+    "mlx-magic-columns",
+    "mlx-magic-footer",
+    "mlx-magic-notice",
+    "mlx-magic-preview",
+    "mlx-magic-previews",
+    "mlx-magic-probs",
+    "mlx-magic-result",
+    "mlx-magic-status",
+    "mlx-magic-text",
+    "mlx-magic-token",
+]
+ENVIRONMENT = [
+    "MLX_MAGIC_CACHE",
+    "MLX_MAGIC_DEFAULT_MODEL",
+    "MLX_MAGIC_DEFAULT_VISION_MODEL",
+    "MLX_MAGIC_WORKER_TEST_HOOKS",
+]
 
 
 def option_strings(method):
@@ -30,8 +97,13 @@ def option_strings(method):
 
 
 def test_package_exports():
-    assert sorted(mlx_magic.__all__) == ["MLXMagics", "gpu_lock", "load_ipython_extension",
-                                         "panel", "unload_ipython_extension"]
+    assert sorted(mlx_magic.__all__) == [
+        "MLXMagics",
+        "gpu_lock",
+        "load_ipython_extension",
+        "panel",
+        "unload_ipython_extension",
+    ]
     from mlx_magic.engine import stepping, text_generation, vision_generation
     from mlx_magic.runtime import thread
 
@@ -65,9 +137,18 @@ def test_result_attributes():
     assert {"text", "prompt", "model", "finish_reason", "stats", "tokens", "data"} <= names
     assert hasattr(MLXResult, "footer")
     stats = {f.name for f in dataclasses.fields(GenerationStats)}
-    assert {"prompt_tokens", "cached_prompt_tokens", "prompt_tps", "generation_tokens",
-            "generation_tps", "ttft_s", "peak_memory_gb", "load_s", "warm",
-            "dropped_turns"} <= stats
+    assert {
+        "prompt_tokens",
+        "cached_prompt_tokens",
+        "prompt_tps",
+        "generation_tokens",
+        "generation_tps",
+        "ttft_s",
+        "peak_memory_gb",
+        "load_s",
+        "warm",
+        "dropped_turns",
+    } <= stats
 
 
 def test_documented_modules_and_names():
@@ -104,12 +185,21 @@ def test_css_classes_and_environment_variables_are_still_used():
 
 def test_entry_points_answer_help():
     for module in ("mlx_magic", "mlx_magic.bench"):
-        out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
-                             text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120
+        )
         assert out.returncode == 0, (module, out.stderr)
-    out = subprocess.run([sys.executable, "-m", "mlx_magic", "install-kernel", "--help"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "mlx_magic", "install-kernel", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0 and "--sys-prefix" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "mlx_magic.tiny_models", "--help"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "mlx_magic.tiny_models", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and "llama" in out.stdout

@@ -17,6 +17,7 @@ import urllib.request
 
 import pytest
 
+from mlx_magic.runtime.remote.runtime import RemoteRuntime, RemoteServerError
 from mlx_magic.runtime.values import (
     Failed,
     Finished,
@@ -27,7 +28,6 @@ from mlx_magic.runtime.values import (
     SamplingParams,
     TokenChunk,
 )
-from mlx_magic.runtime.remote.runtime import RemoteRuntime, RemoteServerError
 
 KEY_VARIABLE = "MLX_MAGIC_TEST_API_KEY"
 KEY = "sk-test-5up3r-s3cr3t-9f8e7d"
@@ -88,9 +88,20 @@ def lm_server(tiny_llama, tmp_path_factory):
     # An empty Hub cache, so that GET /v1/models lists just the served model.
     (folder / "hub").mkdir()
     process, url = start_server(
-        [sys.executable, "-m", "mlx_lm.server", "--model", str(tiny_llama),
-         "--host", "127.0.0.1", "--port", str(free_port())],
-        folder / "server.log", "/v1/models", {"HF_HUB_CACHE": str(folder / "hub")},
+        [
+            sys.executable,
+            "-m",
+            "mlx_lm.server",
+            "--model",
+            str(tiny_llama),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(free_port()),
+        ],
+        folder / "server.log",
+        "/v1/models",
+        {"HF_HUB_CACHE": str(folder / "hub")},
     )
     yield url
     end_server(process)
@@ -101,13 +112,19 @@ def tiny_spec(folder):
 
 
 def embedded_like_spec():
-    return ModelSpec(name="smollm2", key="/nowhere/SmolLM2.gguf", path="/nowhere",
-                     source="embedded", gguf="/nowhere/SmolLM2.gguf")
+    return ModelSpec(
+        name="smollm2",
+        key="/nowhere/SmolLM2.gguf",
+        path="/nowhere",
+        source="embedded",
+        gguf="/nowhere/SmolLM2.gguf",
+    )
 
 
 def request(spec, prompt="Tell me about dogs.", max_tokens=24, **kwargs):
-    return GenerationRequest(model=spec, prompt=prompt,
-                             sampling=SamplingParams(max_tokens=max_tokens), **kwargs)
+    return GenerationRequest(
+        model=spec, prompt=prompt, sampling=SamplingParams(max_tokens=max_tokens), **kwargs
+    )
 
 
 def collect(job, timeout=60.0):
@@ -157,12 +174,14 @@ def test_streams_a_chat_completion_from_mlx_lm_server(lm_server, tiny_llama):
 def test_default_model_is_the_servers_and_raw_uses_completions(lm_server, tiny_llama):
     runtime = RemoteRuntime(lm_server)
     try:
-        chunks, chat, others = collect(runtime.generate(
-            request(embedded_like_spec(), "Once upon a time", 16)))
+        chunks, chat, others = collect(
+            runtime.generate(request(embedded_like_spec(), "Once upon a time", 16))
+        )
         assert isinstance(chat, Finished), chat
         assert others[0].model == str(tiny_llama)  # the one model GET /v1/models lists
-        chunks, last, _ = collect(runtime.generate(
-            request(embedded_like_spec(), "Once upon a time", 16, raw=True)))
+        chunks, last, _ = collect(
+            runtime.generate(request(embedded_like_spec(), "Once upon a time", 16, raw=True))
+        )
         assert isinstance(last, Finished) and last.stats["generation_tokens"] == 16
         assert len(chunks) > 3
         # No chat template around the text.
@@ -201,8 +220,9 @@ def test_a_dead_url_fails_in_one_line_without_credentials():
     try:
         _, last, _ = collect(runtime.generate(request(embedded_like_spec())))
         assert isinstance(last, Failed) and last.user_error
-        assert last.message == (f"http://127.0.0.1:{port}: connection refused "
-                                "(is the server running?)")
+        assert last.message == (
+            f"http://127.0.0.1:{port}: connection refused (is the server running?)"
+        )
         for text in (last.message, repr(last), repr(runtime), str(runtime.status())):
             assert "hunter2" not in text and "bob" not in text
         with pytest.raises(RemoteServerError, match="connection refused"):
@@ -278,8 +298,11 @@ def test_http_errors_and_timeouts_are_one_line(recorder):
     try:
         for mode, expected in [
             ("404", f"{recorder.url} answered HTTP 404 Not Found: model 'x' not found"),
-            ("500", f"{recorder.url} answered HTTP 500 Internal Server Error: "
-                    "out of memory while loading"),
+            (
+                "500",
+                f"{recorder.url} answered HTTP 500 Internal Server Error: "
+                "out of memory while loading",
+            ),
             ("slow", f"{recorder.url}: no first token within 0.5 s"),
         ]:
             recorder.mode = mode
@@ -320,8 +343,9 @@ def test_images_go_as_png_data_uris_in_content_parts(recorder):
     runtime = RemoteRuntime(recorder.url)
     try:
         spec = ModelSpec(name="v", key="v", path="v", kind="vision", source="remote")
-        _, last, _ = collect(runtime.generate(request(spec, "What is this?", images=(image,),
-                                                      system="Be brief.")))
+        _, last, _ = collect(
+            runtime.generate(request(spec, "What is this?", images=(image,), system="Be brief."))
+        )
         assert isinstance(last, Finished)
         body = recorder.requests[-1][3]
         assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
@@ -331,7 +355,7 @@ def test_images_go_as_png_data_uris_in_content_parts(recorder):
         assert picture["type"] == "image_url"
         prefix = "data:image/png;base64,"
         assert picture["image_url"]["url"].startswith(prefix)
-        sent = Image.open(io.BytesIO(base64.b64decode(picture["image_url"]["url"][len(prefix):])))
+        sent = Image.open(io.BytesIO(base64.b64decode(picture["image_url"]["url"][len(prefix) :])))
         assert sent.size == (8, 6) and sent.convert("RGB").getpixel((0, 0)) == (250, 10, 20)
     finally:
         runtime.stop()
@@ -345,17 +369,29 @@ def test_vision_through_mlx_vlm_server(tiny_vlm, tmp_path):
     from PIL import Image
 
     process, url = start_server(
-        [sys.executable, "-m", "mlx_vlm.server", "--model", str(tiny_vlm),
-         "--host", "127.0.0.1", "--port", str(free_port())],
-        tmp_path / "vlm.log", "/health",
+        [
+            sys.executable,
+            "-m",
+            "mlx_vlm.server",
+            "--model",
+            str(tiny_vlm),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(free_port()),
+        ],
+        tmp_path / "vlm.log",
+        "/health",
     )
     runtime = RemoteRuntime(url)
     try:
-        spec = ModelSpec(name="tiny-vlm", key=str(tiny_vlm), path=str(tiny_vlm), kind="vision",
-                         source="folder")
+        spec = ModelSpec(
+            name="tiny-vlm", key=str(tiny_vlm), path=str(tiny_vlm), kind="vision", source="folder"
+        )
         image = Image.new("RGB", (64, 64), (200, 30, 30))
-        chunks, with_image, _ = collect(runtime.generate(
-            request(spec, "Describe this image.", 12, images=(image,))))
+        chunks, with_image, _ = collect(
+            runtime.generate(request(spec, "Describe this image.", 12, images=(image,)))
+        )
         assert isinstance(with_image, Finished), with_image
         assert len(chunks) > 3 and with_image.stats["generation_tokens"] == 12
         _, text_only, _ = collect(runtime.generate(request(spec, "Describe this image.", 12)))
@@ -438,7 +474,8 @@ def test_a_silent_stream_is_cut_after_the_idle_timeout(recorder):
         assert "".join(c.text for c in chunks) == "Hello, wörld"
         assert notices(others) == [
             f"The stream from {recorder.url} was cut after 3 tokens: nothing came for 0.5 s; "
-            "the partial answer is kept (not retried)"]
+            "the partial answer is kept (not retried)"
+        ]
     finally:
         runtime.stop()
 
@@ -463,7 +500,10 @@ def test_failures_before_the_first_token_go_to_another_url(recorder):
         ]
         stats = runtime.endpoint_stats()
         assert [(r["requests"], r["failed"], r["completed"], r["healthy"]) for r in stats] == [
-            (1, 1, 0, False), (1, 1, 0, False), (1, 0, 1, True)]
+            (1, 1, 0, False),
+            (1, 1, 0, False),
+            (1, 0, 1, True),
+        ]
         assert stats[0]["last_error"].startswith(closing.url)
         assert 50 < stats[0]["next_probe_in_s"] <= 60
         status = runtime.status().kind
@@ -488,8 +528,9 @@ def test_a_failing_url_is_probed_again_and_comes_back(recorder):
             time.sleep(0.05)
         assert [r[1] for r in flaky.requests if r[0] == "GET"] == ["/v1/models"]
         # Side by side: the two jobs go to the two URLs, one each.
-        jobs = runtime.generate_together([request(tiny_spec_named("a")),
-                                          request(tiny_spec_named("b"))])
+        jobs = runtime.generate_together(
+            [request(tiny_spec_named("a")), request(tiny_spec_named("b"))]
+        )
         ends = [collect(job)[1] for job in jobs]
         assert sorted(end.stats["remote_url"] for end in ends) == sorted([flaky.url, recorder.url])
     finally:
@@ -508,9 +549,11 @@ def test_every_server_down_fails_in_one_line_within_the_connect_timeout():
     dead = [f"http://bob:hunter2@127.0.0.1:{free_port()}" for _ in range(2)]
     shown = [url.replace("bob:hunter2@", "") for url in dead]
     runtime = RemoteRuntime([dead[0], hole_url, dead[1]], connect_timeout_s=1.0)
-    expected = {f"{shown[0]}: connection refused (is the server running?)",
-                f"{hole_url}: could not connect within 1 s",
-                f"{shown[1]}: connection refused (is the server running?)"}
+    expected = {
+        f"{shown[0]}: connection refused (is the server running?)",
+        f"{hole_url}: could not connect within 1 s",
+        f"{shown[1]}: connection refused (is the server running?)",
+    }
     try:
         # The first request tries each URL in turn; the second finds them all
         # failing and probes them in parallel: either way about 1 s.
@@ -521,7 +564,7 @@ def test_every_server_down_fails_in_one_line_within_the_connect_timeout():
             assert isinstance(last, Failed) and last.user_error
             assert "\n" not in last.message and "hunter2" not in last.message
             assert last.message.startswith("No server answered: ")
-            assert set(last.message[len("No server answered: "):].split("; ")) == expected
+            assert set(last.message[len("No server answered: ") :].split("; ")) == expected
             assert 0.9 < took < 2.0, took
         assert all(not row["healthy"] for row in runtime.endpoint_stats())
     finally:
@@ -567,9 +610,21 @@ def smollm(tmp_path_factory):
         for number in range(2):
             port = free_port()
             log = folder / f"server{number}.log"
-            process = launch([sys.executable, "-m", "mlx_lm.server", "--model", spec.path,
-                              "--host", "127.0.0.1", "--port", str(port)],
-                             log, {"HF_HUB_CACHE": str(folder / "hub")})
+            process = launch(
+                [
+                    sys.executable,
+                    "-m",
+                    "mlx_lm.server",
+                    "--model",
+                    spec.path,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                log,
+                {"HF_HUB_CACHE": str(folder / "hub")},
+            )
             servers.append((process, f"http://127.0.0.1:{port}", log))
         for process, url, log in servers:
             wait_ready(process, url, "/v1/models", log)
@@ -588,8 +643,9 @@ def smollm(tmp_path_factory):
 
 def warm_up(url):
     body = json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1})
-    ask = urllib.request.Request(url + "/v1/chat/completions", body.encode(),
-                                 {"Content-Type": "application/json"})
+    ask = urllib.request.Request(
+        url + "/v1/chat/completions", body.encode(), {"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(ask, timeout=120) as answer:
         answer.read()
 
@@ -634,10 +690,13 @@ def test_eight_requests_spread_over_two_servers(smollm):
     runtime = RemoteRuntime(urls)
     try:
         started = time.monotonic()
-        together = runtime.generate_together([request(spec, "Name a color.", 4),
-                                              request(spec, "Name an animal.", 4)])
-        jobs = together + [runtime.generate(request(spec, f"Say a word that rhymes with {w}.", 4))
-                           for w in ["cat", "dog", "sun", "tree", "day", "night"]]
+        together = runtime.generate_together(
+            [request(spec, "Name a color.", 4), request(spec, "Name an animal.", 4)]
+        )
+        jobs = together + [
+            runtime.generate(request(spec, f"Say a word that rhymes with {w}.", 4))
+            for w in ["cat", "dog", "sun", "tree", "day", "night"]
+        ]
         assert runtime.status().queued + runtime.status().busy >= 6
         results = [collect(job, 180) for job in jobs]
         took = time.monotonic() - started
@@ -650,11 +709,17 @@ def test_eight_requests_spread_over_two_servers(smollm):
         assert [row["requests"] for row in stats] == [answered.count(url) for url in urls]
         assert sum(row["requests"] for row in stats) == 8
         assert min(row["requests"] for row in stats) >= 2, stats  # least busy first
-        assert all(row["completed"] == row["requests"] and row["healthy"]
-                   and row["in_flight"] == 0 and row["failed"] == row["cut"] == 0
-                   for row in stats)
-        print(f"\n8 requests over 2 servers: {took:.1f} s, "
-              f"{[row['requests'] for row in stats]} per server")
+        assert all(
+            row["completed"] == row["requests"]
+            and row["healthy"]
+            and row["in_flight"] == 0
+            and row["failed"] == row["cut"] == 0
+            for row in stats
+        )
+        print(
+            f"\n8 requests over 2 servers: {took:.1f} s, "
+            f"{[row['requests'] for row in stats]} per server"
+        )
     finally:
         runtime.stop()
 
@@ -671,8 +736,10 @@ def test_killing_a_server_mid_run_finishes_through_the_other(smollm):
     runtime = RemoteRuntime(urls, max_in_flight=2, probe_after_s=0.5)
     try:
         lengths = [2, 2, 6, 6, 2, 2, 6, 6]
-        jobs = [runtime.generate(request(spec, f"Name a fruit, number {i}.", n))
-                for i, n in enumerate(lengths)]
+        jobs = [
+            runtime.generate(request(spec, f"Name a fruit, number {i}.", n))
+            for i, n in enumerate(lengths)
+        ]
         deadline = time.monotonic() + 120
         victim = None
         while victim is None:
@@ -696,8 +763,9 @@ def test_killing_a_server_mid_run_finishes_through_the_other(smollm):
         for _, last, _ in results:
             assert isinstance(last, Finished), last  # nothing failed
         cut = [r for r in results if r[1].finish_reason == "cut"]
-        retried = [r for r in results
-                   if any("trying another server" in text for text in notices(r[2]))]
+        retried = [
+            r for r in results if any("trying another server" in text for text in notices(r[2]))
+        ]
         assert len(cut) == lost["cut"] == 1
         assert len(retried) == lost["failed"] == at_kill["in_flight"] - 1 >= 1
         for chunks, last, others in cut:
@@ -705,7 +773,8 @@ def test_killing_a_server_mid_run_finishes_through_the_other(smollm):
             assert last.stats["generation_tokens"] == len(chunks)
             [notice] = notices(others)
             assert notice.startswith(
-                f"The stream from {victim} was cut after {len(chunks)} tokens: ")
+                f"The stream from {victim} was cut after {len(chunks)} tokens: "
+            )
         for chunks, last, others in retried:
             assert last.stats["remote_url"] == survivor and text_of(chunks)
             assert last.finish_reason in ("stop", "length")
@@ -714,9 +783,11 @@ def test_killing_a_server_mid_run_finishes_through_the_other(smollm):
         assert lost["completed"] + kept["completed"] == 8 - len(cut)
         assert not lost["healthy"] and lost["in_flight"] == 0 and kept["healthy"]
         retry_ttft = [last.stats["ttft_s"] for _, last, _ in retried]
-        print(f"\nkilled {victim} with {at_kill['in_flight']} in flight "
-              f"({at_kill['streaming']} streaming); its requests ended {noticed_s * 1000:.0f} ms "
-              f"later; retried first token after {retry_ttft} s on {survivor}")
+        print(
+            f"\nkilled {victim} with {at_kill['in_flight']} in flight "
+            f"({at_kill['streaming']} streaming); its requests ended {noticed_s * 1000:.0f} ms "
+            f"later; retried first token after {retry_ttft} s on {survivor}"
+        )
         # Later requests go straight to the survivor.
         _, last, others = collect(runtime.generate(request(spec, "Name a fruit.", 2)), 60)
         assert last.stats["remote_url"] == survivor and not notices(others)

@@ -33,8 +33,10 @@ def test_sampling_sweep_is_repeatable_per_seed(model_shell, tiny_llama):
     second = [r.text for r in model_shell.user_ns["_mlx"]]
     assert first == second
     assert first[0] != first[1]
-    assert [r.model for r in model_shell.user_ns["_mlx"]] == ["tiny-llama · seed 1",
-                                                               "tiny-llama · seed 2"]
+    assert [r.model for r in model_shell.user_ns["_mlx"]] == [
+        "tiny-llama · seed 1",
+        "tiny-llama · seed 2",
+    ]
 
 
 def test_side_by_side_refuses_chat_and_too_many_columns(model_shell, tiny_llama):
@@ -49,24 +51,40 @@ def test_side_by_side_refuses_chat_and_too_many_columns(model_shell, tiny_llama)
 def test_columns_stream_as_widgets_and_end_as_static_html(tiny_llama):
     with running_kernel("%load_ext mlx_magic") as (_, client):
         reply, messages = execute(
-            client, f"%%mlx -m {tiny_llama} -n 300 --temp 1.0 --seed 1 --seed 2 --raw\nOnce")
+            client, f"%%mlx -m {tiny_llama} -n 300 --temp 1.0 --seed 1 --seed 2 --raw\nOnce"
+        )
         assert reply["status"] == "ok"
-        widget_views = [d for d in displays(messages)
-                        if "application/vnd.jupyter.widget-view+json" in d]
+        widget_views = [
+            d for d in displays(messages) if "application/vnd.jupyter.widget-view+json" in d
+        ]
         assert len(widget_views) == 1  # one box of columns
-        updates = [m for m in messages if m["msg_type"] == "comm_msg"
-                   and "mlx-magic-text" in str(m["content"]["data"].get("state", {}))]
+        updates = [
+            m
+            for m in messages
+            if m["msg_type"] == "comm_msg"
+            and "mlx-magic-text" in str(m["content"]["data"].get("state", {}))
+        ]
         assert len(updates) >= 2
         # Both columns stream before either finishes: two different text
         # widgets are updated before the first footer appears.
         comm_msgs = [m for m in messages if m["msg_type"] == "comm_msg"]
-        first_footer = next(i for i, m in enumerate(comm_msgs)
-                            if "mlx-magic-footer" in str(m["content"]["data"].get("state", {})))
-        early = {m["content"]["comm_id"] for m in comm_msgs[:first_footer]
-                 if "mlx-magic-text" in str(m["content"]["data"].get("state", {}))}
+        first_footer = next(
+            i
+            for i, m in enumerate(comm_msgs)
+            if "mlx-magic-footer" in str(m["content"]["data"].get("state", {}))
+        )
+        early = {
+            m["content"]["comm_id"]
+            for m in comm_msgs[:first_footer]
+            if "mlx-magic-text" in str(m["content"]["data"].get("state", {}))
+        }
         assert len(early) >= 2
-        static = [m["content"]["data"] for m in messages if m["msg_type"] == "update_display_data"
-                  and "mlx-magic-columns" in m["content"]["data"].get("text/html", "")]
+        static = [
+            m["content"]["data"]
+            for m in messages
+            if m["msg_type"] == "update_display_data"
+            and "mlx-magic-columns" in m["content"]["data"].get("text/html", "")
+        ]
         assert len(static) == 1  # the live box is replaced in place
         texts = printed(client, "[r.text for r in _mlx]")
         for text in eval(texts):

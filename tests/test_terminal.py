@@ -34,9 +34,19 @@ def ipython(tmp_path_factory):
     )
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit",
-         "--HistoryManager.hist_file=:memory:", "--TerminalInteractiveShell.term_title=False"],
-        env=env, encoding="utf-8", timeout=60, dimensions=(40, 200),
+        [
+            "-m",
+            "IPython",
+            "--no-banner",
+            "--colors=NoColor",
+            "--no-confirm-exit",
+            "--HistoryManager.hist_file=:memory:",
+            "--TerminalInteractiveShell.term_title=False",
+        ],
+        env=env,
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(40, 200),
     )
     try:
         child.expect(r"In \[1\]:")
@@ -96,7 +106,9 @@ def test_tokens_stream_into_the_terminal_then_the_footer(ipython):
     assert "Paris" in answer
     # Streamed: the answer grew over several reads before the footer was printed.
     before_footer = [answer_part(text) for _, text in reads if not FOOTER.search(text)]
-    growing = [text for i, text in enumerate(before_footer) if text and text != before_footer[i - 1]]
+    growing = [
+        text for i, text in enumerate(before_footer) if text and text != before_footer[i - 1]
+    ]
     assert len(growing) >= 2, before_footer
     assert all(answer.startswith(part) for part in growing)
     assert len(growing[0]) < len(answer)

@@ -59,9 +59,7 @@ def generate(vlm, images, max_tokens=8):
     model, processor, _ = vlm
     prompt = chat_prompt(vlm, len(images))
     return list(
-        mlx_vlm.stream_generate(
-            model, processor, prompt, image=images, max_tokens=max_tokens
-        )
+        mlx_vlm.stream_generate(model, processor, prompt, image=images, max_tokens=max_tokens)
     )
 
 
@@ -220,16 +218,14 @@ def test_chat_template_places_image_tokens(vlm):
     assert n_image > 0
     # One <|image_pad|> per 2x2 merged 14-pixel patch: 224/28 squared.
     assert n_image == (224 // 28) ** 2
-    assert ids.index(config["image_token_id"]) - 1 == ids.index(
-        config["vision_start_token_id"]
-    )
+    assert ids.index(config["image_token_id"]) - 1 == ids.index(config["vision_start_token_id"])
 
 
 def test_prompt_tokens_grow_with_the_number_of_images(vlm):
     one = generate(vlm, [noise_image((56, 56))], max_tokens=1)[-1].prompt_tokens
-    two = generate(
-        vlm, [noise_image((56, 56)), noise_image((56, 56), seed=1)], max_tokens=1
-    )[-1].prompt_tokens
+    two = generate(vlm, [noise_image((56, 56)), noise_image((56, 56), seed=1)], max_tokens=1)[
+        -1
+    ].prompt_tokens
     # A 56x56 image is 4 image tokens, plus its vision start and end.
     assert two - one == 4 + 2
 
@@ -261,12 +257,8 @@ def test_llama_loads_chats_and_generates(llama_folder):
 
     model, tokenizer = mlx_lm.load(str(llama_folder))
     messages = [{"role": "user", "content": "Hello there!"}]
-    prompt = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, tokenize=False
-    )
-    assert prompt.endswith(
-        "<|im_start|>user\nHello there!<|im_end|>\n<|im_start|>assistant\n"
-    )
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert prompt.endswith("<|im_start|>user\nHello there!<|im_end|>\n<|im_start|>assistant\n")
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
     assert ids == tokenizer.encode(prompt, add_special_tokens=False)
     assert tokenizer.eos_token_ids == {tokenizer.convert_tokens_to_ids("<|im_end|>")}

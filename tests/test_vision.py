@@ -14,8 +14,6 @@ from conftest import magics_of, make_shell, run
 pytestmark = pytest.mark.vision
 
 
-
-
 def test_previews_come_before_the_answer_and_the_result_is_kept(vlm_shell, capsys):
     run(vlm_shell, "%%mlx_vision -i red -n 8\nWhat is in this picture?")
     printed = capsys.readouterr().out
@@ -33,8 +31,11 @@ def test_prompt_tokens_grow_with_the_number_and_size_of_images(vlm_shell, tmp_pa
     big = tmp_path / "big.png"
     Image.new("RGB", (224, 224), "blue").save(big)
     counts = {}
-    for name, flags in {"small": f"-i {small}", "big": f"-i {big}",
-                        "two": f"-i {big} -i {small}"}.items():
+    for name, flags in {
+        "small": f"-i {small}",
+        "big": f"-i {big}",
+        "two": f"-i {big} -i {small}",
+    }.items():
         run(vlm_shell, f"%%mlx_vision {flags} -n 1\nDescribe.")
         counts[name] = vlm_shell.user_ns["_mlx"].stats.prompt_tokens
     assert counts["small"] < counts["big"] < counts["two"]
@@ -48,7 +49,9 @@ def test_different_images_give_different_greedy_answers(vlm_shell):
     assert [t.id for t in with_red] != [t.id for t in with_noise]
 
 
-def test_repeat_question_skips_the_vision_encoder_and_answers_the_same(vlm_shell, monkeypatch, tmp_path):
+def test_repeat_question_skips_the_vision_encoder_and_answers_the_same(
+    vlm_shell, monkeypatch, tmp_path
+):
     from mlx_vlm.models.qwen2_vl.vision import VisionModel
 
     calls = []
@@ -60,7 +63,9 @@ def test_repeat_question_skips_the_vision_encoder_and_answers_the_same(vlm_shell
 
     monkeypatch.setattr(VisionModel, "__call__", counting_call)
     photo = tmp_path / "photo.png"
-    Image.fromarray((np.random.default_rng(5).random((90, 90, 3)) * 255).astype("uint8")).save(photo)
+    Image.fromarray((np.random.default_rng(5).random((90, 90, 3)) * 255).astype("uint8")).save(
+        photo
+    )
     magics = magics_of(vlm_shell)
     decoded_before = magics.image_cache.stats()["hits"]
 

@@ -15,8 +15,6 @@ from conftest import magics_of, run
 pytestmark = pytest.mark.vision
 
 
-
-
 def ask(shell, flags, text):
     run(shell, f"%%mlx_vision {flags} -n 8\n{text}")
     return shell.user_ns["_mlx"]
@@ -45,7 +43,8 @@ def test_follow_ups_reuse_the_kv_cache_and_answer_exactly_as_from_scratch(vlm_sh
         magics.prefix_cache = True
     assert [turn.stats.cached_prompt_tokens for turn in cold] == [0, 0, 0]
     assert [turn.stats.prompt_tokens for turn in cold] == [
-        turn.stats.prompt_tokens for turn in (first, second, third)]
+        turn.stats.prompt_tokens for turn in (first, second, third)
+    ]
     assert [turn.text for turn in cold] == [turn.text for turn in (first, second, third)]
 
 
@@ -58,7 +57,9 @@ def test_rerunning_a_turn_rewinds_and_reuses_the_cache(vlm_shell, capsys):
     assert again.stats.cached_prompt_tokens >= first.stats.prompt_tokens
     conversation = magics_of(vlm_shell).conversations.get("rewind")
     assert [turn.user for turn in conversation.turns] == [
-        "What is in this picture?", "And what colour is it?"]
+        "What is in this picture?",
+        "And what colour is it?",
+    ]
     assert [len(turn.images) for turn in conversation.turns] == [1, 0]
     capsys.readouterr()
     run(vlm_shell, "%mlx chat rewind")
@@ -74,7 +75,9 @@ def test_a_new_image_joins_the_conversation_in_its_own_turn(vlm_shell):
     assert second.stats.prompt_tokens > alone.stats.prompt_tokens + first.stats.generation_tokens
     conversation = magics_of(vlm_shell).conversations.get("two")
     assert [turn.image_names for turn in conversation.turns] == [
-        ("red · 120×80",), ("noise · 96×64",)]
+        ("red · 120×80",),
+        ("noise · 96×64",),
+    ]
 
 
 def test_a_saved_vision_conversation_names_its_images(vlm_shell, tmp_path):
@@ -110,13 +113,17 @@ def test_running_a_plain_vision_cell_again_reuses_its_prefill(vlm_shell):
 def test_images_stay_in_their_turn_where_the_model_layout_allows_it():
     from PIL import Image
 
-    from mlx_magic.runtime.values import GenerationRequest, ModelSpec
     from mlx_magic.engine.vision_generation import conversation_messages
+    from mlx_magic.runtime.values import GenerationRequest, ModelSpec
 
     request = GenerationRequest(
-        model=ModelSpec(name="v", key="v", path="v", kind="vision"), prompt="And now?",
-        system="Be brief.", history=(("What is this?", "A square."),), history_images=(1,),
-        images=(Image.new("RGB", (4, 4)),))
+        model=ModelSpec(name="v", key="v", path="v", kind="vision"),
+        prompt="And now?",
+        system="Be brief.",
+        history=(("What is this?", "A square."),),
+        history_images=(1,),
+        images=(Image.new("RGB", (4, 4)),),
+    )
     parts = conversation_messages("qwen2_vl", request)
     assert [m["role"] for m in parts] == ["system", "user", "assistant", "user"]
     assert [p["type"] for p in parts[1]["content"]] == ["text", "image"]  # mlx-vlm's order

@@ -9,15 +9,26 @@ pytestmark = [pytest.mark.model, pytest.mark.kernel]
 
 def test_three_turn_conversation_reuses_the_cache_and_keeps_the_transcript(kernel):
     _, client = kernel
-    turns = ["My name is Ada. Say hello to me.", "What is the capital of France?",
-             "What is my name?"]
+    turns = [
+        "My name is Ada. Say hello to me.",
+        "What is the capital of France?",
+        "What is my name?",
+    ]
     cached = []
     for number, text in enumerate(turns, 1):
         reply, _ = execute(client, f"%%mlx -n 12 --chat trip\n{text}", cell_id=f"turn-{number}")
         assert reply["status"] == "ok"
         cached.append(int(printed(client, "_mlx.stats.cached_prompt_tokens")))
-        assert int(printed(client, "len(get_ipython().find_magic('mlx', 'cell').__self__"
-                                    ".conversations.get('trip').turns)")) == number
+        assert (
+            int(
+                printed(
+                    client,
+                    "len(get_ipython().find_magic('mlx', 'cell').__self__"
+                    ".conversations.get('trip').turns)",
+                )
+            )
+            == number
+        )
     # Turns 2 and 3 read the history from the prefix cache, not again.
     assert cached[1] > 30 and cached[2] > cached[1]
     reply, messages = execute(client, "%mlx chat trip")
@@ -56,8 +67,10 @@ def test_templating_fills_attributes_and_earlier_outputs(kernel):
     execute(client, "class Frame:\n    shape = (3, 4)\ndf = Frame()")
     reply, _ = execute(client, "'Lyon'")
     out_number = reply["execution_count"]
-    reply, _ = execute(client, f"%%mlx -n 2 --raw\nShape {{df.shape}}, city {{Out[{out_number}]}}, "
-                               "braces {{kept}}")
+    reply, _ = execute(
+        client,
+        f"%%mlx -n 2 --raw\nShape {{df.shape}}, city {{Out[{out_number}]}}, braces {{{{kept}}}}",
+    )
     assert reply["status"] == "ok"
     assert printed(client, "_mlx.prompt") == "Shape (3, 4), city Lyon, braces {kept}"
     reply, _ = execute(client, "%%mlx -n 2\nTell me about {no_such_variable}")
@@ -79,7 +92,9 @@ def test_error_flag_appends_the_last_traceback(kernel, tiny_llama):
 
 def test_format_code_sets_the_next_input_without_running_it(kernel):
     _, client = kernel
-    reply, _ = execute(client, "%%mlx -n 40 -f code\nWrite a Python function that adds two numbers.")
+    reply, _ = execute(
+        client, "%%mlx -n 40 -f code\nWrite a Python function that adds two numbers."
+    )
     assert reply["status"] == "ok"
     payloads = [p for p in reply.get("payload", []) if p.get("source") == "set_next_input"]
     assert len(payloads) == 1
@@ -116,7 +131,9 @@ def test_format_markdown_renders_the_answer(kernel):
 
 def test_session_stats_lists_every_generation(kernel):
     _, client = kernel
-    count = int(printed(client, "len(get_ipython().find_magic('mlx', 'cell').__self__.session_rows)"))
+    count = int(
+        printed(client, "len(get_ipython().find_magic('mlx', 'cell').__self__.session_rows)")
+    )
     reply, messages = execute(client, "%mlx stats")
     table = [d for d in displays(messages) if "text/html" in d][0]
     assert table["text/html"].count("<tr>") == count + 1  # header + one row each

@@ -30,8 +30,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
-from mlx_magic.errors import BenchError
 
+from mlx_magic.errors import BenchError
 
 # ---------------------------------------------------------------------------
 # Texts (written for this benchmark)
@@ -96,16 +96,20 @@ RAW_PROMPT = "The history of the city of Rome begins"
 VISION_PROMPTS = ["Describe this image.", "What is in the picture?"]
 
 # Message types that carry output to the frontend (what a notebook stores or renders).
-OUTPUT_MESSAGES = ("stream", "display_data", "update_display_data", "comm_open", "comm_msg",
-                   "comm_close")
+OUTPUT_MESSAGES = (
+    "stream",
+    "display_data",
+    "update_display_data",
+    "comm_open",
+    "comm_msg",
+    "comm_close",
+)
 
 STATS_EXPRESSION = (
     "__import__('json').dumps(dict(__import__('dataclasses').asdict(_mlx.stats), "
     "text_chars=len(_mlx.text), text_bytes=len(_mlx.text.encode()), "
     "token_ids=[t.id for t in _mlx.tokens], finish_reason=_mlx.finish_reason))"
 )
-
-
 
 
 # ---------------------------------------------------------------------------
@@ -251,9 +255,9 @@ class Kernel:
         env.setdefault("HF_HUB_OFFLINE", "1")
         # The kernel's own stderr (a warning about TCP at every start) would
         # interleave with the progress lines; errors come back as messages.
-        self.manager, self.client = start_new_kernel(kernel_name="python3", env=env,
-                                                     startup_timeout=120,
-                                                     stderr=subprocess.DEVNULL)
+        self.manager, self.client = start_new_kernel(
+            kernel_name="python3", env=env, startup_timeout=120, stderr=subprocess.DEVNULL
+        )
         #: IOPub messages of other requests (background jobs), with arrival times.
         self.others: list = []
         try:
@@ -275,20 +279,34 @@ class Kernel:
         finally:
             self.manager.shutdown_kernel(now=True)
 
-    def send(self, code: str, *, expressions: Optional[dict] = None,
-             cell_id: Optional[str] = None) -> tuple[str, float]:
-        content = {"code": code, "silent": False, "store_history": True,
-                   "user_expressions": expressions or {}, "allow_stdin": False,
-                   "stop_on_error": True}
-        message = self.client.session.msg("execute_request", content,
-                                          metadata={"cellId": cell_id} if cell_id else {})
+    def send(
+        self, code: str, *, expressions: Optional[dict] = None, cell_id: Optional[str] = None
+    ) -> tuple[str, float]:
+        content = {
+            "code": code,
+            "silent": False,
+            "store_history": True,
+            "user_expressions": expressions or {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        }
+        message = self.client.session.msg(
+            "execute_request", content, metadata={"cellId": cell_id} if cell_id else {}
+        )
         sent = time.perf_counter()
         self.client.shell_channel.send(message)
         return message["header"]["msg_id"], sent
 
-    def execute(self, code: str, *, expressions: Optional[dict] = None,
-                cell_id: Optional[str] = None, timeout: float = 900,
-                check: bool = True, reply_first: bool = False) -> Cell:
+    def execute(
+        self,
+        code: str,
+        *,
+        expressions: Optional[dict] = None,
+        cell_id: Optional[str] = None,
+        timeout: float = 900,
+        check: bool = True,
+        reply_first: bool = False,
+    ) -> Cell:
         """Run ``code``; wait for its reply and for the kernel to go idle.
 
         IOPub messages are timestamped as they arrive (the wait blocks on the
@@ -314,13 +332,18 @@ class Kernel:
                 self.others.append((arrived, message))
                 continue
             messages.append((arrived, message))
-            if message["msg_type"] == "status" and \
-                    message["content"]["execution_state"] == "idle":
+            if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
                 break
         if reply is None:
             reply, replied = self._reply(msg_id, deadline, code)
-        cell = Cell(code=code, reply=reply, sent=sent, replied=replied, messages=messages,
-                    values=_expression_values(reply))
+        cell = Cell(
+            code=code,
+            reply=reply,
+            sent=sent,
+            replied=replied,
+            messages=messages,
+            values=_expression_values(reply),
+        )
         if check and reply.get("status") != "ok":
             raise BenchError(_error_line(code, reply, messages))
         return cell
@@ -369,8 +392,11 @@ def _expression_values(reply: dict) -> dict:
 
 def _error_line(code: str, reply: dict, messages: list) -> str:
     errors = [m["content"] for _, m in messages if m["msg_type"] == "error"]
-    streams = "".join(m["content"].get("text", "") for _, m in messages
-                      if m["msg_type"] == "stream" and m["content"].get("name") == "stderr")
+    streams = "".join(
+        m["content"].get("text", "")
+        for _, m in messages
+        if m["msg_type"] == "stream" and m["content"].get("name") == "stderr"
+    )
     detail = f"{reply.get('ename')}: {reply.get('evalue')}"
     if errors and not reply.get("evalue"):
         detail = f"{errors[0].get('ename')}: {errors[0].get('evalue')}"
@@ -399,18 +425,24 @@ class InProcessText:
         with gpu_lock:
             self.model, self.tokenizer = load(str(path))
 
-    def prompt_ids(self, prompt: str, *, raw: bool = False, system: Optional[str] = None,
-                   history=()) -> list[int]:
-        from mlx_magic.runtime.values import GenerationRequest, ModelSpec
+    def prompt_ids(
+        self, prompt: str, *, raw: bool = False, system: Optional[str] = None, history=()
+    ) -> list[int]:
         from mlx_magic.engine.text_generation import prompt_token_ids
+        from mlx_magic.runtime.values import GenerationRequest, ModelSpec
 
-        request = GenerationRequest(model=ModelSpec("baseline", "baseline", str(self.path)),
-                                    prompt=prompt, raw=raw, system=system,
-                                    history=tuple(history))
+        request = GenerationRequest(
+            model=ModelSpec("baseline", "baseline", str(self.path)),
+            prompt=prompt,
+            raw=raw,
+            system=system,
+            history=tuple(history),
+        )
         return prompt_token_ids(self.tokenizer, request)
 
-    def generate(self, prompt: str, max_tokens: int, *, raw: bool = False,
-                 system: Optional[str] = None) -> dict:
+    def generate(
+        self, prompt: str, max_tokens: int, *, raw: bool = False, system: Optional[str] = None
+    ) -> dict:
         """Greedy; times the prompt's tokenisation, the prefill and every token."""
         import mlx.core as mx
         from mlx_lm import stream_generate
@@ -423,8 +455,9 @@ class InProcessText:
             first = None
             tokens = []
             last = None
-            for response in stream_generate(self.model, self.tokenizer, mx.array(ids),
-                                            max_tokens=max_tokens, sampler=_sampler()):
+            for response in stream_generate(
+                self.model, self.tokenizer, mx.array(ids), max_tokens=max_tokens, sampler=_sampler()
+            ):
                 if first is None:
                     first = time.perf_counter()
                 last = response
@@ -466,8 +499,14 @@ class InProcessVision:
             text = apply_chat_template(self.processor, self.config, prompt, num_images=1)
             first = None
             last = None
-            for response in stream_generate(self.model, self.processor, text, image=[str(image)],
-                                            max_tokens=max_tokens, temperature=0.0):
+            for response in stream_generate(
+                self.model,
+                self.processor,
+                text,
+                image=[str(image)],
+                max_tokens=max_tokens,
+                temperature=0.0,
+            ):
                 if first is None:
                     first = time.perf_counter()
                 last = response
@@ -490,8 +529,12 @@ def cold_process(module: str, arguments: list, *, timeout: float = 600) -> dict:
     """
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", module, "generate", *map(str, arguments)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", module, "generate", *map(str, arguments)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     timer = threading.Timer(timeout, process.kill)
     timer.start()
     output = []
@@ -510,9 +553,14 @@ def cold_process(module: str, arguments: list, *, timeout: float = 600) -> dict:
     text = b"".join(output).decode("utf-8", "replace")
     if code != 0 or ttft is None:
         raise BenchError(f"python -m {module} generate failed (exit {code}): {text[-400:]}")
-    return {"ttft_s": ttft, "wall_s": wall, "prompt_tokens": prompt_tokens,
-            "prompt_tps": prompt_tps, "prefill_s": prompt_tokens / prompt_tps,
-            "output": text}
+    return {
+        "ttft_s": ttft,
+        "wall_s": wall,
+        "prompt_tokens": prompt_tokens,
+        "prompt_tps": prompt_tps,
+        "prefill_s": prompt_tokens / prompt_tps,
+        "output": text,
+    }
 
 
 # ---------------------------------------------------------------------------

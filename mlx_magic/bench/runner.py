@@ -181,8 +181,9 @@ def run(
         result = ScenarioResult(name=name, load=(_load(),))
         began = time.perf_counter()
         try:
-            module = importlib.import_module(f".{_SCENARIO_MODULES.get(name, 'scenarios')}",
-                                             __package__)
+            module = importlib.import_module(
+                f".{_SCENARIO_MODULES.get(name, 'scenarios')}", __package__
+            )
             getattr(module, name)(context, result)
         except Exception as error:  # reported, and the next scenario runs
             import traceback
@@ -194,9 +195,11 @@ def run(
         result.load = (result.load[0], _load())
         results.append(result)
         verdicts = ", ".join(f"{m.verdict}" for m in result.metrics if m.passed is not None)
-        progress(f"{context.prefix} done in {result.seconds:.0f} s"
-                 + (f" ({verdicts})" if verdicts else "")
-                 + f"; {time.perf_counter() - started:.0f} s so far")
+        progress(
+            f"{context.prefix} done in {result.seconds:.0f} s"
+            + (f" ({verdicts})" if verdicts else "")
+            + f"; {time.perf_counter() - started:.0f} s so far"
+        )
     return results
 
 
@@ -264,8 +267,15 @@ def format_ratio(metric: Metric) -> str:
 def table(results: Sequence[ScenarioResult], markdown: bool = False) -> str:
     """The results as a table: scenario, metric, baseline and ours (min / median),
     ratio (of the medians), target, pass/MISS/info. Plain text, or Markdown."""
-    header = ["scenario", "metric", "baseline (min / median)", "ours (min / median)",
-              "ratio", "target", "result"]
+    header = [
+        "scenario",
+        "metric",
+        "baseline (min / median)",
+        "ours (min / median)",
+        "ratio",
+        "target",
+        "result",
+    ]
     rows = []
     for result in results:
         if result.error and not result.metrics:
@@ -277,8 +287,17 @@ def table(results: Sequence[ScenarioResult], markdown: bool = False) -> str:
                 base = f"{base}<br><sub>{metric.baseline_label}</sub>"
             if markdown and metric.ours_label:
                 ours = f"{ours}<br><sub>{metric.ours_label}</sub>"
-            rows.append([result.name, metric.name, base, ours, format_ratio(metric),
-                         metric.target or "–", metric.verdict])
+            rows.append(
+                [
+                    result.name,
+                    metric.name,
+                    base,
+                    ours,
+                    format_ratio(metric),
+                    metric.target or "–",
+                    metric.verdict,
+                ]
+            )
         if result.error and result.metrics:
             rows.append([result.name, "(stopped early)", result.error[:60], "", "", "", "ERROR"])
     if markdown:
@@ -288,10 +307,14 @@ def table(results: Sequence[ScenarioResult], markdown: bool = False) -> str:
             cells[-1] = f"**{cells[-1]}**" if cells[-1] in ("MISS", "ERROR") else cells[-1]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
-    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) if rows else len(header[i])
-              for i in range(len(header))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)),
-             "  ".join("-" * w for w in widths)]
+    widths = [
+        max(len(header[i]), *(len(row[i]) for row in rows)) if rows else len(header[i])
+        for i in range(len(header))
+    ]
+    lines = [
+        "  ".join(h.ljust(w) for h, w in zip(header, widths)),
+        "  ".join("-" * w for w in widths),
+    ]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
     return "\n".join(line.rstrip() for line in lines)
 
@@ -339,10 +362,16 @@ def _plot_conversation(axes, result) -> bool:
     if not series.get("reuse_ttft"):
         return False
     turns = list(range(1, len(series["reuse_ttft"]) + 1))
-    axes.plot(turns, series["rebuild_ttft"], "o-", color="tab:red",
-              label="whole history each turn (prefix cache off)")
-    axes.plot(turns, series["reuse_ttft"], "o-", color="tab:green",
-              label="--chat with the prefix cache")
+    axes.plot(
+        turns,
+        series["rebuild_ttft"],
+        "o-",
+        color="tab:red",
+        label="whole history each turn (prefix cache off)",
+    )
+    axes.plot(
+        turns, series["reuse_ttft"], "o-", color="tab:green", label="--chat with the prefix cache"
+    )
     axes.set_xlabel("turn")
     axes.set_ylabel("time to first token (s)")
     axes.set_title(f"Conversation: TTFT per turn ({series.get('model', '')})")
@@ -358,11 +387,17 @@ def _plot_traffic(axes, result) -> bool:
     tokens = series["tokens"]
     axes.plot(tokens, series["bytes"], "o-", label="IOPub bytes, %%mlx (foreground)")
     axes.plot(tokens, series["text_bytes"], "s--", label="answer text itself")
-    axes.plot(tokens, series["limit"], ":", color="grey",
-              label="target: 3 × text + 512 B per update")
+    axes.plot(
+        tokens, series["limit"], ":", color="grey", label="target: 3 × text + 512 B per update"
+    )
     if series.get("background_tokens"):
-        axes.plot(series["background_tokens"], series["background_bytes"], "^-",
-                  color="tab:purple", label="IOPub bytes, %%mlx -b (widgets)")
+        axes.plot(
+            series["background_tokens"],
+            series["background_bytes"],
+            "^-",
+            color="tab:purple",
+            label="IOPub bytes, %%mlx -b (widgets)",
+        )
     axes.set_xlabel("tokens generated")
     axes.set_ylabel("bytes sent to the frontend")
     axes.set_title("Traffic per generation (tiny llama, --raw)")
@@ -375,20 +410,34 @@ def _plot_prefix(axes, result) -> bool:
     if not series.get("cached_ttft"):
         return False
     cached = series["cached_ttft"]
-    axes.plot(range(1, len(cached) + 1), cached, "o-", color="tab:green",
-              label="%%mlx, prefix cache on")
+    axes.plot(
+        range(1, len(cached) + 1), cached, "o-", color="tab:green", label="%%mlx, prefix cache on"
+    )
     uncached = series.get("uncached_ttft", [])
-    axes.plot(range(1, len(uncached) + 1), uncached, "s-", color="tab:red",
-              label="%%mlx, prefix cache off")
+    axes.plot(
+        range(1, len(uncached) + 1),
+        uncached,
+        "s-",
+        color="tab:red",
+        label="%%mlx, prefix cache off",
+    )
     cold = series.get("cold_ttft", [])
     if cold:
-        axes.plot(range(1, len(cold) + 1), cold, "^", color="black", markersize=9,
-                  label="fresh mlx_lm.generate process")
+        axes.plot(
+            range(1, len(cold) + 1),
+            cold,
+            "^",
+            color="black",
+            markersize=9,
+            label="fresh mlx_lm.generate process",
+        )
     axes.set_yscale("log")
     axes.set_xlabel("question (same system prompt and paragraph)")
     axes.set_ylabel("time to first token (s, log)")
-    axes.set_title(f"Prefix cache: {series.get('prompt_tokens', '?')}-token prompts "
-                   f"({series.get('model', '')})")
+    axes.set_title(
+        f"Prefix cache: {series.get('prompt_tokens', '?')}-token prompts "
+        f"({series.get('model', '')})"
+    )
     axes.legend()
     _integer_ticks(axes)
     return True
@@ -400,10 +449,20 @@ def _plot_bars(axes, result, title, unit_label) -> bool:
         return False
     positions = range(len(rows))
     width = 0.38
-    axes.bar([p - width / 2 for p in positions], [m.baseline_median for m in rows], width,
-             label="baseline", color="tab:grey")
-    axes.bar([p + width / 2 for p in positions], [m.ours_median for m in rows], width,
-             label="mlx_magic", color="tab:blue")
+    axes.bar(
+        [p - width / 2 for p in positions],
+        [m.baseline_median for m in rows],
+        width,
+        label="baseline",
+        color="tab:grey",
+    )
+    axes.bar(
+        [p + width / 2 for p in positions],
+        [m.ours_median for m in rows],
+        width,
+        label="mlx_magic",
+        color="tab:blue",
+    )
     axes.set_xticks(list(positions))
     axes.set_xticklabels([_wrap(m.name) for m in rows], fontsize=7)
     axes.set_ylabel(unit_label)
@@ -419,10 +478,20 @@ def _plot_overhead(axes, result) -> bool:
     models = series["models"]
     positions = range(len(models))
     width = 0.38
-    axes.bar([p - width / 2 for p in positions], series["baseline_tps"], width,
-             color="tab:grey", label="mlx_lm.stream_generate (in process)")
-    axes.bar([p + width / 2 for p in positions], series["ours_tps"], width,
-             color="tab:blue", label="%%mlx in a kernel")
+    axes.bar(
+        [p - width / 2 for p in positions],
+        series["baseline_tps"],
+        width,
+        color="tab:grey",
+        label="mlx_lm.stream_generate (in process)",
+    )
+    axes.bar(
+        [p + width / 2 for p in positions],
+        series["ours_tps"],
+        width,
+        color="tab:blue",
+        label="%%mlx in a kernel",
+    )
     axes.set_xticks(list(positions))
     axes.set_xticklabels(models)
     axes.set_yscale("log")
@@ -433,8 +502,9 @@ def _plot_overhead(axes, result) -> bool:
 
 
 def _plot_warm_vs_cold(axes, result) -> bool:
-    ok = _plot_bars(axes, result, "Time to first token: fresh process vs warm cell",
-                    "seconds (median, log)")
+    ok = _plot_bars(
+        axes, result, "Time to first token: fresh process vs warm cell", "seconds (median, log)"
+    )
     if ok:
         axes.set_yscale("log")
     return ok
@@ -448,8 +518,13 @@ def _plot_repeat_image(axes, result) -> bool:
     axes.plot(reps, series["first"], "o-", label="first question on a new image")
     axes.plot(reps, series["second"], "o-", label="second question, same image")
     if series.get("raw"):
-        axes.plot(range(1, len(series["raw"]) + 1), series["raw"], "x:", color="grey",
-                  label="raw mlx_vlm.stream_generate (in process)")
+        axes.plot(
+            range(1, len(series["raw"]) + 1),
+            series["raw"],
+            "x:",
+            color="grey",
+            label="raw mlx_vlm.stream_generate (in process)",
+        )
     axes.set_ylim(bottom=0)
     axes.set_xlabel("repetition (a fresh image each)")
     axes.set_ylabel("time to first token (s)")
@@ -461,8 +536,11 @@ def _plot_repeat_image(axes, result) -> bool:
 
 def _plot_responsiveness(axes, result) -> bool:
     series = result.series
-    groups = [(key[:-len("_idle")], series[key], series.get(key[:-len("_idle")] + "_busy", []))
-              for key in series if key.endswith("_idle")]
+    groups = [
+        (key[: -len("_idle")], series[key], series.get(key[: -len("_idle")] + "_busy", []))
+        for key in series
+        if key.endswith("_idle")
+    ]
     if not groups:
         return False
     data, labels = [], []
@@ -525,8 +603,12 @@ def machine() -> dict:
             import subprocess
 
             try:
-                cpu = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"],
-                                     capture_output=True, text=True, timeout=5).stdout.strip()
+                cpu = subprocess.run(
+                    ["sysctl", "-n", "machdep.cpu.brand_string"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                ).stdout.strip()
             except (OSError, subprocess.SubprocessError):
                 pass
     memory = None
@@ -539,7 +621,9 @@ def machine() -> dict:
         with open("/etc/os-release") as release:
             for line in release:
                 if line.startswith("PRETTY_NAME="):
-                    os_name = f"{line.split('=', 1)[1].strip().strip(chr(34))} ({platform.platform()})"
+                    os_name = (
+                        f"{line.split('=', 1)[1].strip().strip(chr(34))} ({platform.platform()})"
+                    )
     except OSError:
         pass
     return {
@@ -594,8 +678,11 @@ def mlx_probe() -> dict:
         return min(times)
 
     dense = best_of(lambda: mx.eval(x @ w.T))
-    quantized = best_of(lambda: mx.eval(mx.quantized_matmul(x, wq, scales, biases, transpose=True,
-                                                            group_size=32, bits=4)))
+    quantized = best_of(
+        lambda: mx.eval(
+            mx.quantized_matmul(x, wq, scales, biases, transpose=True, group_size=32, bits=4)
+        )
+    )
     try:
         import numpy as np
 
@@ -608,9 +695,15 @@ def mlx_probe() -> dict:
         extra = {"numpy_ms": numpy_s * 1000, "numpy_gflops": flops / numpy_s / 1e9}
     else:
         extra = {}
-    return {**extra,"shape": f"({rows}×{inner}) · ({inner}×{outer})", "float32_ms": dense * 1000,
-            "float32_gflops": flops / dense / 1e9, "q4_ms": quantized * 1000,
-            "q4_gflops": flops / quantized / 1e9, "device": str(mx.default_device())}
+    return {
+        **extra,
+        "shape": f"({rows}×{inner}) · ({inner}×{outer})",
+        "float32_ms": dense * 1000,
+        "float32_gflops": flops / dense / 1e9,
+        "q4_ms": quantized * 1000,
+        "q4_gflops": flops / quantized / 1e9,
+        "device": str(mx.default_device()),
+    }
 
 
 def write_report(
@@ -659,9 +752,14 @@ def write_report(
             f"SmolLM2 MLP projection over a 37-token prompt) takes {probe['float32_ms']:.1f} ms "
             f"in float32 ({probe['float32_gflops']:.1f} GFLOP/s) and {probe['q4_ms']:.1f} ms "
             f"4-bit quantized ({probe['q4_gflops']:.1f} GFLOP/s)"
-            + (f"; numpy's BLAS does it in {probe['numpy_ms']:.1f} ms "
-               f"({probe['numpy_gflops']:.1f} GFLOP/s)" if "numpy_ms" in probe else "")
-            + ": this is why SmolLM2 reads prompts at only a few tokens per second here")
+            + (
+                f"; numpy's BLAS does it in {probe['numpy_ms']:.1f} ms "
+                f"({probe['numpy_gflops']:.1f} GFLOP/s)"
+                if "numpy_ms" in probe
+                else ""
+            )
+            + ": this is why SmolLM2 reads prompts at only a few tokens per second here"
+        )
     if started:
         lines.append(f"- Run: {started}" + (f", {total_s / 60:.1f} min" if total_s else ""))
     loads = [load for r in results for load in r.load if load == load]
@@ -671,8 +769,12 @@ def write_report(
         lines.append(
             f"- Load average (1 min) at scenario starts and ends: {min(loads):.2f}–{max(loads):.2f} "
             "(the benchmark itself keeps about one core busy)"
-            + (" — other work ran on the machine during part of the run; both sides of each "
-               "comparison were measured under the same conditions, interleaved" if busy else "")
+            + (
+                " — other work ran on the machine during part of the run; both sides of each "
+                "comparison were measured under the same conditions, interleaved"
+                if busy
+                else ""
+            )
         )
     lines += ["", "## Results", "", table(results, markdown=True), ""]
     lines += [
@@ -682,9 +784,16 @@ def write_report(
         "",
     ]
     if missed or errors:
-        lines += ["**Misses:** " + ("; ".join(f"{name}: {m.name}" for name, m in missed) or "none")
-                  + (" — **errors:** " + "; ".join(f"{r.name}: {r.error}" for r in errors)
-                     if errors else ""), ""]
+        lines += [
+            "**Misses:** "
+            + ("; ".join(f"{name}: {m.name}" for name, m in missed) or "none")
+            + (
+                " — **errors:** " + "; ".join(f"{r.name}: {r.error}" for r in errors)
+                if errors
+                else ""
+            ),
+            "",
+        ]
     else:
         lines += ["Every target was met.", ""]
     plot_names = {Path(p).stem: Path(p) for p in plots}
@@ -701,9 +810,13 @@ def write_report(
             lines += [note, ""]
         if result.error:
             lines += [f"**Error:** `{result.error}`", ""]
-        lines += [f"<sub>{result.seconds:.0f} s; load average "
-                  f"{' → '.join(f'{x:.2f}' for x in result.load)}"
-                  + (f"; ran {result.ran}" if result.ran else "") + "</sub>", ""]
+        lines += [
+            f"<sub>{result.seconds:.0f} s; load average "
+            f"{' → '.join(f'{x:.2f}' for x in result.load)}"
+            + (f"; ran {result.ran}" if result.ran else "")
+            + "</sub>",
+            "",
+        ]
     if appendix is not None and Path(appendix).is_file():
         lines += [Path(appendix).read_text(encoding="utf-8").strip(), ""]
     path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
@@ -713,8 +826,11 @@ def write_report(
 def save_json(results: Sequence[ScenarioResult], path) -> Path:
     """Every sample, as JSON (for a later look; the report is made from the same data)."""
     path = Path(path)
-    data = {"machine": machine(), "versions": versions(),
-            "results": [asdict(result) for result in results]}
+    data = {
+        "machine": machine(),
+        "versions": versions(),
+        "results": [asdict(result) for result in results],
+    }
     path.write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")
     return path
 
@@ -747,15 +863,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prog="python -m mlx_magic.bench",
         description="Measure mlx_magic against raw mlx-lm / mlx-vlm, side by side.",
     )
-    parser.add_argument("--quick", action="store_true",
-                        help="one repetition, tiny models where possible (a smoke run)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one repetition, tiny models where possible (a smoke run)",
+    )
     parser.add_argument("--scenarios", help="comma-separated, from: " + ", ".join(SCENARIOS))
-    parser.add_argument("--out", default="BENCHMARKS.md",
-                        help="the Markdown report to write (default: BENCHMARKS.md); "
-                        "plots go to benchmarks/ next to it; '-' writes none")
-    parser.add_argument("--update", action="store_true",
-                        help="run only --scenarios and keep the other scenarios' results "
-                        "from the report's benchmarks/results.json")
+    parser.add_argument(
+        "--out",
+        default="BENCHMARKS.md",
+        help="the Markdown report to write (default: BENCHMARKS.md); "
+        "plots go to benchmarks/ next to it; '-' writes none",
+    )
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="run only --scenarios and keep the other scenarios' results "
+        "from the report's benchmarks/results.json",
+    )
     args = parser.parse_args(argv)
     if args.update and (not args.scenarios or args.out == "-"):
         parser.error("--update needs --scenarios and a report to update (--out)")
@@ -764,7 +889,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         names = [name.strip() for name in args.scenarios.split(",") if name.strip()]
         unknown = [name for name in names if name not in SCENARIOS]
         if unknown:
-            parser.error(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+            parser.error(
+                f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIOS)}"
+            )
     import shlex
 
     given = sys.argv[1:] if argv is None else list(argv)
@@ -776,8 +903,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{time.perf_counter() - began:7.1f}s {line}", flush=True)
 
     probe = mlx_probe()
-    progress(f"MLX matmul probe: {probe['float32_gflops']:.1f} GFLOP/s float32, "
-             f"{probe['q4_gflops']:.1f} GFLOP/s 4-bit")
+    progress(
+        f"MLX matmul probe: {probe['float32_gflops']:.1f} GFLOP/s float32, "
+        f"{probe['q4_gflops']:.1f} GFLOP/s 4-bit"
+    )
     results = run(names, quick=args.quick, progress=progress)
     total = time.perf_counter() - began
     for result in results:
@@ -794,11 +923,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             command, started_at, total = "python -m mlx_magic.bench", None, None
         plots = plot(results, folder)
         save_json(results, folder / "results.json")
-        write_report(results, out, plots=plots, command=command, started=started_at,
-                     total_s=total, probe=probe, appendix=folder / "investigations.md")
+        write_report(
+            results,
+            out,
+            plots=plots,
+            command=command,
+            started=started_at,
+            total_s=total,
+            probe=probe,
+            appendix=folder / "investigations.md",
+        )
         if args.update:
             return 1 if failed_now else 0
         print(f"\nWrote {out} and {len(plots)} plot(s) in {folder}/")
     failed = any(r.error for r in results)
     return 1 if failed else 0
-

@@ -23,8 +23,16 @@ import time
 import urllib.request
 from pathlib import Path
 
+from mlx_magic.bench.harness import (
+    LONG_ANSWER_PROMPT,
+    BenchError,
+    Context,
+    Kernel,
+    cell,
+    median,
+    ms,
+)
 from mlx_magic.bench.runner import DIFFERENCE, RATIO, Metric, ScenarioResult
-from mlx_magic.bench.harness import LONG_ANSWER_PROMPT, BenchError, Context, Kernel, cell, median, ms
 
 MODES = ("thread", "process", "remote")
 #: The issue's target: the worker process within 2 % of thread mode.
@@ -51,11 +59,14 @@ def runtimes(context: Context, result: ScenarioResult) -> None:
     if context.quick:
         plans = [("tiny llama", "tiny-llama", context.tiny_llama, 60, 1)]
     else:
-        plans = [("tiny llama", "tiny-llama", context.tiny_llama, 400, 4 * context.reps),
-                 ("smollm2", "smollm2", context.smollm2, 32, context.reps)]
+        plans = [
+            ("tiny llama", "tiny-llama", context.tiny_llama, 400, 4 * context.reps),
+            ("smollm2", "smollm2", context.smollm2, 32, context.reps),
+        ]
     result.setup = {
-        "models": ", ".join(f"{label} (-n {n}, {reps} reps per mode)"
-                            for label, _, _, n, reps in plans),
+        "models": ", ".join(
+            f"{label} (-n {n}, {reps} reps per mode)" for label, _, _, n, reps in plans
+        ),
         "prompt": repr(LONG_ANSWER_PROMPT),
         "order": "raw, thread, process, remote; then reversed",
     }
@@ -83,23 +94,28 @@ def _measure(context, label, name, path, url, max_tokens, reps) -> dict:
     with contextlib.ExitStack() as stack:
         kernels = {
             "thread": stack.enter_context(Kernel(*setup, f"%mlx load {name}")),
-            "process": stack.enter_context(Kernel(*setup, "%mlx runtime process",
-                                                  f"%mlx load {name}")),
+            "process": stack.enter_context(
+                Kernel(*setup, "%mlx runtime process", f"%mlx load {name}")
+            ),
             "remote": stack.enter_context(Kernel(*setup, f"%mlx connect {url}")),
         }
         for kernel in kernels.values():
             kernel.generate(code)  # untimed: allocates, and fills the prompt caches
         order = ["raw", *MODES]
         for rep in range(1, reps + 1):
-            for side in (order if rep % 2 else order[::-1]):
+            for side in order if rep % 2 else order[::-1]:
                 if side == "raw":
                     samples["raw"].append(baseline.generate(LONG_ANSWER_PROMPT, max_tokens))
                 else:
                     samples[side].append(kernels[side].generate(code))
-            context.say(f"{label} rep {rep}/{reps}: decode {samples['raw'][-1]['generation_tps']:.1f} "
-                        "(mlx-lm), " + ", ".join(
-                            f"{mode} {samples[mode][-1].stats['generation_tps']:.1f}"
-                            for mode in MODES) + " tok/s")
+            context.say(
+                f"{label} rep {rep}/{reps}: decode {samples['raw'][-1]['generation_tps']:.1f} "
+                "(mlx-lm), "
+                + ", ".join(
+                    f"{mode} {samples[mode][-1].stats['generation_tps']:.1f}" for mode in MODES
+                )
+                + " tok/s"
+            )
     for mode in MODES:
         for ours in samples[mode]:
             if not ours.stats.get("generation_tokens"):
@@ -128,24 +144,61 @@ def _metrics(label: str, samples: dict) -> list:
     metrics = []
     raw = [b["generation_tps"] for b in samples["raw"]]
     for mode in MODES:
-        metrics.append(Metric(
-            "runtimes", f"decode tok/s, {label}, {mode} mode", "tok/s", raw, tps(samples, mode),
-            "mlx_lm.stream_generate", f"%%mlx, {mode}", RATIO))
+        metrics.append(
+            Metric(
+                "runtimes",
+                f"decode tok/s, {label}, {mode} mode",
+                "tok/s",
+                raw,
+                tps(samples, mode),
+                "mlx_lm.stream_generate",
+                f"%%mlx, {mode}",
+                RATIO,
+            )
+        )
     # The judged ratio is paired within each repetition (minutes apart, the
     # machine's speed drifts more than the effect measured).
     process = paired(samples, "process", "thread")
-    metrics.append(Metric(
-        "runtimes", f"decode, {label}: process ÷ thread, per repetition", "×",
-        [1.0] * len(process), process, "thread mode", "process mode", RATIO,
-        f"≥ {PROCESS_TARGET}×", median(process) >= PROCESS_TARGET))
+    metrics.append(
+        Metric(
+            "runtimes",
+            f"decode, {label}: process ÷ thread, per repetition",
+            "×",
+            [1.0] * len(process),
+            process,
+            "thread mode",
+            "process mode",
+            RATIO,
+            f"≥ {PROCESS_TARGET}×",
+            median(process) >= PROCESS_TARGET,
+        )
+    )
     remote = paired(samples, "remote", "thread")
-    metrics.append(Metric(
-        "runtimes", f"decode, {label}: loopback server ÷ thread, per repetition", "×",
-        [1.0] * len(remote), remote, "thread mode", "mlx_lm.server", RATIO))
+    metrics.append(
+        Metric(
+            "runtimes",
+            f"decode, {label}: loopback server ÷ thread, per repetition",
+            "×",
+            [1.0] * len(remote),
+            remote,
+            "thread mode",
+            "mlx_lm.server",
+            RATIO,
+        )
+    )
     for mode in ("process", "remote"):
-        metrics.append(Metric(
-            "runtimes", f"cell time, {label}: {mode} against thread", "s",
-            cell_s("thread"), cell_s(mode), "thread mode", f"{mode} mode", DIFFERENCE))
+        metrics.append(
+            Metric(
+                "runtimes",
+                f"cell time, {label}: {mode} against thread",
+                "s",
+                cell_s("thread"),
+                cell_s(mode),
+                "thread mode",
+                f"{mode} mode",
+                DIFFERENCE,
+            )
+        )
     return metrics
 
 
@@ -158,11 +211,15 @@ def _note(label: str, samples: dict) -> str:
         per_token_ms = 1000 / median(tps(samples, mode)) - 1000 / thread_tps
         tokens = sorted({c.stats["generation_tokens"] for c in cells})
         same = raw_ids | {tuple(c.stats["token_ids"]) for c in cells}
-        text = (f"{mode}: {'/'.join(map(str, tokens))} tokens, ÷ the raw run of the same "
-                f"repetition {', '.join(f'{r:.2f}' for r in paired(samples, mode))}")
+        text = (
+            f"{mode}: {'/'.join(map(str, tokens))} tokens, ÷ the raw run of the same "
+            f"repetition {', '.join(f'{r:.2f}' for r in paired(samples, mode))}"
+        )
         if mode != "thread":
-            text += (f", ÷ thread mode {', '.join(f'{r:.2f}' for r in paired(samples, mode, 'thread'))}"
-                     f" ({per_token_ms:+.2f} ms per token)")
+            text += (
+                f", ÷ thread mode {', '.join(f'{r:.2f}' for r in paired(samples, mode, 'thread'))}"
+                f" ({per_token_ms:+.2f} ms per token)"
+            )
         text += f"; TTFT {ms(median([c.stats['ttft_s'] for c in cells]))}"
         if mode != "remote":  # a server sends text, not token ids
             text += f"; {'the same' if len(same) == 1 else 'DIFFERENT'} token ids as mlx-lm"
@@ -184,9 +241,21 @@ class _Server:
         env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(work / "hub"))
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "mlx_lm.server", "--model", str(path),
-                 "--host", "127.0.0.1", "--port", str(port)],
-                stdout=log, stderr=subprocess.STDOUT, env=env)
+                [
+                    sys.executable,
+                    "-m",
+                    "mlx_lm.server",
+                    "--model",
+                    str(path),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
 
     def __enter__(self) -> "_Server":
         deadline = time.monotonic() + 120

@@ -15,7 +15,6 @@ import re
 import time
 from typing import Optional
 
-from mlx_magic.bench.runner import DIFFERENCE, RATIO, SPEEDUP, Metric, ScenarioResult
 from mlx_magic.bench.harness import (
     CONVERSATION,
     LONG_ANSWER_PROMPT,
@@ -36,7 +35,7 @@ from mlx_magic.bench.harness import (
     ms,
     traffic_of,
 )
-
+from mlx_magic.bench.runner import DIFFERENCE, RATIO, SPEEDUP, Metric, ScenarioResult
 
 # ---------------------------------------------------------------------------
 # Scenario: overhead
@@ -57,16 +56,23 @@ def overhead(context: Context, result: ScenarioResult) -> None:
         "stream message received)."
     )
     if context.quick:
-        plans = [("smollm2", "smollm2", RAW_PROMPT, True, 3, 0.99),
-                 ("tiny llama", "tiny-llama", LONG_ANSWER_PROMPT, False, 60, 0.95)]
+        plans = [
+            ("smollm2", "smollm2", RAW_PROMPT, True, 3, 0.99),
+            ("tiny llama", "tiny-llama", LONG_ANSWER_PROMPT, False, 60, 0.95),
+        ]
     else:
-        plans = [("smollm2", "smollm2", LONG_ANSWER_PROMPT, False, 24, 0.99),
-                 ("tiny llama", "tiny-llama", LONG_ANSWER_PROMPT, False, 400, 0.95)]
+        plans = [
+            ("smollm2", "smollm2", LONG_ANSWER_PROMPT, False, 24, 0.99),
+            ("tiny llama", "tiny-llama", LONG_ANSWER_PROMPT, False, 400, 0.95),
+        ]
     reps = context.reps
     result.setup = {
-        "reps": reps if context.quick else f"{reps + 1} (smollm2), {4 * reps} (tiny llama), ABBA order",
-        "models": ", ".join(f"{label} (-n {n}{', --raw' if raw else ''})"
-                            for label, _, _, raw, n, _ in plans),
+        "reps": reps
+        if context.quick
+        else f"{reps + 1} (smollm2), {4 * reps} (tiny llama), ABBA order",
+        "models": ", ".join(
+            f"{label} (-n {n}{', --raw' if raw else ''})" for label, _, _, raw, n, _ in plans
+        ),
         "prompt": repr(plans[0][2]),
         "stream_interval_ms": 200,
     }
@@ -104,7 +110,8 @@ def overhead(context: Context, result: ScenarioResult) -> None:
                 context.say(
                     f"{label} rep {rep}/{model_reps}: decode {base['generation_tps']:.1f} vs "
                     f"{ours.stats['generation_tps']:.1f} tok/s; TTFT {ms(base['ttft_s'])} vs "
-                    f"{ms(ours.stats['ttft_s'])} (visible {ms(ours.first_text_s)})")
+                    f"{ms(ours.stats['ttft_s'])} (visible {ms(ours.first_text_s)})"
+                )
             metrics = _overhead_metrics(label, base_runs, our_cells, decode_target)
             result.metrics += metrics
             series["models"].append(label)
@@ -115,22 +122,45 @@ def overhead(context: Context, result: ScenarioResult) -> None:
 
 def _overhead_metrics(label, base_runs, our_cells, decode_target) -> list:
     return [
-        Metric("overhead", f"decode tok/s, {label}", "tok/s",
-               [b["generation_tps"] for b in base_runs],
-               [c.stats["generation_tps"] for c in our_cells],
-               "mlx_lm.stream_generate", "%%mlx (_mlx.stats)", RATIO,
-               f"≥ {decode_target}×",
-               _ratio_at_least(base_runs, our_cells, decode_target)),
-        Metric("overhead", f"TTFT, {label} (runtime side)", "s",
-               [b["ttft_s"] for b in base_runs], [c.stats["ttft_s"] for c in our_cells],
-               "in process", "_mlx.stats.ttft_s", DIFFERENCE, "< +20 ms",
-               median([c.stats["ttft_s"] for c in our_cells])
-               - median([b["ttft_s"] for b in base_runs]) < 0.020),
-        Metric("overhead", f"TTFT, {label} (as the frontend sees it)", "s",
-               [b["ttft_s"] for b in base_runs], [c.first_text_s for c in our_cells],
-               "in process", "request sent → first stdout message", DIFFERENCE, "< +20 ms",
-               median([c.first_text_s for c in our_cells])
-               - median([b["ttft_s"] for b in base_runs]) < 0.020),
+        Metric(
+            "overhead",
+            f"decode tok/s, {label}",
+            "tok/s",
+            [b["generation_tps"] for b in base_runs],
+            [c.stats["generation_tps"] for c in our_cells],
+            "mlx_lm.stream_generate",
+            "%%mlx (_mlx.stats)",
+            RATIO,
+            f"≥ {decode_target}×",
+            _ratio_at_least(base_runs, our_cells, decode_target),
+        ),
+        Metric(
+            "overhead",
+            f"TTFT, {label} (runtime side)",
+            "s",
+            [b["ttft_s"] for b in base_runs],
+            [c.stats["ttft_s"] for c in our_cells],
+            "in process",
+            "_mlx.stats.ttft_s",
+            DIFFERENCE,
+            "< +20 ms",
+            median([c.stats["ttft_s"] for c in our_cells])
+            - median([b["ttft_s"] for b in base_runs])
+            < 0.020,
+        ),
+        Metric(
+            "overhead",
+            f"TTFT, {label} (as the frontend sees it)",
+            "s",
+            [b["ttft_s"] for b in base_runs],
+            [c.first_text_s for c in our_cells],
+            "in process",
+            "request sent → first stdout message",
+            DIFFERENCE,
+            "< +20 ms",
+            median([c.first_text_s for c in our_cells]) - median([b["ttft_s"] for b in base_runs])
+            < 0.020,
+        ),
     ]
 
 
@@ -142,8 +172,9 @@ def _ratio_at_least(base_runs, our_cells, target) -> bool:
 
 def _overhead_note(label, base_runs, our_cells) -> str:
     same_tokens = all(b["token_ids"] == c.stats["token_ids"] for b, c in zip(base_runs, our_cells))
-    prompt_tokens = {b["prompt_tokens"] for b in base_runs} | {c.stats["prompt_tokens"]
-                                                               for c in our_cells}
+    prompt_tokens = {b["prompt_tokens"] for b in base_runs} | {
+        c.stats["prompt_tokens"] for c in our_cells
+    }
     generated = sorted({len(b["token_ids"]) for b in base_runs})
     paired = [c.stats["ttft_s"] - b["ttft_s"] for b, c in zip(base_runs, our_cells)]
     ratios = [c.stats["generation_tps"] / b["generation_tps"] for b, c in zip(base_runs, our_cells)]
@@ -186,8 +217,11 @@ def traffic(context: Context, result: ScenarioResult) -> None:
         f"The last rows measure a background job (`-b`, ipywidgets) of {background_size} tokens, "
         "counting every comm message until `%mlx wait` returns."
     )
-    result.setup = {"reps": f"{reps} (1 at 8000 tokens)" if not context.quick else 1,
-                    "tokens": ", ".join(map(str, sizes)), "stream_interval_ms": 200}
+    result.setup = {
+        "reps": f"{reps} (1 at 8000 tokens)" if not context.quick else 1,
+        "tokens": ", ".join(map(str, sizes)),
+        "stream_interval_ms": 200,
+    }
     series = result.series
     series.update(tokens=[], bytes=[], text_bytes=[], limit=[], messages=[])
     with Kernel(context.aliases(), "%mlx load tiny-llama") as kernel:
@@ -197,46 +231,73 @@ def traffic(context: Context, result: ScenarioResult) -> None:
             # The longest answer is measured once: its counts barely vary.
             size_reps = 1 if size >= 8000 else reps
             for rep in range(1, size_reps + 1):
-                ours = kernel.generate(cell("mlx", f"-m tiny-llama -n {size} --raw", RAW_PROMPT),
-                                       timeout=1800)
+                ours = kernel.generate(
+                    cell("mlx", f"-m tiny-llama -n {size} --raw", RAW_PROMPT), timeout=1800
+                )
                 counted = ours.traffic()
                 counted["text_bytes"] = ours.stats["text_bytes"]
                 counted["text_chars"] = ours.stats["text_chars"]
                 counted["tokens"] = ours.stats["generation_tokens"]
                 samples.append(counted)
-                context.say(f"{size} tokens rep {rep}/{size_reps}: {counted['messages']} messages, "
-                            f"{counted['bytes']} B for {counted['text_bytes']} B of text")
+                context.say(
+                    f"{size} tokens rep {rep}/{size_reps}: {counted['messages']} messages, "
+                    f"{counted['bytes']} B for {counted['text_bytes']} B of text"
+                )
             result.metrics += _traffic_metrics(f"{size} tokens", samples)
             series["tokens"].append(size)
             series["bytes"].append(median([s["bytes"] for s in samples]))
             series["text_bytes"].append(median([s["text_bytes"] for s in samples]))
-            series["limit"].append(median([3 * s["text_bytes"] + 512 * s["messages"]
-                                           for s in samples]))
+            series["limit"].append(
+                median([3 * s["text_bytes"] + 512 * s["messages"] for s in samples])
+            )
             series["messages"].append(median([s["messages"] for s in samples]))
             detail = samples[-1]["by_type"]
             result.notes.append(
-                f"**{size} tokens:** " + ", ".join(
-                    f"{kind} {count} messages / {size_b} B" for kind, (count, size_b) in
-                    sorted(detail.items())) + f"; {samples[-1]['tokens']} tokens generated, "
-                f"{samples[-1]['text_chars']} characters.")
+                f"**{size} tokens:** "
+                + ", ".join(
+                    f"{kind} {count} messages / {size_b} B"
+                    for kind, (count, size_b) in sorted(detail.items())
+                )
+                + f"; {samples[-1]['tokens']} tokens generated, "
+                f"{samples[-1]['text_chars']} characters."
+            )
         _background_traffic(context, kernel, result, background_size)
     per_char = [b / t for b, t in zip(series["bytes"], series["text_bytes"]) if t]
     if len(per_char) >= 2:
         result.notes.append(
-            "Bytes per byte of text at " + ", ".join(
-                f"{n} tokens: {v:.2f}" for n, v in zip(series["tokens"], per_char))
-            + " — flat or falling means the growth is linear (nothing is resent).")
+            "Bytes per byte of text at "
+            + ", ".join(f"{n} tokens: {v:.2f}" for n, v in zip(series["tokens"], per_char))
+            + " — flat or falling means the growth is linear (nothing is resent)."
+        )
 
 
 def _traffic_metrics(label: str, samples: list, what: str = "%%mlx") -> list:
     passed = all(s["bytes"] < 3 * s["text_bytes"] + 512 * s["messages"] for s in samples)
     return [
-        Metric("traffic", f"IOPub bytes, {label} ({what})", "B",
-               [s["text_bytes"] for s in samples], [s["bytes"] for s in samples],
-               "the answer text", "all output messages", RATIO,
-               "< 3 × text + 512 B/update", passed),
-        Metric("traffic", f"IOPub messages, {label} ({what})", "msgs",
-               [], [s["messages"] for s in samples], "", "", RATIO, "", None),
+        Metric(
+            "traffic",
+            f"IOPub bytes, {label} ({what})",
+            "B",
+            [s["text_bytes"] for s in samples],
+            [s["bytes"] for s in samples],
+            "the answer text",
+            "all output messages",
+            RATIO,
+            "< 3 × text + 512 B/update",
+            passed,
+        ),
+        Metric(
+            "traffic",
+            f"IOPub messages, {label} ({what})",
+            "msgs",
+            [],
+            [s["messages"] for s in samples],
+            "",
+            "",
+            RATIO,
+            "",
+            None,
+        ),
     ]
 
 
@@ -249,27 +310,41 @@ def _background_traffic(context, kernel, result, size) -> None:
     kernel.drain(0.5)
     # Widget updates go out with whichever request is current: the job's cell,
     # the wait cell, or none; the wait cell's own printed line is not counted.
-    messages = [m for _, m in started.messages] + [m for _, m in kernel.others] + [
-        m for _, m in waited.messages if m["msg_type"].startswith("comm")]
+    messages = (
+        [m for _, m in started.messages]
+        + [m for _, m in kernel.others]
+        + [m for _, m in waited.messages if m["msg_type"].startswith("comm")]
+    )
     counted = traffic_of(messages)
-    values = kernel.execute("pass", expressions={"stats": STATS_EXPRESSION.replace(
-        "_mlx", "get_ipython().find_magic('mlx', 'line').__self__.jobs.all()[-1].result")})
+    values = kernel.execute(
+        "pass",
+        expressions={
+            "stats": STATS_EXPRESSION.replace(
+                "_mlx", "get_ipython().find_magic('mlx', 'line').__self__.jobs.all()[-1].result"
+            )
+        },
+    )
     stats = values.stats
     counted["text_bytes"] = stats.get("text_bytes", 0)
     counted["tokens"] = stats.get("generation_tokens", 0)
-    context.say(f"-b {size} tokens: {counted['messages']} messages, {counted['bytes']} B "
-                f"for {counted['text_bytes']} B of text")
+    context.say(
+        f"-b {size} tokens: {counted['messages']} messages, {counted['bytes']} B "
+        f"for {counted['text_bytes']} B of text"
+    )
     if counted["text_bytes"]:
         result.metrics += _traffic_metrics(f"{size} tokens", [counted], "-b, widgets")
         result.series["background_tokens"] = [size]
         result.series["background_bytes"] = [counted["bytes"]]
         result.notes.append(
-            f"**-b, {size} tokens:** " + ", ".join(
-                f"{kind} {count} messages / {size_b} B" for kind, (count, size_b) in
-                sorted(counted["by_type"].items())) +
-            f" for {counted['text_bytes']} B of text. Widget state is sent whole: every update "
+            f"**-b, {size} tokens:** "
+            + ", ".join(
+                f"{kind} {count} messages / {size_b} B"
+                for kind, (count, size_b) in sorted(counted["by_type"].items())
+            )
+            + f" for {counted['text_bytes']} B of text. Widget state is sent whole: every update "
             "resends the current text segment of `widget_view.WidgetStreamView` (its size is "
-            "bounded), however little text it adds, and every new segment opens a widget.")
+            "bounded), however little text it adds, and every new segment opens a widget."
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -291,8 +366,11 @@ def warm_vs_cold(context: Context, result: ScenarioResult) -> None:
     text_models = [("tiny llama", "tiny-llama", context.tiny_llama)]
     if not context.quick:
         text_models.insert(0, ("smollm2", "smollm2", context.smollm2))
-    result.setup = {"reps": reps, "text models": ", ".join(t[0] for t in text_models),
-                    "vision model": "tiny Qwen2-VL"}
+    result.setup = {
+        "reps": reps,
+        "text models": ", ".join(t[0] for t in text_models),
+        "vision model": "tiny Qwen2-VL",
+    }
     with Kernel(context.aliases(), "%mlx load tiny-llama", "%mlx load tiny-vlm") as kernel:
         for label, model, path in text_models:
             kernel.execute(f"%mlx load {model}")
@@ -303,8 +381,9 @@ def warm_vs_cold(context: Context, result: ScenarioResult) -> None:
                 question = SHORT_QUESTIONS[rep % len(SHORT_QUESTIONS)]
 
                 def run_cold():
-                    return cold_process("mlx_lm", ["--model", path, "--prompt", question,
-                                                   "--max-tokens", "1"])
+                    return cold_process(
+                        "mlx_lm", ["--model", path, "--prompt", question, "--max-tokens", "1"]
+                    )
 
                 process = run_cold() if rep % 2 == 0 else None
                 kernel.execute("%config MLXMagics.prefix_cache = True")
@@ -319,20 +398,36 @@ def warm_vs_cold(context: Context, result: ScenarioResult) -> None:
                 context.say(
                     f"{label} rep {rep + 1}/{reps}: cold process {process['ttft_s']:.2f} s "
                     f"(prefill {process['prefill_s']:.2f} s), warm {ms(cached.first_text_s)} "
-                    f"(prefix cache on) / {ms(plain.first_text_s)} (off)")
+                    f"(prefix cache on) / {ms(plain.first_text_s)} (off)"
+                )
             kernel.execute("%config MLXMagics.prefix_cache = True")
             result.metrics += [
-                Metric("warm_vs_cold", f"TTFT, {label}: warm cell (defaults)", "s",
-                       [p["ttft_s"] for p in cold], [c.first_text_s for c in warm_cached],
-                       "fresh mlx_lm generate", "%%mlx, prefix cache on", SPEEDUP, "≥ 10× faster",
-                       _speedup([p["ttft_s"] for p in cold],
-                                [c.first_text_s for c in warm_cached]) >= 10),
-                Metric("warm_vs_cold", f"TTFT, {label}: warm cell, prefix cache off", "s",
-                       [p["ttft_s"] for p in cold], [c.first_text_s for c in warm_plain],
-                       "fresh mlx_lm generate", "%%mlx, prefix cache off", SPEEDUP,
-                       "≥ 10× faster",
-                       _speedup([p["ttft_s"] for p in cold],
-                                [c.first_text_s for c in warm_plain]) >= 10),
+                Metric(
+                    "warm_vs_cold",
+                    f"TTFT, {label}: warm cell (defaults)",
+                    "s",
+                    [p["ttft_s"] for p in cold],
+                    [c.first_text_s for c in warm_cached],
+                    "fresh mlx_lm generate",
+                    "%%mlx, prefix cache on",
+                    SPEEDUP,
+                    "≥ 10× faster",
+                    _speedup([p["ttft_s"] for p in cold], [c.first_text_s for c in warm_cached])
+                    >= 10,
+                ),
+                Metric(
+                    "warm_vs_cold",
+                    f"TTFT, {label}: warm cell, prefix cache off",
+                    "s",
+                    [p["ttft_s"] for p in cold],
+                    [c.first_text_s for c in warm_plain],
+                    "fresh mlx_lm generate",
+                    "%%mlx, prefix cache off",
+                    SPEEDUP,
+                    "≥ 10× faster",
+                    _speedup([p["ttft_s"] for p in cold], [c.first_text_s for c in warm_plain])
+                    >= 10,
+                ),
             ]
             result.notes.append(_cold_note(label, cold, warm_cached, warm_plain))
         _vision_warm_vs_cold(context, kernel, result, reps)
@@ -371,26 +466,51 @@ def _vision_warm_vs_cold(context, kernel, result, reps) -> None:
     cold, warm = [], []
     for rep in range(reps):
         image = context.fresh_image()
-        process = cold_process("mlx_vlm", ["--model", context.tiny_vlm, "--image", image,
-                                           "--prompt", prompt, "--max-tokens", "1",
-                                           "--temperature", "0", "--verbose"])
+        process = cold_process(
+            "mlx_vlm",
+            [
+                "--model",
+                context.tiny_vlm,
+                "--image",
+                image,
+                "--prompt",
+                prompt,
+                "--max-tokens",
+                "1",
+                "--temperature",
+                "0",
+                "--verbose",
+            ],
+        )
         ours = kernel.generate(cell("mlx_vision", f"-m tiny-vlm -n 1 -i {image}", prompt))
         cold.append(process)
         warm.append(ours)
-        context.say(f"tiny VLM rep {rep + 1}/{reps}: cold process {process['ttft_s']:.2f} s, "
-                    f"warm {ms(ours.first_text_s)} (runtime {ms(ours.stats['ttft_s'])})")
-    result.metrics.append(Metric(
-        "warm_vs_cold", "TTFT, tiny VLM + new image: warm cell", "s",
-        [p["ttft_s"] for p in cold], [c.first_text_s for c in warm],
-        "fresh mlx_vlm generate", "%%mlx_vision", SPEEDUP, "≥ 10× faster",
-        _speedup([p["ttft_s"] for p in cold], [c.first_text_s for c in warm]) >= 10))
+        context.say(
+            f"tiny VLM rep {rep + 1}/{reps}: cold process {process['ttft_s']:.2f} s, "
+            f"warm {ms(ours.first_text_s)} (runtime {ms(ours.stats['ttft_s'])})"
+        )
+    result.metrics.append(
+        Metric(
+            "warm_vs_cold",
+            "TTFT, tiny VLM + new image: warm cell",
+            "s",
+            [p["ttft_s"] for p in cold],
+            [c.first_text_s for c in warm],
+            "fresh mlx_vlm generate",
+            "%%mlx_vision",
+            SPEEDUP,
+            "≥ 10× faster",
+            _speedup([p["ttft_s"] for p in cold], [c.first_text_s for c in warm]) >= 10,
+        )
+    )
     counts_cold = sorted({p["prompt_tokens"] for p in cold})
     counts_warm = sorted({c.stats["prompt_tokens"] for c in warm})
     result.notes.append(
         f"**tiny VLM:** prompt tokens (image tokens included) — processes {counts_cold}, cells "
         f"{counts_warm} ({'they match: the image was really processed on both sides' if counts_cold == counts_warm else 'they DIFFER'}). "
         f"Cold process: {median([p['ttft_s'] for p in cold]):.2f} s to the first token "
-        f"(prompt part {median([p['prefill_s'] for p in cold]) * 1000:.0f} ms).")
+        f"(prompt part {median([p['prefill_s'] for p in cold]) * 1000:.0f} ms)."
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -418,44 +538,80 @@ def conversation(context: Context, result: ScenarioResult) -> None:
         for turn in range(turns):
             text = CONVERSATION[turn]
             kernel.execute("%config MLXMagics.prefix_cache = False")
-            plain = kernel.generate(cell("mlx", f"-m {model} -n {max_tokens} --chat rebuild", text),
-                                    cell_id=f"rebuild-{turn}")
+            plain = kernel.generate(
+                cell("mlx", f"-m {model} -n {max_tokens} --chat rebuild", text),
+                cell_id=f"rebuild-{turn}",
+            )
             kernel.execute("%config MLXMagics.prefix_cache = True")
-            cached = kernel.generate(cell("mlx", f"-m {model} -n {max_tokens} --chat reuse", text),
-                                     cell_id=f"reuse-{turn}")
+            cached = kernel.generate(
+                cell("mlx", f"-m {model} -n {max_tokens} --chat reuse", text),
+                cell_id=f"reuse-{turn}",
+            )
             rebuild.append(plain.stats)
             reuse.append(cached.stats)
             context.say(
                 f"turn {turn + 1}/{turns}: rebuild {plain.stats['ttft_s']:.2f} s "
                 f"({plain.stats['prompt_tokens']} prompt tokens), reuse "
                 f"{cached.stats['ttft_s']:.2f} s ({cached.stats['prompt_tokens']} tokens, "
-                f"{cached.stats['cached_prompt_tokens']} cached)")
+                f"{cached.stats['cached_prompt_tokens']} cached)"
+            )
     result.series.update(
         model=label,
-        rebuild_ttft=[s["ttft_s"] for s in rebuild], reuse_ttft=[s["ttft_s"] for s in reuse],
+        rebuild_ttft=[s["ttft_s"] for s in rebuild],
+        reuse_ttft=[s["ttft_s"] for s in reuse],
         rebuild_prompt=[s["prompt_tokens"] for s in rebuild],
         reuse_prompt=[s["prompt_tokens"] for s in reuse],
-        reuse_cached=[s["cached_prompt_tokens"] for s in reuse])
+        reuse_cached=[s["cached_prompt_tokens"] for s in reuse],
+    )
     last = turns
     result.metrics += [
-        Metric("conversation", f"TTFT turn {last} ÷ turn 1, with reuse", "s",
-               [reuse[0]["ttft_s"]], [reuse[-1]["ttft_s"]], "turn 1", f"turn {last}", RATIO,
-               "≤ 1.3×", reuse[-1]["ttft_s"] <= 1.3 * reuse[0]["ttft_s"]),
-        Metric("conversation", f"TTFT turn {last} ÷ turn 1, rebuilding the history", "s",
-               [rebuild[0]["ttft_s"]], [rebuild[-1]["ttft_s"]], "turn 1", f"turn {last}", RATIO,
-               "", None),
-        Metric("conversation", f"TTFT turn {last}: rebuild vs reuse", "s",
-               [rebuild[-1]["ttft_s"]], [reuse[-1]["ttft_s"]], "prefix cache off",
-               "--chat, prefix cache on", SPEEDUP, "", None),
+        Metric(
+            "conversation",
+            f"TTFT turn {last} ÷ turn 1, with reuse",
+            "s",
+            [reuse[0]["ttft_s"]],
+            [reuse[-1]["ttft_s"]],
+            "turn 1",
+            f"turn {last}",
+            RATIO,
+            "≤ 1.3×",
+            reuse[-1]["ttft_s"] <= 1.3 * reuse[0]["ttft_s"],
+        ),
+        Metric(
+            "conversation",
+            f"TTFT turn {last} ÷ turn 1, rebuilding the history",
+            "s",
+            [rebuild[0]["ttft_s"]],
+            [rebuild[-1]["ttft_s"]],
+            "turn 1",
+            f"turn {last}",
+            RATIO,
+            "",
+            None,
+        ),
+        Metric(
+            "conversation",
+            f"TTFT turn {last}: rebuild vs reuse",
+            "s",
+            [rebuild[-1]["ttft_s"]],
+            [reuse[-1]["ttft_s"]],
+            "prefix cache off",
+            "--chat, prefix cache on",
+            SPEEDUP,
+            "",
+            None,
+        ),
     ]
     same_prompts = [s["prompt_tokens"] for s in rebuild] == [s["prompt_tokens"] for s in reuse]
     result.notes.append(
-        "Prompt tokens per turn: " + ", ".join(str(s["prompt_tokens"]) for s in reuse)
+        "Prompt tokens per turn: "
+        + ", ".join(str(s["prompt_tokens"]) for s in reuse)
         + f" (the same in both runs: {'yes' if same_prompts else 'NO — the answers differed'}); "
         "tokens taken from the prefix cache with reuse: "
         + ", ".join(str(s["cached_prompt_tokens"]) for s in reuse)
         + ". One repetition: each turn is a measurement, and the rebuild run costs minutes on "
-        "this CPU (its TTFT grows with the history).")
+        "this CPU (its TTFT grows with the history)."
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -483,12 +639,18 @@ def prefix(context: Context, result: ScenarioResult) -> None:
         "TTFT is in the plot's data. Targets: from the second question on, ≥ 5× faster "
         "than without the cache and ≥ 10× faster than the cold process."
     )
-    result.setup = {"model": label, "cached questions": n_cached, "uncached": n_uncached,
-                    "cold processes": n_cold, "paragraph characters": len(paragraph)}
+    result.setup = {
+        "model": label,
+        "cached questions": n_cached,
+        "uncached": n_uncached,
+        "cold processes": n_cold,
+        "paragraph characters": len(paragraph),
+    }
     cached, uncached, cold = [], [], []
     system = SYSTEM_PROMPT.replace("'", "’")
-    with Kernel(context.aliases(), f"%mlx load {model}",
-                f"%config MLXMagics.system_prompt = '{system}'") as kernel:
+    with Kernel(
+        context.aliases(), f"%mlx load {model}", f"%config MLXMagics.system_prompt = '{system}'"
+    ) as kernel:
         kernel.generate(cell("mlx", f"-m {model} -n 1", "Hi."))  # warm-up, then forget it
         kernel.execute("%mlx cache clear")
         for number in range(n_cached):
@@ -496,41 +658,83 @@ def prefix(context: Context, result: ScenarioResult) -> None:
             kernel.execute("%config MLXMagics.prefix_cache = True")
             with_cache = kernel.generate(cell("mlx", f"-m {model} -n 1", prompt))
             cached.append(with_cache)
-            line = (f"question {number + 1}: cached {with_cache.first_text_s:.2f} s "
-                    f"({with_cache.stats['cached_prompt_tokens']}/"
-                    f"{with_cache.stats['prompt_tokens']} tokens reused)")
+            line = (
+                f"question {number + 1}: cached {with_cache.first_text_s:.2f} s "
+                f"({with_cache.stats['cached_prompt_tokens']}/"
+                f"{with_cache.stats['prompt_tokens']} tokens reused)"
+            )
             if number < n_uncached:
                 kernel.execute("%config MLXMagics.prefix_cache = False")
                 without = kernel.generate(cell("mlx", f"-m {model} -n 1", prompt))
                 uncached.append(without)
                 line += f", uncached {without.first_text_s:.2f} s"
             if number < n_cold:
-                process = cold_process("mlx_lm", ["--model", path, "--system-prompt", system,
-                                                  "--prompt", prompt, "--max-tokens", "1"])
+                process = cold_process(
+                    "mlx_lm",
+                    [
+                        "--model",
+                        path,
+                        "--system-prompt",
+                        system,
+                        "--prompt",
+                        prompt,
+                        "--max-tokens",
+                        "1",
+                    ],
+                )
                 cold.append(process)
-                line += f", cold process {process['ttft_s']:.2f} s ({process['prompt_tokens']} tokens)"
+                line += (
+                    f", cold process {process['ttft_s']:.2f} s ({process['prompt_tokens']} tokens)"
+                )
             context.say(line)
         kernel.execute("%config MLXMagics.prefix_cache = True")
     later = [c.first_text_s for c in cached[1:]]
     result.series.update(
-        model=label, prompt_tokens=cached[0].stats["prompt_tokens"],
+        model=label,
+        prompt_tokens=cached[0].stats["prompt_tokens"],
         cached_ttft=[c.first_text_s for c in cached],
         uncached_ttft=[c.first_text_s for c in uncached],
         cold_ttft=[p["ttft_s"] for p in cold],
         cached_runtime_ttft=[c.stats["ttft_s"] for c in cached],
-        uncached_runtime_ttft=[c.stats["ttft_s"] for c in uncached])
+        uncached_runtime_ttft=[c.stats["ttft_s"] for c in uncached],
+    )
     result.metrics += [
-        Metric("prefix", "TTFT, questions 2+: cache vs no cache", "s",
-               [c.first_text_s for c in uncached], later, "%%mlx, prefix cache off",
-               "%%mlx, prefix cache on", SPEEDUP, "≥ 5× faster",
-               _speedup([c.first_text_s for c in uncached], later) >= 5),
-        Metric("prefix", "TTFT, questions 2+: cache vs cold process", "s",
-               [p["ttft_s"] for p in cold], later, "fresh mlx_lm generate",
-               "%%mlx, prefix cache on", SPEEDUP, "≥ 10× faster",
-               _speedup([p["ttft_s"] for p in cold], later) >= 10),
-        Metric("prefix", "TTFT, question 1 (cache still empty)", "s",
-               [uncached[0].first_text_s], [cached[0].first_text_s], "prefix cache off",
-               "prefix cache on", RATIO, "", None),
+        Metric(
+            "prefix",
+            "TTFT, questions 2+: cache vs no cache",
+            "s",
+            [c.first_text_s for c in uncached],
+            later,
+            "%%mlx, prefix cache off",
+            "%%mlx, prefix cache on",
+            SPEEDUP,
+            "≥ 5× faster",
+            _speedup([c.first_text_s for c in uncached], later) >= 5,
+        ),
+        Metric(
+            "prefix",
+            "TTFT, questions 2+: cache vs cold process",
+            "s",
+            [p["ttft_s"] for p in cold],
+            later,
+            "fresh mlx_lm generate",
+            "%%mlx, prefix cache on",
+            SPEEDUP,
+            "≥ 10× faster",
+            _speedup([p["ttft_s"] for p in cold], later) >= 10,
+        ),
+        Metric(
+            "prefix",
+            "TTFT, question 1 (cache still empty)",
+            "s",
+            [uncached[0].first_text_s],
+            [cached[0].first_text_s],
+            "prefix cache off",
+            "prefix cache on",
+            RATIO,
+            "",
+            None,
+        ),
     ]
     counts_cells = [c.stats["prompt_tokens"] for c in cached[:n_cold]]
     counts_cold = [p["prompt_tokens"] for p in cold]
@@ -541,7 +745,8 @@ def prefix(context: Context, result: ScenarioResult) -> None:
         f"reused from the cache per question: {reused}. Uncached prefill ran at "
         f"{median([c.stats['prompt_tps'] for c in uncached]):.1f} tokens/s; the cold processes "
         f"spent {median([p['ttft_s'] - p['prefill_s'] for p in cold]):.2f} s on start and load "
-        f"and {median([p['prefill_s'] for p in cold]):.2f} s on the prompt.")
+        f"and {median([p['prefill_s'] for p in cold]):.2f} s on the prompt."
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -570,33 +775,65 @@ def repeat_image(context: Context, result: ScenarioResult) -> None:
         for rep in range(reps):
             image = context.fresh_image()
             raw.append(baseline.generate(VISION_PROMPTS[0], image, 1)["ttft_s"])
-            one = kernel.generate(cell("mlx_vision", f"-m tiny-vlm -n 1 -i {image}",
-                                       VISION_PROMPTS[0]))
-            two = kernel.generate(cell("mlx_vision", f"-m tiny-vlm -n 1 -i {image}",
-                                       VISION_PROMPTS[1]))
+            one = kernel.generate(
+                cell("mlx_vision", f"-m tiny-vlm -n 1 -i {image}", VISION_PROMPTS[0])
+            )
+            two = kernel.generate(
+                cell("mlx_vision", f"-m tiny-vlm -n 1 -i {image}", VISION_PROMPTS[1])
+            )
             previews.append(_preview_of(one))
             first.append(one.stats["ttft_s"])
             second.append(two.stats["ttft_s"])
             first_visible.append(one.first_text_s)
             second_visible.append(two.first_text_s)
-            context.say(f"rep {rep + 1}/{reps}: first {ms(first[-1])}, second {ms(second[-1])} "
-                        f"(frontend {ms(first_visible[-1])} → {ms(second_visible[-1])}; raw "
-                        f"mlx_vlm {ms(raw[-1])})")
+            context.say(
+                f"rep {rep + 1}/{reps}: first {ms(first[-1])}, second {ms(second[-1])} "
+                f"(frontend {ms(first_visible[-1])} → {ms(second_visible[-1])}; raw "
+                f"mlx_vlm {ms(raw[-1])})"
+            )
         status = kernel.execute("%mlx status")
     result.series.update(first=first, second=second, raw=raw)
     result.metrics += [
-        Metric("repeat_image", "TTFT, second question ÷ first (runtime side)", "s",
-               first, second, "first question", "second, same image", RATIO, "≤ 0.6×",
-               median(second) <= 0.6 * median(first)),
-        Metric("repeat_image", "TTFT, second ÷ first (as the frontend sees it)", "s",
-               first_visible, second_visible, "first question", "second, same image", RATIO,
-               "≤ 0.6×", median(second_visible) <= 0.6 * median(first_visible)),
-        Metric("repeat_image", "TTFT, first question vs raw mlx_vlm", "s",
-               raw, first, "mlx_vlm.stream_generate", "%%mlx_vision (runtime side)",
-               RATIO, "", None),
+        Metric(
+            "repeat_image",
+            "TTFT, second question ÷ first (runtime side)",
+            "s",
+            first,
+            second,
+            "first question",
+            "second, same image",
+            RATIO,
+            "≤ 0.6×",
+            median(second) <= 0.6 * median(first),
+        ),
+        Metric(
+            "repeat_image",
+            "TTFT, second ÷ first (as the frontend sees it)",
+            "s",
+            first_visible,
+            second_visible,
+            "first question",
+            "second, same image",
+            RATIO,
+            "≤ 0.6×",
+            median(second_visible) <= 0.6 * median(first_visible),
+        ),
+        Metric(
+            "repeat_image",
+            "TTFT, first question vs raw mlx_vlm",
+            "s",
+            raw,
+            first,
+            "mlx_vlm.stream_generate",
+            "%%mlx_vision (runtime side)",
+            RATIO,
+            "",
+            None,
+        ),
     ]
-    text = "".join(m["content"].get("text", "") for _, m in status.messages
-                   if m["msg_type"] == "stream")
+    text = "".join(
+        m["content"].get("text", "") for _, m in status.messages if m["msg_type"] == "stream"
+    )
     lines = [line for line in text.splitlines() if "Vision features" in line or "Decoded" in line]
     result.notes.append("`%mlx status` after the run: " + "; ".join(lines))
     if previews and previews[0]:
@@ -608,7 +845,8 @@ def repeat_image(context: Context, result: ScenarioResult) -> None:
             f"received {ms(median([p['at'] for p in previews if p]))} after the request. That "
             "part of the frontend's wait (reading the file, making and sending the preview) is "
             "the same for both questions, so the frontend sees a smaller relative gain than the "
-            "runtime.")
+            "runtime."
+        )
 
 
 def _preview_of(vision_cell: Cell) -> Optional[dict]:
@@ -617,8 +855,11 @@ def _preview_of(vision_cell: Cell) -> Optional[dict]:
         data = message["content"].get("data", {}) if message["msg_type"] == "display_data" else {}
         if "image/png" in data:
             path = re.search(r"-i (\S+)", vision_cell.code).group(1)
-            return {"bytes": len(json.dumps(message["content"]).encode()),
-                    "at": arrived - vision_cell.sent, "file": os.path.getsize(path)}
+            return {
+                "bytes": len(json.dumps(message["content"]).encode()),
+                "at": arrived - vision_cell.sent,
+                "file": os.path.getsize(path),
+            }
     return None
 
 
@@ -660,18 +901,31 @@ def responsiveness(context: Context, result: ScenarioResult) -> None:
             kernel.drain(0.2)
             if not busy:
                 raise BenchError(f"the {label} background job ended before any ping")
-            context.say(f"{label}: idle median {ms(median(idle))}, during -b median "
-                        f"{ms(median(busy))} (max {ms(max(busy))}; {len(busy)} pings while "
-                        f"the job ran)")
+            context.say(
+                f"{label}: idle median {ms(median(idle))}, during -b median "
+                f"{ms(median(busy))} (max {ms(max(busy))}; {len(busy)} pings while "
+                f"the job ran)"
+            )
             result.series[f"{label}_idle"] = idle
             result.series[f"{label}_busy"] = busy
-            result.metrics.append(Metric(
-                "responsiveness", f"`1+1` latency during -b, {label}", "s", idle, busy,
-                "idle kernel", f"-b job streaming ({tokens} tokens)", DIFFERENCE,
-                "< 100 ms", median(busy) < 0.100))
+            result.metrics.append(
+                Metric(
+                    "responsiveness",
+                    f"`1+1` latency during -b, {label}",
+                    "s",
+                    idle,
+                    busy,
+                    "idle kernel",
+                    f"-b job streaming ({tokens} tokens)",
+                    DIFFERENCE,
+                    "< 100 ms",
+                    median(busy) < 0.100,
+                )
+            )
             result.notes.append(
                 f"**{label}:** during the job: max {ms(max(busy))} over {len(busy)} pings; "
-                f"idle: max {ms(max(idle))}.")
+                f"idle: max {ms(max(idle))}."
+            )
 
 
 _RUNNING = "len(get_ipython().find_magic('mlx', 'line').__self__.jobs.running())"

@@ -13,8 +13,8 @@ from __future__ import annotations
 import html
 from typing import Optional
 
-from mlx_magic.magics.background import BackgroundJob
 from mlx_magic.display.widget_view import WidgetStreamView
+from mlx_magic.magics.background import BackgroundJob
 
 PANEL_CONVERSATION = "panel"
 
@@ -35,20 +35,40 @@ class ChatPanel:
         self.vision = vision
         self.conversation = conversation
         self.running: Optional[BackgroundJob] = None
-        self.prompt = widgets.Textarea(placeholder="Ask something…", rows=3,
-                                       layout=widgets.Layout(width="100%"))
-        self.send_button = widgets.Button(description="Send", button_style="primary", icon="paper-plane")
+        self.prompt = widgets.Textarea(
+            placeholder="Ask something…", rows=3, layout=widgets.Layout(width="100%")
+        )
+        self.send_button = widgets.Button(
+            description="Send", button_style="primary", icon="paper-plane"
+        )
         self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
         labelled = {"description_width": "initial"}  # labels are not cut short
-        self.model = widgets.Combobox(options=self.model_choices(), value=self.default_model(),
-                                      description="Model", ensure_option=False, style=labelled)
-        self.temperature = widgets.FloatSlider(value=magics.temperature, min=0.0, max=2.0,
-                                               step=0.05, description="Temperature", style=labelled)
-        self.max_tokens = widgets.BoundedIntText(value=min(magics.max_tokens, 4096), min=1,
-                                                 max=4096, description="Max tokens", style=labelled)
+        self.model = widgets.Combobox(
+            options=self.model_choices(),
+            value=self.default_model(),
+            description="Model",
+            ensure_option=False,
+            style=labelled,
+        )
+        self.temperature = widgets.FloatSlider(
+            value=magics.temperature,
+            min=0.0,
+            max=2.0,
+            step=0.05,
+            description="Temperature",
+            style=labelled,
+        )
+        self.max_tokens = widgets.BoundedIntText(
+            value=min(magics.max_tokens, 4096),
+            min=1,
+            max=4096,
+            description="Max tokens",
+            style=labelled,
+        )
         self.upload = widgets.FileUpload(accept="image/*", multiple=True, description="Images")
-        self.image_variables = widgets.SelectMultiple(options=self.image_variable_names(),
-                                                      description="Variables", rows=3)
+        self.image_variables = widgets.SelectMultiple(
+            options=self.image_variable_names(), description="Variables", rows=3
+        )
         self.transcript = widgets.VBox([])
         self._conversation_base = conversation
         self._conversation_count = 1
@@ -58,15 +78,21 @@ class ChatPanel:
         controls = [self.model, self.temperature, self.max_tokens]
         if vision:
             controls += [self.upload, self.image_variables]
-        self.widget = widgets.VBox([
-            self.transcript,
-            self.prompt,
-            widgets.HBox([self.send_button, self.stop_button]),
-            widgets.VBox(controls),
-        ])
+        self.widget = widgets.VBox(
+            [
+                self.transcript,
+                self.prompt,
+                widgets.HBox([self.send_button, self.stop_button]),
+                widgets.VBox(controls),
+            ]
+        )
         # Stable handles for styling and for browser tests.
-        for widget, name in [(self.widget, "panel"), (self.prompt, "prompt"),
-                             (self.send_button, "send"), (self.stop_button, "stop")]:
+        for widget, name in [
+            (self.widget, "panel"),
+            (self.prompt, "prompt"),
+            (self.send_button, "send"),
+            (self.stop_button, "stop"),
+        ]:
             widget.add_class(f"mlx-magic-{name}")
 
     # ---- choices -------------------------------------------------------------
@@ -129,7 +155,8 @@ class ChatPanel:
                 self._note(f"✖ {entry.error}")
 
         self.running = self.magics.jobs.start(
-            job, view, interval_s=self.magics.stream_interval_ms / 1000, on_done=done)
+            job, view, interval_s=self.magics.stream_interval_ms / 1000, on_done=done
+        )
         return self.running
 
     def _model_changed(self, change) -> None:
@@ -150,24 +177,42 @@ class ChatPanel:
         from mlx_magic.magics.side_by_side import variants_of
 
         args = Namespace(
-            model=[self.model.value] if self.model.value else None, max_tokens=self.max_tokens.value,
-            temp=[self.temperature.value], top_p=None, top_k=None, min_p=None,
-            repetition_penalty=None, seed=None, system=None, raw=False, out=None,
-            chat=self.conversation, format="text", no_interpolate=True, error=False,
-            probs=None, background=True, image=[],
+            model=[self.model.value] if self.model.value else None,
+            max_tokens=self.max_tokens.value,
+            temp=[self.temperature.value],
+            top_p=None,
+            top_k=None,
+            min_p=None,
+            repetition_penalty=None,
+            seed=None,
+            system=None,
+            raw=False,
+            out=None,
+            chat=self.conversation,
+            format="text",
+            no_interpolate=True,
+            error=False,
+            probs=None,
+            background=True,
+            image=[],
         )
         args = variants_of(args)[0]
         resolve = self.magics.resolve_vision if self.vision else self.magics.resolve
         images = self._new_images() if self.vision else []
-        request, _, turn = self.magics.build_request(args, text, lambda: resolve(args.model),
-                                                     images=images)
+        request, _, turn = self.magics.build_request(
+            args, text, lambda: resolve(args.model), images=images
+        )
         return request, turn, images
 
     def _new_images(self):
         """The selected images the conversation has not seen yet: the ones it
         has stay with the turn that sent them."""
         conversation = self.magics.conversations.get(self.conversation)
-        seen = {key for turn in conversation.turns for key in turn.image_keys} if conversation else set()
+        seen = (
+            {key for turn in conversation.turns for key in turn.image_keys}
+            if conversation
+            else set()
+        )
         return [image for image in self._images() if image.cache_key not in seen]
 
     def _images(self):
@@ -195,5 +240,5 @@ class ChatPanel:
         import ipywidgets as widgets
 
         self.transcript.children = self.transcript.children + (
-            widgets.HTML(value=f"<em>{html.escape(message)}</em>"),)
-
+            widgets.HTML(value=f"<em>{html.escape(message)}</em>"),
+        )

@@ -12,13 +12,17 @@ from __future__ import annotations
 import html
 import math
 
-from mlx_magic.runtime.values import SamplingParams
 from mlx_magic.display.result import MLXResult
+from mlx_magic.runtime.values import SamplingParams
 
 
 def sampler_summary(sampling: SamplingParams) -> str:
-    parts = [f"temperature {sampling.temperature:g}", f"top-p {sampling.top_p:g}",
-             f"top-k {sampling.top_k or 'off'}", f"min-p {sampling.min_p:g}"]
+    parts = [
+        f"temperature {sampling.temperature:g}",
+        f"top-p {sampling.top_p:g}",
+        f"top-k {sampling.top_k or 'off'}",
+        f"min-p {sampling.min_p:g}",
+    ]
     if sampling.repetition_penalty:
         parts.append(f"repetition penalty {sampling.repetition_penalty:g}")
     if sampling.seed is not None:
@@ -28,15 +32,18 @@ def sampler_summary(sampling: SamplingParams) -> str:
 
 def probability_bundle(result: MLXResult, sampling: SamplingParams) -> dict:
     """HTML (shaded tokens with their alternatives) and a plain-text table."""
-    note = (f"Sampler: {sampler_summary(sampling)}. Probabilities are the model's own, "
-            "before the sampler's settings apply.")
+    note = (
+        f"Sampler: {sampler_summary(sampling)}. Probabilities are the model's own, "
+        "before the sampler's settings apply."
+    )
     spans, rows = [], []
     for number, token in enumerate(result.tokens, 1):
         if token.logprob is None:
             continue
         probability = math.exp(token.logprob)
-        alternatives = ", ".join(f"{text!r} {math.exp(logprob):.1%}"
-                                 for _, text, logprob in token.top)
+        alternatives = ", ".join(
+            f"{text!r} {math.exp(logprob):.1%}" for _, text, logprob in token.top
+        )
         rows.append(f"{number:>4}  {token.text!r:<18}  {probability:7.1%}  {alternatives}")
         # Unlikely tokens glow red; near-certain ones stay almost clear.
         alpha = 0.08 + 0.62 * (1.0 - probability)

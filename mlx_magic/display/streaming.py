@@ -13,10 +13,18 @@ from dataclasses import dataclass
 from typing import Optional
 
 from mlx_magic.display.buffering import TokenBuffer
-from mlx_magic.runtime.values import Failed, Finished, Job, ModelLoading, ModelReady, Notice, TokenChunk
 from mlx_magic.display.result import GenerationStats, MLXResult, TokenInfo
 from mlx_magic.display.views import StreamView
 from mlx_magic.errors import GenerationFailed
+from mlx_magic.runtime.values import (
+    Failed,
+    Finished,
+    Job,
+    ModelLoading,
+    ModelReady,
+    Notice,
+    TokenChunk,
+)
 
 # How long to wait for the runtime to confirm a cancel before giving up on
 # it; a token step takes far less, only a huge prompt's prefill chunk more.
@@ -28,8 +36,6 @@ _POLL_S = 0.25
 # process, a fast model decoded at 0.90x raw mlx-lm read per token, 1.04x read
 # this way: BENCHMARKS.md, Investigations 4).
 _BATCH_READ_S = 0.05
-
-
 
 
 @dataclass
@@ -70,8 +76,10 @@ def stream_jobs(jobs: list[Job], views: list[StreamView], *, interval_s: float):
     Returns one :class:`StreamOutcome` per job, or, for a job that failed,
     the :class:`GenerationFailed` (shown in its view; the others go on).
     """
-    collectors = [_Collector(job, view, TokenBuffer(interval_s) if view.batches else None)
-                  for job, view in zip(jobs, views)]
+    collectors = [
+        _Collector(job, view, TokenBuffer(interval_s) if view.batches else None)
+        for job, view in zip(jobs, views)
+    ]
     ends: dict[int, object] = {}
     interrupted = False
     deadline = None
@@ -91,7 +99,7 @@ def stream_jobs(jobs: list[Job], views: list[StreamView], *, interval_s: float):
                     ends[index] = finished
                 quiet = quiet and finished is None
             if deadline is not None and time.monotonic() > deadline:
-                for index, collector in enumerate(collectors):
+                for index in range(len(collectors)):
                     ends.setdefault(index, Finished("cancelled", {}))
             if quiet:
                 time.sleep(0.02)
@@ -109,8 +117,9 @@ def stream_jobs(jobs: list[Job], views: list[StreamView], *, interval_s: float):
         collector.show(collector.drain())
         result = collector.result(end)
         collector.view.finish(result)
-        outcomes.append(StreamOutcome(result=result, interrupted=interrupted,
-                                      flushes=collector.flushes))
+        outcomes.append(
+            StreamOutcome(result=result, interrupted=interrupted, flushes=collector.flushes)
+        )
     return outcomes
 
 
@@ -176,8 +185,13 @@ class _Collector:
             self.parts.append(event.text)
             details = event.details or ({},) * len(event.token_ids)
             for token_id, detail in zip(event.token_ids, details):
-                self.tokens.append(TokenInfo(id=int(token_id), logprob=detail.get("logprob"),
-                                             top=list(detail.get("top", []))))
+                self.tokens.append(
+                    TokenInfo(
+                        id=int(token_id),
+                        logprob=detail.get("logprob"),
+                        top=list(detail.get("top", [])),
+                    )
+                )
             if self.tokens and event.token_ids:
                 self.tokens[-1].text = event.text
             if self.buffer is None:

@@ -81,9 +81,13 @@ class NotebookView(StreamView):
     def notice(self, message: str) -> None:
         from IPython.display import display
 
-        display({"text/plain": f"[{message}]",
-                 "text/html": f'<div class="mlx-magic-notice"><em>{html.escape(message)}</em></div>'},
-                raw=True)
+        display(
+            {
+                "text/plain": f"[{message}]",
+                "text/html": f'<div class="mlx-magic-notice"><em>{html.escape(message)}</em></div>',
+            },
+            raw=True,
+        )
 
     def loading(self, model: str) -> None:
         self._set_status(f"Loading {model} (first use in this kernel)…")
@@ -121,7 +125,9 @@ class NotebookView(StreamView):
             if self._previews is not None:
                 display(self._previews, raw=True)
             display({"text/markdown": result.text, "text/plain": result.text}, raw=True)
-        display({"text/plain": f"[{result.footer}]", "text/html": footer_html(result.footer)}, raw=True)
+        display(
+            {"text/plain": f"[{result.footer}]", "text/html": footer_html(result.footer)}, raw=True
+        )
 
     def fail(self) -> None:
         self._clear_status()
@@ -240,9 +246,11 @@ def widgets_usable(shell) -> bool:
             _warned_about_widgets = True
             import warnings
 
-            warnings.warn("mlx_magic shows background jobs and side-by-side columns live with "
-                          "ipywidgets: pip install ipywidgets. Falling back to plain text.",
-                          stacklevel=3)
+            warnings.warn(
+                "mlx_magic shows background jobs and side-by-side columns live with "
+                "ipywidgets: pip install ipywidgets. Falling back to plain text.",
+                stacklevel=3,
+            )
         return False
     return True
 

@@ -39,7 +39,10 @@ class WidgetStreamView(StreamView):
         self._status = widgets.HTML(value=self._status_html(f"{title}: queued"))
         self._segments = widgets.VBox([])  # pages, each a VBox of segments
         self._page = None
-        self._shared = {"layout": widgets.Layout(margin="0"), "style": widgets.widgets.widget_string.HTMLStyle()}
+        self._shared = {
+            "layout": widgets.Layout(margin="0"),
+            "style": widgets.widgets.widget_string.HTMLStyle(),
+        }
         self._footer = widgets.HTML(value="")
         parts = [self._status, self._segments, self._footer]
         if heading:
@@ -99,10 +102,13 @@ class WidgetStreamView(StreamView):
             # Frontends that route display updates to a finished cell swap
             # the live widget for static output, which a saved notebook keeps;
             # the others keep showing the (complete) widget.
-            self._handle.update({
-                "text/plain": f"{result.text}\n[{result.footer}]",
-                "text/html": _PRE.format(html.escape(result.text)) + footer_html(result.footer),
-            }, raw=True)
+            self._handle.update(
+                {
+                    "text/plain": f"{result.text}\n[{result.footer}]",
+                    "text/html": _PRE.format(html.escape(result.text)) + footer_html(result.footer),
+                },
+                raw=True,
+            )
 
     def fail(self) -> None:
         self.set_status("✖ failed")
@@ -136,9 +142,13 @@ class ColumnsView:
         """Replace the live columns, in place, by their final static form."""
         from mlx_magic.display.result import columns_html
 
-        self._handle.update({
-            "text/html": columns_html(columns),
-            "text/plain": "\n\n".join(f"── {title} ──\n{text}\n[{footer}]"
-                                       for title, text, footer in columns),
-        }, raw=True)
+        self._handle.update(
+            {
+                "text/html": columns_html(columns),
+                "text/plain": "\n\n".join(
+                    f"── {title} ──\n{text}\n[{footer}]" for title, text, footer in columns
+                ),
+            },
+            raw=True,
+        )
         self.box.close()

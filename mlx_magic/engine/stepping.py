@@ -12,10 +12,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
+from mlx_magic.errors import CancelledDuringPrompt
 from mlx_magic.locking import gpu_lock
 from mlx_magic.runtime.values import Job, TokenChunk
-from mlx_magic.errors import CancelledDuringPrompt
-
 
 #: After the first text, how long the runtime lets whoever shows the answer
 #: put it out before computing the next token. Without this pause the next
@@ -23,8 +22,6 @@ from mlx_magic.errors import CancelledDuringPrompt
 #: screen tens of milliseconds late on a busy machine; with it, it is shown
 #: in a few milliseconds, which is also all the pause usually lasts.
 FIRST_TEXT_PAUSE_S = 0.05
-
-
 
 
 def stop_prefill_when_cancelled(job: Job) -> Callable[[int, int], None]:

@@ -5,10 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from mlx_magic.locking import gpu_lock
 from mlx_magic.engine.model_cache import WarmModel
+from mlx_magic.engine.stepping import (
+    Stepper,
+    probability_describer,
+    stop_prefill_when_cancelled,
+    token_id,
+)
+from mlx_magic.locking import gpu_lock
 from mlx_magic.runtime.values import Finished, GenerationRequest, Job, Notice
-from mlx_magic.engine.stepping import Stepper, probability_describer, stop_prefill_when_cancelled, token_id
 from mlx_magic.units import gib
 
 
@@ -77,8 +82,9 @@ def generate_text(warm: WarmModel, job: Job, *, started: float) -> Finished:
     return start_text(warm, job, started=started).run()
 
 
-def start_text(warm: WarmModel, job: Job, *, started: float,
-               per_step_seed: bool = False) -> PendingGeneration:
+def start_text(
+    warm: WarmModel, job: Job, *, started: float, per_step_seed: bool = False
+) -> PendingGeneration:
     """Prepare a generation with mlx-lm, ready to be stepped.
 
     ``per_step_seed`` derives each step's random seed from the request's
@@ -98,10 +104,12 @@ def start_text(warm: WarmModel, job: Job, *, started: float,
         limit = context_length(warm.config)
         prompt, dropped_turns = fit_history(warm.tokenizer, request, limit)
         if dropped_turns:
-            job.emit(Notice(
-                f"Dropped the {dropped_turns} oldest turn(s) of the conversation: the history "
-                f"no longer fits the {limit}-token context of {warm.name}"
-            ))
+            job.emit(
+                Notice(
+                    f"Dropped the {dropped_turns} oldest turn(s) of the conversation: the history "
+                    f"no longer fits the {limit}-token context of {warm.name}"
+                )
+            )
         if prefix_cache is not None:
             kv_cache, to_prefill = prefix_cache.fetch(warm.model, prompt)
         else:
@@ -124,13 +132,14 @@ def start_text(warm: WarmModel, job: Job, *, started: float,
         prompt_cache=kv_cache,
         max_tokens=sampling.max_tokens,
         sampler=sampler,
-        logits_processors=make_logits_processors(
-            repetition_penalty=sampling.repetition_penalty
-        ),
+        logits_processors=make_logits_processors(repetition_penalty=sampling.repetition_penalty),
         prompt_progress_callback=stop_prefill_when_cancelled(job),
     )
-    describe = (probability_describer(warm.tokenizer, request.top_logprobs)
-                if request.top_logprobs else None)
+    describe = (
+        probability_describer(warm.tokenizer, request.top_logprobs)
+        if request.top_logprobs
+        else None
+    )
     stepper = Stepper(steps, job, token_of=token_id, last_token_is_new=True, describe=describe)
 
     def finish() -> Finished:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from mlx_magic.locking import gpu_lock
 from mlx_magic.engine.model_cache import WarmModel
-from mlx_magic.runtime.values import Finished, Job
 from mlx_magic.engine.stepping import Stepper, probability_describer, token_id
 from mlx_magic.engine.text_generation import PendingGeneration
+from mlx_magic.locking import gpu_lock
+from mlx_magic.runtime.values import Finished, Job
 from mlx_magic.units import gib
 
 
@@ -21,9 +21,12 @@ def vision_prompt(warm: WarmModel, request) -> str:
     if request.raw:
         return request.prompt
     model_type = _config_dict(warm.config)["model_type"]
-    return apply_chat_template(warm.tokenizer, warm.config,
-                               conversation_messages(model_type, request),
-                               num_images=len(request.images))
+    return apply_chat_template(
+        warm.tokenizer,
+        warm.config,
+        conversation_messages(model_type, request),
+        num_images=len(request.images),
+    )
 
 
 def conversation_messages(model_type: str, request) -> list[dict]:
@@ -101,8 +104,11 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
         image=list(request.images) or None,
         **options,
     )
-    describe = (probability_describer(warm.tokenizer, request.top_logprobs)
-                if request.top_logprobs else None)
+    describe = (
+        probability_describer(warm.tokenizer, request.top_logprobs)
+        if request.top_logprobs
+        else None
+    )
     stepper = Stepper(steps, job, token_of=token_id, last_token_is_new=False, describe=describe)
 
     def finish() -> Finished:
@@ -136,7 +142,11 @@ def _prompt_caches(warm: WarmModel, request):
 
 def _feature_cache_options(warm: WarmModel, prompt: str, request) -> dict:
     """Keyword arguments for ``stream_generate`` that reuse cached image features."""
-    from mlx_magic.engine.vision_features import feature_cache_mode, make_feature_cache, tower_features
+    from mlx_magic.engine.vision_features import (
+        feature_cache_mode,
+        make_feature_cache,
+        tower_features,
+    )
 
     mode = feature_cache_mode(warm.model)
     if mode is None or len(request.image_keys) != len(request.images):

@@ -82,8 +82,9 @@ class VisionPromptCaches:
         self._trim()
 
     def _trim(self) -> None:
-        while self._states and (len(self._states) > self.max_entries
-                                or self._held_bytes() > self.max_bytes):
+        while self._states and (
+            len(self._states) > self.max_entries or self._held_bytes() > self.max_bytes
+        ):
             self._states.popitem(last=False)
 
     def _held_bytes(self) -> int:
@@ -96,9 +97,14 @@ class VisionPromptCaches:
         self._states.clear()
 
     def stats(self) -> dict:
-        return {"entries": len(self._states), "bytes": self._held_bytes(), "lookups": self.lookups,
-                "hits": self.hits, "prompt_tokens": self.prompt_tokens,
-                "reused_tokens": self.reused_tokens}
+        return {
+            "entries": len(self._states),
+            "bytes": self._held_bytes(),
+            "lookups": self.lookups,
+            "hits": self.hits,
+            "prompt_tokens": self.prompt_tokens,
+            "reused_tokens": self.reused_tokens,
+        }
 
 
 def _nbytes(cache) -> int:

@@ -33,8 +33,7 @@ from typing import Any, Mapping, Optional
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mlx_magic.errors import one_line
-from mlx_magic.errors import ImageSourceError
+from mlx_magic.errors import ImageSourceError, one_line
 
 DEFAULT_MAX_PIXELS = 50_000_000
 """Largest image (width × height) decoded by default: 50 megapixels, well
@@ -42,16 +41,30 @@ above any camera photo and below Pillow's own bomb limit (~89 megapixels)."""
 
 _GLOB_CHARS = ("*", "?", "[")
 _OUTPUT_REF = re.compile(r"^(?:_(\d+)|Out\[(\d+)\])$")
-_LAST_OUTPUTS = {"_": "the last output", "__": "the output before last",
-                 "___": "the third-last output"}
+_LAST_OUTPUTS = {
+    "_": "the last output",
+    "__": "the output before last",
+    "___": "the third-last output",
+}
 # Schemes that are plainly not file names even without "//" (``javascript:x``,
 # ``file:/etc/passwd``); anything else with "://" is a URL too.
-_NON_HTTP_SCHEMES = {"file", "ftp", "ftps", "sftp", "javascript", "vbscript", "blob",
-                     "about", "mailto", "ws", "wss", "s3", "gs"}
+_NON_HTTP_SCHEMES = {
+    "file",
+    "ftp",
+    "ftps",
+    "sftp",
+    "javascript",
+    "vbscript",
+    "blob",
+    "about",
+    "mailto",
+    "ws",
+    "wss",
+    "s3",
+    "gs",
+}
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _CHUNK = 64 * 1024
-
-
 
 
 @dataclass(frozen=True)
@@ -171,9 +184,15 @@ class DecodedImageCache:
     def stats(self) -> dict:
         """Counters and sizes: entries, bytes, hits, misses, evictions and the bounds."""
         with self._lock:
-            return {"entries": len(self._entries), "bytes": self._bytes,
-                    "hits": self.hits, "misses": self.misses, "evictions": self.evictions,
-                    "max_entries": self.max_entries, "max_bytes": self.max_bytes}
+            return {
+                "entries": len(self._entries),
+                "bytes": self._bytes,
+                "hits": self.hits,
+                "misses": self.misses,
+                "evictions": self.evictions,
+                "max_entries": self.max_entries,
+                "max_bytes": self.max_bytes,
+            }
 
 
 @dataclass(frozen=True)
@@ -266,8 +285,9 @@ def png_bytes(image: Image.Image) -> bytes:
 # --- resolving a source ----------------------------------------------------
 
 
-def _load_source(source: str, namespace: Mapping[str, object],
-                 options: _Options) -> list[LoadedImage]:
+def _load_source(
+    source: str, namespace: Mapping[str, object], options: _Options
+) -> list[LoadedImage]:
     """One source, tried as each kind in turn (see :func:`load_images`)."""
     if not isinstance(source, str) or not source.strip():
         raise ImageSourceError(f"empty image source {source!r}", source=str(source))
@@ -291,7 +311,8 @@ def _load_source(source: str, namespace: Mapping[str, object],
     # One-letter "schemes" are Windows drive letters, not URLs.
     if len(scheme) > 1 and ("://" in source or scheme in _NON_HTTP_SCHEMES):
         raise ImageSourceError(
-            f"{_short(source)!r}: only http:// and https:// URLs are fetched", source)
+            f"{_short(source)!r}: only http:// and https:// URLs are fetched", source
+        )
 
     return _from_path_source(source, namespace, options)
 
@@ -302,8 +323,9 @@ def _lookup_output(source: str, namespace: Mapping[str, object]) -> object:
         value = namespace.get(source, "")
         # IPython starts `_`, `__` and `___` as "" until a cell shows a result.
         if isinstance(value, str) and value == "":
-            raise ImageSourceError(f"no output for {source!r} yet ({_LAST_OUTPUTS[source]})",
-                                   source)
+            raise ImageSourceError(
+                f"no output for {source!r} yet ({_LAST_OUTPUTS[source]})", source
+            )
         return value
 
     match = _OUTPUT_REF.match(source)
@@ -313,8 +335,10 @@ def _lookup_output(source: str, namespace: Mapping[str, object]) -> object:
         return outputs[number]
     if f"_{number}" in namespace:
         return namespace[f"_{number}"]
-    raise ImageSourceError(f"no output {number}: cell {number} did not show a result "
-                           f"(Out[{number}] / _{number})", source)
+    raise ImageSourceError(
+        f"no output {number}: cell {number} did not show a result (Out[{number}] / _{number})",
+        source,
+    )
 
 
 def _from_object(source: str, value: Any, options: _Options) -> LoadedImage:
@@ -325,8 +349,9 @@ def _from_object(source: str, value: Any, options: _Options) -> LoadedImage:
         try:
             value.load()
         except Exception as error:  # e.g. a closed or truncated lazily opened image
-            raise ImageSourceError(f"{source!r}: cannot read the image: {one_line(error)}",
-                                   source) from error
+            raise ImageSourceError(
+                f"{source!r}: cannot read the image: {one_line(error)}", source
+            ) from error
         return _finish(source, value, options)
 
     numpy = sys.modules.get("numpy")
@@ -353,7 +378,9 @@ def _from_object(source: str, value: Any, options: _Options) -> LoadedImage:
     kind = type(value).__name__
     raise ImageSourceError(
         f"{source!r} is of type {kind}, not an image (expected a PIL image, numpy array, "
-        f"bytes, matplotlib figure, IPython Image or Path)", source)
+        f"bytes, matplotlib figure, IPython Image or Path)",
+        source,
+    )
 
 
 def _array_to_image(source: str, array: Any, numpy: Any) -> Image.Image:
@@ -363,25 +390,30 @@ def _array_to_image(source: str, array: Any, numpy: Any) -> Image.Image:
     channels_ok = array.ndim == 2 or (array.ndim == 3 and shape[2] in (1, 3, 4))
     if not channels_ok or 0 in shape:
         raise ImageSourceError(
-            f"{source!r}: array of {described} is not an image "
-            f"(expected H×W, H×W×3 or H×W×4)", source)
+            f"{source!r}: array of {described} is not an image (expected H×W, H×W×3 or H×W×4)",
+            source,
+        )
     if array.dtype == numpy.uint8:
         pixels = array
     elif numpy.issubdtype(array.dtype, numpy.floating):
         if not bool(numpy.isfinite(array).all()):
             raise ImageSourceError(
-                f"{source!r}: float array values must be in [0, 1], found NaN or "
-                f"infinity", source)
+                f"{source!r}: float array values must be in [0, 1], found NaN or infinity", source
+            )
         low, high = float(array.min()), float(array.max())
         if low < 0.0 or high > 1.0:
             raise ImageSourceError(
                 f"{source!r}: float array values must be in [0, 1], found {low:g} to "
-                f"{high:g}; scale it or pass uint8", source)
+                f"{high:g}; scale it or pass uint8",
+                source,
+            )
         pixels = numpy.rint(array * 255.0).astype(numpy.uint8)
     else:
         raise ImageSourceError(
             f"{source!r}: array of {described} is not supported; "
-            f"use uint8 (0-255) or float (0-1), e.g. arr.astype(np.uint8)", source)
+            f"use uint8 (0-255) or float (0-1), e.g. arr.astype(np.uint8)",
+            source,
+        )
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
     # uint8 H×W, H×W×3 and H×W×4 arrays map to L, RGB and RGBA by themselves.
@@ -401,8 +433,9 @@ def _from_ipython_image(source: str, value: Any, options: _Options) -> LoadedIma
         scheme = urllib.parse.urlsplit(url).scheme.lower()
         if scheme not in ("http", "https"):
             raise ImageSourceError(
-                f"{source!r} points at {_short(url)!r}: only http:// and https:// URLs "
-                f"are fetched", source)
+                f"{source!r} points at {_short(url)!r}: only http:// and https:// URLs are fetched",
+                source,
+            )
         return _from_url(source, url, options)
     raise ImageSourceError(f"{source!r} is an IPython Image with no data, file or URL", source)
 
@@ -413,8 +446,9 @@ def _from_figure(source: str, figure: Any, options: _Options) -> LoadedImage:
     try:
         figure.savefig(buffer, format="png", dpi="figure")
     except Exception as error:  # any failure inside the user's plot
-        raise ImageSourceError(f"{source!r}: could not render the figure: "
-                               f"{one_line(error)}", source) from error
+        raise ImageSourceError(
+            f"{source!r}: could not render the figure: {one_line(error)}", source
+        ) from error
     return _from_encoded(source, buffer.getvalue(), options)
 
 
@@ -422,13 +456,13 @@ def _from_data_uri(source: str, options: _Options) -> LoadedImage:
     """``data:image/png;base64,...`` (percent-encoded data is accepted too)."""
     header, comma, payload = source[5:].partition(",")
     if not comma:
-        raise ImageSourceError(f"{_short(source)!r}: data URI has no ',' before its data",
-                               source)
+        raise ImageSourceError(f"{_short(source)!r}: data URI has no ',' before its data", source)
     params = [part.strip().lower() for part in header.split(";")]
     media_type = params[0] or "text/plain"  # RFC 2397's default
     if not media_type.startswith("image/"):
         raise ImageSourceError(
-            f"{_short(source)!r}: data URI is {media_type}, not an image/* type", source)
+            f"{_short(source)!r}: data URI is {media_type}, not an image/* type", source
+        )
     try:
         if "base64" in params[1:]:
             text = urllib.parse.unquote(payload)
@@ -437,8 +471,9 @@ def _from_data_uri(source: str, options: _Options) -> LoadedImage:
         else:
             data = urllib.parse.unquote_to_bytes(payload)
     except (binascii.Error, ValueError) as error:
-        raise ImageSourceError(f"{_short(source)!r}: invalid base64 data: "
-                               f"{one_line(error)}", source) from error
+        raise ImageSourceError(
+            f"{_short(source)!r}: invalid base64 data: {one_line(error)}", source
+        ) from error
     return _from_encoded(source, data, options, what=media_type)
 
 
@@ -461,7 +496,9 @@ def _fetch(source: str, url: str, options: _Options) -> tuple[bytes, str]:
             if length and length.strip().isdigit() and int(length) > options.max_bytes:
                 raise ImageSourceError(
                     f"{name}: {int(length):,} bytes is more than the "
-                    f"{options.max_bytes:,}-byte limit", source)
+                    f"{options.max_bytes:,}-byte limit",
+                    source,
+                )
             chunks, received = [], 0
             while received <= options.max_bytes:
                 if time.monotonic() > deadline:
@@ -475,7 +512,8 @@ def _fetch(source: str, url: str, options: _Options) -> tuple[bytes, str]:
                 received += len(chunk)
             if received > options.max_bytes:
                 raise ImageSourceError(
-                    f"{name}: more than the {options.max_bytes:,}-byte limit", source)
+                    f"{name}: more than the {options.max_bytes:,}-byte limit", source
+                )
             content_type = response.headers.get_content_type() or ""
             return b"".join(chunks), content_type
     except ImageSourceError:
@@ -485,15 +523,20 @@ def _fetch(source: str, url: str, options: _Options) -> tuple[bytes, str]:
         raise ImageSourceError(f"{name}: HTTP {error.code} {error.reason}", source) from error
     except urllib.error.URLError as error:
         reason = error.reason
-        cause = (f"timed out after {options.url_timeout_s:g} s"
-                 if isinstance(reason, TimeoutError) else one_line(reason))
+        cause = (
+            f"timed out after {options.url_timeout_s:g} s"
+            if isinstance(reason, TimeoutError)
+            else one_line(reason)
+        )
         raise ImageSourceError(f"{name}: {cause}", source) from error
     except TimeoutError as error:  # socket.timeout is TimeoutError since 3.10
-        raise ImageSourceError(f"{name}: timed out after {options.url_timeout_s:g} s",
-                               source) from error
+        raise ImageSourceError(
+            f"{name}: timed out after {options.url_timeout_s:g} s", source
+        ) from error
     except (OSError, HTTPException, ValueError) as error:
-        raise ImageSourceError(f"{name}: {one_line(error) or type(error).__name__}",
-                               source) from error
+        raise ImageSourceError(
+            f"{name}: {one_line(error) or type(error).__name__}", source
+        ) from error
 
 
 class _HTTPOnlyRedirects(urllib.request.HTTPRedirectHandler):
@@ -504,18 +547,21 @@ class _HTTPOnlyRedirects(urllib.request.HTTPRedirectHandler):
         if scheme not in ("http", "https"):
             fp.close()
             raise urllib.error.URLError(
-                f"redirected to {_short(newurl)!r}; only http:// and https:// are fetched")
+                f"redirected to {_short(newurl)!r}; only http:// and https:// are fetched"
+            )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def _from_path_source(source: str, namespace: Mapping[str, object],
-                      options: _Options) -> list[LoadedImage]:
+def _from_path_source(
+    source: str, namespace: Mapping[str, object], options: _Options
+) -> list[LoadedImage]:
     """A file path or glob; the last resort, so its errors explain the other options."""
     path = os.path.expanduser(source)
     # A literal name wins, so "scan[1].png" works even though "[" is a glob char.
     if any(char in source for char in _GLOB_CHARS) and not os.path.lexists(path):
-        matches = sorted(match for match in glob.glob(path, recursive=True)
-                         if not os.path.isdir(match))
+        matches = sorted(
+            match for match in glob.glob(path, recursive=True) if not os.path.isdir(match)
+        )
         if not matches:
             raise ImageSourceError(f"{source!r} matches no files", source)
         return [_from_file(match, match, options) for match in matches]
@@ -525,7 +571,9 @@ def _from_path_source(source: str, namespace: Mapping[str, object],
             if isinstance(namespace.get(source), str):
                 raise ImageSourceError(
                     f"no file named {source!r}; the variable {source!r} is a str and is "
-                    f"not looked into: write the path itself, or {{{source}}}", source)
+                    f"not looked into: write the path itself, or {{{source}}}",
+                    source,
+                )
             raise ImageSourceError(f"no variable, file or URL named {source!r}", source)
         raise ImageSourceError(f"file not found: {source!r}", source)
     return [_from_file(source, path, options)]
@@ -534,24 +582,27 @@ def _from_path_source(source: str, namespace: Mapping[str, object],
 def _from_file(source: str, path: str, options: _Options) -> LoadedImage:
     if os.path.isdir(path):
         raise ImageSourceError(
-            f"{source!r} is a directory; name image files, e.g. "
-            f"'{source.rstrip('/')}/*.png'", source)
+            f"{source!r} is a directory; name image files, e.g. '{source.rstrip('/')}/*.png'",
+            source,
+        )
     try:
         with open(path, "rb") as file:
             # fstat on the open file: the key describes exactly what is read.
             stat = os.fstat(file.fileno())
-            key = (f"file:{os.path.realpath(path)}:{stat.st_dev}:{stat.st_ino}:"
-                   f"{stat.st_size}:{stat.st_mtime_ns}")
+            key = (
+                f"file:{os.path.realpath(path)}:{stat.st_dev}:{stat.st_ino}:"
+                f"{stat.st_size}:{stat.st_mtime_ns}"
+            )
             return _decode_cached(source, key, file, options)
     except FileNotFoundError as error:
         raise ImageSourceError(f"file not found: {source!r}", source) from error
     except OSError as error:  # permissions, broken links, I/O errors
-        raise ImageSourceError(f"cannot read {source!r}: "
-                               f"{error.strerror or one_line(error)}", source) from error
+        raise ImageSourceError(
+            f"cannot read {source!r}: {error.strerror or one_line(error)}", source
+        ) from error
 
 
-def _from_encoded(source: str, data: bytes, options: _Options,
-                  what: str = "") -> LoadedImage:
+def _from_encoded(source: str, data: bytes, options: _Options, what: str = "") -> LoadedImage:
     """Encoded image file bytes, from memory or the network."""
     key = "sha256:" + hashlib.sha256(data).hexdigest()
     return _decode_cached(source, key, io.BytesIO(data), options, what)
@@ -560,8 +611,9 @@ def _from_encoded(source: str, data: bytes, options: _Options,
 # --- decoding ----------------------------------------------------------------
 
 
-def _decode_cached(source: str, key: str, file: Any, options: _Options,
-                   what: str = "") -> LoadedImage:
+def _decode_cached(
+    source: str, key: str, file: Any, options: _Options, what: str = ""
+) -> LoadedImage:
     cache = options.cache
     hit = cache.get(key) if cache is not None else None
     if hit is not None:
@@ -588,17 +640,21 @@ def _decode(source: str, file: Any, options: _Options, what: str = "") -> Loaded
     except ImageSourceError:
         raise
     except Image.DecompressionBombError as error:
-        raise ImageSourceError(f"{_short(source)!r}: refused as a decompression bomb: "
-                               f"{one_line(error)}", source) from error
+        raise ImageSourceError(
+            f"{_short(source)!r}: refused as a decompression bomb: {one_line(error)}", source
+        ) from error
     except UnidentifiedImageError as error:
-        raise ImageSourceError(f"{_short(source)!r} is not an image Pillow can read{got}",
-                               source) from error
+        raise ImageSourceError(
+            f"{_short(source)!r} is not an image Pillow can read{got}", source
+        ) from error
     except Exception as error:
         # Untrusted bytes: Pillow's decoders raise OSError, SyntaxError,
         # ValueError, struct.error, zlib.error... all mean "corrupt image".
-        raise ImageSourceError(f"{_short(source)!r}: corrupt or truncated image{got}: "
-                               f"{one_line(error) or type(error).__name__}",
-                               source) from error
+        raise ImageSourceError(
+            f"{_short(source)!r}: corrupt or truncated image{got}: "
+            f"{one_line(error) or type(error).__name__}",
+            source,
+        ) from error
 
 
 def _check_pixels(source: str, size: tuple[int, int], max_pixels: int) -> None:
@@ -606,7 +662,9 @@ def _check_pixels(source: str, size: tuple[int, int], max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageSourceError(
             f"{_short(source)!r} is {width}×{height} = {width * height / 1e6:.1f} megapixels, "
-            f"more than the {max_pixels / 1e6:g}-megapixel limit", source)
+            f"more than the {max_pixels / 1e6:g}-megapixel limit",
+            source,
+        )
 
 
 def _finish(source: str, image: Image.Image, options: _Options) -> LoadedImage:
@@ -619,8 +677,10 @@ def _finish(source: str, image: Image.Image, options: _Options) -> LoadedImage:
         upright = ImageOps.exif_transpose(image)
         rgb = _to_rgb(upright)
     except Exception as error:  # odd modes (LAB...) or broken EXIF
-        raise ImageSourceError(f"{_short(source)!r}: cannot convert {image.mode} image to "
-                               f"RGB: {one_line(error)}", source) from error
+        raise ImageSourceError(
+            f"{_short(source)!r}: cannot convert {image.mode} image to RGB: {one_line(error)}",
+            source,
+        ) from error
     digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
     digest.update(rgb.tobytes())
     return LoadedImage(rgb, source, original_size, digest.hexdigest())
@@ -676,4 +736,4 @@ def _short(source: str, limit: int = 60) -> str:
         # The payload is noise to a reader; the media type says what it is.
         return source.partition(",")[0][:limit] + ",…"
     # Keep the end: for paths and URLs, the file name is what tells images apart.
-    return source[: limit // 3] + "…" + source[-(limit - limit // 3 - 1):]
+    return source[: limit // 3] + "…" + source[-(limit - limit // 3 - 1) :]

@@ -26,5 +26,7 @@ def parse_json_answer(answer: str):
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"the answer is not valid JSON ({error.msg} at line {error.lineno} "
-                         f"column {error.colno})") from error
+        raise ValueError(
+            f"the answer is not valid JSON ({error.msg} at line {error.lineno} "
+            f"column {error.colno})"
+        ) from error

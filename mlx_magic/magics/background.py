@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from mlx_magic.runtime.values import Job
 from mlx_magic.display.result import MLXResult
 from mlx_magic.display.streaming import GenerationFailed, stream_job
 from mlx_magic.display.views import StreamView
+from mlx_magic.runtime.values import Job
 
 
 @dataclass
@@ -55,8 +55,14 @@ class BackgroundJobs:
         self._jobs: dict[int, BackgroundJob] = {}
         self._ids = itertools.count(1)
 
-    def start(self, job: Job, view: StreamView, *, interval_s: float,
-              on_done: Callable[[BackgroundJob], None]) -> BackgroundJob:
+    def start(
+        self,
+        job: Job,
+        view: StreamView,
+        *,
+        interval_s: float,
+        on_done: Callable[[BackgroundJob], None],
+    ) -> BackgroundJob:
         """Follow ``job`` on a helper thread; ``on_done`` runs when it ends."""
         entry = BackgroundJob(id=next(self._ids), model=job.request.model.name, job=job, view=view)
         self._jobs[entry.id] = entry
@@ -127,5 +133,7 @@ def run_in_background(magics, request, out_name, turn, images=(), answer_format=
             view.notice(str(error))
 
     entry = magics.jobs.start(job, view, interval_s=magics.stream_interval_ms / 1000, on_done=done)
-    print(f"[background job {entry.id}: %mlx jobs lists it, %mlx wait {entry.id} waits, "
-          f"%mlx cancel {entry.id} stops it]")
+    print(
+        f"[background job {entry.id}: %mlx jobs lists it, %mlx wait {entry.id} waits, "
+        f"%mlx cancel {entry.id} stops it]"
+    )

@@ -6,17 +6,16 @@ the :class:`~mlx_magic.magics.mlx_magics.MLXMagics` instance ``magics``.
 
 from __future__ import annotations
 
-import importlib
 import html
+import importlib
 import time
 from pathlib import Path
 
 from IPython.core.error import UsageError
 
-from mlx_magic.magics.conversations import DEFAULT_CONVERSATION
 from mlx_magic.errors import ModelLoadError
+from mlx_magic.magics.conversations import DEFAULT_CONVERSATION
 from mlx_magic.units import gib
-
 
 
 def command_load(magics, names):
@@ -30,8 +29,10 @@ def command_load(magics, names):
         except ModelLoadError as error:
             raise UsageError(str(error)) from error
         took = time.perf_counter() - started
-        print(f"{info.name}: {info.kind} model, {gib(info.memory_bytes):.2f} GiB, "
-              f"ready in {took:.1f} s")
+        print(
+            f"{info.name}: {info.kind} model, {gib(info.memory_bytes):.2f} GiB, "
+            f"ready in {took:.1f} s"
+        )
 
 
 def command_unload(magics, names):
@@ -52,8 +53,10 @@ def command_models(magics, names):
     width = max(len(info.name) for info in infos)
     print(f"{'model':<{width}}  kind    memory     uses  source")
     for info in infos:
-        print(f"{info.name:<{width}}  {info.kind:<6}  {gib(info.memory_bytes):6.2f} GiB  "
-              f"{info.uses:5d}  {info.key}")
+        print(
+            f"{info.name:<{width}}  {info.kind:<6}  {gib(info.memory_bytes):6.2f} GiB  "
+            f"{info.uses:5d}  {info.key}"
+        )
 
 
 def command_cache(magics, names):
@@ -72,29 +75,43 @@ def command_status(magics, names):
     status = magics.backend.status()
     state = "running" if status.running else "stopped"
     busy = f"generating with {status.current}" if status.busy else "idle"
-    print(f"Runtime: {status.kind}, {state}, {busy}; {status.queued} queued; "
-          f"{status.generations} generations")
+    print(
+        f"Runtime: {status.kind}, {state}, {busy}; {status.queued} queued; "
+        f"{status.generations} generations"
+    )
     print(f"GPU lock: {'held' if status.lock_held else 'free'}")
     used = sum(info.memory_bytes for info in status.models)
-    print(f"Warm models: {len(status.models)} using {gib(used):.2f} GiB of a "
-          f"{gib(status.memory_budget_bytes):.1f} GiB budget")
-    print(f"MLX memory: active {gib(status.active_memory_bytes):.2f} GiB, cache "
-          f"{gib(status.cache_memory_bytes):.2f} GiB, peak {gib(status.peak_memory_bytes):.2f} GiB")
+    print(
+        f"Warm models: {len(status.models)} using {gib(used):.2f} GiB of a "
+        f"{gib(status.memory_budget_bytes):.1f} GiB budget"
+    )
+    print(
+        f"MLX memory: active {gib(status.active_memory_bytes):.2f} GiB, cache "
+        f"{gib(status.cache_memory_bytes):.2f} GiB, peak {gib(status.peak_memory_bytes):.2f} GiB"
+    )
     decoded = magics.image_cache.stats()
-    print(f"Decoded images: {decoded['entries']} cached, {decoded['hits']} hits, "
-          f"{decoded['misses']} misses")
+    print(
+        f"Decoded images: {decoded['entries']} cached, {decoded['hits']} hits, "
+        f"{decoded['misses']} misses"
+    )
     for info in status.models:
         if info.prefix_cache is not None:
             cache = info.prefix_cache
             rate = cache["hits"] / cache["lookups"] if cache["lookups"] else 0.0
-            share = cache["reused_tokens"] / cache["prompt_tokens"] if cache["prompt_tokens"] else 0.0
-            print(f"Prefix cache of {info.name}: {cache['entries']} entries, "
-                  f"{gib(cache['bytes']):.3f} GiB, hit rate {rate:.0%} "
-                  f"({cache['hits']}/{cache['lookups']}), {share:.0%} of prompt tokens reused")
+            share = (
+                cache["reused_tokens"] / cache["prompt_tokens"] if cache["prompt_tokens"] else 0.0
+            )
+            print(
+                f"Prefix cache of {info.name}: {cache['entries']} entries, "
+                f"{gib(cache['bytes']):.3f} GiB, hit rate {rate:.0%} "
+                f"({cache['hits']}/{cache['lookups']}), {share:.0%} of prompt tokens reused"
+            )
         if info.vision_features is not None:
             features = info.vision_features
-            print(f"Vision features of {info.name}: {features['entries']} cached, "
-                  f"{features['hits']} hits, {features['misses']} misses")
+            print(
+                f"Vision features of {info.name}: {features['entries']} cached, "
+                f"{features['hits']} hits, {features['misses']} misses"
+            )
 
 
 def command_chat(magics, names):
@@ -103,7 +120,10 @@ def command_chat(magics, names):
     if action == "reset":
         target = names[1] if len(names) > 1 else DEFAULT_CONVERSATION
         removed = conversations.reset(None if target == "all" else target)
-        print(f"Forgot {len(removed)} conversation(s)" + (f": {', '.join(removed)}" if removed else ""))
+        print(
+            f"Forgot {len(removed)} conversation(s)"
+            + (f": {', '.join(removed)}" if removed else "")
+        )
     elif action == "save":
         if len(names) < 2:
             raise UsageError("Usage: %mlx chat save FILE [NAME]")
@@ -125,8 +145,10 @@ def command_chat(magics, names):
         conversation = conversations.get(name)
         if conversation is None:
             known = ", ".join(conversations.names()) or "none yet"
-            raise UsageError(f"No conversation named '{name}' (conversations: {known}); "
-                             "start one with %%mlx --chat NAME")
+            raise UsageError(
+                f"No conversation named '{name}' (conversations: {known}); "
+                "start one with %%mlx --chat NAME"
+            )
         _show(magics, conversation.markdown(), {"text/markdown": conversation.markdown()})
 
 
@@ -142,17 +164,23 @@ def command_stats(magics, names):
     tokens = sum(row["tokens"] for row in rows)
     cached = sum(row["cached"] for row in rows)
     prompt = sum(row["prompt"] for row in rows)
-    total = (f"{len(rows)} generations, {tokens} tokens generated, {prompt} prompt tokens "
-             f"({cached} from the prefix cache)")
+    total = (
+        f"{len(rows)} generations, {tokens} tokens generated, {prompt} prompt tokens "
+        f"({cached} from the prefix cache)"
+    )
     table = "".join(
         "<tr>" + "".join(f"<td>{html.escape(_cell(row[c]))}</td>" for c in columns) + "</tr>"
         for row in rows
     )
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    _show(magics, "\n".join(lines + ["", total]), {
-        "text/html": f"<table><thead><tr>{head}</tr></thead><tbody>{table}</tbody></table>"
-                     f"<p>{html.escape(total)}</p>",
-    })
+    _show(
+        magics,
+        "\n".join(lines + ["", total]),
+        {
+            "text/html": f"<table><thead><tr>{head}</tr></thead><tbody>{table}</tbody></table>"
+            f"<p>{html.escape(total)}</p>",
+        },
+    )
 
 
 def _show(magics, text: str, rich: dict) -> None:
@@ -178,8 +206,10 @@ def command_jobs(magics, names):
     print(f"{'id':>3}  {'state':<10}  {'model':<16}  {'tokens':>6}  age")
     for entry in entries:
         tokens = "" if entry.tokens is None else str(entry.tokens)
-        print(f"{entry.id:>3}  {entry.state:<10}  {entry.model:<16}  {tokens:>6}  "
-              f"{now - entry.submitted:.0f} s")
+        print(
+            f"{entry.id:>3}  {entry.state:<10}  {entry.model:<16}  {tokens:>6}  "
+            f"{now - entry.submitted:.0f} s"
+        )
 
 
 def command_cancel(magics, names):
@@ -187,8 +217,10 @@ def command_cancel(magics, names):
     running = [entry for entry in entries if not entry.done.is_set()]
     for entry in running:
         entry.job.cancel()
-    print(f"Cancelling {len(running)} job(s)" +
-          (f": {', '.join(str(entry.id) for entry in running)}" if running else ""))
+    print(
+        f"Cancelling {len(running)} job(s)"
+        + (f": {', '.join(str(entry.id) for entry in running)}" if running else "")
+    )
 
 
 def command_wait(magics, names):
@@ -242,8 +274,9 @@ def command_runtime(magics, names):
 def command_restart(magics, names):
     backend = magics.backend
     if not hasattr(backend, "restart"):
-        raise UsageError("%mlx restart restarts the worker process: switch with "
-                         "%mlx runtime process first")
+        raise UsageError(
+            "%mlx restart restarts the worker process: switch with %mlx runtime process first"
+        )
     try:
         pid = backend.restart()
     except ModelLoadError as error:
@@ -293,8 +326,9 @@ def command_bench(magics, names):
     scenarios = [name for name in names if name != "quick"] or None
     unknown = sorted(set(scenarios or ()) - set(bench.SCENARIOS))
     if unknown:
-        raise UsageError(f"No benchmark scenario {', '.join(unknown)}: choose from "
-                         f"{', '.join(bench.SCENARIOS)}")
+        raise UsageError(
+            f"No benchmark scenario {', '.join(unknown)}: choose from {', '.join(bench.SCENARIOS)}"
+        )
     results = bench.run(scenarios, quick=quick, progress=print)
     table = bench.table(results)
     plots = bench.plot(results, tempfile.mkdtemp(prefix="mlx_magic_bench_"))

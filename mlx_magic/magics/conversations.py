@@ -88,17 +88,32 @@ class Conversation:
 
     def to_json(self) -> dict:
         # The images are left out: a transcript names them, the kernel keeps them.
-        turns = [{"user": turn.user, "assistant": turn.assistant, "cell_id": turn.cell_id,
-                  "image_names": list(turn.image_names)} for turn in self.turns]
-        return {"format": _FORMAT, "name": self.name, "model": self.model,
-                "model_name": self.model_name, "system": self.system, "turns": turns}
+        turns = [
+            {
+                "user": turn.user,
+                "assistant": turn.assistant,
+                "cell_id": turn.cell_id,
+                "image_names": list(turn.image_names),
+            }
+            for turn in self.turns
+        ]
+        return {
+            "format": _FORMAT,
+            "name": self.name,
+            "model": self.model,
+            "model_name": self.model_name,
+            "system": self.system,
+            "turns": turns,
+        }
 
     @classmethod
     def from_json(cls, data: dict) -> "Conversation":
         if data.get("format") != _FORMAT:
             raise ValueError(f"not an mlx_magic conversation (format {data.get('format')!r})")
-        turns = [Turn(**{**turn, "image_names": tuple(turn.get("image_names", ()))})
-                 for turn in data.get("turns", [])]
+        turns = [
+            Turn(**{**turn, "image_names": tuple(turn.get("image_names", ()))})
+            for turn in data.get("turns", [])
+        ]
         return cls(
             name=data["name"],
             model=data["model"],
@@ -123,8 +138,9 @@ class Conversations:
     def get(self, name: str) -> Optional[Conversation]:
         return self._by_name.get(name)
 
-    def start_or_continue(self, name: str, model_key: str, model_name: str,
-                          system: Optional[str]) -> Conversation:
+    def start_or_continue(
+        self, name: str, model_key: str, model_name: str, system: Optional[str]
+    ) -> Conversation:
         """The conversation ``name``, started if new.
 
         Raises:
@@ -132,8 +148,9 @@ class Conversations:
         """
         conversation = self._by_name.get(name)
         if conversation is None:
-            conversation = Conversation(name=name, model=model_key, model_name=model_name,
-                                        system=system)
+            conversation = Conversation(
+                name=name, model=model_key, model_name=model_name, system=system
+            )
             self._by_name[name] = conversation
         elif conversation.model != model_key:
             raise ValueError(
@@ -152,8 +169,9 @@ class Conversations:
 
     def save(self, name: str, path: Path) -> Path:
         conversation = self._by_name[name]
-        path.write_text(json.dumps(conversation.to_json(), indent=2, ensure_ascii=False),
-                        encoding="utf-8")
+        path.write_text(
+            json.dumps(conversation.to_json(), indent=2, ensure_ascii=False), encoding="utf-8"
+        )
         return path
 
     def load(self, path: Path) -> Conversation:

@@ -13,64 +13,114 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import (
-    Bool, CaselessStrEnum, Dict, Float, Int, List, TraitError, Unicode, default, observe, validate,
+    Bool,
+    CaselessStrEnum,
+    Dict,
+    Float,
+    Int,
+    List,
+    TraitError,
+    Unicode,
+    default,
+    observe,
+    validate,
 )
 
-from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME
-from mlx_magic.errors import GenerationInterrupted
-from mlx_magic.errors import ModelLoadError
-from mlx_magic.runtime.values import GenerationRequest, PrefixCacheSettings, SamplingParams
-from mlx_magic.magics.background import run_in_background
-from mlx_magic.magics.side_by_side import run_side_by_side, variants_of
 from mlx_magic.display.streaming import GenerationFailed, stream_job
 from mlx_magic.display.views import view_for
+from mlx_magic.errors import GenerationInterrupted, ModelLoadError
+from mlx_magic.magics.background import run_in_background
+from mlx_magic.magics.side_by_side import run_side_by_side, variants_of
+from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME
+from mlx_magic.runtime.values import GenerationRequest, PrefixCacheSettings, SamplingParams
 from mlx_magic.units import gib_to_bytes
-
 
 
 def generation_arguments(magic):
     """The flags shared by ``%%mlx`` and ``%%mlx_vision``."""
     flags = [
-        argument("-m", "--model", action="append",
-                 help="Model: a folder, a .gguf file, a Hub id, an alias, "
-                 f"or '{EMBEDDED_MODEL_NAME}' (the default for text). Repeat it to compare "
-                 "models side by side."),
+        argument(
+            "-m",
+            "--model",
+            action="append",
+            help="Model: a folder, a .gguf file, a Hub id, an alias, "
+            f"or '{EMBEDDED_MODEL_NAME}' (the default for text). Repeat it to compare "
+            "models side by side.",
+        ),
         argument("-n", "--max-tokens", type=int, help="Most tokens to generate."),
-        argument("--temp", type=float, action="append",
-                 help="Sampling temperature (0 = greedy); repeat it for a sweep, side by side."),
+        argument(
+            "--temp",
+            type=float,
+            action="append",
+            help="Sampling temperature (0 = greedy); repeat it for a sweep, side by side.",
+        ),
         argument("--top-p", type=float, help="Nucleus sampling threshold in [0, 1]."),
         argument("--top-k", type=int, help="Sample from the k most likely tokens (0 = all)."),
-        argument("--min-p", type=float, help="Drop tokens below this fraction of the top "
-                 "probability, in [0, 1]."),
+        argument(
+            "--min-p",
+            type=float,
+            help="Drop tokens below this fraction of the top probability, in [0, 1].",
+        ),
         argument("--repetition-penalty", type=float, help="Penalty above 1 for repeated tokens."),
-        argument("--seed", type=int, action="append",
-                 help="Random seed, for repeatable sampling; repeat it for a sweep."),
+        argument(
+            "--seed",
+            type=int,
+            action="append",
+            help="Random seed, for repeatable sampling; repeat it for a sweep.",
+        ),
         argument("-s", "--system", help="System prompt (quote it if it has spaces)."),
-        argument("--raw", action="store_true",
-                 help="Send the cell as is, without the chat template."),
+        argument(
+            "--raw", action="store_true", help="Send the cell as is, without the chat template."
+        ),
         argument("-o", "--out", help="Also store the result in this variable."),
-        argument("-c", "--chat", nargs="?", const="default", metavar="NAME",
-                 help="Continue the named conversation (default: 'default'); its earlier "
-                 "turns are sent as history."),
-        argument("-f", "--format", choices=["text", "markdown", "code", "json"],
-                 default="text", help="markdown: render the answer; code: put its first code "
-                 "block into the next cell; json: parse it into --out (and _mlx.data)."),
-        argument("--no-interpolate", action="store_true",
-                 help="Send {braces} as they are instead of filling in {variables}."),
-        argument("--error", action="store_true",
-                 help="Append the traceback of the last error to the prompt."),
-        argument("--probs", nargs="?", const=5, type=int, metavar="K",
-                 help="After the answer, show each token shaded by its probability, with the "
-                 "K most likely alternatives (default 5); also in _mlx.tokens."),
-        argument("-b", "--background", action="store_true",
-                 help="Return at once and stream in the background (%%mlx jobs lists them); "
-                 "--out is set when the job finishes."),
+        argument(
+            "-c",
+            "--chat",
+            nargs="?",
+            const="default",
+            metavar="NAME",
+            help="Continue the named conversation (default: 'default'); its earlier "
+            "turns are sent as history.",
+        ),
+        argument(
+            "-f",
+            "--format",
+            choices=["text", "markdown", "code", "json"],
+            default="text",
+            help="markdown: render the answer; code: put its first code "
+            "block into the next cell; json: parse it into --out (and _mlx.data).",
+        ),
+        argument(
+            "--no-interpolate",
+            action="store_true",
+            help="Send {braces} as they are instead of filling in {variables}.",
+        ),
+        argument(
+            "--error",
+            action="store_true",
+            help="Append the traceback of the last error to the prompt.",
+        ),
+        argument(
+            "--probs",
+            nargs="?",
+            const=5,
+            type=int,
+            metavar="K",
+            help="After the answer, show each token shaded by its probability, with the "
+            "K most likely alternatives (default 5); also in _mlx.tokens.",
+        ),
+        argument(
+            "-b",
+            "--background",
+            action="store_true",
+            help="Return at once and stream in the background (%%mlx jobs lists them); "
+            "--out is set when the job finishes.",
+        ),
     ]
     # magic_arguments applies decorators bottom-up; keep the listed order in --help.
     for flag in reversed(flags):
         magic = flag(magic)
     return magic
-
 
 
 # What each numeric setting accepts, and how to say so when it does not.
@@ -106,8 +156,11 @@ class MLXMagics(Magics):
         config=True
     )
     temperature = Float(0.0, help="Sampling temperature; 0 is greedy decoding.").tag(config=True)
-    top_p = Float(1.0, help="Nucleus sampling: keep the smallest token set with this much "
-                  "probability (1 keeps all).").tag(config=True)
+    top_p = Float(
+        1.0,
+        help="Nucleus sampling: keep the smallest token set with this much "
+        "probability (1 keeps all).",
+    ).tag(config=True)
     system_prompt = Unicode(
         None, allow_none=True, help="System prompt for chat models; None keeps the template's own."
     ).tag(config=True)
@@ -117,7 +170,8 @@ class MLXMagics(Magics):
         help="Short names for models, e.g. {'tiny': '~/models/SmolLM2'}.",
     ).tag(config=True)
     memory_budget_gb = Float(
-        8.0, help="Warm models are evicted, least recently used first, above this many GiB (1024³ bytes)."
+        8.0,
+        help="Warm models are evicted, least recently used first, above this many GiB (1024³ bytes).",
     ).tag(config=True)
     stream_interval_ms = Int(
         200, help="Longest time streamed text is held back before it is shown (ms)."
@@ -141,11 +195,14 @@ class MLXMagics(Magics):
         "'remote' (OpenAI-compatible servers, see endpoints).",
     ).tag(config=True)
     endpoints = List(
-        Unicode(), [], help="OpenAI-compatible server URLs for runtime 'remote' (mlx_lm.server, "
-        "mlx_vlm.server, vLLM, llama.cpp); the first healthy one answers."
+        Unicode(),
+        [],
+        help="OpenAI-compatible server URLs for runtime 'remote' (mlx_lm.server, "
+        "mlx_vlm.server, vLLM, llama.cpp); the first healthy one answers.",
     ).tag(config=True)
     api_key_env = Unicode(
-        None, allow_none=True,
+        None,
+        allow_none=True,
         help="The NAME of the environment variable that holds the servers' API key (the key "
         "itself never goes in a notebook).",
     ).tag(config=True)
@@ -158,7 +215,6 @@ class MLXMagics(Magics):
     def __init__(self, shell=None, **kwargs):
         super().__init__(shell=shell, **kwargs)
         from mlx_magic.images.sources import DecodedImageCache
-
         from mlx_magic.magics.background import BackgroundJobs
         from mlx_magic.magics.conversations import Conversations
 
@@ -205,8 +261,10 @@ class MLXMagics(Magics):
 
         if proposal.value is not None and not re.fullmatch(r"[A-Za-z_]\w*", proposal.value):
             # Never echo the value: it may be a key pasted by mistake.
-            raise TraitError("api_key_env must be the NAME of an environment variable "
-                             "(letters, digits, _), not its value")
+            raise TraitError(
+                "api_key_env must be the NAME of an environment variable "
+                "(letters, digits, _), not its value"
+            )
         return proposal.value
 
     @observe("memory_budget_gb")
@@ -273,9 +331,7 @@ class MLXMagics(Magics):
             return served_model_spec(name or default or self.default_model, self.aliases)
 
         try:
-            return resolve_model(
-                name, default=default or self.default_model, aliases=self.aliases
-            )
+            return resolve_model(name, default=default or self.default_model, aliases=self.aliases)
         except ModelLoadError as error:
             raise UsageError(str(error)) from error
 
@@ -329,10 +385,16 @@ class MLXMagics(Magics):
 
     @magic_arguments("%mlx_vision")  # shown as %%mlx_vision in the usage line
     @generation_arguments
-    @argument("-i", "--image", action="append", default=[], metavar="SRC",
-              help="An image to send; repeat for several. A file (globs allowed), an "
-              "http(s) URL, a data: URI, or a variable holding a PIL image, a numpy array, "
-              "bytes, a matplotlib figure or an IPython Image; also _, _N and Out[N].")
+    @argument(
+        "-i",
+        "--image",
+        action="append",
+        default=[],
+        metavar="SRC",
+        help="An image to send; repeat for several. A file (globs allowed), an "
+        "http(s) URL, a data: URI, or a variable holding a PIL image, a numpy array, "
+        "bytes, a matplotlib figure or an IPython Image; also _, _N and Out[N].",
+    )
     @cell_magic("mlx_vision")
     def mlx_vision_cell(self, line, cell):
         """Ask a vision-language model about images, streaming the answer.
@@ -396,8 +458,9 @@ class MLXMagics(Magics):
                 "add -i SRC (later turns may leave it out)"
             )
         if args.background:
-            return run_in_background(self, request, out_name, turn, images=images,
-                                     answer_format=args.format)
+            return run_in_background(
+                self, request, out_name, turn, images=images, answer_format=args.format
+            )
         self._run(request, out_name, turn, images=images, answer_format=args.format)
 
     def resolve_vision(self, name):
@@ -498,8 +561,9 @@ class MLXMagics(Magics):
         )
         return request, out_name, turn
 
-    def _run(self, request: GenerationRequest, out_name, turn=None, images=(),
-             answer_format="text") -> None:
+    def _run(
+        self, request: GenerationRequest, out_name, turn=None, images=(), answer_format="text"
+    ) -> None:
         view = view_for(self.shell)
         view.markdown = answer_format == "markdown"
         if images:
@@ -517,7 +581,7 @@ class MLXMagics(Magics):
                     f"Generation failed: {failure.message} "
                     "(%config MLXMagics.short_errors = False shows the traceback)"
                 ) from failure.error
-            raise failure.error
+            raise failure.error  # noqa: B904  (a bug: shown with its own traceback and cause)
         result = outcome.result
         self.shell.user_ns["_mlx"] = result
         self.record_finished(request, result, turn, self._cell_id)
@@ -541,11 +605,17 @@ class MLXMagics(Magics):
             from mlx_magic.magics.conversations import Turn
 
             own_images = request.images_by_turn()[1]
-            own_keys = request.image_keys[len(request.image_keys) - len(own_images):]
+            own_keys = request.image_keys[len(request.image_keys) - len(own_images) :]
             turn.conversation.record(
                 turn.index,
-                Turn(request.prompt, result.text, cell_id, image_names=turn.image_names,
-                     images=own_images, image_keys=own_keys),
+                Turn(
+                    request.prompt,
+                    result.text,
+                    cell_id,
+                    image_names=turn.image_names,
+                    images=own_images,
+                    image_keys=own_keys,
+                ),
                 dropped_oldest=result.stats.dropped_turns,
             )
 
@@ -569,16 +639,18 @@ class MLXMagics(Magics):
 
     def record_stats(self, result) -> None:
         stats = result.stats
-        self.session_rows.append({
-            "model": result.model,
-            "tokens": stats.generation_tokens,
-            "tok/s": round(stats.generation_tps, 1),
-            "ttft_s": None if stats.ttft_s is None else round(stats.ttft_s, 3),
-            "warm": stats.warm,
-            "prompt": stats.prompt_tokens,
-            "cached": stats.cached_prompt_tokens,
-            "finish": result.finish_reason,
-        })
+        self.session_rows.append(
+            {
+                "model": result.model,
+                "tokens": stats.generation_tokens,
+                "tok/s": round(stats.generation_tps, 1),
+                "ttft_s": None if stats.ttft_s is None else round(stats.ttft_s, 3),
+                "warm": stats.warm,
+                "prompt": stats.prompt_tokens,
+                "cached": stats.cached_prompt_tokens,
+                "finish": result.finish_reason,
+            }
+        )
 
     def _sampling(self, args) -> SamplingParams:
         max_tokens = self.max_tokens if args.max_tokens is None else args.max_tokens
@@ -589,12 +661,18 @@ class MLXMagics(Magics):
             (temperature >= 0, f"--temp must be 0 or more, not {temperature}"),
             (0 <= top_p <= 1, f"--top-p must be between 0 and 1, not {top_p}"),
             (args.top_k is None or args.top_k >= 0, f"--top-k must be 0 or more, not {args.top_k}"),
-            (args.min_p is None or 0 <= args.min_p <= 1,
-             f"--min-p must be between 0 and 1, not {args.min_p}"),
-            (args.repetition_penalty is None or args.repetition_penalty > 0,
-             f"--repetition-penalty must be more than 0, not {args.repetition_penalty}"),
-            (args.seed is None or 0 <= args.seed < 2**63,
-             f"--seed must be a non-negative integer, not {args.seed}"),
+            (
+                args.min_p is None or 0 <= args.min_p <= 1,
+                f"--min-p must be between 0 and 1, not {args.min_p}",
+            ),
+            (
+                args.repetition_penalty is None or args.repetition_penalty > 0,
+                f"--repetition-penalty must be more than 0, not {args.repetition_penalty}",
+            ),
+            (
+                args.seed is None or 0 <= args.seed < 2**63,
+                f"--seed must be a non-negative integer, not {args.seed}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -618,12 +696,34 @@ class MLXMagics(Magics):
     # ---- %mlx -----------------------------------------------------------------
 
     @magic_arguments("mlx")
-    @argument("command", choices=["load", "unload", "models", "status", "cache", "chat", "stats",
-                                  "jobs", "cancel", "wait", "panel", "runtime", "restart",
-                                  "connect", "disconnect", "bench"],
-              help="What to do.")
-    @argument("names", nargs="*", help="Models for load/unload ('all' unloads every model); "
-              "for chat: a conversation name, or reset/save/load with their arguments.")
+    @argument(
+        "command",
+        choices=[
+            "load",
+            "unload",
+            "models",
+            "status",
+            "cache",
+            "chat",
+            "stats",
+            "jobs",
+            "cancel",
+            "wait",
+            "panel",
+            "runtime",
+            "restart",
+            "connect",
+            "disconnect",
+            "bench",
+        ],
+        help="What to do.",
+    )
+    @argument(
+        "names",
+        nargs="*",
+        help="Models for load/unload ('all' unloads every model); "
+        "for chat: a conversation name, or reset/save/load with their arguments.",
+    )
     @line_magic("mlx")
     def mlx_line(self, line):
         """Manage the models and the runtime behind ``%%mlx``.

@@ -12,9 +12,9 @@ import itertools
 
 from IPython.core.error import UsageError
 
+from mlx_magic.display.views import view_for, widgets_usable
 from mlx_magic.errors import GenerationInterrupted
 from mlx_magic.runtime.values import GenerationRequest
-from mlx_magic.display.views import view_for, widgets_usable
 
 MAX_COLUMNS = 6
 
@@ -49,15 +49,19 @@ def run_side_by_side(magics, variants, cell, resolve, images=()):
 
     first = variants[0]
     if first.chat is not None or first.background:
-        raise UsageError("Side by side (several -m, --temp or --seed) works without "
-                         "--chat and --background")
+        raise UsageError(
+            "Side by side (several -m, --temp or --seed) works without --chat and --background"
+        )
     if len(variants) > MAX_COLUMNS:
-        raise UsageError(f"{len(variants)} columns is more than {MAX_COLUMNS}: compare fewer "
-                         "models or settings at once")
+        raise UsageError(
+            f"{len(variants)} columns is more than {MAX_COLUMNS}: compare fewer "
+            "models or settings at once"
+        )
     requests = []
     for args in variants:
-        request, out_name, _ = magics.build_request(args, cell, lambda args=args: resolve(args.model),
-                                                    images=images)
+        request, out_name, _ = magics.build_request(
+            args, cell, lambda args=args: resolve(args.model), images=images
+        )
         requests.append(request)
     titles = [column_title(request, variants) for request in requests]
     in_kernel = widgets_usable(magics.shell)

@@ -13,8 +13,6 @@ from typing import Mapping, Optional
 from mlx_magic.errors import TemplateError
 
 
-
-
 def fill_template(text: str, namespace: Mapping[str, object]) -> str:
     """``text`` with every ``{...}`` replaced from ``namespace``.
 
@@ -30,11 +28,15 @@ def fill_template(text: str, namespace: Mapping[str, object]) -> str:
             f"{{{{{missing.name}}}}} for literal braces, or pass --no-interpolate"
         ) from missing
     except (AttributeError, LookupError, TypeError) as error:
-        raise TemplateError(f"A {{…}} placeholder in the prompt failed: {error}; "
-                            "pass --no-interpolate to send braces as they are") from error
+        raise TemplateError(
+            f"A {{…}} placeholder in the prompt failed: {error}; "
+            "pass --no-interpolate to send braces as they are"
+        ) from error
     except ValueError as error:
-        raise TemplateError(f"The prompt's braces do not parse ({error}): write {{{{ and }}}} "
-                            "for literal braces, or pass --no-interpolate") from error
+        raise TemplateError(
+            f"The prompt's braces do not parse ({error}): write {{{{ and }}}} "
+            "for literal braces, or pass --no-interpolate"
+        ) from error
 
 
 def last_error_text(shell) -> Optional[str]:

@@ -16,8 +16,8 @@ import re
 from pathlib import Path
 from typing import Mapping, Optional
 
-from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME, cache_root, embedded_gguf_path
 from mlx_magic.errors import ModelLoadError
+from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME, cache_root, embedded_gguf_path
 from mlx_magic.runtime.values import ModelSpec
 
 # owner/name, as the Hub spells repository ids.
@@ -26,8 +26,15 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 #: (``mlx_lm.utils.DEFAULT_ALLOW_PATTERNS``, pinned by a test), written out
 #: because importing mlx-lm imports MLX, and resolution runs in the kernel.
 HUB_ALLOW_PATTERNS = [
-    "*.json", "model*.safetensors", "*.py", "tokenizer.model", "*.tiktoken",
-    "tiktoken.model", "*.txt", "*.jsonl", "*.jinja",
+    "*.json",
+    "model*.safetensors",
+    "*.py",
+    "tokenizer.model",
+    "*.tiktoken",
+    "tiktoken.model",
+    "*.txt",
+    "*.jsonl",
+    "*.jinja",
 ]
 
 
@@ -156,17 +163,17 @@ def _hub_spec(name: str, repo_id: str) -> ModelSpec:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ModelLoadError(f"The Hub refused '{repo_id}': {first_line}") from error
     spec = _folder_spec(name, folder)
-    return ModelSpec(
-        name=name, key=repo_id, path=spec.path, kind=spec.kind, source="hub"
-    )
+    return ModelSpec(name=name, key=repo_id, path=spec.path, kind=spec.kind, source="hub")
 
 
-def served_model_spec(name: Optional[str], aliases: Optional[Mapping[str, str]] = None,
-                      kind: str = "text") -> ModelSpec:
+def served_model_spec(
+    name: Optional[str], aliases: Optional[Mapping[str, str]] = None, kind: str = "text"
+) -> ModelSpec:
     """A model a remote server serves: nothing is looked up locally. With no
     name the server's own (single) model answers."""
     if not name or name == EMBEDDED_MODEL_NAME:
-        return ModelSpec(name=EMBEDDED_MODEL_NAME, key=EMBEDDED_MODEL_NAME, path="",
-                         kind=kind, source="embedded")
+        return ModelSpec(
+            name=EMBEDDED_MODEL_NAME, key=EMBEDDED_MODEL_NAME, path="", kind=kind, source="embedded"
+        )
     name = _follow_aliases(name, aliases or {})
     return ModelSpec(name=name, key=name, path="", kind=kind, source="remote")

@@ -19,9 +19,9 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from mlx_magic.locking import gpu_lock
 from mlx_magic.engine.model_cache import WarmModel, WarmModelCache
 from mlx_magic.errors import ModelLoadError
+from mlx_magic.locking import gpu_lock
 from mlx_magic.runtime.values import (
     Failed,
     GenerationRequest,
@@ -299,8 +299,11 @@ class ThreadRuntime(Runtime):
                         finished = pending.finish()
                     except Exception as error:  # a bug or a crash in MLX: handed back
                         running.remove(entry)
-                        job.emit(Failed(f"{type(error).__name__}: {error}", user_error=False,
-                                        error=error))
+                        job.emit(
+                            Failed(
+                                f"{type(error).__name__}: {error}", user_error=False, error=error
+                            )
+                        )
                         continue
                     running.remove(entry)
                     finished.stats["load_s"] = 0.0 if warm else job.load_s
@@ -339,8 +342,9 @@ class ThreadRuntime(Runtime):
             job.emit(Failed(f"{type(error).__name__}: {error}", user_error=False, error=error))
         return None
 
-    def _warm(self, spec: ModelSpec, job: Optional[Job] = None,
-              keep: frozenset = frozenset()) -> tuple[WarmModel, bool]:
+    def _warm(
+        self, spec: ModelSpec, job: Optional[Job] = None, keep: frozenset = frozenset()
+    ) -> tuple[WarmModel, bool]:
         from mlx_magic.engine.loading import load_warm_model
 
         entry = self._cache.get(spec.key)

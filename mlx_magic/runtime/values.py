@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Optional, Union
 
 
-
 @dataclass(frozen=True)
 class ModelSpec:
     """A model resolved from what the user typed, before it is loaded.
@@ -103,7 +102,7 @@ class GenerationRequest:
         earlier, start = [], 0
         for index in range(len(self.history)):
             count = self.history_images[index] if index < len(self.history_images) else 0
-            earlier.append(tuple(self.images[start:start + count]))
+            earlier.append(tuple(self.images[start : start + count]))
             start += count
         return earlier, tuple(self.images[start:])
 
@@ -111,7 +110,7 @@ class GenerationRequest:
         """The system prompt, the earlier turns and this cell as one text, in
         blank-line-separated paragraphs (no chat template: ``--raw``)."""
         parts = [self.system] if self.system else []
-        for user, assistant in (self.history if history is None else history):
+        for user, assistant in self.history if history is None else history:
             parts += [user, assistant]
         return "\n\n".join(parts + [self.prompt])
 
@@ -125,12 +124,16 @@ class GenerationRequest:
                 newest ones (when the oldest no longer fit the context).
         """
         if user_message is None:
+
             def user_message(text, images):
                 return {"role": "user", "content": text}
+
         turns = self.history if history is None else history
         earlier_images, own_images = self.images_by_turn()
         messages = [{"role": "system", "content": self.system}] if self.system else []
-        for (user, assistant), images in zip(turns, earlier_images[len(earlier_images) - len(turns):]):
+        for (user, assistant), images in zip(
+            turns, earlier_images[len(earlier_images) - len(turns) :]
+        ):
             messages.append(user_message(user, images))
             messages.append({"role": "assistant", "content": assistant})
         messages.append(user_message(self.prompt, own_images))
@@ -232,8 +235,6 @@ class Failed:
 
 
 Event = Union[ModelLoading, ModelReady, Notice, TokenChunk, Finished, Failed]
-
-
 
 
 class Job:

@@ -211,9 +211,7 @@ def build_tiny_llama(
     returned at once without touching anything.
     """
     if hidden_size % num_heads or num_heads % num_kv_heads:
-        raise ValueError(
-            "hidden_size must divide by num_heads and num_heads by num_kv_heads"
-        )
+        raise ValueError("hidden_size must divide by num_heads and num_heads by num_kv_heads")
     recipe = {
         "kind": "llama",
         "seed": int(seed),
@@ -264,9 +262,7 @@ def _atomic_build(folder: Path, recipe: dict, fill: Callable[[Path], None]) -> P
         )
 
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(
-        tempfile.mkdtemp(prefix=f".{folder.name}.building-", dir=folder.parent)
-    )
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.building-", dir=folder.parent))
     try:
         fill(tmp)
         (tmp / MARKER).write_text(json.dumps(recipe, indent=2) + "\n")
@@ -326,9 +322,7 @@ def _train_tokenizer():
     tokenizer.normalizer = normalizers.NFC()
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(
-                Regex(_PRETOKENIZE_REGEX), behavior="isolated", invert=False
-            ),
+            pre_tokenizers.Split(Regex(_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
@@ -349,9 +343,7 @@ def _train_tokenizer():
     return tokenizer
 
 
-def _write_tokenizer(
-    folder: Path, chat_template: str
-) -> tuple[dict[str, int], list[int]]:
+def _write_tokenizer(folder: Path, chat_template: str) -> tuple[dict[str, int], list[int]]:
     """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json.
 
     Returns the vocabulary size and the ids of the special tokens, for the
@@ -416,9 +408,7 @@ def _unreadable_ids(tokenizer, vocab_size: int) -> list[int]:
             return False
         # A lone byte of a multi-byte character decodes to U+FFFD.
         text = tokenizer.decode([i], skip_special_tokens=False)
-        return bool(text) and all(
-            c.isascii() and (c.isprintable() or c == "\n") for c in text
-        )
+        return bool(text) and all(c.isascii() and (c.isprintable() or c == "\n") for c in text)
 
     return [i for i in range(vocab_size) if not readable(i)]
 
@@ -434,9 +424,7 @@ def _fill_vlm(folder: Path, seed: int) -> None:
     ids, unreadable = _write_tokenizer(folder, QWEN2_VL_CHAT_TEMPLATE)
     # The chat template also goes where mlx-vlm's processor loader and
     # transformers' processors look for it.
-    _write_json(
-        folder / "chat_template.json", {"chat_template": QWEN2_VL_CHAT_TEMPLATE}
-    )
+    _write_json(folder / "chat_template.json", {"chat_template": QWEN2_VL_CHAT_TEMPLATE})
 
     hidden, heads = 64, 4
     head_dim = hidden // heads
@@ -529,9 +517,7 @@ def _fill_vlm(folder: Path, seed: int) -> None:
         folder / "video_preprocessor_config.json",
         {"video_processor_type": "Qwen2VLVideoProcessor", **vision_preprocessing},
     )
-    _write_json(
-        folder / "processor_config.json", {"processor_class": "Qwen2VLProcessor"}
-    )
+    _write_json(folder / "processor_config.json", {"processor_class": "Qwen2VLProcessor"})
 
     # Instantiate mlx-vlm's own model from the config, exactly as load()
     # does, so the parameter names and shapes are the ones it will expect.
@@ -540,9 +526,7 @@ def _fill_vlm(folder: Path, seed: int) -> None:
     params = json.loads(json.dumps(config))  # from_dict adds text_config to it
     model_config = qwen2_vl.ModelConfig.from_dict(params)
     model_config.text_config = qwen2_vl.TextConfig.from_dict(params["text_config"])
-    model_config.vision_config = qwen2_vl.VisionConfig.from_dict(
-        params["vision_config"]
-    )
+    model_config.vision_config = qwen2_vl.VisionConfig.from_dict(params["vision_config"])
     model = qwen2_vl.Model(model_config)
     _save_random_weights(model, folder / "model.safetensors", seed, unreadable)
 
@@ -585,9 +569,7 @@ def _fill_llama(folder: Path, recipe: dict) -> None:
         },
     )
     model = llama.Model(llama.ModelArgs.from_dict(config))
-    _save_random_weights(
-        model, folder / "model.safetensors", recipe["seed"], unreadable
-    )
+    _save_random_weights(model, folder / "model.safetensors", recipe["seed"], unreadable)
 
 
 def _save_random_weights(model, path: Path, seed: int, quiet_ids: list[int]) -> None:
@@ -627,4 +609,3 @@ def _save_random_weights(model, path: Path, seed: int, quiet_ids: list[int]) -> 
 
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-

@@ -23,7 +23,6 @@ with a known pre-tokenizer are converted; SentencePiece ("llama") vocabularies
 raise :class:`UnsupportedGGUF`.
 """
 
-
 from mlx_magic.models.gguf.header import UnsupportedGGUF, conversion_dir_for
 
 __all__ = ["UnsupportedGGUF", "convert_gguf", "conversion_dir_for"]

@@ -17,7 +17,11 @@ import mlx.core as mx
 import numpy as np
 
 from mlx_magic.models.gguf.header import (
-    _FORMAT_VERSION, _NATIVE_ONLY_TYPES, UnsupportedGGUF, _check_supported, _mlx_name,
+    _FORMAT_VERSION,
+    _NATIVE_ONLY_TYPES,
+    UnsupportedGGUF,
+    _check_supported,
+    _mlx_name,
     _read_header,
 )
 from mlx_magic.models.gguf.tokenizer import _tokenizer_files
@@ -26,6 +30,7 @@ _GROUP_SIZE = 32
 _FLOAT_REQUANT_BITS = 8
 _MARKER = "gguf_source.json"
 _SHARD_BYTES = 4 << 30
+
 
 def convert_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """Convert gguf_path into an mlx-lm model folder at out_dir and return out_dir.
@@ -64,7 +69,6 @@ def convert_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
     return out_dir
 
 
-
 def _plain(value):
     """Metadata value as plain Python (mx.load gives scalars as 0-d arrays)."""
     if isinstance(value, mx.array):
@@ -83,6 +87,7 @@ def _float32_value(x) -> float:
 
 def _model_config(meta: dict, tensors: dict) -> dict:
     """mlx-lm (Hugging Face style) llama config from the llama.* metadata."""
+
     def need(key):
         if key not in meta:
             raise UnsupportedGGUF(f"GGUF metadata lacks {key!r}; the file is incomplete")
@@ -164,10 +169,18 @@ def _convert_weights(tensors: dict, config: dict) -> dict:
 
     # Matrices that arrived as floats: quantize so every linear layer and the
     # embedding run through the same fast quantized kernels.
-    for key in [k for k, a in weights.items() if k.endswith(".weight") and a.ndim == 2
-                and a.dtype != mx.uint32 and a.shape[-1] % _GROUP_SIZE == 0]:
+    for key in [
+        k
+        for k, a in weights.items()
+        if k.endswith(".weight")
+        and a.ndim == 2
+        and a.dtype != mx.uint32
+        and a.shape[-1] % _GROUP_SIZE == 0
+    ]:
         prefix = key[: -len(".weight")]
-        w, scales, biases = mx.quantize(weights[key], group_size=_GROUP_SIZE, bits=_FLOAT_REQUANT_BITS)
+        w, scales, biases = mx.quantize(
+            weights[key], group_size=_GROUP_SIZE, bits=_FLOAT_REQUANT_BITS
+        )
         weights[key], weights[prefix + ".scales"], weights[prefix + ".biases"] = w, scales, biases
     return weights
 
@@ -180,8 +193,11 @@ def _bits_of(weights: dict, prefix: str) -> int:
 
 def _quantization_config(weights: dict) -> dict:
     """mlx-lm quantization config: the most common bit width, plus per-layer overrides."""
-    bits = {k[: -len(".scales")]: _bits_of(weights, k[: -len(".scales")])
-            for k in weights if k.endswith(".scales")}
+    bits = {
+        k[: -len(".scales")]: _bits_of(weights, k[: -len(".scales")])
+        for k in weights
+        if k.endswith(".scales")
+    }
     default = Counter(bits.values()).most_common(1)[0][0] if bits else 4
     config = {"group_size": _GROUP_SIZE, "bits": default, "mode": "affine"}
     for prefix, b in sorted(bits.items()):
@@ -194,8 +210,9 @@ def _quantization_config(weights: dict) -> dict:
 # Writing
 
 
-def _write_atomically(out_dir: Path, config: dict, weights: dict,
-                      tokenizer_files: dict[str, str], source: dict) -> None:
+def _write_atomically(
+    out_dir: Path, config: dict, weights: dict, tokenizer_files: dict[str, str], source: dict
+) -> None:
     """Write everything into a temp folder beside out_dir, then rename it into place."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
@@ -234,11 +251,15 @@ def _save_weights(folder: Path, weights: dict) -> None:
     shards.append(current)
 
     if len(shards) == 1:
-        mx.save_safetensors(str(folder / "model.safetensors"), shards[0], metadata={"format": "mlx"})
+        mx.save_safetensors(
+            str(folder / "model.safetensors"), shards[0], metadata={"format": "mlx"}
+        )
         return
     index = {"metadata": {"total_size": sum(a.nbytes for a in weights.values())}, "weight_map": {}}
     for i, shard in enumerate(shards, 1):
         name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
         mx.save_safetensors(str(folder / name), shard, metadata={"format": "mlx"})
         index["weight_map"].update(dict.fromkeys(shard, name))
-    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps(index, indent=2), encoding="utf-8"
+    )

@@ -13,20 +13,44 @@ import struct
 from collections import Counter
 from pathlib import Path
 
-from mlx_magic.models.gguf.tokenizer import _PRE_TOKENIZERS
-
 from mlx_magic.errors import UnsupportedGGUF
+from mlx_magic.models.gguf.tokenizer import _PRE_TOKENIZERS
 
 # Bump when the output layout changes, so cached conversions are redone.
 _FORMAT_VERSION = 1
 
 # ggml tensor type ids (ggml.h) -> names, for error messages.
 _GGML_TYPES = {
-    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0",
-    9: "Q8_1", 10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K",
-    15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S",
-    20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16",
-    26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M", 30: "BF16", 34: "TQ1_0",
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    6: "Q5_0",
+    7: "Q5_1",
+    8: "Q8_0",
+    9: "Q8_1",
+    10: "Q2_K",
+    11: "Q3_K",
+    12: "Q4_K",
+    13: "Q5_K",
+    14: "Q6_K",
+    15: "Q8_K",
+    16: "IQ2_XXS",
+    17: "IQ2_XS",
+    18: "IQ3_XXS",
+    19: "IQ1_S",
+    20: "IQ4_NL",
+    21: "IQ3_S",
+    22: "IQ2_S",
+    23: "IQ4_XS",
+    24: "I8",
+    25: "I16",
+    26: "I32",
+    27: "I64",
+    28: "F64",
+    29: "IQ1_M",
+    30: "BF16",
+    34: "TQ1_0",
     35: "TQ2_0",
 }
 # Types mx.load decodes correctly (checked against ggml's reference decoders).
@@ -53,9 +77,6 @@ _LAYER_NAMES = {
 _SUFFIXES = ("weight", "bias", "scales", "biases")
 
 
-
-
-
 def conversion_dir_for(gguf_path: str | os.PathLike, cache_root: str | os.PathLike) -> Path:
     """A stable folder under cache_root for this file, keyed by file name + size + mtime.
 
@@ -69,7 +90,6 @@ def conversion_dir_for(gguf_path: str | os.PathLike, cache_root: str | os.PathLi
     return Path(cache_root) / f"{stem}-{digest}"
 
 
-
 # Header reading and checks
 
 
@@ -79,8 +99,19 @@ def _read_header(path: Path) -> tuple[dict, dict[str, str]]:
     Returns (scalar metadata values, {tensor name: ggml type name}); array
     values are skipped. Raises UnsupportedGGUF if this is not a GGUF file.
     """
-    value_formats = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f",
-                     7: "?", 10: "Q", 11: "q", 12: "d"}
+    value_formats = {
+        0: "B",
+        1: "b",
+        2: "H",
+        3: "h",
+        4: "I",
+        5: "i",
+        6: "f",
+        7: "?",
+        10: "Q",
+        11: "q",
+        12: "d",
+    }
     with open(path, "rb") as f:
         if f.read(4) != b"GGUF":
             raise UnsupportedGGUF(f"{path.name} is not a GGUF file (no GGUF magic bytes)")
@@ -99,7 +130,7 @@ def _read_header(path: Path) -> tuple[dict, dict[str, str]]:
                 pos += n
                 if pos > len(buf):
                     raise struct.error("string runs past end of file")
-                return bytes(buf[pos - n:pos]).decode("utf-8", "replace")
+                return bytes(buf[pos - n : pos]).decode("utf-8", "replace")
 
             def skip(vtype):
                 nonlocal pos
@@ -162,8 +193,9 @@ def _check_supported(path: Path, scalars: dict, tensor_types: dict[str, str]) ->
         raise UnsupportedGGUF(
             f"{path.name}: unexpected tensor(s) {', '.join(unknown[:3])}; this llama variant is not supported"
         )
-    bad = Counter(t for t in tensor_types.values()
-                  if t not in _SUPPORTED_TYPES | _NATIVE_ONLY_TYPES)
+    bad = Counter(
+        t for t in tensor_types.values() if t not in _SUPPORTED_TYPES | _NATIVE_ONLY_TYPES
+    )
     if bad:
         kinds = ", ".join(f"{t} ({n} tensors)" for t, n in bad.most_common())
         raise UnsupportedGGUF(

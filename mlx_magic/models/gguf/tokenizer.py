@@ -31,7 +31,15 @@ _TOKEN_TYPE_USER_DEFINED = 4
 
 def _tokenizer_files(meta: dict) -> dict[str, str]:
     """Contents of tokenizer.json, tokenizer_config.json and special_tokens_map.json."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+    )
 
     tokens = meta["tokenizer.ggml.tokens"]
     types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
@@ -46,15 +54,20 @@ def _tokenizer_files(meta: dict) -> dict[str, str]:
     if pattern is None:
         steps.append(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True))
     else:
-        steps += [pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
-                  pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+        steps += [
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(steps)
     tokenizer.decoder = decoders.ByteLevel()
 
     # Control tokens are special (skipped when decoding with
     # skip_special_tokens); user-defined ones are matched verbatim only.
-    added = [AddedToken(tokens[i], special=(t == _TOKEN_TYPE_CONTROL), normalized=False)
-             for i, t in enumerate(types) if t in (_TOKEN_TYPE_CONTROL, _TOKEN_TYPE_USER_DEFINED)]
+    added = [
+        AddedToken(tokens[i], special=(t == _TOKEN_TYPE_CONTROL), normalized=False)
+        for i, t in enumerate(types)
+        if t in (_TOKEN_TYPE_CONTROL, _TOKEN_TYPE_USER_DEFINED)
+    ]
     tokenizer.add_tokens(added)
 
     def token(key):
@@ -69,8 +82,11 @@ def _tokenizer_files(meta: dict) -> dict[str, str]:
             single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
         )
 
-    special = {k: v for k, v in
-               {"bos_token": bos, "eos_token": eos, "unk_token": unk, "pad_token": pad}.items() if v}
+    special = {
+        k: v
+        for k, v in {"bos_token": bos, "eos_token": eos, "unk_token": unk, "pad_token": pad}.items()
+        if v
+    }
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": int(meta.get("llama.context_length", 4096)),
@@ -86,5 +102,3 @@ def _tokenizer_files(meta: dict) -> dict[str, str]:
         "tokenizer_config.json": json.dumps(tokenizer_config, indent=2, ensure_ascii=False),
         "special_tokens_map.json": json.dumps(special, indent=2, ensure_ascii=False),
     }
-
-

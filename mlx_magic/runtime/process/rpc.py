@@ -55,7 +55,7 @@ import threading
 import traceback
 from typing import Any, BinaryIO, Callable, Optional
 
-from mlx_magic.errors import ModelLoadError
+from mlx_magic.errors import ModelLoadError, RPCError
 from mlx_magic.runtime.values import (
     Failed,
     Finished,
@@ -70,7 +70,6 @@ from mlx_magic.runtime.values import (
     SamplingParams,
     TokenChunk,
 )
-from mlx_magic.errors import RPCError
 
 MAGIC = b"MLXRPC1 "
 #: The longest frame a reader accepts (a 1 MB prompt is a 1 MB frame; a few
@@ -88,8 +87,6 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 APPLICATION_ERROR = -32000
 MODEL_LOAD_ERROR = -32001
-
-
 
 
 # ---- framing ----------------------------------------------------------------
@@ -160,7 +157,7 @@ class FrameReader:
             if start > 0:
                 self._garbage(_preview(line[:start]))
             try:
-                message = json.loads(line[start + len(MAGIC):])
+                message = json.loads(line[start + len(MAGIC) :])
             except ValueError as error:
                 self._garbage(f"a frame that is not JSON ({error})")
                 continue
@@ -343,7 +340,8 @@ def encode_exception(exc: BaseException) -> dict:
         "type": type(exc).__name__,
         "message": str(exc),
         "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        if exc.__traceback__ is not None else "",
+        if exc.__traceback__ is not None
+        else "",
     }
 
 

@@ -44,8 +44,9 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
+from mlx_magic.errors import ModelLoadError, WorkerError
 from mlx_magic.runtime.process import rpc
-from mlx_magic.errors import ModelLoadError
+from mlx_magic.runtime.thread import Runtime
 from mlx_magic.runtime.values import (
     Failed,
     Finished,
@@ -56,13 +57,9 @@ from mlx_magic.runtime.values import (
     RuntimeStatus,
     TokenChunk,
 )
-from mlx_magic.runtime.thread import Runtime
-from mlx_magic.errors import WorkerError
 
 WORKER_MODULE = "mlx_magic.worker"
 _WATCH_S = 0.02
-
-
 
 
 def describe_exit(returncode: Optional[int]) -> str:
@@ -118,9 +115,13 @@ class _Worker:
     def __init__(self, owner: "ProcessRuntime"):
         self.owner = owner
         argv = [
-            owner.python, "-m", WORKER_MODULE,
-            "--memory-budget-bytes", str(owner._budget),
-            "--batch-interval-s", repr(owner.batch_interval_s),
+            owner.python,
+            "-m",
+            WORKER_MODULE,
+            "--memory-budget-bytes",
+            str(owner._budget),
+            "--batch-interval-s",
+            repr(owner.batch_interval_s),
         ]
         env = dict(os.environ if owner.env is None else owner.env)
         # The worker's stderr is forwarded line by line; keep it unbuffered.
@@ -160,14 +161,18 @@ class _Worker:
         self.events = 0
         self.token_chunks = 0
         self.threads = [
-            threading.Thread(target=self._write_loop, name=f"mlx_magic-worker-{self.pid}-writer",
-                             daemon=True),
-            threading.Thread(target=self._read_loop, name=f"mlx_magic-worker-{self.pid}-reader",
-                             daemon=True),
-            threading.Thread(target=self._stderr_loop, name=f"mlx_magic-worker-{self.pid}-stderr",
-                             daemon=True),
-            threading.Thread(target=self._watch_loop, name=f"mlx_magic-worker-{self.pid}-watchdog",
-                             daemon=True),
+            threading.Thread(
+                target=self._write_loop, name=f"mlx_magic-worker-{self.pid}-writer", daemon=True
+            ),
+            threading.Thread(
+                target=self._read_loop, name=f"mlx_magic-worker-{self.pid}-reader", daemon=True
+            ),
+            threading.Thread(
+                target=self._stderr_loop, name=f"mlx_magic-worker-{self.pid}-stderr", daemon=True
+            ),
+            threading.Thread(
+                target=self._watch_loop, name=f"mlx_magic-worker-{self.pid}-watchdog", daemon=True
+            ),
         ]
         for thread in self.threads:
             thread.start()
@@ -177,8 +182,9 @@ class _Worker:
     def send(self, message: dict) -> None:
         self.outbox.put(message)
 
-    def request(self, method: str, params: Any = None,
-                on_done: Optional[Callable[[_Pending], None]] = None) -> _Pending:
+    def request(
+        self, method: str, params: Any = None, on_done: Optional[Callable[[_Pending], None]] = None
+    ) -> _Pending:
         pending = _Pending(method, on_done)
         with self.lock:
             if self.gone.is_set():
@@ -279,8 +285,11 @@ class _Worker:
             try:
                 event = rpc.decode(data)
             except (ValueError, KeyError, TypeError) as error:
-                event = Failed(f"The worker sent an event that cannot be read: {error}",
-                               user_error=False, error=error)
+                event = Failed(
+                    f"The worker sent an event that cannot be read: {error}",
+                    user_error=False,
+                    error=error,
+                )
             self.events += 1
             if isinstance(event, TokenChunk):
                 self.token_chunks += 1
@@ -317,8 +326,11 @@ class _Worker:
 
     def _forward_cancels(self) -> None:
         with self.lock:
-            to_cancel = [job_id for job_id, job in self.jobs.items()
-                         if job.cancelled and job_id not in self.cancel_sent]
+            to_cancel = [
+                job_id
+                for job_id, job in self.jobs.items()
+                if job.cancelled and job_id not in self.cancel_sent
+            ]
             self.cancel_sent.update(to_cancel)
         for job_id in to_cancel:
             self.send(rpc.notification("cancel", {"job": job_id}))
@@ -452,8 +464,13 @@ class ProcessRuntime(Runtime):
             payloads = [rpc.encode(request) for request in requests]
         except (TypeError, ValueError, OSError) as error:
             for job in jobs:
-                job.emit(Failed(f"This request cannot be sent to the worker process: {error}",
-                                user_error=False, error=error))
+                job.emit(
+                    Failed(
+                        f"This request cannot be sent to the worker process: {error}",
+                        user_error=False,
+                        error=error,
+                    )
+                )
             return jobs
         try:
             worker = self._ensure_worker()
@@ -474,10 +491,16 @@ class ProcessRuntime(Runtime):
                 error = pending.error
                 user_error = isinstance(error, ModelLoadError)
                 for job_id in ids:
-                    worker.finish_job(job_id, Failed(
-                        str(error) if user_error else f"The worker refused the request: {error}",
-                        user_error=user_error, error=error,
-                    ))
+                    worker.finish_job(
+                        job_id,
+                        Failed(
+                            str(error)
+                            if user_error
+                            else f"The worker refused the request: {error}",
+                            user_error=user_error,
+                            error=error,
+                        ),
+                    )
 
         entries = [{"job": job_id, "request": payload} for job_id, payload in zip(ids, payloads)]
         if together:
@@ -514,16 +537,30 @@ class ProcessRuntime(Runtime):
             kind = "worker process (not running; the next request starts one)"
             if self._crash_limit_reached():
                 kind = f"worker process (stopped after {len(self._crashes)} crashes; %mlx restart)"
-            return RuntimeStatus(kind=kind, running=False, busy=False, queued=0, current=None,
-                                 lock_held=False, memory_budget_bytes=self._budget,
-                                 generations=self._generations)
+            return RuntimeStatus(
+                kind=kind,
+                running=False,
+                busy=False,
+                queued=0,
+                current=None,
+                lock_held=False,
+                memory_budget_bytes=self._budget,
+                generations=self._generations,
+            )
         kind = f"worker process (pid {worker.pid})"
         try:
             remote = rpc.decode(self._call("status", worker=worker, timeout=10.0))
         except WorkerError:
-            return RuntimeStatus(kind=kind + ", not answering", running=True, busy=worker.busy(),
-                                 queued=0, current=None, lock_held=False,
-                                 memory_budget_bytes=self._budget, generations=self._generations)
+            return RuntimeStatus(
+                kind=kind + ", not answering",
+                running=True,
+                busy=worker.busy(),
+                queued=0,
+                current=None,
+                lock_held=False,
+                memory_budget_bytes=self._budget,
+                generations=self._generations,
+            )
         return RuntimeStatus(
             kind=kind,
             running=True,
@@ -571,8 +608,9 @@ class ProcessRuntime(Runtime):
         worker = self._ensure_worker()
         if not worker.ready.wait(self.start_timeout_s):
             worker.kill(f"did not start within {self.start_timeout_s:.0f} s")
-            raise WorkerError(f"The mlx_magic worker process did not start within "
-                              f"{self.start_timeout_s:.0f} s")
+            raise WorkerError(
+                f"The mlx_magic worker process did not start within {self.start_timeout_s:.0f} s"
+            )
         return worker.pid
 
     @property
@@ -629,16 +667,24 @@ class ProcessRuntime(Runtime):
             self._workers_started += 1
             return worker
 
-    def _call(self, method: str, params: Any = None, *, worker: Optional[_Worker] = None,
-              timeout: Optional[float] = None) -> Any:
+    def _call(
+        self,
+        method: str,
+        params: Any = None,
+        *,
+        worker: Optional[_Worker] = None,
+        timeout: Optional[float] = None,
+    ) -> Any:
         worker = worker or self._ensure_worker()
         pending = worker.request(method, params)
         deadline = None if timeout is None else time.monotonic() + timeout
         # Short waits keep the kernel's interrupt responsive.
         while not pending.done.wait(0.1):
             if deadline is not None and time.monotonic() > deadline:
-                raise WorkerError(f"The mlx_magic worker process (pid {worker.pid}) did not "
-                                  f"answer '{method}' within {timeout:.0f} s")
+                raise WorkerError(
+                    f"The mlx_magic worker process (pid {worker.pid}) did not "
+                    f"answer '{method}' within {timeout:.0f} s"
+                )
         if pending.error is not None:
             raise pending.error
         return pending.value
@@ -654,8 +700,10 @@ class ProcessRuntime(Runtime):
             return f"The mlx_magic worker process was {worker.expected_exit} before this finished"
         cause = worker.cause or describe_exit(worker.returncode)
         during = " during this generation" if job is not None else ""
-        return (f"The mlx_magic worker process (pid {worker.pid}) {cause}{during}; "
-                "the next cell restarts it")
+        return (
+            f"The mlx_magic worker process (pid {worker.pid}) {cause}{during}; "
+            "the next cell restarts it"
+        )
 
     def _worker_gone(self, worker: _Worker) -> None:
         """The worker's process ended (or is being killed): fail what waits on it."""
@@ -700,8 +748,11 @@ class ProcessRuntime(Runtime):
             grace = min(timeout * 0.8, 10.0)
             pending = worker.request("shutdown", {"timeout": max(1.0, grace * 0.75)})
             pending.done.wait(grace)
-        for ask, wait in ((None, timeout - (time.monotonic() - started)),
-                          (worker.proc.terminate, 3.0), (worker.proc.kill, 5.0)):
+        for ask, wait in (
+            (None, timeout - (time.monotonic() - started)),
+            (worker.proc.terminate, 3.0),
+            (worker.proc.kill, 5.0),
+        ):
             if ask is not None:
                 try:
                     ask()

@@ -39,16 +39,17 @@ and raw junk onto the protocol pipe with every message of tokens;
 {code}``, ``debug.signal {signal}``, ``debug.echo {value}``).
 """
 
-import os
-import sys
 import argparse
+import os
 import signal
+import sys
 import threading
 import time
 from typing import Any, Callable, Optional
 
-from mlx_magic.runtime.process import rpc
 from mlx_magic.display.buffering import TokenBuffer
+from mlx_magic.errors import ParamsError
+from mlx_magic.runtime.process import rpc
 from mlx_magic.runtime.values import (
     Failed,
     Finished,
@@ -57,7 +58,6 @@ from mlx_magic.runtime.values import (
     ModelSpec,
     TokenChunk,
 )
-from mlx_magic.errors import ParamsError
 
 HOOKS_VARIABLE = "MLX_MAGIC_WORKER_TEST_HOOKS"
 DEFAULT_BATCH_INTERVAL_S = 0.2
@@ -65,8 +65,6 @@ DEFAULT_BATCH_INTERVAL_S = 0.2
 # Requests that may wait for the MLX owner thread run on their own thread,
 # so that pings and cancels are answered meanwhile.
 _BLOCKING = {"load", "unload", "clear_caches", "set_memory_budget"}
-
-
 
 
 def _param(params: Any, name: str, kinds, *, optional: bool = False):
@@ -101,8 +99,15 @@ class WorkerServer:
         hooks: test hooks (see the module docstring).
     """
 
-    def __init__(self, reader_stream, writer_stream, *, memory_budget_bytes: int,
-                 batch_interval_s: float = DEFAULT_BATCH_INTERVAL_S, hooks=frozenset()):
+    def __init__(
+        self,
+        reader_stream,
+        writer_stream,
+        *,
+        memory_budget_bytes: int,
+        batch_interval_s: float = DEFAULT_BATCH_INTERVAL_S,
+        hooks=frozenset(),
+    ):
         from mlx_magic.runtime.thread import ThreadRuntime
 
         self.reader = rpc.FrameReader(reader_stream, on_garbage=self._log_garbage)
@@ -128,20 +133,28 @@ class WorkerServer:
             "shutdown": self._shutdown,
         }
         if "debug" in self.hooks:
-            self.handlers.update({
-                "debug.hang": self._debug_hang,
-                "debug.exit": lambda params: os._exit(_param(params, "code", int)),
-                "debug.signal": self._debug_signal,
-                "debug.echo": lambda params: rpc.encode(rpc.decode(params.get("value"))),
-            })
+            self.handlers.update(
+                {
+                    "debug.hang": self._debug_hang,
+                    "debug.exit": lambda params: os._exit(_param(params, "code", int)),
+                    "debug.signal": self._debug_signal,
+                    "debug.echo": lambda params: rpc.encode(rpc.decode(params.get("value"))),
+                }
+            )
 
     # ---- main loop --------------------------------------------------------
 
     def serve(self) -> int:
         """Answer requests until ``shutdown`` or the end of the input; the exit code."""
-        self.send(rpc.notification("ready", {
-            "pid": os.getpid(), "python": sys.version.split()[0],
-        }))
+        self.send(
+            rpc.notification(
+                "ready",
+                {
+                    "pid": os.getpid(),
+                    "python": sys.version.split()[0],
+                },
+            )
+        )
         while not self.shutting_down:
             message = self.reader.read()
             if message is None:
@@ -165,7 +178,9 @@ class WorkerServer:
             return  # the worker sends no requests
         if kind == "invalid":
             if has_id:
-                self.send(rpc.error(message.get("id"), rpc.INVALID_REQUEST, "not a JSON-RPC 2.0 request"))
+                self.send(
+                    rpc.error(message.get("id"), rpc.INVALID_REQUEST, "not a JSON-RPC 2.0 request")
+                )
             else:
                 self._log(f"ignored an invalid message: {str(message)[:80]}")
             return
@@ -177,8 +192,9 @@ class WorkerServer:
             return
         args = (handler, message.get("id"), message.get("params"), has_id)
         if method in _BLOCKING:
-            threading.Thread(target=self._answer, args=args, name=f"worker-{method}",
-                             daemon=True).start()
+            threading.Thread(
+                target=self._answer, args=args, name=f"worker-{method}", daemon=True
+            ).start()
         else:
             self._answer(*args)
 
@@ -216,8 +232,9 @@ class WorkerServer:
         return {"jobs": ids}
 
     def _follow(self, job_id: str, job: Job) -> None:
-        pump = threading.Thread(target=self._pump, args=(job_id, job),
-                                name=f"worker-pump-{job_id}", daemon=True)
+        pump = threading.Thread(
+            target=self._pump, args=(job_id, job), name=f"worker-pump-{job_id}", daemon=True
+        )
         with self.lock:
             self.jobs[job_id] = job
             self.pumps[job_id] = pump
@@ -301,10 +318,17 @@ class WorkerServer:
                 if isinstance(event, (Finished, Failed)):
                     return
         except Exception as error:  # never leave the kernel waiting
-            self._send_events(job_id, held + [Failed(
-                f"The worker could not send this job's events: {type(error).__name__}: {error}",
-                user_error=False, error=error,
-            )])
+            self._send_events(
+                job_id,
+                held
+                + [
+                    Failed(
+                        f"The worker could not send this job's events: {type(error).__name__}: {error}",
+                        user_error=False,
+                        error=error,
+                    )
+                ],
+            )
         finally:
             with self.lock:
                 self.jobs.pop(job_id, None)
@@ -318,10 +342,15 @@ class WorkerServer:
             try:
                 encoded.append(rpc.encode(event))
             except TypeError as error:  # e.g. an exception that cannot be sent
-                encoded.append(rpc.encode(Failed(
-                    getattr(event, "message", str(event)), user_error=False,
-                    error=RuntimeError(str(error)),
-                )))
+                encoded.append(
+                    rpc.encode(
+                        Failed(
+                            getattr(event, "message", str(event)),
+                            user_error=False,
+                            error=RuntimeError(str(error)),
+                        )
+                    )
+                )
         if "garbage" in self.hooks and any(isinstance(e, TokenChunk) for e in events):
             print("garbage", flush=True)
             os.write(1, b"junk")
@@ -387,4 +416,3 @@ def main(argv: Optional[list] = None, fds=None) -> int:
     # Skip interpreter teardown: MLX's threads and caches need none, and a
     # quick, certain exit is what the kernel waits for.
     os._exit(code)
-

@@ -56,8 +56,7 @@ class StreamReader:
         if isinstance(payload.get("timings"), dict):
             self.timings = payload["timings"]
         choices = payload.get("choices") or []
-        choice = next((c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0),
-                      None)
+        choice = next((c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0), None)
         if choice is None:
             return None
         if self.raw:
@@ -83,8 +82,13 @@ class StreamReader:
         generated = _int(usage.get("completion_tokens"), timings.get("predicted_n"))
         if generated is None:
             generated = self.chunks
-        cached = _int(details.get("cached_tokens") if isinstance(details, dict) else None,
-                      timings.get("cache_n")) or 0
+        cached = (
+            _int(
+                details.get("cached_tokens") if isinstance(details, dict) else None,
+                timings.get("cache_n"),
+            )
+            or 0
+        )
         ttft = self.first_at - self.started if self.first_at is not None else None
         generation_tps = 0.0
         if generated > 1 and self.first_at is not None and self.last_at > self.first_at:

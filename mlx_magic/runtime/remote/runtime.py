@@ -114,6 +114,9 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from mlx_magic.errors import Cancelled, Refused, RemoteServerError, Unreachable, one_line
+from mlx_magic.runtime.remote import openai_wire as wire
+from mlx_magic.runtime.thread import Runtime
 from mlx_magic.runtime.values import (
     Failed,
     Finished,
@@ -125,10 +128,6 @@ from mlx_magic.runtime.values import (
     Notice,
     RuntimeStatus,
 )
-from mlx_magic.errors import Cancelled, Refused, RemoteServerError, Unreachable
-from mlx_magic.runtime.remote import openai_wire as wire
-from mlx_magic.errors import one_line
-from mlx_magic.runtime.thread import Runtime
 
 THREAD_NAME = "mlx_magic-remote"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -137,14 +136,6 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _POLL_S = 0.1
 _WATCH_S = 0.02
 _STOPPED = "the mlx_magic runtime was stopped"
-
-
-
-
-
-
-
-
 
 
 @dataclass
@@ -222,8 +213,9 @@ def parse_url(url: str) -> tuple[_Endpoint, Optional[str]]:
     shown = f"{parts.scheme}://{host_shown}:{port}{path}"
     credentials = None
     if parts.username is not None:
-        credentials = urllib.parse.unquote(parts.username) + ":" + urllib.parse.unquote(
-            parts.password or "")
+        credentials = (
+            urllib.parse.unquote(parts.username) + ":" + urllib.parse.unquote(parts.password or "")
+        )
     return _Endpoint(parts.scheme, host, port, path, shown), credentials
 
 
@@ -267,11 +259,14 @@ class RemoteRuntime(Runtime):
                 "api_key_env takes the NAME of an environment variable (letters, digits, _), "
                 "not the key itself"
             )
-        for name, value in [("connect_timeout_s", connect_timeout_s),
-                            ("first_token_timeout_s", first_token_timeout_s),
-                            ("idle_timeout_s", idle_timeout_s), ("max_in_flight", max_in_flight),
-                            ("probe_after_s", probe_after_s),
-                            ("max_probe_after_s", max_probe_after_s)]:
+        for name, value in [
+            ("connect_timeout_s", connect_timeout_s),
+            ("first_token_timeout_s", first_token_timeout_s),
+            ("idle_timeout_s", idle_timeout_s),
+            ("max_in_flight", max_in_flight),
+            ("probe_after_s", probe_after_s),
+            ("max_probe_after_s", max_probe_after_s),
+        ]:
             if not value > 0:
                 raise ValueError(f"{name} must be positive, not {value!r}")
         self.api_key_env = api_key_env
@@ -338,8 +333,13 @@ class RemoteRuntime(Runtime):
             if served is None:
                 continue
             name = self._model_name(spec, served) or "the server's default model"
-            return ModelInfo(name=name, key=spec.key, kind=spec.kind, memory_bytes=0,
-                             load_s=time.perf_counter() - started)
+            return ModelInfo(
+                name=name,
+                key=spec.key,
+                kind=spec.kind,
+                memory_bytes=0,
+                load_s=time.perf_counter() - started,
+            )
         raise RemoteServerError(self._redact(_all_failed(failures)))
 
     def unload(self, key: Optional[str] = None) -> list[str]:
@@ -351,14 +351,23 @@ class RemoteRuntime(Runtime):
             served = self._list_models(endpoint, [])
             if served is None:
                 continue
-            return [ModelInfo(name=name, key=f"{endpoint.shown} {name}", kind="remote",
-                              memory_bytes=0, load_s=0.0) for name in served]
+            return [
+                ModelInfo(
+                    name=name,
+                    key=f"{endpoint.shown} {name}",
+                    kind="remote",
+                    memory_bytes=0,
+                    load_s=0.0,
+                )
+                for name in served
+            ]
         return []
 
     def status(self) -> RuntimeStatus:
         with self._lock:
-            shown = ", ".join(e.shown + ("" if e.healthy else " (failing)")
-                              for e in self._endpoints)
+            shown = ", ".join(
+                e.shown + ("" if e.healthy else " (failing)") for e in self._endpoints
+            )
             running = list(self._running)
             queued = len(self._pending)
         return RuntimeStatus(
@@ -381,12 +390,23 @@ class RemoteRuntime(Runtime):
         unhealthy."""
         now = time.monotonic()
         with self._lock:
-            rows = [dict(url=e.shown, healthy=e.healthy, in_flight=e.in_flight,
-                         streaming=e.streaming, requests=e.requests, completed=e.completed,
-                         failed=e.failed, cut=e.cut, last_error=e.last_error,
-                         next_probe_in_s=None if e.healthy or e.probing
-                         else max(0.0, e.next_probe_at - now))
-                    for e in self._endpoints]
+            rows = [
+                dict(
+                    url=e.shown,
+                    healthy=e.healthy,
+                    in_flight=e.in_flight,
+                    streaming=e.streaming,
+                    requests=e.requests,
+                    completed=e.completed,
+                    failed=e.failed,
+                    cut=e.cut,
+                    last_error=e.last_error,
+                    next_probe_in_s=None
+                    if e.healthy or e.probing
+                    else max(0.0, e.next_probe_at - now),
+                )
+                for e in self._endpoints
+            ]
         for row in rows:
             if row["last_error"]:
                 row["last_error"] = self._redact(row["last_error"])
@@ -428,8 +448,12 @@ class RemoteRuntime(Runtime):
         jobs = [Job(request) for request in requests]
         for job in jobs:
             if job.request.top_logprobs:
-                job.emit(Notice("Token probabilities (--probs) do not come back from a remote "
-                                "server: the answer streams without them"))
+                job.emit(
+                    Notice(
+                        "Token probabilities (--probs) do not come back from a remote "
+                        "server: the answer streams without them"
+                    )
+                )
         self._ensure_started()
         with self._changed:
             self._pending.extend(_Pending(job) for job in jobs)
@@ -439,8 +463,9 @@ class RemoteRuntime(Runtime):
     def _ensure_started(self) -> None:
         with self._start_lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._dispatch, name=THREAD_NAME,
-                                                daemon=True)
+                self._thread = threading.Thread(
+                    target=self._dispatch, name=THREAD_NAME, daemon=True
+                )
                 self._thread.start()
 
     def _dispatch(self) -> None:
@@ -453,8 +478,11 @@ class RemoteRuntime(Runtime):
         """Seconds until the dispatcher must look again (lock held)."""
         waits = [_POLL_S] if self._pending else []
         now = time.monotonic()
-        waits += [max(0.0, e.next_probe_at - now) + 0.001 for e in self._endpoints
-                  if not e.healthy and not e.probing]
+        waits += [
+            max(0.0, e.next_probe_at - now) + 0.001
+            for e in self._endpoints
+            if not e.healthy and not e.probing
+        ]
         return min(waits) if waits else None
 
     def _schedule(self) -> None:
@@ -481,8 +509,11 @@ class RemoteRuntime(Runtime):
                 # A retry: the URLs not heard from lately are asked all at
                 # once first, so that with every server down the job does
                 # not wait for each one's connect timeout in turn.
-                stale = [e for e in healthy if e.last_answer_at is None
-                         or now - e.last_answer_at > self.max_probe_after_s]
+                stale = [
+                    e
+                    for e in healthy
+                    if e.last_answer_at is None or now - e.last_answer_at > self.max_probe_after_s
+                ]
                 for endpoint in stale:
                     entry.awaiting.add(endpoint.index)
                     if not endpoint.probing:
@@ -504,8 +535,10 @@ class RemoteRuntime(Runtime):
     def _least_busy(self, free: list[_Endpoint]) -> _Endpoint:
         fewest = min(e.in_flight for e in free)
         count = len(self._endpoints)
-        chosen = min((e for e in free if e.in_flight == fewest),
-                     key=lambda e: (e.index - self._next_turn) % count)
+        chosen = min(
+            (e for e in free if e.in_flight == fewest),
+            key=lambda e: (e.index - self._next_turn) % count,
+        )
         self._next_turn = (chosen.index + 1) % count
         return chosen
 
@@ -514,15 +547,17 @@ class RemoteRuntime(Runtime):
         endpoint.in_flight += 1
         endpoint.requests += 1
         self._running[attempt.pending.job] = endpoint
-        worker = threading.Thread(target=self._run_attempt, args=(attempt,),
-                                  name=f"{THREAD_NAME}-request", daemon=True)
+        worker = threading.Thread(
+            target=self._run_attempt, args=(attempt,), name=f"{THREAD_NAME}-request", daemon=True
+        )
         self._workers.add(worker)
         worker.start()
 
     def _start_probe(self, endpoint: _Endpoint) -> None:
         endpoint.probing = True
-        threading.Thread(target=self._probe, args=(endpoint,), name=f"{THREAD_NAME}-probe",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._probe, args=(endpoint,), name=f"{THREAD_NAME}-probe", daemon=True
+        ).start()
 
     def _probe(self, endpoint: _Endpoint) -> None:
         error = None
@@ -623,8 +658,7 @@ class RemoteRuntime(Runtime):
         job, endpoint = attempt.pending.job, attempt.endpoint
         request = job.request
         try:
-            served = self._server_models(endpoint) if request.model.source == "embedded" \
-                else None
+            served = self._server_models(endpoint) if request.model.source == "embedded" else None
         except Refused:
             served = []  # the server cannot list its models: let it pick
         model = self._model_name(request.model, served)
@@ -679,14 +713,20 @@ class RemoteRuntime(Runtime):
                 if broken is None:
                     cause += " before the first token"
                 raise Unreachable(f"{endpoint.shown}: {cause}")
-        notice = (f"The stream from {endpoint.shown} was cut after {reader.chunks} tokens: "
-                  f"{cause}; the partial answer is kept (not retried)")
+        notice = (
+            f"The stream from {endpoint.shown} was cut after {reader.chunks} tokens: "
+            f"{cause}; the partial answer is kept (not retried)"
+        )
         job.emit(Notice(self._redact(notice)))
-        return finished("cut", cut_after_tokens=reader.chunks,
-                        cut_cause=self._redact(f"{endpoint.shown}: {cause}"))
+        return finished(
+            "cut",
+            cut_after_tokens=reader.chunks,
+            cut_cause=self._redact(f"{endpoint.shown}: {cause}"),
+        )
 
-    def _why(self, watch: Optional["_Watch"], error: Optional[BaseException],
-             otherwise: str) -> str:
+    def _why(
+        self, watch: Optional["_Watch"], error: Optional[BaseException], otherwise: str
+    ) -> str:
         """Why a request that had connected ended early."""
         if watch is not None and watch.reason == "first token":
             return f"no first token within {self.first_token_timeout_s:g} s"
@@ -694,12 +734,22 @@ class RemoteRuntime(Runtime):
             return f"nothing came for {self.idle_timeout_s:g} s"
         if error is None:
             return otherwise
-        timeout = self._list_timeout_s if watch is None else max(self.first_token_timeout_s,
-                                                                  self.idle_timeout_s)
+        timeout = (
+            self._list_timeout_s
+            if watch is None
+            else max(self.first_token_timeout_s, self.idle_timeout_s)
+        )
         return _cause(error, timeout)
 
-    def _open(self, endpoint: _Endpoint, method: str, path: str, key: Optional[str],
-              body: Optional[dict] = None, watch: Optional["_Watch"] = None):
+    def _open(
+        self,
+        endpoint: _Endpoint,
+        method: str,
+        path: str,
+        key: Optional[str],
+        body: Optional[dict] = None,
+        watch: Optional["_Watch"] = None,
+    ):
         """Send a request; the connection and its 200 response.
 
         With a ``watch``, from the moment the connection is open the watch
@@ -714,13 +764,18 @@ class RemoteRuntime(Runtime):
         """
         if endpoint.scheme == "https":
             connection = http.client.HTTPSConnection(
-                endpoint.host, endpoint.port, timeout=self.connect_timeout_s,
-                context=ssl.create_default_context())
+                endpoint.host,
+                endpoint.port,
+                timeout=self.connect_timeout_s,
+                context=ssl.create_default_context(),
+            )
         else:
             connection = http.client.HTTPConnection(
-                endpoint.host, endpoint.port, timeout=self.connect_timeout_s)
-        headers = {"Accept": "text/event-stream" if body and body.get("stream")
-                   else "application/json"}
+                endpoint.host, endpoint.port, timeout=self.connect_timeout_s
+            )
+        headers = {
+            "Accept": "text/event-stream" if body and body.get("stream") else "application/json"
+        }
         if key:
             headers["Authorization"] = f"Bearer {key}"
         elif endpoint.index in self._credentials:
@@ -739,7 +794,8 @@ class RemoteRuntime(Runtime):
             else:
                 # A backstop: the watch ends the request at its deadlines.
                 connection.sock.settimeout(
-                    max(self.first_token_timeout_s, self.idle_timeout_s) + 5.0)
+                    max(self.first_token_timeout_s, self.idle_timeout_s) + 5.0
+                )
                 watch.start(connection.sock)
             connection.request(method, endpoint.base_path + path, body=payload, headers=headers)
             response = connection.getresponse()
@@ -782,8 +838,9 @@ class RemoteRuntime(Runtime):
         try:
             data = json.loads(response.read(4 << 20) or b"{}")
         except (OSError, ValueError, http.client.HTTPException) as error:
-            raise Refused(f"{endpoint.shown} sent a model list that cannot be read: "
-                           f"{type(error).__name__}") from None
+            raise Refused(
+                f"{endpoint.shown} sent a model list that cannot be read: {type(error).__name__}"
+            ) from None
         finally:
             connection.close()
         entries = data.get("data") if isinstance(data, dict) else None
@@ -823,16 +880,19 @@ class RemoteRuntime(Runtime):
     def _in_order(self) -> list[_Endpoint]:
         """The URLs to ask for a model list: healthy ones in the given order, then the others."""
         with self._lock:
-            return ([e for e in self._endpoints if e.healthy]
-                    + [e for e in self._endpoints if not e.healthy])
+            return [e for e in self._endpoints if e.healthy] + [
+                e for e in self._endpoints if not e.healthy
+            ]
 
     def _api_key(self) -> tuple[Optional[str], Optional[str]]:
         if self.api_key_env is None:
             return None, None
         key = os.environ.get(self.api_key_env)
         if not key:
-            return None, (f"The API key variable {self.api_key_env} is not set: set it in the "
-                          "kernel's environment (not in the notebook's text)")
+            return None, (
+                f"The API key variable {self.api_key_env} is not set: set it in the "
+                "kernel's environment (not in the notebook's text)"
+            )
         return key, None
 
     def _redact(self, text: str) -> str:
@@ -871,8 +931,9 @@ class _Watch:
 
     def start(self, sock) -> None:
         self.started = self.last_heard = time.monotonic()
-        self.thread = threading.Thread(target=self._watch, args=(sock,),
-                                       name=f"{THREAD_NAME}-watch", daemon=True)
+        self.thread = threading.Thread(
+            target=self._watch, args=(sock,), name=f"{THREAD_NAME}-watch", daemon=True
+        )
         self.thread.start()
 
     def stop(self) -> None:
