@@ -113,7 +113,7 @@ class ChatPanel:
 
     def image_variable_names(self) -> list[str]:
         """Notebook variables that hold something ``-i`` accepts."""
-        from mlx_magic.images.sources import ImageSourceError, load_images
+        from mlx_magic.images import ImageSourceError, load_images
 
         names = []
         for name, value in list(self.magics.shell.user_ns.items()):
@@ -216,7 +216,7 @@ class ChatPanel:
         return [image for image in self._images() if image.cache_key not in seen]
 
     def _images(self):
-        from mlx_magic.images.sources import load_images
+        from mlx_magic.images import load_images
 
         namespace = dict(self.magics.shell.user_ns)
         sources = list(self.image_variables.value)

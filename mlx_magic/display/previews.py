@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import html
 
-from mlx_magic.images.sources import LoadedImage, png_bytes, thumbnail
+from mlx_magic.images import LoadedImage, png_bytes, thumbnail
 
 PREVIEW_MAX_SIDE = 256
 _GAP = 8

@@ -1,2 +1,24 @@
-"""Images for ``%%mlx_vision``: where they come from (:mod:`.sources`), the cache of
-decoded images, and their encodings. Imports no MLX."""
+"""Images for ``%%mlx_vision``: where they come from, the cache of decoded images,
+and their encodings. Imports no MLX.
+
+The names below are the package's interface: the magics and the display import
+them from here, whichever module inside defines them.
+"""
+
+from mlx_magic.errors import ImageSourceError
+from mlx_magic.images.sources import (
+    DecodedImageCache,
+    LoadedImage,
+    load_images,
+    png_bytes,
+    thumbnail,
+)
+
+__all__ = [
+    "DecodedImageCache",
+    "ImageSourceError",
+    "LoadedImage",
+    "load_images",
+    "png_bytes",
+    "thumbnail",
+]

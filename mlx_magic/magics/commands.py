@@ -285,7 +285,7 @@ def command_restart(magics, names):
 
 
 def command_connect(magics, names):
-    from mlx_magic.runtime.remote.runtime import parse_url
+    from mlx_magic.runtime.remote import parse_url
 
     if not names:
         raise UsageError("Usage: %mlx connect URL [URL ...]  (e.g. http://127.0.0.1:8080)")

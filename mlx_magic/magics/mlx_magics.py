@@ -214,7 +214,7 @@ class MLXMagics(Magics):
 
     def __init__(self, shell=None, **kwargs):
         super().__init__(shell=shell, **kwargs)
-        from mlx_magic.images.sources import DecodedImageCache
+        from mlx_magic.images import DecodedImageCache
         from mlx_magic.magics.background import BackgroundJobs
         from mlx_magic.magics.conversations import Conversations
 
@@ -281,11 +281,11 @@ class MLXMagics(Magics):
         if self._backend is None:
             budget = gib_to_bytes(self.memory_budget_gb)
             if self.runtime == "process":
-                from mlx_magic.runtime.process.runtime import ProcessRuntime
+                from mlx_magic.runtime.process import ProcessRuntime
 
                 self._backend = ProcessRuntime(budget)
             elif self.runtime == "remote":
-                from mlx_magic.runtime.remote.runtime import RemoteRuntime
+                from mlx_magic.runtime.remote import RemoteRuntime
 
                 if not self.endpoints:
                     raise UsageError("No server to talk to: %mlx connect URL [URL ...]")
@@ -477,7 +477,7 @@ class MLXMagics(Magics):
         return spec
 
     def _load_images(self, sources):
-        from mlx_magic.images.sources import ImageSourceError, load_images
+        from mlx_magic.images import ImageSourceError, load_images
 
         try:
             images = load_images(sources, self.shell.user_ns, cache=self.image_cache)

@@ -1,5 +1,10 @@
-"""The remote runtime: generations sent to OpenAI-compatible servers. Imports no MLX."""
+"""The remote runtime: generations sent to OpenAI-compatible servers. Imports no MLX.
 
-from mlx_magic.runtime.remote.runtime import RemoteRuntime, RemoteServerError
+The names below are the package's interface (``mlx_magic.runtime.remote.RemoteRuntime``
+is documented), whichever module inside defines them.
+"""
 
-__all__ = ["RemoteRuntime", "RemoteServerError"]
+from mlx_magic.errors import RemoteServerError
+from mlx_magic.runtime.remote.runtime import RemoteRuntime, parse_url
+
+__all__ = ["RemoteRuntime", "RemoteServerError", "parse_url"]
