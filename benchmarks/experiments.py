@@ -162,7 +162,8 @@ def decode_overhead(context: Context, reps: int) -> None:
     """
     import time
 
-    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT, InProcessText, median
+    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT, InProcessText
+    from mlx_magic.bench.metrics import median
     from mlx_magic.display.streaming import stream_job
     from mlx_magic.display.views import StreamView
     from mlx_magic.models.resolve import resolve_model
@@ -248,7 +249,8 @@ _raw_tps = _r.generation_tps
 def decode_in_kernel(context: Context, reps: int) -> None:
     """Decode speed in a kernel: %%mlx as is, %%mlx with its output captured (no IOPub
     traffic), raw mlx_lm run by a cell in the same kernel, and raw mlx_lm here."""
-    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT, median
+    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT
+    from mlx_magic.bench.metrics import median
 
     with Kernel(
         context.aliases(),
@@ -354,7 +356,7 @@ def _alternate(kernels: dict, code: str, reps: int) -> dict:
 
 
 def _print_gaps(label: str, runs: dict, width: int) -> None:
-    from mlx_magic.bench.harness import median
+    from mlx_magic.bench.metrics import median
 
     for name, (gaps, tps) in runs.items():
         print(
@@ -369,7 +371,8 @@ def decode_coalesced(context: Context, reps: int) -> None:
     """%%mlx decode speed and visible TTFT, as is and with a reader that, after the
     first text, wakes at most every 20 ms and takes everything queued (patched in one
     of two kernels)."""
-    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT, median
+    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT
+    from mlx_magic.bench.metrics import median
 
     setup = _both_models_warm(context)
     with Kernel(*setup) as plain, Kernel(*setup) as patched:
@@ -408,7 +411,8 @@ def first_text_gap(context: Context, reps: int) -> None:
 def decode_three_way(context: Context, reps: int) -> None:
     """In ONE kernel, rotating: raw mlx_lm in a cell, %%mlx as is, and %%mlx with the
     20 ms reader (COALESCING_PATCH, switched on and off by a flag between cells)."""
-    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT, median
+    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT
+    from mlx_magic.bench.metrics import median
 
     patch = COALESCING_PATCH.replace(
         "def _next_event(self, timeout=None):\n",

@@ -41,11 +41,11 @@ def panel(vision: bool = False, conversation: str = "panel"):
     """
     from IPython.display import display
 
-    from mlx_magic.display.chat_panel import ChatPanel
+    from mlx_magic.magics.panel import ChatPanel
 
     if _registered_magics is None:
         raise RuntimeError("Load the extension first: %load_ext mlx_magic")
-    chat = ChatPanel(_registered_magics, vision=vision, conversation=conversation)
+    chat = ChatPanel(_registered_magics.session, vision=vision, conversation=conversation)
     display(chat.widget)
     return chat
 

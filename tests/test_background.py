@@ -51,7 +51,7 @@ def test_background_jobs_queue_in_order_while_cells_run(kernel):
     # Both jobs ran one after the other, in submission order.
     rows = printed(
         client,
-        "[r['prompt'] for r in get_ipython().find_magic('mlx', 'cell').__self__.session_rows[-2:]]",
+        "[r['prompt'] for r in get_ipython().find_magic('mlx', 'cell').__self__.session.rows[-2:]]",
     )
     assert rows.startswith("[") and len(eval(rows)) == 2
     reply, messages = execute(client, "%mlx jobs")

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from mlx_magic.bench import runner as bench
+from mlx_magic import bench
 
 pytestmark = [pytest.mark.model, pytest.mark.kernel]
 

@@ -16,8 +16,9 @@ import time
 
 import pytest
 
+from mlx_magic.errors import WorkerError
 from mlx_magic.runtime.process import rpc
-from mlx_magic.runtime.process.runtime import ProcessRuntime, WorkerError, describe_exit
+from mlx_magic.runtime.process.runtime import ProcessRuntime, describe_exit
 from mlx_magic.runtime.values import (
     Failed,
     Finished,

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 import mlx_magic.testing.tiny_models as tiny_models
+import mlx_magic.testing.tiny_models.weights as tiny_weights
 from mlx_magic.testing.tiny_models import MARKER, build_tiny_llama, build_tiny_vlm
 
 PROMPT = "Describe this image."
@@ -178,7 +179,7 @@ def test_failed_build_leaves_nothing(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(tiny_models, "_save_random_weights", broken)
+    monkeypatch.setattr(tiny_weights, "save_random_weights", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         build_tiny_llama(tmp_path / "llama")
     # Neither the folder nor the temporary build next to it remains.

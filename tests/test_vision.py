@@ -148,6 +148,6 @@ def test_vision_conversation_sends_the_history(vlm_shell):
     first = vlm_shell.user_ns["_mlx"].stats.prompt_tokens
     run(vlm_shell, "%%mlx_vision --chat look -i red -n 4\nAnd its shape?")
     second = vlm_shell.user_ns["_mlx"].stats.prompt_tokens
-    conversation = magics_of(vlm_shell).conversations.get("look")
+    conversation = magics_of(vlm_shell).session.conversations.get("look")
     assert [turn.user for turn in conversation.turns] == ["What colour is this?", "And its shape?"]
     assert second > first  # the first turn travels as history

@@ -55,7 +55,7 @@ def test_rerunning_a_turn_rewinds_and_reuses_the_cache(vlm_shell, capsys):
     assert again.text == second.text
     assert again.stats.prompt_tokens == second.stats.prompt_tokens
     assert again.stats.cached_prompt_tokens >= first.stats.prompt_tokens
-    conversation = magics_of(vlm_shell).conversations.get("rewind")
+    conversation = magics_of(vlm_shell).session.conversations.get("rewind")
     assert [turn.user for turn in conversation.turns] == [
         "What is in this picture?",
         "And what colour is it?",
@@ -73,7 +73,7 @@ def test_a_new_image_joins_the_conversation_in_its_own_turn(vlm_shell):
     # Both images are in the prompt: more tokens than the new text and one image.
     alone = ask(vlm_shell, "-i noise", "And in this one?")
     assert second.stats.prompt_tokens > alone.stats.prompt_tokens + first.stats.generation_tokens
-    conversation = magics_of(vlm_shell).conversations.get("two")
+    conversation = magics_of(vlm_shell).session.conversations.get("two")
     assert [turn.image_names for turn in conversation.turns] == [
         ("red · 120×80",),
         ("noise · 96×64",),

@@ -132,7 +132,7 @@ def test_format_markdown_renders_the_answer(kernel):
 def test_session_stats_lists_every_generation(kernel):
     _, client = kernel
     count = int(
-        printed(client, "len(get_ipython().find_magic('mlx', 'cell').__self__.session_rows)")
+        printed(client, "len(get_ipython().find_magic('mlx', 'cell').__self__.session.rows)")
     )
     reply, messages = execute(client, "%mlx stats")
     table = [d for d in displays(messages) if "text/html" in d][0]

@@ -2,6 +2,6 @@
 
 import sys
 
-from mlx_magic.bench.runner import main
+from mlx_magic.bench.cli import main
 
 sys.exit(main())

@@ -101,39 +101,3 @@ class BackgroundJobs:
 
     def running(self) -> list[BackgroundJob]:
         return [entry for entry in self._jobs.values() if not entry.done.is_set()]
-
-
-def run_in_background(magics, request, out_name, turn, images=(), answer_format="text"):
-    """Start ``request`` as a background job of the magics ``magics``; the
-    cell returns at once and the answer streams into a widget in it."""
-    from IPython.core.error import UsageError
-
-    from mlx_magic.display.views import view_for, widgets_usable
-    from mlx_magic.display.widget_view import WidgetStreamView
-
-    if widgets_usable(magics.shell):
-        view = WidgetStreamView(request.model.name)
-        if images:
-            view_for(magics.shell).show_images(images)
-        view.display()
-    else:
-        view = view_for(magics.shell)
-        if images:
-            view.show_images(images)
-    cell_id = magics.current_cell_id
-    job = magics.backend.generate(request)
-
-    def done(entry):
-        if entry.result is None:
-            return
-        magics.record_finished(request, entry.result, turn, cell_id)
-        try:
-            magics.apply_format(entry.result, answer_format, out_name, set_next_input=False)
-        except UsageError as error:
-            view.notice(str(error))
-
-    entry = magics.jobs.start(job, view, interval_s=magics.stream_interval_ms / 1000, on_done=done)
-    print(
-        f"[background job {entry.id}: %mlx jobs lists it, %mlx wait {entry.id} waits, "
-        f"%mlx cancel {entry.id} stops it]"
-    )

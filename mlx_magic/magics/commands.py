@@ -22,10 +22,10 @@ def command_load(magics, names):
     if not names:
         raise UsageError("%mlx load needs a model, e.g. %mlx load smollm2")
     for name in names:
-        spec = magics.resolve(name)
+        spec = magics.session.resolve(name)
         started = time.perf_counter()
         try:
-            info = magics.backend.load(spec)
+            info = magics.session.runtime.load(spec)
         except ModelLoadError as error:
             raise UsageError(str(error)) from error
         took = time.perf_counter() - started
@@ -37,16 +37,16 @@ def command_load(magics, names):
 
 def command_unload(magics, names):
     if not names or names == ["all"]:
-        removed = magics.backend.unload(None) if magics.backend_started else []
+        removed = magics.session.runtime.unload(None) if magics.session.runtime_started else []
     else:
         removed = []
         for name in names:
-            removed += magics.backend.unload(magics.resolve(name).key)
+            removed += magics.session.runtime.unload(magics.session.resolve(name).key)
     print(f"Unloaded {len(removed)} model(s)" + (f": {', '.join(removed)}" if removed else ""))
 
 
 def command_models(magics, names):
-    infos = magics.backend.models() if magics.backend_started else []
+    infos = magics.session.runtime.models() if magics.session.runtime_started else []
     if not infos:
         print("No warm models. %%mlx loads one on first use; %mlx load MODEL loads one now.")
         return
@@ -62,17 +62,17 @@ def command_models(magics, names):
 def command_cache(magics, names):
     if names != ["clear"]:
         raise UsageError("Usage: %mlx cache clear")
-    dropped = magics.backend.clear_caches() if magics.backend_started else 0
-    dropped += len(magics.image_cache)
-    magics.image_cache.clear()
+    dropped = magics.session.runtime.clear_caches() if magics.session.runtime_started else 0
+    dropped += len(magics.session.image_cache)
+    magics.session.image_cache.clear()
     print(f"Cleared {dropped} cached entries (prompt prefixes, vision features, images)")
 
 
 def command_status(magics, names):
-    if not magics.backend_started:
+    if not magics.session.runtime_started:
         print("Runtime: not started (it starts with the first %%mlx cell or %mlx load)")
         return
-    status = magics.backend.status()
+    status = magics.session.runtime.status()
     state = "running" if status.running else "stopped"
     busy = f"generating with {status.current}" if status.busy else "idle"
     print(
@@ -89,7 +89,7 @@ def command_status(magics, names):
         f"MLX memory: active {gib(status.active_memory_bytes):.2f} GiB, cache "
         f"{gib(status.cache_memory_bytes):.2f} GiB, peak {gib(status.peak_memory_bytes):.2f} GiB"
     )
-    decoded = magics.image_cache.stats()
+    decoded = magics.session.image_cache.stats()
     print(
         f"Decoded images: {decoded['entries']} cached, {decoded['hits']} hits, "
         f"{decoded['misses']} misses"
@@ -115,7 +115,7 @@ def command_status(magics, names):
 
 
 def command_chat(magics, names):
-    conversations = magics.conversations
+    conversations = magics.session.conversations
     action = names[0] if names else None
     if action == "reset":
         target = names[1] if len(names) > 1 else DEFAULT_CONVERSATION
@@ -153,7 +153,7 @@ def command_chat(magics, names):
 
 
 def command_stats(magics, names):
-    rows = magics.session_rows
+    rows = magics.session.rows
     if not rows:
         print("No generations yet in this session.")
         return
@@ -198,7 +198,7 @@ def _cell(value) -> str:
 
 
 def command_jobs(magics, names):
-    entries = magics.jobs.all()
+    entries = magics.session.jobs.all()
     if not entries:
         print("No background jobs. Add -b to %%mlx or %%mlx_vision to start one.")
         return
@@ -240,7 +240,7 @@ def command_wait(magics, names):
 
 def _select_jobs(magics, names):
     try:
-        return magics.jobs.select(names)
+        return magics.session.jobs.select(names)
     except KeyError as missing:
         raise UsageError(f"No background job {missing.args[0]}: %mlx jobs lists them") from missing
 
@@ -248,7 +248,7 @@ def _select_jobs(magics, names):
 def command_panel(magics, names):
     from IPython.display import display
 
-    from mlx_magic.display.chat_panel import ChatPanel
+    from mlx_magic.magics.panel import ChatPanel
 
     if names not in ([], ["vision"]):
         raise UsageError("Usage: %mlx panel [vision]")
@@ -256,8 +256,8 @@ def command_panel(magics, names):
         importlib.import_module("ipywidgets")
     except ImportError as error:
         raise UsageError("The panel is made of ipywidgets: pip install ipywidgets") from error
-    panel = ChatPanel(magics, vision=names == ["vision"])
-    magics.panels.append(panel)
+    panel = ChatPanel(magics.session, vision=names == ["vision"])
+    magics.session.panels.append(panel)
     display(panel.widget)
 
 
@@ -266,13 +266,13 @@ def command_runtime(magics, names):
         if names[0] not in ("thread", "process") or len(names) > 1:
             raise UsageError("Usage: %mlx runtime [thread|process]  (remote: %mlx connect URL)")
         magics.runtime = names[0]
-    status = magics.backend.status() if magics.backend_started else None
+    status = magics.session.runtime.status() if magics.session.runtime_started else None
     where = status.kind if status else "not started yet"
     print(f"Runtime: {magics.runtime} ({where})")
 
 
 def command_restart(magics, names):
-    backend = magics.backend
+    backend = magics.session.runtime
     if not hasattr(backend, "restart"):
         raise UsageError(
             "%mlx restart restarts the worker process: switch with %mlx runtime process first"
@@ -295,10 +295,10 @@ def command_connect(magics, names):
         except ValueError as error:
             raise UsageError(str(error)) from error
     if magics.runtime != "remote":
-        magics.local_runtime = magics.runtime
+        magics.session.local_runtime = magics.runtime
     magics.endpoints = list(names)
     magics.runtime = "remote"
-    backend = magics.backend
+    backend = magics.session.runtime
     print(f"Generations go to {', '.join(backend.urls)}")
     try:
         served = [info.name for info in backend.models()]
@@ -312,7 +312,7 @@ def command_disconnect(magics, names):
     if magics.runtime != "remote":
         print("Not connected: models already run locally")
         return
-    magics.runtime = getattr(magics, "local_runtime", "thread")
+    magics.runtime = magics.session.local_runtime
     print(f"Back to local models (runtime {magics.runtime})")
 
 
@@ -320,7 +320,7 @@ def command_bench(magics, names):
     """%mlx bench [quick] [SCENARIO ...]: run the benchmark from the notebook."""
     import tempfile
 
-    from mlx_magic.bench import runner as bench
+    from mlx_magic import bench
 
     quick = "quick" in names
     scenarios = [name for name in names if name != "quick"] or None
@@ -340,3 +340,24 @@ def command_bench(magics, names):
     display({"text/plain": table, "text/markdown": bench.table(results, markdown=True)}, raw=True)
     for path in plots:
         display(Image(filename=str(path)))
+
+
+#: The ``%mlx`` subcommands, in the order ``%mlx?`` lists them.
+COMMANDS = {
+    "load": command_load,
+    "unload": command_unload,
+    "models": command_models,
+    "status": command_status,
+    "cache": command_cache,
+    "chat": command_chat,
+    "stats": command_stats,
+    "jobs": command_jobs,
+    "cancel": command_cancel,
+    "wait": command_wait,
+    "panel": command_panel,
+    "runtime": command_runtime,
+    "restart": command_restart,
+    "connect": command_connect,
+    "disconnect": command_disconnect,
+    "bench": command_bench,
+}

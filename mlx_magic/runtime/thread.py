@@ -5,14 +5,12 @@ same thread. Requests arrive through a queue; every generation answers with
 a :class:`~mlx_magic.runtime.values.Job` whose events (tokens, results and
 exceptions, all as values) the caller reads on its own thread.
 
-:class:`Runtime` is the interface the magics use. :class:`ThreadRuntime`
-serves it in the kernel process; a worker-process runtime or a remote
-OpenAI-compatible backend can serve the same interface.
+:class:`ThreadRuntime` serves :class:`~mlx_magic.runtime.interface.Runtime`
+in the kernel process.
 """
 
 from __future__ import annotations
 
-import abc
 import os
 import queue
 import threading
@@ -22,6 +20,7 @@ from typing import Any, Callable, Optional
 from mlx_magic.engine.model_cache import WarmModel, WarmModelCache
 from mlx_magic.errors import ModelLoadError
 from mlx_magic.locking import gpu_lock
+from mlx_magic.runtime.interface import Runtime
 from mlx_magic.runtime.values import (
     Failed,
     GenerationRequest,
@@ -34,48 +33,6 @@ from mlx_magic.runtime.values import (
 )
 
 THREAD_NAME = "mlx_magic-runtime"
-
-
-class Runtime(abc.ABC):
-    """What the magics need from a place that runs models."""
-
-    @abc.abstractmethod
-    def generate(self, request: GenerationRequest) -> Job:
-        """Queue a generation; returns at once with its :class:`Job`."""
-
-    def generate_together(self, requests: list[GenerationRequest]) -> list[Job]:
-        """Queue generations that advance together, token by token (models
-        side by side). A runtime that cannot interleave runs them in turn."""
-        return [self.generate(request) for request in requests]
-
-    @abc.abstractmethod
-    def load(self, spec: ModelSpec) -> ModelInfo:
-        """Make a model warm (blocking); returns what was loaded."""
-
-    @abc.abstractmethod
-    def unload(self, key: Optional[str] = None) -> list[str]:
-        """Free one warm model (by key), or all when ``key`` is ``None``."""
-
-    @abc.abstractmethod
-    def models(self) -> list[ModelInfo]:
-        """The warm models, least recently used first."""
-
-    @abc.abstractmethod
-    def status(self) -> RuntimeStatus:
-        """A snapshot of the runtime's state."""
-
-    @abc.abstractmethod
-    def clear_caches(self) -> int:
-        """Empty every warm model's prompt prefix and vision feature caches;
-        returns how many entries were dropped."""
-
-    @abc.abstractmethod
-    def set_memory_budget(self, budget_bytes: int) -> None:
-        """Change the warm-model budget, evicting models if needed."""
-
-    @abc.abstractmethod
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop, free every model, and wait for the work to end."""
 
 
 class _Call:

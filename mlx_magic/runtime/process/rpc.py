@@ -1,6 +1,6 @@
 """Framing and a JSON codec for the worker-process runtime's pipe protocol.
 
-The kernel (:mod:`mlx_magic.runtime.process.runtime`) and the worker
+The kernel (:mod:`mlx_magic.runtime.process.worker_process`) and the worker
 (:mod:`mlx_magic.runtime.process.server`) speak JSON-RPC 2.0 over the worker's stdin and
 stdout. This module knows nothing of processes: it turns messages into bytes
 and back, and protocol values (:mod:`mlx_magic.runtime.values`) into JSON and back.
@@ -53,7 +53,7 @@ import io
 import json
 import threading
 import traceback
-from typing import Any, BinaryIO, Callable, Optional
+from typing import IO, Any, Callable, Optional
 
 from mlx_magic.errors import ModelLoadError, RPCError
 from mlx_magic.runtime.values import (
@@ -101,7 +101,7 @@ def frame(message: dict) -> bytes:
 class FrameWriter:
     """Writes frames to a binary stream; safe to share between threads."""
 
-    def __init__(self, stream: BinaryIO):
+    def __init__(self, stream: IO[bytes]):
         self._stream = stream
         self._lock = threading.Lock()
         self.frames = 0
@@ -132,7 +132,7 @@ class FrameReader:
             (stray bytes, a broken frame); ``None`` ignores them.
     """
 
-    def __init__(self, stream: BinaryIO, on_garbage: Optional[Callable[[str], None]] = None):
+    def __init__(self, stream: IO[bytes], on_garbage: Optional[Callable[[str], None]] = None):
         self._stream = stream
         self._on_garbage = on_garbage
         self.frames = 0

@@ -40,6 +40,7 @@ and raw junk onto the protocol pipe with every message of tokens;
 """
 
 import argparse
+import io
 import os
 import signal
 import sys
@@ -395,10 +396,13 @@ def main(argv: Optional[list] = None, fds=None) -> int:
     # The kernel's interrupt is for the kernel; a terminal's Ctrl-C reaches
     # the whole process group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        sys.stdout.reconfigure(line_buffering=True)
-    except (AttributeError, ValueError):
-        pass
+    # Only a text stream over a buffer can change its buffering (a stand-in
+    # set by a test, say, keeps its own).
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        try:
+            sys.stdout.reconfigure(line_buffering=True)
+        except ValueError:
+            pass
     hooks = {h.strip() for h in os.environ.get(HOOKS_VARIABLE, "").split(",") if h.strip()}
     server = WorkerServer(
         os.fdopen(protocol_in, "rb"),

@@ -8,31 +8,15 @@ connect``: HTTP and server-sent events). Each repetition runs one cell in
 each kernel and a raw ``mlx_lm.stream_generate`` in the benchmark process,
 one after the other, so the ratios are paired within a repetition and the
 machine's drift between repetitions cancels out.
-
-A module of its own because it starts and stops its own server.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
-from mlx_magic.bench.harness import (
-    LONG_ANSWER_PROMPT,
-    BenchError,
-    Context,
-    Kernel,
-    cell,
-    median,
-    ms,
-)
-from mlx_magic.bench.runner import DIFFERENCE, RATIO, Metric, ScenarioResult
+from mlx_magic.bench.harness import LONG_ANSWER_PROMPT, Context, Kernel, MlxLmServer, cell
+from mlx_magic.bench.metrics import DIFFERENCE, RATIO, Metric, ScenarioResult, median, median_of, ms
+from mlx_magic.errors import BenchError
 
 MODES = ("thread", "process", "remote")
 #: The issue's target: the worker process within 2 % of thread mode.
@@ -73,7 +57,7 @@ def runtimes(context: Context, result: ScenarioResult) -> None:
     series = result.series
     series.update(models=[], modes=list(MODES), tps={mode: [] for mode in MODES})
     for label, name, path, max_tokens, reps in plans:
-        with _Server(path, context.work / "server") as server:
+        with MlxLmServer(path, context.work / "server") as server:
             context.say(f"{label}: mlx_lm.server ready at {server.url}")
             samples = _measure(context, label, name, path, server.url, max_tokens, reps)
         result.metrics += _metrics(label, samples)
@@ -170,7 +154,7 @@ def _metrics(label: str, samples: dict) -> list:
             "process mode",
             RATIO,
             f"≥ {PROCESS_TARGET}×",
-            median(process) >= PROCESS_TARGET,
+            median_of(process) >= PROCESS_TARGET,
         )
     )
     remote = paired(samples, "remote", "thread")
@@ -204,11 +188,11 @@ def _metrics(label: str, samples: dict) -> list:
 
 def _note(label: str, samples: dict) -> str:
     parts = []
-    thread_tps = median(tps(samples, "thread"))
+    thread_tps = median_of(tps(samples, "thread"))
     raw_ids = {tuple(b["token_ids"]) for b in samples["raw"]}
     for mode in MODES:
         cells = samples[mode]
-        per_token_ms = 1000 / median(tps(samples, mode)) - 1000 / thread_tps
+        per_token_ms = 1000 / median_of(tps(samples, mode)) - 1000 / thread_tps
         tokens = sorted({c.stats["generation_tokens"] for c in cells})
         same = raw_ids | {tuple(c.stats["token_ids"]) for c in cells}
         text = (
@@ -225,61 +209,3 @@ def _note(label: str, samples: dict) -> str:
             text += f"; {'the same' if len(same) == 1 else 'DIFFERENT'} token ids as mlx-lm"
         parts.append(text)
     return f"**{label}:** " + "; ".join(parts) + "."
-
-
-class _Server:
-    """``python -m mlx_lm.server`` for one model folder on a free loopback port."""
-
-    def __init__(self, path: Path, work: Path):
-        work.mkdir(parents=True, exist_ok=True)
-        (work / "hub").mkdir(exist_ok=True)  # an empty Hub cache: it serves just the folder
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = work / f"server-{port}.log"
-        env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(work / "hub"))
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "mlx_lm.server",
-                    "--model",
-                    str(path),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-
-    def __enter__(self) -> "_Server":
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BenchError("mlx_lm.server exited: " + self._log_tail())
-            try:
-                with urllib.request.urlopen(self.url + "/v1/models", timeout=2):
-                    return self
-            except OSError:
-                time.sleep(0.3)
-        self.close()
-        raise BenchError("mlx_lm.server did not start in 120 s: " + self._log_tail())
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def _log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-2000:]

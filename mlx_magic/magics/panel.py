@@ -15,6 +15,8 @@ from typing import Optional
 
 from mlx_magic.display.widget_view import WidgetStreamView
 from mlx_magic.magics.background import BackgroundJob
+from mlx_magic.magics.options import CellOptions
+from mlx_magic.magics.session import Session
 
 PANEL_CONVERSATION = "panel"
 
@@ -23,15 +25,18 @@ class ChatPanel:
     """The widgets and what their buttons do.
 
     Args:
-        magics: the :class:`~mlx_magic.magics.mlx_magics.MLXMagics` instance to share.
+        session: the :class:`~mlx_magic.magics.session.Session` of the magics, shared.
         vision: show the image controls and default to the vision model.
         conversation: the conversation the panel continues.
     """
 
-    def __init__(self, magics, *, vision: bool = False, conversation: str = PANEL_CONVERSATION):
+    def __init__(
+        self, session: Session, *, vision: bool = False, conversation: str = PANEL_CONVERSATION
+    ):
         import ipywidgets as widgets
 
-        self.magics = magics
+        self.session = session
+        settings = session.settings
         self.vision = vision
         self.conversation = conversation
         self.running: Optional[BackgroundJob] = None
@@ -51,7 +56,7 @@ class ChatPanel:
             style=labelled,
         )
         self.temperature = widgets.FloatSlider(
-            value=magics.temperature,
+            value=settings.temperature,
             min=0.0,
             max=2.0,
             step=0.05,
@@ -59,7 +64,7 @@ class ChatPanel:
             style=labelled,
         )
         self.max_tokens = widgets.BoundedIntText(
-            value=min(magics.max_tokens, 4096),
+            value=min(settings.max_tokens, 4096),
             min=1,
             max=4096,
             description="Max tokens",
@@ -99,16 +104,19 @@ class ChatPanel:
 
     def default_model(self) -> str:
         if self.vision:
-            return self.magics.default_vision_model or ""
-        return self.magics.default_model or "smollm2"
+            return self.session.settings.default_vision_model or ""
+        return self.session.settings.default_model or "smollm2"
 
     def model_choices(self) -> list[str]:
         """Warm models, the configured defaults and the aliases."""
         names = []
-        if self.magics.backend_started:
-            names += [info.name for info in self.magics.backend.models()]
-        names += [self.magics.default_model or "smollm2", self.magics.default_vision_model or ""]
-        names += list(self.magics.aliases)
+        if self.session.runtime_started:
+            names += [info.name for info in self.session.runtime.models()]
+        names += [
+            self.session.settings.default_model or "smollm2",
+            self.session.settings.default_vision_model or "",
+        ]
+        names += list(self.session.settings.aliases)
         return [name for index, name in enumerate(names) if name and name not in names[:index]]
 
     def image_variable_names(self) -> list[str]:
@@ -116,7 +124,7 @@ class ChatPanel:
         from mlx_magic.images import ImageSourceError, load_images
 
         names = []
-        for name, value in list(self.magics.shell.user_ns.items()):
+        for name, value in list(self.session.shell.user_ns.items()):
             if name.startswith("_") or callable(value) or isinstance(value, (str, int, float)):
                 continue
             try:
@@ -133,35 +141,32 @@ class ChatPanel:
         text = self.prompt.value.strip()
         if not text or self.running is not None:
             return None
+        from mlx_magic.magics.run import run_background
+
         try:
-            request, turn, images = self._request(text)
+            cell, images = self._prepare(text)
         except Exception as error:  # shown in the panel: a button has no cell to fail
             self._note(f"✖ {error}")
             return None
         self.prompt.value = ""
         self._add_user_turn(text, images)
-        view = WidgetStreamView(request.model.name)
+        view = WidgetStreamView(cell.request.model.name)
         view.box.add_class("mlx-magic-answer")
         self.transcript.children = self.transcript.children + (view.box,)
-        job = self.magics.backend.generate(request)
         self.send_button.disabled, self.stop_button.disabled = True, False
 
         def done(entry):
             self.running = None
             self.send_button.disabled, self.stop_button.disabled = False, True
-            if entry.result is not None:
-                self.magics.record_finished(request, entry.result, turn, None)
-            elif entry.error:
+            if entry.result is None and entry.error:
                 self._note(f"✖ {entry.error}")
 
-        self.running = self.magics.jobs.start(
-            job, view, interval_s=self.magics.stream_interval_ms / 1000, on_done=done
-        )
+        self.running = run_background(self.session, cell, view=view, on_done=done)
         return self.running
 
     def _model_changed(self, change) -> None:
         # A conversation keeps its model: another model starts another one.
-        existing = self.magics.conversations.get(self.conversation)
+        existing = self.session.conversations.get(self.conversation)
         if existing is not None and existing.turns:
             self._conversation_count += 1
             self.conversation = f"{self._conversation_base}-{self._conversation_count}"
@@ -171,43 +176,27 @@ class ChatPanel:
         if self.running is not None:
             self.running.job.cancel()
 
-    def _request(self, text: str):
-        from argparse import Namespace
+    def _prepare(self, text: str):
+        """The panel's turn as a prepared cell, built as a cell's would be."""
+        from mlx_magic.magics.prepare import prepare
 
-        from mlx_magic.magics.side_by_side import variants_of
-
-        args = Namespace(
-            model=[self.model.value] if self.model.value else None,
+        options = CellOptions(
+            model=self.model.value or None,
             max_tokens=self.max_tokens.value,
-            temp=[self.temperature.value],
-            top_p=None,
-            top_k=None,
-            min_p=None,
-            repetition_penalty=None,
-            seed=None,
-            system=None,
-            raw=False,
-            out=None,
+            temperature=self.temperature.value,
             chat=self.conversation,
-            format="text",
-            no_interpolate=True,
-            error=False,
-            probs=None,
+            interpolate=False,
             background=True,
-            image=[],
         )
-        args = variants_of(args)[0]
-        resolve = self.magics.resolve_vision if self.vision else self.magics.resolve
-        images = self._new_images() if self.vision else []
-        request, _, turn = self.magics.build_request(
-            args, text, lambda: resolve(args.model), images=images
-        )
-        return request, turn, images
+        session = self.session
+        resolve = session.resolve_vision if self.vision else session.resolve
+        images = tuple(self._new_images()) if self.vision else ()
+        return prepare(session, options, text, resolve, images), images
 
     def _new_images(self):
         """The selected images the conversation has not seen yet: the ones it
         has stay with the turn that sent them."""
-        conversation = self.magics.conversations.get(self.conversation)
+        conversation = self.session.conversations.get(self.conversation)
         seen = (
             {key for turn in conversation.turns for key in turn.image_keys}
             if conversation
@@ -218,13 +207,13 @@ class ChatPanel:
     def _images(self):
         from mlx_magic.images import load_images
 
-        namespace = dict(self.magics.shell.user_ns)
+        namespace = dict(self.session.shell.user_ns)
         sources = list(self.image_variables.value)
         for index, upload in enumerate(self.upload.value):
             name = f"__panel_upload_{index}"
             namespace[name] = bytes(upload["content"])
             sources.append(name)
-        return load_images(sources, namespace, cache=self.magics.image_cache) if sources else []
+        return load_images(sources, namespace, cache=self.session.image_cache) if sources else []
 
     def _add_user_turn(self, text: str, images) -> None:
         import ipywidgets as widgets

@@ -1,0 +1,65 @@
+"""The harness the benchmark scenarios share (see :mod:`mlx_magic.bench`).
+
+* :class:`Context` (:mod:`.context`) - settings, the models (built or converted
+  on first use) and fresh images shared by the scenarios.
+* :class:`Kernel` (:mod:`.kernel`) - a real IPython kernel started with
+  jupyter_client; cells are sent as a frontend sends them, every IOPub message
+  is timestamped on arrival, and ``_mlx`` is read through the execute
+  request's ``user_expressions`` (no extra cell, no extra output).
+* :class:`InProcessText` / :class:`InProcessVision` (:mod:`.baselines`) - the
+  baselines: raw ``mlx_lm.stream_generate`` / ``mlx_vlm.stream_generate`` in
+  this process, with the very prompt token ids the magic sends (built by
+  :func:`mlx_magic.engine.text_generation.prompt_token_ids`) and greedy sampling.
+* :func:`cold_process` (:mod:`.processes`) - ``python -m mlx_lm generate`` /
+  ``python -m mlx_vlm generate`` in a fresh process, timed from spawn to the
+  statistics line that follows the first token, with the prompt token count it
+  printed; :class:`MlxLmServer`, a loopback ``mlx_lm.server``.
+* :mod:`.texts` - the prompts, paragraph, questions and conversation the
+  scenarios send.
+
+The names below are the package's interface, whichever module defines them.
+"""
+
+from mlx_magic.bench.harness.baselines import InProcessText, InProcessVision
+from mlx_magic.bench.harness.context import Context
+from mlx_magic.bench.harness.kernel import (
+    OUTPUT_MESSAGES,
+    STATS_EXPRESSION,
+    Cell,
+    Kernel,
+    cell,
+    traffic_of,
+)
+from mlx_magic.bench.harness.processes import MlxLmServer, cold_process
+from mlx_magic.bench.harness.texts import (
+    CONVERSATION,
+    LONG_ANSWER_PROMPT,
+    PARAGRAPH,
+    QUESTIONS,
+    RAW_PROMPT,
+    SHORT_QUESTIONS,
+    SYSTEM_PROMPT,
+    VISION_PROMPTS,
+)
+
+__all__ = [
+    "CONVERSATION",
+    "LONG_ANSWER_PROMPT",
+    "OUTPUT_MESSAGES",
+    "PARAGRAPH",
+    "QUESTIONS",
+    "RAW_PROMPT",
+    "SHORT_QUESTIONS",
+    "STATS_EXPRESSION",
+    "SYSTEM_PROMPT",
+    "VISION_PROMPTS",
+    "Cell",
+    "Context",
+    "InProcessText",
+    "InProcessVision",
+    "Kernel",
+    "MlxLmServer",
+    "cell",
+    "cold_process",
+    "traffic_of",
+]

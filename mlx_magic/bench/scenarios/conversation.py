@@ -1,0 +1,104 @@
+"""Scenario ``conversation``: time to first token per turn, ``--chat`` with the
+prefix cache against rebuilding the whole history every turn."""
+
+from __future__ import annotations
+
+from mlx_magic.bench.harness import CONVERSATION, Context, Kernel, cell
+from mlx_magic.bench.metrics import RATIO, SPEEDUP, Metric, ScenarioResult
+
+
+def conversation(context: Context, result: ScenarioResult) -> None:
+    """TTFT per turn: --chat with the prefix cache against rebuilding the history."""
+    if context.quick:
+        model, label, turns, max_tokens = "tiny-llama", "tiny llama", 3, 6
+    else:
+        model, label, turns, max_tokens = "smollm2", "smollm2", 8, 6
+    result.title = (
+        f"A {turns}-turn conversation (`%%mlx --chat NAME -n {max_tokens}`, {label}), run twice "
+        "side by side in one kernel, turn by turn: once with the prefix cache off (every turn "
+        "prefills the whole history: the baseline) and once with it on (every turn prefills only "
+        "what is new). TTFT is `_mlx.stats.ttft_s`. Target: with reuse, turn "
+        f"{turns}'s TTFT ≤ 1.3 × turn 1's."
+    )
+    result.setup = {"model": label, "turns": turns, "answer tokens": max_tokens, "reps": 1}
+    rebuild, reuse = [], []
+    with Kernel(context.aliases(), f"%mlx load {model}") as kernel:
+        kernel.generate(cell("mlx", f"-m {model} -n 1", "Hi."))  # warm-up, then forget it
+        kernel.execute("%mlx cache clear")
+        for turn in range(turns):
+            text = CONVERSATION[turn]
+            kernel.execute("%config MLXMagics.prefix_cache = False")
+            plain = kernel.generate(
+                cell("mlx", f"-m {model} -n {max_tokens} --chat rebuild", text),
+                cell_id=f"rebuild-{turn}",
+            )
+            kernel.execute("%config MLXMagics.prefix_cache = True")
+            cached = kernel.generate(
+                cell("mlx", f"-m {model} -n {max_tokens} --chat reuse", text),
+                cell_id=f"reuse-{turn}",
+            )
+            rebuild.append(plain.stats)
+            reuse.append(cached.stats)
+            context.say(
+                f"turn {turn + 1}/{turns}: rebuild {plain.stats['ttft_s']:.2f} s "
+                f"({plain.stats['prompt_tokens']} prompt tokens), reuse "
+                f"{cached.stats['ttft_s']:.2f} s ({cached.stats['prompt_tokens']} tokens, "
+                f"{cached.stats['cached_prompt_tokens']} cached)"
+            )
+    result.series.update(
+        model=label,
+        rebuild_ttft=[s["ttft_s"] for s in rebuild],
+        reuse_ttft=[s["ttft_s"] for s in reuse],
+        rebuild_prompt=[s["prompt_tokens"] for s in rebuild],
+        reuse_prompt=[s["prompt_tokens"] for s in reuse],
+        reuse_cached=[s["cached_prompt_tokens"] for s in reuse],
+    )
+    last = turns
+    result.metrics += [
+        Metric(
+            "conversation",
+            f"TTFT turn {last} ÷ turn 1, with reuse",
+            "s",
+            [reuse[0]["ttft_s"]],
+            [reuse[-1]["ttft_s"]],
+            "turn 1",
+            f"turn {last}",
+            RATIO,
+            "≤ 1.3×",
+            reuse[-1]["ttft_s"] <= 1.3 * reuse[0]["ttft_s"],
+        ),
+        Metric(
+            "conversation",
+            f"TTFT turn {last} ÷ turn 1, rebuilding the history",
+            "s",
+            [rebuild[0]["ttft_s"]],
+            [rebuild[-1]["ttft_s"]],
+            "turn 1",
+            f"turn {last}",
+            RATIO,
+            "",
+            None,
+        ),
+        Metric(
+            "conversation",
+            f"TTFT turn {last}: rebuild vs reuse",
+            "s",
+            [rebuild[-1]["ttft_s"]],
+            [reuse[-1]["ttft_s"]],
+            "prefix cache off",
+            "--chat, prefix cache on",
+            SPEEDUP,
+            "",
+            None,
+        ),
+    ]
+    same_prompts = [s["prompt_tokens"] for s in rebuild] == [s["prompt_tokens"] for s in reuse]
+    result.notes.append(
+        "Prompt tokens per turn: "
+        + ", ".join(str(s["prompt_tokens"]) for s in reuse)
+        + f" (the same in both runs: {'yes' if same_prompts else 'NO — the answers differed'}); "
+        "tokens taken from the prefix cache with reuse: "
+        + ", ".join(str(s["cached_prompt_tokens"]) for s in reuse)
+        + ". One repetition: each turn is a measurement, and the rebuild run costs minutes on "
+        "this CPU (its TTFT grows with the history)."
+    )

@@ -1,0 +1,94 @@
+"""The flags of ``%%mlx`` and ``%%mlx_vision`` (IPython's ``magic_arguments``)."""
+
+from __future__ import annotations
+
+from IPython.core.magic_arguments import argument
+
+from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME
+
+
+def generation_arguments(magic):
+    """The flags shared by ``%%mlx`` and ``%%mlx_vision``."""
+    flags = [
+        argument(
+            "-m",
+            "--model",
+            action="append",
+            help="Model: a folder, a .gguf file, a Hub id, an alias, "
+            f"or '{EMBEDDED_MODEL_NAME}' (the default for text). Repeat it to compare "
+            "models side by side.",
+        ),
+        argument("-n", "--max-tokens", type=int, help="Most tokens to generate."),
+        argument(
+            "--temp",
+            type=float,
+            action="append",
+            help="Sampling temperature (0 = greedy); repeat it for a sweep, side by side.",
+        ),
+        argument("--top-p", type=float, help="Nucleus sampling threshold in [0, 1]."),
+        argument("--top-k", type=int, help="Sample from the k most likely tokens (0 = all)."),
+        argument(
+            "--min-p",
+            type=float,
+            help="Drop tokens below this fraction of the top probability, in [0, 1].",
+        ),
+        argument("--repetition-penalty", type=float, help="Penalty above 1 for repeated tokens."),
+        argument(
+            "--seed",
+            type=int,
+            action="append",
+            help="Random seed, for repeatable sampling; repeat it for a sweep.",
+        ),
+        argument("-s", "--system", help="System prompt (quote it if it has spaces)."),
+        argument(
+            "--raw", action="store_true", help="Send the cell as is, without the chat template."
+        ),
+        argument("-o", "--out", help="Also store the result in this variable."),
+        argument(
+            "-c",
+            "--chat",
+            nargs="?",
+            const="default",
+            metavar="NAME",
+            help="Continue the named conversation (default: 'default'); its earlier "
+            "turns are sent as history.",
+        ),
+        argument(
+            "-f",
+            "--format",
+            choices=["text", "markdown", "code", "json"],
+            default="text",
+            help="markdown: render the answer; code: put its first code "
+            "block into the next cell; json: parse it into --out (and _mlx.data).",
+        ),
+        argument(
+            "--no-interpolate",
+            action="store_true",
+            help="Send {braces} as they are instead of filling in {variables}.",
+        ),
+        argument(
+            "--error",
+            action="store_true",
+            help="Append the traceback of the last error to the prompt.",
+        ),
+        argument(
+            "--probs",
+            nargs="?",
+            const=5,
+            type=int,
+            metavar="K",
+            help="After the answer, show each token shaded by its probability, with the "
+            "K most likely alternatives (default 5); also in _mlx.tokens.",
+        ),
+        argument(
+            "-b",
+            "--background",
+            action="store_true",
+            help="Return at once and stream in the background (%%mlx jobs lists them); "
+            "--out is set when the job finishes.",
+        ),
+    ]
+    # magic_arguments applies decorators bottom-up; keep the listed order in --help.
+    for flag in reversed(flags):
+        magic = flag(magic)
+    return magic

@@ -1,0 +1,124 @@
+"""A cell's flags as one typed value, built the same way by every caller.
+
+``%%mlx``, ``%%mlx_vision`` and the chat panel all describe a generation as a
+:class:`CellOptions`; several ``-m``, ``--temp`` or ``--seed`` values become
+one :class:`CellOptions` per column (:func:`variants_of`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import keyword
+from dataclasses import dataclass, replace
+from typing import Any, Optional
+
+from IPython.core.error import UsageError
+
+from mlx_magic.runtime.values import SamplingParams
+
+
+@dataclass(frozen=True)
+class CellOptions:
+    """What one generation was asked for; ``None`` leaves a value to the settings."""
+
+    model: Optional[str] = None
+    max_tokens: Optional[int] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    top_k: Optional[int] = None
+    min_p: Optional[float] = None
+    repetition_penalty: Optional[float] = None
+    seed: Optional[int] = None
+    system: Optional[str] = None
+    raw: bool = False
+    out: Optional[str] = None
+    chat: Optional[str] = None
+    answer_format: str = "text"
+    interpolate: bool = True
+    append_last_error: bool = False
+    probs: Optional[int] = None
+    background: bool = False
+    images: tuple[str, ...] = ()
+
+
+def variants_of(args: Any) -> list[CellOptions]:
+    """One :class:`CellOptions` per column, from the parsed flags: every model ×
+    temperature × seed given (one of each is the usual, single column)."""
+    base = CellOptions(
+        max_tokens=args.max_tokens,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty,
+        system=args.system,
+        raw=args.raw,
+        out=args.out,
+        chat=args.chat,
+        answer_format=args.format,
+        interpolate=not args.no_interpolate,
+        append_last_error=args.error,
+        probs=args.probs,
+        background=args.background,
+        images=tuple(getattr(args, "image", None) or ()),
+    )
+    return [
+        replace(base, model=model, temperature=temp, seed=seed)
+        for model, temp, seed in itertools.product(
+            args.model or [None], args.temp or [None], args.seed or [None]
+        )
+    ]
+
+
+def sampling_params(options: CellOptions, settings: Any) -> SamplingParams:
+    """The sampler settings: the cell's flags over the ``MLXMagics`` settings.
+
+    Raises:
+        UsageError: a value out of range (the message names the flag).
+    """
+    max_tokens = settings.max_tokens if options.max_tokens is None else options.max_tokens
+    temperature = settings.temperature if options.temperature is None else options.temperature
+    top_p = settings.top_p if options.top_p is None else options.top_p
+    checks = [
+        (max_tokens > 0, f"--max-tokens must be a positive integer, not {max_tokens}"),
+        (temperature >= 0, f"--temp must be 0 or more, not {temperature}"),
+        (0 <= top_p <= 1, f"--top-p must be between 0 and 1, not {top_p}"),
+        (
+            options.top_k is None or options.top_k >= 0,
+            f"--top-k must be 0 or more, not {options.top_k}",
+        ),
+        (
+            options.min_p is None or 0 <= options.min_p <= 1,
+            f"--min-p must be between 0 and 1, not {options.min_p}",
+        ),
+        (
+            options.repetition_penalty is None or options.repetition_penalty > 0,
+            f"--repetition-penalty must be more than 0, not {options.repetition_penalty}",
+        ),
+        (
+            options.seed is None or 0 <= options.seed < 2**63,
+            f"--seed must be a non-negative integer, not {options.seed}",
+        ),
+        (
+            options.probs is None or 1 <= options.probs <= 20,
+            f"--probs takes 1 to 20 alternatives, not {options.probs}",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=options.top_k or 0,
+        min_p=options.min_p or 0.0,
+        repetition_penalty=options.repetition_penalty,
+        seed=options.seed,
+    )
+
+
+def checked_out_name(name: Optional[str]) -> Optional[str]:
+    """``--out NAME``, if it is a name code can read back."""
+    if name is not None and (not name.isidentifier() or keyword.iskeyword(name)):
+        raise UsageError(f"--out needs a Python variable name, not {name!r}")
+    return name

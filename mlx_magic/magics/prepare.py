@@ -1,0 +1,131 @@
+"""From a cell's options and text to a :class:`PreparedCell`: the request the
+runtime runs, and what to do with its answer.
+
+Cheap checks come first (the text, the flags, the template), the model is
+resolved last: a mistake is reported before anything slow happens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from IPython.core.error import UsageError
+
+from mlx_magic.errors import ImageSourceError, TemplateError
+from mlx_magic.images import LoadedImage, load_images
+from mlx_magic.magics.conversations import PendingTurn
+from mlx_magic.magics.options import CellOptions, checked_out_name, sampling_params
+from mlx_magic.magics.session import Session
+from mlx_magic.magics.templating import fill_template, last_error_text
+from mlx_magic.runtime.values import GenerationRequest, ModelSpec, PrefixCacheSettings
+from mlx_magic.units import gib_to_bytes
+
+
+@dataclass(frozen=True)
+class PreparedCell:
+    """A generation ready to run.
+
+    Attributes:
+        options: what the cell (or panel) asked for.
+        request: what the runtime runs.
+        out_name: the checked ``--out`` name, if any.
+        turn: for ``--chat``, the turn to record when the answer is complete.
+        images: the cell's own images (previews show them).
+        cell_id: the frontend's id of the cell that asked (conversations use it).
+    """
+
+    options: CellOptions
+    request: GenerationRequest
+    out_name: Optional[str] = None
+    turn: Optional[PendingTurn] = None
+    images: tuple[LoadedImage, ...] = ()
+    cell_id: Optional[str] = None
+
+
+def load_cell_images(session: Session, sources: tuple[str, ...]) -> list[LoadedImage]:
+    """The images ``-i`` names, decoded (through the session's cache)."""
+    try:
+        images = load_images(list(sources), session.shell.user_ns, cache=session.image_cache)
+    except ImageSourceError as error:
+        raise UsageError(str(error)) from error
+    limit = session.settings.max_images
+    if len(images) > limit:
+        raise UsageError(
+            f"{len(images)} images is more than the {limit} allowed "
+            "(MLXMagics.max_images): send fewer"
+        )
+    return images
+
+
+def prepare(
+    session: Session,
+    options: CellOptions,
+    text: str,
+    resolve: Callable[[Optional[str]], ModelSpec],
+    images: tuple[LoadedImage, ...] = (),
+    cell_id: Optional[str] = None,
+) -> PreparedCell:
+    """Validate the text and options, then resolve the model (slowest, last).
+
+    ``images`` are the cell's own; in a conversation the images of the earlier
+    turns are sent too, each with its turn.
+    """
+    settings = session.settings
+    prompt = (text or "").strip("\n")
+    if not prompt.strip():
+        raise UsageError("The cell is empty: write the prompt on the lines below the magic")
+    if options.interpolate:
+        try:
+            prompt = fill_template(prompt, session.shell.user_ns)
+        except TemplateError as error:
+            raise UsageError(str(error)) from error
+    if options.append_last_error:
+        error_text = last_error_text(session.shell)
+        if error_text is None:
+            raise UsageError("--error: no error has happened in this session yet")
+        prompt = f"{prompt}\n\nThe last error:\n```\n{error_text}\n```"
+    sampling = sampling_params(options, settings)
+    out_name = checked_out_name(options.out)
+    spec = resolve(options.model)
+    system = options.system if options.system is not None else settings.system_prompt
+    history: tuple = ()
+    history_images: tuple = ()
+    earlier_images: tuple = ()
+    earlier_keys: tuple = ()
+    turn = conversation_name = None
+    if options.chat is not None:
+        try:
+            conversation = session.conversations.start_or_continue(
+                options.chat, spec.key, spec.name, system
+            )
+        except ValueError as error:
+            raise UsageError(str(error)) from error
+        turns, index = conversation.history_before(cell_id, prompt)
+        history = tuple((earlier.user, earlier.assistant) for earlier in turns)
+        if any(earlier.images for earlier in turns):
+            history_images = tuple(len(earlier.images) for earlier in turns)
+            earlier_images = tuple(image for earlier in turns for image in earlier.images)
+            earlier_keys = tuple(key for earlier in turns for key in earlier.image_keys)
+        system = conversation.system
+        conversation_name = conversation.name
+        turn = PendingTurn(conversation, index, tuple(image.caption for image in images))
+    request = GenerationRequest(
+        model=spec,
+        prompt=prompt,
+        history=history,
+        history_images=history_images,
+        conversation=conversation_name,
+        images=earlier_images + tuple(loaded.image for loaded in images),
+        image_keys=earlier_keys + tuple(loaded.cache_key for loaded in images),
+        top_logprobs=options.probs or 0,
+        system=system,
+        raw=options.raw,
+        sampling=sampling,
+        prefix_cache=PrefixCacheSettings(
+            enabled=settings.prefix_cache,
+            max_entries=settings.prefix_cache_entries,
+            max_bytes=gib_to_bytes(settings.prefix_cache_gb),
+        ),
+    )
+    return PreparedCell(options, request, out_name, turn, tuple(images), cell_id)

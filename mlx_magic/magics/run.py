@@ -1,0 +1,185 @@
+"""The one place that starts generations and records what came of them.
+
+Every caller builds :class:`~mlx_magic.magics.prepare.PreparedCell` values the
+same way and comes here: a cell in the foreground (:func:`run_foreground`), a
+``-b`` cell or the chat panel in the background (:func:`run_background`),
+several columns side by side (:func:`run_columns`). Each records its result in
+the session the same way (stats, conversation turn, ``_mlx``, ``--out``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from IPython.core.error import UsageError
+
+from mlx_magic.display.result import MLXResults
+from mlx_magic.display.streaming import stream_job, stream_jobs
+from mlx_magic.display.views import CollectingView, StreamView, view_for, widgets_usable
+from mlx_magic.errors import GenerationFailed, GenerationInterrupted
+from mlx_magic.magics.background import BackgroundJob
+from mlx_magic.magics.prepare import PreparedCell
+from mlx_magic.magics.session import Session
+from mlx_magic.runtime.values import Failed
+
+#: Most columns one side-by-side cell may have.
+MAX_COLUMNS = 6
+
+
+def run_foreground(session: Session, cell: PreparedCell) -> None:
+    """Stream the answer into the cell; the kernel thread waits here, so an
+    interrupt lands here and stops the generation."""
+    shell = session.shell
+    view = view_for(shell)
+    view.markdown = cell.options.answer_format == "markdown"
+    if cell.images:
+        # Before the job: previews must not wait for the model.
+        view.show_images(cell.images)
+    job = session.runtime.generate(cell.request)
+    try:
+        outcome = stream_job(job, view, interval_s=_interval_s(session))
+    except GenerationFailed as failed:
+        raise_failure(session, failed.failure)
+    result = outcome.result
+    shell.user_ns["_mlx"] = result
+    session.record_finished(cell, result)
+    if cell.request.top_logprobs and result.tokens:
+        from mlx_magic.display.probability_view import probability_bundle
+
+        view.show_bundle(probability_bundle(result, cell.request.sampling))
+    if outcome.interrupted:
+        if cell.out_name:
+            shell.user_ns[cell.out_name] = result
+        raise GenerationInterrupted(
+            f"generation stopped after {result.stats.generation_tokens} tokens; "
+            "the partial answer is in _mlx"
+        )
+    session.apply_format(result, cell)
+
+
+def run_background(
+    session: Session,
+    cell: PreparedCell,
+    view: Optional[StreamView] = None,
+    on_done: Optional[Callable[[BackgroundJob], None]] = None,
+) -> BackgroundJob:
+    """Start the generation and follow it on a helper thread; returns at once.
+
+    ``view`` shows the answer (by default a widget in this cell, or the cell's
+    stream where widgets cannot show); ``on_done`` runs after the result is
+    recorded (the panel re-enables its buttons there).
+    """
+    shell = session.shell
+    announce = view is None
+    if view is None:
+        if widgets_usable(shell):
+            from mlx_magic.display.widget_view import WidgetStreamView
+
+            view = WidgetStreamView(cell.request.model.name)
+            if cell.images:
+                view_for(shell).show_images(cell.images)
+            view.display()
+        else:
+            view = view_for(shell)
+            if cell.images:
+                view.show_images(cell.images)
+    job = session.runtime.generate(cell.request)
+
+    def done(entry: BackgroundJob) -> None:
+        if entry.result is not None:
+            session.record_finished(cell, entry.result)
+            try:
+                session.apply_format(entry.result, cell, set_next_input=False)
+            except UsageError as error:
+                entry.view.notice(str(error))
+        if on_done is not None:
+            on_done(entry)
+
+    entry = session.jobs.start(job, view, interval_s=_interval_s(session), on_done=done)
+    if announce:
+        print(
+            f"[background job {entry.id}: %mlx jobs lists it, %mlx wait {entry.id} waits, "
+            f"%mlx cancel {entry.id} stops it]"
+        )
+    return entry
+
+
+def run_columns(session: Session, cells: list[PreparedCell], titles: list[str]) -> None:
+    """Several generations advancing together, token by token, one column each."""
+    shell = session.shell
+    in_kernel = widgets_usable(shell)
+    if cells[0].images:
+        view_for(shell).show_images(cells[0].images)
+    if in_kernel:
+        from mlx_magic.display.widget_view import ColumnsView
+
+        columns = ColumnsView(titles)
+        columns.display()
+        views: list[StreamView] = list(columns.columns)
+    else:
+        views = [CollectingView() for _ in titles]
+    jobs = session.runtime.generate_together([cell.request for cell in cells])
+    outcomes = stream_jobs(jobs, views, interval_s=_interval_s(session))
+    results = MLXResults()
+    shown = []
+    failures: list[Failed] = []
+    for title, outcome in zip(titles, outcomes):
+        if isinstance(outcome, GenerationFailed):
+            failures.append(outcome.failure)
+            shown.append((title, "", f"✖ {outcome.failure.message}"))
+            continue
+        outcome.result.model = title
+        results.append(outcome.result)
+        session.record_stats(outcome.result)
+        shown.append((title, outcome.result.text, outcome.result.footer))
+    if in_kernel:
+        columns.finish(shown)
+    else:
+        for title, text, footer in shown:
+            print(f"── {title} ──\n{text}\n[{footer}]")
+    shell.user_ns["_mlx"] = results
+    if cells[0].out_name:
+        shell.user_ns[cells[0].out_name] = results
+    if any(getattr(outcome, "interrupted", False) for outcome in outcomes):
+        raise GenerationInterrupted("generation stopped; the partial answers are in _mlx")
+    if not results:
+        raise UsageError(f"Every column failed: {failures[0].message}")
+
+
+def column_title(cell: PreparedCell, cells: list[PreparedCell]) -> str:
+    """The model, plus the settings that differ between columns."""
+    parts = [cell.request.model.name]
+    if len({other.options.temperature for other in cells}) > 1:
+        parts.append(f"temp {cell.request.sampling.temperature:g}")
+    if len({other.options.seed for other in cells}) > 1:
+        parts.append(f"seed {cell.request.sampling.seed}")
+    return " · ".join(parts)
+
+
+def check_columns(count: int, chat: Optional[str], background: bool) -> None:
+    """Side by side works on plain cells, and on a few columns."""
+    if chat is not None or background:
+        raise UsageError(
+            "Side by side (several -m, --temp or --seed) works without --chat and --background"
+        )
+    if count > MAX_COLUMNS:
+        raise UsageError(
+            f"{count} columns is more than {MAX_COLUMNS}: compare fewer models or settings at once"
+        )
+
+
+def raise_failure(session: Session, failure: Failed) -> None:
+    """A failed generation, as the user should see it: one line for what they
+    can fix (and, with ``short_errors``, for everything); else the traceback."""
+    if failure.user_error:
+        raise UsageError(failure.message) from failure.error
+    if session.settings.short_errors:
+        raise UsageError(
+            f"Generation failed: {failure.message} "
+            "(%config MLXMagics.short_errors = False shows the traceback)"
+        ) from failure.error
+    raise failure.error or RuntimeError(failure.message)
+
+
+def _interval_s(session: Session) -> float:
+    return session.settings.stream_interval_ms / 1000

@@ -1,0 +1,194 @@
+"""What one kernel's magics keep between cells: the runtime, background jobs,
+conversations, the decoded-image cache, open panels and the stats of every
+generation; and what every finished generation updates.
+
+The runtime is created on first use, as the settings describe it (``runtime``,
+``memory_budget_gb``, ``endpoints``, ``api_key_env``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional
+
+from IPython.core.error import UsageError
+
+from mlx_magic.display.result import MLXResult
+from mlx_magic.errors import ModelLoadError
+from mlx_magic.images import DecodedImageCache
+from mlx_magic.magics.background import BackgroundJobs
+from mlx_magic.magics.conversations import Conversations, Turn
+from mlx_magic.runtime.values import ModelSpec
+from mlx_magic.units import gib_to_bytes
+
+if TYPE_CHECKING:
+    from mlx_magic.magics.prepare import PreparedCell
+    from mlx_magic.magics.settings import MLXSettings
+    from mlx_magic.runtime.interface import Runtime
+
+
+class Session:
+    """The state behind the magics of one shell.
+
+    Args:
+        settings: the ``MLXMagics`` instance, whose traits are the settings.
+        shell: the IPython shell (its namespace receives ``_mlx`` and ``--out``).
+    """
+
+    def __init__(self, settings: MLXSettings, shell: Any):
+        self.settings = settings
+        self.shell = shell
+        self.jobs = BackgroundJobs()
+        self.conversations = Conversations()
+        self.image_cache = DecodedImageCache()
+        #: Chat panels opened with %mlx panel, newest last.
+        self.panels: list = []
+        #: The local runtime to return to after %mlx disconnect.
+        self.local_runtime = "thread"
+        #: One row per finished generation of this session (``%mlx stats``).
+        self.rows: list[dict] = []
+        #: The id of the cell being run, as the frontend sent it (or ``None``).
+        self.cell_id: Optional[str] = None
+        self._runtime: Optional[Runtime] = None
+
+    # ---- the runtime ---------------------------------------------------------
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime that runs the models, created on first use; a thread or
+        worker starts with the first request."""
+        if self._runtime is None:
+            settings = self.settings
+            budget = gib_to_bytes(settings.memory_budget_gb)
+            if settings.runtime == "process":
+                from mlx_magic.runtime.process import ProcessRuntime
+
+                self._runtime = ProcessRuntime(budget)
+            elif settings.runtime == "remote":
+                from mlx_magic.runtime.remote import RemoteRuntime
+
+                if not settings.endpoints:
+                    raise UsageError("No server to talk to: %mlx connect URL [URL ...]")
+                self._runtime = RemoteRuntime(
+                    list(settings.endpoints), api_key_env=settings.api_key_env
+                )
+            else:
+                from mlx_magic.runtime.thread import ThreadRuntime
+
+                self._runtime = ThreadRuntime(budget)
+        return self._runtime
+
+    @property
+    def runtime_started(self) -> bool:
+        return self._runtime is not None
+
+    def setting_changed(self, name: str) -> None:
+        """React to a changed setting: the runtime kind restarts the runtime;
+        the servers and their key matter only to a remote runtime."""
+        if self._runtime is None:
+            return
+        if name == "memory_budget_gb":
+            self._runtime.set_memory_budget(gib_to_bytes(self.settings.memory_budget_gb))
+        elif name == "runtime" or self.settings.runtime == "remote":
+            self.stop_runtime()
+
+    def stop_runtime(self) -> None:
+        if self._runtime is not None:
+            self._runtime.stop()
+            self._runtime = None
+
+    # ---- models --------------------------------------------------------------
+
+    def resolve(self, name: Optional[str], default: Optional[str] = None) -> ModelSpec:
+        """The model spec for ``name`` (or the default), as the runtime needs it."""
+        from mlx_magic.models.resolve import resolve_model, served_model_spec
+
+        settings = self.settings
+        if settings.runtime == "remote":
+            return served_model_spec(name or default or settings.default_model, settings.aliases)
+        try:
+            return resolve_model(
+                name, default=default or settings.default_model, aliases=settings.aliases
+            )
+        except ModelLoadError as error:
+            raise UsageError(str(error)) from error
+
+    def resolve_vision(self, name: Optional[str]) -> ModelSpec:
+        """Like :meth:`resolve`, for a model that must see images."""
+        settings = self.settings
+        if settings.runtime == "remote":
+            from mlx_magic.models.resolve import served_model_spec
+
+            return served_model_spec(
+                name or settings.default_vision_model, settings.aliases, "vision"
+            )
+        spec = self.resolve(name, default=settings.default_vision_model)
+        if spec.kind != "vision":
+            raise UsageError(
+                f"'{spec.name}' is a text model and cannot see images: %%mlx_vision needs a "
+                "vision-language model (its config.json has a vision_config)"
+            )
+        return spec
+
+    # ---- after a generation ----------------------------------------------------
+
+    def record_finished(self, cell: PreparedCell, result: MLXResult) -> None:
+        """Bookkeeping after any generation: session stats, the conversation."""
+        self.record_stats(result)
+        turn, request = cell.turn, cell.request
+        if turn is not None and result.finish_reason not in ("cancelled", "cut"):
+            own_images = request.images_by_turn()[1]
+            own_keys = request.image_keys[len(request.image_keys) - len(own_images) :]
+            turn.conversation.record(
+                turn.index,
+                Turn(
+                    request.prompt,
+                    result.text,
+                    cell.cell_id,
+                    image_names=turn.image_names,
+                    images=own_images,
+                    image_keys=own_keys,
+                ),
+                dropped_oldest=result.stats.dropped_turns,
+            )
+
+    def record_stats(self, result: MLXResult) -> None:
+        stats = result.stats
+        self.rows.append(
+            {
+                "model": result.model,
+                "tokens": stats.generation_tokens,
+                "tok/s": round(stats.generation_tps, 1),
+                "ttft_s": None if stats.ttft_s is None else round(stats.ttft_s, 3),
+                "warm": stats.warm,
+                "prompt": stats.prompt_tokens,
+                "cached": stats.cached_prompt_tokens,
+                "finish": result.finish_reason,
+            }
+        )
+
+    def apply_format(
+        self, result: MLXResult, cell: PreparedCell, *, set_next_input: bool = True
+    ) -> None:
+        """``--format`` and ``--out``: the answer as Markdown, code or JSON data."""
+        from mlx_magic.magics.answer_formats import first_code_block, parse_json_answer
+
+        answer_format, out_name = cell.options.answer_format, cell.out_name
+        namespace = self.shell.user_ns
+        if answer_format == "code" and set_next_input:
+            self.shell.set_next_input(first_code_block(result.text), replace=False)
+        if answer_format == "json":
+            try:
+                result.data = parse_json_answer(result.text)
+            except ValueError as error:
+                if out_name:
+                    namespace[out_name] = result
+                raise UsageError(f"--format json: {error}; the raw text is in _mlx.text") from error
+            if out_name:
+                namespace[out_name] = result.data
+            return
+        if out_name:
+            namespace[out_name] = result
+
+    def close(self) -> None:
+        """Stop the runtime and free every warm model."""
+        self.stop_runtime()

@@ -1,0 +1,142 @@
+"""The settings of the magics: traitlets with help text, validated.
+
+``%config MLXMagics.<name> = value`` (or ``c.MLXMagics.<name>`` in a config
+file) sets them; a refused value keeps the old one. :class:`MLXSettings` holds
+only the traits; :class:`~mlx_magic.magics.mlx_magics.MLXMagics` inherits them,
+so every trait is configured under the name ``MLXMagics``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from IPython.core.magic import Magics
+from traitlets import (
+    Bool,
+    CaselessStrEnum,
+    Dict,
+    Float,
+    Int,
+    List,
+    TraitError,
+    Unicode,
+    default,
+    validate,
+)
+
+from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME
+
+# What each numeric setting accepts, and how to say so when it does not.
+_SETTING_RULES = {
+    "max_tokens": (lambda v: v > 0, "a positive integer"),
+    "max_images": (lambda v: v > 0, "a positive integer"),
+    "prefix_cache_entries": (lambda v: v >= 1, "1 or more"),
+    "prefix_cache_gb": (lambda v: v > 0, "more than 0"),
+    "temperature": (lambda v: v >= 0, "0 or more"),
+    "top_p": (lambda v: 0.0 <= v <= 1.0, "between 0 and 1"),
+    "memory_budget_gb": (lambda v: v > 0, "more than 0"),
+    "stream_interval_ms": (lambda v: 10 <= v <= 10_000, "between 10 and 10000"),
+}
+
+
+class MLXSettings(Magics):
+    """The traits of :class:`~mlx_magic.magics.mlx_magics.MLXMagics`."""
+
+    default_model = Unicode(
+        None,
+        allow_none=True,
+        help=f"Model used when %%mlx has no --model. None means the embedded "
+        f"'{EMBEDDED_MODEL_NAME}' model.",
+    ).tag(config=True)
+    default_vision_model = Unicode(
+        None, allow_none=True, help="Model used by %%mlx_vision when it has no --model."
+    ).tag(config=True)
+    max_images = Int(
+        8, help="Most images one %%mlx_vision cell may send (a model may allow fewer)."
+    ).tag(config=True)
+    max_tokens = Int(256, help="Most tokens to generate when a cell has no --max-tokens.").tag(
+        config=True
+    )
+    temperature = Float(0.0, help="Sampling temperature; 0 is greedy decoding.").tag(config=True)
+    top_p = Float(
+        1.0,
+        help="Nucleus sampling: keep the smallest token set with this much "
+        "probability (1 keeps all).",
+    ).tag(config=True)
+    system_prompt = Unicode(
+        None, allow_none=True, help="System prompt for chat models; None keeps the template's own."
+    ).tag(config=True)
+    aliases = Dict(
+        key_trait=Unicode(),
+        value_trait=Unicode(),
+        help="Short names for models, e.g. {'tiny': '~/models/SmolLM2'}.",
+    ).tag(config=True)
+    memory_budget_gb = Float(
+        8.0,
+        help="Warm models are evicted, least recently used first, above this many GiB (1024³ bytes).",
+    ).tag(config=True)
+    stream_interval_ms = Int(
+        200, help="Longest time streamed text is held back before it is shown (ms)."
+    ).tag(config=True)
+    prefix_cache = Bool(
+        True,
+        help="Reuse the KV state of earlier prompts that share a beginning with a new one "
+        "(same system prompt, same pasted text, a conversation), so only the new part is read.",
+    ).tag(config=True)
+    prefix_cache_entries = Int(
+        16, help="Most prompt states kept per model by the prefix cache."
+    ).tag(config=True)
+    prefix_cache_gb = Float(
+        1.0, help="Most memory (GiB) the prefix cache of one model may hold."
+    ).tag(config=True)
+    runtime = CaselessStrEnum(
+        ["thread", "process", "remote"],
+        "thread",
+        help="Where models run: 'thread' (in the kernel), 'process' (a worker process: a "
+        "crash cannot take the kernel down, and unloading returns memory to the system), or "
+        "'remote' (OpenAI-compatible servers, see endpoints).",
+    ).tag(config=True)
+    endpoints = List(
+        Unicode(),
+        [],
+        help="OpenAI-compatible server URLs for runtime 'remote' (mlx_lm.server, "
+        "mlx_vlm.server, vLLM, llama.cpp); the first healthy one answers.",
+    ).tag(config=True)
+    api_key_env = Unicode(
+        None,
+        allow_none=True,
+        help="The NAME of the environment variable that holds the servers' API key (the key "
+        "itself never goes in a notebook).",
+    ).tag(config=True)
+    short_errors = Bool(
+        True,
+        help="Show errors raised while loading or running a model as one line. "
+        "False shows the full traceback.",
+    ).tag(config=True)
+
+    @default("default_model")
+    def _default_model_from_environment(self):
+        return os.environ.get("MLX_MAGIC_DEFAULT_MODEL") or None
+
+    @default("default_vision_model")
+    def _default_vision_model_from_environment(self):
+        # Lets CI run the vision notebook against a tiny test model.
+        return os.environ.get("MLX_MAGIC_DEFAULT_VISION_MODEL") or None
+
+    @validate(*_SETTING_RULES)
+    def _check_setting(self, proposal):
+        accepts, expected = _SETTING_RULES[proposal.trait.name]
+        if not accepts(proposal.value):
+            raise TraitError(f"{proposal.trait.name} must be {expected}, not {proposal.value}")
+        return proposal.value
+
+    @validate("api_key_env")
+    def _check_api_key_env(self, proposal):
+        if proposal.value is not None and not re.fullmatch(r"[A-Za-z_]\w*", proposal.value):
+            # Never echo the value: it may be a key pasted by mistake.
+            raise TraitError(
+                "api_key_env must be the NAME of an environment variable "
+                "(letters, digits, _), not its value"
+            )
+        return proposal.value

@@ -1,0 +1,55 @@
+"""The interface every runtime serves: what the magics need from a place that runs models.
+
+It carries only the typed values of :mod:`mlx_magic.runtime.values`, so the
+same magics work with the thread runtime in the kernel, a worker process over
+JSON-RPC, or remote OpenAI-compatible servers.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Optional
+
+from mlx_magic.runtime.values import GenerationRequest, Job, ModelInfo, ModelSpec, RuntimeStatus
+
+
+class Runtime(abc.ABC):
+    """What the magics need from a place that runs models."""
+
+    @abc.abstractmethod
+    def generate(self, request: GenerationRequest) -> Job:
+        """Queue a generation; returns at once with its :class:`Job`."""
+
+    def generate_together(self, requests: list[GenerationRequest]) -> list[Job]:
+        """Queue generations that advance together, token by token (models
+        side by side). A runtime that cannot interleave runs them in turn."""
+        return [self.generate(request) for request in requests]
+
+    @abc.abstractmethod
+    def load(self, spec: ModelSpec) -> ModelInfo:
+        """Make a model warm (blocking); returns what was loaded."""
+
+    @abc.abstractmethod
+    def unload(self, key: Optional[str] = None) -> list[str]:
+        """Free one warm model (by key), or all when ``key`` is ``None``."""
+
+    @abc.abstractmethod
+    def models(self) -> list[ModelInfo]:
+        """The warm models, least recently used first."""
+
+    @abc.abstractmethod
+    def status(self) -> RuntimeStatus:
+        """A snapshot of the runtime's state."""
+
+    @abc.abstractmethod
+    def clear_caches(self) -> int:
+        """Empty every warm model's prompt prefix and vision feature caches;
+        returns how many entries were dropped."""
+
+    @abc.abstractmethod
+    def set_memory_budget(self, budget_bytes: int) -> None:
+        """Change the warm-model budget, evicting models if needed."""
+
+    @abc.abstractmethod
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop, free every model, and wait for the work to end."""
