@@ -70,7 +70,9 @@ def stream_job(job: Job, view: StreamView, *, interval_s: float) -> StreamOutcom
     return StreamOutcome(result=result, interrupted=interrupted, flushes=collector.flushes)
 
 
-def stream_jobs(jobs: list[Job], views: list[StreamView], *, interval_s: float):
+def stream_jobs(
+    jobs: list[Job], views: list[StreamView], *, interval_s: float
+) -> list[StreamOutcome | GenerationFailed]:
     """Show several jobs that advance together, each in its own view.
 
     Returns one :class:`StreamOutcome` per job, or, for a job that failed,
@@ -80,7 +82,7 @@ def stream_jobs(jobs: list[Job], views: list[StreamView], *, interval_s: float):
         _Collector(job, view, TokenBuffer(interval_s) if view.batches else None)
         for job, view in zip(jobs, views)
     ]
-    ends: dict[int, object] = {}
+    ends: dict[int, Finished | GenerationFailed] = {}
     interrupted = False
     deadline = None
     while len(ends) < len(jobs):
@@ -108,7 +110,7 @@ def stream_jobs(jobs: list[Job], views: list[StreamView], *, interval_s: float):
             for job in jobs:
                 job.cancel()
             deadline = time.monotonic() + CANCEL_GRACE_S
-    outcomes = []
+    outcomes: list[StreamOutcome | GenerationFailed] = []
     for index, collector in enumerate(collectors):
         end = ends[index]
         if isinstance(end, GenerationFailed):
@@ -183,7 +185,7 @@ class _Collector:
     def _handle(self, event) -> Optional[Finished]:
         if isinstance(event, TokenChunk):
             self.parts.append(event.text)
-            details = event.details or ({},) * len(event.token_ids)
+            details: tuple[dict, ...] = event.details or ({},) * len(event.token_ids)
             for token_id, detail in zip(event.token_ids, details):
                 self.tokens.append(
                     TokenInfo(

@@ -273,7 +273,12 @@ def _wait_until_sent(stream, timeout_s: float = 0.05) -> None:
     """
     pub_thread = getattr(stream, "pub_thread", None)
     thread = getattr(pub_thread, "thread", None)
-    if thread is None or not thread.is_alive() or thread is threading.current_thread():
+    if (
+        pub_thread is None
+        or thread is None
+        or not thread.is_alive()
+        or thread is threading.current_thread()
+    ):
         return
     sent = threading.Event()
     pub_thread.schedule(sent.set)

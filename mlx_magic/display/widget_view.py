@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import html
 import threading
-from typing import Optional
+from typing import Any, Optional
 
 from mlx_magic.display.result import MLXResult, footer_html
 from mlx_magic.display.views import StreamView
@@ -38,7 +38,7 @@ class WidgetStreamView(StreamView):
         self._lock = threading.Lock()
         self._status = widgets.HTML(value=self._status_html(f"{title}: queued"))
         self._segments = widgets.VBox([])  # pages, each a VBox of segments
-        self._page = None
+        self._page: Any = None  # the ipywidgets.VBox being filled
         self._shared = {
             "layout": widgets.Layout(margin="0"),
             "style": widgets.widgets.widget_string.HTMLStyle(),
@@ -48,7 +48,7 @@ class WidgetStreamView(StreamView):
         if heading:
             parts.insert(0, widgets.HTML(value=f"<b>{html.escape(title)}</b>"))
         self.box = widgets.VBox(parts)
-        self._current: Optional[object] = None
+        self._current: Any = None  # the ipywidgets.HTML segment being filled
         self._current_text = ""
         self.text = ""
         self._handle = None

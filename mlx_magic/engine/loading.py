@@ -63,7 +63,7 @@ def parameter_bytes(model) -> int:
     """Bytes held by a model's parameters (quantized weights count as stored)."""
     from mlx.utils import tree_flatten
 
-    return sum(array.nbytes for _, array in tree_flatten(model.parameters()))
+    return sum(array.nbytes for _, array in tree_flatten(model.parameters()))  # type: ignore[str-unpack,union-attr]  # mlx types leaves as Any | str
 
 
 def _convert_gguf(spec: ModelSpec) -> None:
@@ -78,7 +78,7 @@ def _convert_gguf(spec: ModelSpec) -> None:
 def _load_text(path: str):
     from mlx_lm import load
 
-    model, tokenizer, config = load(path, return_config=True)
+    model, tokenizer, config = load(path, return_config=True)  # type: ignore[misc]  # mlx-lm's overloads miss return_config
     return model, tokenizer, config
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Generator, Optional, cast
 
 from mlx_magic.errors import CancelledDuringPrompt
 from mlx_magic.locking import gpu_lock
@@ -49,15 +49,29 @@ class SteppedGeneration:
 
 
 class Stepper:
-    """Advances one generation token by token; see :func:`run_steps`.
+    """Advances one generation token by token.
 
     Several steppers can take turns (models side by side): each
-    :meth:`step` computes one token under :data:`gpu_lock` and returns.
+    :meth:`step` computes one token under :data:`gpu_lock` and returns. Every
+    response with text or a token becomes a :class:`TokenChunk`; the last
+    response of a finished generation carries the detokenizer's tail (and,
+    when the model stopped itself, the end-of-sequence token, which is not
+    reported as generated).
+
+    Args:
+        steps: an mlx-lm or mlx-vlm ``stream_generate`` generator.
+        job: the job to emit to and to watch for cancellation.
+        token_of: the generated token id of a response, or ``None``.
+        last_token_is_new: whether the last response of a generation that hit
+            max tokens brings a token not yet reported (mlx-lm: yes; mlx-vlm
+            repeats the previous one).
+        describe: if given, ``describe(response, token)`` gives the token's
+            probability details (see :class:`TokenChunk`).
     """
 
     def __init__(
         self,
-        steps: Iterator,
+        steps: Generator[Any, None, None],
         job: Job,
         *,
         token_of: Callable[[Any], Optional[int]],
@@ -119,7 +133,7 @@ class Stepper:
             outcome.stop_token = token
         outcome.generated += len(ids)
         outcome.token_ids.extend(ids)
-        details = ()
+        details: tuple[dict, ...] = ()
         if self._describe is not None and ids:
             with gpu_lock:
                 details = tuple(self._describe(response, token) for token in ids)
@@ -137,30 +151,6 @@ class Stepper:
         self.done = True
         with gpu_lock:
             self._steps.close()
-
-
-def run_steps(steps: Iterator, job: Job, **options) -> SteppedGeneration:
-    """Pull responses from ``steps`` until it finishes or the job is cancelled.
-
-    Every response with text or a token becomes a :class:`TokenChunk`. The
-    last response of a finished generation carries the detokenizer's tail
-    (and, when the model stopped itself, the end-of-sequence token, which is
-    not reported as generated).
-
-    Args:
-        steps: an mlx-lm or mlx-vlm ``stream_generate`` generator.
-        job: the job to emit to and to watch for cancellation.
-        token_of: the generated token id of a response, or ``None``.
-        last_token_is_new: whether the last response of a generation that hit
-            max tokens brings a token not yet reported (mlx-lm: yes; mlx-vlm
-            repeats the previous one).
-        describe: if given, ``describe(response, token)`` gives the token's
-            probability details (see :class:`TokenChunk`).
-    """
-    stepper = Stepper(steps, job, **options)
-    while stepper.step():
-        pass
-    return stepper.outcome
 
 
 def token_id(response) -> Optional[int]:
@@ -186,10 +176,12 @@ def probability_describer(tokenizer, k: int) -> Callable[[Any, int], dict]:
         top = mx.argpartition(-logprobs, kth=count - 1)[:count]
         values = logprobs[top]
         order = mx.argsort(-values)
-        top, values = top[order].tolist(), values[order].tolist()
+        # 1-d arrays: tolist() gives lists (its annotation allows scalars too).
+        top_ids = cast(list, top[order].tolist())
+        top_values = cast(list, values[order].tolist())
         return {
             "logprob": float(logprobs[token].item()),
-            "top": [(int(i), decode([int(i)]), float(v)) for i, v in zip(top, values)],
+            "top": [(int(i), decode([int(i)]), float(v)) for i, v in zip(top_ids, top_values)],
         }
 
     return describe

@@ -67,21 +67,6 @@ class PendingGeneration:
         return self.finish()
 
 
-def generate_text(warm: WarmModel, job: Job, *, started: float) -> Finished:
-    """Stream the answer to ``job.request`` as :class:`TokenChunk` events.
-
-    Args:
-        warm: the loaded text model and tokenizer.
-        job: the request, its cancel flag, and where events go.
-        started: ``time.perf_counter()`` when the job started (after loading),
-            the origin of the time to first token.
-
-    Returns:
-        The :class:`Finished` event (not yet emitted), with the stats.
-    """
-    return start_text(warm, job, started=started).run()
-
-
 def start_text(
     warm: WarmModel, job: Job, *, started: float, per_step_seed: bool = False
 ) -> PendingGeneration:

@@ -21,7 +21,7 @@ def vision_prompt(warm: WarmModel, request) -> str:
     if request.raw:
         return request.prompt
     model_type = _config_dict(warm.config)["model_type"]
-    return apply_chat_template(
+    return apply_chat_template(  # type: ignore[return-value]  # a str when tokenize is off
         warm.tokenizer,
         warm.config,
         conversation_messages(model_type, request),
@@ -53,11 +53,6 @@ def conversation_messages(model_type: str, request) -> list[dict]:
 
 def _config_dict(config) -> dict:
     return config if isinstance(config, dict) else config.__dict__
-
-
-def generate_vision(warm: WarmModel, job: Job, *, started: float) -> Finished:
-    """Stream the answer to ``job.request`` (text and images) as events."""
-    return start_vision(warm, job, started=started).run()
 
 
 def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bool = False):
@@ -102,7 +97,7 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
         warm.tokenizer,
         prompt,
         image=list(request.images) or None,
-        **options,
+        **options,  # type: ignore[arg-type]  # mlx-vlm types **kwargs narrowly
     )
     describe = (
         probability_describer(warm.tokenizer, request.top_logprobs)

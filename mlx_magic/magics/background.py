@@ -36,7 +36,7 @@ class BackgroundJob:
     def state(self) -> str:
         if not self.done.is_set():
             return "cancelling" if self.job.cancelled else "running"
-        if self.error is not None:
+        if self.error is not None or self.result is None:
             return "failed"
         if self.result.finish_reason in ("cancelled", "cut"):
             return self.result.finish_reason

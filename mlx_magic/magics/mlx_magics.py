@@ -75,7 +75,7 @@ class MLXMagics(MLXSettings):
 
     @magic_arguments("%mlx")  # shown as %%mlx in the usage line
     @generation_arguments
-    @cell_magic("mlx")
+    @cell_magic("mlx")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     def mlx_cell(self, line, cell):
         """Answer the cell's text with a local MLX model, streaming the tokens.
 
@@ -134,7 +134,7 @@ class MLXMagics(MLXSettings):
         "http(s) URL, a data: URI, or a variable holding a PIL image, a numpy array, "
         "bytes, a matplotlib figure or an IPython Image; also _, _N and Out[N].",
     )
-    @cell_magic("mlx_vision")
+    @cell_magic("mlx_vision")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     def mlx_vision_cell(self, line, cell):
         """Ask a vision-language model about images, streaming the answer.
 
@@ -220,7 +220,7 @@ class MLXMagics(MLXSettings):
         help="Models for load/unload ('all' unloads every model); "
         "for chat: a conversation name, or reset/save/load with their arguments.",
     )
-    @line_magic("mlx")
+    @line_magic("mlx")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     def mlx_line(self, line):
         """Manage the models and the runtime behind ``%%mlx``.
 

@@ -52,7 +52,10 @@ def convert_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
     scalars, tensor_types = _read_header(gguf_path)
     _check_supported(gguf_path, scalars, tensor_types)
 
-    tensors, metadata = mx.load(str(gguf_path), format="gguf", return_metadata=True)
+    loaded = mx.load(str(gguf_path), format="gguf", return_metadata=True)
+    # With return_metadata, mx.load returns (tensors, metadata).
+    assert isinstance(loaded, tuple)
+    tensors, metadata = loaded
     _check_loaded(tensors, tensor_types)
     metadata = {k: _plain(v) for k, v in metadata.items()}
     config = _model_config(metadata, tensors)
@@ -165,7 +168,9 @@ def _convert_weights(tensors: dict, config: dict) -> dict:
             a = _unpermute_rows(a, heads[kind])
         if a.dtype != mx.uint32:
             a = a.astype(mx.float32)
-        weights[_mlx_name(name)] = a
+        mlx_name = _mlx_name(name)
+        assert mlx_name is not None  # _check_supported refused unknown names
+        weights[mlx_name] = a
 
     # Matrices that arrived as floats: quantize so every linear layer and the
     # embedding run through the same fast quantized kernels.
@@ -240,7 +245,9 @@ def _write_atomically(
 
 def _save_weights(folder: Path, weights: dict) -> None:
     """Save as model.safetensors, or as shards with an index when large."""
-    shards, current, size = [], {}, 0
+    shards: list[dict] = []
+    current: dict = {}
+    size = 0
     for key in sorted(weights):
         nbytes = weights[key].nbytes
         if current and size + nbytes > _SHARD_BYTES:

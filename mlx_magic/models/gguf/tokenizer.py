@@ -43,14 +43,16 @@ def _tokenizer_files(meta: dict) -> dict[str, str]:
 
     tokens = meta["tokenizer.ggml.tokens"]
     types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
-    vocab = {}
+    vocab: dict[str, int] = {}
     for i, tok in enumerate(tokens):
         vocab.setdefault(tok, i)  # keep the first id if a token repeats
     merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
 
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
     split_digits, pattern = _PRE_TOKENIZERS[meta.get("tokenizer.ggml.pre", "default")]
-    steps = [pre_tokenizers.Digits(individual_digits=True)] if split_digits else []
+    steps: list[pre_tokenizers.PreTokenizer] = (
+        [pre_tokenizers.Digits(individual_digits=True)] if split_digits else []
+    )
     if pattern is None:
         steps.append(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True))
     else:
