@@ -54,7 +54,7 @@ def release_warm_model(entry: WarmModel) -> None:
 
     entry.model = None
     entry.tokenizer = None
-    entry.extras.clear()
+    entry.caches.drop()
     gc.collect()
     mx.clear_cache()
 

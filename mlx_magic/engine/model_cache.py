@@ -10,7 +10,36 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Union
+
+if TYPE_CHECKING:
+    from mlx_vlm.vision_cache import VisionFeatureCache
+
+    from mlx_magic.engine.prefix_cache import PrefixCache
+    from mlx_magic.engine.vision_prompt_cache import VisionPromptCaches
+
+
+@dataclass
+class ModelCaches:
+    """The caches that live and die with one warm model.
+
+    Attributes:
+        prompts: the prompt prefix cache: a :class:`PrefixCache` for a text
+            model, a :class:`VisionPromptCaches` (one per conversation) for a
+            vision model; ``None`` until first used or while the cache is off.
+        vision_features: mlx-vlm's cache of vision-encoder outputs.
+    """
+
+    prompts: Optional[Union[PrefixCache, VisionPromptCaches]] = None
+    vision_features: Optional[VisionFeatureCache] = None
+
+    def present(self) -> list:
+        """The caches that exist, for clearing and counting."""
+        return [cache for cache in (self.prompts, self.vision_features) if cache is not None]
+
+    def drop(self) -> None:
+        self.prompts = None
+        self.vision_features = None
 
 
 @dataclass
@@ -27,8 +56,7 @@ class WarmModel:
     load_s: float
     uses: int = 0
     last_used: float = field(default_factory=time.monotonic)
-    # Per-model caches that live and die with the model (e.g. vision features).
-    extras: dict = field(default_factory=dict)
+    caches: ModelCaches = field(default_factory=ModelCaches)
 
 
 class WarmModelCache:

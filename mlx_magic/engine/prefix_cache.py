@@ -9,7 +9,8 @@ The storage and the longest-prefix search are mlx-lm's own
 :class:`mlx_lm.models.cache.LRUPromptCache` (a token trie bounded by entries
 and bytes, least recently used out); this module adds the bookkeeping the
 runtime needs and the numbers ``%mlx status`` shows. It lives in the warm
-model's extras, so it is dropped with the model.
+model's caches (:class:`~mlx_magic.engine.model_cache.ModelCaches`), so it is dropped
+with the model.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from mlx_magic.runtime.values import PrefixCacheSettings
 
 
 def warm_prompt_cache(warm, settings: PrefixCacheSettings, make):
-    """The prompt cache kept in ``warm``'s extras (``make(settings)`` on first
-    use; new bounds applied after), or ``None`` when the cache is off."""
+    """The prompt cache kept with ``warm`` (``make(settings)`` on first use;
+    new bounds applied after), or ``None`` when the cache is off."""
     if not settings.enabled:
         return None
-    cache = warm.extras.get("prefix_cache")
+    cache = warm.caches.prompts
     if cache is None:
-        cache = warm.extras["prefix_cache"] = make(settings)
+        cache = warm.caches.prompts = make(settings)
     else:
         cache.apply(settings)
     return cache

@@ -146,7 +146,9 @@ def _feature_cache_options(warm: WarmModel, prompt: str, request) -> dict:
     mode = feature_cache_mode(warm.model)
     if mode is None or len(request.image_keys) != len(request.images):
         return {}
-    cache = warm.extras.setdefault("vision_features", make_feature_cache())
+    if warm.caches.vision_features is None:
+        warm.caches.vision_features = make_feature_cache()
+    cache = warm.caches.vision_features
     if mode == "mlx_vlm":
         return {"vision_cache": cache}
     # Keyed by the images' content: the processor's settings are fixed per model.

@@ -8,7 +8,7 @@ in a conversation about an image (the image, the earlier turns and answers
 are not read again), and a new question about the same image in a plain cell.
 
 One state is kept per conversation (and one for cells outside any), least
-recently used out, in the warm model's extras: it is dropped with the model.
+recently used out, with the warm model (its ``caches.prompts``): it is dropped with the model.
 Runs on the runtime thread.
 """
 

@@ -145,11 +145,9 @@ class ThreadRuntime(Runtime):
 
             dropped = 0
             for entry in self._cache:
-                for name in ("prefix_cache", "vision_features"):
-                    cache = entry.extras.get(name)
-                    if cache is not None:
-                        dropped += len(cache)
-                        cache.clear()
+                for cache in entry.caches.present():
+                    dropped += len(cache)
+                    cache.clear()
             mx.clear_cache()
             self._after_change()
             return dropped
@@ -338,8 +336,8 @@ def _info(entry: WarmModel) -> ModelInfo:
         memory_bytes=entry.memory_bytes,
         load_s=entry.load_s,
         uses=entry.uses,
-        vision_features=_stats_of(entry.extras.get("vision_features")),
-        prefix_cache=_stats_of(entry.extras.get("prefix_cache")),
+        vision_features=_stats_of(entry.caches.vision_features),
+        prefix_cache=_stats_of(entry.caches.prompts),
     )
 
 
