@@ -144,8 +144,8 @@ def test_greedy_answers_match_thread_mode(runtime, tiny):
         # as they were): the kernel re-emits every batched chunk.
         assert chunks == want_chunks
         assert last.finish_reason == want_last.finish_reason
-        assert last.stats["prompt_tokens"] == want_last.stats["prompt_tokens"]
-        assert last.stats["generation_tokens"] == want_last.stats["generation_tokens"]
+        assert last.stats.prompt_tokens == want_last.stats.prompt_tokens
+        assert last.stats.generation_tokens == want_last.stats.generation_tokens
         assert isinstance(others[-1], ModelReady)
 
 
@@ -182,12 +182,12 @@ def test_greedy_smollm2_matches_thread_mode_with_non_ascii(runtime, capsys):
         chunks, last, _ = run_ok(runtime, req)
         messages = runtime.pipe_stats()["event_messages"] - before["event_messages"]
         assert text_and_ids(chunks) == text_and_ids(want_chunks)
-        assert last.stats["prompt_tokens"] == want_last.stats["prompt_tokens"]
+        assert last.stats.prompt_tokens == want_last.stats.prompt_tokens
     assert "Paris" in "".join(c.text for c in expected[0][0])
     with capsys.disabled():
         print(
-            f"\n[SmolLM2: {last.stats['generation_tokens']} tokens at "
-            f"{last.stats['generation_tps']:.1f} tok/s in {messages} pipe messages]"
+            f"\n[SmolLM2: {last.stats.generation_tokens} tokens at "
+            f"{last.stats.generation_tps:.1f} tok/s in {messages} pipe messages]"
         )
 
 
@@ -225,13 +225,13 @@ def test_tokens_cross_the_pipe_in_batches(runtime, tiny, capsys):
     took = time.perf_counter() - started
     after = runtime.pipe_stats()
     messages = after["event_messages"] - before["event_messages"]
-    tokens = last.stats["generation_tokens"]
+    tokens = last.stats.generation_tokens
     assert len(chunks) == after["token_chunks"] - before["token_chunks"]
     # At most 32 tokens per message (and at least one message per 0.2 s).
     assert tokens / 32 <= messages < tokens / 8, (tokens, messages)
     with capsys.disabled():
         print(
-            f"\n[pipe: {tokens} tokens at {last.stats['generation_tps']:.0f} tok/s in "
+            f"\n[pipe: {tokens} tokens at {last.stats.generation_tps:.0f} tok/s in "
             f"{messages} messages, {messages / took:.1f} messages/s]"
         )
 
@@ -304,7 +304,7 @@ def test_cancel_mid_stream_stops_promptly_and_the_next_request_works(runtime, ti
     chunks, last, _ = collect(job)
     took = time.monotonic() - cancelled_at
     assert isinstance(last, Finished) and last.finish_reason == "cancelled"
-    assert 0 < last.stats["generation_tokens"] < 4000
+    assert 0 < last.stats.generation_tokens < 4000
     assert took < 1.0, took
     run_ok(runtime, request(tiny, max_tokens=8))
 
@@ -328,7 +328,7 @@ def test_kill_9_mid_stream_ten_times(tiny, capsys):
             assert "\n" not in last.message
             chunks, done, _ = run_ok(runtime, request(tiny, max_tokens=8))
             recover.append(time.monotonic() - killed_at)
-            assert runtime.pid != pid and done.stats["generation_tokens"] == 8
+            assert runtime.pid != pid and done.stats.generation_tokens == 8
         assert max(detect) < 1.0, detect
         assert runtime.pipe_stats()["workers_started"] == 11
     finally:
@@ -431,7 +431,7 @@ def test_status_models_restart_and_unload_all(runtime, tiny):
     assert runtime.status().running is False and runtime.pid is None
     assert runtime.models() == []
     _, last, others = run_ok(runtime, request(tiny, max_tokens=4))
-    assert last.stats["warm"] is False
+    assert last.stats.warm is False
     assert runtime.status().memory_budget_bytes == 4 * GB
 
 

@@ -6,52 +6,34 @@ import html
 from dataclasses import dataclass, field
 from typing import Optional
 
+from mlx_magic.runtime.values import GenerationStats
 
-@dataclass
-class GenerationStats:
-    """Numbers about one generation (all measured on the runtime side)."""
 
-    prompt_tokens: int = 0
-    cached_prompt_tokens: int = 0
-    prompt_tps: float = 0.0
-    generation_tokens: int = 0
-    generation_tps: float = 0.0
-    ttft_s: Optional[float] = None
-    peak_memory_gb: float = 0.0
-    load_s: float = 0.0
-    warm: bool = True
-    dropped_turns: int = 0
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "GenerationStats":
-        known = {name: values[name] for name in cls.__dataclass_fields__ if name in values}
-        return cls(**known)
-
-    def footer(self, model: str, finish_reason: str = "stop") -> str:
-        """The one-line summary shown under an answer."""
-        parts = [
-            f"{self.generation_tokens} tokens",
-            f"{self.generation_tps:.1f} tok/s",
-            f"prompt {self.prompt_tokens} tokens @ {self.prompt_tps:.1f} tok/s",
-        ]
-        if self.cached_prompt_tokens:
-            parts[-1] = (
-                f"prompt {self.prompt_tokens} tokens ({self.cached_prompt_tokens} cached) "
-                f"@ {self.prompt_tps:.1f} tok/s"
-            )
-        if self.ttft_s is not None:
-            parts.append(f"first token {self.ttft_s:.2f} s")
-        if self.peak_memory_gb:
-            parts.append(f"peak {self.peak_memory_gb:.2f} GiB")
-        parts.append(model)
-        parts.append("warm" if self.warm else f"cold (loaded in {self.load_s:.1f} s)")
-        if finish_reason == "length":
-            parts.append("stopped at max tokens")
-        elif finish_reason == "cancelled":
-            parts.insert(0, "■ cancelled")
-        elif finish_reason == "cut":
-            parts.insert(0, f"✂ stream cut after {self.generation_tokens} tokens")
-        return " · ".join(parts)
+def footer_text(stats: GenerationStats, model: str, finish_reason: str = "stop") -> str:
+    """The one-line summary shown under an answer."""
+    parts = [
+        f"{stats.generation_tokens} tokens",
+        f"{stats.generation_tps:.1f} tok/s",
+        f"prompt {stats.prompt_tokens} tokens @ {stats.prompt_tps:.1f} tok/s",
+    ]
+    if stats.cached_prompt_tokens:
+        parts[-1] = (
+            f"prompt {stats.prompt_tokens} tokens ({stats.cached_prompt_tokens} cached) "
+            f"@ {stats.prompt_tps:.1f} tok/s"
+        )
+    if stats.ttft_s is not None:
+        parts.append(f"first token {stats.ttft_s:.2f} s")
+    if stats.peak_memory_gb:
+        parts.append(f"peak {stats.peak_memory_gb:.2f} GiB")
+    parts.append(model)
+    parts.append("warm" if stats.warm else f"cold (loaded in {stats.load_s:.1f} s)")
+    if finish_reason == "length":
+        parts.append("stopped at max tokens")
+    elif finish_reason == "cancelled":
+        parts.insert(0, "■ cancelled")
+    elif finish_reason == "cut":
+        parts.insert(0, f"✂ stream cut after {stats.generation_tokens} tokens")
+    return " · ".join(parts)
 
 
 @dataclass
@@ -96,7 +78,7 @@ class MLXResult:
 
     @property
     def footer(self) -> str:
-        return self.stats.footer(self.model, self.finish_reason)
+        return footer_text(self.stats, self.model, self.finish_reason)
 
     def _repr_pretty_(self, printer, cycle) -> None:
         printer.text(f"{self.text}\n[{self.footer}]")

@@ -8,17 +8,19 @@ interrupt is passed on by the caller.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Optional
 
 from mlx_magic.display.buffering import TokenBuffer
-from mlx_magic.display.result import GenerationStats, MLXResult, TokenInfo
+from mlx_magic.display.result import MLXResult, TokenInfo
 from mlx_magic.display.views import StreamView
 from mlx_magic.errors import GenerationFailed
 from mlx_magic.runtime.values import (
     Failed,
     Finished,
+    GenerationStats,
     Job,
     ModelLoading,
     ModelReady,
@@ -102,7 +104,7 @@ def stream_jobs(
                 quiet = quiet and finished is None
             if deadline is not None and time.monotonic() > deadline:
                 for index in range(len(collectors)):
-                    ends.setdefault(index, Finished("cancelled", {}))
+                    ends.setdefault(index, Finished("cancelled"))
             if quiet:
                 time.sleep(0.02)
         except KeyboardInterrupt:
@@ -147,7 +149,9 @@ class _Collector:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self._show(self._drain_buffer())
-                    return Finished("cancelled", {"generation_tokens": len(self.tokens)})
+                    return Finished(
+                        "cancelled", GenerationStats(generation_tokens=len(self.tokens))
+                    )
                 timeout = min(timeout, remaining)
             if self.buffer is not None and self.job.first_text_shown.is_set():
                 self.job.ended.wait(min(timeout, _BATCH_READ_S))
@@ -225,13 +229,10 @@ class _Collector:
             self.job.first_text_shown.set()
 
     def result(self, finished: Finished) -> MLXResult:
-        stats = GenerationStats.from_dict(finished.stats)
-        if self.ready is not None:
-            stats.warm = self.ready.warm
-            stats.load_s = 0.0 if self.ready.warm else self.ready.load_s
+        stats = dataclasses.replace(finished.stats)
         # Count what arrived; a remote server's chunks carry no token ids, so
         # its own count stands there.
-        if self.tokens or "generation_tokens" not in finished.stats:
+        if self.tokens:
             stats.generation_tokens = len(self.tokens)
         request = self.job.request
         return MLXResult(

@@ -13,7 +13,7 @@ from mlx_magic.engine.stepping import (
     token_id,
 )
 from mlx_magic.locking import gpu_lock
-from mlx_magic.runtime.values import Finished, GenerationRequest, Job, Notice
+from mlx_magic.runtime.values import Finished, GenerationRequest, GenerationStats, Job, Notice
 from mlx_magic.units import gib
 
 
@@ -138,16 +138,16 @@ def start_text(
         last = outcome.last
         return Finished(
             finish_reason=outcome.finish_reason,
-            stats={
-                "prompt_tokens": len(prompt),
-                "cached_prompt_tokens": len(prompt) - len(to_prefill),
-                "dropped_turns": dropped_turns,
-                "prompt_tps": last.prompt_tps if last else 0.0,
-                "generation_tokens": outcome.generated,
-                "generation_tps": last.generation_tps if last else 0.0,
-                "ttft_s": (outcome.first_token_at - started) if outcome.first_token_at else None,
-                "peak_memory_gb": gib(mx.get_peak_memory()),
-            },
+            stats=GenerationStats(
+                prompt_tokens=len(prompt),
+                cached_prompt_tokens=len(prompt) - len(to_prefill),
+                dropped_turns=dropped_turns,
+                prompt_tps=last.prompt_tps if last else 0.0,
+                generation_tokens=outcome.generated,
+                generation_tps=last.generation_tps if last else 0.0,
+                ttft_s=(outcome.first_token_at - started) if outcome.first_token_at else None,
+                peak_memory_gb=gib(mx.get_peak_memory()),
+            ),
         )
 
     return PendingGeneration(stepper, finish)

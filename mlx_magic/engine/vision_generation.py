@@ -6,7 +6,7 @@ from mlx_magic.engine.model_cache import WarmModel
 from mlx_magic.engine.stepping import Stepper, probability_describer, token_id
 from mlx_magic.engine.text_generation import PendingGeneration
 from mlx_magic.locking import gpu_lock
-from mlx_magic.runtime.values import Finished, Job
+from mlx_magic.runtime.values import Finished, GenerationStats, Job
 from mlx_magic.units import gib
 
 
@@ -113,15 +113,15 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
             prompt_caches.check_in(request.conversation, cache_state, token_ids_before, last)
         return Finished(
             finish_reason=outcome.finish_reason,
-            stats={
-                "prompt_tokens": last.prompt_tokens if last else 0,
-                "prompt_tps": last.prompt_tps if last else 0.0,
-                "generation_tokens": outcome.generated,
-                "generation_tps": last.generation_tps if last else 0.0,
-                "ttft_s": (outcome.first_token_at - started) if outcome.first_token_at else None,
-                "peak_memory_gb": gib(mx.get_peak_memory()),
-                "cached_prompt_tokens": getattr(last, "cached_tokens", 0) or 0,
-            },
+            stats=GenerationStats(
+                prompt_tokens=last.prompt_tokens if last else 0,
+                prompt_tps=last.prompt_tps if last else 0.0,
+                generation_tokens=outcome.generated,
+                generation_tps=last.generation_tps if last else 0.0,
+                ttft_s=(outcome.first_token_at - started) if outcome.first_token_at else None,
+                peak_memory_gb=gib(mx.get_peak_memory()),
+                cached_prompt_tokens=getattr(last, "cached_tokens", 0) or 0,
+            ),
         )
 
     return PendingGeneration(stepper, finish)

@@ -247,7 +247,7 @@ class ThreadRuntime(Runtime):
                     running.append(pending)
             while running:
                 for entry in list(running):
-                    job, warm, pending = entry
+                    job, ready, pending = entry
                     try:
                         if pending.stepper.step():
                             continue
@@ -261,8 +261,8 @@ class ThreadRuntime(Runtime):
                         )
                         continue
                     running.remove(entry)
-                    finished.stats["load_s"] = 0.0 if warm else job.load_s
-                    finished.stats["warm"] = warm
+                    finished.stats.warm = ready.warm
+                    finished.stats.load_s = ready.load_s
                     self._generations += 1
                     job.emit(finished)
         finally:
@@ -281,8 +281,8 @@ class ThreadRuntime(Runtime):
                 job.emit(_cancelled_before_start())
                 return None
             entry, warm = self._warm(job.request.model, job, keep)
-            job.load_s = entry.load_s
-            job.emit(ModelReady(model=entry.name, warm=warm, load_s=0.0 if warm else entry.load_s))
+            ready = ModelReady(model=entry.name, warm=warm, load_s=0.0 if warm else entry.load_s)
+            job.emit(ready)
             if job.request.images and entry.kind != "vision":
                 raise ModelLoadError(
                     f"'{entry.name}' is a text model and cannot see images: pass a vision "
@@ -290,7 +290,7 @@ class ThreadRuntime(Runtime):
                 )
             start = start_vision if entry.kind == "vision" else start_text
             pending = start(entry, job, started=time.perf_counter(), per_step_seed=together)
-            return job, warm, pending
+            return job, ready, pending
         except ModelLoadError as error:
             job.emit(Failed(str(error), user_error=True, error=error))
         except Exception as error:  # a bug or a crash in MLX: handed back
@@ -348,7 +348,7 @@ def _stats_of(cache) -> Optional[dict]:
 def _cancelled_before_start():
     from mlx_magic.runtime.values import Finished
 
-    return Finished(finish_reason="cancelled", stats={"generation_tokens": 0})
+    return Finished(finish_reason="cancelled")
 
 
 def _wait_for_os_thread_exit(native_id: Optional[int], timeout_s: float = 1.0) -> None:

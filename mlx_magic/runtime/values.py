@@ -211,13 +211,44 @@ class TokenChunk:
     details: tuple = ()
 
 
+@dataclass
+class GenerationStats:
+    """Numbers about one generation, measured on the runtime side: the engine
+    fills them, the runtime adds where it ran, ``_mlx.stats`` shows them.
+
+    ``peak_memory_gb`` is in GiB (1024³ bytes); ``warm`` and ``load_s`` say
+    whether the model was already loaded, and how long loading took.
+    """
+
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    prompt_tps: float = 0.0
+    generation_tokens: int = 0
+    generation_tps: float = 0.0
+    ttft_s: Optional[float] = None
+    peak_memory_gb: float = 0.0
+    load_s: float = 0.0
+    warm: bool = True
+    dropped_turns: int = 0
+    #: The server that answered (remote runtime; its URL without credentials).
+    server: Optional[str] = None
+
+
 @dataclass(frozen=True)
 class Finished:
     """The generation ended; ``finish_reason`` is stop, length, cancelled, or
     cut (a remote stream broke after some text, which is kept)."""
 
     finish_reason: str
-    stats: dict
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+    def __post_init__(self):
+        # The remote runtime still builds a dict; typed from here on.
+        if isinstance(self.stats, dict):
+            known = {
+                k: v for k, v in self.stats.items() if k in GenerationStats.__dataclass_fields__
+            }
+            object.__setattr__(self, "stats", GenerationStats(**known))
 
 
 @dataclass(frozen=True)
@@ -250,7 +281,6 @@ class Job:
         self.request = request
         self.events: "queue.Queue[Event]" = queue.Queue()
         self._cancel = threading.Event()
-        self.load_s = 0.0
         #: Set by whoever shows the answer once its first text is out (on
         #: screen, or written to the worker's pipe); see :mod:`mlx_magic.engine.stepping`.
         self.first_text_shown = threading.Event()

@@ -60,6 +60,7 @@ from mlx_magic.runtime.values import (
     Failed,
     Finished,
     GenerationRequest,
+    GenerationStats,
     ModelInfo,
     ModelLoading,
     ModelReady,
@@ -258,6 +259,7 @@ _DATACLASSES = {
         ModelReady,
         Notice,
         TokenChunk,
+        GenerationStats,
         Finished,
         Failed,
     )
