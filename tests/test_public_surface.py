@@ -203,3 +203,21 @@ def test_entry_points_answer_help():
         timeout=120,
     )
     assert out.returncode == 0 and "llama" in out.stdout
+
+
+def test_hub_allow_patterns_are_mlx_lms():
+    from mlx_lm.utils import DEFAULT_ALLOW_PATTERNS
+
+    from mlx_magic.models.resolve import HUB_ALLOW_PATTERNS
+
+    assert HUB_ALLOW_PATTERNS == list(DEFAULT_ALLOW_PATTERNS)
+
+
+def test_every_mlx_command_is_in_the_manual_and_the_readme():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    manual = mlx_magic.MLXMagics.mlx_line.__doc__
+    for name in COMMANDS:
+        assert f"%mlx {name}" in manual, name
+        assert f"%mlx {name}" in readme.split("## `%mlx`")[1].split("## Settings")[0], name
