@@ -1,8 +1,14 @@
-"""The flags of ``%%mlx`` and ``%%mlx_vision`` (IPython's ``magic_arguments``)."""
+"""The flags of ``%%mlx`` and ``%%mlx_vision`` (IPython's ``magic_arguments``),
+and how a magic's line is split into them."""
 
 from __future__ import annotations
 
+import os
+from typing import Any, Callable
+
+from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument
+from IPython.utils.process import arg_split
 
 from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME
 
@@ -92,3 +98,33 @@ def generation_arguments(magic):
     for flag in reversed(flags):
         magic = flag(magic)
     return magic
+
+
+def parse_flags(magic: Callable, line: str, usage: str) -> Any:
+    """The parsed flags of ``line`` for ``magic``, split as a shell would.
+
+    IPython's ``parse_argstring`` keeps quote characters (``-s "Hi."`` would
+    send the quotes to the model, and a path with spaces could not be given);
+    here quotes group and are removed, as in a terminal. ``usage`` is the
+    magic's name as the user types it (``%%mlx``), for the help hint.
+
+    Raises:
+        UsageError: an unclosed quote, ``--help`` (the manual is ``%%mlx?``),
+            or a flag the magic does not take.
+    """
+    try:
+        # Windows paths keep their backslashes: split without escapes there.
+        argv = arg_split(line, posix=os.name != "nt", strict=True)
+    except ValueError as error:
+        raise UsageError(f"The flags do not parse ({error}): close the quote") from error
+    if os.name == "nt":
+        argv = [_unquoted(arg) for arg in argv]
+    if "-h" in argv or "--help" in argv:
+        raise UsageError(f"{usage}? shows the manual: every flag, the settings, examples")
+    return magic.parser.parse_args(argv)  # type: ignore[attr-defined]
+
+
+def _unquoted(arg: str) -> str:
+    if len(arg) >= 2 and arg[0] == arg[-1] and arg[0] in "\"'":
+        return arg[1:-1]
+    return arg

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from IPython.core.error import UsageError
 from IPython.core.magic import cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import observe
 
-from mlx_magic.magics.arguments import generation_arguments
+from mlx_magic.magics.arguments import generation_arguments, parse_flags
 from mlx_magic.magics.commands import COMMANDS
 from mlx_magic.magics.options import variants_of
 from mlx_magic.magics.prepare import load_cell_images, prepare
@@ -107,7 +107,7 @@ class MLXMagics(MLXSettings):
         memory_budget_gb, stream_interval_ms, short_errors. Flags override
         settings.
         """
-        args = parse_argstring(self.mlx_cell, line)
+        args = parse_flags(self.mlx_cell, line, "%%mlx")
         session = self.session
         variants = variants_of(args)
         if len(variants) > 1:
@@ -172,7 +172,7 @@ class MLXMagics(MLXSettings):
             In [7]: %%mlx_vision --chat look
                ...: And what colour is the car?
         """
-        args = parse_argstring(self.mlx_vision_cell, line)
+        args = parse_flags(self.mlx_vision_cell, line, "%%mlx_vision")
         session = self.session
         variants = variants_of(args)
         if not args.image and args.chat is None:
@@ -249,5 +249,5 @@ class MLXMagics(MLXSettings):
 
         MODEL is anything ``%%mlx --model`` takes.
         """
-        args = parse_argstring(self.mlx_line, line)
+        args = parse_flags(self.mlx_line, line, "%mlx")
         return COMMANDS[args.command](self, args.names)
