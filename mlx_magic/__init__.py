@@ -25,9 +25,12 @@ def load_ipython_extension(ipython):
     """Register the ``%mlx`` and ``%%mlx`` magics (``%load_ext mlx_magic``)."""
     global _registered_magics
     from mlx_magic.magics.mlx_magics import MLXMagics
+    from mlx_magic.magics.settings import forget_refused_settings
 
     if _registered_magics is not None:
         unload_ipython_extension(ipython)
+    for line in forget_refused_settings(ipython, MLXMagics):
+        print(line)  # a stored bad value must not keep the extension from loading
     _registered_magics = MLXMagics(shell=ipython)
     ipython.register_magics(_registered_magics)
 
@@ -56,6 +59,14 @@ def unload_ipython_extension(ipython):
     if _registered_magics is None:
         return
     _registered_magics.close()
+    # IPython has no unregister: take our magics out of its tables, so that a
+    # later %%mlx says "not found" instead of starting a runtime no one owns.
+    manager = ipython.magics_manager
+    for kind, names in type(_registered_magics).magics.items():
+        for name in names:
+            if getattr(manager.magics[kind].get(name), "__self__", None) is _registered_magics:
+                del manager.magics[kind][name]
+    manager.registry.pop(type(_registered_magics).__name__, None)
     _registered_magics = None
 
 

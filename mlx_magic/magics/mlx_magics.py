@@ -26,7 +26,7 @@ from mlx_magic.magics.run import (
     run_foreground,
 )
 from mlx_magic.magics.session import Session
-from mlx_magic.magics.settings import MLXSettings
+from mlx_magic.magics.settings import MLXSettings, forget_refused_settings
 
 
 @magics_class
@@ -38,11 +38,17 @@ class MLXMagics(MLXSettings):
         self.session = Session(self, shell)
         if shell is not None:
             shell.events.register("pre_run_cell", self._remember_cell_id)
+            shell.events.register("post_run_cell", self._forget_refused_settings)
 
     def _remember_cell_id(self, info) -> None:
         # Frontends send the id of the cell being run; a conversation uses it
         # to recognise a turn that is run again.
         self.session.cell_id = getattr(info, "cell_id", None)
+
+    def _forget_refused_settings(self, result=None) -> None:
+        # A refused %config value would stay in the shell's config and break
+        # the next %load_ext; the refusal itself was already shown.
+        forget_refused_settings(self.shell, type(self))
 
     @observe("memory_budget_gb", "runtime", "endpoints", "api_key_env")
     def _runtime_setting_changed(self, change):
@@ -65,10 +71,14 @@ class MLXMagics(MLXSettings):
     def close(self) -> None:
         """Stop the runtime and free every warm model."""
         if self.shell is not None:
-            try:
-                self.shell.events.unregister("pre_run_cell", self._remember_cell_id)
-            except ValueError:
-                pass
+            for event, callback in (
+                ("pre_run_cell", self._remember_cell_id),
+                ("post_run_cell", self._forget_refused_settings),
+            ):
+                try:
+                    self.shell.events.unregister(event, callback)
+                except ValueError:
+                    pass
         self.session.close()
 
     # ---- %%mlx --------------------------------------------------------------

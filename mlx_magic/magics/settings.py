@@ -140,3 +140,34 @@ class MLXSettings(Magics):
                 "(letters, digits, _), not its value"
             )
         return proposal.value
+
+
+def forget_refused_settings(shell, magics_class: type) -> list[str]:
+    """Drop the ``MLXMagics`` values in ``shell.config`` that a trait refuses.
+
+    ``%config MLXMagics.max_tokens = -3`` is refused, but IPython has already
+    merged it into the shell's config, where every later ``%load_ext`` would
+    meet it and fail. Run after each cell and before the magics are built.
+
+    Returns:
+        One line per dropped value, naming the setting and the rule (never
+        the value of ``api_key_env``, which may be a pasted key).
+    """
+    from traitlets.config import LazyConfigValue
+
+    section = shell.config.get(magics_class.__name__) if shell is not None else None
+    if not section:
+        return []
+    probe = magics_class.__new__(magics_class)  # validators without a shell or a runtime
+    traits = magics_class.class_traits(config=True)
+    dropped = []
+    for name, value in list(section.items()):
+        trait = traits.get(name)
+        if trait is None or isinstance(value, LazyConfigValue):
+            continue
+        try:
+            trait._validate(probe, value)
+        except TraitError as error:
+            del section[name]
+            dropped.append(f"{magics_class.__name__}.{name} was refused and is forgotten: {error}")
+    return dropped

@@ -1,0 +1,72 @@
+"""Settings and the extension's life: a refused value is forgotten, a stored bad
+value never keeps the extension from loading, unrelated settings keep warm
+models, and unloading really removes the magics."""
+
+import threading
+
+import pytest
+from IPython.core.error import UsageError
+
+from conftest import magics_of, make_shell, run
+
+
+def runtime_threads():
+    return [t for t in threading.enumerate() if t.name == "mlx_magic-runtime"]
+
+
+def test_a_refused_config_value_is_forgotten_and_reload_works(shell, caplog):
+    run(shell, "%config MLXMagics.max_tokens = -3")  # %config logs the refusal
+    assert "max_tokens must be a positive integer" in caplog.text
+    assert "max_tokens" not in shell.config.get("MLXMagics", {})
+    run(shell, "%reload_ext mlx_magic")
+    assert magics_of(shell).max_tokens == 256
+    run(shell, "%config MLXMagics.max_tokens = 12")
+    assert shell.config.MLXMagics.max_tokens == 12 and magics_of(shell).max_tokens == 12
+
+
+def test_a_pasted_key_is_refused_forgotten_and_never_shown(shell, capsys, caplog):
+    key = "sk-live-0123456789abcdef"
+    run(shell, f"%config MLXMagics.api_key_env = {key!r}")
+    out = capsys.readouterr()
+    assert "NAME of an environment variable" in caplog.text
+    assert key not in out.out + out.err + caplog.text
+    assert "api_key_env" not in shell.config.get("MLXMagics", {})
+    assert magics_of(shell).api_key_env is None
+
+
+def test_a_stored_bad_value_is_ignored_with_one_line(capsys):
+    shell = make_shell({"MLXMagics": {"max_tokens": -3, "temperature": 0.5}})
+    try:
+        shell.extension_manager.load_extension("mlx_magic")
+        lines = [line for line in capsys.readouterr().out.splitlines() if "MLXMagics" in line]
+        assert len(lines) == 1 and "max_tokens" in lines[0]
+        assert magics_of(shell).max_tokens == 256 and magics_of(shell).temperature == 0.5
+    finally:
+        shell.extension_manager.unload_extension("mlx_magic")
+
+
+def test_unload_removes_the_magics_and_load_brings_one_runtime(tiny_llama):
+    shell = make_shell()
+    shell.extension_manager.load_extension("mlx_magic")
+    run(shell, f"%%mlx -n 2 -m {tiny_llama}\nHi")
+    shell.extension_manager.unload_extension("mlx_magic")
+    assert "mlx" not in shell.magics_manager.magics["cell"]
+    assert "mlx_vision" not in shell.magics_manager.magics["cell"]
+    assert "mlx" not in shell.magics_manager.magics["line"]
+    with pytest.raises(UsageError, match="not found"):
+        run(shell, f"%%mlx -n 2 -m {tiny_llama}\nHi")
+    assert runtime_threads() == []
+    shell.extension_manager.load_extension("mlx_magic")
+    run(shell, f"%%mlx -n 2 -m {tiny_llama}\nHi")
+    assert len(runtime_threads()) == 1
+    shell.extension_manager.unload_extension("mlx_magic")
+    assert runtime_threads() == []
+
+
+def test_settings_unrelated_to_the_thread_runtime_keep_warm_models(shell, tiny_llama):
+    run(shell, f"%mlx load {tiny_llama}")
+    runtime = magics_of(shell).session.runtime
+    run(shell, '%config MLXMagics.api_key_env = "PATH"')
+    run(shell, '%config MLXMagics.endpoints = ["http://127.0.0.1:9"]')
+    assert magics_of(shell).session.runtime is runtime
+    assert [info.key for info in runtime.models()] == [str(tiny_llama)]
