@@ -70,3 +70,15 @@ def test_settings_unrelated_to_the_thread_runtime_keep_warm_models(shell, tiny_l
     run(shell, '%config MLXMagics.endpoints = ["http://127.0.0.1:9"]')
     assert magics_of(shell).session.runtime is runtime
     assert [info.key for info in runtime.models()] == [str(tiny_llama)]
+
+
+def test_a_new_system_prompt_on_a_conversation_is_refused_not_dropped(shell, tiny_llama):
+    run(shell, f'%%mlx -n 2 -m {tiny_llama} -c trip -s "Be brief."\nHi')
+    shell.user_ns["_mlx"] = "before"
+    with pytest.raises(UsageError, match="keeps its system prompt"):
+        run(shell, f'%%mlx -n 2 -m {tiny_llama} -c trip -s "Answer in French."\nHi again')
+    assert shell.user_ns["_mlx"] == "before"
+    conversation = magics_of(shell).session.conversations.get("trip")
+    assert conversation.system == "Be brief." and len(conversation.turns) == 1
+    run(shell, f'%%mlx -n 2 -m {tiny_llama} -c trip -s "Be brief."\nSame prompt is fine')
+    assert len(conversation.turns) == 2

@@ -101,6 +101,16 @@ def prepare(
             )
         except ValueError as error:
             raise UsageError(str(error)) from error
+        if options.system is not None and options.system != conversation.system:
+            if conversation.turns:
+                # Its turns were answered under the old system prompt (and their
+                # KV cache holds it): a new one is a new conversation.
+                raise UsageError(
+                    f"Conversation '{conversation.name}' keeps its system prompt: start "
+                    f"another with --chat NEW_NAME -s ..., or clear it with "
+                    f"%mlx chat reset {conversation.name}"
+                )
+            conversation.system = options.system
         turns, index = conversation.history_before(cell_id, prompt)
         history = tuple((earlier.user, earlier.assistant) for earlier in turns)
         if any(earlier.images for earlier in turns):
