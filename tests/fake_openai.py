@@ -1,5 +1,6 @@
 """A tiny OpenAI-compatible server on 127.0.0.1 that streams a fixed answer and
-records what it was sent (errors, cut streams and slow probes on request)."""
+records what it was sent (errors, cut streams, keep-alive pauses, unescaped
+separators and slow probes on request)."""
 
 import http.server
 import json
@@ -87,11 +88,15 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             return self._hang_up()
         events = [": keep-alive"]
-        for word in ["Hello", ",", " wörld", " 🚀"]:
+        words = ["Hello", ",", " wörld", " 🚀"]
+        if mode == "raw-unicode":
+            words[2] = " w\u2028ö\x85rld"  # line and next-line separators, sent unescaped
+        for word in words:
             events.append(
                 "data: "
                 + json.dumps(
-                    {"choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
+                    {"choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]},
+                    ensure_ascii=mode != "raw-unicode",
                 )
             )
         events.append(
@@ -110,11 +115,14 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
         events.append("data: [DONE]")
         if mode in ("cut", "idle"):
             events = events[:4]  # the keep-alive and "Hello", ",", " wörld"
+        if mode == "pauses":
+            # Silent but for keep-alive comments for longer than an idle timeout.
+            events[4:4] = [": keep-alive"] * 6
         for event in events:
             data = (event + "\r\n\r\n").encode()
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
-            time.sleep(0.01)
+            time.sleep(0.2 if event == ": keep-alive" and mode == "pauses" else 0.01)
         if mode == "cut":
             return self._hang_up()  # no [DONE], no last chunk: the socket just closes
         if mode == "idle":

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mlx_magic.images.sources import (
+from mlx_magic.images import (
     DecodedImageCache,
     ImageSourceError,
     LoadedImage,
@@ -660,7 +660,7 @@ def test_cache_bounds_entries_and_bytes(in_dir):
 
 def test_previews_send_each_thumbnail_in_its_smaller_encoding():
     from mlx_magic.display.previews import preview_bundle
-    from mlx_magic.images.sources import load_images
+    from mlx_magic.images import load_images
 
     rng = np.random.default_rng(0)
     smooth = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize(

@@ -42,7 +42,9 @@ def test_panel_sends_streams_and_shares_the_conversation(model_shell):
     html = transcript_html(panel)
     assert "What is the capital of France?" in html and "Paris" in html
     assert panel.prompt.value == "" and not panel.send_button.disabled
-    conversation = model_shell.magics_manager.registry["MLXMagics"].session.conversations.get("panel")
+    conversation = model_shell.magics_manager.registry["MLXMagics"].session.conversations.get(
+        "panel"
+    )
     assert len(conversation.turns) == 1
     # The panel's conversation continues in a cell, with its history cached.
     run(model_shell, "%%mlx -n 6 --chat panel\nAnd of Italy?")

@@ -153,10 +153,10 @@ def test_streams_a_chat_completion_from_mlx_lm_server(lm_server, tiny_llama):
         assert len(chunks) >= 10 and "".join(c.text for c in chunks).strip()
         assert last.finish_reason == "length"
         stats = last.stats
-        assert stats["generation_tokens"] == 24
-        assert stats["prompt_tokens"] > 10  # the chat template around the prompt
-        assert stats["ttft_s"] > 0 and stats["generation_tps"] > 0 and stats["prompt_tps"] > 0
-        assert stats["remote_url"] == lm_server
+        assert stats.generation_tokens == 24
+        assert stats.prompt_tokens > 10  # the chat template around the prompt
+        assert stats.ttft_s > 0 and stats.generation_tps > 0 and stats.prompt_tps > 0
+        assert stats.server == lm_server
         assert isinstance(others[0], ModelReady) and others[0].model == str(tiny_llama)
         # Greedy, the same model and template: the same words as thread mode.
         from mlx_magic.runtime.thread import ThreadRuntime
@@ -182,10 +182,10 @@ def test_default_model_is_the_servers_and_raw_uses_completions(lm_server, tiny_l
         chunks, last, _ = collect(
             runtime.generate(request(embedded_like_spec(), "Once upon a time", 16, raw=True))
         )
-        assert isinstance(last, Finished) and last.stats["generation_tokens"] == 16
+        assert isinstance(last, Finished) and last.stats.generation_tokens == 16
         assert len(chunks) > 3
         # No chat template around the text.
-        assert 0 < last.stats["prompt_tokens"] < chat.stats["prompt_tokens"] - 10
+        assert 0 < last.stats.prompt_tokens < chat.stats.prompt_tokens - 10
         info = runtime.load(embedded_like_spec())
         assert info.name == str(tiny_llama)
         assert [m.name for m in runtime.models()] == [str(tiny_llama)]
@@ -207,7 +207,7 @@ def test_cancel_mid_stream_closes_the_stream(lm_server, tiny_llama):
         chunks, last, _ = collect(job, timeout=10)
         assert isinstance(last, Finished) and last.finish_reason == "cancelled"
         assert time.monotonic() - cancelled_at < 1.0
-        assert last.stats["generation_tokens"] < 4000
+        assert last.stats.generation_tokens < 4000
         chunks, last, _ = collect(runtime.generate(request(tiny_spec(tiny_llama), max_tokens=8)))
         assert isinstance(last, Finished) and last.finish_reason == "length"
     finally:
@@ -250,7 +250,7 @@ def test_api_key_is_sent_as_bearer_and_never_shown(recorder, monkeypatch):
         chunks, last, others = collect(runtime.generate(request(embedded_like_spec())))
         assert isinstance(last, Finished), last
         assert "".join(c.text for c in chunks) == "Hello, wörld 🚀"
-        assert last.stats["prompt_tokens"] == 11 and last.stats["generation_tokens"] == 4
+        assert last.stats.prompt_tokens == 11 and last.stats.generation_tokens == 4
         posts = [r for r in recorder.requests if r[0] == "POST"]
         assert posts[0][2]["Authorization"] == f"Bearer {KEY}"
         assert posts[0][3]["model"] == "fake-model"
@@ -324,7 +324,7 @@ def test_first_healthy_url_is_used_and_failing_ones_are_skipped(recorder):
     try:
         for _ in range(2):
             chunks, last, _ = collect(runtime.generate(request(tiny_spec_named("m"))))
-            assert isinstance(last, Finished) and last.stats["remote_url"] == recorder.url
+            assert isinstance(last, Finished) and last.stats.server == recorder.url
         # The second request went straight to the healthy URL.
         assert len([r for r in broken.requests if r[0] == "POST"]) == 1
         assert len([r for r in recorder.requests if r[0] == "POST"]) == 2
@@ -393,11 +393,11 @@ def test_vision_through_mlx_vlm_server(tiny_vlm, tmp_path):
             runtime.generate(request(spec, "Describe this image.", 12, images=(image,)))
         )
         assert isinstance(with_image, Finished), with_image
-        assert len(chunks) > 3 and with_image.stats["generation_tokens"] == 12
+        assert len(chunks) > 3 and with_image.stats.generation_tokens == 12
         _, text_only, _ = collect(runtime.generate(request(spec, "Describe this image.", 12)))
         assert isinstance(text_only, Finished), text_only
         # The image's tokens were part of the prompt.
-        assert with_image.stats["prompt_tokens"] > text_only.stats["prompt_tokens"]
+        assert with_image.stats.prompt_tokens > text_only.stats.prompt_tokens
     finally:
         runtime.stop()
         end_server(process)
@@ -446,8 +446,8 @@ def test_a_stream_cut_in_the_middle_is_reported_and_keeps_its_text(recorder):
         chunks, last, others = collect(runtime.generate(request(tiny_spec_named("m"))))
         assert isinstance(last, Finished) and last.finish_reason == "cut"
         assert "".join(c.text for c in chunks) == "Hello, wörld"
-        assert last.stats["generation_tokens"] == 3 and last.stats["cut_after_tokens"] == 3
-        assert last.stats["remote_url"] == recorder.url
+        assert last.stats.generation_tokens == 3 and last.stats.cut_after_tokens == 3
+        assert last.stats.server == recorder.url
         [notice] = notices(others)
         assert notice.startswith(f"The stream from {recorder.url} was cut after 3 tokens: ")
         assert notice.endswith("; the partial answer is kept (not retried)")
@@ -457,7 +457,7 @@ def test_a_stream_cut_in_the_middle_is_reported_and_keeps_its_text(recorder):
         assert second["requests"] == 0
         # The next request goes to the healthy URL.
         _, last, _ = collect(runtime.generate(request(tiny_spec_named("m"))))
-        assert isinstance(last, Finished) and last.stats["remote_url"] == spare.url
+        assert isinstance(last, Finished) and last.stats.server == spare.url
     finally:
         runtime.stop()
         spare.close()
@@ -480,6 +480,48 @@ def test_a_silent_stream_is_cut_after_the_idle_timeout(recorder):
         runtime.stop()
 
 
+def test_keep_alive_comments_keep_a_paused_stream_open(recorder):
+    recorder.mode = "pauses"  # 1.2 s of keep-alive comments, 0.2 s apart, mid-answer
+    runtime = RemoteRuntime([recorder.url], idle_timeout_s=0.5)
+    try:
+        chunks, last, others = collect(runtime.generate(request(tiny_spec_named("m"))))
+        assert isinstance(last, Finished) and last.finish_reason == "stop", last
+        assert "".join(c.text for c in chunks) == "Hello, wörld 🚀"
+        assert notices(others) == []
+    finally:
+        runtime.stop()
+
+
+def test_unescaped_line_separators_stay_inside_their_event(recorder):
+    recorder.mode = "raw-unicode"  # U+2028 and U+0085 in the JSON, as vLLM and llama.cpp send
+    runtime = RemoteRuntime([recorder.url])
+    try:
+        chunks, last, _ = collect(runtime.generate(request(tiny_spec_named("m"))))
+        assert isinstance(last, Finished) and last.finish_reason == "stop", last
+        assert [c.text for c in chunks] == ["Hello", ",", " w\u2028ö\x85rld", " 🚀"]
+    finally:
+        runtime.stop()
+
+
+def test_cancel_before_the_answer_begins_closes_the_request(recorder):
+    recorder.mode = "slow"  # the answer's headers come after 3 s
+    runtime = RemoteRuntime([recorder.url])
+    try:
+        job = runtime.generate(request(tiny_spec_named("m")))
+        deadline = time.monotonic() + 5
+        while not [r for r in recorder.requests if r[0] == "POST"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        job.cancel()
+        cancelled_at = time.monotonic()
+        chunks, last, _ = collect(job, timeout=5)
+        assert isinstance(last, Finished) and last.finish_reason == "cancelled", last
+        assert time.monotonic() - cancelled_at < 1.0 and chunks == []
+        assert runtime.endpoint_stats()[0]["healthy"]  # a cancel is not the server's fault
+    finally:
+        runtime.stop()
+
+
 def test_failures_before_the_first_token_go_to_another_url(recorder):
     closing = Recorder(mode="close-before-text")
     broken = Recorder(mode="500")
@@ -491,7 +533,7 @@ def test_failures_before_the_first_token_go_to_another_url(recorder):
         chunks, last, others = collect(runtime.generate(request(tiny_spec_named("m"))))
         assert isinstance(last, Finished) and last.finish_reason == "stop"
         assert "".join(c.text for c in chunks) == "Hello, wörld 🚀"
-        assert last.stats["remote_url"] == recorder.url
+        assert last.stats.server == recorder.url
         assert notices(others) == [
             f"{closing.url}: the server closed the connection before the first token; "
             "trying another server",
@@ -519,7 +561,7 @@ def test_a_failing_url_is_probed_again_and_comes_back(recorder):
     runtime = RemoteRuntime([flaky.url, recorder.url], probe_after_s=0.3)
     try:
         _, last, _ = collect(runtime.generate(request(tiny_spec_named("m"))))
-        assert isinstance(last, Finished) and last.stats["remote_url"] == recorder.url
+        assert isinstance(last, Finished) and last.stats.server == recorder.url
         assert runtime.endpoint_stats()[0]["healthy"] is False
         flaky.mode = "stream"
         deadline = time.monotonic() + 5
@@ -532,7 +574,7 @@ def test_a_failing_url_is_probed_again_and_comes_back(recorder):
             [request(tiny_spec_named("a")), request(tiny_spec_named("b"))]
         )
         ends = [collect(job)[1] for job in jobs]
-        assert sorted(end.stats["remote_url"] for end in ends) == sorted([flaky.url, recorder.url])
+        assert sorted(end.stats.server for end in ends) == sorted([flaky.url, recorder.url])
     finally:
         runtime.stop()
         flaky.close()
@@ -674,13 +716,13 @@ def test_greedy_smollm2_through_a_server_equals_thread_mode(smollm):
     assert isinstance(last, Finished), last
     assert isinstance(others[0], ModelReady) and others[0].model == spec.path
     assert text_of(chunks) == text_of(want) and text_of(chunks).strip()
-    assert last.stats["prompt_tokens"] == local_end.stats["prompt_tokens"]
+    assert last.stats.prompt_tokens == local_end.stats.prompt_tokens
     assert len(chunks) == len(want)  # one chunk per token from mlx_lm.server
     assert last.finish_reason == local_end.finish_reason
     # mlx_lm.server counts the end-of-sequence token in completion_tokens;
     # thread mode counts the tokens of the text.
     eos = 1 if last.finish_reason == "stop" else 0
-    assert last.stats["generation_tokens"] == local_end.stats["generation_tokens"] + eos
+    assert last.stats.generation_tokens == local_end.stats.generation_tokens + eos
 
 
 @pytest.mark.model
@@ -703,7 +745,7 @@ def test_eight_requests_spread_over_two_servers(smollm):
         for chunks, last, others in results:
             assert isinstance(last, Finished) and last.finish_reason in ("stop", "length"), last
             assert text_of(chunks) and not notices(others)
-        answered = [last.stats["remote_url"] for _, last, _ in results]
+        answered = [last.stats.server for _, last, _ in results]
         assert answered[:2] == urls  # side by side: one on each server, at the same time
         stats = runtime.endpoint_stats()
         assert [row["requests"] for row in stats] == [answered.count(url) for url in urls]
@@ -769,20 +811,20 @@ def test_killing_a_server_mid_run_finishes_through_the_other(smollm):
         assert len(cut) == lost["cut"] == 1
         assert len(retried) == lost["failed"] == at_kill["in_flight"] - 1 >= 1
         for chunks, last, others in cut:
-            assert text_of(chunks) and last.stats["remote_url"] == victim
-            assert last.stats["generation_tokens"] == len(chunks)
+            assert text_of(chunks) and last.stats.server == victim
+            assert last.stats.generation_tokens == len(chunks)
             [notice] = notices(others)
             assert notice.startswith(
                 f"The stream from {victim} was cut after {len(chunks)} tokens: "
             )
         for chunks, last, others in retried:
-            assert last.stats["remote_url"] == survivor and text_of(chunks)
+            assert last.stats.server == survivor and text_of(chunks)
             assert last.finish_reason in ("stop", "length")
             [notice] = notices(others)
             assert notice.startswith(f"{victim}: ") and notice.endswith("; trying another server")
         assert lost["completed"] + kept["completed"] == 8 - len(cut)
         assert not lost["healthy"] and lost["in_flight"] == 0 and kept["healthy"]
-        retry_ttft = [last.stats["ttft_s"] for _, last, _ in retried]
+        retry_ttft = [last.stats.ttft_s for _, last, _ in retried]
         print(
             f"\nkilled {victim} with {at_kill['in_flight']} in flight "
             f"({at_kill['streaming']} streaming); its requests ended {noticed_s * 1000:.0f} ms "
@@ -790,6 +832,6 @@ def test_killing_a_server_mid_run_finishes_through_the_other(smollm):
         )
         # Later requests go straight to the survivor.
         _, last, others = collect(runtime.generate(request(spec, "Name a fruit.", 2)), 60)
-        assert last.stats["remote_url"] == survivor and not notices(others)
+        assert last.stats.server == survivor and not notices(others)
     finally:
         runtime.stop()

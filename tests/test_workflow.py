@@ -24,7 +24,7 @@ def test_three_turn_conversation_reuses_the_cache_and_keeps_the_transcript(kerne
                 printed(
                     client,
                     "len(get_ipython().find_magic('mlx', 'cell').__self__"
-                    ".conversations.get('trip').turns)",
+                    ".session.conversations.get('trip').turns)",
                 )
             )
             == number
@@ -45,7 +45,9 @@ def test_rerunning_an_earlier_turn_rewinds_the_conversation(kernel):
     execute(client, f"%%mlx -n 8 --chat rewind\n{first}", cell_id="r1")
     execute(client, f"%%mlx -n 8 --chat rewind\n{second}", cell_id="r2")
     execute(client, "%%mlx -n 8 --chat rewind\nAnd what is 2 + 2?", cell_id="r3")
-    conversation = "get_ipython().find_magic('mlx', 'cell').__self__.conversations.get('rewind')"
+    conversation = (
+        "get_ipython().find_magic('mlx', 'cell').__self__.session.conversations.get('rewind')"
+    )
     assert printed(client, f"len({conversation}.turns)") == "3"
     reply, _ = execute(client, f"%%mlx -n 8 --chat rewind\n{second}", cell_id="r2")
     assert reply["status"] == "ok"

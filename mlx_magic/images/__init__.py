@@ -6,13 +6,10 @@ them from here, whichever module inside defines them.
 """
 
 from mlx_magic.errors import ImageSourceError
-from mlx_magic.images.sources import (
-    DecodedImageCache,
-    LoadedImage,
-    load_images,
-    png_bytes,
-    thumbnail,
-)
+from mlx_magic.images.cache import DecodedImageCache
+from mlx_magic.images.decoding import LoadedImage
+from mlx_magic.images.encoding import png_bytes, thumbnail
+from mlx_magic.images.sources import load_images
 
 __all__ = [
     "DecodedImageCache",

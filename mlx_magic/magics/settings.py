@@ -142,7 +142,7 @@ class MLXSettings(Magics):
         return proposal.value
 
 
-def forget_refused_settings(shell, magics_class: type) -> list[str]:
+def forget_refused_settings(shell, magics_class: type[MLXSettings]) -> list[str]:
     """Drop the ``MLXMagics`` values in ``shell.config`` that a trait refuses.
 
     ``%config MLXMagics.max_tokens = -3`` is refused, but IPython has already

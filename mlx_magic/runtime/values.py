@@ -242,14 +242,6 @@ class Finished:
     finish_reason: str
     stats: GenerationStats = field(default_factory=GenerationStats)
 
-    def __post_init__(self):
-        # The remote runtime still builds a dict; typed from here on.
-        if isinstance(self.stats, dict):
-            known = {
-                k: v for k, v in self.stats.items() if k in GenerationStats.__dataclass_fields__
-            }
-            object.__setattr__(self, "stats", GenerationStats(**known))
-
 
 @dataclass(frozen=True)
 class Failed:

@@ -5,6 +5,7 @@ is documented), whichever module inside defines them.
 """
 
 from mlx_magic.errors import RemoteServerError
-from mlx_magic.runtime.remote.runtime import RemoteRuntime, parse_url
+from mlx_magic.runtime.remote.endpoints import parse_url
+from mlx_magic.runtime.remote.runtime import RemoteRuntime
 
 __all__ = ["RemoteRuntime", "RemoteServerError", "parse_url"]

@@ -1,26 +1,73 @@
 """The OpenAI-compatible wire format: request bodies and streamed answers.
 
-What :mod:`mlx_magic.runtime.remote.runtime` sends to ``/v1/chat/completions`` (or
-``/v1/completions`` for ``--raw``) and how it reads the server-sent events
-and error bodies that come back. Plain functions over dicts and bytes (only
-the standard library and Pillow for images); the dispatching, retries and
-timeouts are the runtime's.
+What the remote runtime sends to ``/v1/chat/completions`` (or
+``/v1/completions`` for ``--raw``) and how it reads the ``data`` of the
+server-sent events and the error bodies that come back. Plain functions over
+dicts, strings and bytes (only the standard library and Pillow for images);
+the events are split by :mod:`mlx_magic.runtime.remote.streaming`, the
+dispatching, retries and timeouts are the runtime's.
+
+Requests
+    ``"stream": true`` and ``"stream_options": {"include_usage": true}``: the
+    system prompt, the conversation's turns and the cell as messages; images
+    as content parts ``{"type": "image_url", "image_url": {"url":
+    "data:image/png;base64,…"}}`` after the text of the turn that sent them.
+    A ``--raw`` request has the text as ``prompt`` (system prompt and turns
+    before it, separated by blank lines, as thread mode does without a
+    template). Sampling: ``max_tokens``, ``temperature``, ``top_p`` and
+    ``seed`` always; ``top_k``, ``min_p`` and ``repetition_penalty``
+    (understood by mlx-lm, vLLM and llama.cpp) only when set.
+
+The model name sent
+    The spec's ``key`` (a Hub id, a folder path, or the name itself for a
+    spec made for a server), except for the embedded default model, which a
+    server does not have: then the server's own model is used — the one
+    model ``GET /v1/models`` lists, or, when it lists none or several (or
+    cannot say), no ``model`` field at all, which these servers answer with
+    the model they were started with (:func:`model_name`).
+
+Answers
+    Every payload with text becomes a
+    :class:`~mlx_magic.runtime.values.TokenChunk` (without token ids: the API
+    does not give them). Stats: ``prompt_tokens``, ``generation_tokens`` and
+    ``cached_prompt_tokens`` from the ``usage`` object (or llama.cpp's
+    ``timings``; failing both, the number of chunks); ``ttft_s``, tokens per
+    second and prompt tokens per second are measured here (they include the
+    network).
 """
 
 from __future__ import annotations
 
 import base64
-import http.client
 import io
 import json
 import time
+from dataclasses import dataclass
 from typing import Optional
 
 from mlx_magic.errors import one_line
-from mlx_magic.runtime.values import GenerationRequest, Job, TokenChunk
+from mlx_magic.runtime.values import (
+    GenerationRequest,
+    GenerationStats,
+    Job,
+    ModelSpec,
+    TokenChunk,
+)
 
 #: How much of an error body is read for its message.
 MAX_ERROR_BODY = 64 * 1024
+
+
+@dataclass
+class RemoteGenerationStats(GenerationStats):
+    """The stats of an answer from a server: ``server`` is its URL (without
+    credentials), ``server_model`` the model it says answered; for a stream
+    cut mid-answer, ``cut_after_tokens`` (the chunks of text that came) and
+    ``cut_cause`` (``"URL: why"``)."""
+
+    server_model: Optional[str] = None
+    cut_after_tokens: Optional[int] = None
+    cut_cause: Optional[str] = None
 
 
 class StreamReader:
@@ -75,7 +122,8 @@ class StreamReader:
             self.finish_reason = str(choice["finish_reason"])
         return None
 
-    def stats(self) -> dict:
+    def stats(self) -> RemoteGenerationStats:
+        """What the answer's ``usage`` (or ``timings``) said, and what was measured here."""
         usage, timings = self.usage, self.timings
         details = usage.get("prompt_tokens_details") or {}
         prompt = _int(usage.get("prompt_tokens"), timings.get("prompt_n"))
@@ -91,19 +139,33 @@ class StreamReader:
         )
         ttft = self.first_at - self.started if self.first_at is not None else None
         generation_tps = 0.0
-        if generated > 1 and self.first_at is not None and self.last_at > self.first_at:
-            generation_tps = (generated - 1) / (self.last_at - self.first_at)
-        return {
-            "prompt_tokens": prompt or 0,
-            "cached_prompt_tokens": cached,
-            "prompt_tps": (prompt / ttft) if prompt and ttft else 0.0,
-            "generation_tokens": generated,
-            "generation_tps": generation_tps,
-            "ttft_s": ttft,
-            "peak_memory_gb": 0.0,  # the server's memory is not reported
-            "load_s": 0.0,
-            "warm": True,
-        }
+        first, last = self.first_at, self.last_at
+        if generated > 1 and first is not None and last is not None and last > first:
+            generation_tps = (generated - 1) / (last - first)
+        return RemoteGenerationStats(
+            prompt_tokens=prompt or 0,
+            cached_prompt_tokens=cached,
+            prompt_tps=(prompt / ttft) if prompt and ttft else 0.0,
+            generation_tokens=generated,
+            generation_tps=generation_tps,
+            ttft_s=ttft,
+            peak_memory_gb=0.0,  # the server's memory is not reported
+            load_s=0.0,
+            warm=True,
+            server_model=self.model,
+        )
+
+
+def model_name(spec: ModelSpec, served: Optional[list]) -> Optional[str]:
+    """The ``model`` to send: the spec's key, except for the embedded default
+    model, which a server does not have: then the one model the server lists
+    (``served``), or ``None`` (no ``model`` field: the server's own) when it
+    lists none or several, or cannot say."""
+    if spec.source != "embedded":
+        return spec.key
+    if served is not None and len(served) == 1:
+        return served[0]
+    return None
 
 
 def request_body(request: GenerationRequest, model: Optional[str], raw: bool) -> dict:
@@ -138,7 +200,7 @@ def _user_message(text: str, images) -> dict:
     data URI content parts."""
     if not images:
         return {"role": "user", "content": text}
-    content = [{"type": "text", "text": text}]
+    content: list[dict] = [{"type": "text", "text": text}]
     for image in images:
         content.append({"type": "image_url", "image_url": {"url": image_data_uri(image)}})
     return {"role": "user", "content": content}
@@ -151,37 +213,9 @@ def image_data_uri(image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def sse_data(response, heard=None):
-    """The ``data`` of each server-sent event (text/event-stream), as strings;
-    ``heard()`` is called for every line that arrives (keep-alives too)."""
-    lines: list[str] = []
-    while True:
-        raw = response.readline(1 << 24)
-        if not raw:
-            break
-        if heard is not None:
-            heard()
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
-        if not line:
-            if lines:
-                yield "\n".join(lines)
-                lines = []
-            continue
-        if line.startswith(":"):
-            continue  # a comment (keep-alive)
-        field, _, value = line.partition(":")
-        if field == "data":
-            lines.append(value[1:] if value.startswith(" ") else value)
-    if lines:
-        # Not closed by a blank line: servers that skip it still meant it.
-        yield "\n".join(lines)
-
-
-def error_detail(response) -> str:
-    try:
-        body = response.read(MAX_ERROR_BODY)
-    except (OSError, http.client.HTTPException):
-        return ""
+def error_detail(body: bytes) -> str:
+    """The message in an error answer's body (JSON ``error``/``detail``/``message``,
+    else the text), on one line."""
     text = body.decode("utf-8", "replace").strip()
     try:
         data = json.loads(text)
