@@ -307,7 +307,8 @@ def decode_in_kernel(context: Context, reps: int) -> None:
 
 COALESCING_PATCH = """
 import queue as _queue, time as _time
-from mlx_magic.runtime.values import Job as _Job, TokenChunk as _TokenChunk
+from mlx_magic.runtime.job import Job as _Job
+from mlx_magic.runtime.values import TokenChunk as _TokenChunk
 def _next_event(self, timeout=None):
     try:
         event = self.events.get_nowait()
@@ -468,14 +469,15 @@ def decode_three_way(context: Context, reps: int) -> None:
 HANDSHAKE_PATCH = """
 import threading as _threading
 from mlx_magic.runtime import values as _protocol
+from mlx_magic.runtime.job import Job as _Job
 from mlx_magic.display import streaming as _streaming
-_emit = _protocol.Job.emit
+_emit = _Job.emit
 def _emit_then_wait(self, event):
     _emit(self, event)
     shown = self.__dict__.setdefault("_first_shown", _threading.Event())
     if isinstance(event, _protocol.TokenChunk) and event.text and not shown.is_set():
         shown.wait(0.05)  # the reader shows the first text before the next MLX step
-_protocol.Job.emit = _emit_then_wait
+_Job.emit = _emit_then_wait
 _show = _streaming._Collector._show
 def _show_and_tell(self, text):
     _show(self, text)

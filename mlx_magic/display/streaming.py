@@ -17,11 +17,11 @@ from mlx_magic.display.buffering import TokenBuffer
 from mlx_magic.display.result import MLXResult, TokenInfo
 from mlx_magic.display.views import StreamView
 from mlx_magic.errors import GenerationFailed
+from mlx_magic.runtime.job import Job
 from mlx_magic.runtime.values import (
     Failed,
     Finished,
     GenerationStats,
-    Job,
     ModelLoading,
     ModelReady,
     Notice,

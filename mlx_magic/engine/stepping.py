@@ -14,7 +14,8 @@ from typing import Any, Callable, Generator, Optional, cast
 
 from mlx_magic.errors import CancelledDuringPrompt
 from mlx_magic.locking import gpu_lock
-from mlx_magic.runtime.values import Job, TokenChunk
+from mlx_magic.runtime.job import Job
+from mlx_magic.runtime.values import TokenChunk
 
 #: After the first text, how long the runtime lets whoever shows the answer
 #: put it out before computing the next token. Without this pause the next

@@ -13,7 +13,8 @@ from mlx_magic.engine.stepping import (
     token_id,
 )
 from mlx_magic.locking import gpu_lock
-from mlx_magic.runtime.values import Finished, GenerationRequest, GenerationStats, Job, Notice
+from mlx_magic.runtime.job import Job
+from mlx_magic.runtime.values import Finished, GenerationRequest, GenerationStats, Notice
 from mlx_magic.units import gib
 
 

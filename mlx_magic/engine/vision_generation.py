@@ -6,7 +6,8 @@ from mlx_magic.engine.model_cache import WarmModel
 from mlx_magic.engine.stepping import Stepper, probability_describer, token_id
 from mlx_magic.engine.text_generation import PendingGeneration
 from mlx_magic.locking import gpu_lock
-from mlx_magic.runtime.values import Finished, GenerationStats, Job
+from mlx_magic.runtime.job import Job
+from mlx_magic.runtime.values import Finished, GenerationStats
 from mlx_magic.units import gib
 
 

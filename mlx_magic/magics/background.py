@@ -18,7 +18,7 @@ from typing import Callable, Optional
 from mlx_magic.display.result import MLXResult
 from mlx_magic.display.streaming import GenerationFailed, stream_job
 from mlx_magic.display.views import StreamView
-from mlx_magic.runtime.values import Job
+from mlx_magic.runtime.job import Job
 
 
 @dataclass

@@ -10,7 +10,8 @@ from __future__ import annotations
 import abc
 from typing import Optional
 
-from mlx_magic.runtime.values import GenerationRequest, Job, ModelInfo, ModelSpec, RuntimeStatus
+from mlx_magic.runtime.job import Job
+from mlx_magic.runtime.values import GenerationRequest, ModelInfo, ModelSpec, RuntimeStatus
 
 
 class Runtime(abc.ABC):

@@ -2,7 +2,7 @@
 
 MLX streams are thread-local, so models are loaded, used and freed on the
 same thread. Requests arrive through a queue; every generation answers with
-a :class:`~mlx_magic.runtime.values.Job` whose events (tokens, results and
+a :class:`~mlx_magic.runtime.job.Job` whose events (tokens, results and
 exceptions, all as values) the caller reads on its own thread.
 
 :class:`ThreadRuntime` serves :class:`~mlx_magic.runtime.interface.Runtime`
@@ -21,10 +21,10 @@ from mlx_magic.engine.model_cache import WarmModel, WarmModelCache
 from mlx_magic.errors import ModelLoadError
 from mlx_magic.locking import gpu_lock
 from mlx_magic.runtime.interface import Runtime
+from mlx_magic.runtime.job import Job
 from mlx_magic.runtime.values import (
     Failed,
     GenerationRequest,
-    Job,
     ModelInfo,
     ModelLoading,
     ModelReady,

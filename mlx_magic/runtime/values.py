@@ -1,7 +1,8 @@
 """The values that pass between the magics and a runtime.
 
 Everything a magic sends (a :class:`GenerationRequest`) and everything a
-runtime sends back (the events below) is a plain dataclass of strings and
+runtime sends back (the events below, through a :class:`~mlx_magic.runtime.job.Job`)
+is a plain dataclass of strings and
 numbers, so the same interface can be served by the in-kernel thread runtime,
 by a worker process speaking JSON-RPC, or by a remote OpenAI-compatible
 server, without the magics knowing which.
@@ -9,8 +10,6 @@ server, without the magics knowing which.
 
 from __future__ import annotations
 
-import queue
-import threading
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
@@ -258,52 +257,3 @@ class Failed:
 
 
 Event = Union[ModelLoading, ModelReady, Notice, TokenChunk, Finished, Failed]
-
-
-class Job:
-    """A running generation as the caller sees it: a stream of events and a
-    way to cancel it.
-
-    The runtime puts events into ``events``; the caller reads them (see
-    :meth:`next_event`) and may call :meth:`cancel` from any thread. The last
-    event of every job is a :class:`Finished` or a :class:`Failed`.
-    """
-
-    def __init__(self, request: GenerationRequest):
-        self.request = request
-        self.events: "queue.Queue[Event]" = queue.Queue()
-        self._cancel = threading.Event()
-        #: Set by whoever shows the answer once its first text is out (on
-        #: screen, or written to the worker's pipe); see :mod:`mlx_magic.engine.stepping`.
-        self.first_text_shown = threading.Event()
-        #: Set once the last event (a Finished or a Failed) is in ``events``.
-        self.ended = threading.Event()
-
-    def cancel(self) -> None:
-        """Ask the runtime to stop at the next token step."""
-        self._cancel.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    def emit(self, event: Event) -> None:
-        self.events.put(event)
-        if isinstance(event, (Finished, Failed)):
-            self.ended.set()
-
-    def waiting_events(self) -> list:
-        """The events already queued (without waiting)."""
-        events = []
-        while True:
-            try:
-                events.append(self.events.get_nowait())
-            except queue.Empty:
-                return events
-
-    def next_event(self, timeout: Optional[float] = None) -> Optional[Event]:
-        """The next event, or ``None`` if none came within ``timeout`` s."""
-        try:
-            return self.events.get(timeout=timeout)
-        except queue.Empty:
-            return None

@@ -31,6 +31,7 @@ import time
 from typing import Any, Optional
 
 from mlx_magic.errors import ModelLoadError, WorkerError
+from mlx_magic.runtime.job import Job
 from mlx_magic.runtime.process import rpc
 from mlx_magic.runtime.process.exits import describe_exit
 from mlx_magic.runtime.process.worker_process import PendingCall, WorkerProcess
@@ -40,7 +41,6 @@ from mlx_magic.runtime.values import (
     Failed,
     Finished,
     GenerationRequest,
-    Job,
     ModelInfo,
     ModelSpec,
     RuntimeStatus,

@@ -50,15 +50,9 @@ from typing import Any, Callable, Optional
 
 from mlx_magic.display.buffering import TokenBuffer
 from mlx_magic.errors import ParamsError
+from mlx_magic.runtime.job import Job
 from mlx_magic.runtime.process import rpc
-from mlx_magic.runtime.values import (
-    Failed,
-    Finished,
-    GenerationRequest,
-    Job,
-    ModelSpec,
-    TokenChunk,
-)
+from mlx_magic.runtime.values import Failed, Finished, GenerationRequest, ModelSpec, TokenChunk
 
 HOOKS_VARIABLE = "MLX_MAGIC_WORKER_TEST_HOOKS"
 DEFAULT_BATCH_INTERVAL_S = 0.2

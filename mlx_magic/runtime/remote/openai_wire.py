@@ -46,13 +46,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from mlx_magic.errors import one_line
-from mlx_magic.runtime.values import (
-    GenerationRequest,
-    GenerationStats,
-    Job,
-    ModelSpec,
-    TokenChunk,
-)
+from mlx_magic.runtime.job import Job
+from mlx_magic.runtime.values import GenerationRequest, GenerationStats, ModelSpec, TokenChunk
 
 #: How much of an error body is read for its message.
 MAX_ERROR_BODY = 64 * 1024

@@ -1,0 +1,60 @@
+"""A running generation as its caller holds it: the queue its events arrive in,
+and the flags the runtime and the display share (cancelled, first text shown,
+ended). The one value of the interface that is not plain data."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Optional
+
+from mlx_magic.runtime.values import Event, Failed, Finished, GenerationRequest
+
+
+class Job:
+    """A running generation as the caller sees it: a stream of events and a
+    way to cancel it.
+
+    The runtime puts events into ``events``; the caller reads them (see
+    :meth:`next_event`) and may call :meth:`cancel` from any thread. The last
+    event of every job is a :class:`Finished` or a :class:`Failed`.
+    """
+
+    def __init__(self, request: GenerationRequest):
+        self.request = request
+        self.events: "queue.Queue[Event]" = queue.Queue()
+        self._cancel = threading.Event()
+        #: Set by whoever shows the answer once its first text is out (on
+        #: screen, or written to the worker's pipe); see :mod:`mlx_magic.engine.stepping`.
+        self.first_text_shown = threading.Event()
+        #: Set once the last event (a Finished or a Failed) is in ``events``.
+        self.ended = threading.Event()
+
+    def cancel(self) -> None:
+        """Ask the runtime to stop at the next token step."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def emit(self, event: Event) -> None:
+        self.events.put(event)
+        if isinstance(event, (Finished, Failed)):
+            self.ended.set()
+
+    def waiting_events(self) -> list:
+        """The events already queued (without waiting)."""
+        events = []
+        while True:
+            try:
+                events.append(self.events.get_nowait())
+            except queue.Empty:
+                return events
+
+    def next_event(self, timeout: Optional[float] = None) -> Optional[Event]:
+        """The next event, or ``None`` if none came within ``timeout`` s."""
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            return None
