@@ -221,3 +221,18 @@ def test_every_mlx_command_is_in_the_manual_and_the_readme():
     for name in COMMANDS:
         assert f"%mlx {name}" in manual, name
         assert f"%mlx {name}" in readme.split("## `%mlx`")[1].split("## Settings")[0], name
+
+
+def test_how_it_works_names_every_module():
+    from pathlib import Path
+
+    root = Path(mlx_magic.__file__).parent
+    readme = (root.parent / "README.md").read_text()
+    section = readme.split("## How it works")[1].split("## Benchmarks")[0]
+    missing = [
+        str(path.relative_to(root))
+        for path in sorted(root.rglob("*.py"))
+        if path.name not in ("__init__.py", "__main__.py") or path.parent == root
+        if f"`{path.name}`" not in section
+    ]
+    assert missing == [], "README's 'How it works' does not name these modules"

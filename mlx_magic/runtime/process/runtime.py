@@ -1,6 +1,6 @@
 """The runtime in a child process: MLX never enters the kernel.
 
-:class:`ProcessRuntime` serves the :class:`~mlx_magic.runtime.thread.Runtime`
+:class:`ProcessRuntime` serves the :class:`~mlx_magic.runtime.interface.Runtime`
 interface by talking JSON-RPC 2.0 (framing: :mod:`mlx_magic.runtime.process.rpc`) to
 ``python -m mlx_magic.runtime.process.server`` over the child's stdin and stdout. The worker
 runs a :class:`~mlx_magic.runtime.thread.ThreadRuntime`, so generations behave as in
@@ -31,11 +31,11 @@ import time
 from typing import Any, Optional
 
 from mlx_magic.errors import ModelLoadError, WorkerError
+from mlx_magic.runtime.interface import Runtime
 from mlx_magic.runtime.job import Job
 from mlx_magic.runtime.process import rpc
 from mlx_magic.runtime.process.exits import describe_exit
 from mlx_magic.runtime.process.worker_process import PendingCall, WorkerProcess
-from mlx_magic.runtime.thread import Runtime
 from mlx_magic.runtime.values import (
     Event,
     Failed,
