@@ -149,6 +149,43 @@ def test_interrupt_stops_promptly_and_the_next_cell_works(model_shell, monkeypat
     assert len(runtime_threads()) == 1
 
 
+def test_a_burst_of_interrupts_still_keeps_the_answer(model_shell, monkeypatch, capsys):
+    """Four interrupts 25 ms apart (hammering the stop button): the first stops the
+    generation, the others land while it drains and are held; one line, the footer
+    and the partial answer in _mlx, as for a single interrupt."""
+    from mlx_magic.errors import GenerationInterrupted
+
+    third_write = threading.Event()
+    writes = []
+    original_write = TerminalView.write
+
+    def counting_write(self, text):
+        original_write(self, text)
+        writes.append(text)
+        if len(writes) == 3:
+            third_write.set()
+
+    monkeypatch.setattr(TerminalView, "write", counting_write)
+
+    def hammer():
+        third_write.wait(60)
+        for _ in range(4):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.025)
+
+    model_shell.user_ns["_mlx"] = "before"
+    threading.Thread(target=hammer, daemon=True).start()
+    outcome = model_shell.run_cell("%%mlx -n 200\nWrite a long essay about the history of Rome.")
+    assert type(outcome.error_in_exec) is GenerationInterrupted
+    result = model_shell.user_ns["_mlx"]
+    assert result != "before" and result.finish_reason == "cancelled"
+    assert "cancelled" in capsys.readouterr().out  # the footer
+    time.sleep(0.2)  # nothing is left to arrive
+    monkeypatch.undo()
+    run(model_shell, f"%%mlx -n 12\n{CAPITAL}")
+    assert "Paris" in model_shell.user_ns["_mlx"].text
+
+
 def test_gpu_lock_pauses_generation_between_tokens(model_shell):
     """User code holding mlx_magic.gpu_lock never overlaps a token step."""
     from mlx_magic.runtime.values import GenerationRequest, SamplingParams, TokenChunk

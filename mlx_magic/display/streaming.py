@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from mlx_magic.display.buffering import TokenBuffer
+from mlx_magic.display.interrupts import NO_SHIELD, InterruptShield
 from mlx_magic.display.result import MLXResult, TokenInfo
 from mlx_magic.display.views import StreamView
 from mlx_magic.errors import GenerationFailed
@@ -47,6 +48,8 @@ class StreamOutcome:
     result: MLXResult
     interrupted: bool = False
     flushes: int = 0
+    #: Held after an interrupt until the caller has kept the result.
+    shield: InterruptShield = NO_SHIELD
 
 
 def stream_job(job: Job, view: StreamView, *, interval_s: float) -> StreamOutcome:
@@ -60,16 +63,26 @@ def stream_job(job: Job, view: StreamView, *, interval_s: float) -> StreamOutcom
         GenerationFailed: the runtime could not generate.
     """
     collector = _Collector(job, view, TokenBuffer(interval_s) if view.batches else None)
+    shield = NO_SHIELD
     try:
         finished = collector.run_until_finished()
         interrupted = False
     except KeyboardInterrupt:
+        # Further interrupts wait until the caller has kept the partial answer
+        # (it calls outcome.shield.release()).
+        shield = InterruptShield().hold()
         job.cancel()
-        finished = collector.run_until_finished(grace_s=CANCEL_GRACE_S)
+        try:
+            finished = collector.run_until_finished(grace_s=CANCEL_GRACE_S)
+        except BaseException:
+            shield.release()
+            raise
         interrupted = True
     result = collector.result(finished)
     view.finish(result)
-    return StreamOutcome(result=result, interrupted=interrupted, flushes=collector.flushes)
+    return StreamOutcome(
+        result=result, interrupted=interrupted, flushes=collector.flushes, shield=shield
+    )
 
 
 def stream_jobs(
@@ -86,6 +99,7 @@ def stream_jobs(
     ]
     ends: dict[int, Finished | GenerationFailed] = {}
     interrupted = False
+    shield = InterruptShield()
     deadline = None
     while len(ends) < len(jobs):
         try:
@@ -109,6 +123,7 @@ def stream_jobs(
                 time.sleep(0.02)
         except KeyboardInterrupt:
             interrupted = True
+            shield.hold()  # later interrupts count only, until the columns are kept
             for job in jobs:
                 job.cancel()
             deadline = time.monotonic() + CANCEL_GRACE_S
@@ -124,6 +139,7 @@ def stream_jobs(
         outcomes.append(
             StreamOutcome(result=result, interrupted=interrupted, flushes=collector.flushes)
         )
+    shield.release()
     return outcomes
 
 

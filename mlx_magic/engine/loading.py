@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import time
+from pathlib import Path
 
 from mlx_magic.engine.model_cache import WarmModel
 from mlx_magic.errors import ModelLoadError
@@ -27,6 +28,13 @@ def load_warm_model(spec: ModelSpec) -> WarmModel:
     started = time.perf_counter()
     if spec.gguf:
         _convert_gguf(spec)
+    folder = Path(spec.path)
+    if folder.is_dir() and not any(folder.glob("*.safetensors")):
+        # Checked here: mlx-vlm logs an "ERROR:root:" line before it raises.
+        raise ModelLoadError(
+            f"'{spec.name}' has no weights: {spec.path} holds no *.safetensors files "
+            "(an unfinished download? fetch it again, or convert it with mlx_lm.convert)"
+        )
     try:
         if spec.kind == "vision":
             model, tokenizer, config = _load_vision(spec.path)

@@ -8,9 +8,11 @@ Untrusted bytes (a URL, a user's file) fail here as one
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Optional, cast
+from typing import Any, Iterator, Optional, cast
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -73,7 +75,7 @@ def decode(source: str, file: Any, max_pixels: int, what: str = "") -> LoadedIma
     """Fully decode an image file: header, size limit, then every pixel."""
     got = f" (got {what})" if what and not what.startswith("image/") else ""
     try:
-        with Image.open(file) as image:
+        with _quiet_about_corrupt_exif(), Image.open(file) as image:
             # Checked from the header, before a single pixel is decompressed.
             check_pixels(source, image.size, max_pixels)
             # Image.open is lazy; load() decodes everything so a truncated
@@ -102,6 +104,10 @@ def decode(source: str, file: Any, max_pixels: int, what: str = "") -> LoadedIma
 
 def check_pixels(source: str, size: tuple[int, int], max_pixels: int) -> None:
     width, height = size
+    if width == 0 or height == 0:
+        raise ImageSourceError(
+            f"{short_source(source)!r} is empty ({width}×{height} pixels)", source
+        )
     if width * height > max_pixels:
         raise ImageSourceError(
             f"{short_source(source)!r} is {width}×{height} = {width * height / 1e6:.1f} megapixels, "
@@ -117,7 +123,8 @@ def finish(source: str, image: Image.Image, max_pixels: int) -> LoadedImage:
     try:
         # Returns a copy even when there is nothing to rotate, so the caller's
         # own image object is never handed back or changed.
-        upright = ImageOps.exif_transpose(image)
+        with _quiet_about_corrupt_exif():
+            upright = ImageOps.exif_transpose(image)
         rgb = _to_rgb(upright)
     except Exception as error:  # odd modes (LAB...) or broken EXIF
         raise ImageSourceError(
@@ -174,3 +181,12 @@ def short_source(source: str, limit: int = 60) -> str:
         return source.partition(",")[0][:limit] + ",…"
     # Keep the end: for paths and URLs, the file name is what tells images apart.
     return source[: limit // 3] + "…" + source[-(limit - limit // 3 - 1) :]
+
+
+@contextlib.contextmanager
+def _quiet_about_corrupt_exif() -> Iterator[None]:
+    """A corrupt EXIF block only costs the rotation it would give: Pillow's
+    "Corrupt EXIF data" warning would reach the cell for nothing to fix."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarning)
+        yield

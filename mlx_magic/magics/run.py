@@ -41,19 +41,22 @@ def run_foreground(session: Session, cell: PreparedCell) -> None:
     except GenerationFailed as failed:
         raise_failure(session, failed.failure)
     result = outcome.result
-    shell.user_ns["_mlx"] = result
-    session.record_finished(cell, result)
-    if cell.request.top_logprobs and result.tokens:
-        from mlx_magic.display.probability_view import probability_bundle
+    try:
+        shell.user_ns["_mlx"] = result
+        session.record_finished(cell, result)
+        if cell.request.top_logprobs and result.tokens:
+            from mlx_magic.display.probability_view import probability_bundle
 
-        view.show_bundle(probability_bundle(result, cell.request.sampling))
-    if outcome.interrupted:
-        if cell.out_name:
-            shell.user_ns[cell.out_name] = result
-        raise GenerationInterrupted(
-            f"generation stopped after {result.stats.generation_tokens} tokens; "
-            "the partial answer is in _mlx"
-        )
+            view.show_bundle(probability_bundle(result, cell.request.sampling))
+        if outcome.interrupted:
+            if cell.out_name:
+                shell.user_ns[cell.out_name] = result
+            raise GenerationInterrupted(
+                f"generation stopped after {result.stats.generation_tokens} tokens; "
+                "the partial answer is in _mlx"
+            )
+    finally:
+        outcome.shield.release()
     session.apply_format(result, cell)
 
 
