@@ -56,3 +56,59 @@ def test_a_vision_folder_without_weights_is_one_line_and_nothing_else(
     assert "ERROR" not in capsys.readouterr().err
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert magics_of(shell).session.runtime.models() == []
+
+
+class Exploding:
+    @property
+    def prop(self):
+        raise RuntimeError("boom in a property")
+
+    def __format__(self, spec):
+        raise RuntimeError("boom in __format__")
+
+
+@pytest.mark.parametrize(
+    "cell, words",
+    [
+        ("%%mlx\nSay {b}", "boom in __format__"),
+        ("%%mlx\nSay {b.prop}", "boom in a property"),
+        ("%%mlx\nSay {five:abc}", "Invalid format specifier"),
+        ("%%mlx -m a/b..c\nHi", "not a valid Hugging Face Hub id"),
+        ("%mlx chat load {tmp}/list.json", "not an mlx_magic conversation"),
+        ("%mlx chat save {tmp} default", "is a folder"),
+        ("%mlx chat save {tmp}/missing/x.json default", "does its folder exist?"),
+        ("%%mlx_vision -m x -i {tmp}/pipe\nWhat?", "not a regular file"),
+    ],
+)
+def test_each_mistake_is_one_line_not_a_traceback(shell, tmp_path, cell, words):
+    import os
+
+    shell.user_ns.update(b=Exploding(), five=5)
+    (tmp_path / "list.json").write_text("[]")
+    os.mkfifo(tmp_path / "pipe")
+    conversations = magics_of(shell).session.conversations
+    conversations.start_or_continue("default", "k", "m", None)
+    shell.user_ns["_mlx"] = "before"
+    with pytest.raises(UsageError) as caught:
+        run(shell, cell.replace("{tmp}", str(tmp_path)))
+    assert type(caught.value) is UsageError
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+    assert shell.user_ns["_mlx"] == "before"
+    assert not magics_of(shell).session.runtime_started
+
+
+@pytest.mark.parametrize("setting", ["prefix_cache_gb", "memory_budget_gb", "temperature"])
+def test_an_infinite_setting_is_refused_and_forgotten(shell, caplog, setting):
+    before = getattr(magics_of(shell), setting)
+    run(shell, f"%config MLXMagics.{setting} = float('inf')")
+    assert "finite" in caplog.text
+    assert getattr(magics_of(shell), setting) == before
+    assert setting not in shell.config.get("MLXMagics", {})
+
+
+def test_an_alias_loop_in_remote_mode_is_one_line(shell):
+    run(shell, '%config MLXMagics.aliases = {"a": "b", "b": "a"}')
+    run(shell, '%config MLXMagics.endpoints = ["http://127.0.0.1:9"]')
+    run(shell, '%config MLXMagics.runtime = "remote"')
+    with pytest.raises(UsageError, match="aliases form a loop"):
+        run(shell, "%%mlx -m a\nHi")

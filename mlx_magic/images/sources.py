@@ -22,6 +22,7 @@ import hashlib
 import io
 import os
 import re
+import stat as stat_module
 import sys
 import urllib.parse
 from dataclasses import dataclass
@@ -364,6 +365,14 @@ def _from_file(source: str, path: str, options: _Options) -> LoadedImage:
             source,
         )
     try:
+        # Only regular files: opening a named pipe or a device to read it
+        # would block the cell for ever (or read without end).
+        if not stat_module.S_ISREG(os.stat(path).st_mode):
+            raise ImageSourceError(
+                f"{source!r} is not a regular file (a pipe, socket or device): "
+                "save the image to a file first",
+                source,
+            )
         with open(path, "rb") as file:
             # fstat on the open file: the key describes exactly what is read.
             stat = os.fstat(file.fileno())

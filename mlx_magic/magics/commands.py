@@ -13,7 +13,7 @@ from pathlib import Path
 
 from IPython.core.error import UsageError
 
-from mlx_magic.errors import ModelLoadError
+from mlx_magic.errors import GenerationInterrupted, ModelLoadError
 from mlx_magic.magics.conversations import DEFAULT_CONVERSATION
 from mlx_magic.units import gib
 
@@ -130,7 +130,17 @@ def command_chat(magics, names):
         name = names[2] if len(names) > 2 else DEFAULT_CONVERSATION
         if name not in conversations:
             raise UsageError(f"No conversation named '{name}'")
-        path = conversations.save(name, Path(names[1]).expanduser())
+        target = Path(names[1]).expanduser()
+        if target.is_dir():
+            raise UsageError(
+                f"{names[1]} is a folder: name a file, e.g. {target / (name + '.json')}"
+            )
+        try:
+            path = conversations.save(name, target)
+        except OSError as error:
+            raise UsageError(
+                f"Could not save to {names[1]}: {error.strerror or error} (does its folder exist?)"
+            ) from error
         print(f"Saved conversation '{name}' to {path}")
     elif action == "load":
         if len(names) != 2:
@@ -230,9 +240,11 @@ def command_wait(magics, names):
             # Short waits keep the kernel's interrupt responsive.
             while not entry.done.wait(0.1):
                 pass
-    except KeyboardInterrupt:
-        print("Stopped waiting; the jobs go on (%mlx cancel stops them)")
-        raise
+    except KeyboardInterrupt as interrupt:
+        # One line, as for a stopped generation: the jobs themselves go on.
+        raise GenerationInterrupted(
+            "stopped waiting; the jobs go on (%mlx jobs lists them, %mlx cancel stops them)"
+        ) from interrupt
     for entry in entries:
         detail = entry.error or (entry.result.footer if entry.result else "")
         print(f"job {entry.id}: {entry.state}" + (f" · {detail}" if detail else ""))

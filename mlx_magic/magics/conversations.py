@@ -108,8 +108,13 @@ class Conversation:
 
     @classmethod
     def from_json(cls, data: dict) -> "Conversation":
-        if data.get("format") != _FORMAT:
-            raise ValueError(f"not an mlx_magic conversation (format {data.get('format')!r})")
+        if not isinstance(data, dict) or data.get("format") != _FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"not an mlx_magic conversation (format {found!r})")
+        if not isinstance(data.get("turns", []), list) or not all(
+            isinstance(turn, dict) for turn in data.get("turns", [])
+        ):
+            raise ValueError("its turns are not a list of objects")
         turns = [
             Turn(**{**turn, "image_names": tuple(turn.get("image_names", ()))})
             for turn in data.get("turns", [])

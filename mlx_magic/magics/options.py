@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import keyword
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Optional
 
@@ -80,7 +81,7 @@ def sampling_params(options: CellOptions, settings: Any) -> SamplingParams:
     top_p = settings.top_p if options.top_p is None else options.top_p
     checks = [
         (max_tokens > 0, f"--max-tokens must be a positive integer, not {max_tokens}"),
-        (temperature >= 0, f"--temp must be 0 or more, not {temperature}"),
+        (0 <= temperature < math.inf, f"--temp must be 0 or more, not {temperature}"),
         (0 <= top_p <= 1, f"--top-p must be between 0 and 1, not {top_p}"),
         (
             options.top_k is None or options.top_k >= 0,

@@ -103,9 +103,11 @@ class Session:
         from mlx_magic.models.resolve import resolve_model, served_model_spec
 
         settings = self.settings
-        if settings.runtime == "remote":
-            return served_model_spec(name or default or settings.default_model, settings.aliases)
         try:
+            if settings.runtime == "remote":
+                return served_model_spec(
+                    name or default or settings.default_model, settings.aliases
+                )
             return resolve_model(
                 name, default=default or settings.default_model, aliases=settings.aliases
             )
@@ -118,9 +120,12 @@ class Session:
         if settings.runtime == "remote":
             from mlx_magic.models.resolve import served_model_spec
 
-            return served_model_spec(
-                name or settings.default_vision_model, settings.aliases, "vision"
-            )
+            try:
+                return served_model_spec(
+                    name or settings.default_vision_model, settings.aliases, "vision"
+                )
+            except ModelLoadError as error:
+                raise UsageError(str(error)) from error
         spec = self.resolve(name, default=settings.default_vision_model)
         if spec.kind != "vision":
             raise UsageError(

@@ -8,6 +8,7 @@ so every trait is configured under the name ``MLXMagics``.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 
@@ -32,10 +33,10 @@ _SETTING_RULES = {
     "max_tokens": (lambda v: v > 0, "a positive integer"),
     "max_images": (lambda v: v > 0, "a positive integer"),
     "prefix_cache_entries": (lambda v: v >= 1, "1 or more"),
-    "prefix_cache_gb": (lambda v: v > 0, "more than 0"),
-    "temperature": (lambda v: v >= 0, "0 or more"),
+    "prefix_cache_gb": (lambda v: 0 < v < math.inf, "a finite number of GiB above 0"),
+    "temperature": (lambda v: 0 <= v < math.inf, "0 or more (and finite)"),
     "top_p": (lambda v: 0.0 <= v <= 1.0, "between 0 and 1"),
-    "memory_budget_gb": (lambda v: v > 0, "more than 0"),
+    "memory_budget_gb": (lambda v: 0 < v < math.inf, "a finite number of GiB above 0"),
     "stream_interval_ms": (lambda v: 10 <= v <= 10_000, "between 10 and 10000"),
 }
 

@@ -10,7 +10,7 @@ import string
 import traceback
 from typing import Mapping, Optional
 
-from mlx_magic.errors import TemplateError
+from mlx_magic.errors import TemplateError, one_line
 
 
 def fill_template(text: str, namespace: Mapping[str, object]) -> str:
@@ -27,16 +27,40 @@ def fill_template(text: str, namespace: Mapping[str, object]) -> str:
             f"{{{missing.name}}} in the prompt names no variable: define it, write "
             f"{{{{{missing.name}}}}} for literal braces, or pass --no-interpolate"
         ) from missing
-    except (AttributeError, LookupError, TypeError) as error:
-        raise TemplateError(
-            f"A {{…}} placeholder in the prompt failed: {error}; "
-            "pass --no-interpolate to send braces as they are"
-        ) from error
     except ValueError as error:
-        raise TemplateError(
-            f"The prompt's braces do not parse ({error}): write {{{{ and }}}} "
-            "for literal braces, or pass --no-interpolate"
-        ) from error
+        if _is_brace_syntax_error(error):
+            raise TemplateError(
+                f"The prompt's braces do not parse ({error}): write {{{{ and }}}} "
+                "for literal braces, or pass --no-interpolate"
+            ) from error
+        raise TemplateError(_failed(error)) from error
+    except Exception as error:  # the notebook's own objects: a property, __format__...
+        raise TemplateError(_failed(error)) from error
+
+
+def _failed(error: Exception) -> str:
+    detail = one_line(f"{type(error).__name__}: {error}", 200)
+    return (
+        f"A {{…}} placeholder in the prompt failed ({detail}): fix the value or the "
+        "format spec, or pass --no-interpolate to send braces as they are"
+    )
+
+
+def _is_brace_syntax_error(error: ValueError) -> bool:
+    """string.Formatter's own complaints about the braces themselves."""
+    text = str(error)
+    return any(
+        words in text
+        for words in (
+            "Single '}'",
+            "Single '{'",
+            "expected '}'",
+            "unmatched '{'",
+            "Max string recursion",
+            "cannot switch from",
+            "Empty attribute",
+        )
+    )
 
 
 def last_error_text(shell) -> Optional[str]:

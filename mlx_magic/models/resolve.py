@@ -144,7 +144,11 @@ def _folder_spec(name: str, folder: Path) -> ModelSpec:
 
 def _hub_spec(name: str, repo_id: str) -> ModelSpec:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+    )
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     try:
@@ -158,6 +162,11 @@ def _hub_spec(name: str, repo_id: str) -> ModelSpec:
         raise ModelLoadError(
             f"Could not fetch '{repo_id}' from the Hugging Face Hub (no network?): pass a "
             "local model folder, or set HF_HUB_OFFLINE=1 to use only the local cache"
+        ) from error
+    except HFValidationError as error:
+        raise ModelLoadError(
+            f"'{repo_id}' is not a valid Hugging Face Hub id ({error}): pass owner/name, a "
+            "local model folder, or a .gguf file"
         ) from error
     except HfHubHTTPError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
