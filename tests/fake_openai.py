@@ -89,6 +89,12 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
             return self._hang_up()
         events = [": keep-alive"]
         words = ["Hello", ",", " wörld", " 🚀"]
+        if mode == "endless":
+            words = [f" w{index}" for index in range(2000)]  # ignores max_tokens
+        if mode == "echo-auth":
+            # Echoes the Authorization header, split across chunks.
+            header = self.headers.get("Authorization") or ""
+            words = ["You sent: "] + [header[i : i + 5] for i in range(0, len(header), 5)]
         if mode == "raw-unicode":
             words[2] = " w\u2028ö\x85rld"  # line and next-line separators, sent unescaped
         for word in words:
@@ -120,9 +126,18 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
             events[4:4] = [": keep-alive"] * 6
         for event in events:
             data = (event + "\r\n\r\n").encode()
-            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            self.wfile.flush()
-            time.sleep(0.2 if event == ": keep-alive" and mode == "pauses" else 0.01)
+            try:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                return  # the client stopped reading (-n reached, a cancel)
+            time.sleep(
+                0.2
+                if event == ": keep-alive" and mode == "pauses"
+                else 0.001
+                if mode == "endless"
+                else 0.01
+            )
         if mode == "cut":
             return self._hang_up()  # no [DONE], no last chunk: the socket just closes
         if mode == "idle":

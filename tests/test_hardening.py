@@ -112,3 +112,50 @@ def test_an_alias_loop_in_remote_mode_is_one_line(shell):
     run(shell, '%config MLXMagics.runtime = "remote"')
     with pytest.raises(UsageError, match="aliases form a loop"):
         run(shell, "%%mlx -m a\nHi")
+
+
+def test_remote_stops_at_max_tokens_when_the_server_does_not(shell):
+    from fake_openai import Recorder
+
+    server = Recorder("endless")
+    try:
+        run(shell, f"%mlx connect {server.url}")
+        run(shell, "%%mlx -n 4\nCount for ever.")
+        result = shell.user_ns["_mlx"]
+        assert result.finish_reason == "length"
+        assert result.text == " w0 w1 w2 w3"
+        assert result.stats.server == server.url.replace("127.0.0.1", "127.0.0.1")
+    finally:
+        run(shell, "%mlx disconnect")
+        server.close()
+
+
+def test_the_key_never_reaches_the_cell_even_echoed_in_pieces(shell, monkeypatch, capsys):
+    from fake_openai import Recorder
+
+    key = "sk-echo-0123456789abcdef"
+    monkeypatch.setenv("MLX_MAGIC_TEST_ECHO_KEY", key)
+    server = Recorder("echo-auth")
+    try:
+        run(shell, '%config MLXMagics.api_key_env = "MLX_MAGIC_TEST_ECHO_KEY"')
+        run(shell, f"%mlx connect {server.url}")
+        run(shell, "%%mlx -n 64\nWhat did I send?")
+        result = shell.user_ns["_mlx"]
+        assert result.text.startswith("You sent: Bearer ***")
+        assert key not in result.text and key not in capsys.readouterr().out
+        assert key[:10] not in result.text  # no piece of it either
+    finally:
+        run(shell, "%mlx disconnect")
+        server.close()
+
+
+def test_connect_checks_the_url_before_switching(shell, tiny_llama):
+    run(shell, f"%mlx load {tiny_llama}")
+    runtime = magics_of(shell).session.runtime
+    for url in ("not-a-url", "http://127.0.0.1:9", "ftp://example.com"):
+        with pytest.raises(UsageError) as caught:
+            run(shell, f"%mlx connect {url}")
+        assert type(caught.value) is UsageError and "\n" not in str(caught.value)
+    assert magics_of(shell).runtime == "thread"
+    assert magics_of(shell).session.runtime is runtime
+    assert [info.key for info in runtime.models()] == [str(tiny_llama)]

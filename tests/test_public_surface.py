@@ -11,9 +11,11 @@ import mlx_magic
 TRAITS = [
     "aliases",
     "api_key_env",
+    "connect_timeout_s",
     "default_model",
     "default_vision_model",
     "endpoints",
+    "first_token_timeout_s",
     "max_images",
     "max_tokens",
     "memory_budget_gb",

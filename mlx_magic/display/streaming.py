@@ -26,6 +26,7 @@ from mlx_magic.runtime.values import (
     ModelLoading,
     ModelReady,
     Notice,
+    Progress,
     TokenChunk,
 )
 
@@ -222,6 +223,8 @@ class _Collector:
                 self._show(self.buffer.add(event.text, max(1, len(event.token_ids))))
         elif isinstance(event, Notice):
             self.view.notice(event.message)
+        elif isinstance(event, Progress):
+            self.view.progress(event.message)
         elif isinstance(event, ModelLoading):
             self.view.loading(event.model)
         elif isinstance(event, ModelReady):

@@ -46,6 +46,9 @@ class StreamView:
     def waiting_for_first_token(self, model: str, loaded_in: Optional[float]) -> None:
         """The model is ready; the prompt is being read."""
 
+    def progress(self, message: str) -> None:
+        """Before the first token: what the generation waits for, in place."""
+
     def write(self, text: str) -> None:
         """Show more of the answer."""
 
@@ -97,6 +100,9 @@ class NotebookView(StreamView):
             self._set_status(f"✓ Loaded {model} in {loaded_in:.1f} s; reading the prompt…")
         else:
             self._set_status(f"{model} is reading the prompt…")
+
+    def progress(self, message: str) -> None:
+        self._set_status(message)
 
     def write(self, text: str) -> None:
         if not text:
@@ -184,6 +190,12 @@ class TerminalView(StreamView):
         # A line that the first token erases, where the terminal can do that.
         if _is_terminal(self.out):
             print("[reading the prompt…]", end="", file=self.out, flush=True)
+            self._transient = True
+
+    def progress(self, message: str) -> None:
+        if _is_terminal(self.out):
+            self._erase_transient()
+            print(f"[{message}]", end="", file=self.out, flush=True)
             self._transient = True
 
     def _erase_transient(self) -> None:

@@ -68,6 +68,9 @@ class WidgetStreamView(StreamView):
     def notice(self, message: str) -> None:
         self.set_status(message)
 
+    def progress(self, message: str) -> None:
+        self.set_status(message)
+
     def waiting_for_first_token(self, model: str, loaded_in: Optional[float]) -> None:
         self.set_status(f"{model} is reading the prompt…")
 

@@ -57,6 +57,9 @@ class WarmModel:
     uses: int = 0
     last_used: float = field(default_factory=time.monotonic)
     caches: ModelCaches = field(default_factory=ModelCaches)
+    #: The last measured prompt-reading speed (tokens/s), which sizes the
+    #: prefill steps so that a cancel is seen within about a second.
+    prefill_tps: Optional[float] = None
 
 
 class WarmModelCache:

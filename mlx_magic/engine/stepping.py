@@ -15,7 +15,7 @@ from typing import Any, Callable, Generator, Optional, cast
 from mlx_magic.errors import CancelledDuringPrompt
 from mlx_magic.locking import gpu_lock
 from mlx_magic.runtime.job import Job
-from mlx_magic.runtime.values import TokenChunk
+from mlx_magic.runtime.values import Progress, TokenChunk
 
 #: After the first text, how long the runtime lets whoever shows the answer
 #: put it out before computing the next token. Without this pause the next
@@ -25,12 +25,35 @@ from mlx_magic.runtime.values import TokenChunk
 FIRST_TEXT_PAUSE_S = 0.05
 
 
-def stop_prefill_when_cancelled(job: Job) -> Callable[[int, int], None]:
-    """A ``prompt_progress_callback`` that aborts the prefill of a cancelled job."""
+#: How long one prefill step may take: a cancel is checked between steps.
+PREFILL_STEP_S = 0.5
+#: Steps while the model's prompt speed is not known yet (small enough to
+#: stop within a second on a slow CPU, large enough to cost little on a GPU).
+FIRST_PREFILL_STEP = 16
+
+
+def prefill_step_size(tokens_per_s: Optional[float]) -> int:
+    """Prompt tokens per prefill step: about :data:`PREFILL_STEP_S` of work."""
+    if not tokens_per_s:
+        return FIRST_PREFILL_STEP
+    return max(4, min(2048, int(tokens_per_s * PREFILL_STEP_S)))
+
+
+#: A prompt read for longer than this shows how far it has come.
+PROGRESS_AFTER_S = 1.0
+
+
+def watch_prefill(job: Job, model: str) -> Callable[[int, int], None]:
+    """A ``prompt_progress_callback``: aborts the prefill of a cancelled job,
+    and, once reading takes longer than :data:`PROGRESS_AFTER_S`, shows how far
+    the prompt has been read (short prompts change nothing on screen)."""
+    started = time.monotonic()
 
     def check(processed: int, total: int) -> None:
         if job.cancelled:
             raise CancelledDuringPrompt
+        if processed < total and time.monotonic() - started >= PROGRESS_AFTER_S:
+            job.emit(Progress(f"{model} is reading the prompt: {processed:,} / {total:,} tokens"))
 
     return check
 

@@ -8,10 +8,12 @@ from typing import Callable
 from mlx_magic.engine.model_cache import WarmModel
 from mlx_magic.engine.stepping import (
     Stepper,
+    prefill_step_size,
     probability_describer,
-    stop_prefill_when_cancelled,
     token_id,
+    watch_prefill,
 )
+from mlx_magic.errors import UserError
 from mlx_magic.locking import gpu_lock
 from mlx_magic.runtime.job import Job
 from mlx_magic.runtime.values import Finished, GenerationRequest, GenerationStats, Notice
@@ -89,6 +91,14 @@ def start_text(
     with gpu_lock:
         limit = context_length(warm.config)
         prompt, dropped_turns = fit_history(warm.tokenizer, request, limit)
+        if limit and len(prompt) >= limit:
+            # Refused before a single token is read: prefilling it would take
+            # long and answer nothing sensible.
+            what = "The prompt" if not request.history else "This turn alone"
+            raise UserError(
+                f"{what} is {len(prompt):,} tokens; {warm.name} reads at most {limit:,} "
+                "(its context): shorten it, or use a model with a longer context"
+            )
         if dropped_turns:
             job.emit(
                 Notice(
@@ -111,6 +121,7 @@ def start_text(
     )
     if per_step_seed and sampling.seed is not None:
         sampler = seeded_per_step(sampler, sampling.seed)
+    step = prefill_step_size(warm.prefill_tps)
     steps = stream_generate(
         warm.model,
         warm.tokenizer,
@@ -119,7 +130,8 @@ def start_text(
         max_tokens=sampling.max_tokens,
         sampler=sampler,
         logits_processors=make_logits_processors(repetition_penalty=sampling.repetition_penalty),
-        prompt_progress_callback=stop_prefill_when_cancelled(job),
+        prefill_step_size=step,
+        prompt_progress_callback=watch_prefill(job, warm.name),
     )
     describe = (
         probability_describer(warm.tokenizer, request.top_logprobs)
@@ -137,6 +149,8 @@ def start_text(
             with gpu_lock:
                 prefix_cache.store(seen, kv_cache)
         last = outcome.last
+        if last is not None and last.prompt_tps and len(to_prefill) >= 32:
+            warm.prefill_tps = last.prompt_tps  # sizes the next prompt's steps
         return Finished(
             finish_reason=outcome.finish_reason,
             stats=GenerationStats(

@@ -306,17 +306,27 @@ def command_connect(magics, names):
             parse_url(url)
         except ValueError as error:
             raise UsageError(str(error)) from error
+    # Probed before anything changes: a URL that does not answer must not
+    # drop the warm local models.
+    from mlx_magic.runtime.remote import RemoteRuntime
+
+    probe = RemoteRuntime(
+        list(names), api_key_env=magics.api_key_env, connect_timeout_s=magics.connect_timeout_s
+    )
+    try:
+        served = probe.probe()
+    except ModelLoadError as error:
+        raise UsageError(
+            f"{error}; still on the {magics.runtime} runtime (check the URL, or start the server)"
+        ) from error
+    finally:
+        probe.stop()
     if magics.runtime != "remote":
         magics.session.local_runtime = magics.runtime
     magics.endpoints = list(names)
     magics.runtime = "remote"
     backend = magics.session.runtime
     print(f"Generations go to {', '.join(backend.urls)}")
-    try:
-        served = [info.name for info in backend.models()]
-    except ModelLoadError as error:
-        print(f"(could not list the served models: {error})")
-        return
     print("Served models: " + (", ".join(served) if served else "(none listed)"))
 
 

@@ -50,7 +50,14 @@ class MLXMagics(MLXSettings):
         # the next %load_ext; the refusal itself was already shown.
         forget_refused_settings(self.shell, type(self))
 
-    @observe("memory_budget_gb", "runtime", "endpoints", "api_key_env")
+    @observe(
+        "memory_budget_gb",
+        "runtime",
+        "endpoints",
+        "api_key_env",
+        "connect_timeout_s",
+        "first_token_timeout_s",
+    )
     def _runtime_setting_changed(self, change):
         if change["old"] != change["new"]:
             self.session.setting_changed(change["name"])

@@ -69,7 +69,10 @@ class Session:
                 if not settings.endpoints:
                     raise UsageError("No server to talk to: %mlx connect URL [URL ...]")
                 self._runtime = RemoteRuntime(
-                    list(settings.endpoints), api_key_env=settings.api_key_env
+                    list(settings.endpoints),
+                    api_key_env=settings.api_key_env,
+                    connect_timeout_s=settings.connect_timeout_s,
+                    first_token_timeout_s=settings.first_token_timeout_s,
                 )
             else:
                 from mlx_magic.runtime.thread import ThreadRuntime

@@ -38,6 +38,8 @@ _SETTING_RULES = {
     "top_p": (lambda v: 0.0 <= v <= 1.0, "between 0 and 1"),
     "memory_budget_gb": (lambda v: 0 < v < math.inf, "a finite number of GiB above 0"),
     "stream_interval_ms": (lambda v: 10 <= v <= 10_000, "between 10 and 10000"),
+    "connect_timeout_s": (lambda v: 0 < v < math.inf, "a finite number of seconds above 0"),
+    "first_token_timeout_s": (lambda v: 0 < v < math.inf, "a finite number of seconds above 0"),
 }
 
 
@@ -109,6 +111,14 @@ class MLXSettings(Magics):
         allow_none=True,
         help="The NAME of the environment variable that holds the servers' API key (the key "
         "itself never goes in a notebook).",
+    ).tag(config=True)
+    connect_timeout_s = Float(
+        5.0, help="Seconds to wait for a remote server to accept a connection."
+    ).tag(config=True)
+    first_token_timeout_s = Float(
+        300.0,
+        help="Seconds a remote server may take to send the first token (it may be loading "
+        "the model or reading a long prompt) before the cell gives up on it.",
     ).tag(config=True)
     short_errors = Bool(
         True,

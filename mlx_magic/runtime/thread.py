@@ -18,7 +18,7 @@ import time
 from typing import Any, Callable, Optional
 
 from mlx_magic.engine.model_cache import WarmModel, WarmModelCache
-from mlx_magic.errors import ModelLoadError
+from mlx_magic.errors import ModelLoadError, UserError
 from mlx_magic.locking import gpu_lock
 from mlx_magic.runtime.interface import Runtime
 from mlx_magic.runtime.job import Job
@@ -29,6 +29,7 @@ from mlx_magic.runtime.values import (
     ModelLoading,
     ModelReady,
     ModelSpec,
+    Progress,
     RuntimeStatus,
 )
 
@@ -78,14 +79,32 @@ class ThreadRuntime(Runtime):
     def generate(self, request: GenerationRequest) -> Job:
         job = Job(request)
         self._ensure_started()
+        self._say_what_it_waits_for([job])
         self._inbox.put(job)
         return job
 
     def generate_together(self, requests: list[GenerationRequest]) -> list[Job]:
         jobs = [Job(request) for request in requests]
         self._ensure_started()
+        self._say_what_it_waits_for(jobs)
         self._inbox.put(_Together(jobs))
         return jobs
+
+    def _say_what_it_waits_for(self, jobs: list[Job]) -> None:
+        # Jobs run one at a time: a cell behind a busy runtime says so
+        # instead of waiting in silence.
+        with self._state_lock:
+            current = self._current
+        # A job that has sent its last event is done, even before the owner
+        # thread has cleared it.
+        busy = current is not None and not current.ended.is_set()
+        ahead = self._inbox.qsize() + (1 if busy else 0)
+        if ahead:
+            message = "Waiting for the runtime: it is answering another cell" + (
+                f" ({ahead} generations ahead)" if ahead > 1 else ""
+            )
+            for job in jobs:
+                job.emit(Progress(message))
 
     def load(self, spec: ModelSpec) -> ModelInfo:
         def load_now():
@@ -291,7 +310,7 @@ class ThreadRuntime(Runtime):
             start = start_vision if entry.kind == "vision" else start_text
             pending = start(entry, job, started=time.perf_counter(), per_step_seed=together)
             return job, ready, pending
-        except ModelLoadError as error:
+        except UserError as error:
             job.emit(Failed(str(error), user_error=True, error=error))
         except Exception as error:  # a bug or a crash in MLX: handed back
             job.emit(Failed(f"{type(error).__name__}: {error}", user_error=False, error=error))

@@ -198,6 +198,14 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """Where a generation is before its first token (the status line shows it):
+    waiting behind another cell, or how much of a long prompt has been read."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class TokenChunk:
     """Text the model produced, with the token ids that produced it.
 
@@ -256,4 +264,4 @@ class Failed:
     error: Optional[BaseException] = None
 
 
-Event = Union[ModelLoading, ModelReady, Notice, TokenChunk, Finished, Failed]
+Event = Union[ModelLoading, ModelReady, Notice, Progress, TokenChunk, Finished, Failed]

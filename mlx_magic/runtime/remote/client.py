@@ -104,8 +104,8 @@ class ServerClient:
             )
         return key, None
 
-    def redact(self, text: str) -> str:
-        """``text`` with the API key and the URLs' credentials as ``***``."""
+    def secrets(self) -> list[str]:
+        """The API key and the URLs' credentials, longest first."""
         secrets = []
         if self.api_key_env:
             key = os.environ.get(self.api_key_env)
@@ -114,9 +114,12 @@ class ServerClient:
         for credentials in self._credentials.values():
             user, _, password = credentials.partition(":")
             secrets += [credentials, password]
-        for secret in sorted(filter(None, secrets), key=len, reverse=True):
-            if len(secret) >= 3:
-                text = text.replace(secret, "***")
+        return sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        """``text`` with the API key and the URLs' credentials as ``***``."""
+        for secret in self.secrets():
+            text = text.replace(secret, "***")
         return text
 
     def _headers(self, endpoint: Endpoint, key: Optional[str], events: bool) -> dict[str, str]:

@@ -43,7 +43,7 @@ import io
 import json
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 from mlx_magic.errors import one_line
 from mlx_magic.runtime.job import Job
@@ -68,10 +68,16 @@ class RemoteGenerationStats(GenerationStats):
 class StreamReader:
     """Turns the ``data:`` payloads of one answer into events and stats."""
 
-    def __init__(self, job: Job, started: float, raw: bool):
+    def __init__(self, job: Job, started: float, raw: bool, secrets: Sequence[str] = ()):
         self.job = job
+        #: Text chunks past ``max_tokens`` (a server that ignores it): not shown.
+        self.overflow = 0
+        self.limit = job.request.sampling.max_tokens
         self.started = started
         self.raw = raw
+        # A server may echo what it was sent (the Authorization header...):
+        # the key never reaches the cell, even split across chunks.
+        self.redactor = StreamRedactor(secrets)
         self.chunks = 0
         self.first_at: Optional[float] = None
         self.last_at: Optional[float] = None
@@ -106,16 +112,26 @@ class StreamReader:
         else:
             delta = choice.get("delta") or choice.get("message") or {}
             text = delta.get("content") if isinstance(delta, dict) else None
-        if isinstance(text, str) and text:
+        if isinstance(text, str) and text and self.chunks >= self.limit:
+            self.overflow += 1
+        elif isinstance(text, str) and text:
             now = time.perf_counter()
             if self.first_at is None:
                 self.first_at = now
             self.last_at = now
             self.chunks += 1
-            self.job.emit(TokenChunk(text=text))
+            shown = self.redactor.feed(text)
+            if shown:
+                self.job.emit(TokenChunk(text=shown))
         if choice.get("finish_reason"):
             self.finish_reason = str(choice["finish_reason"])
         return None
+
+    def flush(self) -> None:
+        """Emit the text held back while it could have begun a secret."""
+        rest = self.redactor.flush()
+        if rest:
+            self.job.emit(TokenChunk(text=rest))
 
     def stats(self) -> RemoteGenerationStats:
         """What the answer's ``usage`` (or ``timings``) said, and what was measured here."""
@@ -240,3 +256,29 @@ def _int(*values) -> Optional[int]:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return int(value)
     return None
+
+
+class StreamRedactor:
+    """Replaces secrets in streamed text by ``***``, holding back the end of a
+    chunk while it could be the start of a secret that the next chunk ends."""
+
+    def __init__(self, secrets: Sequence[str]):
+        self.secrets = sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True)
+        self.held = ""
+
+    def feed(self, text: str) -> str:
+        text = self.held + text
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        keep = 0
+        for secret in self.secrets:
+            for size in range(min(len(secret) - 1, len(text)), keep, -1):
+                if secret.startswith(text[-size:]):
+                    keep = size
+                    break
+        self.held = text[len(text) - keep :] if keep else ""
+        return text[: len(text) - keep]
+
+    def flush(self) -> str:
+        rest, self.held = self.held, ""
+        return rest

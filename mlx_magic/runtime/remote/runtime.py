@@ -203,6 +203,20 @@ class RemoteRuntime(Runtime):
             ]
         return []
 
+    def probe(self) -> list[str]:
+        """The models listed by the first URL that answers ``GET /v1/models``.
+
+        Raises:
+            RemoteServerError: no URL answered; one line naming each failure
+                (no credentials).
+        """
+        failures: list = []
+        for endpoint in self._in_order():
+            served = self._dispatcher.list_models(endpoint, failures)
+            if served is not None:
+                return list(served)
+        raise RemoteServerError("not reachable: " + "; ".join(failures or ["no URL answered"]))
+
     def status(self) -> RuntimeStatus:
         dispatcher = self._dispatcher
         with dispatcher.lock:

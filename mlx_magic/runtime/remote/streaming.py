@@ -43,6 +43,9 @@ from mlx_magic.runtime.remote.endpoints import Attempt
 from mlx_magic.runtime.remote.watch import Watch
 from mlx_magic.runtime.values import Finished, ModelReady, Notice
 
+#: Text events read past ``-n`` before a stream is closed by the client.
+_OVERFLOW_EVENTS = 8
+
 
 def stream_answer(
     client: ServerClient,
@@ -75,7 +78,7 @@ def stream_answer(
     body = wire.request_body(request, model, raw)
     started = time.perf_counter()
     watch = Watch(job, client.first_token_timeout_s, client.idle_timeout_s, watch_name)
-    reader = wire.StreamReader(job, started, raw)
+    reader = wire.StreamReader(job, started, raw, client.secrets())
     broken: Optional[BaseException] = None
     not_events: Optional[str] = None
     reported = None
@@ -94,6 +97,13 @@ def stream_answer(
                     reported = reader.take(event.data)
                     if reported or job.cancelled:
                         break
+                    if reader.overflow > _OVERFLOW_EVENTS and reader.finish_reason is None:
+                        # A server that ignores max_tokens is stopped here (-n is
+                        # the user's); one that honours it sends its finish and
+                        # usage at once, so those few events past the limit are
+                        # still read.
+                        reader.finish_reason = "length"
+                        break
                     if reader.chunks and not had_text:
                         watch.began_streaming()
                         began_streaming()
@@ -105,6 +115,7 @@ def stream_answer(
                     broken = error
     finally:
         watch.stop()
+        reader.flush()
 
     def finished(reason: str, **extra: Any) -> Finished:
         stats = dataclasses.replace(
