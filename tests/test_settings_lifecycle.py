@@ -2,6 +2,7 @@
 value never keeps the extension from loading, unrelated settings keep warm
 models, and unloading really removes the magics."""
 
+import os
 import threading
 
 import pytest
@@ -82,3 +83,28 @@ def test_a_new_system_prompt_on_a_conversation_is_refused_not_dropped(shell, tin
     assert conversation.system == "Be brief." and len(conversation.turns) == 1
     run(shell, f'%%mlx -n 2 -m {tiny_llama} -c trip -s "Be brief."\nSame prompt is fine')
     assert len(conversation.turns) == 2
+
+
+@pytest.mark.kernel
+@pytest.mark.model
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmRSS from /proc")
+def test_memory_stays_flat_over_ten_reloads_in_a_kernel():
+    # Each runtime once took a new OS thread, and with it a new malloc arena
+    # whose freed memory the next one never reused: +155 MB per reload.
+    from kernel_helpers import execute, printed, running_kernel
+
+    rss = "[int(l.split()[1]) // 1024 for l in open('/proc/self/status') if 'VmRSS' in l][0]"
+    with running_kernel("%load_ext mlx_magic") as (_, client):
+        execute(client, "%%mlx -n 1 --raw\nHi", timeout=300)
+        before = int(printed(client, rss))
+        for _ in range(10):
+            execute(client, "%reload_ext mlx_magic")
+            reply, _ = execute(client, "%%mlx -n 1 --raw\nHi", timeout=300)
+            assert reply["status"] == "ok"
+        after = int(printed(client, rss))
+        threads = printed(
+            client,
+            "sorted(t.name for t in __import__('threading').enumerate() if 'mlx_magic' in t.name)",
+        )
+    assert after - before < 200, (before, after)  # was +1,265 MB (281 → 1,535)
+    assert threads == "['mlx_magic-runtime']"

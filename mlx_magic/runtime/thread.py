@@ -11,7 +11,6 @@ in the kernel process.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -22,6 +21,7 @@ from mlx_magic.errors import ModelLoadError, UserError
 from mlx_magic.locking import gpu_lock
 from mlx_magic.runtime.interface import Runtime
 from mlx_magic.runtime.job import Job
+from mlx_magic.runtime.owner_threads import Serving, serve_on_an_owner_thread
 from mlx_magic.runtime.values import (
     Failed,
     GenerationRequest,
@@ -57,7 +57,9 @@ _STOP = object()
 class ThreadRuntime(Runtime):
     """Serves the runtime interface from one background thread in this process.
 
-    The thread starts on the first request and is a daemon, so a kernel that
+    The thread (:mod:`~mlx_magic.runtime.owner_threads`) is taken on the first
+    request and given back, parked, by :meth:`stop`, so the next runtime (after
+    ``%reload_ext``) reuses it and its memory. It is a daemon, so a kernel that
     exits without unloading the extension is not held up by it.
     """
 
@@ -65,7 +67,7 @@ class ThreadRuntime(Runtime):
         from mlx_magic.engine.loading import release_warm_model
 
         self._inbox: "queue.Queue[Any]" = queue.Queue()
-        self._thread: Optional[threading.Thread] = None
+        self._serving: Optional[Serving] = None
         self._start_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._cache = WarmModelCache(memory_budget_bytes, release=release_warm_model)
@@ -114,7 +116,7 @@ class ThreadRuntime(Runtime):
         return self._call(load_now)
 
     def unload(self, key: Optional[str] = None) -> list[str]:
-        if self._thread is None:
+        if self._serving is None:
             return []
 
         def unload_now():
@@ -132,7 +134,7 @@ class ThreadRuntime(Runtime):
             return list(self._model_infos)
 
     def status(self) -> RuntimeStatus:
-        running = self._thread is not None and self._thread.is_alive()
+        running = self._serving is not None and self._serving.running
         # Probe the lock without waiting: a held lock means MLX work is
         # running right now (ours or user code's).
         lock_free = gpu_lock.acquire(blocking=False)
@@ -156,7 +158,7 @@ class ThreadRuntime(Runtime):
             )
 
     def clear_caches(self) -> int:
-        if self._thread is None:
+        if self._serving is None:
             return 0
 
         def clear_now():
@@ -174,7 +176,7 @@ class ThreadRuntime(Runtime):
         return self._call(clear_now)
 
     def set_memory_budget(self, budget_bytes: int) -> None:
-        if self._thread is None:
+        if self._serving is None:
             self._cache.budget_bytes = budget_bytes
             return
 
@@ -187,26 +189,24 @@ class ThreadRuntime(Runtime):
         self._call(shrink)
 
     def stop(self, timeout: float = 30.0) -> None:
-        thread = self._thread
-        if thread is None:
+        serving = self._serving
+        if serving is None:
             return
         with self._state_lock:
             if self._current is not None:
                 self._current.cancel()
         # Jobs still queued are cancelled so that their callers hear back.
         self._inbox.put(_STOP)
-        thread.join(timeout)
-        if not thread.is_alive():
-            _wait_for_os_thread_exit(thread.native_id)
-        self._thread = None
+        # The owner thread frees the models, then parks for the next runtime.
+        serving.done.wait(timeout)
+        self._serving = None
 
     # ---- owner thread ----------------------------------------------------
 
     def _ensure_started(self) -> None:
         with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._serve, name=THREAD_NAME, daemon=True)
-                self._thread.start()
+            if self._serving is None or not self._serving.running:
+                self._serving = serve_on_an_owner_thread(self._serve, THREAD_NAME)
 
     def _call(self, function: Callable[[], Any]) -> Any:
         call = _Call(function)
@@ -368,24 +368,3 @@ def _cancelled_before_start():
     from mlx_magic.runtime.values import Finished
 
     return Finished(finish_reason="cancelled")
-
-
-def _wait_for_os_thread_exit(native_id: Optional[int], timeout_s: float = 1.0) -> None:
-    """Wait until the owner thread is gone from the operating system, not just from Python.
-
-    ``join()`` returns when the thread's Python state is done; the OS thread
-    then still runs MLX's thread-local destructors, which take the GIL. If
-    the interpreter is shutting down by then (a script that stops the
-    runtime and exits), taking the GIL ends the thread inside C++ and the
-    process aborts ("terminate called without an active exception";
-    reproduced 4 times in 6 runs with mlx 0.32 on Linux). On Linux the
-    thread's ``/proc`` entry says when it is gone; elsewhere a short pause
-    covers the destructors.
-    """
-    task = f"/proc/self/task/{native_id}"
-    if native_id is None or not os.path.isdir("/proc/self/task"):
-        time.sleep(0.05)
-        return
-    deadline = time.monotonic() + timeout_s
-    while os.path.exists(task) and time.monotonic() < deadline:
-        time.sleep(0.002)
