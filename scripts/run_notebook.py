@@ -4,9 +4,12 @@ Usage: python scripts/run_notebook.py notebooks/01-quickstart.ipynb [--save OUT.
 """
 
 import argparse
+import os
 import sys
+import tempfile
 
 import nbformat
+from jupyter_client import KernelManager
 from nbclient import NotebookClient
 
 
@@ -33,7 +36,13 @@ def main() -> int:
     args = parser.parse_args()
 
     notebook = nbformat.read(args.notebook, as_version=4)
-    NotebookClient(notebook, timeout=args.timeout, kernel_name="python3").execute()
+    # IPC transport: the kernel and this client talk over local sockets (no
+    # "Kernel is running over TCP without encryption" warning on every run).
+    with tempfile.TemporaryDirectory(prefix="mlx_magic-kernel-") as sockets:
+        manager = KernelManager(
+            kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "ipc")
+        )
+        NotebookClient(notebook, km=manager, timeout=args.timeout).execute()
     for index, cell in enumerate(notebook.cells, start=1):
         if cell.cell_type != "code":
             continue

@@ -159,3 +159,36 @@ def test_connect_checks_the_url_before_switching(shell, tiny_llama):
     assert magics_of(shell).runtime == "thread"
     assert magics_of(shell).session.runtime is runtime
     assert [info.key for info in runtime.models()] == [str(tiny_llama)]
+
+
+def test_a_lone_surrogate_in_a_variable_is_one_line(shell):
+    shell.user_ns["broken"] = "caf\udce9"
+    with pytest.raises(UsageError, match="lone surrogate"):
+        run(shell, "%%mlx\nTranslate {broken}")
+    assert not magics_of(shell).session.runtime_started
+
+
+def test_top_k_beyond_the_vocabulary_keeps_every_token(shell, tiny_llama):
+    run(shell, f"%%mlx -n 3 -m {tiny_llama} --top-k 10000000 --temp 0.7 --seed 1\nHi")
+    assert shell.user_ns["_mlx"].stats.generation_tokens == 3
+
+
+def test_conversations_survive_a_reload(shell, tiny_llama):
+    run(shell, f"%%mlx -n 2 -m {tiny_llama} -c kept\nHi")
+    run(shell, "%reload_ext mlx_magic")
+    conversation = magics_of(shell).session.conversations.get("kept")
+    assert conversation is not None and len(conversation.turns) == 1
+
+
+def test_remote_names_the_model_the_server_says_answered(shell):
+    from fake_openai import Recorder
+
+    server = Recorder()
+    try:
+        run(shell, f"%mlx connect {server.url}")
+        run(shell, "%%mlx -n 8\nHi")
+        assert shell.user_ns["_mlx"].text == "Hello, wörld 🚀"
+        assert shell.user_ns["_mlx"].model == "fake-model"
+    finally:
+        run(shell, "%mlx disconnect")
+        server.close()

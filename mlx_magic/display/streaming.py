@@ -257,7 +257,8 @@ class _Collector:
         return MLXResult(
             text="".join(self.parts),
             prompt=request.prompt,
-            model=request.model.name,
+            # A server names the model that answered (its own default, an alias).
+            model=getattr(stats, "server_model", None) or request.model.name,
             finish_reason=finished.finish_reason,
             stats=stats,
             tokens=self.tokens,

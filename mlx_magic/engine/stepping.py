@@ -39,6 +39,18 @@ def prefill_step_size(tokens_per_s: Optional[float]) -> int:
     return max(4, min(2048, int(tokens_per_s * PREFILL_STEP_S)))
 
 
+def usable_top_k(top_k: int, config: dict) -> int:
+    """``--top-k`` within the vocabulary: a larger k keeps every token, which
+    is what 0 means (mlx-lm's sampler fails on a k beyond the vocabulary)."""
+    text_config = config.get("text_config")
+    vocab = config.get("vocab_size")
+    if vocab is None and isinstance(text_config, dict):
+        vocab = text_config.get("vocab_size")
+    if isinstance(vocab, int) and top_k >= vocab:
+        return 0
+    return top_k
+
+
 #: A prompt read for longer than this shows how far it has come.
 PROGRESS_AFTER_S = 1.0
 

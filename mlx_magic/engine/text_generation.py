@@ -11,6 +11,7 @@ from mlx_magic.engine.stepping import (
     prefill_step_size,
     probability_describer,
     token_id,
+    usable_top_k,
     watch_prefill,
 )
 from mlx_magic.errors import UserError
@@ -117,7 +118,7 @@ def start_text(
         temp=sampling.temperature,
         top_p=sampling.top_p,
         min_p=sampling.min_p,
-        top_k=sampling.top_k,
+        top_k=usable_top_k(sampling.top_k, warm.config),
     )
     if per_step_seed and sampling.seed is not None:
         sampler = seeded_per_step(sampler, sampling.seed)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mlx_magic.engine.model_cache import WarmModel
-from mlx_magic.engine.stepping import Stepper, probability_describer, token_id
+from mlx_magic.engine.stepping import Stepper, probability_describer, token_id, usable_top_k
 from mlx_magic.engine.text_generation import PendingGeneration
 from mlx_magic.locking import gpu_lock
 from mlx_magic.runtime.job import Job
@@ -77,7 +77,7 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
         max_tokens=sampling.max_tokens,
         temperature=sampling.temperature,
         top_p=sampling.top_p,
-        top_k=sampling.top_k,
+        top_k=usable_top_k(sampling.top_k, _config_dict(warm.config)),
         min_p=sampling.min_p,
         repetition_penalty=sampling.repetition_penalty,
     )

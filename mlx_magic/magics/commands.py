@@ -36,6 +36,10 @@ def command_load(magics, names):
 
 
 def command_unload(magics, names):
+    session = magics.session
+    if session.runtime_started and session.runtime.status().busy:
+        # It runs when the generation in progress ends, not silently later.
+        print("Waiting for the generation in progress to end (%mlx cancel stops background jobs)…")
     if not names or names == ["all"]:
         removed = magics.session.runtime.unload(None) if magics.session.runtime_started else []
     else:

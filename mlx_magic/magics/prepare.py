@@ -85,6 +85,13 @@ def prepare(
         if error_text is None:
             raise UsageError("--error: no error has happened in this session yet")
         prompt = f"{prompt}\n\nThe last error:\n```\n{error_text}\n```"
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise UsageError(
+            f"The prompt holds {prompt[error.start]!r} at character {error.start}, which is not "
+            "text (a lone surrogate, e.g. from a broken decode): clean the value it came from"
+        ) from error
     sampling = sampling_params(options, settings)
     out_name = checked_out_name(options.out)
     spec = resolve(options.model)

@@ -8,6 +8,7 @@ The runtime is created on first use, as the settings describe it (``runtime``,
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any, Optional
 
 from IPython.core.error import UsageError
@@ -26,6 +27,11 @@ if TYPE_CHECKING:
     from mlx_magic.runtime.interface import Runtime
 
 
+# Conversations are the user's work, not the runtime's state: they outlive the
+# extension (%reload_ext re-imports the package, so they are kept here, by shell).
+_kept_conversations: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 class Session:
     """The state behind the magics of one shell.
 
@@ -38,7 +44,8 @@ class Session:
         self.settings = settings
         self.shell = shell
         self.jobs = BackgroundJobs()
-        self.conversations = Conversations()
+        kept = _kept_conversations.pop(shell, None) if shell is not None else None
+        self.conversations = kept or Conversations()
         self.image_cache = DecodedImageCache()
         #: Chat panels opened with %mlx panel, newest last.
         self.panels: list = []
@@ -198,5 +205,7 @@ class Session:
             namespace[out_name] = result
 
     def close(self) -> None:
-        """Stop the runtime and free every warm model."""
+        """Stop the runtime and free every warm model; keep the conversations."""
         self.stop_runtime()
+        if self.shell is not None:
+            _kept_conversations[self.shell] = self.conversations
