@@ -192,3 +192,38 @@ def test_remote_names_the_model_the_server_says_answered(shell):
     finally:
         run(shell, "%mlx disconnect")
         server.close()
+
+
+def test_truncated_weights_are_one_line_naming_the_fix(shell, tiny_llama, tmp_path):
+    folder = tmp_path / "truncated"
+    shutil.copytree(tiny_llama, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(UsageError) as caught:
+        run(shell, f"%%mlx -n 2 -m {folder}\nHi")
+    assert type(caught.value) is UsageError
+    assert "are damaged" in str(caught.value) and "again" in str(caught.value)
+    assert "Generation failed" not in str(caught.value)
+
+
+def test_config_listing_hides_a_urls_password(shell, capsys):
+    run(shell, '%config MLXMagics.endpoints = ["http://alice:s3cr3t-pw@127.0.0.1:9/v1"]')
+    capsys.readouterr()
+    run(shell, "%config MLXMagics")
+    listing = capsys.readouterr().out
+    assert "endpoints" in listing and "s3cr3t-pw" not in listing and "alice:***@" in listing
+
+
+def test_status_in_remote_mode_shows_no_local_gpu_lines(shell, capsys):
+    from fake_openai import Recorder
+
+    server = Recorder()
+    try:
+        run(shell, f"%mlx connect {server.url}")
+        capsys.readouterr()
+        run(shell, "%mlx status")
+        status = capsys.readouterr().out
+        assert "remote" in status and "GPU lock" not in status and "MLX memory" not in status
+    finally:
+        run(shell, "%mlx disconnect")
+        server.close()

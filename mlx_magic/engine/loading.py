@@ -44,6 +44,15 @@ def load_warm_model(spec: ModelSpec) -> WarmModel:
         raise ModelLoadError(
             f"Could not load '{spec.name}' from {spec.path}: {_first_line(error)}"
         ) from error
+    except RuntimeError as error:
+        # MLX reports unreadable weight files (truncated, corrupt) this way;
+        # other runtime errors are bugs and keep their traceback.
+        if "[load_safetensors]" not in str(error) and "[load]" not in str(error):
+            raise
+        raise ModelLoadError(
+            f"The weights of '{spec.name}' in {spec.path} are damaged ({_first_line(error)}): "
+            "download or convert the model again"
+        ) from error
     return WarmModel(
         name=spec.name,
         key=spec.key,

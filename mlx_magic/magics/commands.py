@@ -83,16 +83,18 @@ def command_status(magics, names):
         f"Runtime: {status.kind}, {state}, {busy}; {status.queued} queued; "
         f"{status.generations} generations"
     )
-    print(f"GPU lock: {'held' if status.lock_held else 'free'}")
-    used = sum(info.memory_bytes for info in status.models)
-    print(
-        f"Warm models: {len(status.models)} using {gib(used):.2f} GiB of a "
-        f"{gib(status.memory_budget_bytes):.1f} GiB budget"
-    )
-    print(
-        f"MLX memory: active {gib(status.active_memory_bytes):.2f} GiB, cache "
-        f"{gib(status.cache_memory_bytes):.2f} GiB, peak {gib(status.peak_memory_bytes):.2f} GiB"
-    )
+    if magics.runtime != "remote":  # the lock and MLX's memory are this machine's
+        print(f"GPU lock: {'held' if status.lock_held else 'free'}")
+        used = sum(info.memory_bytes for info in status.models)
+        print(
+            f"Warm models: {len(status.models)} using {gib(used):.2f} GiB of a "
+            f"{gib(status.memory_budget_bytes):.1f} GiB budget"
+        )
+        print(
+            f"MLX memory: active {gib(status.active_memory_bytes):.2f} GiB, cache "
+            f"{gib(status.cache_memory_bytes):.2f} GiB, "
+            f"peak {gib(status.peak_memory_bytes):.2f} GiB"
+        )
     decoded = magics.session.image_cache.stats()
     print(
         f"Decoded images: {decoded['entries']} cached, {decoded['hits']} hits, "

@@ -46,6 +46,12 @@ _SETTING_RULES = {
 class MLXSettings(Magics):
     """The traits of :class:`~mlx_magic.magics.mlx_magics.MLXMagics`."""
 
+    @classmethod
+    def class_get_trait_help(cls, trait, inst=None, helptext=None):
+        # ``%config MLXMagics`` shows current values: never a URL's password.
+        text = super().class_get_trait_help(trait, inst, helptext)
+        return re.sub(r"(://[^/:@\s'\"]+):[^@\s'\"]*@", r"\1:***@", text)
+
     default_model = Unicode(
         None,
         allow_none=True,
