@@ -112,19 +112,26 @@ def test_bad_input_leaves_the_model_warm(model_shell, tmp_path):
     assert model_shell.user_ns["_mlx"].stats.warm is True
 
 
-def test_interrupt_stops_promptly_and_the_next_cell_works(model_shell, monkeypatch):
-    """A real SIGINT, as the kernel's interrupt sends, arriving mid-stream."""
-    third_write = threading.Event()
+def event_after_writes(monkeypatch, count):
+    """An event set once the terminal view has written ``count`` times (the
+    answer is streaming): the moment a test interrupts."""
+    reached = threading.Event()
     writes = []
     original_write = TerminalView.write
 
     def counting_write(self, text):
         original_write(self, text)
         writes.append(text)
-        if len(writes) == 3:
-            third_write.set()
+        if len(writes) == count:
+            reached.set()
 
     monkeypatch.setattr(TerminalView, "write", counting_write)
+    return reached
+
+
+def test_interrupt_stops_promptly_and_the_next_cell_works(model_shell, monkeypatch):
+    """A real SIGINT, as the kernel's interrupt sends, arriving mid-stream."""
+    third_write = event_after_writes(monkeypatch, 3)
     sent_at = []
 
     def interrupt_after_third_write():
@@ -155,17 +162,7 @@ def test_a_burst_of_interrupts_still_keeps_the_answer(model_shell, monkeypatch, 
     and the partial answer in _mlx, as for a single interrupt."""
     from mlx_magic.errors import GenerationInterrupted
 
-    third_write = threading.Event()
-    writes = []
-    original_write = TerminalView.write
-
-    def counting_write(self, text):
-        original_write(self, text)
-        writes.append(text)
-        if len(writes) == 3:
-            third_write.set()
-
-    monkeypatch.setattr(TerminalView, "write", counting_write)
+    third_write = event_after_writes(monkeypatch, 3)
 
     def hammer():
         third_write.wait(60)
