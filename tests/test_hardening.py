@@ -227,3 +227,25 @@ def test_status_in_remote_mode_shows_no_local_gpu_lines(shell, capsys):
     finally:
         run(shell, "%mlx disconnect")
         server.close()
+
+
+@pytest.mark.vision
+def test_transformers_processor_kwargs_warning_stays_out_of_the_cell(vlm_shell):
+    run(vlm_shell, "%%mlx_vision -n 1 -i red\nWhat is it?")  # loads the vision model
+    logger = logging.getLogger("transformers.processing_utils")
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # transformers' verbosity may hide warnings here
+    try:
+        logger.warning(
+            "Kwargs passed to `processor.__call__` have to be in `processor_kwargs` dict, "
+            "not in `**kwargs`"
+        )
+        logger.warning("another warning")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert seen == ["another warning"]

@@ -8,6 +8,7 @@ into an mlx-lm folder first, once.
 from __future__ import annotations
 
 import gc
+import logging
 import time
 from pathlib import Path
 
@@ -99,9 +100,24 @@ def _load_text(path: str):
     return model, tokenizer, config
 
 
+class _ProcessorKwargsNotice(logging.Filter):
+    """Drops transformers' "Kwargs passed to `processor.__call__` have to be in
+    `processor_kwargs`" warning: mlx-vlm passes its processor options that way,
+    and the warning reached every vision cell (seen with some processors; not
+    with the tiny Qwen2-VL of the tests)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "have to be in `processor_kwargs`" not in record.getMessage()
+
+
+_PROCESSOR_NOTICE = _ProcessorKwargsNotice()
+
+
 def _load_vision(path: str):
     from mlx_vlm import load
     from mlx_vlm.utils import load_config
+
+    logging.getLogger("transformers.processing_utils").addFilter(_PROCESSOR_NOTICE)
 
     model, processor = load(path)
     return model, processor, load_config(path)
