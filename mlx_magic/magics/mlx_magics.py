@@ -20,7 +20,6 @@ from mlx_magic.magics.options import variants_of
 from mlx_magic.magics.prepare import load_cell_images, prepare
 from mlx_magic.magics.run import (
     check_columns,
-    column_title,
     run_background,
     run_columns,
     run_foreground,
@@ -130,7 +129,7 @@ class MLXMagics(MLXSettings):
         if len(variants) > 1:
             check_columns(len(variants), args.chat, args.background)
             cells = [prepare(session, options, cell, session.resolve) for options in variants]
-            return run_columns(session, cells, [column_title(c, cells) for c in cells])
+            return run_columns(session, cells)
         prepared = prepare(session, variants[0], cell, session.resolve, cell_id=session.cell_id)
         if args.background:
             run_background(session, prepared)
@@ -209,7 +208,7 @@ class MLXMagics(MLXSettings):
                 prepare(session, options, cell, session.resolve_vision, images)
                 for options in variants
             ]
-            return run_columns(session, cells, [column_title(c, cells) for c in cells])
+            return run_columns(session, cells)
         prepared = prepare(
             session, variants[0], cell, session.resolve_vision, images, cell_id=session.cell_id
         )

@@ -107,9 +107,10 @@ def run_background(
     return entry
 
 
-def run_columns(session: Session, cells: list[PreparedCell], titles: list[str]) -> None:
+def run_columns(session: Session, cells: list[PreparedCell]) -> None:
     """Several generations advancing together, token by token, one column each."""
     shell = session.shell
+    titles = [column_title(cell, cells) for cell in cells]
     in_kernel = widgets_usable(shell)
     if cells[0].images:
         view_for(shell).show_images(cells[0].images)
