@@ -7,12 +7,18 @@ saved notebook or nbconvert shows as an image, and plain text captions.
 Each HTML thumbnail is the smaller of its PNG and JPEG encodings: a photo is
 several times smaller as JPEG, a drawing or chart smaller (and sharper) as
 PNG. The output is sent and saved with both forms, so this keeps it small.
+
+Boxes and points found in the answer are drawn on the thumbnails (at the
+thumbnail's own resolution, so lines stay sharp); a region cut with
+``--region`` or ``box.crop()`` is shown after the whole image it came from,
+outlined there.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+from typing import Optional, Sequence
 
 from mlx_magic.images import LoadedImage, png_bytes, thumbnail
 
@@ -20,22 +26,58 @@ PREVIEW_MAX_SIDE = 256
 _GAP = 8
 
 
-def preview_bundle(images: list[LoadedImage], max_side: int = PREVIEW_MAX_SIDE) -> dict:
-    """A MIME bundle showing a thumbnail and caption of every image."""
+def image_caption(loaded: LoadedImage, processed_size=None, vision_tokens=None) -> str:
+    """``"photo.jpg · 4032×3024 → 1176×882 · 1,323 tokens"``: what the image cost."""
+    caption = loaded.caption
+    if processed_size:
+        width, height = processed_size
+        if (width, height) != loaded.image.size:
+            caption += f" → {width}×{height}"
+    if vision_tokens:
+        caption += f" · {vision_tokens:,} tokens"
+    return caption
+
+
+def preview_bundle(
+    images: Sequence[LoadedImage],
+    max_side: int = PREVIEW_MAX_SIDE,
+    *,
+    captions: Optional[Sequence[str]] = None,
+    grounding=None,
+) -> dict:
+    """A MIME bundle showing a thumbnail and caption of every image.
+
+    Args:
+        images: the cell's images, in order.
+        captions: one per image (default: each image's own caption).
+        grounding: a :class:`~mlx_magic.grounding.Grounding` to draw.
+    """
     from PIL import Image
 
-    thumbs = [thumbnail(loaded.image, max_side) for loaded in images]
+    captions = list(captions) if captions is not None else [loaded.caption for loaded in images]
+    tiles: list[tuple[Image.Image, str]] = []
+    for index, (loaded, caption) in enumerate(zip(images, captions)):
+        if loaded.context is not None:
+            tiles.append((_in_context(loaded, max_side), "where the region lies"))
+        thumb = thumbnail(loaded.image, max_side)
+        if grounding:
+            from mlx_magic.grounding import draw_grounding
+
+            scale = thumb.width / max(1, loaded.image.width)
+            thumb = draw_grounding(thumb, grounding, image_index=index, scale=scale)
+        tiles.append((thumb, caption))
     figures = []
-    for loaded, thumb in zip(images, thumbs):
+    for thumb, caption in tiles:
         mime, encoded = _smallest_encoding(thumb)
         data = base64.b64encode(encoded).decode("ascii")
         figures.append(
             '<figure style="margin: 0; text-align: center">'
             f'<img class="mlx-magic-preview" src="data:{mime};base64,{data}" '
-            f'width="{thumb.width}" height="{thumb.height}" alt="{html.escape(loaded.caption)}"/>'
+            f'width="{thumb.width}" height="{thumb.height}" alt="{html.escape(caption)}"/>'
             '<figcaption style="font-size: 0.8em; opacity: 0.75">'
-            f"{html.escape(loaded.caption)}</figcaption></figure>"
+            f"{html.escape(caption)}</figcaption></figure>"
         )
+    thumbs = [thumb for thumb, _ in tiles]
     sheet = Image.new(
         "RGB",
         (sum(t.width for t in thumbs) + _GAP * (len(thumbs) - 1), max(t.height for t in thumbs)),
@@ -45,12 +87,38 @@ def preview_bundle(images: list[LoadedImage], max_side: int = PREVIEW_MAX_SIDE) 
     for thumb in thumbs:
         sheet.paste(thumb, (left, 0))
         left += thumb.width + _GAP
+    text = [f"[image {i}: {caption}]" for i, caption in enumerate(captions, 1)]
+    if grounding:
+        text += [_item_line(item) for item in (*grounding.boxes, *grounding.points)]
     return {
         "text/html": '<div class="mlx-magic-previews" style="display: flex; gap: 8px; '
         f'flex-wrap: wrap; align-items: flex-end">{"".join(figures)}</div>',
         "image/png": base64.b64encode(png_bytes(sheet)).decode("ascii"),
-        "text/plain": "\n".join(f"[image {i}: {img.caption}]" for i, img in enumerate(images, 1)),
+        "text/plain": "\n".join(text),
     }
+
+
+def grounding_lines(grounding) -> list[str]:
+    """One line per box and point, as a terminal shows them."""
+    return [_item_line(item) for item in (*grounding.boxes, *grounding.points)]
+
+
+def _item_line(item) -> str:
+    label = f"{item.label!r} " if item.label else ""
+    where = (
+        f"({item.x1:.0f}, {item.y1:.0f})–({item.x2:.0f}, {item.y2:.0f})"
+        if hasattr(item, "x2")
+        else f"({item.x:.0f}, {item.y:.0f})"
+    )
+    kind = "box" if hasattr(item, "x2") else "point"
+    return f"[{kind} {label}{where} on image {item.image + 1}]"
+
+
+def _in_context(loaded: LoadedImage, max_side: int):
+    from mlx_magic.grounding import region_context
+
+    parent, box = loaded.context  # type: ignore[misc]  # checked by the caller
+    return region_context(parent, box, max_side)
 
 
 def _smallest_encoding(thumb) -> tuple[str, bytes]:

@@ -16,9 +16,16 @@ def footer_text(stats: GenerationStats, model: str, finish_reason: str = "stop")
         f"{stats.generation_tps:.1f} tok/s",
         f"prompt {stats.prompt_tokens} tokens @ {stats.prompt_tps:.1f} tok/s",
     ]
+    details = []
+    if stats.image_tokens:
+        details.append(
+            f"{stats.image_tokens} image + {stats.prompt_tokens - stats.image_tokens} text"
+        )
     if stats.cached_prompt_tokens:
+        details.append(f"{stats.cached_prompt_tokens} cached")
+    if details:
         parts[-1] = (
-            f"prompt {stats.prompt_tokens} tokens ({stats.cached_prompt_tokens} cached) "
+            f"prompt {stats.prompt_tokens} tokens ({', '.join(details)}) "
             f"@ {stats.prompt_tps:.1f} tok/s"
         )
     if stats.ttft_s is not None:
@@ -72,6 +79,14 @@ class MLXResult:
     tokens: list = field(default_factory=list)
     #: The parsed answer of ``--format json`` (else ``None``).
     data: object = None
+    #: Boxes in a vision answer (:class:`~mlx_magic.grounding.Box`), in pixels of
+    #: the cell's images as given; ``box.crop()`` cuts one out.
+    boxes: list = field(default_factory=list)
+    #: Points in a vision answer (:class:`~mlx_magic.grounding.Point`).
+    points: list = field(default_factory=list)
+    #: Per image of a vision cell: its source, size, the size the model's
+    #: processor resized it to and the tokens it became.
+    images: list = field(default_factory=list)
 
     def __str__(self) -> str:
         return self.text

@@ -11,18 +11,21 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 from mlx_magic.display.buffering import TokenBuffer
+from mlx_magic.display.grounding_watch import GroundingWatch
 from mlx_magic.display.interrupts import NO_SHIELD, InterruptShield
 from mlx_magic.display.result import MLXResult, TokenInfo
 from mlx_magic.display.views import StreamView
 from mlx_magic.errors import GenerationFailed
+from mlx_magic.images import LoadedImage
 from mlx_magic.runtime.job import Job
 from mlx_magic.runtime.values import (
     Failed,
     Finished,
     GenerationStats,
+    ImagesPrepared,
     ModelLoading,
     ModelReady,
     Notice,
@@ -53,8 +56,13 @@ class StreamOutcome:
     shield: InterruptShield = NO_SHIELD
 
 
-def stream_job(job: Job, view: StreamView, *, interval_s: float) -> StreamOutcome:
+def stream_job(
+    job: Job, view: StreamView, *, interval_s: float, images: Sequence[LoadedImage] = ()
+) -> StreamOutcome:
     """Show ``job``'s answer in ``view`` as it is generated.
+
+    ``images`` are the cell's own (a vision cell): boxes and points in the
+    answer are drawn on their previews as each completes.
 
     Returns:
         The outcome; ``interrupted`` is true when a ``KeyboardInterrupt``
@@ -63,7 +71,8 @@ def stream_job(job: Job, view: StreamView, *, interval_s: float) -> StreamOutcom
     Raises:
         GenerationFailed: the runtime could not generate.
     """
-    collector = _Collector(job, view, TokenBuffer(interval_s) if view.batches else None)
+    watch = GroundingWatch(images, job.request) if images else None
+    collector = _Collector(job, view, TokenBuffer(interval_s) if view.batches else None, watch)
     shield = NO_SHIELD
     try:
         finished = collector.run_until_finished()
@@ -145,14 +154,22 @@ def stream_jobs(
 
 
 class _Collector:
-    def __init__(self, job: Job, view: StreamView, buffer: Optional[TokenBuffer]):
+    def __init__(
+        self,
+        job: Job,
+        view: StreamView,
+        buffer: Optional[TokenBuffer],
+        watch: Optional[GroundingWatch] = None,
+    ):
         self.job = job
         self.view = view
         self.buffer = buffer
+        self.watch = watch
         self.parts: list[str] = []
         self.tokens: list[TokenInfo] = []
         self.flushes = 0
         self.ready: Optional[ModelReady] = None
+        self.prepared: Optional[ImagesPrepared] = None
 
     def run_until_finished(self, grace_s: Optional[float] = None) -> Finished:
         deadline = None if grace_s is None else time.monotonic() + grace_s
@@ -225,6 +242,11 @@ class _Collector:
             self.view.notice(event.message)
         elif isinstance(event, Progress):
             self.view.progress(event.message)
+        elif isinstance(event, ImagesPrepared):
+            self.prepared = event
+            if self.watch is not None:
+                self.watch.prepared(event)
+                self.view.image_costs(self.watch.processed_sizes, self.watch.vision_tokens)
         elif isinstance(event, ModelLoading):
             self.view.loading(event.model)
         elif isinstance(event, ModelReady):
@@ -246,6 +268,11 @@ class _Collector:
             self.flushes += 1
             self.view.write(text)
             self.job.first_text_shown.set()
+            if self.watch is not None:
+                # At display flushes only: a box appears with the text that closes it.
+                grounding = self.watch.feed("".join(self.parts))
+                if grounding is not None:
+                    self.view.show_grounding(grounding)
 
     def result(self, finished: Finished) -> MLXResult:
         stats = dataclasses.replace(finished.stats)
@@ -254,6 +281,23 @@ class _Collector:
         if self.tokens:
             stats.generation_tokens = len(self.tokens)
         request = self.job.request
+        if self.prepared is not None:
+            stats.image_tokens = self.prepared.image_tokens
+        grounding, images = None, []
+        if self.watch is not None:
+            self.watch.feed("".join(self.parts))
+            grounding = self.watch.with_images(self.watch.grounding)
+            images = [
+                {
+                    "source": loaded.source,
+                    "size": loaded.image.size,
+                    "processed_size": processed,
+                    "vision_tokens": tokens,
+                }
+                for loaded, processed, tokens in zip(
+                    self.watch.images, self.watch.processed_sizes, self.watch.vision_tokens
+                )
+            ]
         return MLXResult(
             text="".join(self.parts),
             prompt=request.prompt,
@@ -262,4 +306,7 @@ class _Collector:
             finish_reason=finished.finish_reason,
             stats=stats,
             tokens=self.tokens,
+            boxes=list(grounding.boxes) if grounding else [],
+            points=list(grounding.points) if grounding else [],
+            images=images,
         )

@@ -40,6 +40,12 @@ class StreamView:
     def show_bundle(self, bundle: dict) -> None:
         """An extra output after the answer (e.g. token probabilities)."""
 
+    def image_costs(self, processed_sizes: tuple, vision_tokens: tuple) -> None:
+        """The size each image was resized to and the tokens it became."""
+
+    def show_grounding(self, grounding) -> None:
+        """Boxes and points found in the answer so far: draw them on the previews."""
+
     def loading(self, model: str) -> None:
         """The model is cold and is being loaded."""
 
@@ -67,14 +73,44 @@ class NotebookView(StreamView):
         self._ends_with_newline = True
         self._wrote = False
         self._previews = None
+        self._preview_handle = None
+        self._images: tuple = ()
+        self._captions: list[str] = []
+        self._grounding = None
 
     def show_images(self, images) -> None:
         from IPython.display import display
 
         from mlx_magic.display.previews import preview_bundle
 
-        self._previews = preview_bundle(images)
-        display(self._previews, raw=True)
+        self._images = tuple(images)
+        self._captions = [loaded.caption for loaded in self._images]
+        self._previews = preview_bundle(self._images)
+        # Updated in place when the costs are known and as boxes complete.
+        self._preview_handle = display(self._previews, raw=True, display_id=True)
+
+    def image_costs(self, processed_sizes: tuple, vision_tokens: tuple) -> None:
+        from mlx_magic.display.previews import image_caption
+
+        self._captions = [
+            image_caption(loaded, size, tokens)
+            for loaded, size, tokens in zip(self._images, processed_sizes, vision_tokens)
+        ]
+        self._redraw_previews()
+
+    def show_grounding(self, grounding) -> None:
+        self._grounding = grounding
+        self._redraw_previews()
+
+    def _redraw_previews(self, metadata: Optional[dict] = None) -> None:
+        from mlx_magic.display.previews import preview_bundle
+
+        if self._preview_handle is None or not self._images:
+            return
+        self._previews = preview_bundle(
+            self._images, captions=self._captions, grounding=self._grounding
+        )
+        self._preview_handle.update(self._previews, raw=True, metadata=metadata)
 
     def show_bundle(self, bundle: dict) -> None:
         from IPython.display import display
@@ -124,6 +160,10 @@ class NotebookView(StreamView):
         if not self._ends_with_newline:
             sys.stdout.write("\n")
             sys.stdout.flush()
+        if result.boxes or result.points:
+            # The items as data in the saved notebook, beside the drawing.
+            self._grounding = _grounding_of(result)
+            self._redraw_previews(metadata={"mlx_magic": _grounding_metadata(result)})
         if self.markdown and result.finish_reason != "cancelled":
             # The streamed text is replaced by its rendering; the previews
             # were cleared with it and are shown again.
@@ -210,9 +250,13 @@ class TerminalView(StreamView):
             self._ends_with_newline = text.endswith("\n")
 
     def finish(self, result: MLXResult) -> None:
+        from mlx_magic.display.previews import grounding_lines
+
         self._erase_transient()
         if not self._ends_with_newline:
             print(file=self.out)
+        if result.boxes or result.points:
+            print("\n".join(grounding_lines(_grounding_of(result))), file=self.out)
         print(f"[{result.footer}]", file=self.out, flush=True)
 
     def fail(self) -> None:
@@ -230,6 +274,23 @@ class CollectingView(StreamView):
 
     def write(self, text: str) -> None:
         self.text += text
+
+
+def _grounding_of(result: MLXResult):
+    from mlx_magic.grounding import Grounding
+
+    return Grounding(boxes=tuple(result.boxes), points=tuple(result.points))
+
+
+def _grounding_metadata(result: MLXResult) -> dict:
+    return {
+        "boxes": [box.as_dict() for box in result.boxes],
+        "points": [point.as_dict() for point in result.points],
+        "images": [
+            {key: list(value) if isinstance(value, tuple) else value for key, value in i.items()}
+            for i in result.images
+        ],
+    }
 
 
 def _is_terminal(stream) -> bool:

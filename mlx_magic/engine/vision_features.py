@@ -55,22 +55,18 @@ def feature_cache_mode(model) -> Optional[str]:
     return None
 
 
-def tower_features(model, processor, prompt: str, images: list):
-    """The vision tower's output for ``images``, as the model computes it."""
-    import mlx.core as mx
-    from mlx_vlm.utils import prepare_inputs
+def tower_features(model, pixel_values, image_grid_thw):
+    """The vision tower's output for processed images, as the model computes it.
 
-    inputs = prepare_inputs(
-        processor,
-        images=images,
-        prompts=prompt,
-        image_token_index=getattr(model.config, "image_token_index", None),
-    )
+    ``pixel_values`` and ``image_grid_thw`` are the processor's outputs for
+    one image or several (Qwen2-VL's tower attends within each image only,
+    so images encoded apart give the features of images encoded together).
+    """
+    import mlx.core as mx
+
     dtype = model.vision_tower.patch_embed.proj.weight.dtype
     features = model.vision_tower(
-        inputs["pixel_values"].astype(dtype),
-        inputs["image_grid_thw"],
-        output_hidden_states=False,
+        pixel_values.astype(dtype), image_grid_thw, output_hidden_states=False
     )
     mx.eval(features)
     return features

@@ -5,6 +5,7 @@ from __future__ import annotations
 from mlx_magic.engine.model_cache import WarmModel
 from mlx_magic.engine.stepping import Stepper, probability_describer, token_id, usable_top_k
 from mlx_magic.engine.text_generation import PendingGeneration
+from mlx_magic.engine.vision_inputs import VisionInputs, image_patch_ranges, prepare_vision_inputs
 from mlx_magic.locking import gpu_lock
 from mlx_magic.runtime.job import Job
 from mlx_magic.runtime.values import Finished, GenerationStats
@@ -85,9 +86,13 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
         # mlx-vlm seeds once at the start; side by side, its draws then
         # depend on the other columns' (exact per-step seeds are for text models).
         options["seed"] = sampling.seed
+    inputs = None
     if request.images:
         with gpu_lock:
-            options.update(_feature_cache_options(warm, prompt, request))
+            inputs = prepare_vision_inputs(warm, prompt, list(request.images), request.model.name)
+            job.emit(inputs.prepared)
+            options.update(inputs.generate_kwargs())
+            options.update(_feature_cache_options(warm, inputs, request))
     prompt_caches = _prompt_caches(warm, request)
     if prompt_caches is not None:
         cache_state = prompt_caches.check_out(request.conversation)
@@ -122,6 +127,7 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
                 ttft_s=(outcome.first_token_at - started) if outcome.first_token_at else None,
                 peak_memory_gb=gib(mx.get_peak_memory()),
                 cached_prompt_tokens=getattr(last, "cached_tokens", 0) or 0,
+                image_tokens=inputs.prepared.image_tokens if inputs and inputs.prepared else 0,
             ),
         )
 
@@ -136,8 +142,14 @@ def _prompt_caches(warm: WarmModel, request):
     return warm_prompt_cache(warm, request.prefix_cache, VisionPromptCaches)
 
 
-def _feature_cache_options(warm: WarmModel, prompt: str, request) -> dict:
-    """Keyword arguments for ``stream_generate`` that reuse cached image features."""
+def _feature_cache_options(warm: WarmModel, inputs: VisionInputs, request) -> dict:
+    """Keyword arguments for ``stream_generate`` that reuse cached image features.
+
+    For the models whose features are computed here, each image is cached on
+    its own, keyed by its content and by the grid the processor resized it
+    to (so a new ``--max-pixels`` is a new entry): adding a fourth image to
+    three asked about before encodes only the fourth.
+    """
     from mlx_magic.engine.vision_features import (
         feature_cache_mode,
         make_feature_cache,
@@ -151,11 +163,19 @@ def _feature_cache_options(warm: WarmModel, prompt: str, request) -> dict:
         warm.caches.vision_features = make_feature_cache()
     cache = warm.caches.vision_features
     if mode == "mlx_vlm":
+        # mlx-vlm keys the whole set by its processed pixels.
         return {"vision_cache": cache}
-    # Keyed by the images' content: the processor's settings are fixed per model.
-    key = "images:" + "|".join(request.image_keys)
-    features = cache.get(key)
-    if features is None:
-        features = tower_features(warm.model, warm.tokenizer, prompt, list(request.images))
-        cache.put(key, features)
-    return {"cached_image_features": features}
+    ranges = image_patch_ranges(inputs.extra, len(request.images))
+    if ranges is None or inputs.pixel_values is None:
+        return {}
+    import mlx.core as mx
+
+    parts = []
+    for key, (start, end, grid_row) in zip(request.image_keys, ranges):
+        entry = f"image:{key}:grid{'x'.join(str(int(v)) for v in grid_row.tolist()[0])}"
+        features = cache.get(entry)
+        if features is None:
+            features = tower_features(warm.model, inputs.pixel_values[start:end], grid_row)
+            cache.put(entry, features)
+        parts.append(features)
+    return {"cached_image_features": parts[0] if len(parts) == 1 else mx.concatenate(parts)}

@@ -28,13 +28,12 @@ class DecodedImageCache:
 
     Keys are chosen by :func:`load_images`:
 
-    * files: ``file:<real path>:<device>:<inode>:<size>:<mtime_ns>``. Editing or
-      replacing the file changes the key; the one blind spot is rewriting it in
-      place with the same size within the file system's mtime granularity
-      (1 s on HFS+, nanoseconds on APFS and ext4).
-    * encoded bytes (URLs, ``data:`` URIs, bytes variables, IPython Images,
-      figures): ``sha256:<hash of the encoded bytes>``. A URL alone is not a
-      safe key (the server may change what it serves), so URLs are still
+    * every source read as encoded bytes (files, URLs, ``data:`` URIs, bytes
+      variables, IPython Images, figures): ``sha256:<hash of the bytes>``.
+      Hashing a file costs far less than decoding it, and it is the only
+      key that cannot be fooled: a file rewritten with the same name, size
+      and mtime second is a new entry. A URL alone is not a safe key (the
+      server may change what it serves), so URLs are still
       downloaded every time; only decoding is skipped.
 
     The cache holds its own copies: callers get a fresh copy on every hit and

@@ -43,6 +43,9 @@ class LoadedImage:
     """(width, height) as stored, before EXIF rotation and RGB conversion."""
     cache_key: str
     """sha256 of the size and RGB bytes: equal for equal pixels, whatever the source."""
+    context: Optional[tuple] = field(default=None, compare=False)
+    """For a region cut from a larger image: ``(whole image, (x1, y1, x2, y2))``,
+    so previews can show where the region lies."""
 
     @property
     def caption(self) -> str:

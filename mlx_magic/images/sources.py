@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import glob
 import hashlib
 import io
@@ -45,6 +46,8 @@ from mlx_magic.images.fetch import fetch
 __all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "load_images"]
 
 _GLOB_CHARS = ("*", "?", "[")
+# hashlib.file_digest (3.11+) hashes a file in chunks, in constant memory.
+_HAS_FILE_DIGEST = hasattr(hashlib, "file_digest")
 _OUTPUT_REF = re.compile(r"^(?:_(\d+)|Out\[(\d+)\])$")
 _LAST_OUTPUTS = {
     "_": "the last output",
@@ -200,7 +203,10 @@ def _from_object(source: str, value: Any, options: _Options) -> LoadedImage:
             raise ImageSourceError(
                 f"{source!r}: cannot read the image: {one_line(error)}", source
             ) from error
-        return finish(source, value, options.max_pixels)
+        loaded = finish(source, value, options.max_pixels)
+        # A region cut by ``Box.crop()`` remembers the image it came from.
+        context = getattr(value, "mlx_magic_region", None)
+        return dataclasses.replace(loaded, context=context) if context else loaded
 
     numpy = sys.modules.get("numpy")
     if numpy is not None and isinstance(value, numpy.ndarray):
@@ -374,12 +380,14 @@ def _from_file(source: str, path: str, options: _Options) -> LoadedImage:
                 source,
             )
         with open(path, "rb") as file:
-            # fstat on the open file: the key describes exactly what is read.
-            stat = os.fstat(file.fileno())
-            key = (
-                f"file:{os.path.realpath(path)}:{stat.st_dev}:{stat.st_ino}:"
-                f"{stat.st_size}:{stat.st_mtime_ns}"
-            )
+            # Keyed by what the file holds, not by its name or mtime: a figure
+            # saved again under the same name (same size, same second) is new.
+            digest = hashlib.file_digest(file, "sha256") if _HAS_FILE_DIGEST else None
+            if digest is None:
+                data = file.read()
+                digest = hashlib.sha256(data)
+            file.seek(0)
+            key = "sha256:" + digest.hexdigest()
             return decode_cached(source, key, file, options.max_pixels, options.cache)
     except FileNotFoundError as error:
         raise ImageSourceError(f"file not found: {source!r}", source) from error

@@ -150,6 +150,20 @@ class MLXMagics(MLXSettings):
         "http(s) URL, a data: URI, or a variable holding a PIL image, a numpy array, "
         "bytes, a matplotlib figure or an IPython Image; also _, _N and Out[N].",
     )
+    @argument(
+        "--region",
+        metavar="X1,Y1,X2,Y2",
+        help="Send only this part of each image (pixels: left,top,right,bottom); the "
+        "preview shows it inside the whole image. A box from _mlx.boxes is also an image: "
+        "-i box_crop with crop = _mlx.boxes[0].crop().",
+    )
+    @argument(
+        "--max-pixels",
+        type=int,
+        metavar="N",
+        help="Shrink images larger than N pixels (width × height) before sending them "
+        "(default: the max_image_pixels setting, 1 megapixel).",
+    )
     @cell_magic("mlx_vision")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     def mlx_vision_cell(self, line, cell):
         """Ask a vision-language model about images, streaming the answer.
@@ -160,8 +174,36 @@ class MLXMagics(MLXSettings):
         ``default_vision_model`` setting (or the environment variable
         ``MLX_MAGIC_DEFAULT_VISION_MODEL``).
 
-        Decoded images are cached by file and content, so asking again about
-        the same image does not decode it again.
+        Decoded images are cached by content (a file saved again under the
+        same name is read again), so asking again about the same image does
+        not decode it again, and its vision features are kept per image.
+
+        What an image costs: once the model's processor has run, each caption
+        says the size it resized the image to and the tokens it became
+        (``photo.jpg · 4032×3024 → 1176×868 · 1,302 tokens``), and the
+        footer splits the prompt into image and text tokens. Images larger
+        than ``--max-pixels`` (the ``max_image_pixels`` setting: 1 megapixel)
+        are shrunk first; a prompt that cannot fit the model's context is
+        refused, in one line, before any of it is read.
+
+        Grounded answers: coordinates in the answer (Qwen2-VL's box tags,
+        Qwen2.5-VL and Qwen3-VL ``bbox_2d`` / ``point_2d`` JSON, PaliGemma's
+        ``<loc>`` tokens, Molmo's ``<point>`` tags) are drawn on the previews,
+        labelled, each as soon as it is complete, and kept in ``_mlx.boxes``
+        and ``_mlx.points`` in pixels of the image as given (and in the saved
+        notebook's output metadata). With ``-f json`` each ``bbox_2d`` object
+        also gets ``bbox_pixels``. A box is an image to ask about::
+
+            In [1]: %%mlx_vision -i photo.jpg
+               ...: Outline every car as JSON with bbox_2d and label.
+
+            In [2]: car = _mlx.boxes[0].crop()
+
+            In [3]: %%mlx_vision -i car
+               ...: What make is this car?
+
+            In [4]: %%mlx_vision -i photo.jpg --region 100,80,420,300
+               ...: What is written on this sign?
 
         Examples::
 
@@ -201,7 +243,7 @@ class MLXMagics(MLXSettings):
                 "No vision model: pass --model, or set %config "
                 "MLXMagics.default_vision_model = '<folder or Hub id>'"
             )
-        images = tuple(load_cell_images(session, variants[0].images))
+        images = tuple(load_cell_images(session, variants[0].images, variants[0].region))
         if len(variants) > 1:
             check_columns(len(variants), args.chat, args.background)
             cells = [

@@ -40,6 +40,10 @@ class CellOptions:
     probs: Optional[int] = None
     background: bool = False
     images: tuple[str, ...] = ()
+    #: ``--region``: the part of each image to send (x1, y1, x2, y2 pixels).
+    region: Optional[tuple[float, float, float, float]] = None
+    #: ``--max-pixels``: shrink larger images to this many pixels.
+    max_pixels: Optional[int] = None
 
 
 def variants_of(args: Any) -> list[CellOptions]:
@@ -61,6 +65,8 @@ def variants_of(args: Any) -> list[CellOptions]:
         probs=args.probs,
         background=args.background,
         images=tuple(getattr(args, "image", None) or ()),
+        region=_region_of(getattr(args, "region", None)),
+        max_pixels=_max_pixels_of(getattr(args, "max_pixels", None)),
     )
     return [
         replace(base, model=model, temperature=temp, seed=seed)
@@ -68,6 +74,23 @@ def variants_of(args: Any) -> list[CellOptions]:
             args.model or [None], args.temp or [None], args.seed or [None]
         )
     ]
+
+
+def _region_of(text: Optional[str]) -> Optional[tuple[float, float, float, float]]:
+    from mlx_magic.images.regions import parse_region
+
+    if text is None:
+        return None
+    try:
+        return parse_region(text)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+
+
+def _max_pixels_of(value: Optional[int]) -> Optional[int]:
+    if value is not None and value < 32 * 32:
+        raise UsageError(f"--max-pixels must be at least 1024 (32×32 pixels), not {value}")
+    return value
 
 
 def sampling_params(options: CellOptions, settings: Any) -> SamplingParams:

@@ -14,6 +14,7 @@ from IPython.core.error import UsageError
 
 from mlx_magic.errors import ImageSourceError, TemplateError
 from mlx_magic.images import LoadedImage, load_images
+from mlx_magic.images.regions import capped, cut_region
 from mlx_magic.magics.conversations import PendingTurn
 from mlx_magic.magics.options import CellOptions, checked_out_name, sampling_params
 from mlx_magic.magics.session import Session
@@ -43,10 +44,15 @@ class PreparedCell:
     cell_id: Optional[str] = None
 
 
-def load_cell_images(session: Session, sources: tuple[str, ...]) -> list[LoadedImage]:
-    """The images ``-i`` names, decoded (through the session's cache)."""
+def load_cell_images(
+    session: Session, sources: tuple[str, ...], region: Optional[tuple] = None
+) -> list[LoadedImage]:
+    """The images ``-i`` names, decoded (through the session's cache), and cut
+    to ``--region`` when given."""
     try:
         images = load_images(list(sources), session.shell.user_ns, cache=session.image_cache)
+        if region is not None:
+            images = [cut_region(loaded, region) for loaded in images]
     except ImageSourceError as error:
         raise UsageError(str(error)) from error
     limit = session.settings.max_images
@@ -56,6 +62,12 @@ def load_cell_images(session: Session, sources: tuple[str, ...]) -> list[LoadedI
             "(MLXMagics.max_images): send fewer"
         )
     return images
+
+
+def _sent_key(loaded: LoadedImage, max_pixels: int) -> str:
+    """The content key of the image as sent: a shrunk image is other pixels."""
+    width, height = loaded.image.size
+    return loaded.cache_key if width * height <= max_pixels else f"{loaded.cache_key}@{max_pixels}"
 
 
 def prepare(
@@ -93,6 +105,7 @@ def prepare(
             "text (a lone surrogate, e.g. from a broken decode): clean the value it came from"
         ) from error
     sampling = sampling_params(options, settings)
+    max_pixels = options.max_pixels or settings.max_image_pixels
     out_name = checked_out_name(options.out)
     spec = resolve(options.model)
     system = options.system if options.system is not None else settings.system_prompt
@@ -133,8 +146,8 @@ def prepare(
         history=history,
         history_images=history_images,
         conversation=conversation_name,
-        images=earlier_images + tuple(loaded.image for loaded in images),
-        image_keys=earlier_keys + tuple(loaded.cache_key for loaded in images),
+        images=earlier_images + tuple(capped(loaded.image, max_pixels) for loaded in images),
+        image_keys=earlier_keys + tuple(_sent_key(loaded, max_pixels) for loaded in images),
         top_logprobs=options.probs or 0,
         system=system,
         raw=options.raw,

@@ -37,7 +37,7 @@ def run_foreground(session: Session, cell: PreparedCell) -> None:
         view.show_images(cell.images)
     job = session.runtime.generate(cell.request)
     try:
-        outcome = stream_job(job, view, interval_s=_interval_s(session))
+        outcome = stream_job(job, view, interval_s=_interval_s(session), images=cell.images)
     except GenerationFailed as failed:
         raise_failure(session, failed.failure)
     result = outcome.result

@@ -185,19 +185,30 @@ class Session:
         self, result: MLXResult, cell: PreparedCell, *, set_next_input: bool = True
     ) -> None:
         """``--format`` and ``--out``: the answer as Markdown, code or JSON data."""
-        from mlx_magic.magics.answer_formats import first_code_block, parse_json_answer
+        from mlx_magic.magics.answer_formats import (
+            first_code_block,
+            parse_json_answer,
+            with_pixel_coordinates,
+        )
 
         answer_format, out_name = cell.options.answer_format, cell.out_name
         namespace = self.shell.user_ns
         if answer_format == "code" and set_next_input:
             self.shell.set_next_input(first_code_block(result.text), replace=False)
         if answer_format == "json":
+            grounded = bool(result.boxes or result.points)
             try:
                 result.data = parse_json_answer(result.text)
             except ValueError as error:
-                if out_name:
-                    namespace[out_name] = result
-                raise UsageError(f"--format json: {error}; the raw text is in _mlx.text") from error
+                if not grounded:
+                    if out_name:
+                        namespace[out_name] = result
+                    raise UsageError(
+                        f"--format json: {error}; the raw text is in _mlx.text"
+                    ) from error
+                result.data = None
+            if grounded:
+                result.data = with_pixel_coordinates(result.data, result.boxes, result.points)
             if out_name:
                 namespace[out_name] = result.data
             return

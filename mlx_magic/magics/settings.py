@@ -26,12 +26,14 @@ from traitlets import (
     validate,
 )
 
+from mlx_magic.images.regions import DEFAULT_MAX_IMAGE_PIXELS
 from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME
 
 # What each numeric setting accepts, and how to say so when it does not.
 _SETTING_RULES = {
     "max_tokens": (lambda v: v > 0, "a positive integer"),
     "max_images": (lambda v: v > 0, "a positive integer"),
+    "max_image_pixels": (lambda v: v >= 32 * 32, "at least 1024 (32×32 pixels)"),
     "prefix_cache_entries": (lambda v: v >= 1, "1 or more"),
     "prefix_cache_gb": (lambda v: 0 < v < math.inf, "a finite number of GiB above 0"),
     "temperature": (lambda v: 0 <= v < math.inf, "0 or more (and finite)"),
@@ -63,6 +65,13 @@ class MLXSettings(Magics):
     ).tag(config=True)
     max_images = Int(
         8, help="Most images one %%mlx_vision cell may send (a model may allow fewer)."
+    ).tag(config=True)
+    max_image_pixels = Int(
+        DEFAULT_MAX_IMAGE_PIXELS,
+        help="Images larger than this many pixels (width × height) are shrunk, aspect kept, "
+        "before the vision model's processor sees them: at 1 megapixel a 12-megapixel "
+        "photo costs ~1,300 tokens instead of ~15,000 (Qwen2-VL). --max-pixels sets it "
+        "for one cell.",
     ).tag(config=True)
     max_tokens = Int(256, help="Most tokens to generate when a cell has no --max-tokens.").tag(
         config=True

@@ -206,6 +206,29 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class ImagesPrepared:
+    """How the vision model's processor saw the images, before the prompt is read.
+
+    One entry per image of the request (earlier turns' first, then the
+    cell's own), ``None`` where the processor does not say.
+
+    Attributes:
+        model_type: the model's family as mlx-vlm names it (``qwen2_vl``...),
+            which fixes how its answers write coordinates.
+        processed_sizes: (width, height) each image was resized to.
+        vision_tokens: how many prompt tokens each image became.
+        image_tokens: all image tokens of the prompt.
+        prompt_tokens: the whole prompt, image and text tokens.
+    """
+
+    model_type: str
+    processed_sizes: tuple = ()
+    vision_tokens: tuple = ()
+    image_tokens: int = 0
+    prompt_tokens: int = 0
+
+
+@dataclass(frozen=True)
 class TokenChunk:
     """Text the model produced, with the token ids that produced it.
 
@@ -229,6 +252,8 @@ class GenerationStats:
 
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
+    #: Of ``prompt_tokens``, how many stand for images (vision models).
+    image_tokens: int = 0
     prompt_tps: float = 0.0
     generation_tokens: int = 0
     generation_tps: float = 0.0
@@ -264,4 +289,6 @@ class Failed:
     error: Optional[BaseException] = None
 
 
-Event = Union[ModelLoading, ModelReady, Notice, Progress, TokenChunk, Finished, Failed]
+Event = Union[
+    ModelLoading, ModelReady, Notice, Progress, ImagesPrepared, TokenChunk, Finished, Failed
+]
