@@ -98,6 +98,44 @@ def preview_bundle(
     }
 
 
+def video_strip_bundle(source: str, frames: Sequence, timestamps: Sequence[float]) -> dict:
+    """The frames sent from a video, side by side, each with its time."""
+    from PIL import Image
+
+    from mlx_magic.images.decoding import short_source
+
+    figures = []
+    for frame, at in zip(frames, timestamps):
+        mime, encoded = _smallest_encoding(frame)
+        data = base64.b64encode(encoded).decode("ascii")
+        figures.append(
+            '<figure style="margin: 0; text-align: center">'
+            f'<img class="mlx-magic-frame" src="data:{mime};base64,{data}" '
+            f'width="{frame.width}" height="{frame.height}" alt="{at:.1f} s"/>'
+            f'<figcaption style="font-size: 0.75em; opacity: 0.75">{at:.1f} s</figcaption>'
+            "</figure>"
+        )
+    gap = 4
+    sheet = Image.new(
+        "RGB",
+        (sum(f.width for f in frames) + gap * (len(frames) - 1), max(f.height for f in frames)),
+        "white",
+    )
+    left = 0
+    for frame in frames:
+        sheet.paste(frame, (left, 0))
+        left += frame.width + gap
+    span = f"{timestamps[0]:.1f}–{timestamps[-1]:.1f} s" if timestamps else ""
+    caption = f"{short_source(source)} · {len(frames)} frames · {span}"
+    return {
+        "text/html": f'<div class="mlx-magic-video"><div style="display: flex; gap: {gap}px; '
+        f'overflow-x: auto">{"".join(figures)}</div><div style="font-size: 0.8em; '
+        f'opacity: 0.75">{html.escape(caption)}</div></div>',
+        "image/png": base64.b64encode(png_bytes(sheet)).decode("ascii"),
+        "text/plain": f"[video: {caption}]",
+    }
+
+
 def grounding_lines(grounding) -> list[str]:
     """One line per box and point, as a terminal shows them."""
     return [_item_line(item) for item in (*grounding.boxes, *grounding.points)]

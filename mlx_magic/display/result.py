@@ -17,10 +17,12 @@ def footer_text(stats: GenerationStats, model: str, finish_reason: str = "stop")
         f"prompt {stats.prompt_tokens} tokens @ {stats.prompt_tps:.1f} tok/s",
     ]
     details = []
-    if stats.image_tokens:
-        details.append(
-            f"{stats.image_tokens} image + {stats.prompt_tokens - stats.image_tokens} text"
-        )
+    if stats.image_tokens or stats.video_tokens:
+        visual = [f"{stats.image_tokens} image"] if stats.image_tokens else []
+        if stats.video_tokens:
+            visual.append(f"{stats.video_tokens} video")
+        text = stats.prompt_tokens - stats.image_tokens - stats.video_tokens
+        details.append(" + ".join([*visual, f"{text} text"]))
     if stats.cached_prompt_tokens:
         details.append(f"{stats.cached_prompt_tokens} cached")
     if details:

@@ -31,6 +31,7 @@ from mlx_magic.runtime.values import (
     Notice,
     Progress,
     TokenChunk,
+    VideoPrepared,
 )
 
 # How long to wait for the runtime to confirm a cancel before giving up on
@@ -242,6 +243,8 @@ class _Collector:
             self.view.notice(event.message)
         elif isinstance(event, Progress):
             self.view.progress(event.message)
+        elif isinstance(event, VideoPrepared):
+            self.view.show_video(event)
         elif isinstance(event, ImagesPrepared):
             self.prepared = event
             if self.watch is not None:
@@ -283,6 +286,7 @@ class _Collector:
         request = self.job.request
         if self.prepared is not None:
             stats.image_tokens = self.prepared.image_tokens
+            stats.video_tokens = self.prepared.video_tokens
         grounding, images = None, []
         if self.watch is not None:
             self.watch.feed("".join(self.parts))

@@ -46,6 +46,9 @@ class StreamView:
     def show_grounding(self, grounding) -> None:
         """Boxes and points found in the answer so far: draw them on the previews."""
 
+    def show_video(self, video) -> None:
+        """The frames sampled from a video (a ``VideoPrepared``), with their times."""
+
     def loading(self, model: str) -> None:
         """The model is cold and is being loaded."""
 
@@ -88,6 +91,14 @@ class NotebookView(StreamView):
         self._previews = preview_bundle(self._images)
         # Updated in place when the costs are known and as boxes complete.
         self._preview_handle = display(self._previews, raw=True, display_id=True)
+
+    def show_video(self, video) -> None:
+        from IPython.display import display
+
+        from mlx_magic.display.previews import video_strip_bundle
+
+        if video.frames:
+            display(video_strip_bundle(video.source, video.frames, video.timestamps), raw=True)
 
     def image_costs(self, processed_sizes: tuple, vision_tokens: tuple) -> None:
         from mlx_magic.display.previews import image_caption
@@ -225,6 +236,14 @@ class TerminalView(StreamView):
 
     def loading(self, model: str) -> None:
         print(f"[loading {model}…]", file=self.out, flush=True)
+
+    def show_video(self, video) -> None:
+        from mlx_magic.display.previews import video_strip_bundle
+
+        if video.frames:
+            self._erase_transient()
+            text = video_strip_bundle(video.source, video.frames, video.timestamps)["text/plain"]
+            print(text, file=self.out, flush=True)
 
     def waiting_for_first_token(self, model: str, loaded_in: Optional[float]) -> None:
         # A line that the first token erases, where the terminal can do that.

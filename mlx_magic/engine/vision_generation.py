@@ -5,6 +5,7 @@ from __future__ import annotations
 from mlx_magic.engine.model_cache import WarmModel
 from mlx_magic.engine.stepping import Stepper, probability_describer, token_id, usable_top_k
 from mlx_magic.engine.text_generation import PendingGeneration
+from mlx_magic.engine.video_inputs import check_takes_video, read_clip
 from mlx_magic.engine.vision_inputs import VisionInputs, image_patch_ranges, prepare_vision_inputs
 from mlx_magic.locking import gpu_lock
 from mlx_magic.runtime.job import Job
@@ -23,11 +24,36 @@ def vision_prompt(warm: WarmModel, request) -> str:
     if request.raw:
         return request.prompt
     model_type = _config_dict(warm.config)["model_type"]
+    if request.has_video:
+        return _video_prompt(warm, model_type, request)
     return apply_chat_template(  # type: ignore[return-value]  # a str when tokenize is off
         warm.tokenizer,
         warm.config,
         conversation_messages(model_type, request),
         num_images=len(request.images),
+    )
+
+
+def _video_prompt(warm, model_type: str, request) -> str:
+    """A one-turn prompt with the video (and any images) in the user message.
+
+    mlx-vlm's ``apply_chat_template`` puts a video into every message (the
+    system prompt too), so the message is built with its ``get_message_json``
+    and rendered by the processor's own chat template.
+    """
+    from mlx_vlm.prompt_utils import get_message_json
+
+    user = get_message_json(
+        model_type,
+        request.prompt,
+        "user",
+        num_images=len(request.images),
+        video="video",
+        fps=request.video_fps,
+    )
+    messages = [{"role": "system", "content": request.system}] if request.system else []
+    return warm.tokenizer.apply_chat_template(
+        messages + [user], tokenize=False, add_generation_prompt=True
     )
 
 
@@ -86,14 +112,23 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
         # mlx-vlm seeds once at the start; side by side, its draws then
         # depend on the other columns' (exact per-step seeds are for text models).
         options["seed"] = sampling.seed
-    inputs = None
-    if request.images:
+    inputs = clip = None
+    if request.has_video:
+        check_takes_video(warm, request.model.name)
+        clip = read_clip(request)
+        job.emit(clip.prepared)
+    if request.images or clip is not None:
         with gpu_lock:
-            inputs = prepare_vision_inputs(warm, prompt, list(request.images), request.model.name)
+            inputs = prepare_vision_inputs(
+                warm, prompt, list(request.images), request.model.name, clip
+            )
             job.emit(inputs.prepared)
             options.update(inputs.generate_kwargs())
-            options.update(_feature_cache_options(warm, inputs, request))
-    prompt_caches = _prompt_caches(warm, request)
+            if clip is None:
+                # A video's features are not cached (nor are the images sent with it).
+                options.update(_feature_cache_options(warm, inputs, request))
+    # A video cell is one turn, read in full: no KV state is kept for it.
+    prompt_caches = _prompt_caches(warm, request) if clip is None else None
     if prompt_caches is not None:
         cache_state = prompt_caches.check_out(request.conversation)
         token_ids_before = cache_state.token_ids
@@ -128,6 +163,7 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
                 peak_memory_gb=gib(mx.get_peak_memory()),
                 cached_prompt_tokens=getattr(last, "cached_tokens", 0) or 0,
                 image_tokens=inputs.prepared.image_tokens if inputs and inputs.prepared else 0,
+                video_tokens=inputs.prepared.video_tokens if inputs and inputs.prepared else 0,
             ),
         )
 

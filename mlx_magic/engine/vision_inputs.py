@@ -45,8 +45,12 @@ class VisionInputs:
         )
 
 
-def prepare_vision_inputs(warm, prompt: str, images: list, model_name: str) -> VisionInputs:
-    """Run the model's processor on the prompt and its images, once.
+def prepare_vision_inputs(
+    warm, prompt: str, images: list, model_name: str, clip=None
+) -> VisionInputs:
+    """Run the model's processor on the prompt, its images and its video, once.
+
+    ``clip`` is a :class:`~mlx_magic.engine.video_inputs.Clip` (or ``None``).
 
     Raises:
         UserError: the prompt (its images included) does not fit the model's context.
@@ -54,17 +58,19 @@ def prepare_vision_inputs(warm, prompt: str, images: list, model_name: str) -> V
     from mlx_vlm.utils import prepare_inputs
 
     config = _config_dict(warm.config)
+    video_options = dict(videos=[clip.frames], fps=clip.fps) if clip is not None else {}
     inputs = prepare_inputs(
         warm.tokenizer,
         images=images or None,
         prompts=prompt,
         image_token_index=_image_token_id(config),
         add_special_tokens=_adds_special_tokens(warm),
+        **video_options,
     )
     input_ids = inputs["input_ids"]
     prompt_tokens = int(input_ids.shape[-1])
-    image_token = _image_token_id(config)
-    image_tokens = int((input_ids == image_token).sum().item()) if image_token is not None else 0
+    image_tokens = _count(input_ids, _image_token_id(config))
+    video_tokens = _count(input_ids, config.get("video_token_id")) if clip is not None else 0
     sizes, per_image = image_costs(warm.tokenizer, inputs, len(images), image_tokens)
     prepared = ImagesPrepared(
         model_type=str(config.get("model_type", "")),
@@ -72,14 +78,17 @@ def prepare_vision_inputs(warm, prompt: str, images: list, model_name: str) -> V
         vision_tokens=per_image,
         image_tokens=image_tokens,
         prompt_tokens=prompt_tokens,
+        video_tokens=video_tokens,
     )
     limit = context_length(config) or context_length(_config_dict(config.get("text_config", {})))
     if limit and prompt_tokens >= limit:
+        what = f"{image_tokens:,} of them for {len(images)} image(s)"
+        if clip is not None:
+            what += f", {video_tokens:,} for the video"
         raise UserError(
-            f"The prompt is {prompt_tokens:,} tokens ({image_tokens:,} of them for "
-            f"{len(images)} image(s)); {model_name} reads at most {limit:,}: send smaller "
-            "images (--max-pixels N, or MLXMagics.max_image_pixels), fewer images, "
-            "or a shorter prompt"
+            f"The prompt is {prompt_tokens:,} tokens ({what}); {model_name} reads at most "
+            f"{limit:,}: send smaller images (--max-pixels N, or MLXMagics.max_image_pixels), "
+            "fewer images or frames (--max-frames), or a shorter prompt"
         )
     return VisionInputs(
         input_ids=input_ids,
@@ -136,6 +145,12 @@ def image_patch_ranges(inputs_extra: dict, count: int) -> Optional[list[tuple[in
         ranges.append((start, start + t * h * w, grid[index : index + 1]))
         start += t * h * w
     return ranges
+
+
+def _count(input_ids, token_id) -> int:
+    if not isinstance(token_id, int):
+        return 0
+    return int((input_ids == token_id).sum().item())
 
 
 def _as_list(array) -> list:

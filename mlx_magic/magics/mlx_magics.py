@@ -17,7 +17,7 @@ from traitlets import observe
 from mlx_magic.magics.arguments import generation_arguments, parse_flags
 from mlx_magic.magics.commands import COMMANDS
 from mlx_magic.magics.options import variants_of
-from mlx_magic.magics.prepare import load_cell_images, prepare
+from mlx_magic.magics.prepare import check_video_flags, load_cell_images, prepare
 from mlx_magic.magics.run import (
     check_columns,
     run_background,
@@ -151,6 +151,26 @@ class MLXMagics(MLXSettings):
         "bytes, a matplotlib figure or an IPython Image; also _, _N and Out[N].",
     )
     @argument(
+        "-v",
+        "--video",
+        metavar="SRC",
+        help="A video to send (models that take video: Qwen2-VL and its successors): a "
+        "file (.mp4...), or a variable holding frames (a list of PIL images or arrays, or "
+        "a T×H×W×3 array). The preview is a strip of the frames sent, with their times.",
+    )
+    @argument(
+        "--fps",
+        type=float,
+        help="Frames per second to take from the video (default 2; for frames in a "
+        "variable: the rate they were taken at).",
+    )
+    @argument(
+        "--max-frames",
+        type=int,
+        metavar="N",
+        help="Most frames to send from the video (default 16), spread evenly over it.",
+    )
+    @argument(
         "--region",
         metavar="X1,Y1,X2,Y2",
         help="Send only this part of each image (pixels: left,top,right,bottom); the "
@@ -233,11 +253,12 @@ class MLXMagics(MLXSettings):
         args = parse_flags(self.mlx_vision_cell, line, "%%mlx_vision")
         session = self.session
         variants = variants_of(args)
-        if not args.image and args.chat is None:
+        if not args.image and args.chat is None and args.video is None:
             raise UsageError(
-                "%%mlx_vision needs an image: add -i SRC (a file, URL or variable); "
-                "%%mlx answers text alone"
+                "%%mlx_vision needs an image: add -i SRC (a file, URL or variable) or a "
+                "video, -v SRC; %%mlx answers text alone"
             )
+        check_video_flags(args, self.runtime)
         if args.model is None and self.default_vision_model is None and self.runtime != "remote":
             raise UsageError(
                 "No vision model: pass --model, or set %config "
@@ -254,7 +275,7 @@ class MLXMagics(MLXSettings):
         prepared = prepare(
             session, variants[0], cell, session.resolve_vision, images, cell_id=session.cell_id
         )
-        if not prepared.request.images:
+        if not prepared.request.images and not prepared.request.has_video:
             raise UsageError(
                 f"%%mlx_vision needs an image: conversation '{args.chat}' has none yet; "
                 "add -i SRC (later turns may leave it out)"

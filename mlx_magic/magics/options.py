@@ -44,6 +44,10 @@ class CellOptions:
     region: Optional[tuple[float, float, float, float]] = None
     #: ``--max-pixels``: shrink larger images to this many pixels.
     max_pixels: Optional[int] = None
+    #: ``-v``: a video file or a variable holding frames; ``--fps``, ``--max-frames``.
+    video: Optional[str] = None
+    video_fps: float = 2.0
+    video_max_frames: int = 16
 
 
 def variants_of(args: Any) -> list[CellOptions]:
@@ -67,6 +71,9 @@ def variants_of(args: Any) -> list[CellOptions]:
         images=tuple(getattr(args, "image", None) or ()),
         region=_region_of(getattr(args, "region", None)),
         max_pixels=_max_pixels_of(getattr(args, "max_pixels", None)),
+        video=getattr(args, "video", None),
+        video_fps=getattr(args, "fps", None) or 2.0,
+        video_max_frames=getattr(args, "max_frames", None) or 16,
     )
     return [
         replace(base, model=model, temperature=temp, seed=seed)

@@ -64,6 +64,28 @@ def load_cell_images(
     return images
 
 
+def check_video_flags(args, runtime: str) -> None:
+    """``-v``, ``--fps`` and ``--max-frames`` together make sense (one line if not)."""
+    from mlx_magic.images.video_sources import MAX_FRAMES_LIMIT
+
+    video = getattr(args, "video", None)
+    fps, max_frames = getattr(args, "fps", None), getattr(args, "max_frames", None)
+    if video is None:
+        if fps is not None or max_frames is not None:
+            raise UsageError("--fps and --max-frames are for a video: add -v SRC")
+        return
+    if fps is not None and not 0 < fps <= 60:
+        raise UsageError(f"--fps must be above 0 and at most 60, not {fps:g}")
+    if max_frames is not None and not 2 <= max_frames <= MAX_FRAMES_LIMIT:
+        raise UsageError(f"--max-frames must be between 2 and {MAX_FRAMES_LIMIT}, not {max_frames}")
+    if args.chat is not None:
+        raise UsageError("-v: a video is sent in one cell, not in a conversation: leave out --chat")
+    if runtime == "remote":
+        raise UsageError(
+            "-v: videos go to local models only; for a server, send some frames as images (-i)"
+        )
+
+
 def _sent_key(loaded: LoadedImage, max_pixels: int) -> str:
     """The content key of the image as sent: a shrunk image is other pixels."""
     width, height = loaded.image.size
@@ -140,6 +162,16 @@ def prepare(
         system = conversation.system
         conversation_name = conversation.name
         turn = PendingTurn(conversation, index, tuple(image.caption for image in images))
+    video = None
+    if options.video is not None:
+        from mlx_magic.images.video_sources import load_video_source
+
+        try:
+            video = load_video_source(
+                options.video, session.shell.user_ns, options.video_max_frames
+            )
+        except ImageSourceError as error:
+            raise UsageError(str(error)) from error
     request = GenerationRequest(
         model=spec,
         prompt=prompt,
@@ -149,6 +181,10 @@ def prepare(
         images=earlier_images + tuple(capped(loaded.image, max_pixels) for loaded in images),
         image_keys=earlier_keys + tuple(_sent_key(loaded, max_pixels) for loaded in images),
         top_logprobs=options.probs or 0,
+        video=video.path if video is not None else None,
+        video_frames=tuple(capped(frame, max_pixels) for frame in video.frames) if video else (),
+        video_fps=options.video_fps,
+        video_max_frames=options.video_max_frames,
         system=system,
         raw=options.raw,
         sampling=sampling,

@@ -81,6 +81,13 @@ class GenerationRequest:
             so a runtime can keep one KV cache per conversation.
         top_logprobs: report each token's log-probability and this many
             alternatives (0: none, and no cost).
+        video: a video file to send (``-v clip.mp4``), decoded and sampled
+            by the runtime with mlx-vlm's own video reader.
+        video_frames: or the frames of a video, already sampled (RGB
+            ``PIL.Image`` objects, in order).
+        video_fps: frames per second to sample ``video`` at (for
+            ``video_frames``: the rate they were taken at).
+        video_max_frames: most frames to sample from ``video``.
     """
 
     model: ModelSpec
@@ -95,6 +102,14 @@ class GenerationRequest:
     history_images: tuple = ()
     conversation: Optional[str] = None
     top_logprobs: int = 0
+    video: Optional[str] = None
+    video_frames: tuple = ()
+    video_fps: float = 2.0
+    video_max_frames: int = 16
+
+    @property
+    def has_video(self) -> bool:
+        return self.video is not None or bool(self.video_frames)
 
     def images_by_turn(self) -> tuple[list[tuple], tuple]:
         """The images each history turn sent, and this cell's own."""
@@ -226,6 +241,20 @@ class ImagesPrepared:
     vision_tokens: tuple = ()
     image_tokens: int = 0
     prompt_tokens: int = 0
+    video_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class VideoPrepared:
+    """The frames sampled from a video, before the prompt is read.
+
+    ``frames`` are small RGB thumbnails (for the preview strip), one per
+    sampled frame; ``timestamps`` their times in the clip, in seconds.
+    """
+
+    source: str
+    frames: tuple = ()
+    timestamps: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -252,8 +281,9 @@ class GenerationStats:
 
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
-    #: Of ``prompt_tokens``, how many stand for images (vision models).
+    #: Of ``prompt_tokens``, how many stand for images and for video (vision models).
     image_tokens: int = 0
+    video_tokens: int = 0
     prompt_tps: float = 0.0
     generation_tokens: int = 0
     generation_tps: float = 0.0
@@ -290,5 +320,13 @@ class Failed:
 
 
 Event = Union[
-    ModelLoading, ModelReady, Notice, Progress, ImagesPrepared, TokenChunk, Finished, Failed
+    ModelLoading,
+    ModelReady,
+    Notice,
+    Progress,
+    ImagesPrepared,
+    VideoPrepared,
+    TokenChunk,
+    Finished,
+    Failed,
 ]

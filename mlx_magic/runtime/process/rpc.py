@@ -72,6 +72,7 @@ from mlx_magic.runtime.values import (
     RuntimeStatus,
     SamplingParams,
     TokenChunk,
+    VideoPrepared,
 )
 
 MAGIC = b"MLXRPC1 "
@@ -262,6 +263,7 @@ _DATACLASSES = {
         Notice,
         Progress,
         ImagesPrepared,
+        VideoPrepared,
         TokenChunk,
         GenerationStats,
         Finished,

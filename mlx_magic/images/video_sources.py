@@ -1,0 +1,86 @@
+"""The video a ``%%mlx_vision -v SRC`` cell names: a file, or frames in a variable.
+
+A file is only checked here (it exists, it is a file); the runtime reads and
+samples it with mlx-vlm's own reader (OpenCV), so no MLX or video decoder is
+needed in the kernel. Frames in a variable (a list of PIL images or arrays,
+or a ``T × H × W × 3`` array) are sampled here, evenly, to ``max_frames``,
+each turned into an RGB image exactly as ``-i`` would.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_module
+import sys
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+from mlx_magic.errors import ImageSourceError
+from mlx_magic.images.sources import load_images
+
+#: Most frames one cell may send (each frame pair is a few hundred tokens).
+MAX_FRAMES_LIMIT = 128
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    """A video to send: a file for the runtime to read, or sampled frames."""
+
+    source: str
+    path: Optional[str] = None
+    frames: tuple = ()
+
+
+def load_video_source(source: str, namespace: Mapping[str, Any], max_frames: int) -> VideoSource:
+    """Resolve ``-v SRC``: a variable holding frames, else a video file.
+
+    Raises:
+        ImageSourceError: nothing of that name, or frames that are not images (one line).
+    """
+    if source.isidentifier() and source in namespace:
+        return VideoSource(source, frames=_frames_of(source, namespace[source], max_frames))
+    path = os.path.expanduser(source)
+    if not os.path.exists(path):
+        raise ImageSourceError(f"no variable or video file named {source!r}", source)
+    if not stat_module.S_ISREG(os.stat(path).st_mode):
+        raise ImageSourceError(f"{source!r} is not a video file", source)
+    return VideoSource(source, path=os.path.abspath(path))
+
+
+def _frames_of(source: str, value: Any, max_frames: int) -> tuple:
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(value, numpy.ndarray):
+        if value.ndim != 4 or value.shape[-1] not in (1, 3, 4):
+            raise ImageSourceError(
+                f"{source!r}: an array of shape {tuple(value.shape)} is not a video "
+                "(expected T×H×W×3 frames)",
+                source,
+            )
+        frames = list(value)
+    elif isinstance(value, (list, tuple)):
+        frames = list(value)
+    else:
+        raise ImageSourceError(
+            f"{source!r} is a {type(value).__name__}, not a video: pass a file, a list of "
+            "frames (PIL images or arrays) or a T×H×W×3 array",
+            source,
+        )
+    if len(frames) < 2:
+        raise ImageSourceError(f"{source!r} has {len(frames)} frame(s); a video needs 2", source)
+    chosen = _evenly(len(frames), max_frames)
+    loaded = []
+    for index in chosen:
+        name = f"{source}_frame{index}"  # an identifier: looked up as a variable
+        try:
+            (image,) = load_images([name], {name: frames[index]})
+        except ImageSourceError as error:
+            raise ImageSourceError(str(error), source) from error
+        loaded.append(image.image)
+    return tuple(loaded)
+
+
+def _evenly(count: int, most: int) -> list[int]:
+    """``most`` indices spread evenly over ``count``, first and last included."""
+    if count <= most:
+        return list(range(count))
+    return sorted({round(i * (count - 1) / (most - 1)) for i in range(most)})
