@@ -237,3 +237,43 @@ def test_resaving_a_file_under_the_same_name_is_not_served_stale(vlm_shell, tmp_
     assert cache.stats()["hits"] == hits  # decoded again, not served from the cache
     run(vlm_shell, f"%%mlx_vision -i {path} -n 4\nWhat colour?")
     assert cache.stats()["hits"] == hits + 1  # unchanged now: a hit
+
+
+@pytest.mark.kernel
+def test_in_a_kernel_boxes_are_drawn_on_the_preview_and_saved_as_metadata(tiny_vlm):
+    import os
+
+    from kernel_helpers import execute, running_kernel
+
+    env = {**os.environ, "MLX_MAGIC_DEFAULT_VISION_MODEL": str(tiny_vlm)}
+    with running_kernel("%load_ext mlx_magic", extra_env=env) as (_, client):
+        code = (
+            "from PIL import Image\n"
+            "from mlx_magic.testing.scripted import forced_vision_answer\n"
+            "red = Image.new('RGB', (120, 80), 'red')\n"
+            f"with forced_vision_answer({QWEN2_BOX!r}):\n"
+            "    get_ipython().run_cell_magic('mlx_vision', '-i red -n 80', 'Where?')\n"
+        )
+        reply, messages = execute(client, code, timeout=300)
+        assert reply["status"] == "ok", reply
+    kinds = [m["msg_type"] for m in messages]
+    first = next(m for m in messages if m["msg_type"] == "display_data")
+    preview_id = first["content"]["transient"]["display_id"]
+    updates = [
+        m
+        for m in messages
+        if m["msg_type"] == "update_display_data"
+        and m["content"]["transient"]["display_id"] == preview_id
+    ]
+    # The costs, at least one drawing while streaming, and the final one with data.
+    assert len(updates) >= 2, kinds
+    assert "red · 120×80 → 112×84 · 12 tokens" in updates[0]["content"]["data"]["text/plain"]
+    final = updates[-1]["content"]
+    saved = final["metadata"]["mlx_magic"]
+    assert [box["label"] for box in saved["boxes"]] == ["cat", "dog"]
+    assert saved["boxes"][0]["x1"] == pytest.approx(12)
+    assert "[box 'dog' (72, 0)–(120, 40) on image 1]" in final["data"]["text/plain"]
+    sheet = Image.open(io.BytesIO(base64.b64decode(final["data"]["image/png"]))).convert("RGB")
+    plain = Image.open(io.BytesIO(base64.b64decode(first["content"]["data"]["image/png"])))
+    assert np.asarray(sheet).shape == np.asarray(plain.convert("RGB")).shape
+    assert (np.asarray(sheet) != np.asarray(plain.convert("RGB"))).any()  # something drawn

@@ -1,5 +1,7 @@
 """The chat panel (%mlx panel): widgets driven as a user would, on the real runtime."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -83,6 +85,48 @@ def test_vision_panel_lists_image_variables_and_sends_them(model_shell, tiny_vlm
         entry = wait(panel.send())
         assert entry.result.stats.prompt_tokens > 20
         assert "mlx-magic-preview" in transcript_html(panel)
+    finally:
+        magics.default_vision_model = None
+
+
+def test_a_drawn_box_in_the_panel_is_a_follow_up_about_its_region(model_shell, tiny_vlm):
+    from mlx_magic.testing.scripted import forced_vision_answer
+
+    model_shell.user_ns["scene"] = np.zeros((80, 120, 3), "uint8")
+    magics = model_shell.magics_manager.registry["MLXMagics"]
+    magics.default_vision_model = str(tiny_vlm)
+    answer = "<|object_ref_start|>cat<|object_ref_end|><|box_start|>(100,250),(500,750)<|box_end|>"
+    try:
+        panel = mlx_magic.panel(vision=True, conversation="regions")
+        panel.image_variables.value = ("scene",)
+        panel.max_tokens.value = 40
+        panel.prompt.value = "Where is the cat?"
+        with forced_vision_answer(answer):
+            entry = wait(panel.send())
+        assert [box.label for box in entry.result.boxes] == ["cat"]
+
+        def region_buttons():
+            return [
+                child
+                for row in panel.transcript.children
+                for child in getattr(row, "children", ())
+                if "mlx-magic-region-button" in child._dom_classes
+            ]
+
+        deadline = time.monotonic() + 10  # the panel's own done-callback adds them
+        while not region_buttons() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        buttons = region_buttons()
+        assert [button.description for button in buttons] == ["Ask about cat"]
+        buttons[0].click()
+        assert "the cat" in panel.prompt.value
+        assert panel.region_images[0].size == (48, 40)
+        entry = wait(panel.send())
+        # The follow-up sent the region (a new image in the conversation's turn).
+        turns = magics.session.conversations.get("regions").turns
+        assert len(turns) == 2 and len(turns[1].images) == 1
+        assert turns[1].images[0].size == (48, 40)
+        assert panel.region_images == []
     finally:
         magics.default_vision_model = None
 

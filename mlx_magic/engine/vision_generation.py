@@ -122,7 +122,8 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
             inputs = prepare_vision_inputs(
                 warm, prompt, list(request.images), request.model.name, clip
             )
-            job.emit(inputs.prepared)
+            if inputs.prepared is not None:
+                job.emit(inputs.prepared)
             options.update(inputs.generate_kwargs())
             if clip is None:
                 # A video's features are not cached (nor are the images sent with it).
@@ -206,7 +207,7 @@ def _feature_cache_options(warm: WarmModel, inputs: VisionInputs, request) -> di
         return {}
     import mlx.core as mx
 
-    parts = []
+    parts: list = []
     for key, (start, end, grid_row) in zip(request.image_keys, ranges):
         entry = f"image:{key}:grid{'x'.join(str(int(v)) for v in grid_row.tolist()[0])}"
         features = cache.get(entry)

@@ -47,7 +47,7 @@ __all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "load_images"]
 
 _GLOB_CHARS = ("*", "?", "[")
 # hashlib.file_digest (3.11+) hashes a file in chunks, in constant memory.
-_HAS_FILE_DIGEST = hasattr(hashlib, "file_digest")
+_FILE_DIGEST = getattr(hashlib, "file_digest", None)
 _OUTPUT_REF = re.compile(r"^(?:_(\d+)|Out\[(\d+)\])$")
 _LAST_OUTPUTS = {
     "_": "the last output",
@@ -382,7 +382,7 @@ def _from_file(source: str, path: str, options: _Options) -> LoadedImage:
         with open(path, "rb") as file:
             # Keyed by what the file holds, not by its name or mtime: a figure
             # saved again under the same name (same size, same second) is new.
-            digest = hashlib.file_digest(file, "sha256") if _HAS_FILE_DIGEST else None
+            digest = _FILE_DIGEST(file, "sha256") if _FILE_DIGEST else None
             if digest is None:
                 data = file.read()
                 digest = hashlib.sha256(data)

@@ -13,11 +13,12 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from mlx_magic.display.result import MLXResult
 from mlx_magic.display.streaming import GenerationFailed, stream_job
 from mlx_magic.display.views import StreamView
+from mlx_magic.images import LoadedImage
 from mlx_magic.runtime.job import Job
 
 
@@ -62,14 +63,18 @@ class BackgroundJobs:
         *,
         interval_s: float,
         on_done: Callable[[BackgroundJob], None],
+        images: Sequence[LoadedImage] = (),
     ) -> BackgroundJob:
-        """Follow ``job`` on a helper thread; ``on_done`` runs when it ends."""
+        """Follow ``job`` on a helper thread; ``on_done`` runs when it ends.
+
+        ``images`` are the cell's own, for the boxes an answer draws on them.
+        """
         entry = BackgroundJob(id=next(self._ids), model=job.request.model.name, job=job, view=view)
         self._jobs[entry.id] = entry
 
         def follow():
             try:
-                entry.result = stream_job(job, view, interval_s=interval_s).result
+                entry.result = stream_job(job, view, interval_s=interval_s, images=images).result
             except GenerationFailed as failed:
                 entry.error = failed.failure.message
             except Exception as error:  # never lose a job silently

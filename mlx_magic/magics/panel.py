@@ -75,6 +75,9 @@ class ChatPanel:
             options=self.image_variable_names(), description="Variables", rows=3
         )
         self.transcript = widgets.VBox([])
+        # Regions picked from drawn boxes, sent with the next turn.
+        self.region_images: list = []
+        self._turn_images: tuple = ()
         self._conversation_base = conversation
         self._conversation_count = 1
         self.model.observe(self._model_changed, "value")
@@ -149,6 +152,8 @@ class ChatPanel:
             self._note(f"✖ {error}")
             return None
         self.prompt.value = ""
+        self.region_images = []
+        self._turn_images = images
         self._add_user_turn(text, images)
         view = WidgetStreamView(cell.request.model.name)
         view.box.add_class("mlx-magic-answer")
@@ -160,9 +165,43 @@ class ChatPanel:
             self.send_button.disabled, self.stop_button.disabled = False, True
             if entry.result is None and entry.error:
                 self._note(f"✖ {entry.error}")
+            elif entry.result is not None and entry.result.boxes and images:
+                self._show_boxes(entry.result, images)
 
         self.running = run_background(self.session, cell, view=view, on_done=done)
         return self.running
+
+    def ask_about(self, box) -> None:
+        """Fill a follow-up about ``box``: its region goes with the next turn."""
+        self.region_images = [box.crop()]
+        what = f"the {box.label}" if box.label else "this region"
+        self.prompt.value = f"Look closely at {what} (the region sent with this turn): "
+        self._note(f"The region of {what} will be sent with the next turn")
+
+    def _show_boxes(self, result, images) -> None:
+        """The turn's images with the answer's boxes drawn, and a button per box."""
+        import ipywidgets as widgets
+
+        from mlx_magic.display.previews import preview_bundle
+        from mlx_magic.grounding import Grounding
+
+        drawn = preview_bundle(
+            images, grounding=Grounding(boxes=tuple(result.boxes), points=tuple(result.points))
+        )
+        buttons = []
+        for index, box in enumerate(result.boxes):
+            button = widgets.Button(
+                description=f"Ask about {box.label or f'box {index + 1}'}",
+                icon="search",
+                tooltip=f"({box.x1:.0f}, {box.y1:.0f})–({box.x2:.0f}, {box.y2:.0f})",
+            )
+            button.add_class("mlx-magic-region-button")
+            button.on_click(lambda _, box=box: self.ask_about(box))
+            buttons.append(button)
+        self.transcript.children = self.transcript.children + (
+            widgets.HTML(value=drawn["text/html"]),
+            widgets.HBox(buttons),
+        )
 
     def _model_changed(self, change) -> None:
         # A conversation keeps its model: another model starts another one.
@@ -212,6 +251,10 @@ class ChatPanel:
         for index, upload in enumerate(self.upload.value):
             name = f"__panel_upload_{index}"
             namespace[name] = bytes(upload["content"])
+            sources.append(name)
+        for index, region in enumerate(self.region_images):
+            name = f"region_{index + 1}"
+            namespace[name] = region
             sources.append(name)
         return load_images(sources, namespace, cache=self.session.image_cache) if sources else []
 

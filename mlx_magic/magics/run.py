@@ -98,7 +98,9 @@ def run_background(
         if on_done is not None:
             on_done(entry)
 
-    entry = session.jobs.start(job, view, interval_s=_interval_s(session), on_done=done)
+    entry = session.jobs.start(
+        job, view, interval_s=_interval_s(session), on_done=done, images=cell.images
+    )
     if announce:
         print(
             f"[background job {entry.id}: %mlx jobs lists it, %mlx wait {entry.id} waits, "

@@ -67,8 +67,8 @@ def forced_vision_answer(answer: str) -> Iterator[None]:
         processors.append(scripted_logits_processor(ids, _end_id(tokenizer)))
         return original(model, processor, prompt, *args, logits_processors=processors, **kwargs)
 
-    mlx_vlm.stream_generate = scripted  # type: ignore[assignment]
+    mlx_vlm.stream_generate = scripted
     try:
         yield
     finally:
-        mlx_vlm.stream_generate = original  # type: ignore[assignment]
+        mlx_vlm.stream_generate = original
