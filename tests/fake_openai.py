@@ -19,6 +19,7 @@ class Recorder(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), RecordingHandler)
         self.mode = mode
         self.probe_delay_s = 0.0  # how long GET /v1/models takes to answer
+        self.words = None  # the answer's chunks, if not the default greeting
         self.requests = []
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -88,7 +89,7 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             return self._hang_up()
         events = [": keep-alive"]
-        words = ["Hello", ",", " wörld", " 🚀"]
+        words = list(self.server.words or ["Hello", ",", " wörld", " 🚀"])
         if mode == "endless":
             words = [f" w{index}" for index in range(2000)]  # ignores max_tokens
         if mode == "echo-auth":

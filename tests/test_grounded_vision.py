@@ -277,3 +277,36 @@ def test_in_a_kernel_boxes_are_drawn_on_the_preview_and_saved_as_metadata(tiny_v
     plain = Image.open(io.BytesIO(base64.b64decode(first["content"]["data"]["image/png"])))
     assert np.asarray(sheet).shape == np.asarray(plain.convert("RGB")).shape
     assert (np.asarray(sheet) != np.asarray(plain.convert("RGB"))).any()  # something drawn
+
+
+def test_a_remote_qwen2_5_vl_answer_is_drawn_in_pixels_of_the_image(tmp_path):
+    """The server's model name says the family; its resize is Qwen2.5-VL's default,
+    applied to the image as it was sent (shrunk to --max-pixels first)."""
+    from conftest import make_shell
+    from fake_openai import Recorder
+
+    server = Recorder()
+    # 1280×960 shrunk to 4 × 10⁵ pixels is 730×547; Qwen2.5-VL resizes that to 728×560.
+    server.words = ['```json\n[{"bbox_2d": [', "0, 280, 364, ", '560], "label": "car"}]\n```']
+    shell = make_shell()
+    shell.extension_manager.load_extension("mlx_magic")
+    try:
+        run(shell, "%config MLXMagics.runtime = 'remote'")
+        run(shell, f"%config MLXMagics.endpoints = [{server.url!r}]")
+        photo = tmp_path / "street.png"
+        Image.new("RGB", (1280, 960), "grey").save(photo)
+        run(
+            shell,
+            f"%%mlx_vision -m Qwen2.5-VL-7B-Instruct -i {photo} --max-pixels 400000 -n 50\n"
+            "Find the car.",
+        )
+        (car,) = shell.user_ns["_mlx"].boxes
+        assert car.label == "car" and car.format == "qwen2_5_vl"
+        # Half of the processed width and height, in pixels of the original.
+        assert (car.x1, car.y1, car.x2, car.y2) == pytest.approx((0, 480, 640, 960), abs=1.5)
+        sent = server.requests[-1][3]["messages"][-1]["content"][1]["image_url"]["url"]
+        size = Image.open(io.BytesIO(base64.b64decode(sent.split(",", 1)[1]))).size
+        assert size[0] * size[1] <= 400_000
+    finally:
+        shell.extension_manager.unload_extension("mlx_magic")
+        server.close()

@@ -50,17 +50,23 @@ def test_quickstart_answers_with_the_embedded_model():
         assert not [o for o in cell.outputs if o.output_type == "error"], cell.source
 
 
-def test_vision_notebook_shows_previews_before_streamed_answers(tiny_vlm, monkeypatch):
+def test_vision_notebook_shows_previews_before_streamed_answers(tiny_vlm, monkeypatch, tmp_path):
     monkeypatch.setenv("MLX_MAGIC_DEFAULT_VISION_MODEL", str(tiny_vlm))
     notebook = nbformat.read(NOTEBOOKS / "02-vision.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3").execute()
+    # The notebook saves a chart and a video: in a folder of its own.
+    NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     for cell in code:
         assert not [o for o in cell.outputs if o.output_type == "error"], cell.source
     vision_cells = [cell for cell in code if cell.source.startswith("%%mlx_vision")]
-    assert len(vision_cells) == 7
+    assert len(vision_cells) == 16
     with_images = [cell for cell in vision_cells if " -i " in cell.source.splitlines()[0]]
-    assert len(with_images) == 6
+    assert len(with_images) == 13
     for cell in with_images:
         kinds = [o.output_type for o in cell.outputs]
         previews = [
@@ -72,11 +78,41 @@ def test_vision_notebook_shows_previews_before_streamed_answers(tiny_vlm, monkey
         assert previews and streams and previews[0] < streams[0], cell.source
         preview = cell.outputs[previews[0]].data
         images = cell.source.splitlines()[0].count("-i ")
-        assert preview["text/html"].count("<img") == images
+        # A region is shown after the whole image it was cut from.
+        in_context = preview["text/html"].count('alt="where the region lies"')
+        assert preview["text/html"].count("<img") == images + in_context
         assert "tok/s" in outputs_text(cell)
+        # Once the processor has run, each caption says what the image cost.
+        assert " tokens]" in preview["text/plain"], cell.source
+    by_first_line = {cell.source.splitlines()[0]: cell for cell in vision_cells}
+    photo = outputs_text(by_first_line["%%mlx_vision -i photo -n 20"])
+    capped = outputs_text(by_first_line["%%mlx_vision -i photo --max-pixels 200000 -n 20"])
+    assert "photo · 4032×3024 → " in photo and " image + " in photo
+    # (The tiny model's processor allows 224×224 pixels: both fit under its own cap;
+    # test_grounded_vision shows --max-pixels below it.)
+    assert int(capped.split(" image + ")[0].split("(")[-1]) <= int(
+        photo.split(" image + ")[0].split("(")[-1]
+    )
+    scripted = next(cell for cell in code if "forced_vision_answer(answer)" in cell.source)
+    drawn = [o for o in scripted.outputs if o.output_type == "display_data"][0]
+    assert [box["label"] for box in drawn.metadata["mlx_magic"]["boxes"]] == [
+        "red circle",
+        "blue rectangle",
+    ]
+    assert (
+        "where the region lies"
+        in by_first_line["%%mlx_vision -i circle -n 30"].outputs[0].data["text/html"]
+    )
+    for video in (
+        "%%mlx_vision -v frames --fps 4 -n 40",
+        "%%mlx_vision -v ball.mp4 --fps 2 --max-frames 6 -n 40",
+    ):
+        assert "[video: " in outputs_text(by_first_line[video]) and " video + " in outputs_text(
+            by_first_line[video]
+        )
     # The follow-up without -i: the image came from the KV cache with the first turn.
-    follow_up = next(cell for cell in vision_cells if cell not in with_images)
-    assert "--chat chart" in follow_up.source and " cached)" in outputs_text(follow_up)
+    follow_up = by_first_line["%%mlx_vision --chat chart -n 40"]
+    assert " cached)" in outputs_text(follow_up)
     transcript = outputs_text(next(cell for cell in code if cell.source == "%mlx chat chart"))
     assert "[image: fig" in transcript and "Which bar is the tallest?" in transcript
     status = outputs_text(next(cell for cell in code if cell.source == "%mlx status"))
