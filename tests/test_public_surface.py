@@ -16,6 +16,7 @@ TRAITS = [
     "default_vision_model",
     "endpoints",
     "first_token_timeout_s",
+    "max_image_pixels",
     "max_images",
     "max_tokens",
     "memory_budget_gb",
@@ -28,6 +29,17 @@ TRAITS = [
     "system_prompt",
     "temperature",
     "top_p",
+]
+# Only %%mlx_vision takes these.
+VISION_FLAGS = [
+    "-i",
+    "--image",
+    "-v",
+    "--video",
+    "--fps",
+    "--max-frames",
+    "--region",
+    "--max-pixels",
 ]
 TEXT_FLAGS = [
     "--background",
@@ -123,7 +135,7 @@ def test_traits_magics_flags_and_commands():
     assert sorted(magics.magics["cell"]) == ["mlx", "mlx_vision"]
     assert sorted(magics.magics["line"]) == ["mlx"]
     assert option_strings(magics.mlx_cell) == TEXT_FLAGS
-    assert option_strings(magics.mlx_vision_cell) == sorted(TEXT_FLAGS + ["-i", "--image"])
+    assert option_strings(magics.mlx_vision_cell) == sorted(TEXT_FLAGS + VISION_FLAGS)
     [command] = [a for a in magics.mlx_line.parser._actions if a.dest == "command"]
     assert list(command.choices) == COMMANDS
     from mlx_magic.magics import commands
