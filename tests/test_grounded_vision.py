@@ -310,3 +310,15 @@ def test_a_remote_qwen2_5_vl_answer_is_drawn_in_pixels_of_the_image(tmp_path):
     finally:
         shell.extension_manager.unload_extension("mlx_magic")
         server.close()
+
+
+def test_the_grounding_setting_turns_boxes_off_but_keeps_the_costs(vlm_shell):
+    run(vlm_shell, "%config MLXMagics.grounding = False")
+    try:
+        with forced_vision_answer(QWEN2_BOX):
+            run(vlm_shell, "%%mlx_vision -i red -n 80\nWhere are the animals?")
+        result = vlm_shell.user_ns["_mlx"]
+        assert result.text == QWEN2_BOX and result.boxes == []
+        assert result.images[0]["vision_tokens"] == 12
+    finally:
+        run(vlm_shell, "%config MLXMagics.grounding = True")

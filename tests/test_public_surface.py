@@ -15,6 +15,7 @@ TRAITS = [
     "default_model",
     "default_vision_model",
     "endpoints",
+    "grounding",
     "first_token_timeout_s",
     "max_image_pixels",
     "max_images",

@@ -9,6 +9,7 @@ point has completed, so the previews are redrawn only then.
 
 from __future__ import annotations
 
+import time
 from typing import Optional, Sequence
 
 from mlx_magic.grounding import Grounding, GroundingTracker, ImageGeometry, grounding_family
@@ -17,11 +18,18 @@ from mlx_magic.images import LoadedImage
 from mlx_magic.runtime.values import GenerationRequest, ImagesPrepared
 
 
+#: Least time between two drawings of the previews while an answer streams.
+REDRAW_S = 0.5
+
+
 class GroundingWatch:
     """Finds the coordinates in one cell's answer, mapped to its images' pixels."""
 
-    def __init__(self, images: Sequence[LoadedImage], request: GenerationRequest):
+    def __init__(
+        self, images: Sequence[LoadedImage], request: GenerationRequest, *, detect: bool = True
+    ):
         self.images = tuple(images)
+        self.detect = detect
         self.model_name = request.model.name
         # What the model was sent (shrunk to --max-pixels): a server's resize
         # starts from these.
@@ -31,6 +39,8 @@ class GroundingWatch:
         self.processed_sizes: tuple = (None,) * len(self.images)
         self.vision_tokens: tuple = (None,) * len(self.images)
         self._tracker: Optional[GroundingTracker] = None
+        self._changed = False
+        self._drawn_at = -REDRAW_S
 
     def prepared(self, event: ImagesPrepared) -> None:
         """What the processor did; the cell's images are the request's last ones."""
@@ -42,14 +52,24 @@ class GroundingWatch:
         self._tracker = None  # rebuilt with what is now known
 
     def feed(self, answer_so_far: str) -> Optional[Grounding]:
-        """The grounding, when a new item has completed since the last call."""
-        if not self.images:
+        """The grounding to draw, when an item has completed since the last drawing.
+
+        Drawings are at least :data:`REDRAW_S` apart: each one resends the
+        previews, so twenty boxes in a second must not mean twenty of them
+        (the answer's end draws whatever is left).
+        """
+        if not self.images or not self.detect:
             return None
         if self._tracker is None:
             self._tracker = GroundingTracker(
                 grounding_family(self.model_type, self.model_name), self.geometries()
             )
-        return self._tracker.grounding if self._tracker.feed(answer_so_far) else None
+        self._changed = self._tracker.feed(answer_so_far) or self._changed
+        now = time.monotonic()
+        if not self._changed or now - self._drawn_at < REDRAW_S:
+            return None
+        self._changed, self._drawn_at = False, now
+        return self._tracker.grounding
 
     @property
     def grounding(self) -> Grounding:

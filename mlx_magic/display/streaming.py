@@ -58,12 +58,18 @@ class StreamOutcome:
 
 
 def stream_job(
-    job: Job, view: StreamView, *, interval_s: float, images: Sequence[LoadedImage] = ()
+    job: Job,
+    view: StreamView,
+    *,
+    interval_s: float,
+    images: Sequence[LoadedImage] = (),
+    grounding: bool = True,
 ) -> StreamOutcome:
     """Show ``job``'s answer in ``view`` as it is generated.
 
     ``images`` are the cell's own (a vision cell): boxes and points in the
-    answer are drawn on their previews as each completes.
+    answer are drawn on their previews as each completes (unless
+    ``grounding`` is false: then only what the images cost is shown).
 
     Returns:
         The outcome; ``interrupted`` is true when a ``KeyboardInterrupt``
@@ -72,7 +78,7 @@ def stream_job(
     Raises:
         GenerationFailed: the runtime could not generate.
     """
-    watch = GroundingWatch(images, job.request) if images else None
+    watch = GroundingWatch(images, job.request, detect=grounding) if images else None
     collector = _Collector(job, view, TokenBuffer(interval_s) if view.batches else None, watch)
     shield = NO_SHIELD
     try:

@@ -64,6 +64,7 @@ class BackgroundJobs:
         interval_s: float,
         on_done: Callable[[BackgroundJob], None],
         images: Sequence[LoadedImage] = (),
+        grounding: bool = True,
     ) -> BackgroundJob:
         """Follow ``job`` on a helper thread; ``on_done`` runs when it ends.
 
@@ -74,7 +75,9 @@ class BackgroundJobs:
 
         def follow():
             try:
-                entry.result = stream_job(job, view, interval_s=interval_s, images=images).result
+                entry.result = stream_job(
+                    job, view, interval_s=interval_s, images=images, grounding=grounding
+                ).result
             except GenerationFailed as failed:
                 entry.error = failed.failure.message
             except Exception as error:  # never lose a job silently

@@ -37,7 +37,13 @@ def run_foreground(session: Session, cell: PreparedCell) -> None:
         view.show_images(cell.images)
     job = session.runtime.generate(cell.request)
     try:
-        outcome = stream_job(job, view, interval_s=_interval_s(session), images=cell.images)
+        outcome = stream_job(
+            job,
+            view,
+            interval_s=_interval_s(session),
+            images=cell.images,
+            grounding=session.settings.grounding,
+        )
     except GenerationFailed as failed:
         raise_failure(session, failed.failure)
     result = outcome.result
@@ -99,7 +105,12 @@ def run_background(
             on_done(entry)
 
     entry = session.jobs.start(
-        job, view, interval_s=_interval_s(session), on_done=done, images=cell.images
+        job,
+        view,
+        interval_s=_interval_s(session),
+        on_done=done,
+        images=cell.images,
+        grounding=session.settings.grounding,
     )
     if announce:
         print(

@@ -73,6 +73,12 @@ class MLXSettings(Magics):
         "photo costs ~1,300 tokens instead of ~15,000 (Qwen2-VL). --max-pixels sets it "
         "for one cell.",
     ).tag(config=True)
+    grounding = Bool(
+        True,
+        help="Find the boxes and points in %%mlx_vision answers (Qwen2-VL, Qwen2.5-VL, "
+        "Qwen3-VL, PaliGemma, Molmo formats), draw them on the previews and keep them in "
+        "_mlx.boxes / _mlx.points.",
+    ).tag(config=True)
     max_tokens = Int(256, help="Most tokens to generate when a cell has no --max-tokens.").tag(
         config=True
     )
