@@ -255,9 +255,6 @@ _RECORDER = """() => {
   snapshot();
 }"""
 
-_SOURCES = """() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')].map(cell =>
-  [...cell.querySelectorAll('.jp-InputArea-editor .cm-line')].map(l => l.textContent).join('\\n'))"""
-
 _PROMPTS = """() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')]
   .map(p => p.textContent.trim())"""
 
@@ -270,7 +267,13 @@ class NotebookPage:
         self.page.goto(server.url(frontend, path, workspace=uuid.uuid4().hex[:8]))
         self.page.wait_for_selector(".jp-Notebook .jp-CodeCell .cm-line")
         self.wait_for_kernel()
-        self.sources = self.page.evaluate(_SOURCES)
+        # From the file: a long notebook's off-screen cells have no editor lines yet.
+        content = server.api(f"contents/{path}")["content"]
+        self.sources = [
+            "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            for cell in content["cells"]
+            if cell["cell_type"] == "code"
+        ]
         self.page.evaluate(_RECORDER)
 
     def wait_for_kernel(self, timeout=90):
@@ -475,10 +478,18 @@ def test_vision_previews_load_before_streamed_answers(open_notebook, frontend):
     assert_no_errors(notebook)
 
     vision = [i for i, s in enumerate(notebook.sources) if s.startswith("%%mlx_vision")]
-    assert len(vision) == 7  # the last is a follow-up in a conversation: no -i, no preview
+    # Two are videos (a strip of frames, no preview) and one a follow-up in a conversation.
+    assert len(vision) == 16
     for index in vision:
         cell = notebook.cell(index)
-        expected = notebook.sources[index].split("\n")[0].count("-i ")
+        first_line = notebook.sources[index].split("\n")[0]
+        # A region (--region, or a box's crop) is shown after the whole image it came from.
+        in_context = "--region" in first_line or first_line.startswith("%%mlx_vision -i circle")
+        expected = first_line.count("-i ") + in_context
+        if " -v " in first_line:
+            frames = cell.locator("img.mlx-magic-frame")
+            frames.first.scroll_into_view_if_needed()
+            assert frames.count() >= 2 and frames.first.is_visible()
         previews = cell.locator("img.mlx-magic-preview")
         assert previews.count() == expected
         for n in range(expected):
@@ -500,6 +511,30 @@ def test_vision_previews_load_before_streamed_answers(open_notebook, frontend):
         footer.scroll_into_view_if_needed()
         assert footer.is_visible() and "tok/s" in footer.text_content()
     notebook.screenshot(f"{frontend}-02-vision", scroll_to=notebook.cell(vision[0]))
+
+    # The scripted Qwen2-VL answer: its two boxes drawn on the canvas's preview.
+    scripted = next(
+        i for i, s in enumerate(notebook.sources) if "forced_vision_answer(answer)" in s
+    )
+    drawn = notebook.cell(scripted).locator("img.mlx-magic-preview").first
+    drawn.scroll_into_view_if_needed()
+    drawn.evaluate("img => img.decode()")
+    # The red circle's box runs along y = 40 of the 320×240 canvas, from x = 30 to 150;
+    # at x = 50 the canvas is white there: the outline (or its label) is not.
+    pixel = drawn.evaluate(
+        """img => {
+            const canvas = document.createElement('canvas');
+            canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+            const context = canvas.getContext('2d');
+            context.drawImage(img, 0, 0);
+            const scale = img.naturalWidth / 320;
+            return Array.from(context.getImageData(
+                Math.round(50 * scale), Math.round(40 * scale), 1, 1).data);
+        }"""
+    )
+    assert pixel[:3] != [255, 255, 255], pixel
+    assert "blue rectangle" in notebook.cell(scripted + 1).text_content()  # _mlx.boxes
+    notebook.screenshot(f"{frontend}-02-vision-boxes", scroll_to=notebook.cell(scripted))
 
 
 @pytest.mark.parametrize("frontend", FRONTENDS)

@@ -86,7 +86,8 @@ def box_pixels(
     top, bottom = min(y1, y2), max(y1, y2)
     if right - left <= 0 or bottom - top <= 0:
         return None
-    return left, top, right, bottom
+    # Hundredths of a pixel: enough, and ``Box(x1=30.08, ...)`` reads better than float noise.
+    return round(left, 2), round(top, 2), round(right, 2), round(bottom, 2)
 
 
 def point_pixels(
@@ -100,7 +101,7 @@ def point_pixels(
     (y,) = _axis((values[1],), reading.extent[1], size[1])
     if x is None or y is None:
         return None
-    return x, y
+    return round(x, 2), round(y, 2)
 
 
 def estimated_processed_size(size: tuple[int, int]) -> tuple[int, int]:
