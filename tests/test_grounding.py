@@ -49,7 +49,8 @@ def points(text, family=None, geometry=PHOTO):
 
 def approx(rows):
     return [
-        tuple(pytest.approx(v, abs=1e-6) if isinstance(v, float) else v for v in row)
+        # Coordinates are kept to hundredths of a pixel.
+        tuple(pytest.approx(v, abs=0.005) if isinstance(v, float) else v for v in row)
         for row in rows
     ]
 
