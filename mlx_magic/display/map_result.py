@@ -1,0 +1,130 @@
+"""What a ``--map`` cell leaves behind: one row per item, as a table."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+#: The columns every --map table has, after the item's own.
+RESULT_COLUMNS = ("answer", "tokens", "time_s", "finish_reason", "error")
+#: The finish reason of an item a stopped run never reached.
+NOT_RUN = "not run"
+
+
+@dataclass
+class MLXMapResult:
+    """The answers of a ``--map`` cell, stored in ``_mlx`` (and ``--out NAME``).
+
+    Attributes:
+        rows: one dict per item, in item order: the item's columns (a
+            DataFrame's, a dict's keys, or ``item``), then ``answer``,
+            ``tokens``, ``time_s``, ``finish_reason`` and ``error``.
+        results: the :class:`~mlx_magic.display.result.MLXResult` of each item
+            (``None`` for an item that failed or did not run).
+        index: the items' labels (a DataFrame's or Series' index, a dict's keys).
+        items_name: the name ``--map`` was given.
+        seconds: the run's wall time.
+    """
+
+    rows: list = field(default_factory=list)
+    results: list = field(default_factory=list)
+    index: list = field(default_factory=list)
+    items_name: str = ""
+    seconds: float = 0.0
+    batch_size: int = 1
+
+    @property
+    def table(self) -> Any:
+        """The rows as a pandas DataFrame (indexed like the items), or a list of
+        dicts when pandas is not installed."""
+        try:
+            import pandas
+        except ImportError:
+            return [dict(row) for row in self.rows]
+        return pandas.DataFrame(self.rows, index=list(self.index))
+
+    @property
+    def counts(self) -> dict:
+        counts: dict[str, int] = {}
+        for row in self.rows:
+            reason = row["finish_reason"] if not row.get("error") else "failed"
+            counts[reason] = counts.get(reason, 0) + 1
+        return counts
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(int(row.get("tokens") or 0) for row in self.rows)
+
+    @property
+    def summary(self) -> str:
+        """``"32 items · 30 done · 1 failed · 1 not run · 1,204 tokens · 41.2 tok/s · 12.3 s"``."""
+        counts = self.counts
+        done = counts.get("stop", 0) + counts.get("length", 0)
+        parts = [f"{len(self.rows)} items", f"{done} done"]
+        for reason in ("failed", "cancelled", NOT_RUN):
+            if counts.get(reason):
+                parts.append(f"{counts[reason]} {reason}")
+        tokens = self.generated_tokens
+        parts.append(f"{tokens:,} tokens")
+        if self.seconds > 0:
+            parts.append(f"{tokens / self.seconds:.1f} tok/s")
+            parts.append(f"{done / self.seconds * 60:.1f} answers/min")
+            parts.append(f"{self.seconds:.1f} s")
+        if self.batch_size > 1:
+            parts.append(f"batches of {self.batch_size}")
+        return " · ".join(parts)
+
+    def unfinished(self) -> list[int]:
+        """Positions of the items to run again with ``--resume``."""
+        return [
+            position
+            for position, row in enumerate(self.rows)
+            if row.get("error") or row["finish_reason"] not in ("stop", "length")
+        ]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, position: int):
+        return self.results[position]
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(f"{self.table}\n[{self.summary}]")
+
+    def _repr_html_(self) -> str:
+        return rows_html(self.rows, self.index) + (
+            '<div class="mlx-magic-footer" style="font-size: 0.85em; opacity: 0.7">'
+            f"{html.escape(self.summary)}</div>"
+        )
+
+
+def new_row(columns: dict, *, finish_reason: str = NOT_RUN, error: Optional[str] = None) -> dict:
+    """A table row for an item, before (or without) an answer."""
+    row = dict(columns)
+    row.update(answer="", tokens=0, time_s=0.0, finish_reason=finish_reason, error=error or "")
+    return row
+
+
+def rows_html(rows: list, index: list, limit: int = 50) -> str:
+    """A plain HTML table of ``rows`` (the first ``limit``), answers cut to 300 characters."""
+    if not rows:
+        return "<em>no rows</em>"
+    columns = list(rows[0])
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ["", *columns])
+    body = []
+    for label, row in list(zip(index, rows))[:limit]:
+        cells = [html.escape(str(label))] + [
+            html.escape(_cut(row.get(column, ""))) for column in columns
+        ]
+        body.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+    more = f"<div><em>… {len(rows) - limit} more rows</em></div>" if len(rows) > limit else ""
+    return (
+        '<table class="mlx-magic-map">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}"
+    )
+
+
+def _cut(value: Any, limit: int = 300) -> str:
+    text = f"{value:.2f}" if isinstance(value, float) else str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,320 @@
+"""Many answers of one text model decoded together: mlx-lm's ``BatchGenerator`` (runtime thread).
+
+``BatchGenerator`` does continuous batching: up to ``completion_batch_size``
+sequences decode in one forward pass per step, and a finished sequence's
+slot is taken by the next prompt waiting. Each sequence keeps its own job, so
+every answer streams, finishes and is cancelled on its own, exactly as if it
+had been generated alone; only the model's forward passes are shared.
+
+Greedy answers are token for token those of one-at-a-time generation
+(tested); a seeded sampler is not batched (its draws would depend on the
+other sequences), nor are token probabilities: those jobs take the
+interleaved path.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from mlx_magic.engine.model_cache import WarmModel
+from mlx_magic.engine.stepping import usable_top_k
+from mlx_magic.engine.text_generation import context_length, fit_history
+from mlx_magic.locking import gpu_lock
+from mlx_magic.runtime.job import Job
+from mlx_magic.runtime.values import Failed, Finished, GenerationStats, TokenChunk
+from mlx_magic.units import gib
+
+#: Most sequences decoded at once when the cell does not say (``--batch-size``).
+MAX_AUTO_BATCH = 16
+#: Shortest shared beginning of the prompts worth reading once for all of them.
+MIN_SHARED_PREFIX = 8
+#: The share of the memory budget left after the model that KV caches may use.
+KV_SHARE = 0.5
+
+
+def can_batch(jobs: list[Job]) -> bool:
+    """Whether ``jobs`` can share forward passes: one text model, no images, no
+    token probabilities, no seeds, and more than one of them."""
+    if len(jobs) < 2:
+        return False
+    first = jobs[0].request
+    return all(
+        job.request.model.key == first.model.key
+        and job.request.model.kind == "text"
+        and not job.request.images
+        and not job.request.top_logprobs
+        and job.request.sampling.seed is None
+        and job.request.batch_size != 1
+        for job in jobs
+    )
+
+
+def auto_batch_size(warm: WarmModel, prompt_tokens: int, max_tokens: int, budget_bytes: int) -> int:
+    """How many sequences fit: half of the memory budget left beside the
+    model's weights, over one sequence's KV cache at its longest (prompt +
+    max tokens), capped at :data:`MAX_AUTO_BATCH`."""
+    config = warm.config
+    layers = int(config.get("num_hidden_layers") or 0)
+    heads = int(config.get("num_key_value_heads") or config.get("num_attention_heads") or 0)
+    hidden = int(config.get("hidden_size") or 0)
+    head_dim = int(
+        config.get("head_dim") or (hidden // max(1, config.get("num_attention_heads") or 1))
+    )
+    if not (layers and heads and head_dim):
+        return 8
+    # Keys and values, float16/bfloat16 (mlx-lm's KV caches follow the model's dtype).
+    per_token = 2 * layers * heads * head_dim * 2
+    free = max(0, budget_bytes - warm.memory_bytes) * KV_SHARE
+    fits = math.floor(free / max(1, per_token * (prompt_tokens + max_tokens)))
+    return max(1, min(MAX_AUTO_BATCH, fits))
+
+
+@dataclass
+class _Sequence:
+    job: Job
+    prompt_tokens: int
+    detokenizer: object
+    started: float
+    cached: int = 0
+    tokens: list = field(default_factory=list)
+    first_token_at: Optional[float] = None
+    done: bool = False
+
+
+class BatchRun:
+    """Jobs of one text model, stepped together; :meth:`step` until it returns ``False``."""
+
+    def __init__(
+        self,
+        warm: WarmModel,
+        jobs: list[Job],
+        *,
+        budget_bytes: int,
+        was_warm: bool = True,
+        load_s: float = 0.0,
+    ):
+        import mlx.core as mx
+        from mlx_lm.generate import BatchGenerator
+        from mlx_lm.sample_utils import make_logits_processors, make_sampler
+
+        self.warm = warm
+        self.was_warm, self.load_s = was_warm, load_s
+        self.sequences: dict[int, _Sequence] = {}
+        tokenizer = warm.tokenizer
+        limit = context_length(warm.config)
+        prompts, samplers, processors, budgets, ready = [], [], [], [], []
+        for job in jobs:
+            request = job.request
+            prompt, _ = fit_history(tokenizer, request, limit)
+            if limit and len(prompt) >= limit:
+                job.emit(
+                    Failed(
+                        f"The prompt is {len(prompt):,} tokens; {warm.name} reads at most "
+                        f"{limit:,} (its context): shorten it",
+                        user_error=True,
+                    )
+                )
+                continue
+            sampling = request.sampling
+            prompts.append(prompt)
+            budgets.append(sampling.max_tokens)
+            samplers.append(
+                make_sampler(
+                    temp=sampling.temperature,
+                    top_p=sampling.top_p,
+                    min_p=sampling.min_p,
+                    top_k=usable_top_k(sampling.top_k, warm.config),
+                )
+            )
+            processors.append(
+                make_logits_processors(repetition_penalty=sampling.repetition_penalty)
+                + list(extra_logits_processors(request, tokenizer))
+            )
+            ready.append(job)
+        asked = jobs[0].request.batch_size
+        longest = max((len(p) for p in prompts), default=0)
+        self.batch_size = asked or auto_batch_size(
+            warm, longest, max(budgets, default=0), budget_bytes
+        )
+        self.generator = None
+        #: Prompts not inserted yet: a slot that frees takes the next one.
+        self.waiting = list(zip(ready, prompts, budgets, samplers, processors))
+        if not ready:
+            return
+        self._read_shared_prefix(jobs[0].request, prompts)
+        with gpu_lock:
+            mx.reset_peak_memory()
+            self.generator = BatchGenerator(
+                warm.model,
+                stop_tokens=[[token] for token in tokenizer.eos_token_ids],
+                completion_batch_size=self.batch_size,
+                prefill_batch_size=min(self.batch_size, 8),
+            )
+        self._feed()
+
+    def _feed(self) -> None:
+        """Insert waiting prompts while fewer than ``batch_size`` are in flight,
+        each from a copy of the longest prefix already read."""
+        in_flight = sum(1 for sequence in self.sequences.values() if not sequence.done)
+        room = self.batch_size - in_flight
+        if room <= 0 or not self.waiting or self.generator is None:
+            return
+        chosen, self.waiting = self.waiting[:room], self.waiting[room:]
+        caches, seen = [], []
+        for _, prompt, _, _, _ in chosen:
+            cache, done = self._cached(prompt)
+            caches.append(cache)
+            seen.append(done)
+        with gpu_lock:
+            uids = self.generator.insert(
+                [prompt[len(done) :] for (_, prompt, _, _, _), done in zip(chosen, seen)],
+                [entry[2] for entry in chosen],
+                caches=caches if all(cache is not None for cache in caches) else None,
+                all_tokens=seen,
+                samplers=[entry[3] for entry in chosen],
+                logits_processors=[entry[4] for entry in chosen],
+            )
+        now = time.perf_counter()
+        for uid, (job, prompt, _, _, _), done in zip(uids, chosen, seen):
+            self.sequences[uid] = _Sequence(
+                job, len(prompt), self.warm.tokenizer.detokenizer, now, cached=len(done)
+            )
+
+    def _read_shared_prefix(self, request, prompts: list[list[int]]) -> None:
+        """Read the prompts' shared beginning once, into the model's prefix cache.
+
+        The prompts of a ``--map`` share their template's beginning (the chat
+        template, a system prompt, the instructions): every sequence then
+        starts from a copy of its KV state instead of reading it again.
+        """
+        import mlx.core as mx
+        from mlx_lm.models.cache import make_prompt_cache
+
+        from mlx_magic.engine.prefix_cache import PrefixCache, warm_prompt_cache
+
+        self.prefix_cache = warm_prompt_cache(self.warm, request.prefix_cache, PrefixCache)
+        if self.prefix_cache is None or len(prompts) < 2:
+            return
+        shared = _common_prefix(prompts)
+        if len(shared) < MIN_SHARED_PREFIX:
+            return
+        _, rest = self.prefix_cache.fetch(self.warm.model, shared)
+        if len(rest) > 1:  # not read yet (a fetch always leaves one token)
+            with gpu_lock:
+                cache = make_prompt_cache(self.warm.model)
+                self.warm.model(mx.array(shared)[None], cache=cache)
+                mx.eval([entry.state for entry in cache])
+            self.prefix_cache.store(shared, cache)
+
+    def _cached(self, prompt: list[int]):
+        """A KV cache holding the longest prefix of ``prompt`` already read, and those tokens."""
+        if getattr(self, "prefix_cache", None) is None:
+            return None, []
+        cache, rest = self.prefix_cache.fetch(self.warm.model, prompt)
+        return cache, prompt[: len(prompt) - len(rest)]
+
+    def step(self) -> bool:
+        """One forward pass for every sequence in flight; ``False`` once all are done."""
+        if self.generator is None:
+            return False
+        self._drop_cancelled()
+        self._feed()
+        if not self.waiting and all(sequence.done for sequence in self.sequences.values()):
+            self._close()
+            return False
+        with gpu_lock:
+            _, responses = self.generator.next()
+        now = time.perf_counter()
+        for response in responses:
+            sequence = self.sequences.get(response.uid)
+            if sequence is None or sequence.done:
+                continue
+            if sequence.first_token_at is None:
+                sequence.first_token_at = now
+            if response.finish_reason == "stop":
+                # The end-of-sequence token: not part of the answer.
+                self._finish(response.uid, "stop")
+                continue
+            sequence.tokens.append(response.token)
+            sequence.detokenizer.add_token(response.token)
+            text = sequence.detokenizer.last_segment
+            sequence.job.emit(TokenChunk(text, (response.token,)))
+            if response.finish_reason is not None:
+                self._finish(response.uid, response.finish_reason)
+        return True
+
+    def _drop_cancelled(self) -> None:
+        for entry in [entry for entry in self.waiting if entry[0].cancelled]:
+            self.waiting.remove(entry)
+            entry[0].emit(Finished(finish_reason="cancelled"))
+        cancelled = [
+            uid
+            for uid, sequence in self.sequences.items()
+            if not sequence.done and sequence.job.cancelled
+        ]
+        if cancelled and self.generator is not None:
+            with gpu_lock:
+                self.generator.remove(cancelled)
+            for uid in cancelled:
+                self._finish(uid, "cancelled")
+
+    def _finish(self, uid: int, reason: str) -> None:
+        import mlx.core as mx
+
+        sequence = self.sequences[uid]
+        sequence.done = True
+        sequence.detokenizer.finalize()
+        rest = sequence.detokenizer.last_segment
+        if rest:
+            sequence.job.emit(TokenChunk(rest, ()))
+        now = time.perf_counter()
+        first = sequence.first_token_at
+        decoding = now - first if first is not None else 0.0
+        generated = len(sequence.tokens)
+        sequence.job.emit(
+            Finished(
+                finish_reason=reason,
+                stats=GenerationStats(
+                    prompt_tokens=sequence.prompt_tokens,
+                    cached_prompt_tokens=sequence.cached,
+                    prompt_tps=(
+                        sequence.prompt_tokens / (first - sequence.started)
+                        if first is not None and first > sequence.started
+                        else 0.0
+                    ),
+                    generation_tokens=generated,
+                    generation_tps=generated / decoding if decoding > 0 else 0.0,
+                    ttft_s=(first - sequence.started) if first is not None else None,
+                    peak_memory_gb=gib(mx.get_peak_memory()),
+                    batch_size=self.batch_size,
+                    warm=self.was_warm,
+                    load_s=self.load_s,
+                ),
+            )
+        )
+
+    def _close(self) -> None:
+        if self.generator is not None:
+            with gpu_lock:
+                self.generator.close()
+            self.generator = None
+
+
+def _common_prefix(prompts: list[list[int]]) -> list[int]:
+    first = prompts[0]
+    length = len(first)
+    for prompt in prompts[1:]:
+        length = min(length, len(prompt))
+        for index in range(length):
+            if prompt[index] != first[index]:
+                length = index
+                break
+    return first[:length]
+
+
+def extra_logits_processors(request, tokenizer):
+    """Logits processors a request brings beyond the sampler's (none yet)."""
+    return ()

@@ -1,0 +1,196 @@
+"""``--map ITEMS``: one cell's prompt over many items, each its own request.
+
+ITEMS names a list, tuple, dict, pandas Series or DataFrame, a generator or
+any iterable in the notebook; for ``%%mlx_vision`` also a glob of image
+files. The prompt (and ``-i`` sources) refer to the item as ``{item}``, to
+a row's columns as ``{row.column}`` or ``{item[key]}``, and to a dict's key
+as ``{key}``. Every prompt is filled in before anything runs, so a template
+that names a missing column is one error line, not a failed run.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections import ChainMap
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from IPython.core.error import UsageError
+
+from mlx_magic.errors import TemplateError
+from mlx_magic.magics.templating import fill_template
+
+#: Most items one --map cell may run.
+MAX_ITEMS = 100_000
+
+
+@dataclass
+class MapItem:
+    """One item of ``--map``: its value, what the prompt may name, its table columns."""
+
+    index: Any
+    value: Any
+    names: dict = field(default_factory=dict)
+    columns: dict = field(default_factory=dict)
+
+
+class Row:
+    """``{row.column}`` for a dict item (a pandas row has attributes of its own)."""
+
+    def __init__(self, values: Mapping):
+        self._values = values
+
+    def __getattr__(self, name: str):
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(
+                f"the item has no column {name!r} (it has {', '.join(map(str, self._values))})"
+            ) from None
+
+    def __getitem__(self, key):
+        return self._values[key]
+
+    def __format__(self, spec: str) -> str:
+        return format(dict(self._values), spec)
+
+
+def map_items(name: str, namespace: Mapping[str, Any], *, vision: bool) -> list[MapItem]:
+    """The items ``--map NAME`` runs over, in order.
+
+    Raises:
+        UsageError: no such variable (or glob), or a value that is not a collection.
+    """
+    if name in namespace:
+        items = _items_of(name, namespace[name])
+    elif vision and any(char in name for char in "*?["):
+        paths = sorted(path for path in glob.glob(os.path.expanduser(name)) if os.path.isfile(path))
+        if not paths:
+            raise UsageError(f"--map {name}: the glob matches no files")
+        items = [MapItem(i, path, {"item": path}, {"item": path}) for i, path in enumerate(paths)]
+    else:
+        hint = " or a glob of image files" if vision else ""
+        raise UsageError(f"--map {name}: no variable named {name!r}{hint}")
+    if not items:
+        raise UsageError(f"--map {name}: it is empty, so there is nothing to run")
+    return items
+
+
+def _items_of(name: str, value: Any) -> list[MapItem]:
+    kind = type(value).__name__
+    module = type(value).__module__.split(".")[0]
+    if module == "pandas" and kind == "DataFrame":
+        # ``{row.name}`` must be the column "name", not the Series' own name.
+        return [
+            MapItem(index, row, {"item": row, "row": Row(row.to_dict())}, row.to_dict())
+            for index, row in value.iterrows()
+        ]
+    if module == "pandas" and kind == "Series":
+        column = value.name if isinstance(value.name, str) else "item"
+        return [
+            MapItem(index, item, {"item": item}, {column: item}) for index, item in value.items()
+        ]
+    if isinstance(value, Mapping):
+        return [
+            MapItem(key, item, _names_of(item, key=key), {"key": key, **_columns_of(item)})
+            for key, item in value.items()
+        ]
+    if isinstance(value, (str, bytes)):
+        raise UsageError(
+            f"--map {name}: {name} is a {kind}, not a collection of items: put the items in a "
+            "list, or a DataFrame with one row per item"
+        )
+    try:
+        iterator = iter(value)
+    except TypeError:
+        raise UsageError(
+            f"--map {name}: a {kind} cannot be iterated: pass a list, dict, Series, DataFrame "
+            "or generator"
+        ) from None
+    items = []
+    for index, item in enumerate(iterator):
+        if index >= MAX_ITEMS:
+            raise UsageError(f"--map {name}: more than {MAX_ITEMS:,} items; split the run")
+        items.append(MapItem(index, item, _names_of(item), _columns_of(item)))
+    return items
+
+
+def _names_of(item: Any, key: Any = None) -> dict:
+    names = {"item": item}
+    if isinstance(item, Mapping):
+        names["row"] = Row(item)
+    if key is not None:
+        names["key"] = key
+    return names
+
+
+def _columns_of(item: Any) -> dict:
+    if isinstance(item, Mapping):
+        return {str(key): value for key, value in item.items()}
+    if isinstance(item, (str, int, float, bool)) or item is None:
+        return {"item": item}
+    # An image or another object: named by its type in the table.
+    return {"item": f"<{type(item).__name__}>"}
+
+
+def fill_for_item(text: str, item: MapItem, namespace: Mapping[str, Any], position: int) -> str:
+    """``text`` with ``{item}``, ``{row.…}``, ``{key}`` and notebook variables filled in.
+
+    Raises:
+        UsageError: a placeholder that fails for this item (one line naming it).
+    """
+    try:
+        return fill_template(text, ChainMap(item.names, namespace))  # type: ignore[arg-type]
+    except TemplateError as error:
+        missing = _missing_column(error)
+        what = missing or str(error)
+        raise UsageError(f"--map, item {position} ({_short(item.index)}): {what}") from error
+
+
+def _missing_column(error: TemplateError) -> Optional[str]:
+    """``{row.colour}`` on a row without it, said plainly."""
+    cause = error.__cause__
+    if isinstance(cause, AttributeError) and "has no column" in str(cause):
+        return f"{cause}: fix the {{row.…}} placeholder"
+    return None
+
+
+def image_source_for_item(
+    source: str, item: MapItem, namespace: Mapping[str, Any], position: int
+) -> tuple[str, Optional[Any]]:
+    """An ``-i`` source for one item: a filled-in path, or (for ``{item}``
+    naming an image object) a hidden name and the object itself."""
+    stripped = source.strip()
+    if stripped.startswith("{") and stripped.endswith("}") and stripped.count("{") == 1:
+        value = _lookup(stripped[1:-1], item, namespace, position)
+        if not isinstance(value, (str, os.PathLike)):
+            return "__mlx_map_image", value
+        return os.fspath(value), None
+    return fill_for_item(source, item, namespace, position), None
+
+
+def _lookup(expression: str, item: MapItem, namespace, position: int):
+    # The value itself (not its text): a PIL image or an array in a row.
+    try:
+        return string_value(expression, ChainMap(item.names, namespace))
+    except TemplateError as error:
+        raise UsageError(f"--map, item {position} ({_short(item.index)}): {error}") from error
+
+
+def string_value(expression: str, namespace) -> Any:
+    """What ``{expression}`` names (``item``, ``row.path``, ``item[0]``), as an object."""
+    import string
+
+    from mlx_magic.magics.templating import _Namespace
+
+    try:
+        value, _ = string.Formatter().get_field(expression, (), _Namespace(namespace))
+    except Exception as error:
+        raise TemplateError(f"{{{expression}}} failed: {type(error).__name__}: {error}") from error
+    return value
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
