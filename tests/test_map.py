@@ -34,7 +34,15 @@ def test_batched_greedy_answers_are_those_of_one_at_a_time(map_shell):
         assert a.stats.batch_size == 4 and b.stats.batch_size == 1
     table = batched.table
     assert list(table["item"]) == ["Paris", "Rome", "Berlin", "Madrid", "Lisbon", "Vienna"]
-    assert list(table.columns) == ["item", "answer", "tokens", "time_s", "finish_reason", "error"]
+    assert list(table.columns) == [
+        "item",
+        "answer",
+        "tokens",
+        "time_s",
+        "finish_reason",
+        "error",
+        "provenance",
+    ]
     # The template's shared beginning was read once for all of them.
     assert all(r.stats.cached_prompt_tokens > 10 for r in batched.results)
     assert map_shell.user_ns["_mlx"] is alone

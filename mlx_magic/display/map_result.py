@@ -37,12 +37,23 @@ class MLXMapResult:
     @property
     def table(self) -> Any:
         """The rows as a pandas DataFrame (indexed like the items), or a list of
-        dicts when pandas is not installed."""
+        dicts when pandas is not installed; the last column is each answer's
+        provenance record."""
+        rows = [
+            {**row, "provenance": getattr(result, "provenance", None)}
+            for row, result in zip(self.rows, self.results)
+        ]
         try:
             import pandas
         except ImportError:
-            return [dict(row) for row in self.rows]
-        return pandas.DataFrame(self.rows, index=list(self.index))
+            return rows
+        return pandas.DataFrame(rows, index=list(self.index))
+
+    @property
+    def provenance(self) -> Optional[dict]:
+        """The run's record: the first answered item's (each row has its own in
+        ``results[i].provenance`` and the table's ``provenance`` column)."""
+        return next((r.provenance for r in self.results if getattr(r, "provenance", None)), None)
 
     @property
     def counts(self) -> dict:
@@ -90,7 +101,13 @@ class MLXMapResult:
         return self.results[position]
 
     def _repr_pretty_(self, printer, cycle) -> None:
-        printer.text(f"{self.table}\n[{self.summary}]")
+        try:
+            import pandas
+
+            shown = str(pandas.DataFrame(self.rows, index=list(self.index)))
+        except ImportError:
+            shown = "\n".join(str(row) for row in self.rows)
+        printer.text(f"{shown}\n[{self.summary}]")
 
     def _repr_html_(self) -> str:
         return rows_html(self.rows, self.index) + (

@@ -7,9 +7,10 @@ every answer streams, finishes and is cancelled on its own, exactly as if it
 had been generated alone; only the model's forward passes are shared.
 
 Greedy answers are token for token those of one-at-a-time generation
-(tested); a seeded sampler is not batched (its draws would depend on the
-other sequences), nor are token probabilities: those jobs take the
-interleaved path.
+(tested). Sampled answers share one seed, set once for the whole run: the
+run repeats as a whole (same items, same batch size), not answer by answer,
+since each draw depends on the other sequences in flight. Jobs with
+different seeds or token probabilities take the interleaved path.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from mlx_magic.engine.model_cache import WarmModel
+from mlx_magic.engine.provenance import engine_provenance
 from mlx_magic.engine.stepping import usable_top_k
 from mlx_magic.engine.text_generation import context_length, fit_history
+from mlx_magic.errors import UserError
 from mlx_magic.locking import gpu_lock
 from mlx_magic.runtime.job import Job
 from mlx_magic.runtime.values import Failed, Finished, GenerationStats, TokenChunk
@@ -37,7 +40,8 @@ KV_SHARE = 0.5
 
 def can_batch(jobs: list[Job]) -> bool:
     """Whether ``jobs`` can share forward passes: one text model, no images, no
-    token probabilities, no seeds, and more than one of them."""
+    token probabilities, one seed for all (the run's: ``--map`` draws one), and
+    more than one of them."""
     if len(jobs) < 2:
         return False
     first = jobs[0].request
@@ -46,7 +50,7 @@ def can_batch(jobs: list[Job]) -> bool:
         and job.request.model.kind == "text"
         and not job.request.images
         and not job.request.top_logprobs
-        and job.request.sampling.seed is None
+        and job.request.sampling.seed == first.sampling.seed
         and job.request.batch_size != 1
         for job in jobs
     )
@@ -75,7 +79,7 @@ def auto_batch_size(warm: WarmModel, prompt_tokens: int, max_tokens: int, budget
 @dataclass
 class _Sequence:
     job: Job
-    prompt_tokens: int
+    prompt: list
     detokenizer: object
     started: float
     cached: int = 0
@@ -119,6 +123,11 @@ class BatchRun:
                 )
                 continue
             sampling = request.sampling
+            try:
+                extra = list(extra_logits_processors(warm, request))
+            except UserError as error:
+                job.emit(Failed(str(error), user_error=True, error=error))
+                continue
             prompts.append(prompt)
             budgets.append(sampling.max_tokens)
             samplers.append(
@@ -131,7 +140,7 @@ class BatchRun:
             )
             processors.append(
                 make_logits_processors(repetition_penalty=sampling.repetition_penalty)
-                + list(extra_logits_processors(request, tokenizer))
+                + extra
             )
             ready.append(job)
         asked = jobs[0].request.batch_size
@@ -147,6 +156,8 @@ class BatchRun:
         self._read_shared_prefix(jobs[0].request, prompts)
         with gpu_lock:
             mx.reset_peak_memory()
+            if ready[0].request.sampling.seed is not None:
+                mx.random.seed(ready[0].request.sampling.seed)
             self.generator = BatchGenerator(
                 warm.model,
                 stop_tokens=[[token] for token in tokenizer.eos_token_ids],
@@ -180,7 +191,7 @@ class BatchRun:
         now = time.perf_counter()
         for uid, (job, prompt, _, _, _), done in zip(uids, chosen, seen):
             self.sequences[uid] = _Sequence(
-                job, len(prompt), self.warm.tokenizer.detokenizer, now, cached=len(done)
+                job, prompt, self.warm.tokenizer.detokenizer, now, cached=len(done)
             )
 
     def _read_shared_prefix(self, request, prompts: list[list[int]]) -> None:
@@ -278,10 +289,10 @@ class BatchRun:
             Finished(
                 finish_reason=reason,
                 stats=GenerationStats(
-                    prompt_tokens=sequence.prompt_tokens,
+                    prompt_tokens=len(sequence.prompt),
                     cached_prompt_tokens=sequence.cached,
                     prompt_tps=(
-                        sequence.prompt_tokens / (first - sequence.started)
+                        len(sequence.prompt) / (first - sequence.started)
                         if first is not None and first > sequence.started
                         else 0.0
                     ),
@@ -290,6 +301,7 @@ class BatchRun:
                     ttft_s=(first - sequence.started) if first is not None else None,
                     peak_memory_gb=gib(mx.get_peak_memory()),
                     batch_size=self.batch_size,
+                    provenance=engine_provenance(self.warm, sequence.prompt),
                     warm=self.was_warm,
                     load_s=self.load_s,
                 ),
@@ -315,6 +327,8 @@ def _common_prefix(prompts: list[list[int]]) -> list[int]:
     return first[:length]
 
 
-def extra_logits_processors(request, tokenizer):
-    """Logits processors a request brings beyond the sampler's (none yet)."""
-    return ()
+def extra_logits_processors(warm, request):
+    """Logits processors a request brings beyond the sampler's: its ``--schema``."""
+    from mlx_magic.engine.constrained import schema_processors
+
+    return schema_processors(warm, request)

@@ -23,8 +23,10 @@ from mlx_magic.errors import GenerationInterrupted
 from mlx_magic.magics.mapping import MapItem, fill_for_item, image_source_for_item, map_items
 from mlx_magic.magics.options import CellOptions
 from mlx_magic.magics.prepare import PreparedCell, load_cell_images, prepare
+from mlx_magic.magics.schemas import data_columns
 from mlx_magic.magics.session import Session
 from mlx_magic.runtime.job import Job
+from mlx_magic.runtime.provenance import provenance_record
 from mlx_magic.runtime.values import Failed, Finished, TokenChunk
 
 #: How long to wait for in-flight items to confirm a cancel.
@@ -145,6 +147,15 @@ def run_map(
 def _run_cells(session, cells, result, items, progress, *, vision, batch_size) -> None:
     """Send the prepared items, collect each one's events into its row."""
     order = list(cells)
+    if order:
+        # One seed for the whole run (drawn, or --seed).
+        seed = cells[order[0]].request.sampling.seed
+        for position in order:
+            request = cells[position].request
+            sampling = dataclasses.replace(request.sampling, seed=seed)
+            cells[position] = dataclasses.replace(
+                cells[position], request=dataclasses.replace(request, sampling=sampling)
+            )
     together = not vision and session.settings.runtime != "remote"
     chunk = len(order) if together else max(1, batch_size or 4)
     for start in range(0, len(order), chunk):
@@ -215,6 +226,8 @@ def _record(position, event, texts, tokens, started, cells, result, items) -> No
         stats=stats,
         tokens=tokens[position],
     )
+    answer.provenance = provenance_record(answer, request)
+    answer.request = request
     result.results[position] = answer
     row = new_row(item.columns, finish_reason=event.finish_reason)
     row.update(
@@ -222,6 +235,19 @@ def _record(position, event, texts, tokens, started, cells, result, items) -> No
         tokens=stats.generation_tokens,
         time_s=round(time.perf_counter() - started[position], 3),
     )
+    schema = cells[position].schema
+    if schema is not None:
+        # --schema: the parsed answer's fields are columns of the table.
+        try:
+            answer.data = schema.parse(text)
+            row.update(data_columns(answer.data))
+        except ValueError as error:
+            why = (
+                "stopped at max tokens before the JSON closed (raise -n)"
+                if event.finish_reason == "length"
+                else str(error)
+            )
+            row["error"] = f"--schema {schema.name}: {why}"
     result.rows[position] = row
 
 

@@ -1,0 +1,68 @@
+"""The full provenance record of one answer: the request as sent and what came back.
+
+The runtime's half (model, weights, template, library versions, the prompt
+token ids' hash) arrives in the answer's stats; this adds the request (all
+but the images themselves), the sampler and seed, the images' content
+hashes, the caches used and the answer's tokens. Plain data, JSON-ready: it
+goes into ``_mlx.provenance`` and the saved notebook's output metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import platform
+import time
+from importlib import metadata
+from typing import Optional
+
+from mlx_magic.runtime.values import GenerationRequest
+
+#: The version of the record's layout.
+RECORD_VERSION = 1
+
+
+def provenance_record(result, request: GenerationRequest) -> dict:
+    """The full record of one answer (the runtime's half comes in its stats)."""
+    engine = dict(getattr(result.stats, "provenance", None) or {})
+    versions = dict(engine.pop("versions", {}) or {})
+    versions.update(mlx_magic=_version("mlx_magic"), python=platform.python_version())
+    return {
+        "version": RECORD_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **engine,
+        "versions": versions,
+        "request": request_record(request),
+        "answer": {
+            "finish_reason": result.finish_reason,
+            "token_ids": [token.id for token in result.tokens],
+            "text": result.text,
+            "text_sha256": hashlib.sha256(result.text.encode()).hexdigest(),
+        },
+        "images_sha256": list(request.image_keys),
+        "caches": {
+            "prefix_tokens_reused": result.stats.cached_prompt_tokens,
+            "batch_size": getattr(result.stats, "batch_size", 1),
+        },
+    }
+
+
+def request_record(request: GenerationRequest) -> dict:
+    """The request as JSON-ready data: everything but the images themselves."""
+    return {
+        "model": dataclasses.asdict(request.model),
+        "prompt": request.prompt,
+        "system": request.system,
+        "raw": request.raw,
+        "history": [list(turn) for turn in request.history],
+        "sampling": dataclasses.asdict(request.sampling),
+        "schema_json": getattr(request, "schema_json", None),
+        "images": len(request.images),
+    }
+
+
+def _version(name: str) -> Optional[str]:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
