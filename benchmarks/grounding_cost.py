@@ -71,16 +71,12 @@ def main() -> None:
                 cell = kernel.execute(code, expressions={"stats": stats_of})
                 wall = time.perf_counter() - started
                 values = cell.values["stats"]  # the harness parses it
-                rows[setting].append(
-                    dict(wall=wall, traffic=cell.traffic()["bytes"], **values)
-                )
+                rows[setting].append(dict(wall=wall, traffic=cell.traffic()["bytes"], **values))
     on, off = rows[True], rows[False]
     assert all(r["boxes"] == args.boxes for r in on) and all(r["boxes"] == 0 for r in off)
     tps_ratios = [a["tps"] / b["tps"] for a, b in zip(on, off)]
     wall_ratios = [a["wall"] / b["wall"] for a, b in zip(on, off)]
-    print(
-        f"{on[0]['tokens']} tokens, {args.boxes} boxes, {args.repetitions} pairs (alternated)"
-    )
+    print(f"{on[0]['tokens']} tokens, {args.boxes} boxes, {args.repetitions} pairs (alternated)")
     print(
         f"decode tok/s  on {statistics.median(r['tps'] for r in on):7.1f}   "
         f"off {statistics.median(r['tps'] for r in off):7.1f}   "

@@ -94,8 +94,14 @@ def runtime_threads():
 @pytest.fixture(scope="module")
 def kernel():
     """A real kernel (manager, client) per test module, with the extension
-    loaded and the embedded model warm."""
+    loaded and the embedded model warm. Answers stream as plain text there
+    (``default_format = 'text'``): these tests read the stdout stream; the
+    rendered stream has its own (tests/test_markdown_stream.py, with ``-f markdown``)."""
     from kernel_helpers import running_kernel
 
-    with running_kernel("%load_ext mlx_magic", "%mlx load smollm2") as started:
+    with running_kernel(
+        "%load_ext mlx_magic",
+        "%config MLXMagics.default_format = 'text'",
+        "%mlx load smollm2",
+    ) as started:
         yield started

@@ -184,6 +184,11 @@ def server(tmp_path_factory, tiny_vlm):
         nbformat.write(stop, folder / "stop.ipynb")
         if frontend == "lab":
             nbformat.write(_notebook(PANEL_CELLS), folder / "panel.ipynb")
+    # These tests read the answer as the plain stream (stdout);
+    # tests/test_browser_markdown.py checks the rendered stream, the default.
+    profile = base / "ipython" / "profile_default"
+    profile.mkdir(parents=True)
+    (profile / "ipython_config.py").write_text("c.MLXMagics.default_format = 'text'\n")
     settings = base / "settings"
     notification = settings / "@jupyterlab" / "apputils-extension"
     notification.mkdir(parents=True)

@@ -38,9 +38,10 @@ def test_quickstart_answers_with_the_embedded_model():
     text = outputs_text(capital)
     assert "Paris" in text
     assert "tok/s" in text and "smollm2" in text and "cold" in text
-    # The answer is in the saved output as plain stream text: no widget state needed.
-    streams = [o for o in capital.outputs if o.output_type == "stream"]
-    assert "Paris" in "".join(o.text for o in streams)
+    # The answer is in the saved output as Markdown with a plain-text copy: no
+    # widget state needed.
+    answer = [o for o in capital.outputs if "text/markdown" in o.get("data", {})]
+    assert "Paris" in "".join(o.data["text/plain"] for o in answer)
     assert notebook.metadata.get("widgets") is None
     tips = outputs_text(by_source['%%mlx -n 60 -s "You are a concise assistant." -o tips'])
     assert "warm" in tips and "stopped at max tokens" in tips
@@ -68,13 +69,12 @@ def test_vision_notebook_shows_previews_before_streamed_answers(tiny_vlm, monkey
     with_images = [cell for cell in vision_cells if " -i " in cell.source.splitlines()[0]]
     assert len(with_images) == 13
     for cell in with_images:
-        kinds = [o.output_type for o in cell.outputs]
         previews = [
             i
             for i, o in enumerate(cell.outputs)
             if o.output_type == "display_data" and "image/png" in o.get("data", {})
         ]
-        streams = [i for i, kind in enumerate(kinds) if kind == "stream"]
+        streams = [i for i, o in enumerate(cell.outputs) if "text/markdown" in o.get("data", {})]
         assert previews and streams and previews[0] < streams[0], cell.source
         preview = cell.outputs[previews[0]].data
         images = cell.source.splitlines()[0].count("-i ")
@@ -149,3 +149,31 @@ def test_teaching_notebook_shows_probabilities_sweeps_and_an_untrained_model():
         assert any("mlx-magic-columns" in d.get("text/html", "") for d in datas)
     versus = outputs_text(code[-1])
     assert "'smollm2'" in versus and "'untrained-llama', 20" in versus
+
+
+def test_research_notebook_maps_constrains_and_replays(tmp_path):
+    notebook = nbformat.read(NOTEBOOKS / "04-research.ipynb", as_version=4)
+    NotebookClient(
+        notebook,
+        timeout=900,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    for cell in code:
+        assert not [o for o in cell.outputs if o.output_type == "error"], cell.source
+    by_first_line = {cell.source.splitlines()[0]: cell for cell in code}
+    countries = outputs_text(by_first_line["%%mlx --map cities -n 16 -o countries"])
+    assert "4 items · 4 done" in countries and "batches of" in countries
+    table = outputs_text(
+        by_first_line['countries.table[["item", "answer", "tokens", "finish_reason"]]']
+    )
+    assert "Paris" in table and "Madrid" in table
+    facts = outputs_text(by_first_line['facts.table[["animal", "name", "legs", "can_fly"]]'])
+    assert "spider" in facts and ("True" in facts or "False" in facts)
+    assert "3 items · 3 done" in outputs_text(
+        by_first_line["%%mlx --map animals --schema Animal -n 40 -o facts"]
+    )
+    assert "Reproduced token for token (24 tokens)." in outputs_text(
+        by_first_line["%mlx replay story"]
+    )

@@ -12,11 +12,12 @@ TRAITS = [
     "aliases",
     "api_key_env",
     "connect_timeout_s",
+    "default_format",
     "default_model",
     "default_vision_model",
     "endpoints",
-    "grounding",
     "first_token_timeout_s",
+    "grounding",
     "max_image_pixels",
     "max_images",
     "max_tokens",
@@ -44,20 +45,27 @@ VISION_FLAGS = [
 ]
 TEXT_FLAGS = [
     "--background",
+    "--batch-size",
     "--chat",
     "--error",
     "--format",
+    "--map",
     "--max-tokens",
     "--min-p",
     "--model",
     "--no-interpolate",
+    "--no-think",
     "--out",
     "--probs",
     "--raw",
     "--repetition-penalty",
+    "--resume",
+    "--schema",
     "--seed",
     "--system",
     "--temp",
+    "--think",
+    "--think-budget",
     "--top-k",
     "--top-p",
     "-b",
@@ -85,9 +93,11 @@ COMMANDS = [
     "connect",
     "disconnect",
     "bench",
+    "replay",
 ]
 CSS_CLASSES = [
     "mlx-magic-answer",
+    "mlx-magic-answer-now",
     "mlx-magic-columns",
     "mlx-magic-footer",
     "mlx-magic-notice",
@@ -96,6 +106,7 @@ CSS_CLASSES = [
     "mlx-magic-probs",
     "mlx-magic-result",
     "mlx-magic-status",
+    "mlx-magic-thinking",
     "mlx-magic-text",
     "mlx-magic-token",
 ]
@@ -149,7 +160,16 @@ def test_result_attributes():
     from mlx_magic.display.result import GenerationStats, MLXResult
 
     names = {f.name for f in dataclasses.fields(MLXResult)}
-    assert {"text", "prompt", "model", "finish_reason", "stats", "tokens", "data"} <= names
+    assert {
+        "text",
+        "thinking",
+        "prompt",
+        "model",
+        "finish_reason",
+        "stats",
+        "tokens",
+        "data",
+    } <= names
     assert hasattr(MLXResult, "footer")
     stats = {f.name for f in dataclasses.fields(GenerationStats)}
     assert {
@@ -163,6 +183,8 @@ def test_result_attributes():
         "load_s",
         "warm",
         "dropped_turns",
+        "thinking_tokens",
+        "thinking_s",
     } <= stats
 
 

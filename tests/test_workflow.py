@@ -125,10 +125,16 @@ def test_format_markdown_renders_the_answer(kernel):
     _, client = kernel
     reply, messages = execute(client, "%%mlx -n 20 -f markdown\nList two fruits as a bullet list.")
     assert reply["status"] == "ok"
-    assert any(m["msg_type"] == "clear_output" for m in messages)
-    rendered = [d for d in displays(messages) if "text/markdown" in d]
-    assert len(rendered) == 1
-    assert rendered[0]["text/markdown"].strip() == printed(client, "_mlx.text")
+    assert stream_text(messages) == ""  # rendered while it streamed, block by block
+    finals = {}
+    for message in messages:
+        if message["msg_type"] in ("display_data", "update_display_data"):
+            data = message["content"]["data"]
+            if "text/markdown" in data:
+                finals[message["content"]["transient"]["display_id"]] = data
+    assert finals and all("text/plain" in data for data in finals.values())
+    shown = "".join(data["text/markdown"] for data in finals.values())
+    assert shown.replace("\n", "") == printed(client, "_mlx.text").replace("\n", "")
 
 
 def test_session_stats_lists_every_generation(kernel):

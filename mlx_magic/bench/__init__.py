@@ -17,7 +17,9 @@ The names below are the package's interface, whichever module defines them:
 * :mod:`.report` - :func:`table`, :func:`write_report`; :mod:`.plots` - :func:`plot`;
 * :mod:`.results_json` - :func:`save_json`, :func:`load_json`, :func:`merge`;
 * :mod:`.machine` - the machine, the versions, the MLX speed probe;
-* :mod:`.cli` - :func:`main`, the command line.
+* :mod:`.cli` - :func:`main`, the command line;
+* :mod:`.gpu` - ``python -m mlx_magic.bench.gpu``: random models of real shapes and
+  the scenarios on them (a GPU run; docs/gpu.md).
 
 Imports go one way, from the command line down: cli → runner, report, plots,
 results_json, machine; runner → scenarios → harness, metrics; report, plots and

@@ -3,6 +3,7 @@
 ::
 
     python -m mlx_magic.bench [--quick] [--scenarios a,b,...] [--out BENCHMARKS.md] [--update]
+                              [--profile MODELS.json]
 
 It probes MLX's speed, runs the scenarios (:func:`~mlx_magic.bench.runner.run`),
 prints the table, then writes the plots (PNG) and ``results.json`` to
@@ -11,6 +12,9 @@ prints the table, then writes the plots (PNG) and ``results.json`` to
 ``--quick`` runs one repetition with the tiny random models wherever the
 scenario allows it (SmolLM2 only for its row of ``overhead``, a few tokens):
 it checks that everything runs, its numbers are not the ones to quote.
+
+``--profile`` runs the scenarios on other models (random models of real shapes
+on a GPU: ``python -m mlx_magic.bench.gpu`` builds them and writes the file).
 """
 
 from __future__ import annotations
@@ -52,6 +56,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="run only --scenarios and keep the other scenarios' results "
         "from the report's benchmarks/results.json",
     )
+    parser.add_argument(
+        "--profile",
+        help="a JSON file naming the models to run on instead of SmolLM2 and the tiny "
+        "models (see mlx_magic.bench.harness.profile; python -m mlx_magic.bench.gpu writes one)",
+    )
     args = parser.parse_args(argv)
     if args.update and (not args.scenarios or args.out == "-"):
         parser.error("--update needs --scenarios and a report to update (--out)")
@@ -78,7 +87,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"MLX matmul probe: {probe['float32_gflops']:.1f} GFLOP/s float32, "
         f"{probe['q4_gflops']:.1f} GFLOP/s 4-bit"
     )
-    results = run(names, quick=args.quick, progress=progress)
+    profile = None
+    if args.profile:
+        from mlx_magic.bench.harness import Profile
+
+        profile = Profile.load(args.profile)
+    results = run(names, quick=args.quick, progress=progress, profile=profile)
     total: Optional[float] = time.perf_counter() - began
     for result in results:
         result.ran = f"{started_at}: `{command}`"

@@ -130,3 +130,25 @@ def speedup(baseline: Iterable[Optional[float]], ours: Iterable[Optional[float]]
 def ms(seconds: Optional[float]) -> str:
     """A duration in milliseconds, for progress lines and notes."""
     return "–" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+def mean_interval(values: Iterable[Optional[float]]) -> tuple[float, float]:
+    """The mean and the half-width of its 95 % interval (1.96 standard errors;
+    0 for a single value)."""
+    present = [v for v in values if v is not None]
+    mean = statistics.fmean(present)
+    if len(present) < 2:
+        return mean, 0.0
+    return mean, 1.96 * statistics.stdev(present) / len(present) ** 0.5
+
+
+def describe_ratios(ratios: Iterable[Optional[float]]) -> str:
+    """Paired ratios as a report shows them: each one, then median and mean ± 95 %."""
+    present = [r for r in ratios if r is not None]
+    if not present:
+        return "–"
+    mean, half = mean_interval(present)
+    return (
+        f"{', '.join(f'{r:.2f}' for r in present)} (median {statistics.median(present):.3f}; "
+        f"mean {mean:.3f} ± {half:.3f} at 95 %, n = {len(present)})"
+    )

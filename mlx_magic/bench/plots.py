@@ -30,7 +30,13 @@ def plot(results: Sequence[ScenarioResult], folder) -> list[Path]:
             continue
         figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
         try:
-            if draw(axes, result) is False:
+            try:
+                drawn = draw(axes, result)
+            except (KeyError, TypeError, ValueError):
+                # A profile's run (mlx_magic.bench.gpu) keeps its series in
+                # another shape (per document size, say): no plot for it.
+                drawn = False
+            if drawn is False:
                 continue
             axes.grid(True, alpha=0.3)
             figure.tight_layout()

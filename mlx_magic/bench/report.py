@@ -222,5 +222,24 @@ def write_report(
         ]
     if appendix is not None and Path(appendix).is_file():
         lines += [Path(appendix).read_text(encoding="utf-8").strip(), ""]
+    kept = kept_gpu_section(path)
+    if kept:
+        lines += ["", kept]
     path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     return path
+
+
+#: The first line of the GPU section of BENCHMARKS.md: from it to the end of the
+#: file, a regeneration on this machine keeps the text as it was (the GPU run is
+#: made elsewhere: ``python -m mlx_magic.bench.gpu``, docs/gpu.md).
+GPU_SECTION_MARKER = "<!-- GPU section: kept as is by write_report; see docs/gpu.md -->"
+
+
+def kept_gpu_section(path) -> str:
+    """The GPU section of the report at ``path`` (marker line to the end), or ''."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return ""
+    start = text.find(GPU_SECTION_MARKER)
+    return text[start:].strip() if start >= 0 else ""

@@ -30,6 +30,9 @@ def run(
     progress: Callable[[str], None] = print,
     *,
     work_dir=None,
+    profile=None,
+    on_result: Optional[Callable[[ScenarioResult], None]] = None,
+    deadline: Optional[float] = None,
 ) -> list[ScenarioResult]:
     """Run the scenarios (all by default) and return their results.
 
@@ -40,6 +43,12 @@ def run(
             where it is.
         work_dir: where tiny models and images are built (default: under the
             mlx_magic cache folder, so that they are built once).
+        profile: a :class:`~mlx_magic.bench.harness.Profile`: the models to
+            run on instead of the CPU set (SmolLM2 and the tiny models).
+        on_result: called with each scenario's result as soon as it is done
+            (to save what was measured before a long run is stopped).
+        deadline: a ``time.perf_counter()`` value; scenarios not started by
+            then are skipped (reported as such).
 
     A scenario that fails does not stop the others: its result carries the
     error and whatever it measured before.
@@ -48,7 +57,7 @@ def run(
     unknown = [name for name in names if name not in SCENARIOS]
     if unknown:
         raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
-    context = Context.create(quick=quick, progress=progress, work_dir=work_dir)
+    context = Context.create(quick=quick, progress=progress, work_dir=work_dir, profile=profile)
     results = []
     started = time.perf_counter()
     for number, name in enumerate(names, 1):
@@ -56,6 +65,12 @@ def run(
         progress(f"{context.prefix} starting (load average {_load():.2f})")
         result = ScenarioResult(name=name, load=(_load(),))
         began = time.perf_counter()
+        if deadline is not None and began > deadline:
+            result.error = "skipped: the run's time was up before it started"
+            result.load = (result.load[0], _load())
+            results.append(result)
+            progress(f"{context.prefix} skipped (out of time)")
+            continue
         try:
             find(name)(context, result)
         except Exception as error:  # reported, and the next scenario runs
@@ -67,6 +82,8 @@ def run(
         result.seconds = time.perf_counter() - began
         result.load = (result.load[0], _load())
         results.append(result)
+        if on_result is not None:
+            on_result(result)
         verdicts = ", ".join(f"{m.verdict}" for m in result.metrics if m.passed is not None)
         progress(
             f"{context.prefix} done in {result.seconds:.0f} s"

@@ -17,7 +17,6 @@ from mlx_magic.grounding.coordinates import estimated_processed_size
 from mlx_magic.images import LoadedImage
 from mlx_magic.runtime.values import GenerationRequest, ImagesPrepared
 
-
 #: Least time between two drawings of the previews while an answer streams.
 REDRAW_S = 0.5
 

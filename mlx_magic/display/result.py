@@ -9,10 +9,16 @@ from typing import Optional
 from mlx_magic.runtime.values import GenerationStats
 
 
-def footer_text(stats: GenerationStats, model: str, finish_reason: str = "stop") -> str:
-    """The one-line summary shown under an answer."""
+def footer_text(
+    stats: GenerationStats, model: str, finish_reason: str = "stop", seed: Optional[int] = None
+) -> str:
+    """The one-line summary shown under an answer (``seed``: a sampled answer's)."""
+    tokens = f"{stats.generation_tokens} tokens"
+    if stats.thinking_tokens:
+        answer = max(0, stats.generation_tokens - stats.thinking_tokens)
+        tokens += f" ({stats.thinking_tokens} thinking + {answer} answer)"
     parts = [
-        f"{stats.generation_tokens} tokens",
+        tokens,
         f"{stats.generation_tps:.1f} tok/s",
         f"prompt {stats.prompt_tokens} tokens @ {stats.prompt_tps:.1f} tok/s",
     ]
@@ -36,6 +42,8 @@ def footer_text(stats: GenerationStats, model: str, finish_reason: str = "stop")
         parts.append(f"peak {stats.peak_memory_gb:.2f} GiB")
     parts.append(model)
     parts.append("warm" if stats.warm else f"cold (loaded in {stats.load_s:.1f} s)")
+    if seed is not None:
+        parts.append(f"seed {seed}")
     if finish_reason == "length":
         parts.append("stopped at max tokens")
     elif finish_reason == "cancelled":
@@ -64,7 +72,9 @@ class MLXResult:
     """The answer of one cell, stored in ``_mlx`` (and in ``--out NAME``).
 
     Attributes:
-        text: the generated text.
+        text: the generated text (the answer, without any thinking).
+        thinking: what a reasoning model thought before answering (the text
+            between ``<think>`` and ``</think>``, or a server's reasoning).
         prompt: the prompt as the user wrote it.
         model: the model's name.
         finish_reason: ``stop`` (the model ended), ``length`` (max tokens),
@@ -78,6 +88,7 @@ class MLXResult:
     model: str
     finish_reason: str
     stats: GenerationStats = field(default_factory=GenerationStats)
+    thinking: str = ""
     tokens: list = field(default_factory=list)
     #: The parsed answer of ``--format json`` (else ``None``).
     data: object = None
@@ -89,13 +100,24 @@ class MLXResult:
     #: Per image of a vision cell: its source, size, the size the model's
     #: processor resized it to and the tokens it became.
     images: list = field(default_factory=list)
+    #: How the answer was made (model, versions, prompt hash, sampler, seed...):
+    #: also in the saved notebook's output metadata; ``%mlx replay`` reads it.
+    provenance: Optional[dict] = field(default=None, repr=False)
+    #: The request as sent (kept in the session, for ``%mlx replay``).
+    request: object = field(default=None, repr=False, compare=False)
 
     def __str__(self) -> str:
         return self.text
 
     @property
+    def seed(self) -> Optional[int]:
+        """The seed of a sampled answer (drawn when the cell gave none)."""
+        sampling = ((self.provenance or {}).get("request") or {}).get("sampling") or {}
+        return sampling.get("seed") if sampling.get("temperature") else None
+
+    @property
     def footer(self) -> str:
-        return footer_text(self.stats, self.model, self.finish_reason)
+        return footer_text(self.stats, self.model, self.finish_reason, self.seed)
 
     def _repr_pretty_(self, printer, cycle) -> None:
         printer.text(f"{self.text}\n[{self.footer}]")

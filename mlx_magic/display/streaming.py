@@ -17,10 +17,12 @@ from mlx_magic.display.buffering import TokenBuffer
 from mlx_magic.display.grounding_watch import GroundingWatch
 from mlx_magic.display.interrupts import NO_SHIELD, InterruptShield
 from mlx_magic.display.result import MLXResult, TokenInfo
+from mlx_magic.display.thinking_stream import ThinkingStream
 from mlx_magic.display.views import StreamView
 from mlx_magic.errors import GenerationFailed
 from mlx_magic.images import LoadedImage
 from mlx_magic.runtime.job import Job
+from mlx_magic.runtime.provenance import provenance_record
 from mlx_magic.runtime.values import (
     Failed,
     Finished,
@@ -30,6 +32,7 @@ from mlx_magic.runtime.values import (
     ModelReady,
     Notice,
     Progress,
+    ThinkingOpened,
     TokenChunk,
     VideoPrepared,
 )
@@ -79,7 +82,7 @@ def stream_job(
         GenerationFailed: the runtime could not generate.
     """
     watch = GroundingWatch(images, job.request, detect=grounding) if images else None
-    collector = _Collector(job, view, TokenBuffer(interval_s) if view.batches else None, watch)
+    collector = _Collector(job, view, _buffer_for(view, interval_s), watch)
     shield = NO_SHIELD
     try:
         finished = collector.run_until_finished()
@@ -111,8 +114,7 @@ def stream_jobs(
     the :class:`GenerationFailed` (shown in its view; the others go on).
     """
     collectors = [
-        _Collector(job, view, TokenBuffer(interval_s) if view.batches else None)
-        for job, view in zip(jobs, views)
+        _Collector(job, view, _buffer_for(view, interval_s)) for job, view in zip(jobs, views)
     ]
     ends: dict[int, Finished | GenerationFailed] = {}
     interrupted = False
@@ -160,6 +162,12 @@ def stream_jobs(
     return outcomes
 
 
+def _buffer_for(view: StreamView, interval_s: float) -> Optional[TokenBuffer]:
+    if not view.batches:
+        return None
+    return TokenBuffer(interval_s, max_tokens=view.max_batch_tokens())
+
+
 class _Collector:
     def __init__(
         self,
@@ -177,15 +185,19 @@ class _Collector:
         self.flushes = 0
         self.ready: Optional[ModelReady] = None
         self.prepared: Optional[ImagesPrepared] = None
+        # The live thinking block resends its newest lines at each update:
+        # it is updated once per interval, whatever the token rate.
+        thinking_buffer = None if buffer is None else TokenBuffer(buffer.interval_s, max_tokens=512)
+        self.thinking = ThinkingStream(job, view, thinking_buffer)
 
     def run_until_finished(self, grace_s: Optional[float] = None) -> Finished:
         deadline = None if grace_s is None else time.monotonic() + grace_s
         while True:
             timeout = _POLL_S
             if self.buffer is not None:
-                due_in = self.buffer.seconds_until_due()
-                if due_in is not None:
-                    timeout = min(timeout, due_in)
+                for due_in in (self.buffer.seconds_until_due(), self.thinking.seconds_until_due()):
+                    if due_in is not None:
+                        timeout = min(timeout, due_in)
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -207,6 +219,7 @@ class _Collector:
                     return finished
             if self.buffer is not None:
                 self._show(self.buffer.due())
+                self.thinking.due()
 
     def poll(self) -> Optional[Finished]:
         """Handle the events already waiting, without blocking; the
@@ -216,6 +229,7 @@ class _Collector:
             if event is None:
                 if self.buffer is not None:
                     self._show(self.buffer.due())
+                    self.thinking.due()
                 return None
             finished = self._handle(event)
             if finished is not None:
@@ -229,7 +243,8 @@ class _Collector:
 
     def _handle(self, event) -> Optional[Finished]:
         if isinstance(event, TokenChunk):
-            self.parts.append(event.text)
+            text = self.thinking.take(event)
+            self.parts.append(text)
             details: tuple[dict, ...] = event.details or ({},) * len(event.token_ids)
             for token_id, detail in zip(event.token_ids, details):
                 self.tokens.append(
@@ -242,9 +257,11 @@ class _Collector:
             if self.tokens and event.token_ids:
                 self.tokens[-1].text = event.text
             if self.buffer is None:
-                self._show(event.text)
+                self._show(text)
             else:
-                self._show(self.buffer.add(event.text, max(1, len(event.token_ids))))
+                self._show(self.buffer.add(text, max(1, len(event.token_ids))))
+        elif isinstance(event, ThinkingOpened):
+            self.thinking.opened()
         elif isinstance(event, Notice):
             self.view.notice(event.message)
         elif isinstance(event, Progress):
@@ -270,7 +287,10 @@ class _Collector:
         return None
 
     def _drain_buffer(self) -> str:
-        return self.buffer.flush() if self.buffer is not None else ""
+        # Text held back while it could have begun a tag is the answer's end.
+        tail = self.thinking.flush()
+        self.parts.append(tail)
+        return (self.buffer.flush() if self.buffer is not None else "") + tail
 
     def _show(self, text: Optional[str]) -> None:
         if text:
@@ -289,6 +309,9 @@ class _Collector:
         # its own count stands there.
         if self.tokens:
             stats.generation_tokens = len(self.tokens)
+        if self.tokens or not stats.thinking_tokens:
+            stats.thinking_tokens = self.thinking.tokens
+        stats.thinking_s = self.thinking.seconds
         request = self.job.request
         if self.prepared is not None:
             stats.image_tokens = self.prepared.image_tokens
@@ -308,8 +331,9 @@ class _Collector:
                     self.watch.images, self.watch.processed_sizes, self.watch.vision_tokens
                 )
             ]
-        return MLXResult(
+        result = MLXResult(
             text="".join(self.parts),
+            thinking=self.thinking.text,
             prompt=request.prompt,
             # A server names the model that answered (its own default, an alias).
             model=getattr(stats, "server_model", None) or request.model.name,
@@ -319,4 +343,8 @@ class _Collector:
             boxes=list(grounding.boxes) if grounding else [],
             points=list(grounding.points) if grounding else [],
             images=images,
+            request=request,
         )
+        # Before the view shows the footer: the record goes into its metadata.
+        result.provenance = provenance_record(result, request)
+        return result

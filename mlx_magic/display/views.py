@@ -1,12 +1,15 @@
 """Where a streamed answer is shown: a notebook cell or a terminal.
 
-In a notebook the answer goes out as the cell's own stdout stream. Each
-flush sends only the new text, and the frontend appends it, so traffic grows
-linearly with the answer; an ``ipywidgets.Output`` would resend its whole
-output list on every append (traffic growing with the square of the text).
-Stream output is also what a saved notebook, nbconvert and every frontend
-show without live widgets. Status (loading, reading the prompt) and the stats
-footer are separate display outputs; the status line updates in place.
+In a notebook the answer is rendered as Markdown while it streams, one
+display output per block (:mod:`mlx_magic.display.markdown_view`); with
+``--format text`` it goes out as the cell's own stdout stream instead. Either
+way each flush sends only what changed (the new text; the open block), so
+traffic grows linearly with the answer; an ``ipywidgets.Output`` would resend
+its whole output list on every append (traffic growing with the square of
+the text). Both are what a saved notebook, nbconvert and every frontend show
+without live widgets. Status (loading, reading the prompt), a reasoning
+model's "Thinking" block (:mod:`mlx_magic.display.thinking_view`) and the
+stats footer are separate display outputs; the status line updates in place.
 
 In terminal IPython tokens are printed as they come.
 """
@@ -17,7 +20,7 @@ import html
 import importlib
 import sys
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 from mlx_magic.display.result import MLXResult, footer_html
 
@@ -28,7 +31,13 @@ class StreamView:
     #: Whether tokens should be batched (a frontend pays per message).
     batches = True
 
-    #: Render the finished answer as Markdown (``--format markdown``).
+    def max_batch_tokens(self) -> int:
+        """The largest batch: a fast model's text is sent this many tokens at
+        a time (or once per interval, whichever comes first)."""
+        return 32
+
+    #: Render the answer as Markdown while it streams (notebook frontends;
+    #: ``--format text`` streams plain text).
     markdown = False
 
     def show_images(self, images) -> None:
@@ -61,6 +70,15 @@ class StreamView:
     def write(self, text: str) -> None:
         """Show more of the answer."""
 
+    def think(
+        self, text: str, tokens: int, seconds: float, answer_now: Optional[Callable[[], None]]
+    ) -> None:
+        """More of a reasoning model's thinking, with its token count and time
+        so far; ``answer_now`` (if given) ends the thinking on request."""
+
+    def thinking_done(self, text: str, tokens: int, seconds: float, note: str = "") -> None:
+        """The thinking ended (``text`` is all of it); the answer follows."""
+
     def finish(self, result: MLXResult) -> None:
         """The answer is complete (or was cancelled): show the footer."""
 
@@ -71,7 +89,14 @@ class StreamView:
 class NotebookView(StreamView):
     """Streams into the running cell's output (Jupyter, VS Code, nbclient)."""
 
-    def __init__(self):
+    def max_batch_tokens(self) -> int:
+        # Each update of a rendered answer resends its open block (under a
+        # thousand characters), not just the new text: fast models update
+        # once per interval rather than every 32 tokens.
+        return 512 if self.markdown else 32
+
+    def __init__(self, shell=None):
+        self._shell = shell
         self._status = None
         self._ends_with_newline = True
         self._wrote = False
@@ -80,6 +105,8 @@ class NotebookView(StreamView):
         self._images: tuple = ()
         self._captions: list[str] = []
         self._grounding = None
+        self._answer = None  # the MarkdownStream, once the answer begins
+        self._thinking = None  # the ThinkingBlock, once the thinking begins
 
     def show_images(self, images) -> None:
         from IPython.display import display
@@ -158,16 +185,41 @@ class NotebookView(StreamView):
         if first:
             self._wrote = True
             self._clear_status()
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        if self.markdown:
+            if self._answer is None:
+                from mlx_magic.display.markdown_view import MarkdownStream
+
+                self._answer = MarkdownStream()
+            self._answer.write(text)
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            self._ends_with_newline = text.endswith("\n")
         if first:
             _wait_until_sent(sys.stdout)
-        self._ends_with_newline = text.endswith("\n")
+
+    def think(
+        self, text: str, tokens: int, seconds: float, answer_now: Optional[Callable[[], None]]
+    ) -> None:
+        if self._thinking is None:
+            from mlx_magic.display.thinking_view import ThinkingBlock
+
+            self._clear_status()
+            widgets = widgets_usable(self._shell, warn=False)
+            self._thinking = ThinkingBlock(answer_now if widgets else None, widgets=widgets)
+            _wait_until_sent(sys.stdout)
+        self._thinking.update(text, tokens, seconds)
+
+    def thinking_done(self, text: str, tokens: int, seconds: float, note: str = "") -> None:
+        if self._thinking is not None:
+            self._thinking.finish(tokens, seconds, note)
 
     def finish(self, result: MLXResult) -> None:
-        from IPython.display import clear_output, display
+        from IPython.display import display
 
         self._clear_status()
+        if self._answer is not None:
+            self._answer.finish()
         if not self._ends_with_newline:
             sys.stdout.write("\n")
             sys.stdout.flush()
@@ -175,19 +227,19 @@ class NotebookView(StreamView):
             # The items as data in the saved notebook, beside the drawing.
             self._grounding = _grounding_of(result)
             self._redraw_previews(metadata={"mlx_magic": _grounding_metadata(result)})
-        if self.markdown and result.finish_reason != "cancelled":
-            # The streamed text is replaced by its rendering; the previews
-            # were cleared with it and are shown again.
-            clear_output(wait=True)
-            if self._previews is not None:
-                display(self._previews, raw=True)
-            display({"text/markdown": result.text, "text/plain": result.text}, raw=True)
+        # The footer carries the answer's provenance: the saved notebook keeps it,
+        # and %mlx replay notebook.ipynb:CELL reads it back.
+        metadata = {"mlx_magic": {"provenance": result.provenance}} if result.provenance else None
         display(
-            {"text/plain": f"[{result.footer}]", "text/html": footer_html(result.footer)}, raw=True
+            {"text/plain": f"[{result.footer}]", "text/html": footer_html(result.footer)},
+            raw=True,
+            metadata=metadata,
         )
 
     def fail(self) -> None:
         self._clear_status()
+        if self._answer is not None:
+            self._answer.finish()
         if not self._ends_with_newline:
             sys.stdout.write("\n")
             sys.stdout.flush()
@@ -268,6 +320,23 @@ class TerminalView(StreamView):
             print(text, end="", file=self.out, flush=True)
             self._ends_with_newline = text.endswith("\n")
 
+    def think(
+        self, text: str, tokens: int, seconds: float, answer_now: Optional[Callable[[], None]]
+    ) -> None:
+        if not getattr(self, "_thinking", False):
+            self._erase_transient()
+            self._thinking = True
+            print("[thinking…]", file=self.out, flush=True)
+        self.write(text)
+
+    def thinking_done(self, text: str, tokens: int, seconds: float, note: str = "") -> None:
+        from mlx_magic.display.thinking_view import thinking_summary
+
+        if not self._ends_with_newline:
+            print(file=self.out)
+        print(f"[{thinking_summary(tokens, seconds, note=note)}]", file=self.out, flush=True)
+        self._ends_with_newline = True
+
     def finish(self, result: MLXResult) -> None:
         from mlx_magic.display.previews import grounding_lines
 
@@ -322,11 +391,11 @@ def _is_terminal(stream) -> bool:
 _warned_about_widgets = False
 
 
-def widgets_usable(shell) -> bool:
+def widgets_usable(shell, warn: bool = True) -> bool:
     """Whether live widgets can be shown: a Jupyter kernel with ipywidgets.
 
-    Without ipywidgets, one warning says what to install, and callers fall
-    back to plain streamed text.
+    Without ipywidgets, one warning (unless ``warn`` is false) says what to
+    install, and callers fall back to plain streamed text.
     """
     global _warned_about_widgets
     if getattr(shell, "kernel", None) is None:
@@ -334,7 +403,7 @@ def widgets_usable(shell) -> bool:
     try:
         importlib.import_module("ipywidgets")
     except ImportError:
-        if not _warned_about_widgets:
+        if warn and not _warned_about_widgets:
             _warned_about_widgets = True
             import warnings
 
@@ -350,7 +419,7 @@ def widgets_usable(shell) -> bool:
 def view_for(shell) -> StreamView:
     """A notebook view inside a Jupyter kernel, a terminal view elsewhere."""
     if getattr(shell, "kernel", None) is not None:
-        return NotebookView()
+        return NotebookView(shell)
     return TerminalView()
 
 

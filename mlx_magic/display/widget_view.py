@@ -89,6 +89,17 @@ class WidgetStreamView(StreamView):
                 self._current_text += piece
                 self._current.value = _PRE.format(html.escape(self._current_text))
 
+    def think(self, text, tokens, seconds, answer_now) -> None:
+        # Only the count and time: the thinking itself is in _mlx.thinking.
+        from mlx_magic.display.thinking_view import thinking_summary
+
+        self.set_status(thinking_summary(tokens, seconds, live=True))
+
+    def thinking_done(self, text, tokens, seconds, note="") -> None:
+        from mlx_magic.display.thinking_view import thinking_summary
+
+        self.set_status(thinking_summary(tokens, seconds, note=note))
+
     def _new_segment(self) -> None:
         widgets = self._widgets
         if self._page is None or len(self._page.children) >= PAGE_SEGMENTS:

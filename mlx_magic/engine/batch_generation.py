@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from mlx_magic.engine.model_cache import WarmModel
 from mlx_magic.engine.provenance import engine_provenance
@@ -80,7 +80,7 @@ def auto_batch_size(warm: WarmModel, prompt_tokens: int, max_tokens: int, budget
 class _Sequence:
     job: Job
     prompt: list
-    detokenizer: object
+    detokenizer: Any
     started: float
     cached: int = 0
     tokens: list = field(default_factory=list)
@@ -139,8 +139,7 @@ class BatchRun:
                 )
             )
             processors.append(
-                make_logits_processors(repetition_penalty=sampling.repetition_penalty)
-                + extra
+                make_logits_processors(repetition_penalty=sampling.repetition_penalty) + extra
             )
             ready.append(job)
         asked = jobs[0].request.batch_size

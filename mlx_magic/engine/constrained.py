@@ -15,12 +15,12 @@ would be a second grammar engine to install for the same job.
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Any, Optional
 
 from mlx_magic.errors import UserError
 
 #: One line of JSON, ``", "`` and ``": "`` between items (as the kernel checked it).
-JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+JSON_STYLE: Any = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
 def grammar_tokenizer(warm):

@@ -63,6 +63,8 @@ def load_warm_model(spec: ModelSpec) -> WarmModel:
         config=config,
         memory_bytes=parameter_bytes(model),
         load_s=time.perf_counter() - started,
+        path=spec.path,
+        source=spec.source,
     )
 
 

@@ -28,10 +28,13 @@ class ModelCaches:
             model, a :class:`VisionPromptCaches` (one per conversation) for a
             vision model; ``None`` until first used or while the cache is off.
         vision_features: mlx-vlm's cache of vision-encoder outputs.
+        grammar_tokenizer: llguidance's view of the tokenizer, for ``--schema``
+            (building it walks the whole vocabulary, ~1.5 s).
     """
 
     prompts: Optional[Union[PrefixCache, VisionPromptCaches]] = None
     vision_features: Optional[VisionFeatureCache] = None
+    grammar_tokenizer: Optional[Any] = None
 
     def present(self) -> list:
         """The caches that exist, for clearing and counting."""
@@ -40,6 +43,7 @@ class ModelCaches:
     def drop(self) -> None:
         self.prompts = None
         self.vision_features = None
+        self.grammar_tokenizer = None
 
 
 @dataclass
@@ -60,6 +64,11 @@ class WarmModel:
     #: The last measured prompt-reading speed (tokens/s), which sizes the
     #: prefill steps so that a cancel is seen within about a second.
     prefill_tps: Optional[float] = None
+    #: Where it was loaded from (a folder), and how it was named (``embedded``, ``hub``...).
+    path: Optional[str] = None
+    source: str = "folder"
+    #: The model's half of every answer's provenance, made on first use.
+    provenance: Optional[dict] = None
 
 
 class WarmModelCache:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from mlx_magic.engine.constrained import schema_processors
 from mlx_magic.engine.model_cache import WarmModel
+from mlx_magic.engine.provenance import engine_provenance
 from mlx_magic.engine.stepping import (
     Stepper,
     prefill_step_size,
@@ -14,10 +16,18 @@ from mlx_magic.engine.stepping import (
     usable_top_k,
     watch_prefill,
 )
+from mlx_magic.engine.thinking_budget import ThinkingBudget, thinking_is_possible
 from mlx_magic.errors import UserError
 from mlx_magic.locking import gpu_lock
 from mlx_magic.runtime.job import Job
-from mlx_magic.runtime.values import Finished, GenerationRequest, GenerationStats, Notice
+from mlx_magic.runtime.thinking import prompt_opens_thinking
+from mlx_magic.runtime.values import (
+    Finished,
+    GenerationRequest,
+    GenerationStats,
+    Notice,
+    ThinkingOpened,
+)
 from mlx_magic.units import gib
 
 
@@ -31,7 +41,27 @@ def prompt_token_ids(tokenizer, request: GenerationRequest, history=None) -> lis
     if request.raw or not getattr(tokenizer, "has_chat_template", False):
         return list(tokenizer.encode(request.plain_prompt(history)))
     messages = request.chat_messages(history=history)
-    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+    switches = {} if request.think is None else {"enable_thinking": request.think}
+    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, **switches))
+
+
+def check_thinking_switch(tokenizer, request: GenerationRequest, model: str) -> None:
+    """``--think`` / ``--no-think`` need a chat template with ``enable_thinking``.
+
+    Raises:
+        UserError: the model's template has no such switch (or there is no
+            template), in one line.
+    """
+    if request.think is None:
+        return
+    flag = "--think" if request.think else "--no-think"
+    has_template = getattr(tokenizer, "has_chat_template", False)
+    template = str(getattr(tokenizer, "chat_template", None) or "") if has_template else ""
+    if "enable_thinking" not in template:
+        raise UserError(
+            f"{flag}: the chat template of {model} has no enable_thinking switch, so whether "
+            "it thinks is up to the model: leave the flag out (or use a model such as Qwen3)"
+        )
 
 
 def context_length(config: dict):
@@ -90,6 +120,7 @@ def start_text(
     sampling = request.sampling
     prefix_cache = _prefix_cache_of(warm, request)
     with gpu_lock:
+        check_thinking_switch(warm.tokenizer, request, warm.name)
         limit = context_length(warm.config)
         prompt, dropped_turns = fit_history(warm.tokenizer, request, limit)
         if limit and len(prompt) >= limit:
@@ -114,6 +145,16 @@ def start_text(
         if sampling.seed is not None and not per_step_seed:
             mx.random.seed(sampling.seed)
         mx.reset_peak_memory()
+        opened = prompt_opens_thinking(warm.tokenizer.decode(prompt[-16:]))
+    if opened:
+        job.emit(ThinkingOpened())
+    processors = make_logits_processors(repetition_penalty=sampling.repetition_penalty)
+    processors += schema_processors(warm, request)  # --schema: only tokens it allows
+    budget = None
+    if thinking_is_possible(warm.tokenizer, request, opened):
+        budget = ThinkingBudget(warm.tokenizer, job, request.think_budget, opened)
+        processors.append(budget)
+        job.thinking_can_end = True
     sampler = make_sampler(
         temp=sampling.temperature,
         top_p=sampling.top_p,
@@ -130,10 +171,12 @@ def start_text(
         prompt_cache=kv_cache,
         max_tokens=sampling.max_tokens,
         sampler=sampler,
-        logits_processors=make_logits_processors(repetition_penalty=sampling.repetition_penalty),
+        logits_processors=processors,
         prefill_step_size=step,
         prompt_progress_callback=watch_prefill(job, warm.name),
     )
+    if budget is not None:
+        steps = budget.watch(steps)
     describe = (
         probability_describer(warm.tokenizer, request.top_logprobs)
         if request.top_logprobs
@@ -163,6 +206,7 @@ def start_text(
                 generation_tps=last.generation_tps if last else 0.0,
                 ttft_s=(outcome.first_token_at - started) if outcome.first_token_at else None,
                 peak_memory_gb=gib(mx.get_peak_memory()),
+                provenance=engine_provenance(warm, prompt),
             ),
         )
 

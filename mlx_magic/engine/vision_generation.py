@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from mlx_magic.engine.model_cache import WarmModel
+from mlx_magic.engine.provenance import engine_provenance
 from mlx_magic.engine.stepping import Stepper, probability_describer, token_id, usable_top_k
 from mlx_magic.engine.text_generation import PendingGeneration
 from mlx_magic.engine.video_inputs import check_takes_video, read_clip
@@ -100,7 +103,7 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
     with gpu_lock:
         prompt = vision_prompt(warm, request)
         mx.reset_peak_memory()
-    options = dict(
+    options: dict[str, Any] = dict(
         max_tokens=sampling.max_tokens,
         temperature=sampling.temperature,
         top_p=sampling.top_p,
@@ -112,6 +115,11 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
         # mlx-vlm seeds once at the start; side by side, its draws then
         # depend on the other columns' (exact per-step seeds are for text models).
         options["seed"] = sampling.seed
+    from mlx_magic.engine.constrained import schema_processors
+
+    constraint = schema_processors(warm, request)
+    if constraint:
+        options["logits_processors"] = constraint
     inputs = clip = None
     if request.has_video:
         check_takes_video(warm, request.model.name)
@@ -139,7 +147,7 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
         warm.tokenizer,
         prompt,
         image=list(request.images) or None,
-        **options,  # type: ignore[arg-type]  # mlx-vlm types **kwargs narrowly
+        **options,
     )
     describe = (
         probability_describer(warm.tokenizer, request.top_logprobs)
@@ -165,6 +173,9 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
                 cached_prompt_tokens=getattr(last, "cached_tokens", 0) or 0,
                 image_tokens=inputs.prepared.image_tokens if inputs and inputs.prepared else 0,
                 video_tokens=inputs.prepared.video_tokens if inputs and inputs.prepared else 0,
+                provenance=engine_provenance(
+                    warm, inputs.input_ids if inputs is not None else warm.tokenizer.encode(prompt)
+                ),
             ),
         )
 

@@ -63,9 +63,29 @@ def generation_arguments(magic):
             "-f",
             "--format",
             choices=["text", "markdown", "code", "json"],
-            default="text",
-            help="markdown: render the answer; code: put its first code "
-            "block into the next cell; json: parse it into --out (and _mlx.data).",
+            help="markdown: render the answer as it streams (the default in notebooks, "
+            "see the default_format setting); text: stream it as plain text; code: render "
+            "it, then put its first code block into the next cell; json: stream it as text "
+            "and parse it into --out (and _mlx.data).",
+        ),
+        argument(
+            "--think",
+            action="store_true",
+            help="Ask a reasoning model to think first: sets the chat template's "
+            "enable_thinking (Qwen3, SmolLM3, ...). The thinking streams into a folding "
+            "'Thinking' block, apart from the answer (_mlx.thinking, _mlx.text).",
+        ),
+        argument(
+            "--no-think",
+            action="store_true",
+            help="Ask a reasoning model to answer without thinking (enable_thinking false).",
+        ),
+        argument(
+            "--think-budget",
+            type=int,
+            metavar="N",
+            help="End the thinking after N tokens by writing its closing </think> for the "
+            "model, which then answers (local text models).",
         ),
         argument(
             "--no-interpolate",
@@ -92,6 +112,34 @@ def generation_arguments(magic):
             action="store_true",
             help="Return at once and stream in the background (%%mlx jobs lists them); "
             "--out is set when the job finishes.",
+        ),
+        argument(
+            "--schema",
+            metavar="NAME",
+            help="Constrain the answer to a schema: NAME is a Pydantic model class or a "
+            "JSON-schema dict. The answer always parses; the parsed value (the Pydantic "
+            "instance or dict) goes to _mlx.data and --out (with --map: the table's columns).",
+        ),
+        argument(
+            "--map",
+            metavar="ITEMS",
+            help="Run the cell once per item of ITEMS (a list, dict, pandas Series or "
+            "DataFrame, a generator; for %%mlx_vision also a glob of images). The prompt "
+            "names the item as {item}, a row's columns as {row.column}; the answers come back "
+            "as a table in _mlx.table (and --out).",
+        ),
+        argument(
+            "--batch-size",
+            type=int,
+            metavar="N",
+            help="With --map: decode N items together (default: as many as fit half of the "
+            "memory budget left beside the model, at most 16).",
+        ),
+        argument(
+            "--resume",
+            action="store_true",
+            help="With --map: continue the table in --out (or _mlx), running only the items "
+            "that did not finish.",
         ),
     ]
     # magic_arguments applies decorators bottom-up; keep the listed order in --help.

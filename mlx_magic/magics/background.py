@@ -83,8 +83,12 @@ class BackgroundJobs:
             except Exception as error:  # never lose a job silently
                 entry.error = f"{type(error).__name__}: {error}"
             finally:
-                entry.done.set()
-            on_done(entry)
+                # The caller's bookkeeping (the panel re-enabling its buttons)
+                # before anyone waiting on the job hears it is done.
+                try:
+                    on_done(entry)
+                finally:
+                    entry.done.set()
 
         threading.Thread(target=follow, name=f"mlx_magic-job-{entry.id}", daemon=True).start()
         return entry

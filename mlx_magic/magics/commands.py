@@ -15,6 +15,7 @@ from IPython.core.error import UsageError
 
 from mlx_magic.errors import GenerationInterrupted, ModelLoadError
 from mlx_magic.magics.conversations import DEFAULT_CONVERSATION
+from mlx_magic.magics.replay import command_replay
 from mlx_magic.units import gib
 
 
@@ -388,4 +389,5 @@ COMMANDS = {
     "connect": command_connect,
     "disconnect": command_disconnect,
     "bench": command_bench,
+    "replay": command_replay,
 }

@@ -254,7 +254,8 @@ def _record(position, event, texts, tokens, started, cells, result, items) -> No
 def _item_images(session: Session, options: CellOptions, item: MapItem, position: int):
     """The images ``-i`` names for one item (``-i {item}``, ``-i {row.path}``)."""
     namespace = session.shell.user_ns
-    sources, hidden = [], {}
+    sources: list[str] = []
+    hidden: dict[str, object] = {}
     for source in options.images:
         filled, value = image_source_for_item(source, item, namespace, position)
         if value is not None:

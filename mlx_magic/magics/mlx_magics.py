@@ -16,6 +16,7 @@ from traitlets import observe
 
 from mlx_magic.magics.arguments import generation_arguments, parse_flags
 from mlx_magic.magics.commands import COMMANDS
+from mlx_magic.magics.map_run import check_map_flags, run_map_cell
 from mlx_magic.magics.options import variants_of
 from mlx_magic.magics.prepare import check_video_flags, load_cell_images, prepare
 from mlx_magic.magics.run import (
@@ -105,6 +106,39 @@ class MLXMagics(MLXSettings):
         pays for loading it. Interrupting the kernel (the stop button) stops
         the generation within one token and keeps what was generated.
 
+        In a notebook the answer is rendered as Markdown while it streams
+        (headings, lists, tables, code with highlighting, math), one output
+        per block; the saved notebook keeps each as ``text/markdown`` with a
+        ``text/plain`` copy. ``-f text`` streams plain text instead
+        (``%config MLXMagics.default_format = 'text'`` for every cell); a
+        terminal always prints plain text.
+
+        Reasoning models (Qwen3, DeepSeek-R1 distills, SmolLM3) think between
+        ``<think>`` and ``</think>`` first: the thinking streams into a
+        folding "Thinking" block with its token count and time, and an
+        "Answer now" button that ends it; the answer follows below.
+        ``_mlx.thinking`` and ``_mlx.text`` hold them apart and the footer
+        counts their tokens apart. ``--think`` / ``--no-think`` set the chat
+        template's ``enable_thinking``; ``--think-budget N`` ends the
+        thinking after N tokens by writing ``</think>`` for the model::
+
+            In [5]: %%mlx -m Qwen/Qwen3-0.6B --think-budget 256
+               ...: How many r are in "strawberry"?
+
+        Over a dataset, ``--map ITEMS`` runs the cell once per item of a list,
+        dict, pandas Series or DataFrame, or generator, naming the item
+        ``{item}`` and a row's columns ``{row.column}``; the items decode
+        together (mlx-lm's continuous batching, ``--batch-size N``) and the
+        answers come back as a table in ``_mlx.table``. An interrupt keeps the
+        finished rows; ``--resume`` runs the rest. ``--schema NAME`` (a
+        Pydantic class or a JSON-schema dict) constrains the answer so it
+        always parses, into ``_mlx.data``. Every answer keeps a provenance
+        record (``_mlx.provenance``: model, weights, versions, prompt hash,
+        sampler and seed) and ``%mlx replay`` makes it again::
+
+            In [6]: %%mlx --map cities --schema City -o facts
+               ...: Describe {item} as JSON.
+
         Examples::
 
             In [1]: %load_ext mlx_magic
@@ -126,6 +160,8 @@ class MLXMagics(MLXSettings):
         args = parse_flags(self.mlx_cell, line, "%%mlx")
         session = self.session
         variants = variants_of(args)
+        if check_map_flags(args, len(variants)):
+            return run_map_cell(session, variants[0], cell, session.resolve, vision=False)
         if len(variants) > 1:
             check_columns(len(variants), args.chat, args.background)
             cells = [prepare(session, options, cell, session.resolve) for options in variants]
@@ -253,12 +289,14 @@ class MLXMagics(MLXSettings):
         args = parse_flags(self.mlx_vision_cell, line, "%%mlx_vision")
         session = self.session
         variants = variants_of(args)
-        if not args.image and args.chat is None and args.video is None:
+        if not args.image and args.chat is None and args.video is None and not args.map:
             raise UsageError(
                 "%%mlx_vision needs an image: add -i SRC (a file, URL or variable) or a "
                 "video, -v SRC; %%mlx answers text alone"
             )
         check_video_flags(args, self.runtime)
+        if check_map_flags(args, len(variants)):
+            return run_map_cell(session, variants[0], cell, session.resolve_vision, vision=True)
         if args.model is None and self.default_vision_model is None and self.runtime != "remote":
             raise UsageError(
                 "No vision model: pass --model, or set %config "
@@ -325,6 +363,7 @@ class MLXMagics(MLXSettings):
             %mlx connect URL [URL…]  send generations to OpenAI-compatible servers
             %mlx disconnect          back to local models
             %mlx bench [quick] [SCENARIO ...]   the benchmark against raw mlx-lm/mlx-vlm
+            %mlx replay [NAME|nb.ipynb:CELL]    make an answer again from its provenance, compare
 
         MODEL is anything ``%%mlx --model`` takes.
         """

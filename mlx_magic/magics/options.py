@@ -8,14 +8,16 @@ one :class:`CellOptions` per column (:func:`variants_of`).
 from __future__ import annotations
 
 import itertools
+import json
 import keyword
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Optional
 
 from IPython.core.error import UsageError
 
-from mlx_magic.runtime.values import SamplingParams
+from mlx_magic.runtime.values import ModelSpec, SamplingParams
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,8 @@ class CellOptions:
     raw: bool = False
     out: Optional[str] = None
     chat: Optional[str] = None
-    answer_format: str = "text"
+    #: ``--format``; ``None`` leaves it to the ``default_format`` setting.
+    answer_format: Optional[str] = None
     interpolate: bool = True
     append_last_error: bool = False
     probs: Optional[int] = None
@@ -48,6 +51,15 @@ class CellOptions:
     video: Optional[str] = None
     video_fps: float = 2.0
     video_max_frames: int = 16
+    #: ``--map ITEMS``, ``--batch-size N``, ``--resume``.
+    map_items: Optional[str] = None
+    batch_size: Optional[int] = None
+    resume: bool = False
+    #: ``--schema NAME``: the notebook value the answer must follow.
+    schema: Optional[str] = None
+    #: ``--think`` (True), ``--no-think`` (False), neither (None); ``--think-budget``.
+    think: Optional[bool] = None
+    think_budget: Optional[int] = None
 
 
 def variants_of(args: Any) -> list[CellOptions]:
@@ -74,6 +86,12 @@ def variants_of(args: Any) -> list[CellOptions]:
         video=getattr(args, "video", None),
         video_fps=getattr(args, "fps", None) or 2.0,
         video_max_frames=getattr(args, "max_frames", None) or 16,
+        map_items=getattr(args, "map", None),
+        batch_size=getattr(args, "batch_size", None),
+        resume=bool(getattr(args, "resume", False)),
+        schema=getattr(args, "schema", None),
+        think=_think_of(args),
+        think_budget=getattr(args, "think_budget", None),
     )
     return [
         replace(base, model=model, temperature=temp, seed=seed)
@@ -81,6 +99,70 @@ def variants_of(args: Any) -> list[CellOptions]:
             args.model or [None], args.temp or [None], args.seed or [None]
         )
     ]
+
+
+def _think_of(args: Any) -> Optional[bool]:
+    think, no_think = getattr(args, "think", False), getattr(args, "no_think", False)
+    if think and no_think:
+        raise UsageError("--think and --no-think contradict each other: keep one")
+    return True if think else False if no_think else None
+
+
+def check_thinking(options: CellOptions, spec: ModelSpec, runtime: str) -> None:
+    """``--think``, ``--no-think`` and ``--think-budget`` make sense together,
+    and for this model and runtime (one line if not).
+
+    A local model's chat template is read from its folder, where it is there
+    (``tokenizer_config.json``, ``chat_template.jinja``): ``--think`` on a
+    template without ``enable_thinking`` is refused before the model loads
+    (the runtime checks again once it has the tokenizer).
+
+    Args:
+        spec: the resolved model.
+        runtime: the ``runtime`` setting.
+    """
+    budget = options.think_budget
+    if budget is not None and budget < 1:
+        raise UsageError(f"--think-budget must be at least 1 token, not {budget}")
+    if budget is not None and options.think is False:
+        raise UsageError("--think-budget limits a thinking that --no-think turns off: keep one")
+    if options.think is not None and options.raw:
+        flag = "--think" if options.think else "--no-think"
+        raise UsageError(
+            f"{flag} sets the chat template's switch, which --raw leaves out: keep one"
+        )
+    if spec.kind == "vision" and (options.think is not None or budget is not None):
+        raise UsageError(
+            "--think, --no-think and --think-budget work with text models for now: leave "
+            "them out for a vision model"
+        )
+    if budget is not None and runtime == "remote":
+        raise UsageError(
+            "--think-budget works with local models; a server's thinking cannot be cut "
+            "from here: leave it out, or set the server's own budget"
+        )
+    if options.think is not None and runtime != "remote":
+        template = _chat_template_of(Path(spec.path))
+        if template is not None and "enable_thinking" not in template:
+            flag = "--think" if options.think else "--no-think"
+            raise UsageError(
+                f"{flag}: the chat template of {spec.name} has no enable_thinking switch, so "
+                "whether it thinks is up to the model: leave the flag out (or use a model "
+                "such as Qwen3)"
+            )
+
+
+def _chat_template_of(folder: Path) -> Optional[str]:
+    """A model folder's chat template, if the folder says (else ``None``)."""
+    for name in ("chat_template.jinja", "chat_template.json"):
+        if (folder / name).is_file():
+            return (folder / name).read_text(errors="replace")
+    try:
+        config = json.loads((folder / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    template = config.get("chat_template") if isinstance(config, dict) else None
+    return json.dumps(template) if template is not None else ""
 
 
 def _region_of(text: Optional[str]) -> Optional[tuple[float, float, float, float]]:

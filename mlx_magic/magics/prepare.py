@@ -16,7 +16,14 @@ from mlx_magic.errors import ImageSourceError, TemplateError
 from mlx_magic.images import LoadedImage, load_images
 from mlx_magic.images.regions import capped, cut_region
 from mlx_magic.magics.conversations import PendingTurn
-from mlx_magic.magics.options import CellOptions, checked_out_name, sampling_params
+from mlx_magic.magics.options import (
+    CellOptions,
+    check_thinking,
+    checked_out_name,
+    sampling_params,
+)
+from mlx_magic.magics.provenance import with_drawn_seed
+from mlx_magic.magics.schemas import AnswerSchema, answer_schema
 from mlx_magic.magics.session import Session
 from mlx_magic.magics.templating import fill_template, last_error_text
 from mlx_magic.runtime.values import GenerationRequest, ModelSpec, PrefixCacheSettings
@@ -42,6 +49,8 @@ class PreparedCell:
     turn: Optional[PendingTurn] = None
     images: tuple[LoadedImage, ...] = ()
     cell_id: Optional[str] = None
+    #: ``--schema``: what the answer is parsed and validated with.
+    schema: Optional[AnswerSchema] = None
 
 
 def load_cell_images(
@@ -126,10 +135,12 @@ def prepare(
             f"The prompt holds {prompt[error.start]!r} at character {error.start}, which is not "
             "text (a lone surrogate, e.g. from a broken decode): clean the value it came from"
         ) from error
-    sampling = sampling_params(options, settings)
+    # A sampled answer is always repeatable: without --seed, one is drawn.
+    sampling = with_drawn_seed(sampling_params(options, settings))
     max_pixels = options.max_pixels or settings.max_image_pixels
     out_name = checked_out_name(options.out)
     spec = resolve(options.model)
+    check_thinking(options, spec, settings.runtime)
     system = options.system if options.system is not None else settings.system_prompt
     history: tuple = ()
     history_images: tuple = ()
@@ -172,6 +183,7 @@ def prepare(
             )
         except ImageSourceError as error:
             raise UsageError(str(error)) from error
+    schema = answer_schema(options.schema, session.shell.user_ns) if options.schema else None
     request = GenerationRequest(
         model=spec,
         prompt=prompt,
@@ -185,8 +197,11 @@ def prepare(
         video_frames=tuple(capped(frame, max_pixels) for frame in video.frames) if video else (),
         video_fps=options.video_fps,
         video_max_frames=options.video_max_frames,
+        schema_json=schema.json_text if schema is not None else None,
         system=system,
         raw=options.raw,
+        think=options.think,
+        think_budget=options.think_budget,
         sampling=sampling,
         prefix_cache=PrefixCacheSettings(
             enabled=settings.prefix_cache,
@@ -194,4 +209,4 @@ def prepare(
             max_bytes=gib_to_bytes(settings.prefix_cache_gb),
         ),
     )
-    return PreparedCell(options, request, out_name, turn, tuple(images), cell_id)
+    return PreparedCell(options, request, out_name, turn, tuple(images), cell_id, schema)

@@ -85,8 +85,8 @@ def comparison(original: list[int], again: list[int], original_text: str, again_
             f"({len(original)} vs {len(again)} tokens)."
         )
     at = 0
-    for a, b in zip(original_text, again_text):
-        if a != b:
+    for old_char, new_char in zip(original_text, again_text):
+        if old_char != new_char:
             break
         at += 1
     before = original_text[max(0, at - 30) : at]

@@ -31,7 +31,7 @@ def run_foreground(session: Session, cell: PreparedCell) -> None:
     interrupt lands here and stops the generation."""
     shell = session.shell
     view = view_for(shell)
-    view.markdown = cell.options.answer_format == "markdown"
+    view.markdown = renders_markdown(session, cell)
     if cell.images:
         # Before the job: previews must not wait for the model.
         view.show_images(cell.images)
@@ -90,6 +90,7 @@ def run_background(
             view.display()
         else:
             view = view_for(shell)
+            view.markdown = renders_markdown(session, cell)
             if cell.images:
                 view.show_images(cell.images)
     job = session.runtime.generate(cell.request)
@@ -121,7 +122,13 @@ def run_background(
 
 
 def run_columns(session: Session, cells: list[PreparedCell]) -> None:
-    """Several generations advancing together, token by token, one column each."""
+    """Several generations advancing together, token by token, one column each.
+
+    Columns of one text model share forward passes (batched decoding) when
+    they share a seed: a sweep without ``--seed`` draws one for all its columns.
+    """
+    if all(cell.options.seed is None for cell in cells):
+        cells = shared_seed(cells)
     shell = session.shell
     titles = [column_title(cell, cells) for cell in cells]
     in_kernel = widgets_usable(shell)
@@ -163,6 +170,14 @@ def run_columns(session: Session, cells: list[PreparedCell]) -> None:
         raise UsageError(f"Every column failed: {failures[0].message}")
 
 
+def renders_markdown(session: Session, cell: PreparedCell) -> bool:
+    """Whether the answer is rendered as it streams: ``-f markdown`` and
+    ``-f code``, or no ``-f`` with the ``default_format`` setting at
+    'markdown'; ``-f text`` and ``-f json`` stream plain text."""
+    answer_format = cell.options.answer_format or session.settings.default_format
+    return answer_format in ("markdown", "code")
+
+
 def column_title(cell: PreparedCell, cells: list[PreparedCell]) -> str:
     """The model, plus the settings that differ between columns."""
     parts = [cell.request.model.name]
@@ -183,6 +198,22 @@ def check_columns(count: int, chat: Optional[str], background: bool) -> None:
         raise UsageError(
             f"{count} columns is more than {MAX_COLUMNS}: compare fewer models or settings at once"
         )
+
+
+def shared_seed(cells: list[PreparedCell]) -> list[PreparedCell]:
+    """The cells with one seed (the first drawn one), so that they may be batched."""
+    import dataclasses
+
+    seed = next((c.request.sampling.seed for c in cells if c.request.sampling.seed), None)
+    return [
+        dataclasses.replace(
+            cell,
+            request=dataclasses.replace(
+                cell.request, sampling=dataclasses.replace(cell.request.sampling, seed=seed)
+            ),
+        )
+        for cell in cells
+    ]
 
 
 def raise_failure(session: Session, failure: Failed) -> None:

@@ -18,7 +18,7 @@ from IPython.core.error import UsageError
 
 #: How constrained JSON is written: one line, a space after ``,`` and ``:``
 #: (no runs of whitespace for a model to get lost in).
-JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+JSON_STYLE: Any = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,13 @@ class Session:
     # ---- after a generation ----------------------------------------------------
 
     def record_finished(self, cell: PreparedCell, result: MLXResult) -> None:
-        """Bookkeeping after any generation: session stats, the conversation."""
+        """Bookkeeping after any generation: session stats, the conversation,
+        the answer's provenance (``_mlx.provenance``; ``%mlx replay``)."""
+        from mlx_magic.runtime.provenance import provenance_record
+
+        if getattr(result, "provenance", None) is None:
+            result.provenance = provenance_record(result, cell.request)
+        result.request = cell.request
         self.record_stats(result)
         turn, request = cell.turn, cell.request
         if turn is not None and result.finish_reason not in ("cancelled", "cut"):
@@ -193,6 +199,24 @@ class Session:
 
         answer_format, out_name = cell.options.answer_format, cell.out_name
         namespace = self.shell.user_ns
+        if cell.schema is not None:
+            # Decoding kept to the schema, so this fails only for a cut answer.
+            try:
+                result.data = cell.schema.parse(result.text)
+            except ValueError as error:
+                if out_name:
+                    namespace[out_name] = result
+                why = (
+                    "it stopped at max tokens before the JSON closed: raise -n"
+                    if result.finish_reason == "length"
+                    else str(error)
+                )
+                raise UsageError(
+                    f"--schema {cell.schema.name}: {why}; the raw text is in _mlx.text"
+                ) from error
+            if out_name:
+                namespace[out_name] = result.data
+            return
         if answer_format == "code" and set_next_input:
             self.shell.set_next_input(first_code_block(result.text), replace=False)
         if answer_format == "json":

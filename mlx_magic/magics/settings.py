@@ -103,6 +103,13 @@ class MLXSettings(Magics):
     stream_interval_ms = Int(
         200, help="Longest time streamed text is held back before it is shown (ms)."
     ).tag(config=True)
+    default_format = CaselessStrEnum(
+        ["markdown", "text"],
+        "markdown",
+        help="How answers show when a cell gives no --format: 'markdown' renders them "
+        "(headings, lists, tables, code, math) while they stream, in notebook frontends; "
+        "'text' streams plain text, as a terminal always does.",
+    ).tag(config=True)
     prefix_cache = Bool(
         True,
         help="Reuse the KV state of earlier prompts that share a beginning with a new one "

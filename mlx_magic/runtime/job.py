@@ -29,6 +29,10 @@ class Job:
         self.first_text_shown = threading.Event()
         #: Set once the last event (a Finished or a Failed) is in ``events``.
         self.ended = threading.Event()
+        #: Set by a runtime that can end this job's thinking block on request
+        #: (:meth:`end_thinking`; the "Answer now" button is shown only then).
+        self.thinking_can_end = False
+        self._end_thinking = threading.Event()
 
     def cancel(self) -> None:
         """Ask the runtime to stop at the next token step."""
@@ -37,6 +41,14 @@ class Job:
     @property
     def cancelled(self) -> bool:
         return self._cancel.is_set()
+
+    def end_thinking(self) -> None:
+        """Ask the runtime to close the thinking block now ("Answer now")."""
+        self._end_thinking.set()
+
+    @property
+    def thinking_end_requested(self) -> bool:
+        return self._end_thinking.is_set()
 
     def emit(self, event: Event) -> None:
         self.events.put(event)

@@ -254,7 +254,16 @@ class ThreadRuntime(Runtime):
         self._run_together([job])
 
     def _run_together(self, jobs: list[Job]) -> None:
-        """Start every job, then step them in turn until all have finished."""
+        """Start every job, then step them in turn until all have finished.
+
+        Jobs of one text model share forward passes instead (continuous
+        batching, :mod:`~mlx_magic.engine.batch_generation`).
+        """
+        from mlx_magic.engine.batch_generation import can_batch
+
+        if can_batch(jobs):
+            self._run_batched(jobs)
+            return
         with self._state_lock:
             self._current = jobs[0]
         running = []
@@ -284,6 +293,52 @@ class ThreadRuntime(Runtime):
                     finished.stats.load_s = ready.load_s
                     self._generations += 1
                     job.emit(finished)
+        finally:
+            with self._state_lock:
+                self._current = None
+            self._after_change()
+
+    def _run_batched(self, jobs: list[Job]) -> None:
+        """Jobs of one text model decoded together with mlx-lm's BatchGenerator."""
+        from mlx_magic.engine.batch_generation import BatchRun
+
+        with self._state_lock:
+            self._current = jobs[0]
+        try:
+            live = [job for job in jobs if not job.cancelled]
+            for job in jobs:
+                if job.cancelled:
+                    job.emit(_cancelled_before_start())
+            if not live:
+                return
+            try:
+                entry, warm = self._warm(live[0].request.model, live[0])
+            except UserError as error:
+                for job in live:
+                    job.emit(Failed(str(error), user_error=True, error=error))
+                return
+            ready = ModelReady(model=entry.name, warm=warm, load_s=0.0 if warm else entry.load_s)
+            for job in live:
+                job.emit(ready)
+            try:
+                run = BatchRun(
+                    entry,
+                    live,
+                    budget_bytes=self._cache.budget_bytes,
+                    was_warm=warm,
+                    load_s=ready.load_s,
+                )
+                while run.step():
+                    pass
+            except Exception as error:  # a bug or a crash in MLX: handed back to every job
+                for job in live:
+                    if not job.ended.is_set():
+                        job.emit(
+                            Failed(
+                                f"{type(error).__name__}: {error}", user_error=False, error=error
+                            )
+                        )
+            self._generations += len(live)
         finally:
             with self._state_lock:
                 self._current = None

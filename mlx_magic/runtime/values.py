@@ -88,6 +88,10 @@ class GenerationRequest:
         video_fps: frames per second to sample ``video`` at (for
             ``video_frames``: the rate they were taken at).
         video_max_frames: most frames to sample from ``video``.
+        think: ``--think`` (True) or ``--no-think`` (False): the chat
+            template's ``enable_thinking``; ``None`` leaves it to the template.
+        think_budget: end a thinking block (``<think> … </think>``) after
+            this many tokens by forcing its closing tag (``None``: no limit).
     """
 
     model: ModelSpec
@@ -106,6 +110,15 @@ class GenerationRequest:
     video_frames: tuple = ()
     video_fps: float = 2.0
     video_max_frames: int = 16
+    #: Generated together with others (``--map``, columns of one model): most
+    #: sequences decoded at once (0: chosen from the model and the memory budget;
+    #: 1: one after the other).
+    batch_size: int = 0
+    #: ``--schema``: a JSON schema (as JSON text) the answer must follow;
+    #: decoding is constrained to it.
+    schema_json: Optional[str] = None
+    think: Optional[bool] = None
+    think_budget: Optional[int] = None
 
     @property
     def has_video(self) -> bool:
@@ -263,11 +276,23 @@ class TokenChunk:
 
     ``details`` has one dict per token id when probabilities were asked for:
     ``{"logprob": float, "top": [(id, text, logprob), ...]}``.
+
+    ``thinking`` marks text a server sent as reasoning (a ``reasoning_content``
+    or ``reasoning`` delta). Thinking written inline (``<think> … </think>``)
+    arrives as ordinary text and is told apart by whoever shows it.
     """
 
     text: str
     token_ids: tuple = ()
     details: tuple = ()
+    thinking: bool = False
+
+
+@dataclass(frozen=True)
+class ThinkingOpened:
+    """The prompt ends inside a thinking block: the chat template itself
+    wrote ``<think>`` (DeepSeek-R1 distills, Qwen3 thinking models), so the
+    text that follows is thinking until ``</think>``."""
 
 
 @dataclass
@@ -292,6 +317,15 @@ class GenerationStats:
     load_s: float = 0.0
     warm: bool = True
     dropped_turns: int = 0
+    #: Of ``generation_tokens``, how many were thinking (``<think> … </think>``,
+    #: or a server's reasoning), and how long the thinking took (s).
+    thinking_tokens: int = 0
+    thinking_s: float = 0.0
+    #: How many sequences were decoded together (1: alone).
+    batch_size: int = 1
+    #: How the answer was made, as the runtime knows it (model, weights,
+    #: template, library versions, prompt token ids' hash): see ``_mlx.provenance``.
+    provenance: Optional[dict] = None
     #: The server that answered (remote runtime; its URL without credentials).
     server: Optional[str] = None
 
@@ -326,6 +360,7 @@ Event = Union[
     Progress,
     ImagesPrepared,
     VideoPrepared,
+    ThinkingOpened,
     TokenChunk,
     Finished,
     Failed,

@@ -9,6 +9,9 @@ Markdown) does to the display, where only random weights are at hand.
 
     with forced_vision_answer("<|box_start|>(10,20),(500,600)<|box_end|>"):
         get_ipython().run_cell_magic("mlx_vision", "-i photo", "Where is the cat?")
+
+    with forced_answer("<think>Paris is in France.</think>\n\n## Paris\n\n- the capital"):
+        get_ipython().run_cell_magic("mlx", "-n 80", "What is the capital of France?")
 """
 
 from __future__ import annotations
@@ -30,9 +33,41 @@ def scripted_logits_processor(token_ids: Sequence[int], end_id: int):
         step[0] += 1
         wanted = script[index] if index < len(script) else end_id
         vocabulary = mx.broadcast_to(mx.arange(logits.shape[-1]), logits.shape)
-        return mx.where(
+        chosen = mx.where(
             vocabulary == wanted, mx.array(0.0, logits.dtype), mx.array(-1e9, logits.dtype)
         )
+        # Depend on the model's logits: MLX computes lazily, and a result that
+        # ignored them would never run the model (nor fill its KV cache).
+        return chosen + mx.nan_to_num(logits * 0)
+
+    return choose_next
+
+
+def resuming_logits_processor(token_ids: Sequence[int], end_id: int, resume_at: int):
+    """Like :func:`scripted_logits_processor`, but a step where another
+    processor chose a different token (a thinking budget forcing
+    ``</think>``) is not lost: the script goes on from ``resume_at`` (the
+    answer after the scripted thinking), once the other processor lets go."""
+    import mlx.core as mx
+
+    script = list(token_ids)
+    state = {"next": 0, "proposed": None}
+
+    def choose_next(tokens, logits):
+        proposed = state["proposed"]
+        if proposed is not None and int(tokens[-1].item()) != proposed:
+            state["next"] = max(state["next"] - 1, resume_at)
+        index = state["next"]
+        wanted = script[index] if index < len(script) else end_id
+        state["next"], state["proposed"] = index + 1, wanted
+        vocabulary = mx.broadcast_to(mx.arange(logits.shape[-1]), logits.shape)
+        chosen = mx.where(
+            vocabulary == wanted, mx.array(0.0, logits.dtype), mx.array(-1e9, logits.dtype)
+        )
+        # Computed from the model's logits (all zeros), so that MLX, which
+        # computes lazily, still runs the model at every step: its KV cache is
+        # filled as in a real generation, and its speed is a real one.
+        return chosen + mx.nan_to_num(logits * 0)
 
     return choose_next
 
@@ -72,3 +107,36 @@ def forced_vision_answer(answer: str) -> Iterator[None]:
         yield
     finally:
         mlx_vlm.stream_generate = original
+
+
+@contextlib.contextmanager
+def forced_answer(answer: str) -> Iterator[None]:
+    """Within the block, every mlx-lm ``stream_generate`` (text models, the
+    embedded SmolLM2 too) answers ``answer``.
+
+    The model runs every step and the detokenizer and the streaming are the
+    real ones. ``answer`` may script a thinking block (``<think> … </think>``);
+    if a thinking budget or "Answer now" closes it early, the script goes on
+    with what follows its ``</think>``. The cell's ``-n`` still applies.
+    """
+    import mlx_lm
+
+    from mlx_magic.runtime.thinking import CLOSE_TAG
+
+    original = mlx_lm.stream_generate
+    thinking, tag, rest = answer.partition(CLOSE_TAG)
+
+    @functools.wraps(original)
+    def scripted(model, tokenizer, prompt, *args, **kwargs):
+        head = tokenizer.encode(thinking + tag, add_special_tokens=False) if tag else []
+        ids = head + tokenizer.encode(rest if tag else answer, add_special_tokens=False)
+        processors = list(kwargs.pop("logits_processors", None) or [])
+        # First: the processors after it (a thinking budget) have the last word.
+        processors.insert(0, resuming_logits_processor(ids, _end_id(tokenizer), len(head)))
+        return original(model, tokenizer, prompt, *args, logits_processors=processors, **kwargs)
+
+    mlx_lm.stream_generate = scripted
+    try:
+        yield
+    finally:
+        mlx_lm.stream_generate = original

@@ -14,6 +14,8 @@
   ``python -m mlx_vlm generate`` in a fresh process, timed from spawn to the
   statistics line that follows the first token, with the prompt token count it
   printed; :class:`MlxLmServer`, a loopback ``mlx_lm.server``.
+* :class:`Profile` (:mod:`.profile`) - other models to run the scenarios on
+  (random models of real shapes on a GPU: :mod:`mlx_magic.bench.gpu`).
 * :mod:`.texts` - the prompts, paragraph, questions and conversation the
   scenarios send.
 
@@ -23,6 +25,7 @@ The names below are the package's interface, whichever module defines them.
 from mlx_magic.bench.harness.baselines import InProcessText, InProcessVision
 from mlx_magic.bench.harness.context import Context
 from mlx_magic.bench.harness.kernel import (
+    JOBS_EXPRESSION,
     OUTPUT_MESSAGES,
     STATS_EXPRESSION,
     Cell,
@@ -31,8 +34,10 @@ from mlx_magic.bench.harness.kernel import (
     traffic_of,
 )
 from mlx_magic.bench.harness.processes import MlxLmServer, cold_process
+from mlx_magic.bench.harness.profile import Profile, ProfileModel
 from mlx_magic.bench.harness.texts import (
     CONVERSATION,
+    DOCUMENT_QUESTIONS,
     LONG_ANSWER_PROMPT,
     PARAGRAPH,
     QUESTIONS,
@@ -40,10 +45,13 @@ from mlx_magic.bench.harness.texts import (
     SHORT_QUESTIONS,
     SYSTEM_PROMPT,
     VISION_PROMPTS,
+    long_document,
 )
 
 __all__ = [
     "CONVERSATION",
+    "DOCUMENT_QUESTIONS",
+    "JOBS_EXPRESSION",
     "LONG_ANSWER_PROMPT",
     "OUTPUT_MESSAGES",
     "PARAGRAPH",
@@ -59,7 +67,10 @@ __all__ = [
     "InProcessVision",
     "Kernel",
     "MlxLmServer",
+    "Profile",
+    "ProfileModel",
     "cell",
     "cold_process",
+    "long_document",
     "traffic_of",
 ]

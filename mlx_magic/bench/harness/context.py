@@ -6,9 +6,10 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from mlx_magic.bench.harness.baselines import InProcessText, InProcessVision
+from mlx_magic.bench.harness.profile import Profile
 
 
 @dataclass
@@ -18,18 +19,22 @@ class Context:
     work: Path
     reps: int
     prefix: str = ""
+    #: Other models to run on (see :mod:`.profile`); ``None``: the CPU set.
+    profile: Optional[Profile] = None
     _baselines: dict = field(default_factory=dict)
     _image_count: int = 0
 
     @classmethod
-    def create(cls, *, quick: bool, progress, work_dir=None) -> "Context":
+    def create(cls, *, quick: bool, progress, work_dir=None, profile=None) -> "Context":
         if work_dir is None:
             from mlx_magic.models.embedded import cache_root
 
             work_dir = cache_root() / "bench"
         work = Path(work_dir).expanduser()
         (work / "images").mkdir(parents=True, exist_ok=True)
-        return cls(quick=quick, progress=progress, work=work, reps=1 if quick else 3)
+        return cls(
+            quick=quick, progress=progress, work=work, reps=1 if quick else 3, profile=profile
+        )
 
     def say(self, line: str) -> None:
         self.progress(f"{self.prefix} {line}")
@@ -56,9 +61,24 @@ class Context:
         return convert_gguf(spec.gguf, spec.path)
 
     def aliases(self) -> str:
-        """A ``%config`` line naming the tiny models ``tiny-llama`` and ``tiny-vlm``."""
+        """A ``%config`` line naming the tiny models ``tiny-llama`` and ``tiny-vlm``
+        (and, with a profile, every model of the profile by its alias)."""
         aliases = {"tiny-llama": str(self.tiny_llama), "tiny-vlm": str(self.tiny_vlm)}
+        if self.profile is not None:
+            aliases.update({m.alias: str(m.path) for m in self.profile.models()})
         return f"%config MLXMagics.aliases = {aliases!r}"
+
+    def path_of(self, alias: str) -> Path:
+        """The folder of a model named by alias: a profile's, or a built-in one."""
+        if alias == "smollm2":
+            return self.smollm2
+        if alias == "tiny-llama":
+            return self.tiny_llama
+        if alias == "tiny-vlm":
+            return self.tiny_vlm
+        if self.profile is None:
+            raise KeyError(f"no model {alias!r} without a profile")
+        return self.profile.path_of(alias)
 
     def fresh_image(self, size: int = 224) -> Path:
         """A new random PNG (never seen by any cache).

@@ -31,6 +31,12 @@ STATS_EXPRESSION = (
     "token_ids=[t.id for t in _mlx.tokens], finish_reason=_mlx.finish_reason))"
 )
 
+#: The session's background jobs (``-b``) in the kernel, as an expression: the
+#: magics keep them on their session (older versions on the magics object).
+JOBS_EXPRESSION = (
+    "(lambda m: getattr(m, 'session', m).jobs)(get_ipython().find_magic('mlx', 'line').__self__)"
+)
+
 
 @dataclass
 class Cell:
@@ -45,9 +51,17 @@ class Cell:
 
     @property
     def first_text_s(self) -> Optional[float]:
-        """From sending the request to the arrival of the first streamed stdout text."""
+        """From sending the request to the arrival of the answer's first text:
+        streamed stdout (``-f text``, terminals) or a Markdown block (the default
+        in notebooks: one display output per block, updated in place)."""
         for arrived, message in self.messages:
-            if message["msg_type"] == "stream" and message["content"].get("name") == "stdout":
+            kind, content = message["msg_type"], message["content"]
+            if kind == "stream" and content.get("name") == "stdout":
+                return arrived - self.sent
+            if (
+                kind in ("display_data", "update_display_data")
+                and (content.get("data", {}).get("text/markdown") or "").strip()
+            ):
                 return arrived - self.sent
         return None
 

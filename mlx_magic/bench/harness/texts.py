@@ -59,3 +59,46 @@ SHORT_QUESTIONS = [
 LONG_ANSWER_PROMPT = "Write a long story about a lighthouse keeper and a storm."
 RAW_PROMPT = "The history of the city of Rome begins"
 VISION_PROMPTS = ["Describe this image.", "What is in the picture?"]
+
+#: Questions about a long pasted document (made by :func:`long_document`).
+DOCUMENT_QUESTIONS = [
+    "In which year was the reservoir of section 3 filled?",
+    "Who was the engineer in section 7?",
+    "Summarise the last section in one sentence.",
+    "How much iron did the main of section 2 use?",
+    "What happens every June in the first section?",
+    "Which section mentions the deepest well field?",
+    "Why were no pumps needed in section 5?",
+    "What is the filter house of section 4 used for today?",
+]
+
+_TOWNS = ["Linden Ford", "Ashby Cross", "Marrow Vale", "Tillbrook", "Eastwick", "Harlow Bridge"]
+_ENGINEERS = ["Margaret Ellery", "Thomas Verne", "Ada Kowal", "Jonas Bright", "Ruth Mallory"]
+
+
+def long_document(count_tokens, tokens: int) -> str:
+    """A pasted document of about ``tokens`` tokens (never more), as
+    ``count_tokens(text)`` counts them: numbered sections of :data:`PARAGRAPH`,
+    each with its own town, engineer and years, so no two sections are the
+    same text."""
+    sections: list[str] = []
+
+    def section(number: int) -> str:
+        town = _TOWNS[number % len(_TOWNS)]
+        engineer = _ENGINEERS[number % len(_ENGINEERS)]
+        shift = number * 3
+        text = PARAGRAPH.replace("Linden Ford", town).replace("Margaret Ellery", engineer)
+        for year in ("1887", "1889", "1893", "1968"):
+            text = text.replace(year, str(int(year) + shift))
+        return f"Section {number + 1}. {text}"
+
+    per_section = max(1, count_tokens(section(0) + "\n\n"))
+    while True:
+        sections.append(section(len(sections)))
+        if (len(sections) + 1) * per_section > tokens:
+            break
+    text = "\n\n".join(sections)
+    while count_tokens(text) > tokens and len(sections) > 1:
+        sections.pop()
+        text = "\n\n".join(sections)
+    return text

@@ -15,31 +15,39 @@ from mlx_magic.bench.metrics import RATIO, Metric, ScenarioResult, median, media
 def repeat_image(context: Context, result: ScenarioResult) -> None:
     """TTFT of the first and second question about the same (new) image."""
     reps = context.reps
+    profile = context.profile
+    label, model, size = "tiny Qwen2-VL", "tiny-vlm", 224
+    if profile is not None and profile.vision is not None:
+        label, model, size = profile.vision.label, profile.vision.alias, profile.image_size
+        reps = profile.vision.reps
     result.title = (
-        "Two questions about the same image in a row (`%%mlx_vision -m tiny-vlm -n 1 -i IMG`), "
-        "each repetition with a new random 224×224 PNG (so every cache is cold for the first "
+        f"Two questions about the same image in a row (`%%mlx_vision -m {model} -n 1 -i IMG`), "
+        f"each repetition with a new random {size}×{size} PNG (so every cache is cold for the first "
         "question). The second question reuses the decoded image (kernel side) and the vision "
         "features (runtime side). TTFT is `_mlx.stats.ttft_s` (job start to first token); the "
         "frontend's view (request sent → text received) also counts reading and decoding the "
         "file. The raw `mlx_vlm.stream_generate` in this process, on the same image and prompt, "
         "is shown for reference."
     )
-    result.setup = {"reps": reps, "model": "tiny Qwen2-VL", "image": "224×224 random PNG"}
-    baseline = context.vision_baseline(context.tiny_vlm)
+    result.setup = {"reps": reps, "model": label, "image": f"{size}×{size} random PNG"}
+    baseline = context.vision_baseline(context.path_of(model))
     first, second, first_visible, second_visible, raw, previews = [], [], [], [], [], []
-    with Kernel(context.aliases(), "%mlx load tiny-vlm") as kernel:
-        warm = context.fresh_image()
-        kernel.generate(cell("mlx_vision", f"-m tiny-vlm -n 1 -i {warm}", VISION_PROMPTS[0]))
+    tokens = []
+    with Kernel(context.aliases(), f"%mlx load {model}") as kernel:
+        warm = context.fresh_image(size)
+        kernel.generate(cell("mlx_vision", f"-m {model} -n 1 -i {warm}", VISION_PROMPTS[0]))
         baseline.generate(VISION_PROMPTS[0], warm, 1)
         for rep in range(reps):
-            image = context.fresh_image()
-            raw.append(baseline.generate(VISION_PROMPTS[0], image, 1)["ttft_s"])
+            image = context.fresh_image(size)
+            raw_run = baseline.generate(VISION_PROMPTS[0], image, 1)
+            raw.append(raw_run["ttft_s"])
             one = kernel.generate(
-                cell("mlx_vision", f"-m tiny-vlm -n 1 -i {image}", VISION_PROMPTS[0])
+                cell("mlx_vision", f"-m {model} -n 1 -i {image}", VISION_PROMPTS[0])
             )
             two = kernel.generate(
-                cell("mlx_vision", f"-m tiny-vlm -n 1 -i {image}", VISION_PROMPTS[1])
+                cell("mlx_vision", f"-m {model} -n 1 -i {image}", VISION_PROMPTS[1])
             )
+            tokens.append((raw_run["prompt_tokens"], one.stats["prompt_tokens"]))
             previews.append(_preview_of(one))
             first.append(one.stats["ttft_s"])
             second.append(two.stats["ttft_s"])
@@ -95,12 +103,20 @@ def repeat_image(context: Context, result: ScenarioResult) -> None:
     )
     lines = [line for line in text.splitlines() if "Vision features" in line or "Decoded" in line]
     result.notes.append("`%mlx status` after the run: " + "; ".join(lines))
+    result.notes.append(
+        "Prompt tokens (image tokens included), raw mlx-vlm / %%mlx_vision, per repetition: "
+        + ", ".join(f"{a}/{b}" for a, b in tokens)
+        + f"; raw mlx-vlm TTFT {', '.join(ms(r) for r in raw)}; the magic's first question "
+        f"{', '.join(ms(f) for f in first)}, second {', '.join(ms(t) for t in second)} "
+        "(runtime side)."
+    )
     if previews and previews[0]:
         sizes = [p["bytes"] for p in previews if p]
         result.notes.append(
             f"Every vision cell first shows the image preview: one display_data of "
-            f"{median_of(sizes) / 1e3:.0f} kB here (the thumbnail as PNG twice: base64 in the HTML "
-            f"and as image/png; the image file is {median_of([p['file'] for p in previews if p]) / 1e3:.0f} kB), "
+            f"{median_of(sizes) / 1e3:.0f} kB here (the thumbnail as image/png, and base64 in the "
+            f"HTML as the smaller of PNG and JPEG; the image file is "
+            f"{median_of([p['file'] for p in previews if p]) / 1e3:.0f} kB), "
             f"received {ms(median([p['at'] for p in previews if p]))} after the request. That "
             "part of the frontend's wait (reading the file, making and sending the preview) is "
             "the same for both questions, so the frontend sees a smaller relative gain than the "

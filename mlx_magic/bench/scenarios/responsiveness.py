@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from mlx_magic.bench.harness import RAW_PROMPT, Context, Kernel, cell
+from mlx_magic.bench.harness import JOBS_EXPRESSION, RAW_PROMPT, Context, Kernel, cell
 from mlx_magic.bench.metrics import DIFFERENCE, Metric, ScenarioResult, median, median_of, ms
 from mlx_magic.errors import BenchError
 
@@ -13,15 +13,24 @@ from mlx_magic.errors import BenchError
 def responsiveness(context: Context, result: ScenarioResult) -> None:
     """Latency of a trivial cell while a background job streams."""
     pings = 4 if context.quick else 10
-    jobs = [("tiny llama", "tiny-llama", 1000 if context.quick else 3000)]
-    if not context.quick:
-        jobs.append(("smollm2", "smollm2", 60))
+    profile = context.profile
+    if profile is not None:
+        jobs = [(m.label, m.alias, m.max_tokens) for m in (profile.fast, *profile.responsive) if m]
+    else:
+        jobs = [("tiny llama", "tiny-llama", 1000 if context.quick else 3000)]
+        if not context.quick:
+            jobs.append(("smollm2", "smollm2", 60))
     result.title = (
         "Round trip of a `1+1` cell (execute request sent → execute reply received) in an idle "
         "kernel (baseline) and while a `%%mlx -b` background job streams (ours), interleaved: "
-        f"{pings} pings idle, then {pings} pings during the job, for a fast model (tiny llama: "
-        "the runtime thread is busy in Python most of the time) and a slow one (SmolLM2: "
-        "mostly inside MLX). Target: median < 100 ms while streaming."
+        f"{pings} pings idle, then {pings} pings during the job, for "
+        + (
+            "a fast model (tiny llama: the runtime thread is busy in Python most of the time) "
+            "and a slow one (SmolLM2: mostly inside MLX)"
+            if profile is None
+            else ", ".join(label for label, _, _ in jobs)
+        )
+        + ". Target: median < 100 ms while streaming."
     )
     result.setup = {"pings per side": pings, "jobs": ", ".join(f"{j[0]} -n {j[2]}" for j in jobs)}
     with Kernel(context.aliases(), *(f"%mlx load {model}" for _, model, _ in jobs)) as kernel:
@@ -72,10 +81,13 @@ def responsiveness(context: Context, result: ScenarioResult) -> None:
             )
 
 
-_RUNNING = "len(get_ipython().find_magic('mlx', 'line').__self__.jobs.running())"
+_RUNNING = f"len({JOBS_EXPRESSION}.running())"
 
 
 def _ping(kernel: Kernel) -> tuple[float, bool]:
     """The round trip of ``1+1``, and whether a background job was running at its end."""
     ping = kernel.execute("1+1", reply_first=True, expressions={"running": _RUNNING})
-    return ping.replied - ping.sent, bool(ping.values.get("running"))
+    running = ping.values.get("running")
+    if not isinstance(running, int):
+        raise BenchError(f"could not read the running jobs: {running}")
+    return ping.replied - ping.sent, running > 0

