@@ -11,28 +11,31 @@ Importing this package is cheap: MLX, mlx-lm and the magics are imported when
 the extension loads, and the runtime thread starts on the first generation.
 """
 
+import weakref
+
 from mlx_magic.locking import gpu_lock
 
 __version__ = "0.1.0"
 __all__ = ["MLXMagics", "gpu_lock", "load_ipython_extension", "panel", "unload_ipython_extension"]
 
-# The magics instance registered with the running shell, so that unloading
-# can stop the runtime it owns.
-_registered_magics = None
+# The magics instance registered with each shell, so that unloading stops the
+# runtime that shell's magics own (and no other shell's: a process may hold
+# several shells, as tests and embedded shells do).
+_registered_magics: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def load_ipython_extension(ipython):
     """Register the ``%mlx`` and ``%%mlx`` magics (``%load_ext mlx_magic``)."""
-    global _registered_magics
     from mlx_magic.magics.mlx_magics import MLXMagics
     from mlx_magic.magics.settings import forget_refused_settings
 
-    if _registered_magics is not None:
+    if ipython in _registered_magics:
         unload_ipython_extension(ipython)
     for line in forget_refused_settings(ipython, MLXMagics):
         print(line)  # a stored bad value must not keep the extension from loading
-    _registered_magics = MLXMagics(shell=ipython)
-    ipython.register_magics(_registered_magics)
+    magics = MLXMagics(shell=ipython)
+    _registered_magics[ipython] = magics
+    ipython.register_magics(magics)
 
 
 def panel(vision: bool = False, conversation: str = "panel"):
@@ -42,32 +45,37 @@ def panel(vision: bool = False, conversation: str = "panel"):
     ``%%mlx --chat NAME`` can continue. The extension must be loaded
     (``%load_ext mlx_magic``).
     """
+    from IPython import get_ipython
     from IPython.display import display
 
     from mlx_magic.magics.panel import ChatPanel
 
-    if _registered_magics is None:
+    shell = get_ipython()
+    magics = _registered_magics.get(shell) if shell is not None else None
+    if magics is None and _registered_magics:
+        # Not IPython's global shell (an embedded one): the latest that loaded it.
+        magics = list(_registered_magics.values())[-1]
+    if magics is None:
         raise RuntimeError("Load the extension first: %load_ext mlx_magic")
-    chat = ChatPanel(_registered_magics.session, vision=vision, conversation=conversation)
+    chat = ChatPanel(magics.session, vision=vision, conversation=conversation)
     display(chat.widget)
     return chat
 
 
 def unload_ipython_extension(ipython):
     """Stop and join the runtime thread, freeing every warm model."""
-    global _registered_magics
-    if _registered_magics is None:
+    magics = _registered_magics.pop(ipython, None)
+    if magics is None:
         return
-    _registered_magics.close()
+    magics.close()
     # IPython has no unregister: take our magics out of its tables, so that a
     # later %%mlx says "not found" instead of starting a runtime no one owns.
     manager = ipython.magics_manager
-    for kind, names in type(_registered_magics).magics.items():
+    for kind, names in type(magics).magics.items():
         for name in names:
-            if getattr(manager.magics[kind].get(name), "__self__", None) is _registered_magics:
+            if getattr(manager.magics[kind].get(name), "__self__", None) is magics:
                 del manager.magics[kind][name]
-    manager.registry.pop(type(_registered_magics).__name__, None)
-    _registered_magics = None
+    manager.registry.pop(type(magics).__name__, None)
 
 
 def __getattr__(name):

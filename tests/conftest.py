@@ -105,3 +105,30 @@ def kernel():
         "%mlx load smollm2",
     ) as started:
         yield started
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_runtime_left_behind(request):
+    """A module that leaves a runtime thread running (a shell never unloaded)
+    would make later modules' thread counts wrong: fail it here, by name."""
+    before = set(runtime_threads())
+    yield
+    import time
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and set(runtime_threads()) - before:
+        time.sleep(0.1)
+    left = set(runtime_threads()) - before
+    if left:
+        import sys
+        import traceback
+
+        frames = sys._current_frames()
+        where = "".join(
+            "".join(traceback.format_stack(frames[thread.ident]))
+            for thread in left
+            if thread.ident in frames
+        )
+        pytest.fail(
+            f"{request.module.__name__} left {len(left)} runtime thread(s) running:\n{where}"
+        )

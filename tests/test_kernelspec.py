@@ -95,7 +95,7 @@ def test_installed_kernel_runs_mlx_without_load_ext(tmp_path, monkeypatch):
             kind = message["msg_type"]
             if kind == "stream":
                 streams.append(message["content"]["text"])
-            elif kind == "display_data":
+            elif kind in ("display_data", "update_display_data"):
                 displays.append(message["content"]["data"])
             elif kind == "error":
                 pytest.fail("\n".join(message["content"]["traceback"]))
@@ -106,6 +106,8 @@ def test_installed_kernel_runs_mlx_without_load_ext(tmp_path, monkeypatch):
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
-    assert "Paris" in "".join(streams)
+    # A notebook kernel renders the answer as Markdown (display outputs).
+    rendered = [d.get("text/markdown", "") for d in displays]
+    assert "Paris" in "".join(streams + rendered)
     footers = [d["text/plain"] for d in displays if "tok/s" in d.get("text/plain", "")]
     assert len(footers) == 1 and "smollm2" in footers[0]

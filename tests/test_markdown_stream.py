@@ -208,17 +208,20 @@ FORCED = (
 )
 
 
-def forced_cell(answer, flags="-n 200"):
-    return FORCED.format(answer=answer, flags=flags)
+def forced_cell(answer, flags="-n 200", model=None):
+    """A cell forcing ``answer``; with ``model`` (the tiny llama, which decodes
+    a hundred times faster than SmolLM2 here) the script is its tokens."""
+    return FORCED.format(answer=answer, flags=f"-m {model} {flags}" if model else flags)
 
 
 @pytest.mark.model
 @pytest.mark.kernel
-def test_in_a_kernel_blocks_stream_as_markdown_outputs_and_the_footer_follows(kernel):
+def test_in_a_kernel_blocks_stream_as_markdown_outputs_and_the_footer_follows(kernel, tiny_llama):
     from kernel_helpers import execute, printed, stream_text
 
     _, client = kernel
-    reply, messages = execute(client, forced_cell(ANSWER, "-n 200 -f markdown"), timeout=300)
+    cell = forced_cell(ANSWER, "-n 400 -f markdown", tiny_llama)
+    reply, messages = execute(client, cell, timeout=300)
     assert reply["status"] == "ok", reply
     assert stream_text(messages) == ""  # nothing on stdout: the answer is rendered
     outputs = {}  # display id -> its bundles, in order
@@ -257,11 +260,13 @@ def test_in_a_kernel_blocks_stream_as_markdown_outputs_and_the_footer_follows(ke
 
 @pytest.mark.model
 @pytest.mark.kernel
-def test_format_text_keeps_the_plain_stream(kernel):
+def test_format_text_keeps_the_plain_stream(kernel, tiny_llama):
     from kernel_helpers import displays, execute, printed, stream_text
 
     _, client = kernel
-    reply, messages = execute(client, forced_cell(ANSWER, "-n 200 -f text"), timeout=300)
+    reply, messages = execute(
+        client, forced_cell(ANSWER, "-n 400 -f text", tiny_llama), timeout=300
+    )
     assert reply["status"] == "ok", reply
     assert stream_text(messages).rstrip("\n") == printed(client, "_mlx.text").rstrip("\n")
     assert not [d for d in displays(messages) if "text/markdown" in d]
@@ -269,7 +274,9 @@ def test_format_text_keeps_the_plain_stream(kernel):
     before = printed(client, setting)
     execute(client, "%config MLXMagics.default_format = 'text'")
     try:
-        reply, messages = execute(client, forced_cell("Just **text**."), timeout=300)
+        reply, messages = execute(
+            client, forced_cell("Just **text**.", model=tiny_llama), timeout=300
+        )
         assert "Just **text**." in stream_text(messages)
         reply, _ = execute(client, "%config MLXMagics.default_format = 'html'")
         assert printed(client, setting) == "text"  # refused, the old value kept
@@ -307,14 +314,16 @@ def test_traffic_of_a_long_rendered_answer_is_linear(kernel, tiny_llama):
 
 @pytest.mark.model
 @pytest.mark.kernel
-def test_a_saved_notebook_holds_the_answer_as_markdown_and_nbconvert_renders_it(tmp_path):
+def test_a_saved_notebook_holds_the_answer_as_markdown_and_nbconvert_renders_it(
+    tmp_path, tiny_llama
+):
     from nbclient import NotebookClient
     from nbconvert import HTMLExporter
 
     notebook = nbformat.v4.new_notebook(
         cells=[
             nbformat.v4.new_code_cell("%load_ext mlx_magic"),
-            nbformat.v4.new_code_cell(forced_cell(ANSWER)),
+            nbformat.v4.new_code_cell(forced_cell(ANSWER, "-n 400", tiny_llama)),
         ]
     )
     NotebookClient(notebook, timeout=600, kernel_name="python3").execute()

@@ -1,6 +1,7 @@
 """Provenance records and %mlx replay: every answer says how it was made, and can be made again."""
 
 import json
+import re
 
 import nbformat
 import pytest
@@ -66,24 +67,44 @@ def test_replay_says_where_two_answers_part(replay_shell, capsys):
     assert "Parted at token " in out and " the replay " in out
 
 
-def test_replay_from_a_saved_notebook(replay_shell, tmp_path, capsys):
-    run(replay_shell, "%%mlx -m tiny -n 10 --temp 0.7\nOnce upon a time")
-    record = replay_shell.user_ns["_mlx"].provenance
-    notebook = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell("%%mlx -m tiny -n 10 --temp 0.7\nOnce upon a time")
+def saved_cell(source, result):
+    """A code cell as a notebook saves it: the streamed answer, and the footer
+    with the record as the footer's metadata keeps it."""
+    from mlx_magic.runtime.provenance import record_to_save
+
+    cell = nbformat.v4.new_code_cell(source)
     cell.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text=result.text),
         nbformat.v4.new_output(
             "display_data",
             data={"text/plain": "[footer]"},
-            metadata={"mlx_magic": {"provenance": record}},
-        )
+            metadata={"mlx_magic": {"provenance": record_to_save(result.provenance)}},
+        ),
     ]
-    notebook.cells = [nbformat.v4.new_code_cell("%load_ext mlx_magic"), cell]
+    return cell
+
+
+def test_replay_from_a_saved_notebook(replay_shell, tmp_path, capsys):
+    source = "%%mlx -m tiny -n 10 --temp 1.0\nOnce upon a time"
+    run(replay_shell, source)
+    result = replay_shell.user_ns["_mlx"]
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell("%load_ext mlx_magic"), saved_cell(source, result)]
+    saved = notebook.cells[1].outputs[1].metadata["mlx_magic"]["provenance"]["answer"]
+    assert "token_ids" not in saved and "text" not in saved  # hashes, not the answer again
     path = tmp_path / "saved.ipynb"
     nbformat.write(notebook, path)
     capsys.readouterr()
     run(replay_shell, f"%mlx replay {path}:1")
     assert "Reproduced token for token (10 tokens)." in capsys.readouterr().out
+    # Another seed in the saved record: the replay parts from the saved text.
+    notebook.cells[1].outputs[1].metadata["mlx_magic"]["provenance"]["request"]["sampling"][
+        "seed"
+    ] += 1
+    nbformat.write(notebook, path)
+    run(replay_shell, f"%mlx replay {path}:1")
+    out = capsys.readouterr().out
+    assert re.search(r"Parted at 10 vs \d+ tokens: after", out) and " the replay " in out
 
 
 @pytest.mark.parametrize(

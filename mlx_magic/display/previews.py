@@ -77,16 +77,7 @@ def preview_bundle(
             '<figcaption style="font-size: 0.8em; opacity: 0.75">'
             f"{html.escape(caption)}</figcaption></figure>"
         )
-    thumbs = [thumb for thumb, _ in tiles]
-    sheet = Image.new(
-        "RGB",
-        (sum(t.width for t in thumbs) + _GAP * (len(thumbs) - 1), max(t.height for t in thumbs)),
-        "white",
-    )
-    left = 0
-    for thumb in thumbs:
-        sheet.paste(thumb, (left, 0))
-        left += thumb.width + _GAP
+    sheet = contact_sheet([thumb for thumb, _ in tiles], _GAP)
     text = [f"[image {i}: {caption}]" for i, caption in enumerate(captions, 1)]
     if grounding:
         text += [_item_line(item) for item in (*grounding.boxes, *grounding.points)]
@@ -100,7 +91,6 @@ def preview_bundle(
 
 def video_strip_bundle(source: str, frames: Sequence, timestamps: Sequence[float]) -> dict:
     """The frames sent from a video, side by side, each with its time."""
-    from PIL import Image
 
     from mlx_magic.images.decoding import short_source
 
@@ -116,15 +106,7 @@ def video_strip_bundle(source: str, frames: Sequence, timestamps: Sequence[float
             "</figure>"
         )
     gap = 4
-    sheet = Image.new(
-        "RGB",
-        (sum(f.width for f in frames) + gap * (len(frames) - 1), max(f.height for f in frames)),
-        "white",
-    )
-    left = 0
-    for frame in frames:
-        sheet.paste(frame, (left, 0))
-        left += frame.width + gap
+    sheet = contact_sheet(list(frames), gap)
     span = f"{timestamps[0]:.1f}–{timestamps[-1]:.1f} s" if timestamps else ""
     caption = f"{short_source(source)} · {len(frames)} frames · {span}"
     return {
@@ -134,6 +116,26 @@ def video_strip_bundle(source: str, frames: Sequence, timestamps: Sequence[float
         "image/png": base64.b64encode(png_bytes(sheet)).decode("ascii"),
         "text/plain": f"[video: {caption}]",
     }
+
+
+def contact_sheet(pictures: list, gap: int):
+    """The pictures side by side on white, ``gap`` pixels apart: the PNG form a
+    saved notebook and nbconvert show."""
+    from PIL import Image
+
+    sheet = Image.new(
+        "RGB",
+        (
+            sum(p.width for p in pictures) + gap * (len(pictures) - 1),
+            max(p.height for p in pictures),
+        ),
+        "white",
+    )
+    left = 0
+    for picture in pictures:
+        sheet.paste(picture, (left, 0))
+        left += picture.width + gap
+    return sheet
 
 
 def grounding_lines(grounding) -> list[str]:

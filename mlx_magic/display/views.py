@@ -23,6 +23,7 @@ import threading
 from typing import Callable, Optional
 
 from mlx_magic.display.result import MLXResult, footer_html
+from mlx_magic.runtime.provenance import record_to_save
 
 
 class StreamView:
@@ -229,7 +230,8 @@ class NotebookView(StreamView):
             self._redraw_previews(metadata={"mlx_magic": _grounding_metadata(result)})
         # The footer carries the answer's provenance: the saved notebook keeps it,
         # and %mlx replay notebook.ipynb:CELL reads it back.
-        metadata = {"mlx_magic": {"provenance": result.provenance}} if result.provenance else None
+        saved = record_to_save(result.provenance) if result.provenance else None
+        metadata = {"mlx_magic": {"provenance": saved}} if saved else None
         display(
             {"text/plain": f"[{result.footer}]", "text/html": footer_html(result.footer)},
             raw=True,

@@ -98,7 +98,7 @@ def _convert_gguf(spec: ModelSpec) -> None:
 def _load_text(path: str):
     from mlx_lm import load
 
-    model, tokenizer, config = load(path, return_config=True)  # type: ignore[misc]  # mlx-lm's overloads miss return_config
+    model, tokenizer, config = load(path, return_config=True)
     return model, tokenizer, config
 
 

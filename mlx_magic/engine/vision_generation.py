@@ -29,7 +29,7 @@ def vision_prompt(warm: WarmModel, request) -> str:
     model_type = _config_dict(warm.config)["model_type"]
     if request.has_video:
         return _video_prompt(warm, model_type, request)
-    return apply_chat_template(  # type: ignore[return-value]  # a str when tokenize is off
+    return apply_chat_template(
         warm.tokenizer,
         warm.config,
         conversation_messages(model_type, request),
@@ -174,12 +174,19 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
                 image_tokens=inputs.prepared.image_tokens if inputs and inputs.prepared else 0,
                 video_tokens=inputs.prepared.video_tokens if inputs and inputs.prepared else 0,
                 provenance=engine_provenance(
-                    warm, inputs.input_ids if inputs is not None else warm.tokenizer.encode(prompt)
+                    warm, inputs.input_ids if inputs is not None else _text_token_ids(warm, prompt)
                 ),
             ),
         )
 
     return PendingGeneration(stepper, finish)
+
+
+def _text_token_ids(warm: WarmModel, prompt: str) -> list[int]:
+    """A text-only prompt's token ids: a vision model's "tokenizer" is its
+    processor, which encodes through the tokenizer it holds."""
+    tokenizer = getattr(warm.tokenizer, "tokenizer", warm.tokenizer)
+    return list(tokenizer.encode(prompt))
 
 
 def _prompt_caches(warm: WarmModel, request):

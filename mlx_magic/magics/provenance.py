@@ -17,7 +17,12 @@ import dataclasses
 import secrets
 from typing import Any, Optional
 
-from mlx_magic.runtime.provenance import RECORD_VERSION, provenance_record, request_record
+from mlx_magic.runtime.provenance import (
+    RECORD_VERSION,
+    provenance_record,
+    request_record,
+    token_ids_sha256,
+)
 from mlx_magic.runtime.values import GenerationRequest, ModelSpec, SamplingParams
 
 __all__ = [
@@ -68,22 +73,35 @@ def request_from_record(record: dict, images: tuple = ()) -> GenerationRequest:
     )
 
 
-def comparison(original: list[int], again: list[int], original_text: str, again_text: str) -> str:
-    """One line saying whether ``again`` repeats ``original`` token for token, or
-    where the two answers part (with a little of each around that place)."""
-    if original == again:
-        return f"Reproduced token for token ({len(original)} tokens)."
+def comparison(original: dict, again: list[int], again_text: str) -> str:
+    """One line saying whether ``again`` repeats the ``original`` answer (a
+    record's ``answer``) token for token, or where the two answers part (with
+    a little of each around that place). A saved record has the token ids'
+    hash, not the ids: it is compared by the hash, and parted by the text."""
+    original_text = original.get("text", "")
+    if "token_ids" not in original:
+        count = original.get("tokens", 0)
+        if original.get("token_ids_sha256") == token_ids_sha256(again):
+            return f"Reproduced token for token ({count} tokens)."
+        return _parted_text(original_text, again_text, f"{count} vs {len(again)} tokens")
+    ids = list(original["token_ids"])
+    if ids == again:
+        return f"Reproduced token for token ({len(ids)} tokens)."
     shared = 0
-    for a, b in zip(original, again):
+    for a, b in zip(ids, again):
         if a != b:
             break
         shared += 1
-    if shared == min(len(original), len(again)):
-        longer = "the original" if len(original) > len(again) else "the replay"
+    if shared == min(len(ids), len(again)):
+        longer = "the original" if len(ids) > len(again) else "the replay"
         return (
             f"The same first {shared} tokens, then {longer} goes on "
-            f"({len(original)} vs {len(again)} tokens)."
+            f"({len(ids)} vs {len(again)} tokens)."
         )
+    return _parted_text(original_text, again_text, f"token {shared + 1} of {len(ids)}")
+
+
+def _parted_text(original_text: str, again_text: str, where: str) -> str:
     at = 0
     for old_char, new_char in zip(original_text, again_text):
         if old_char != new_char:
@@ -91,7 +109,7 @@ def comparison(original: list[int], again: list[int], original_text: str, again_
         at += 1
     before = original_text[max(0, at - 30) : at]
     return (
-        f"Parted at token {shared + 1} of {len(original)}: after …{before!r} the original "
+        f"Parted at {where}: after …{before!r} the original "
         f"goes on {original_text[at : at + 30]!r}, the replay {again_text[at : at + 30]!r}."
     )
 
@@ -108,11 +126,29 @@ def saved_record(path: str, cell: int) -> dict:
     code = [c for c in notebook.cells if c.cell_type == "code"]
     if not 0 <= cell < len(code):
         raise ValueError(f"{path} has {len(code)} code cells; there is no cell {cell}")
-    for output in code[cell].get("outputs", []):
+    outputs = code[cell].get("outputs", [])
+    for output in outputs:
         record = output.get("metadata", {}).get("mlx_magic", {}).get("provenance")
         if record:
-            return record
+            answer = dict(record.get("answer") or {})
+            # The saved record keeps the answer's hashes; its text is the cell's.
+            answer.setdefault("text", _answer_text(outputs))
+            return {**record, "answer": answer}
     raise ValueError(f"code cell {cell} of {path} holds no mlx_magic answer")
+
+
+def _answer_text(outputs: list) -> str:
+    """The answer as a saved cell shows it: its streamed text, or its rendered
+    blocks' plain copies (close enough to say where a replay parts from it)."""
+    parts = []
+    for output in outputs:
+        if output.get("output_type") == "stream" and output.get("name") == "stdout":
+            parts.append(output.get("text", ""))
+        elif "mlx_magic" not in output.get("metadata", {}):
+            data = output.get("data", {})
+            if "text/markdown" in data:
+                parts.append(data.get("text/plain") or data["text/markdown"])
+    return "\n\n".join(part.strip("\n") for part in parts if part.strip())
 
 
 def record_of(value: Any) -> Optional[dict]:

@@ -51,17 +51,7 @@ def command_replay(magics, names):
         )
     except GenerationFailed as failed:
         raise UsageError(f"%mlx replay: {failed.failure.message}") from failed
-    finally:
-        pass
     again = outcome.result
-    original = record.get("answer", {})
-    print(
-        comparison(
-            list(original.get("token_ids", [])),
-            [token.id for token in again.tokens],
-            original.get("text", ""),
-            again.text,
-        )
-    )
+    print(comparison(record.get("answer", {}), [token.id for token in again.tokens], again.text))
     outcome.shield.release()
     namespace["_mlx_replay"] = again

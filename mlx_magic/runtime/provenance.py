@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import platform
 import time
 from importlib import metadata
@@ -25,6 +26,7 @@ RECORD_VERSION = 1
 def provenance_record(result, request: GenerationRequest) -> dict:
     """The full record of one answer (the runtime's half comes in its stats)."""
     engine = dict(getattr(result.stats, "provenance", None) or {})
+    token_ids = [token.id for token in result.tokens]
     versions = dict(engine.pop("versions", {}) or {})
     versions.update(mlx_magic=_version("mlx_magic"), python=platform.python_version())
     return {
@@ -35,7 +37,9 @@ def provenance_record(result, request: GenerationRequest) -> dict:
         "request": request_record(request),
         "answer": {
             "finish_reason": result.finish_reason,
-            "token_ids": [token.id for token in result.tokens],
+            "tokens": len(result.tokens),
+            "token_ids": token_ids,
+            "token_ids_sha256": token_ids_sha256(token_ids),
             "text": result.text,
             "text_sha256": hashlib.sha256(result.text.encode()).hexdigest(),
         },
@@ -45,6 +49,23 @@ def provenance_record(result, request: GenerationRequest) -> dict:
             "batch_size": getattr(result.stats, "batch_size", 1),
         },
     }
+
+
+def token_ids_sha256(token_ids: list[int]) -> str:
+    """The hash by which a replay knows it repeated an answer token for token."""
+    return hashlib.sha256(json.dumps(list(token_ids)).encode()).hexdigest()
+
+
+def record_to_save(record: dict) -> dict:
+    """The record as a saved notebook keeps it: the answer's hashes, not its
+    text and token ids again (the cell's outputs hold the text; sending it a
+    second and third time with the footer would triple the answer's traffic)."""
+    answer = {
+        key: value
+        for key, value in (record.get("answer") or {}).items()
+        if key not in ("text", "token_ids")
+    }
+    return {**record, "answer": answer}
 
 
 def request_record(request: GenerationRequest) -> dict:

@@ -109,7 +109,7 @@ class InProcessVision:
             last = None
             for response in stream_generate(
                 self.model,
-                self.processor,  # type: ignore[arg-type]  # mlx_vlm.load's ProcessorMixin is what stream_generate's ProcessorLike describes
+                self.processor,
                 text,
                 image=[str(image)],
                 max_tokens=max_tokens,
