@@ -135,6 +135,18 @@ def test_prefix_cache_gives_identical_greedy_answers_and_reuses_prompts(kernel):
     assert "cached)" in footer
 
 
+def test_memory_is_a_plot_and_tables_in_the_notebook(kernel):
+    _, client = kernel
+    execute(client, "%%mlx -n 3\nHi")
+    reply, messages = execute(client, "%mlx memory")
+    assert reply["status"] == "ok"
+    shown = displays(messages)
+    assert any("image/png" in d for d in shown)  # the matplotlib figure
+    tables = [d["text/html"] for d in shown if "text/html" in d]
+    assert any("weights_mib" in t and "smollm2" in t for t in tables)
+    assert any("kv_cache_mib" in t for t in tables)
+
+
 def test_probability_view_shades_every_token(kernel):
     _, client = kernel
     reply, messages = execute(client, "%%mlx -n 6 --probs 4 --temp 0.7 --seed 3\nName a colour.")

@@ -147,8 +147,14 @@ def test_teaching_notebook_shows_probabilities_sweeps_and_an_untrained_model():
         # notebook needs no widget state.
         assert not any("application/vnd.jupyter.widget-view+json" in d for d in datas)
         assert any("mlx-magic-columns" in d.get("text/html", "") for d in datas)
-    versus = outputs_text(code[-1])
+    versus = outputs_text(next(c for c in code if c.source.startswith("[(r.model")))
     assert "'smollm2'" in versus and "'untrained-llama', 20" in versus
+    drafted = next(c for c in code if "--draft {draft}" in c.source)
+    html = "".join(o.get("data", {}).get("text/html", "") for o in drafted.outputs)
+    assert "mlx-magic-draft" in html and "draft smollm2-draft: " in outputs_text(drafted)
+    memory = next(c for c in code if c.source == "%mlx memory")
+    assert any("image/png" in o.get("data", {}) for o in memory.outputs)
+    assert "kv_cache_mib" in "".join(o.get("data", {}).get("text/html", "") for o in memory.outputs)
 
 
 def test_research_notebook_maps_constrains_and_replays(tmp_path):

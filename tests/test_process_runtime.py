@@ -546,6 +546,9 @@ def test_mlx_cell_magic_through_a_worker(tiny_llama, capsys):
                 capsys.readouterr()
                 run(shell, "%mlx status")
                 assert f"worker process (pid {magics.backend.pid})" in capsys.readouterr().out
+                # The worker's memory samples cross the pipe for %mlx memory.
+                (sample,) = magics.session.runtime.status().memory_log
+                assert sample.kv_cache_bytes > 0 and sample.model == "tiny-llama"
                 old_pid = magics.backend.pid
                 run(shell, "%mlx restart")
                 assert f"pid {magics.backend.pid}" in capsys.readouterr().out

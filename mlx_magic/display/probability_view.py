@@ -44,24 +44,36 @@ def probability_bundle(result: MLXResult, sampling: SamplingParams) -> dict:
         alternatives = ", ".join(
             f"{text!r} {math.exp(logprob):.1%}" for _, text, logprob in token.top
         )
-        rows.append(f"{number:>4}  {token.text!r:<18}  {probability:7.1%}  {alternatives}")
+        drafted = "  (draft)" if token.from_draft else ""
+        rows.append(f"{number:>4}  {token.text!r:<18}  {probability:7.1%}  {alternatives}{drafted}")
         # Unlikely tokens glow red; near-certain ones stay almost clear.
         alpha = 0.08 + 0.62 * (1.0 - probability)
         tooltip = f"p = {probability:.1%}\n" + "\n".join(
             f"{text!r}: {math.exp(logprob):.1%}" for _, text, logprob in token.top
         )
+        # A token the draft model proposed (--draft) is underlined in blue.
+        kind, underline = (
+            ("mlx-magic-token mlx-magic-draft", "border-bottom: 2px solid rgb(40, 110, 220); ")
+            if token.from_draft
+            else ("mlx-magic-token", "")
+        )
+        if token.from_draft:
+            tooltip += "\nproposed by the draft model"
         spans.append(
-            f'<span class="mlx-magic-token" tabindex="0" data-p="{probability:.4f}" '
+            f'<span class="{kind}" tabindex="0" data-p="{probability:.4f}" '
             f'title="{html.escape(tooltip, quote=True)}" '
             f'style="background: rgba(220, 60, 40, {alpha:.2f}); border-radius: 3px; '
-            f'white-space: pre-wrap">{html.escape(token.text)}</span>'
+            f'{underline}white-space: pre-wrap">{html.escape(token.text)}</span>'
         )
     header = f"{'#':>4}  {'token':<18}  {'p':>7}  most likely at this step"
+    drafted = sum(token.from_draft for token in result.tokens)
+    legend = f"; underlined: the {drafted} tokens the draft model proposed" if drafted else ""
     return {
         "text/plain": "\n".join([note, header, *rows]),
         "text/html": (
             '<div class="mlx-magic-probs"><div style="line-height: 1.9">'
             f'{"".join(spans)}</div><div style="font-size: 0.8em; opacity: 0.7">'
-            f"{html.escape(note)} Hover a token for its alternatives.</div></div>"
+            f"{html.escape(note)} Hover a token for its alternatives"
+            f"{legend}.</div></div>"
         ),
     }

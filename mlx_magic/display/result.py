@@ -41,6 +41,8 @@ def footer_text(
     if stats.peak_memory_gb:
         parts.append(f"peak {stats.peak_memory_gb:.2f} GiB")
     parts.append(model)
+    if stats.draft_model:
+        parts.append(draft_text(stats))
     parts.append("warm" if stats.warm else f"cold (loaded in {stats.load_s:.1f} s)")
     if seed is not None:
         parts.append(f"seed {seed}")
@@ -51,6 +53,17 @@ def footer_text(
     elif finish_reason == "cut":
         parts.insert(0, f"✂ stream cut after {stats.generation_tokens} tokens")
     return " · ".join(parts)
+
+
+def draft_text(stats: GenerationStats) -> str:
+    """What the draft model did: its share of the answer's tokens, and the
+    speed against the model's last answer without it (when there was one)."""
+    share = stats.drafted_tokens / stats.generation_tokens if stats.generation_tokens else 0.0
+    text = f"draft {stats.draft_model}: {share:.0%} of tokens"
+    if stats.undrafted_tps:
+        speedup = stats.generation_tps / stats.undrafted_tps
+        text += f", {speedup:.2f}× the speed without it ({stats.undrafted_tps:.1f} tok/s)"
+    return text
 
 
 @dataclass
@@ -65,6 +78,8 @@ class TokenInfo:
     text: str = ""
     logprob: Optional[float] = None
     top: list = field(default_factory=list)
+    #: Proposed by the draft model and accepted (``--draft``).
+    from_draft: bool = False
 
 
 @dataclass

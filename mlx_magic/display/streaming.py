@@ -246,12 +246,14 @@ class _Collector:
             text = self.thinking.take(event)
             self.parts.append(text)
             details: tuple[dict, ...] = event.details or ({},) * len(event.token_ids)
-            for token_id, detail in zip(event.token_ids, details):
+            drafted = event.from_draft or (False,) * len(event.token_ids)
+            for token_id, detail, from_draft in zip(event.token_ids, details, drafted):
                 self.tokens.append(
                     TokenInfo(
                         id=int(token_id),
                         logprob=detail.get("logprob"),
                         top=list(detail.get("top", [])),
+                        from_draft=from_draft,
                     )
                 )
             if self.tokens and event.token_ids:

@@ -52,6 +52,7 @@ def can_batch(jobs: list[Job]) -> bool:
         and not job.request.top_logprobs
         and job.request.sampling.seed == first.sampling.seed
         and job.request.batch_size != 1
+        and job.request.draft is None
         for job in jobs
     )
 

@@ -69,6 +69,9 @@ class WarmModel:
     source: str = "folder"
     #: The model's half of every answer's provenance, made on first use.
     provenance: Optional[dict] = None
+    #: Its decoding speed in its latest answer without a draft model (tokens/s):
+    #: what a ``--draft`` answer's footer compares itself with.
+    undrafted_tps: Optional[float] = None
 
 
 class WarmModelCache:

@@ -102,6 +102,8 @@ class SteppedGeneration:
     # The end-of-sequence token that stopped the generation (not reported
     # as generated, but the model has seen it).
     stop_token: Optional[int] = None
+    #: Of ``generated``, how many a draft model proposed (``--draft``).
+    drafted: int = 0
 
 
 class Stepper:
@@ -189,12 +191,21 @@ class Stepper:
             outcome.stop_token = token
         outcome.generated += len(ids)
         outcome.token_ids.extend(ids)
+        drafted = bool(getattr(response, "from_draft", False)) and bool(ids)
+        outcome.drafted += len(ids) if drafted else 0
         details: tuple[dict, ...] = ()
         if self._describe is not None and ids:
             with gpu_lock:
                 details = tuple(self._describe(response, token) for token in ids)
         if response.text or ids:
-            self.job.emit(TokenChunk(text=response.text, token_ids=ids, details=details))
+            self.job.emit(
+                TokenChunk(
+                    text=response.text,
+                    token_ids=ids,
+                    details=details,
+                    from_draft=(True,) * len(ids) if drafted else (),
+                )
+            )
             if response.text and not self._text_emitted and finish_reason is None:
                 self._text_emitted = True
                 self.job.first_text_shown.wait(FIRST_TEXT_PAUSE_S)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 from mlx_magic.engine.constrained import schema_processors
+from mlx_magic.engine.drafting import check_draft, draft_caches, remember_speed
 from mlx_magic.engine.model_cache import WarmModel
 from mlx_magic.engine.provenance import engine_provenance
 from mlx_magic.engine.stepping import (
@@ -102,14 +103,21 @@ class PendingGeneration:
 
 
 def start_text(
-    warm: WarmModel, job: Job, *, started: float, per_step_seed: bool = False
+    warm: WarmModel,
+    job: Job,
+    *,
+    started: float,
+    per_step_seed: bool = False,
+    draft: Optional[WarmModel] = None,
 ) -> PendingGeneration:
     """Prepare a generation with mlx-lm, ready to be stepped.
 
     ``per_step_seed`` derives each step's random seed from the request's
     seed and the step number, so that a seeded generation repeats even when
     it takes turns with others (sampling sweeps); a lone generation seeds
-    once, as mlx-lm does.
+    once, as mlx-lm does. ``draft`` (``--draft``) decodes speculatively with
+    it (:mod:`~mlx_magic.engine.drafting`); the prompt is then read whole, as
+    mlx-lm's speculative decoding has no prefix cache for two models.
     """
     import mlx.core as mx
     from mlx_lm import stream_generate
@@ -118,8 +126,10 @@ def start_text(
 
     request = job.request
     sampling = request.sampling
-    prefix_cache = _prefix_cache_of(warm, request)
+    prefix_cache = _prefix_cache_of(warm, request) if draft is None else None
     with gpu_lock:
+        if draft is not None:
+            check_draft(warm, draft)
         check_thinking_switch(warm.tokenizer, request, warm.name)
         limit = context_length(warm.config)
         prompt, dropped_turns = fit_history(warm.tokenizer, request, limit)
@@ -140,6 +150,8 @@ def start_text(
             )
         if prefix_cache is not None:
             kv_cache, to_prefill = prefix_cache.fetch(warm.model, prompt)
+        elif draft is not None:
+            kv_cache, to_prefill = draft_caches(warm, draft), prompt
         else:
             kv_cache, to_prefill = make_prompt_cache(warm.model), prompt
         if sampling.seed is not None and not per_step_seed:
@@ -174,6 +186,8 @@ def start_text(
         logits_processors=processors,
         prefill_step_size=step,
         prompt_progress_callback=watch_prefill(job, warm.name),
+        draft_model=draft.model if draft is not None else None,
+        num_draft_tokens=request.num_draft_tokens,
     )
     if budget is not None:
         steps = budget.watch(steps)
@@ -186,6 +200,7 @@ def start_text(
 
     def finish() -> Finished:
         outcome = stepper.outcome
+        kv_cache_bytes = cache_bytes(kv_cache)
         if prefix_cache is not None:
             seen = prompt + outcome.token_ids
             if outcome.stop_token is not None:
@@ -206,11 +221,28 @@ def start_text(
                 generation_tps=last.generation_tps if last else 0.0,
                 ttft_s=(outcome.first_token_at - started) if outcome.first_token_at else None,
                 peak_memory_gb=gib(mx.get_peak_memory()),
+                kv_cache_bytes=kv_cache_bytes,
+                draft_model=draft.name if draft is not None else None,
+                drafted_tokens=outcome.drafted,
+                undrafted_tps=remember_speed(
+                    warm, draft, outcome.generated, last.generation_tps if last else 0.0
+                ),
                 provenance=engine_provenance(warm, prompt),
             ),
         )
 
     return PendingGeneration(stepper, finish)
+
+
+def cache_bytes(kv_cache) -> int:
+    """The size of a prompt cache (bytes); 0 for a kind that cannot say."""
+    total = 0
+    for layer in kv_cache:
+        try:
+            total += int(layer.nbytes or 0)
+        except (AttributeError, NotImplementedError, TypeError):
+            return 0
+    return total
 
 
 def seeded_per_step(sampler, seed: int):

@@ -88,6 +88,21 @@ def generation_arguments(magic):
             "model, which then answers (local text models).",
         ),
         argument(
+            "--draft",
+            metavar="MODEL",
+            help="Decode with a draft model of the same tokenizer (speculative decoding, "
+            "mlx-lm's own; 'none' turns the draft_model setting off): the footer shows how "
+            "many tokens came from it and the speed against the model's last answer without "
+            "a draft; --probs underlines them (text models).",
+        ),
+        argument(
+            "--num-draft",
+            type=int,
+            metavar="N",
+            help="With --draft: tokens proposed at a time (default: the num_draft_tokens "
+            "setting, 3).",
+        ),
+        argument(
             "--no-interpolate",
             action="store_true",
             help="Send {braces} as they are instead of filling in {variables}.",

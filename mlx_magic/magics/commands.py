@@ -121,6 +121,25 @@ def command_status(magics, names):
             )
 
 
+def command_memory(magics, names):
+    if names:
+        raise UsageError("Usage: %mlx memory (no arguments)")
+    if magics.runtime == "remote":
+        raise UsageError(
+            "%mlx memory shows this machine's MLX memory; the remote runtime's models live in "
+            "the servers' (see their own tools), or %mlx disconnect to use local models"
+        )
+    if not magics.session.runtime_started:
+        print("Runtime: not started (it starts with the first %%mlx cell or %mlx load)")
+        return
+    from mlx_magic.display.memory_view import show_memory
+
+    shell = magics.session.shell
+    show_memory(
+        magics.session.runtime.status(), notebook=getattr(shell, "kernel", None) is not None
+    )
+
+
 def command_chat(magics, names):
     conversations = magics.session.conversations
     action = names[0] if names else None
@@ -377,6 +396,7 @@ COMMANDS = {
     "unload": command_unload,
     "models": command_models,
     "status": command_status,
+    "memory": command_memory,
     "cache": command_cache,
     "chat": command_chat,
     "stats": command_stats,

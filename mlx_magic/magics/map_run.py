@@ -47,11 +47,19 @@ def check_map_flags(args, columns: int) -> bool:
         raise UsageError("--map takes images (-i {item}), not a video")
     if args.probs:
         raise UsageError("--map: --probs shows one answer's tokens; leave it out")
+    if args.draft is not None and args.draft.lower() != "none":
+        raise UsageError(
+            "--map decodes its items together (batched); --draft decodes one answer at a "
+            "time: keep one"
+        )
     return True
 
 
 def run_map_cell(session: Session, options: CellOptions, text: str, resolve, *, vision: bool):
     """``--map`` in the foreground, or with ``-b`` on a helper thread."""
+    options = dataclasses.replace(
+        options, draft="none"
+    )  # batched: the draft_model setting is not for it
     if not options.background:
         run_map(session, options, text, resolve, vision=vision)
         return None

@@ -348,6 +348,8 @@ class MLXMagics(MLXSettings):
             %mlx unload all          free every warm model (also: no name)
             %mlx models              list warm models with their kind and memory
             %mlx status              runtime thread, GPU lock, queue, memory, caches
+            %mlx memory              MLX memory across the generations, and each warm
+                                     model's weights, KV cache and prefix cache (a plot)
             %mlx cache clear         empty the prompt prefix and image caches
             %mlx chat [NAME]         show a conversation (default: 'default') as Markdown
             %mlx chat reset [NAME|all]   forget a conversation (default: 'default')

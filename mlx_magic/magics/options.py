@@ -60,6 +60,9 @@ class CellOptions:
     #: ``--think`` (True), ``--no-think`` (False), neither (None); ``--think-budget``.
     think: Optional[bool] = None
     think_budget: Optional[int] = None
+    #: ``--draft MODEL`` (``"none"``: no draft, whatever the setting) and ``--num-draft N``.
+    draft: Optional[str] = None
+    num_draft: Optional[int] = None
 
 
 def variants_of(args: Any) -> list[CellOptions]:
@@ -92,6 +95,8 @@ def variants_of(args: Any) -> list[CellOptions]:
         schema=getattr(args, "schema", None),
         think=_think_of(args),
         think_budget=getattr(args, "think_budget", None),
+        draft=getattr(args, "draft", None),
+        num_draft=getattr(args, "num_draft", None),
     )
     return [
         replace(base, model=model, temperature=temp, seed=seed)

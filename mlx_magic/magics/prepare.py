@@ -16,6 +16,7 @@ from mlx_magic.errors import ImageSourceError, TemplateError
 from mlx_magic.images import LoadedImage, load_images
 from mlx_magic.images.regions import capped, cut_region
 from mlx_magic.magics.conversations import PendingTurn
+from mlx_magic.magics.drafts import draft_of
 from mlx_magic.magics.options import (
     CellOptions,
     check_thinking,
@@ -141,6 +142,7 @@ def prepare(
     out_name = checked_out_name(options.out)
     spec = resolve(options.model)
     check_thinking(options, spec, settings.runtime)
+    draft, num_draft_tokens = draft_of(options, spec, settings, session)
     system = options.system if options.system is not None else settings.system_prompt
     history: tuple = ()
     history_images: tuple = ()
@@ -202,6 +204,8 @@ def prepare(
         raw=options.raw,
         think=options.think,
         think_budget=options.think_budget,
+        draft=draft,
+        num_draft_tokens=num_draft_tokens,
         sampling=sampling,
         prefix_cache=PrefixCacheSettings(
             enabled=settings.prefix_cache,

@@ -70,6 +70,8 @@ def request_from_record(record: dict, images: tuple = ()) -> GenerationRequest:
         images=tuple(images),
         image_keys=tuple(record.get("images_sha256", ())),
         schema_json=sent.get("schema_json"),
+        draft=ModelSpec(**sent["draft"]) if sent.get("draft") else None,
+        num_draft_tokens=sent.get("num_draft_tokens", 3),
     )
 
 

@@ -33,6 +33,7 @@ from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME
 _SETTING_RULES = {
     "max_tokens": (lambda v: v > 0, "a positive integer"),
     "max_images": (lambda v: v > 0, "a positive integer"),
+    "num_draft_tokens": (lambda v: 1 <= v <= 64, "between 1 and 64"),
     "max_image_pixels": (lambda v: v >= 32 * 32, "at least 1024 (32×32 pixels)"),
     "prefix_cache_entries": (lambda v: v >= 1, "1 or more"),
     "prefix_cache_gb": (lambda v: 0 < v < math.inf, "a finite number of GiB above 0"),
@@ -59,6 +60,17 @@ class MLXSettings(Magics):
         allow_none=True,
         help=f"Model used when %%mlx has no --model. None means the embedded "
         f"'{EMBEDDED_MODEL_NAME}' model.",
+    ).tag(config=True)
+    draft_model = Unicode(
+        None,
+        allow_none=True,
+        help="A small model with the same tokenizer that drafts tokens for every %%mlx text "
+        "answer (speculative decoding, mlx-lm's own): greedy answers stay the model's, token "
+        "for token, and come faster when the draft guesses well. --draft sets it for one cell; "
+        "--draft none turns it off.",
+    ).tag(config=True)
+    num_draft_tokens = Int(
+        3, help="How many tokens the draft model proposes at a time (--num-draft)."
     ).tag(config=True)
     default_vision_model = Unicode(
         None, allow_none=True, help="Model used by %%mlx_vision when it has no --model."

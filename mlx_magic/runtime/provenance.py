@@ -79,6 +79,8 @@ def request_record(request: GenerationRequest) -> dict:
         "sampling": dataclasses.asdict(request.sampling),
         "schema_json": getattr(request, "schema_json", None),
         "images": len(request.images),
+        "draft": dataclasses.asdict(request.draft) if request.draft is not None else None,
+        "num_draft_tokens": request.num_draft_tokens,
     }
 
 

@@ -11,6 +11,7 @@ in the kernel process.
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -34,6 +35,8 @@ from mlx_magic.runtime.values import (
 )
 
 THREAD_NAME = "mlx_magic-runtime"
+#: How many generations ``%mlx memory`` remembers (a sample is ~100 bytes).
+MEMORY_LOG_LENGTH = 1000
 
 
 class _Call:
@@ -74,6 +77,7 @@ class ThreadRuntime(Runtime):
         self._current: Optional[Job] = None
         self._generations = 0
         self._memory = {"active": 0, "cache": 0, "peak": 0}
+        self._memory_log: collections.deque = collections.deque(maxlen=MEMORY_LOG_LENGTH)
         self._model_infos: tuple = ()
 
     # ---- interface, called from the kernel thread ----------------------
@@ -155,6 +159,7 @@ class ThreadRuntime(Runtime):
                 cache_memory_bytes=self._memory["cache"],
                 peak_memory_bytes=self._memory["peak"],
                 generations=self._generations,
+                memory_log=tuple(self._memory_log),
             )
 
     def clear_caches(self) -> int:
@@ -292,6 +297,7 @@ class ThreadRuntime(Runtime):
                     finished.stats.warm = ready.warm
                     finished.stats.load_s = ready.load_s
                     self._generations += 1
+                    self._log_memory(ready.model, finished.stats)
                     job.emit(finished)
         finally:
             with self._state_lock:
@@ -339,6 +345,7 @@ class ThreadRuntime(Runtime):
                             )
                         )
             self._generations += len(live)
+            self._log_memory(entry.name, None)
         finally:
             with self._state_lock:
                 self._current = None
@@ -362,8 +369,18 @@ class ThreadRuntime(Runtime):
                     f"'{entry.name}' is a text model and cannot see images: pass a vision "
                     "model with --model or set MLXMagics.default_vision_model"
                 )
-            start = start_vision if entry.kind == "vision" else start_text
-            pending = start(entry, job, started=time.perf_counter(), per_step_seed=together)
+            if entry.kind == "vision":
+                pending = start_vision(
+                    entry, job, started=time.perf_counter(), per_step_seed=together
+                )
+                return job, ready, pending
+            draft = None
+            if job.request.draft is not None:  # --draft: both stay warm together
+                pair = keep | {job.request.model.key, job.request.draft.key}
+                draft, _ = self._warm(job.request.draft, job, frozenset(pair))
+            pending = start_text(
+                entry, job, started=time.perf_counter(), per_step_seed=together, draft=draft
+            )
             return job, ready, pending
         except UserError as error:
             job.emit(Failed(str(error), user_error=True, error=error))
@@ -387,6 +404,14 @@ class ThreadRuntime(Runtime):
             self._cache.put(entry, keep)
         self._after_change()
         return entry, False
+
+    def _log_memory(self, model: str, stats) -> None:
+        """One sample of MLX's memory, after a generation (or a batch of them)."""
+        from mlx_magic.engine.memory import memory_sample
+
+        sample = memory_sample(self._generations, model, stats)
+        with self._state_lock:
+            self._memory_log.append(sample)
 
     def _after_change(self) -> None:
         import mlx.core as mx

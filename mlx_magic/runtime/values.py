@@ -119,6 +119,11 @@ class GenerationRequest:
     schema_json: Optional[str] = None
     think: Optional[bool] = None
     think_budget: Optional[int] = None
+    #: ``--draft``: a small model of the same tokenizer that proposes
+    #: ``num_draft_tokens`` tokens at a time for the model to check
+    #: (mlx-lm's speculative decoding); ``None``: no draft.
+    draft: Optional[ModelSpec] = None
+    num_draft_tokens: int = 3
 
     @property
     def has_video(self) -> bool:
@@ -182,6 +187,24 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class MemorySample:
+    """MLX's memory right after one generation (bytes), as ``%mlx memory`` plots it.
+
+    ``kv_cache_bytes`` is what the answer's context (prompt and answer)
+    held in its KV cache at the end; 0 where the engine does not say
+    (vision models, batched ``--map`` items, remote servers).
+    """
+
+    generation: int
+    model: str
+    active_bytes: int
+    cache_bytes: int
+    peak_bytes: int
+    context_tokens: int = 0
+    kv_cache_bytes: int = 0
+
+
+@dataclass(frozen=True)
 class RuntimeStatus:
     """A snapshot of the runtime, safe to read while it generates."""
 
@@ -197,6 +220,8 @@ class RuntimeStatus:
     cache_memory_bytes: int = 0
     peak_memory_bytes: int = 0
     generations: int = 0
+    #: MLX's memory after each of the latest generations (oldest first).
+    memory_log: tuple = ()
 
 
 # ---- events a runtime sends back for one generation -----------------------
@@ -286,6 +311,8 @@ class TokenChunk:
     token_ids: tuple = ()
     details: tuple = ()
     thinking: bool = False
+    #: One flag per token id: proposed by the draft model and accepted (``--draft``).
+    from_draft: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -323,6 +350,13 @@ class GenerationStats:
     thinking_s: float = 0.0
     #: How many sequences were decoded together (1: alone).
     batch_size: int = 1
+    #: The KV cache's size at the end (bytes): what this context costs.
+    kv_cache_bytes: int = 0
+    #: ``--draft``: the draft model, how many generated tokens came from it,
+    #: and the model's speed in its last answer without a draft (tokens/s).
+    draft_model: Optional[str] = None
+    drafted_tokens: int = 0
+    undrafted_tps: Optional[float] = None
     #: How the answer was made, as the runtime knows it (model, weights,
     #: template, library versions, prompt token ids' hash): see ``_mlx.provenance``.
     provenance: Optional[dict] = None

@@ -250,6 +250,7 @@ class ProcessRuntime(Runtime):
             cache_memory_bytes=remote.cache_memory_bytes,
             peak_memory_bytes=remote.peak_memory_bytes,
             generations=self._generations,
+            memory_log=remote.memory_log,
         )
 
     def clear_caches(self) -> int:

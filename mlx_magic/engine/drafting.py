@@ -1,0 +1,63 @@
+"""``--draft``: speculative decoding with a small model of the same tokenizer.
+
+mlx-lm's ``stream_generate(draft_model=...)`` does the work: the draft
+proposes ``num_draft_tokens`` tokens, the model checks them in one forward
+pass and keeps the ones it would have chosen itself, so a greedy answer is the
+model's own, token for token; each response says whether its token came from
+the draft. This module checks that the pair can work together and measures
+what it brought.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from mlx_magic.engine.model_cache import WarmModel
+from mlx_magic.errors import UserError
+
+#: Text that tokenizers of different families split differently.
+_PROBE = "The café's 12,345 naïve users: <think>ünïcödé</think> — ok?\n\tdef f(x): return x"
+#: An answer this long (tokens) gives a speed worth comparing a draft's with.
+MIN_TOKENS_FOR_SPEED = 8
+
+
+def check_draft(warm: WarmModel, draft: WarmModel) -> None:
+    """The draft must speak the model's tokens: the same vocabulary and the
+    same split of a probe text.
+
+    Raises:
+        UserError: one line naming both models, when their tokenizers differ.
+    """
+    if draft.kind != "text":
+        raise UserError(f"--draft {draft.name} is a vision model: a draft is a text model")
+    mine, theirs = _plain(warm.tokenizer), _plain(draft.tokenizer)
+    sizes = (len(mine.get_vocab()), len(theirs.get_vocab()))
+    if sizes[0] != sizes[1] or mine.encode(_PROBE) != theirs.encode(_PROBE):
+        raise UserError(
+            f"--draft {draft.name}: its tokenizer is not that of {warm.name} ({sizes[1]:,} vs "
+            f"{sizes[0]:,} tokens, or another split of the same text): pick a draft of the "
+            "same family, e.g. a smaller model of the same series"
+        )
+
+
+def _plain(tokenizer):
+    return getattr(tokenizer, "_tokenizer", tokenizer)
+
+
+def draft_caches(warm: WarmModel, draft: WarmModel) -> list:
+    """The prompt cache mlx-lm's speculative decoding takes: the model's
+    layers' caches, then the draft's."""
+    from mlx_lm.models.cache import make_prompt_cache
+
+    return make_prompt_cache(warm.model) + make_prompt_cache(draft.model)
+
+
+def remember_speed(warm: WarmModel, draft: Optional[WarmModel], generated: int, tps: float):
+    """The speed a later ``--draft`` answer is compared with: the model's
+    latest answer without a draft (long enough to measure). Returns it, for
+    a drafted answer; ``None`` otherwise."""
+    if draft is None:
+        if generated >= MIN_TOKENS_FOR_SPEED and tps > 0:
+            warm.undrafted_tps = tps
+        return None
+    return warm.undrafted_tps

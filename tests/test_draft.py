@@ -1,0 +1,88 @@
+"""``--draft``: speculative decoding with mlx-lm, shown in the footer and in ``--probs``."""
+
+import pytest
+from IPython.core.error import UsageError
+
+from conftest import run
+
+pytestmark = pytest.mark.model
+
+QUESTION = "Explain in a short paragraph why the sky is blue."
+
+
+@pytest.fixture(scope="module")
+def smollm2_draft(tmp_path_factory):
+    """SmolLM2's first 26 of its 30 layers: the same tokenizer by construction. (Its
+    first 8 layers guess no token of this answer the model keeps; 26 guess a third.)"""
+    from mlx_magic.testing.drafts import build_layer_draft
+
+    return build_layer_draft(
+        "smollm2", tmp_path_factory.mktemp("drafts") / "smol-draft", num_layers=26
+    )
+
+
+def test_greedy_answers_are_the_models_own_and_the_draft_is_shown(
+    model_shell, smollm2_draft, capsys
+):
+    run(model_shell, f"%%mlx -n 24 -o alone\n{QUESTION}")
+    run(
+        model_shell,
+        f"%%mlx -n 24 --draft {smollm2_draft} --num-draft 3 --probs 3 -o drafted\n{QUESTION}",
+    )
+    alone, drafted = model_shell.user_ns["alone"], model_shell.user_ns["drafted"]
+    assert [t.id for t in drafted.tokens] == [t.id for t in alone.tokens]  # token for token
+    stats = drafted.stats
+    assert stats.draft_model == "smol-draft"
+    assert 0 < stats.drafted_tokens == sum(t.from_draft for t in drafted.tokens)
+    assert not any(t.from_draft for t in alone.tokens)
+    share = round(100 * stats.drafted_tokens / stats.generation_tokens)
+    assert f"draft smol-draft: {share}% of tokens, " in drafted.footer
+    assert "× the speed without it (" in drafted.footer  # against the answer just before
+    assert stats.undrafted_tps == pytest.approx(alone.stats.generation_tps)
+    out = capsys.readouterr().out
+    assert f"draft smol-draft: {share}% of tokens" in out
+    # --probs marks the drafted tokens.
+    from mlx_magic.display.probability_view import probability_bundle
+
+    bundle = probability_bundle(drafted, drafted.request.sampling)
+    assert bundle["text/html"].count("mlx-magic-draft") == stats.drafted_tokens
+    assert bundle["text/plain"].count("(draft)") == stats.drafted_tokens
+
+
+def test_the_setting_drafts_every_cell_and_draft_none_turns_it_off(model_shell, smollm2_draft):
+    run(model_shell, f"%config MLXMagics.draft_model = {str(smollm2_draft)!r}")
+    try:
+        run(model_shell, "%%mlx -n 6\nHi")
+        assert model_shell.user_ns["_mlx"].stats.draft_model == "smol-draft"
+        run(model_shell, "%%mlx -n 6 --draft none\nHi")
+        assert model_shell.user_ns["_mlx"].stats.draft_model is None
+    finally:
+        run(model_shell, "%config MLXMagics.draft_model = None")
+
+
+def test_a_draft_with_another_tokenizer_is_one_line(model_shell, tiny_llama):
+    before = model_shell.user_ns.get("_mlx")
+    with pytest.raises(UsageError, match="its tokenizer is not that of smollm2"):
+        run(model_shell, f"%%mlx -n 4 --draft {tiny_llama}\nHi")
+    assert model_shell.user_ns.get("_mlx") is before
+    run(model_shell, "%%mlx -n 3\nHi")  # the model is still warm and answers
+    assert model_shell.user_ns["_mlx"].stats.warm
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ("--draft /no/such/draft", "--draft /no/such/draft: "),
+        ("--draft smollm2", "--draft smollm2 is the model itself"),
+        ("--num-draft 2", "--num-draft goes with a draft model: add --draft MODEL"),
+        ("--draft {draft} --num-draft 0", "--num-draft must be between 1 and 64 tokens, not 0"),
+        ("--draft {draft} --schema shape", "--draft and --schema"),
+        ("--draft {draft} --map words", "--map decodes its items together"),
+    ],
+)
+def test_draft_mistakes_are_one_line(model_shell, smollm2_draft, flags, message):
+    model_shell.user_ns.update(shape={"type": "object"}, words=["a", "b"], item="x")
+    before = model_shell.user_ns.get("_mlx")
+    with pytest.raises(UsageError, match=message):
+        run(model_shell, f"%%mlx -n 4 {flags.format(draft=smollm2_draft)}\nSay {{item}}.")
+    assert model_shell.user_ns.get("_mlx") is before
