@@ -153,6 +153,8 @@ def test_probability_view_shades_every_token(kernel):
     assert reply["status"] == "ok"
     views = [d for d in displays(messages) if "mlx-magic-probs" in d.get("text/html", "")]
     assert len(views) == 1
+    # The "Branch here" picker follows the view.
+    assert any("application/vnd.jupyter.widget-view+json" in d for d in displays(messages))
     html = views[0]["text/html"]
     _, check = execute(client, "print(len(_mlx.tokens))")
     assert html.count('class="mlx-magic-token"') == int(stream_text(check))

@@ -25,8 +25,8 @@ def map_shell(tiny_llama):
 
 def test_batched_greedy_answers_are_those_of_one_at_a_time(map_shell):
     cell = "Which country is {item} in? Answer in one word."
-    run(map_shell, f"%%mlx --map cities -n 10 --batch-size 4 -o batched\n{cell}")
-    run(map_shell, f"%%mlx --map cities -n 10 --batch-size 1 -o alone\n{cell}")
+    run(map_shell, f"%%mlx --map cities -n 6 --batch-size 4 -o batched\n{cell}")
+    run(map_shell, f"%%mlx --map cities -n 6 --batch-size 1 -o alone\n{cell}")
     batched, alone = map_shell.user_ns["batched"], map_shell.user_ns["alone"]
     assert batched.batch_size == 4 and alone.batch_size == 1
     for a, b in zip(batched.results, alone.results):
@@ -176,3 +176,28 @@ def test_vision_map_over_images_with_a_failing_item(tiny_vlm, tmp_path):
         assert all(r.stats.prompt_tokens > 10 for r in shell.user_ns["_mlx"].results)
     finally:
         shell.extension_manager.unload_extension("mlx_magic")
+
+
+def test_a_background_map_is_a_job_that_waits_and_lists(map_shell, capsys):
+    run(map_shell, "%%mlx --map cities -m tiny -n 6 -b -o in_back\nSay {item}.")
+    assert "[background job " in capsys.readouterr().out
+    run(map_shell, "%mlx wait")
+    run(map_shell, "%mlx jobs")
+    listing = capsys.readouterr().out.splitlines()[-1].split()
+    assert listing[1:3] == ["done", "--map"]
+    table = map_shell.user_ns["in_back"]
+    assert len(table.rows) == 6 and not table.unfinished()
+    assert int(listing[4]) == sum(r.stats.generation_tokens for r in table.results)
+
+
+def test_cancelling_a_background_map_keeps_its_finished_rows(map_shell, capsys):
+    run(map_shell, "many = list(range(24))")
+    run(map_shell, "%%mlx --map many -m tiny -n 200 --batch-size 2 -b -o stopped\nCount to {item}.")
+    job_id = capsys.readouterr().out.split("[background job ")[1].split(":")[0]
+    run(map_shell, f"%mlx cancel {job_id}")
+    run(map_shell, f"%mlx wait {job_id}")
+    run(map_shell, "%mlx jobs")
+    line = [row for row in capsys.readouterr().out.splitlines() if row.split()[:1] == [job_id]]
+    assert line and line[0].split()[1] == "cancelled"
+    table = map_shell.user_ns["stopped"]
+    assert 0 < len(table.unfinished()) <= 24  # the rest is marked not run, for --resume

@@ -149,6 +149,8 @@ def test_teaching_notebook_shows_probabilities_sweeps_and_an_untrained_model():
         assert any("mlx-magic-columns" in d.get("text/html", "") for d in datas)
     versus = outputs_text(next(c for c in code if c.source.startswith("[(r.model")))
     assert "'smollm2'" in versus and "'untrained-llama', 20" in versus
+    branched = outputs_text(next(c for c in code if c.source.startswith("%mlx branch")))
+    assert "── branch at token 6: ' London' instead of ' Paris' ──" in branched
     drafted = next(c for c in code if "--draft {draft}" in c.source)
     html = "".join(o.get("data", {}).get("text/html", "") for o in drafted.outputs)
     assert "mlx-magic-draft" in html and "draft smollm2-draft: " in outputs_text(drafted)

@@ -99,6 +99,7 @@ COMMANDS = [
     "disconnect",
     "bench",
     "replay",
+    "branch",
 ]
 CSS_CLASSES = [
     "mlx-magic-answer",

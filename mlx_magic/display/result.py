@@ -120,6 +120,11 @@ class MLXResult:
     provenance: Optional[dict] = field(default=None, repr=False)
     #: The request as sent (kept in the session, for ``%mlx replay``).
     request: object = field(default=None, repr=False, compare=False)
+    #: Answers that went another way from one of this answer's tokens
+    #: (``%mlx branch``), each an :class:`MLXResult` whose ``branched_at``
+    #: says where: (token number, 1-based; the token chosen instead).
+    branches: list = field(default_factory=list, repr=False, compare=False)
+    branched_at: Optional[tuple] = field(default=None, repr=False, compare=False)
 
     def __str__(self) -> str:
         return self.text

@@ -133,6 +133,7 @@ def start_text(
         check_thinking_switch(warm.tokenizer, request, warm.name)
         limit = context_length(warm.config)
         prompt, dropped_turns = fit_history(warm.tokenizer, request, limit)
+        prompt += list(request.continue_ids)  # a branch: the answer so far
         if limit and len(prompt) >= limit:
             # Refused before a single token is read: prefilling it would take
             # long and answer nothing sensible.

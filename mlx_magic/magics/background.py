@@ -13,23 +13,32 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
-from mlx_magic.display.result import MLXResult
 from mlx_magic.display.streaming import GenerationFailed, stream_job
 from mlx_magic.display.views import StreamView
 from mlx_magic.images import LoadedImage
 from mlx_magic.runtime.job import Job
 
 
+class Cancellable(Protocol):
+    """What a background entry stops: a runtime :class:`Job`, or a ``--map`` run."""
+
+    def cancel(self) -> None: ...
+
+    @property
+    def cancelled(self) -> bool: ...
+
+
 @dataclass
 class BackgroundJob:
     id: int
     model: str
-    job: Job
-    view: StreamView
+    job: Cancellable
+    view: Optional[StreamView]
     submitted: float = field(default_factory=time.monotonic)
-    result: Optional[MLXResult] = None
+    #: An :class:`MLXResult`, or a ``--map`` run's table (``MLXMapResult``).
+    result: Any = None
     error: Optional[str] = None
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -39,14 +48,21 @@ class BackgroundJob:
             return "cancelling" if self.job.cancelled else "running"
         if self.error is not None or self.result is None:
             return "failed"
-        if self.result.finish_reason in ("cancelled", "cut"):
-            return self.result.finish_reason
+        reason = getattr(self.result, "finish_reason", None)
+        if reason in ("cancelled", "cut") or (reason is None and self.job.cancelled):
+            return reason or "cancelled"
         return "done"
 
     @property
     def tokens(self) -> Optional[int]:
-        """Tokens generated, once the job has ended."""
-        return self.result.stats.generation_tokens if self.result is not None else None
+        """Tokens generated, once the job has ended (a --map run: all its items')."""
+        if self.result is None:
+            return None
+        stats = getattr(self.result, "stats", None)
+        if stats is not None:
+            return stats.generation_tokens
+        answers = getattr(self.result, "results", None) or []
+        return sum(answer.stats.generation_tokens for answer in answers if answer is not None)
 
 
 class BackgroundJobs:
@@ -89,6 +105,25 @@ class BackgroundJobs:
                     on_done(entry)
                 finally:
                     entry.done.set()
+
+        threading.Thread(target=follow, name=f"mlx_magic-job-{entry.id}", daemon=True).start()
+        return entry
+
+    def start_run(self, handle: Cancellable, label: str, run: Callable[[], Any]) -> BackgroundJob:
+        """Run ``run()`` (a ``--map`` run) on a helper thread as a job of its own:
+        ``%mlx jobs`` lists it, ``%mlx cancel`` calls ``handle.cancel()``,
+        ``%mlx wait`` waits for it; its result is what ``run()`` returns."""
+        entry = BackgroundJob(id=next(self._ids), model=label, job=handle, view=None)
+        self._jobs[entry.id] = entry
+
+        def follow():
+            try:
+                entry.result = run()
+            except Exception as error:  # never lose a job silently
+                entry.error = f"{type(error).__name__}: {error}"
+                print(f"[job {entry.id}: {error}]")
+            finally:
+                entry.done.set()
 
         threading.Thread(target=follow, name=f"mlx_magic-job-{entry.id}", daemon=True).start()
         return entry

@@ -14,6 +14,7 @@ from pathlib import Path
 from IPython.core.error import UsageError
 
 from mlx_magic.errors import GenerationInterrupted, ModelLoadError
+from mlx_magic.magics.branching import command_branch
 from mlx_magic.magics.conversations import DEFAULT_CONVERSATION
 from mlx_magic.magics.replay import command_replay
 from mlx_magic.units import gib
@@ -272,7 +273,9 @@ def command_wait(magics, names):
             "stopped waiting; the jobs go on (%mlx jobs lists them, %mlx cancel stops them)"
         ) from interrupt
     for entry in entries:
-        detail = entry.error or (entry.result.footer if entry.result else "")
+        # An answer's footer, or a --map run's summary.
+        summary = getattr(entry.result, "footer", None) or getattr(entry.result, "summary", "")
+        detail = entry.error or (summary if entry.result is not None else "")
         print(f"job {entry.id}: {entry.state}" + (f" · {detail}" if detail else ""))
 
 
@@ -410,4 +413,5 @@ COMMANDS = {
     "disconnect": command_disconnect,
     "bench": command_bench,
     "replay": command_replay,
+    "branch": command_branch,
 }

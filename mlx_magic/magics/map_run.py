@@ -11,6 +11,7 @@ its error. An interrupt cancels what is in flight and keeps every row.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from typing import Callable, Optional
 
@@ -57,9 +58,8 @@ def check_map_flags(args, columns: int) -> bool:
 
 def run_map_cell(session: Session, options: CellOptions, text: str, resolve, *, vision: bool):
     """``--map`` in the foreground, or with ``-b`` on a helper thread."""
-    options = dataclasses.replace(
-        options, draft="none"
-    )  # batched: the draft_model setting is not for it
+    # Batched: the draft_model setting is not for it.
+    options = dataclasses.replace(options, draft="none")
     if not options.background:
         run_map(session, options, text, resolve, vision=vision)
         return None
@@ -73,13 +73,15 @@ def run_map(
     resolve: Callable,
     *,
     vision: bool,
+    stop: Optional[threading.Event] = None,
 ) -> MLXMapResult:
     """Run ``text`` once per item of ``options.map_items``; ``_mlx`` (and
     ``--out``) get the :class:`MLXMapResult`.
 
     Raises:
         UsageError: bad items, a template that fails for an item, a bad batch size.
-        GenerationInterrupted: the run was interrupted (the rows so far are kept).
+        GenerationInterrupted: the run was interrupted, or ``stop`` was set
+            (``%mlx cancel`` of a ``-b`` run); the rows so far are kept.
     """
     shell = session.shell
     namespace = shell.user_ns
@@ -133,7 +135,9 @@ def run_map(
     started = time.perf_counter()
     interrupted = False
     try:
-        _run_cells(session, cells, result, items, progress, vision=vision, batch_size=batch_size)
+        _run_cells(
+            session, cells, result, items, progress, vision=vision, batch_size=batch_size, stop=stop
+        )
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -152,7 +156,7 @@ def run_map(
     return result
 
 
-def _run_cells(session, cells, result, items, progress, *, vision, batch_size) -> None:
+def _run_cells(session, cells, result, items, progress, *, vision, batch_size, stop) -> None:
     """Send the prepared items, collect each one's events into its row."""
     order = list(cells)
     if order:
@@ -169,11 +173,13 @@ def _run_cells(session, cells, result, items, progress, *, vision, batch_size) -
     for start in range(0, len(order), chunk):
         positions = order[start : start + chunk]
         requests = [dataclasses.replace(cells[p].request, batch_size=batch_size) for p in positions]
+        if stop is not None and stop.is_set():
+            raise KeyboardInterrupt  # cancelled between chunks: as an interrupt would
         jobs = session.runtime.generate_together(requests)
-        _collect(dict(zip(positions, jobs)), cells, result, items, progress)
+        _collect(dict(zip(positions, jobs)), cells, result, items, progress, stop)
 
 
-def _collect(jobs: dict[int, Job], cells, result, items, progress) -> None:
+def _collect(jobs: dict[int, Job], cells, result, items, progress, stop=None) -> None:
     """Read every job's events until all have ended; rows fill in as they do."""
     texts: dict[int, list[str]] = {p: [] for p in jobs}
     tokens: dict[int, list[TokenInfo]] = {p: [] for p in jobs}
@@ -196,6 +202,8 @@ def _collect(jobs: dict[int, Job], cells, result, items, progress) -> None:
                         progress.item_done(result.rows[position], items[position].index)
                         del open_jobs[position]
                         break
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt  # %mlx cancel of a -b run: stop as an interrupt does
             if quiet:
                 time.sleep(0.02)
     except KeyboardInterrupt:
@@ -299,25 +307,39 @@ def _previous_run(session: Session, options: CellOptions, count: int) -> Optiona
 
 
 def run_map_in_background(session: Session, options: CellOptions, text: str, resolve, *, vision):
-    """Start the run on a helper thread and return at once; ``_mlx`` and
-    ``--out`` get the table when it ends (``%mlx cancel`` stops it)."""
-    import threading
-
+    """Start the run on a helper thread and return at once, as a background job
+    (``%mlx jobs`` lists it, ``%mlx cancel`` stops it keeping the finished
+    rows, ``%mlx wait`` waits); ``_mlx`` and ``--out`` get the table when it ends."""
     # Checked here, in the cell: a mistake is one line, not a dead thread.
     map_items(options.map_items or "", session.shell.user_ns, vision=vision)
     if options.batch_size is not None and options.batch_size < 1:
         raise UsageError(f"--batch-size must be 1 or more, not {options.batch_size}")
+    handle = MapRunHandle()
 
-    def run() -> None:
+    def run() -> MLXMapResult:
         try:
-            run_map(session, options, text, resolve, vision=vision)
-        except (UsageError, GenerationInterrupted) as error:
-            print(f"--map: {error}")
+            return run_map(session, options, text, resolve, vision=vision, stop=handle.stop)
+        except GenerationInterrupted as stopped:
+            print(f"[{stopped}]")
+            return session.shell.user_ns["_mlx"]  # the table, with its finished rows
 
-    thread = threading.Thread(target=run, name="mlx_magic-map", daemon=True)
-    thread.start()
+    entry = session.jobs.start_run(handle, f"--map {options.map_items}", run)
     print(
-        f"[--map {options.map_items} runs in the background; the table lands in "
-        f"{options.out or '_mlx'} when it ends]"
+        f"[background job {entry.id}: --map {options.map_items}; the table lands in "
+        f"{options.out or '_mlx'} when it ends; %mlx cancel {entry.id} stops it]"
     )
     return None
+
+
+class MapRunHandle:
+    """What ``%mlx cancel`` stops for a ``-b`` ``--map`` run."""
+
+    def __init__(self):
+        self.stop = threading.Event()
+
+    def cancel(self) -> None:
+        self.stop.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.stop.is_set()

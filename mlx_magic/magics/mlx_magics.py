@@ -348,6 +348,9 @@ class MLXMagics(MLXSettings):
             %mlx unload all          free every warm model (also: no name)
             %mlx models              list warm models with their kind and memory
             %mlx status              runtime thread, GPU lock, queue, memory, caches
+            %mlx branch STEP TOKEN [NAME]   go on from token STEP of a --probs answer
+                                     with another of its alternatives (#K: the K-th),
+                                     side by side with the original (_mlx.branches)
             %mlx memory              MLX memory across the generations, and each warm
                                      model's weights, KV cache and prefix cache (a plot)
             %mlx cache clear         empty the prompt prefix and image caches

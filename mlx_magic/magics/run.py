@@ -54,6 +54,12 @@ def run_foreground(session: Session, cell: PreparedCell) -> None:
             from mlx_magic.display.probability_view import probability_bundle
 
             view.show_bundle(probability_bundle(result, cell.request.sampling))
+            if getattr(shell, "kernel", None) is not None and cell.request.model.kind == "text":
+                from IPython.display import display
+
+                from mlx_magic.magics.branch_picker import BranchPicker
+
+                display(BranchPicker(session, result).widget)  # "Branch here"
         if outcome.interrupted:
             if cell.out_name:
                 shell.user_ns[cell.out_name] = result
@@ -101,7 +107,8 @@ def run_background(
             try:
                 session.apply_format(entry.result, cell, set_next_input=False)
             except UsageError as error:
-                entry.view.notice(str(error))
+                if entry.view is not None:
+                    entry.view.notice(str(error))
         if on_done is not None:
             on_done(entry)
 

@@ -124,6 +124,10 @@ class GenerationRequest:
     #: (mlx-lm's speculative decoding); ``None``: no draft.
     draft: Optional[ModelSpec] = None
     num_draft_tokens: int = 3
+    #: A branch (``%mlx branch``): the tokens the answer already begins
+    #: with, read after the prompt (from the prefix cache, which trims the
+    #: original answer's KV cache to them), then generation goes on.
+    continue_ids: tuple = ()
 
     @property
     def has_video(self) -> bool:
