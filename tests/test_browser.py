@@ -50,6 +50,17 @@ STOP_CELLS = [
     "%%mlx -n 8\nSay hi.",
 ]
 
+# The teaching views that are widgets, plots and tinted tokens (JupyterLab only):
+# the "Branch here" picker under --probs, %mlx memory's figure, a --draft answer.
+TEACHING_CELLS = [
+    "%load_ext mlx_magic",
+    "%%mlx -n 8 --probs 3\nWhat is the capital of France?",
+    "%mlx memory",
+    "import tempfile\nfrom mlx_magic.testing.drafts import build_layer_draft\n"
+    "draft = build_layer_draft('smollm2', tempfile.mkdtemp() + '/smollm2-draft', num_layers=26)",
+    "%%mlx -n 24 --draft {draft} --probs 3\nExplain in a short paragraph why the sky is blue.",
+]
+
 # A notebook for the chat panel (JupyterLab only).
 PANEL_CELLS = [
     "%load_ext mlx_magic",
@@ -184,6 +195,7 @@ def server(tmp_path_factory, tiny_vlm):
         nbformat.write(stop, folder / "stop.ipynb")
         if frontend == "lab":
             nbformat.write(_notebook(PANEL_CELLS), folder / "panel.ipynb")
+            nbformat.write(_notebook(TEACHING_CELLS), folder / "teaching.ipynb")
     # These tests read the answer as the plain stream (stdout);
     # tests/test_browser_markdown.py checks the rendered stream, the default.
     profile = base / "ipython" / "profile_default"
@@ -710,3 +722,45 @@ def test_lab_chat_panel_streams_and_stops(open_notebook):
         f"panel test: first answer after {first_done - started:.1f} s, "
         f"stopped essay after {ended - started:.1f} s"
     )
+
+
+def test_lab_branch_picker_memory_plot_and_drafted_tokens(open_notebook):
+    notebook = open_notebook("lab", "lab/teaching.ipynb")
+    notebook.run_all()
+    notebook.wait_until_run(timeout=240)
+    assert_no_errors(notebook)
+    expect = playwright_api.expect
+    page = notebook.page
+
+    # %mlx memory: the figure, as a picture, and the tables.
+    memory = notebook.cell(2)
+    expect(memory.locator("img").first).to_be_visible()
+    box = memory.locator("img").first.bounding_box()
+    assert box["width"] > 400 and box["height"] > 100, box
+    expect(memory.locator("table", has_text="weights_mib").first).to_be_visible()
+    notebook.screenshot("lab-teaching-memory", scroll_to=memory)
+
+    # --draft: the footer says what the draft did; --probs underlines its tokens.
+    drafted = notebook.cell(4)
+    footer = drafted.locator(".mlx-magic-footer").first.text_content()
+    assert "draft smollm2-draft: " in footer and "% of tokens" in footer, footer
+    underlined = drafted.locator(".mlx-magic-probs .mlx-magic-draft")
+    assert underlined.count() >= 1
+    style = underlined.first.evaluate("e => getComputedStyle(e).borderBottomStyle")
+    assert style == "solid"
+    notebook.screenshot("lab-teaching-draft", scroll_to=drafted)
+
+    # "Branch here" under the first answer's probabilities: token 1, its first
+    # alternative; the branch streams and is shown beside the original.
+    answer = notebook.cell(1)
+    button = answer.locator("button.widget-button", has_text="Branch here")
+    button.scroll_into_view_if_needed()
+    expect(button).to_be_visible(timeout=30_000)
+    button.click()
+    columns = answer.locator(".mlx-magic-branch")
+    expect(columns).to_be_visible(timeout=60_000)
+    expect(columns).to_contain_text("branch at token 1:")
+    expect(columns).to_contain_text("original")
+    assert columns.locator(".mlx-magic-probs").count() == 2  # each with its probabilities
+    page.wait_for_timeout(300)
+    notebook.screenshot("lab-teaching-branch", scroll_to=answer)

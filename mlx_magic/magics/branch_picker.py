@@ -31,7 +31,7 @@ class BranchPicker:
         self.output = widgets.Output()
         self.step.observe(lambda _: self._fill_alternatives(), names="value")
         self._fill_alternatives()
-        self.button.on_click(lambda _: self.branch())
+        self.button.on_click(lambda _: self._clicked())
         self.widget = widgets.VBox(
             [widgets.HBox([self.step, self.alternative, self.button]), self.output]
         )
@@ -39,11 +39,23 @@ class BranchPicker:
 
     def _fill_alternatives(self) -> None:
         token = self.result.tokens[self.step.value - 1]
-        self.alternative.options = [
+        options = [
             (f"{text!r} ({math.exp(logprob):.1%})", rank)
             for rank, (token_id, text, logprob) in enumerate(token.top, 1)
             if token_id != token.id
         ]
+        self.alternative.options = options
+        # New options leave no choice made: the most likely one, ready to branch.
+        self.alternative.index = 0 if options else None
+
+    def _clicked(self) -> None:
+        from IPython.core.error import UsageError
+
+        try:
+            self.branch()
+        except UsageError as error:  # one line in the picker, as a cell would show it
+            with self.output:
+                print(f"UsageError: {error}")
 
     def branch(self) -> MLXResult:
         """Generate the branch now (what the button does)."""
