@@ -37,8 +37,10 @@ def test_greedy_answers_are_the_models_own_and_the_draft_is_shown(
     assert not any(t.from_draft for t in alone.tokens)
     share = round(100 * stats.drafted_tokens / stats.generation_tokens)
     assert f"draft smol-draft: {share}% of tokens, " in drafted.footer
-    assert "× the speed without it (" in drafted.footer  # against the answer just before
+    # Against the same prompt without the draft, the cell just before.
+    assert "× the speed of this prompt without it (" in drafted.footer
     assert stats.undrafted_tps == pytest.approx(alone.stats.generation_tps)
+    assert stats.undrafted_same_prompt
     out = capsys.readouterr().out
     assert f"draft smol-draft: {share}% of tokens" in out
     # --probs marks the drafted tokens.
@@ -53,7 +55,11 @@ def test_the_setting_drafts_every_cell_and_draft_none_turns_it_off(model_shell, 
     run(model_shell, f"%config MLXMagics.draft_model = {str(smollm2_draft)!r}")
     try:
         run(model_shell, "%%mlx -n 6\nHi")
-        assert model_shell.user_ns["_mlx"].stats.draft_model == "smol-draft"
+        stats = model_shell.user_ns["_mlx"].stats
+        assert stats.draft_model == "smol-draft"
+        # "Hi" never ran without a draft: the model's latest answer is the measure.
+        assert not stats.undrafted_same_prompt
+        assert "the speed of its latest answer without it" in model_shell.user_ns["_mlx"].footer
         run(model_shell, "%%mlx -n 6 --draft none\nHi")
         assert model_shell.user_ns["_mlx"].stats.draft_model is None
     finally:

@@ -62,7 +62,10 @@ def draft_text(stats: GenerationStats) -> str:
     text = f"draft {stats.draft_model}: {share:.0%} of tokens"
     if stats.undrafted_tps:
         speedup = stats.generation_tps / stats.undrafted_tps
-        text += f", {speedup:.2f}× the speed without it ({stats.undrafted_tps:.1f} tok/s)"
+        against = "this prompt" if stats.undrafted_same_prompt else "its latest answer"
+        text += (
+            f", {speedup:.2f}× the speed of {against} without it ({stats.undrafted_tps:.1f} tok/s)"
+        )
     return text
 
 

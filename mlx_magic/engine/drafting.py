@@ -52,12 +52,23 @@ def draft_caches(warm: WarmModel, draft: WarmModel) -> list:
     return make_prompt_cache(warm.model) + make_prompt_cache(draft.model)
 
 
-def remember_speed(warm: WarmModel, draft: Optional[WarmModel], generated: int, tps: float):
-    """The speed a later ``--draft`` answer is compared with: the model's
-    latest answer without a draft (long enough to measure). Returns it, for
-    a drafted answer; ``None`` otherwise."""
+def remember_speed(
+    warm: WarmModel, draft: Optional[WarmModel], prompt: list[int], generated: int, tps: float
+) -> tuple[Optional[float], bool]:
+    """The speed a ``--draft`` answer is compared with: the same prompt's
+    latest answer without a draft when there was one, else the model's latest
+    answer without a draft (either long enough to measure).
+
+    Returns (that speed, whether it was the same prompt) for a drafted
+    answer; (``None``, False) for one without a draft, whose speed is kept.
+    """
+    key = hash(tuple(prompt))
     if draft is None:
         if generated >= MIN_TOKENS_FOR_SPEED and tps > 0:
             warm.undrafted_tps = tps
-        return None
-    return warm.undrafted_tps
+            warm.undrafted_tps_by_prompt[key] = tps
+            while len(warm.undrafted_tps_by_prompt) > 64:  # the latest prompts only
+                warm.undrafted_tps_by_prompt.pop(next(iter(warm.undrafted_tps_by_prompt)))
+        return None, False
+    same = warm.undrafted_tps_by_prompt.get(key)
+    return (same, True) if same is not None else (warm.undrafted_tps, False)

@@ -72,6 +72,8 @@ class WarmModel:
     #: Its decoding speed in its latest answer without a draft model (tokens/s):
     #: what a ``--draft`` answer's footer compares itself with.
     undrafted_tps: Optional[float] = None
+    #: The same, per prompt (a hash of its token ids): the same cell without a draft.
+    undrafted_tps_by_prompt: dict = field(default_factory=dict)
 
 
 class WarmModelCache:

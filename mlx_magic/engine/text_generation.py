@@ -202,6 +202,9 @@ def start_text(
     def finish() -> Finished:
         outcome = stepper.outcome
         kv_cache_bytes = cache_bytes(kv_cache)
+        undrafted_tps, same_prompt = remember_speed(
+            warm, draft, prompt, outcome.generated, last_tps(outcome)
+        )
         if prefix_cache is not None:
             seen = prompt + outcome.token_ids
             if outcome.stop_token is not None:
@@ -225,14 +228,18 @@ def start_text(
                 kv_cache_bytes=kv_cache_bytes,
                 draft_model=draft.name if draft is not None else None,
                 drafted_tokens=outcome.drafted,
-                undrafted_tps=remember_speed(
-                    warm, draft, outcome.generated, last.generation_tps if last else 0.0
-                ),
+                undrafted_tps=undrafted_tps,
+                undrafted_same_prompt=same_prompt,
                 provenance=engine_provenance(warm, prompt),
             ),
         )
 
     return PendingGeneration(stepper, finish)
+
+
+def last_tps(outcome) -> float:
+    """The decoding speed mlx-lm measured over the whole answer (tokens/s)."""
+    return outcome.last.generation_tps if outcome.last is not None else 0.0
 
 
 def cache_bytes(kv_cache) -> int:

@@ -92,8 +92,8 @@ def generation_arguments(magic):
             metavar="MODEL",
             help="Decode with a draft model of the same tokenizer (speculative decoding, "
             "mlx-lm's own; 'none' turns the draft_model setting off): the footer shows how "
-            "many tokens came from it and the speed against the model's last answer without "
-            "a draft; --probs underlines them (text models).",
+            "many tokens came from it and the speed against the same prompt (or else the "
+            "model's latest answer) without a draft; --probs underlines them (text models).",
         ),
         argument(
             "--num-draft",

@@ -357,10 +357,13 @@ class GenerationStats:
     #: The KV cache's size at the end (bytes): what this context costs.
     kv_cache_bytes: int = 0
     #: ``--draft``: the draft model, how many generated tokens came from it,
-    #: and the model's speed in its last answer without a draft (tokens/s).
+    #: and the model's speed without a draft (tokens/s): the same prompt's
+    #: latest answer, or else the model's latest answer.
     draft_model: Optional[str] = None
     drafted_tokens: int = 0
     undrafted_tps: Optional[float] = None
+    #: Whether ``undrafted_tps`` is the same prompt's (else the model's latest answer).
+    undrafted_same_prompt: bool = False
     #: How the answer was made, as the runtime knows it (model, weights,
     #: template, library versions, prompt token ids' hash): see ``_mlx.provenance``.
     provenance: Optional[dict] = None
