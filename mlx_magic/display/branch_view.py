@@ -9,8 +9,8 @@ from mlx_magic.display.result import MLXResult, footer_html
 from mlx_magic.runtime.values import SamplingParams
 
 
-def branch_title(branch: MLXResult, original: MLXResult) -> str:
-    step, chosen = branch.branched_at or (0, "")
+def branch_title(original: MLXResult, step: int, chosen: str) -> str:
+    """``branch at token 6: ' London' instead of ' Paris'``."""
     was = original.tokens[step - 1].text if 0 < step <= len(original.tokens) else ""
     return f"branch at token {step}: {chosen!r} instead of {was!r}"
 
@@ -18,7 +18,8 @@ def branch_title(branch: MLXResult, original: MLXResult) -> str:
 def branch_bundle(original: MLXResult, branch: MLXResult) -> dict:
     """Both answers' probability views in two columns (HTML), and as text."""
     sampling = getattr(branch.request, "sampling", None) or SamplingParams()
-    columns = [("original", original), (branch_title(branch, original), branch)]
+    step, chosen = branch.branched_at or (0, "")
+    columns = [("original", original), (branch_title(original, step, chosen), branch)]
     views = [(title, probability_bundle(result, sampling), result) for title, result in columns]
     cells = "".join(
         '<div style="flex: 1 1 0; min-width: 14em">'

@@ -74,9 +74,7 @@ def summary_line(status: RuntimeStatus) -> str:
 def memory_figure(status: RuntimeStatus) -> Any:
     """The two views as one matplotlib figure (``None`` without matplotlib or data)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
+        # A Figure of its own, not pyplot's: the user's backend and figures stay as they are.
         from matplotlib.figure import Figure
     except ImportError:
         return None

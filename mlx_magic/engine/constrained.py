@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
+from mlx_magic.engine.model_cache import text_tokenizer
 from mlx_magic.errors import UserError
 
 #: One line of JSON, ``", "`` and ``": "`` between items (as the kernel checked it).
@@ -31,7 +32,7 @@ def grammar_tokenizer(warm):
     import llguidance.hf
 
     tokenizer = getattr(warm.tokenizer, "_tokenizer", warm.tokenizer)
-    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a vision processor's
+    tokenizer = text_tokenizer(tokenizer)
     eos = list(getattr(warm.tokenizer, "eos_token_ids", []) or []) or None
     try:
         built = llguidance.hf.from_tokenizer(tokenizer, eos_token=eos)

@@ -30,7 +30,7 @@ def check_draft(warm: WarmModel, draft: WarmModel) -> None:
     """
     if draft.kind != "text":
         raise UserError(f"--draft {draft.name} is a vision model: a draft is a text model")
-    mine, theirs = _plain(warm.tokenizer), _plain(draft.tokenizer)
+    mine, theirs = warm.tokenizer, draft.tokenizer  # mlx-lm's wrappers pass these through
     sizes = (len(mine.get_vocab()), len(theirs.get_vocab()))
     if sizes[0] != sizes[1] or mine.encode(_PROBE) != theirs.encode(_PROBE):
         raise UserError(
@@ -38,10 +38,6 @@ def check_draft(warm: WarmModel, draft: WarmModel) -> None:
             f"{sizes[0]:,} tokens, or another split of the same text): pick a draft of the "
             "same family, e.g. a smaller model of the same series"
         )
-
-
-def _plain(tokenizer):
-    return getattr(tokenizer, "_tokenizer", tokenizer)
 
 
 def draft_caches(warm: WarmModel, draft: WarmModel) -> list:

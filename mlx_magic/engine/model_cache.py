@@ -76,6 +76,12 @@ class WarmModel:
     undrafted_tps_by_prompt: dict = field(default_factory=dict)
 
 
+def text_tokenizer(tokenizer: Any) -> Any:
+    """The tokenizer that encodes and decodes text: a vision model's "tokenizer"
+    is its processor, which holds one (``.tokenizer``); a text model's is itself."""
+    return getattr(tokenizer, "tokenizer", tokenizer)
+
+
 class WarmModelCache:
     """An LRU cache of :class:`WarmModel` bounded by a memory budget.
 

@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
+from mlx_magic.engine.model_cache import text_tokenizer
+
 _WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".npz", ".bin")
 _SNAPSHOT = re.compile(r"/snapshots/([0-9a-f]{40})(?:/|$)")
 
@@ -37,7 +39,7 @@ def engine_provenance(warm, prompt_ids) -> dict:
 def _model_record(warm) -> dict:
     folder = Path(warm.path) if getattr(warm, "path", None) else None
     config = warm.config if isinstance(warm.config, dict) else getattr(warm.config, "__dict__", {})
-    tokenizer = getattr(warm.tokenizer, "tokenizer", warm.tokenizer)
+    tokenizer = text_tokenizer(warm.tokenizer)
     template = getattr(tokenizer, "chat_template", None) or getattr(
         warm.tokenizer, "chat_template", None
     )

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Optional, cast
 
+from mlx_magic.engine.model_cache import text_tokenizer
 from mlx_magic.errors import CancelledDuringPrompt
 from mlx_magic.locking import gpu_lock
 from mlx_magic.runtime.job import Job
@@ -233,7 +234,7 @@ def probability_describer(tokenizer, k: int) -> Callable[[Any, int], dict]:
     the log-probabilities mlx-lm and mlx-vlm return with every step."""
     import mlx.core as mx
 
-    decode = getattr(tokenizer, "tokenizer", tokenizer).decode
+    decode = text_tokenizer(tokenizer).decode
 
     def describe(response, token: int) -> dict:
         logprobs = response.logprobs

@@ -201,9 +201,11 @@ def start_text(
 
     def finish() -> Finished:
         outcome = stepper.outcome
+        last = outcome.last
+        generation_tps = last.generation_tps if last else 0.0
         kv_cache_bytes = cache_bytes(kv_cache)
         undrafted_tps, same_prompt = remember_speed(
-            warm, draft, prompt, outcome.generated, last_tps(outcome)
+            warm, draft, prompt, outcome.generated, generation_tps
         )
         if prefix_cache is not None:
             seen = prompt + outcome.token_ids
@@ -211,7 +213,6 @@ def start_text(
                 seen.append(outcome.stop_token)
             with gpu_lock:
                 prefix_cache.store(seen, kv_cache)
-        last = outcome.last
         if last is not None and last.prompt_tps and len(to_prefill) >= 32:
             warm.prefill_tps = last.prompt_tps  # sizes the next prompt's steps
         return Finished(
@@ -222,7 +223,7 @@ def start_text(
                 dropped_turns=dropped_turns,
                 prompt_tps=last.prompt_tps if last else 0.0,
                 generation_tokens=outcome.generated,
-                generation_tps=last.generation_tps if last else 0.0,
+                generation_tps=generation_tps,
                 ttft_s=(outcome.first_token_at - started) if outcome.first_token_at else None,
                 peak_memory_gb=gib(mx.get_peak_memory()),
                 kv_cache_bytes=kv_cache_bytes,
@@ -235,11 +236,6 @@ def start_text(
         )
 
     return PendingGeneration(stepper, finish)
-
-
-def last_tps(outcome) -> float:
-    """The decoding speed mlx-lm measured over the whole answer (tokens/s)."""
-    return outcome.last.generation_tps if outcome.last is not None else 0.0
 
 
 def cache_bytes(kv_cache) -> int:

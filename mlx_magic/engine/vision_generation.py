@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlx_magic.engine.model_cache import WarmModel
+from mlx_magic.engine.model_cache import WarmModel, text_tokenizer
 from mlx_magic.engine.provenance import engine_provenance
 from mlx_magic.engine.stepping import Stepper, probability_describer, token_id, usable_top_k
 from mlx_magic.engine.text_generation import PendingGeneration
@@ -174,19 +174,15 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
                 image_tokens=inputs.prepared.image_tokens if inputs and inputs.prepared else 0,
                 video_tokens=inputs.prepared.video_tokens if inputs and inputs.prepared else 0,
                 provenance=engine_provenance(
-                    warm, inputs.input_ids if inputs is not None else _text_token_ids(warm, prompt)
+                    warm,
+                    inputs.input_ids
+                    if inputs is not None
+                    else list(text_tokenizer(warm.tokenizer).encode(prompt)),
                 ),
             ),
         )
 
     return PendingGeneration(stepper, finish)
-
-
-def _text_token_ids(warm: WarmModel, prompt: str) -> list[int]:
-    """A text-only prompt's token ids: a vision model's "tokenizer" is its
-    processor, which encodes through the tokenizer it holds."""
-    tokenizer = getattr(warm.tokenizer, "tokenizer", warm.tokenizer)
-    return list(tokenizer.encode(prompt))
 
 
 def _prompt_caches(warm: WarmModel, request):

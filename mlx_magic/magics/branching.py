@@ -16,7 +16,7 @@ import dataclasses
 
 from IPython.core.error import UsageError
 
-from mlx_magic.display.branch_view import branch_bundle
+from mlx_magic.display.branch_view import branch_bundle, branch_title
 from mlx_magic.display.result import MLXResult, TokenInfo
 from mlx_magic.display.streaming import stream_job
 from mlx_magic.display.views import view_for
@@ -101,10 +101,10 @@ def run_branch(session, original: MLXResult, step: int, alternative: tuple, view
         top_logprobs=request.top_logprobs or 5,
         conversation=None,  # a what-if, not a turn of the conversation
     )
-    print(f"[branch at token {step}: {token_text!r} instead of {original.tokens[step - 1].text!r}]")
+    print(f"[{branch_title(original, step, token_text)}]")
     job = session.runtime.generate(branch_request)
     try:
-        outcome = stream_job(job, view, interval_s=session.settings.stream_interval_ms / 1000)
+        outcome = stream_job(job, view, interval_s=session.stream_interval_s)
     except GenerationFailed as failed:
         raise UsageError(f"%mlx branch: {failed.failure.message}") from failed
     rest = outcome.result

@@ -21,6 +21,7 @@ from mlx_magic.display.map_result import MLXMapResult, new_row
 from mlx_magic.display.map_view import MapProgress
 from mlx_magic.display.result import MLXResult, TokenInfo
 from mlx_magic.errors import GenerationInterrupted
+from mlx_magic.magics.drafts import NO_DRAFT
 from mlx_magic.magics.mapping import MapItem, fill_for_item, image_source_for_item, map_items
 from mlx_magic.magics.options import CellOptions
 from mlx_magic.magics.prepare import PreparedCell, load_cell_images, prepare
@@ -48,7 +49,7 @@ def check_map_flags(args, columns: int) -> bool:
         raise UsageError("--map takes images (-i {item}), not a video")
     if args.probs:
         raise UsageError("--map: --probs shows one answer's tokens; leave it out")
-    if args.draft is not None and args.draft.lower() != "none":
+    if args.draft is not None and args.draft.lower() != NO_DRAFT:
         raise UsageError(
             "--map decodes its items together (batched); --draft decodes one answer at a "
             "time: keep one"
@@ -59,7 +60,7 @@ def check_map_flags(args, columns: int) -> bool:
 def run_map_cell(session: Session, options: CellOptions, text: str, resolve, *, vision: bool):
     """``--map`` in the foreground, or with ``-b`` on a helper thread."""
     # Batched: the draft_model setting is not for it.
-    options = dataclasses.replace(options, draft="none")
+    options = dataclasses.replace(options, draft=NO_DRAFT)
     if not options.background:
         run_map(session, options, text, resolve, vision=vision)
         return None

@@ -46,9 +46,7 @@ def command_replay(magics, names):
         raise UsageError(f"%mlx replay {target}: {error}") from error
     job = session.runtime.generate(request)
     try:
-        outcome = stream_job(
-            job, view_for(session.shell), interval_s=session.settings.stream_interval_ms / 1000
-        )
+        outcome = stream_job(job, view_for(session.shell), interval_s=session.stream_interval_s)
     except GenerationFailed as failed:
         raise UsageError(f"%mlx replay: {failed.failure.message}") from failed
     again = outcome.result

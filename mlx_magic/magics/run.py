@@ -40,7 +40,7 @@ def run_foreground(session: Session, cell: PreparedCell) -> None:
         outcome = stream_job(
             job,
             view,
-            interval_s=_interval_s(session),
+            interval_s=session.stream_interval_s,
             images=cell.images,
             grounding=session.settings.grounding,
         )
@@ -115,7 +115,7 @@ def run_background(
     entry = session.jobs.start(
         job,
         view,
-        interval_s=_interval_s(session),
+        interval_s=session.stream_interval_s,
         on_done=done,
         images=cell.images,
         grounding=session.settings.grounding,
@@ -150,7 +150,7 @@ def run_columns(session: Session, cells: list[PreparedCell]) -> None:
     else:
         views = [CollectingView() for _ in titles]
     jobs = session.runtime.generate_together([cell.request for cell in cells])
-    outcomes = stream_jobs(jobs, views, interval_s=_interval_s(session))
+    outcomes = stream_jobs(jobs, views, interval_s=session.stream_interval_s)
     results = MLXResults()
     shown = []
     failures: list[Failed] = []
@@ -234,7 +234,3 @@ def raise_failure(session: Session, failure: Failed) -> None:
             "(%config MLXMagics.short_errors = False shows the traceback)"
         ) from failure.error
     raise failure.error or RuntimeError(failure.message)
-
-
-def _interval_s(session: Session) -> float:
-    return session.settings.stream_interval_ms / 1000

@@ -108,6 +108,11 @@ class Session:
 
     # ---- models --------------------------------------------------------------
 
+    @property
+    def stream_interval_s(self) -> float:
+        """The longest streamed text is held back (the ``stream_interval_ms`` setting), in s."""
+        return self.settings.stream_interval_ms / 1000
+
     def resolve(self, name: Optional[str], default: Optional[str] = None) -> ModelSpec:
         """The model spec for ``name`` (or the default), as the runtime needs it."""
         from mlx_magic.models.resolve import resolve_model, served_model_spec
