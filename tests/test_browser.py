@@ -634,6 +634,30 @@ def panel_answers(entries, index):
     return texts
 
 
+def settle_widgets(notebook, quiet_s=0.5, timeout=15):
+    """Wait until the kernel has taken every typed change of the widgets.
+
+    ipywidgets holds a model's state changes back while earlier ones are not
+    acknowledged, but sends a button's click at once: on a busy machine a
+    click can reach the kernel before the last keystrokes (seen in CI: the
+    panel sent "What is the capital of Fr"). The kernel idle for ``quiet_s``
+    means the changes are in."""
+    indicator = notebook.page.locator(
+        ".jp-NotebookPanel-toolbar .jp-Notebook-ExecutionIndicator"
+    ).first
+    deadline = time.monotonic() + timeout
+    quiet_since = None
+    while time.monotonic() < deadline:
+        if indicator.get_attribute("data-status") == "idle":
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= quiet_s:
+                return
+        else:
+            quiet_since = None
+        time.sleep(0.05)
+    raise AssertionError("the kernel never settled after typing")
+
+
 def test_lab_chat_panel_streams_and_stops(open_notebook):
     started = time.monotonic()
     notebook = open_notebook("lab", "lab/panel.ipynb")
@@ -666,6 +690,7 @@ def test_lab_chat_panel_streams_and_stops(open_notebook):
     # A short question, typed and sent as a user would.
     prompt.click()
     notebook.page.keyboard.type("What is the capital of France?")
+    settle_widgets(notebook)
     send.click()
     expect(stop).to_be_enabled(timeout=10_000)
     expect(send).to_be_disabled()
@@ -692,6 +717,7 @@ def test_lab_chat_panel_streams_and_stops(open_notebook):
     # A long request, stopped with the panel's Stop button once text flows.
     prompt.click()
     notebook.page.keyboard.type("Write a long essay about Rome.")
+    settle_widgets(notebook)
     send.click()
     wait_for(
         lambda: len(log()[-1]["answers"]) >= 2 and len(log()[-1]["answers"][1].split()) >= 4,
