@@ -159,13 +159,25 @@ def test_vision_map_over_images_with_a_failing_item(tiny_vlm, tmp_path):
         for index, colour in enumerate(["red", "green", "blue"]):
             Image.new("RGB", (64, 48), colour).save(tmp_path / f"shot{index}.png")
         (tmp_path / "shot3.png").write_bytes(b"not an image")
-        run(shell, f"%%mlx_vision --map {tmp_path}/shot*.png -i {{item}} -n 3\nWhat colour?")
-        result = shell.user_ns["_mlx"]
-        assert len(result) == 4
+        Image.new("RGB", (96, 80), "white").save(tmp_path / "shot4.png")  # another size
+        cell = f"%%mlx_vision --map {tmp_path}/shot*.png -i {{item}} -n 6"
+        run(shell, f"{cell} --batch-size 3 -o batched\nWhat colour?")
+        result = shell.user_ns["batched"]
+        assert len(result) == 5
         assert [row["finish_reason"] for row in result.rows[:3]] != ["failed"] * 3
         bad = result.rows[3]
         assert bad["finish_reason"] == "failed" and "not an image" in bad["error"]
         assert "1 failed" in result.summary
+        # mlx-vlm's batch: greedy answers token for token those of one at a time.
+        run(shell, f"{cell} --batch-size 1 -o alone\nWhat colour?")
+        alone = shell.user_ns["alone"]
+        assert result.batch_size == 3 and alone.batch_size == 1
+        for position in (0, 1, 2, 4):
+            batched_answer, single = result.results[position], alone.results[position]
+            assert [t.id for t in batched_answer.tokens] == [t.id for t in single.tokens]
+            assert batched_answer.stats.generation_tokens == 6
+            assert batched_answer.stats.image_tokens == single.stats.image_tokens > 0
+        assert result.results[4].stats.prompt_tokens > result.results[0].stats.prompt_tokens
         shell.user_ns["pictures"] = [
             Image.new("RGB", (40, 40), "red"),
             (np.random.default_rng(0).random((30, 50, 3)) * 255).astype("uint8"),
@@ -201,3 +213,40 @@ def test_cancelling_a_background_map_keeps_its_finished_rows(map_shell, capsys):
     assert line and line[0].split()[1] == "cancelled"
     table = map_shell.user_ns["stopped"]
     assert 0 < len(table.unfinished()) <= 24  # the rest is marked not run, for --resume
+
+
+@pytest.mark.vision
+def test_an_interrupted_vision_map_keeps_its_rows_and_the_model_answers_after(tiny_vlm):
+    from mlx_magic.display import map_view
+
+    shell = make_shell()
+    shell.extension_manager.load_extension("mlx_magic")
+    original = map_view.MapProgress.item_done
+    finished = []
+
+    def counting(self, row, label):
+        original(self, row, label)
+        finished.append(label)
+        if len(finished) == 2:
+            _thread.interrupt_main()
+
+    try:
+        run(shell, f"%config MLXMagics.default_vision_model = {str(tiny_vlm)!r}")
+        shell.user_ns["shots"] = [Image.new("RGB", (40 + 8 * i, 40), "red") for i in range(10)]
+        map_view.MapProgress.item_done = counting
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                # Different lengths: the first two end early, the rest run long.
+                run(shell, "%%mlx_vision --map shots -i {item} -n 200 --batch-size 2\nSay.")
+        finally:
+            map_view.MapProgress.item_done = original
+        table = shell.user_ns["_mlx"]
+        assert table.seconds < 20  # the interrupt is not held up by the finished items
+        reasons = [row["finish_reason"] for row in table.rows]
+        assert 2 <= sum(r in ("stop", "length") for r in reasons) < 10
+        assert "not run" in reasons
+        run(shell, "first = shots[0]")
+        run(shell, "%%mlx_vision -i first -n 3\nSay.")
+        assert shell.user_ns["_mlx"].stats.generation_tokens == 3
+    finally:
+        shell.extension_manager.unload_extension("mlx_magic")

@@ -110,6 +110,22 @@ def test_running_a_plain_vision_cell_again_reuses_its_prefill(vlm_shell):
     assert other.text != first.text
 
 
+def test_another_image_of_the_same_size_is_not_answered_from_the_cached_one(vlm_shell):
+    # Two pictures of one size are the same placeholder tokens to mlx-vlm's
+    # prompt cache: the second must be read, not answered from the first's KV.
+    run(vlm_shell, "blue = Image.new('RGB', (120, 80), 'blue')")
+    ask(vlm_shell, "-i red", "What colour is this?")
+    blue = ask(vlm_shell, "-i blue", "What colour is this?")
+    assert blue.stats.cached_prompt_tokens < blue.stats.prompt_tokens - blue.stats.image_tokens
+    magics = magics_of(vlm_shell)
+    magics.prefix_cache = False
+    try:
+        fresh = ask(vlm_shell, "-i blue", "What colour is this?")
+    finally:
+        magics.prefix_cache = True
+    assert [t.id for t in blue.tokens] == [t.id for t in fresh.tokens]
+
+
 def test_images_stay_in_their_turn_where_the_model_layout_allows_it():
     from PIL import Image
 

@@ -1,16 +1,22 @@
-"""Many answers of one text model decoded together: mlx-lm's ``BatchGenerator`` (runtime thread).
+"""Many answers of one model decoded together: continuous batching (runtime thread).
 
-``BatchGenerator`` does continuous batching: up to ``completion_batch_size``
-sequences decode in one forward pass per step, and a finished sequence's
-slot is taken by the next prompt waiting. Each sequence keeps its own job, so
-every answer streams, finishes and is cancelled on its own, exactly as if it
-had been generated alone; only the model's forward passes are shared.
+mlx-lm's ``BatchGenerator`` (text models) and mlx-vlm's (vision models) do
+continuous batching: up to ``batch_size`` sequences decode in one forward
+pass per step, and a finished sequence's slot is taken by the next prompt
+waiting. Each sequence keeps its own job, so every answer streams, finishes
+and is cancelled on its own, exactly as if it had been generated alone; only
+the model's forward passes are shared.
 
 Greedy answers are token for token those of one-at-a-time generation
 (tested). Sampled answers share one seed, set once for the whole run: the
 run repeats as a whole (same items, same batch size), not answer by answer,
 since each draw depends on the other sequences in flight. Jobs with
 different seeds or token probabilities take the interleaved path.
+
+:class:`BatchRun` holds what both kinds share (slots, streaming, cancels,
+the finished answer's numbers); :class:`TextBatchRun` here and
+:class:`~mlx_magic.engine.vision_batch_generation.VisionBatchRun` feed their
+generator.
 """
 
 from __future__ import annotations
@@ -39,29 +45,57 @@ KV_SHARE = 0.5
 
 
 def can_batch(jobs: list[Job]) -> bool:
-    """Whether ``jobs`` can share forward passes: one text model, no images, no
-    token probabilities, one seed for all (the run's: ``--map`` draws one), and
-    more than one of them."""
+    """Whether ``jobs`` can share forward passes: one model, no token
+    probabilities, one seed for all (the run's: ``--map`` draws one), and more
+    than one of them. Vision jobs also share one sampler (mlx-vlm's batch has
+    one) and send images, not a video, outside a conversation."""
     if len(jobs) < 2:
         return False
     first = jobs[0].request
+    if first.model.kind not in ("text", "vision"):
+        return False
     return all(
         job.request.model.key == first.model.key
-        and job.request.model.kind == "text"
-        and not job.request.images
+        and job.request.model.kind == first.model.kind
         and not job.request.top_logprobs
         and job.request.sampling.seed == first.sampling.seed
         and job.request.batch_size != 1
         and job.request.draft is None
+        and not job.request.continue_ids
+        and (first.model.kind == "text" and not job.request.images or _vision_batchable(job, first))
         for job in jobs
     )
+
+
+def _vision_batchable(job: Job, first) -> bool:
+    request = job.request
+    return (
+        request.model.kind == "vision"
+        and request.sampling == first.sampling
+        and not request.has_video
+        and request.conversation is None
+        and not request.history
+    )
+
+
+def start_batch(warm: WarmModel, jobs: list[Job], **options) -> "BatchRun":
+    """The batch run for ``warm``'s kind of model (``options``: :class:`BatchRun`'s)."""
+    if warm.kind == "vision":
+        from mlx_magic.engine.vision_batch_generation import VisionBatchRun
+
+        return VisionBatchRun(warm, jobs, **options)
+    return TextBatchRun(warm, jobs, **options)
 
 
 def auto_batch_size(warm: WarmModel, prompt_tokens: int, max_tokens: int, budget_bytes: int) -> int:
     """How many sequences fit: half of the memory budget left beside the
     model's weights, over one sequence's KV cache at its longest (prompt +
-    max tokens), capped at :data:`MAX_AUTO_BATCH`."""
-    config = warm.config
+    max tokens), capped at :data:`MAX_AUTO_BATCH`. A vision model's language
+    model is read from its ``text_config``."""
+    config = dict(warm.config if isinstance(warm.config, dict) else vars(warm.config))
+    text_config = config.get("text_config")
+    if isinstance(text_config, dict):
+        config = {**text_config, **{k: v for k, v in config.items() if v is not None}}
     layers = int(config.get("num_hidden_layers") or 0)
     heads = int(config.get("num_key_value_heads") or config.get("num_attention_heads") or 0)
     hidden = int(config.get("hidden_size") or 0)
@@ -78,154 +112,53 @@ def auto_batch_size(warm: WarmModel, prompt_tokens: int, max_tokens: int, budget
 
 
 @dataclass
-class _Sequence:
+class Sequence:
+    """One answer in flight: its job, the prompt's token ids and what it has generated."""
+
     job: Job
     prompt: list
     detokenizer: Any
     started: float
     cached: int = 0
+    image_tokens: int = 0
     tokens: list = field(default_factory=list)
     first_token_at: Optional[float] = None
     done: bool = False
 
 
 class BatchRun:
-    """Jobs of one text model, stepped together; :meth:`step` until it returns ``False``."""
+    """Jobs of one model, stepped together; :meth:`step` until it returns ``False``.
 
-    def __init__(
-        self,
-        warm: WarmModel,
-        jobs: list[Job],
-        *,
-        budget_bytes: int,
-        was_warm: bool = True,
-        load_s: float = 0.0,
-    ):
-        import mlx.core as mx
-        from mlx_lm.generate import BatchGenerator
-        from mlx_lm.sample_utils import make_logits_processors, make_sampler
+    A subclass makes ``self.generator`` (mlx-lm's or mlx-vlm's
+    ``BatchGenerator``), puts the jobs that can run in ``self.waiting``, and
+    says how a waiting job is inserted (:meth:`_insert`) and sequences are
+    removed (:meth:`_remove`).
+    """
 
+    def __init__(self, warm: WarmModel, *, was_warm: bool = True, load_s: float = 0.0):
         self.warm = warm
         self.was_warm, self.load_s = was_warm, load_s
-        self.sequences: dict[int, _Sequence] = {}
-        tokenizer = warm.tokenizer
-        limit = context_length(warm.config)
-        prompts, samplers, processors, budgets, ready = [], [], [], [], []
-        for job in jobs:
-            request = job.request
-            prompt, _ = fit_history(tokenizer, request, limit)
-            if limit and len(prompt) >= limit:
-                job.emit(
-                    Failed(
-                        f"The prompt is {len(prompt):,} tokens; {warm.name} reads at most "
-                        f"{limit:,} (its context): shorten it",
-                        user_error=True,
-                    )
-                )
-                continue
-            sampling = request.sampling
-            try:
-                extra = list(extra_logits_processors(warm, request))
-            except UserError as error:
-                job.emit(Failed(str(error), user_error=True, error=error))
-                continue
-            prompts.append(prompt)
-            budgets.append(sampling.max_tokens)
-            samplers.append(
-                make_sampler(
-                    temp=sampling.temperature,
-                    top_p=sampling.top_p,
-                    min_p=sampling.min_p,
-                    top_k=usable_top_k(sampling.top_k, warm.config),
-                )
-            )
-            processors.append(
-                make_logits_processors(repetition_penalty=sampling.repetition_penalty) + extra
-            )
-            ready.append(job)
-        asked = jobs[0].request.batch_size
-        longest = max((len(p) for p in prompts), default=0)
-        self.batch_size = asked or auto_batch_size(
-            warm, longest, max(budgets, default=0), budget_bytes
-        )
-        self.generator = None
-        #: Prompts not inserted yet: a slot that frees takes the next one.
-        self.waiting = list(zip(ready, prompts, budgets, samplers, processors))
-        if not ready:
-            return
-        self._read_shared_prefix(jobs[0].request, prompts)
-        with gpu_lock:
-            mx.reset_peak_memory()
-            if ready[0].request.sampling.seed is not None:
-                mx.random.seed(ready[0].request.sampling.seed)
-            self.generator = BatchGenerator(
-                warm.model,
-                stop_tokens=[[token] for token in tokenizer.eos_token_ids],
-                completion_batch_size=self.batch_size,
-                prefill_batch_size=min(self.batch_size, 8),
-            )
-        self._feed()
+        self.sequences: dict[int, Sequence] = {}
+        self.generator: Any = None
+        self.batch_size = 1
+        #: Jobs not inserted yet (with what :meth:`_insert` needs): a slot
+        #: that frees takes the next one.
+        self.waiting: list[tuple] = []
+
+    def _insert(self, chosen: list[tuple]) -> None:
+        raise NotImplementedError
+
+    def _remove(self, uids: list[int]) -> None:
+        raise NotImplementedError
 
     def _feed(self) -> None:
-        """Insert waiting prompts while fewer than ``batch_size`` are in flight,
-        each from a copy of the longest prefix already read."""
+        """Insert waiting jobs while fewer than ``batch_size`` are in flight."""
         in_flight = sum(1 for sequence in self.sequences.values() if not sequence.done)
         room = self.batch_size - in_flight
         if room <= 0 or not self.waiting or self.generator is None:
             return
         chosen, self.waiting = self.waiting[:room], self.waiting[room:]
-        caches, seen = [], []
-        for _, prompt, _, _, _ in chosen:
-            cache, done = self._cached(prompt)
-            caches.append(cache)
-            seen.append(done)
-        with gpu_lock:
-            uids = self.generator.insert(
-                [prompt[len(done) :] for (_, prompt, _, _, _), done in zip(chosen, seen)],
-                [entry[2] for entry in chosen],
-                caches=caches if all(cache is not None for cache in caches) else None,
-                all_tokens=seen,
-                samplers=[entry[3] for entry in chosen],
-                logits_processors=[entry[4] for entry in chosen],
-            )
-        now = time.perf_counter()
-        for uid, (job, prompt, _, _, _), done in zip(uids, chosen, seen):
-            self.sequences[uid] = _Sequence(
-                job, prompt, self.warm.tokenizer.detokenizer, now, cached=len(done)
-            )
-
-    def _read_shared_prefix(self, request, prompts: list[list[int]]) -> None:
-        """Read the prompts' shared beginning once, into the model's prefix cache.
-
-        The prompts of a ``--map`` share their template's beginning (the chat
-        template, a system prompt, the instructions): every sequence then
-        starts from a copy of its KV state instead of reading it again.
-        """
-        import mlx.core as mx
-        from mlx_lm.models.cache import make_prompt_cache
-
-        from mlx_magic.engine.prefix_cache import PrefixCache, warm_prompt_cache
-
-        self.prefix_cache = warm_prompt_cache(self.warm, request.prefix_cache, PrefixCache)
-        if self.prefix_cache is None or len(prompts) < 2:
-            return
-        shared = _common_prefix(prompts)
-        if len(shared) < MIN_SHARED_PREFIX:
-            return
-        _, rest = self.prefix_cache.fetch(self.warm.model, shared)
-        if len(rest) > 1:  # not read yet (a fetch always leaves one token)
-            with gpu_lock:
-                cache = make_prompt_cache(self.warm.model)
-                self.warm.model(mx.array(shared)[None], cache=cache)
-                mx.eval([entry.state for entry in cache])
-            self.prefix_cache.store(shared, cache)
-
-    def _cached(self, prompt: list[int]):
-        """A KV cache holding the longest prefix of ``prompt`` already read, and those tokens."""
-        if getattr(self, "prefix_cache", None) is None:
-            return None, []
-        cache, rest = self.prefix_cache.fetch(self.warm.model, prompt)
-        return cache, prompt[: len(prompt) - len(rest)]
+        self._insert(chosen)
 
     def step(self) -> bool:
         """One forward pass for every sequence in flight; ``False`` once all are done."""
@@ -268,7 +201,7 @@ class BatchRun:
         ]
         if cancelled and self.generator is not None:
             with gpu_lock:
-                self.generator.remove(cancelled)
+                self._remove(cancelled)
             for uid in cancelled:
                 self._finish(uid, "cancelled")
 
@@ -300,6 +233,7 @@ class BatchRun:
                     generation_tps=generated / decoding if decoding > 0 else 0.0,
                     ttft_s=(first - sequence.started) if first is not None else None,
                     peak_memory_gb=gib(mx.get_peak_memory()),
+                    image_tokens=sequence.image_tokens,
                     batch_size=self.batch_size,
                     provenance=engine_provenance(self.warm, sequence.prompt),
                     warm=self.was_warm,
@@ -313,6 +247,138 @@ class BatchRun:
             with gpu_lock:
                 self.generator.close()
             self.generator = None
+
+
+class TextBatchRun(BatchRun):
+    """Jobs of one text model, with mlx-lm's ``BatchGenerator``."""
+
+    def __init__(
+        self,
+        warm: WarmModel,
+        jobs: list[Job],
+        *,
+        budget_bytes: int,
+        was_warm: bool = True,
+        load_s: float = 0.0,
+    ):
+        import mlx.core as mx
+        from mlx_lm.generate import BatchGenerator
+        from mlx_lm.sample_utils import make_logits_processors, make_sampler
+
+        super().__init__(warm, was_warm=was_warm, load_s=load_s)
+        tokenizer = warm.tokenizer
+        limit = context_length(warm.config)
+        prompts, samplers, processors, budgets, ready = [], [], [], [], []
+        for job in jobs:
+            request = job.request
+            prompt, _ = fit_history(tokenizer, request, limit)
+            if limit and len(prompt) >= limit:
+                job.emit(
+                    Failed(
+                        f"The prompt is {len(prompt):,} tokens; {warm.name} reads at most "
+                        f"{limit:,} (its context): shorten it",
+                        user_error=True,
+                    )
+                )
+                continue
+            sampling = request.sampling
+            try:
+                extra = list(extra_logits_processors(warm, request))
+            except UserError as error:
+                job.emit(Failed(str(error), user_error=True, error=error))
+                continue
+            prompts.append(prompt)
+            budgets.append(sampling.max_tokens)
+            samplers.append(
+                make_sampler(
+                    temp=sampling.temperature,
+                    top_p=sampling.top_p,
+                    min_p=sampling.min_p,
+                    top_k=usable_top_k(sampling.top_k, warm.config),
+                )
+            )
+            processors.append(
+                make_logits_processors(repetition_penalty=sampling.repetition_penalty) + extra
+            )
+            ready.append(job)
+        asked = jobs[0].request.batch_size
+        longest = max((len(p) for p in prompts), default=0)
+        self.batch_size = asked or auto_batch_size(
+            warm, longest, max(budgets, default=0), budget_bytes
+        )
+        self.waiting = list(zip(ready, prompts, budgets, samplers, processors))
+        if not ready:
+            return
+        self._read_shared_prefix(jobs[0].request, prompts)
+        with gpu_lock:
+            mx.reset_peak_memory()
+            if ready[0].request.sampling.seed is not None:
+                mx.random.seed(ready[0].request.sampling.seed)
+            self.generator = BatchGenerator(
+                warm.model,
+                stop_tokens=[[token] for token in tokenizer.eos_token_ids],
+                completion_batch_size=self.batch_size,
+                prefill_batch_size=min(self.batch_size, 8),
+            )
+        self._feed()
+
+    def _insert(self, chosen: list[tuple]) -> None:
+        """Insert ``chosen``, each from a copy of the longest prefix already read."""
+        caches, seen = [], []
+        for _, prompt, _, _, _ in chosen:
+            cache, done = self._cached(prompt)
+            caches.append(cache)
+            seen.append(done)
+        with gpu_lock:
+            uids = self.generator.insert(
+                [prompt[len(done) :] for (_, prompt, _, _, _), done in zip(chosen, seen)],
+                [entry[2] for entry in chosen],
+                caches=caches if all(cache is not None for cache in caches) else None,
+                all_tokens=seen,
+                samplers=[entry[3] for entry in chosen],
+                logits_processors=[entry[4] for entry in chosen],
+            )
+        now = time.perf_counter()
+        for uid, (job, prompt, _, _, _), done in zip(uids, chosen, seen):
+            self.sequences[uid] = Sequence(
+                job, prompt, self.warm.tokenizer.detokenizer, now, cached=len(done)
+            )
+
+    def _remove(self, uids: list[int]) -> None:
+        self.generator.remove(uids)
+
+    def _read_shared_prefix(self, request, prompts: list[list[int]]) -> None:
+        """Read the prompts' shared beginning once, into the model's prefix cache.
+
+        The prompts of a ``--map`` share their template's beginning (the chat
+        template, a system prompt, the instructions): every sequence then
+        starts from a copy of its KV state instead of reading it again.
+        """
+        import mlx.core as mx
+        from mlx_lm.models.cache import make_prompt_cache
+
+        from mlx_magic.engine.prefix_cache import PrefixCache, warm_prompt_cache
+
+        self.prefix_cache = warm_prompt_cache(self.warm, request.prefix_cache, PrefixCache)
+        if self.prefix_cache is None or len(prompts) < 2:
+            return
+        shared = _common_prefix(prompts)
+        if len(shared) < MIN_SHARED_PREFIX:
+            return
+        _, rest = self.prefix_cache.fetch(self.warm.model, shared)
+        if len(rest) > 1:  # not read yet (a fetch always leaves one token)
+            with gpu_lock:
+                cache = make_prompt_cache(self.warm.model)
+                self.warm.model(mx.array(shared)[None], cache=cache)
+                mx.eval([entry.state for entry in cache])
+            self.prefix_cache.store(shared, cache)
+
+    def _cached(self, prompt: list[int]):
+        """A KV cache holding the longest prefix of ``prompt`` already read, and those tokens."""
+        if getattr(self, "prefix_cache", None) is None:
+            return None, []
+        cache, rest = self.prefix_cache.fetch(self.warm.model, prompt)
+        return cache, prompt[: len(prompt) - len(rest)]
 
 
 def _common_prefix(prompts: list[list[int]]) -> list[int]:

@@ -139,7 +139,7 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
     # A video cell is one turn, read in full: no KV state is kept for it.
     prompt_caches = _prompt_caches(warm, request) if clip is None else None
     if prompt_caches is not None:
-        cache_state = prompt_caches.check_out(request.conversation)
+        cache_state = prompt_caches.check_out(request.conversation, request.image_keys)
         token_ids_before = cache_state.token_ids
         options["prompt_cache_state"] = cache_state
     steps = stream_generate(
@@ -160,7 +160,9 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
         outcome = stepper.outcome
         last = outcome.last
         if prompt_caches is not None:
-            prompt_caches.check_in(request.conversation, cache_state, token_ids_before, last)
+            prompt_caches.check_in(
+                request.conversation, cache_state, token_ids_before, last, request.image_keys
+            )
         return Finished(
             finish_reason=outcome.finish_reason,
             stats=GenerationStats(

@@ -7,6 +7,12 @@ new image tokens to a cache). That covers the two common cases: a follow-up
 in a conversation about an image (the image, the earlier turns and answers
 are not read again), and a new question about the same image in a plain cell.
 
+mlx-vlm compares token ids only, and an image is a run of identical
+placeholder tokens: two different images of one size read the same. So each
+state also remembers the content keys of the images it has read, and a
+prompt with other images starts from a fresh state (otherwise a question
+about a new picture would be answered from the old one's KV cache).
+
 One state is kept per conversation (and one for cells outside any), least
 recently used out, with the warm model (its ``caches.prompts``): it is dropped with the model.
 Runs on the runtime thread.
@@ -24,6 +30,9 @@ def _state_class():
     from mlx_vlm.generate import PromptCacheState
 
     class ConversationCacheState(PromptCacheState):
+        #: The content keys of the images the cache has read, in order.
+        image_keys: tuple = ()
+
         def find_prefix_length(self, new_ids: list) -> int:
             # Re-running an earlier turn asks for a prompt the cache holds
             # whole; mlx-vlm reuses nothing then, since the model must read
@@ -52,17 +61,22 @@ class VisionPromptCaches:
         self.max_bytes = settings.max_bytes
         self._trim()
 
-    def check_out(self, conversation: Optional[str]):
-        """The state of ``conversation`` (a new one if none is kept).
+    def check_out(self, conversation: Optional[str], image_keys: tuple = ()):
+        """The state of ``conversation`` (a new one if none is kept, or if the
+        one kept read other images than the first of ``image_keys``).
 
         It is taken out while its generation runs, so that a second
         generation of the same conversation at the same time (side by side)
         starts from a fresh state instead of sharing a KV cache.
         """
         state = self._states.pop(conversation, None)
+        if state is not None and tuple(image_keys[: len(state.image_keys)]) != state.image_keys:
+            state = None  # another picture behind the same placeholder tokens
         return state if state is not None else self._make_state()
 
-    def check_in(self, conversation: Optional[str], state, token_ids_before, last) -> None:
+    def check_in(
+        self, conversation: Optional[str], state, token_ids_before, last, image_keys: tuple = ()
+    ) -> None:
         """Keep ``state`` after its generation, and count what it saved.
 
         mlx-vlm records the tokens a cache covers only when a generation runs
@@ -77,6 +91,7 @@ class VisionPromptCaches:
             self.reused_tokens += reused
         if state.token_ids is token_ids_before or state.cache is None:
             return
+        state.image_keys = tuple(image_keys)
         self._states[conversation] = state
         self._states.move_to_end(conversation)
         self._trim()

@@ -1,9 +1,10 @@
 """Run a ``--map`` cell: one request per item, batched, collected into a table.
 
-Text items go to the runtime at once (``generate_together``): the thread
-runtime decodes one model's requests together with mlx-lm's continuous
-batching, ``--batch-size`` at a time. Vision items and remote servers go in
-chunks of that size. Each item's answer becomes a row as soon as it ends; an
+Items go to the runtime at once (``generate_together``): the thread
+runtime decodes one model's requests together with mlx-lm's (text) or
+mlx-vlm's (vision) continuous batching, ``--batch-size`` at a time. Remote
+servers get concurrent requests in chunks of that size (4 by default), and
+``--batch-size 1`` sends one item after the other. Each item's answer becomes a row as soon as it ends; an
 item that cannot run (an unreadable image, a prompt too long) is a row with
 its error. An interrupt cancels what is in flight and keeps every row.
 """
@@ -137,7 +138,7 @@ def run_map(
     interrupted = False
     try:
         _run_cells(
-            session, cells, result, items, progress, vision=vision, batch_size=batch_size, stop=stop
+            session, cells, result, items, progress, batch_size=batch_size, stop=stop
         )
     except KeyboardInterrupt:
         interrupted = True
@@ -157,7 +158,7 @@ def run_map(
     return result
 
 
-def _run_cells(session, cells, result, items, progress, *, vision, batch_size, stop) -> None:
+def _run_cells(session, cells, result, items, progress, *, batch_size, stop) -> None:
     """Send the prepared items, collect each one's events into its row."""
     order = list(cells)
     if order:
@@ -169,8 +170,8 @@ def _run_cells(session, cells, result, items, progress, *, vision, batch_size, s
             cells[position] = dataclasses.replace(
                 cells[position], request=dataclasses.replace(request, sampling=sampling)
             )
-    together = not vision and session.settings.runtime != "remote"
-    chunk = len(order) if together else max(1, batch_size or 4)
+    batched = session.settings.runtime != "remote" and batch_size != 1
+    chunk = len(order) if batched else max(1, batch_size or 4)
     for start in range(0, len(order), chunk):
         positions = order[start : start + chunk]
         requests = [dataclasses.replace(cells[p].request, batch_size=batch_size) for p in positions]
@@ -200,8 +201,10 @@ def _collect(jobs: dict[int, Job], cells, result, items, progress, stop=None) ->
                         tokens[position].extend(TokenInfo(id=int(t)) for t in event.token_ids)
                     elif isinstance(event, (Finished, Failed)):
                         _record(position, event, texts, tokens, started, cells, result, items)
-                        progress.item_done(result.rows[position], items[position].index)
+                        # Closed before the progress bar is told: an interrupt
+                        # that lands in it must not wait for this job again.
                         del open_jobs[position]
+                        progress.item_done(result.rows[position], items[position].index)
                         break
             if stop is not None and stop.is_set():
                 raise KeyboardInterrupt  # %mlx cancel of a -b run: stop as an interrupt does

@@ -261,7 +261,7 @@ class ThreadRuntime(Runtime):
     def _run_together(self, jobs: list[Job]) -> None:
         """Start every job, then step them in turn until all have finished.
 
-        Jobs of one text model share forward passes instead (continuous
+        Jobs of one model share forward passes instead (continuous
         batching, :mod:`~mlx_magic.engine.batch_generation`).
         """
         from mlx_magic.engine.batch_generation import can_batch
@@ -305,8 +305,8 @@ class ThreadRuntime(Runtime):
             self._after_change()
 
     def _run_batched(self, jobs: list[Job]) -> None:
-        """Jobs of one text model decoded together with mlx-lm's BatchGenerator."""
-        from mlx_magic.engine.batch_generation import BatchRun
+        """Jobs of one model decoded together with mlx-lm's or mlx-vlm's BatchGenerator."""
+        from mlx_magic.engine.batch_generation import start_batch
 
         with self._state_lock:
             self._current = jobs[0]
@@ -327,7 +327,7 @@ class ThreadRuntime(Runtime):
             for job in live:
                 job.emit(ready)
             try:
-                run = BatchRun(
+                run = start_batch(
                     entry,
                     live,
                     budget_bytes=self._cache.budget_bytes,
