@@ -6,8 +6,13 @@ shared beginning read once) or one after the other (``generate``, each with
 the prefix cache, as 32 cells would). Repetitions alternate the two orders;
 each pair gives a ratio. The same greedy tokens come out both ways (checked).
 
-    python benchmarks/batch_throughput.py [--model smollm2|tiny] [--repetitions 3]
-        [--prompts 32] [--batch-size 8] [--max-tokens 32]
+With ``--model tiny-vlm`` (or a vision model's folder and ``--kind vision``)
+each prompt asks about its own image (random pixels, ``--image-size``): the
+batched run is mlx-vlm's ``BatchGenerator``.
+
+    python benchmarks/batch_throughput.py [--model smollm2|tiny|tiny-vlm|FOLDER]
+        [--kind text|vision] [--repetitions 3] [--prompts 32] [--batch-size 8]
+        [--max-tokens 32] [--image-size 64]
 """
 
 from __future__ import annotations
@@ -64,15 +69,31 @@ TOPICS = [
 ]
 
 
-def spec_for(name: str) -> ModelSpec:
+def spec_for(name: str, kind: str) -> ModelSpec:
     if name == "smollm2":
         from mlx_magic.models.resolve import embedded_spec
 
         return embedded_spec()
-    from mlx_magic.testing.tiny_models import build_tiny_llama
+    if name in ("tiny", "tiny-vlm"):
+        from mlx_magic.testing.tiny_models import build_tiny_llama, build_tiny_vlm
 
-    folder = build_tiny_llama(Path(tempfile.mkdtemp(prefix="batch-bench-")) / "tiny")
-    return ModelSpec(name="tiny-llama", key=str(folder), path=str(folder))
+        build = build_tiny_vlm if name == "tiny-vlm" else build_tiny_llama
+        folder = build(Path(tempfile.mkdtemp(prefix="batch-bench-")) / name)
+        kind = "vision" if name == "tiny-vlm" else "text"
+        return ModelSpec(name=name, key=str(folder), path=str(folder), kind=kind)
+    return ModelSpec(name=Path(name).name, key=name, path=name, kind=kind)
+
+
+def pictures(count: int, size: int) -> list:
+    """One random RGB picture per prompt (the same ones in every run)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    return [
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+        for _ in range(count)
+    ]
 
 
 def collect(job) -> tuple[list[int], Finished]:
@@ -89,31 +110,45 @@ def collect(job) -> tuple[list[int], Finished]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2", choices=["smollm2", "tiny"])
+    parser.add_argument("--model", default="smollm2", help="smollm2, tiny, tiny-vlm or a folder")
+    parser.add_argument("--kind", default="text", choices=["text", "vision"])
+    parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=32)
     args = parser.parse_args()
 
-    spec = spec_for(args.model)
+    spec = spec_for(args.model, args.kind)
     runtime = ThreadRuntime(8 << 30)
     runtime.load(spec)
     sampling = SamplingParams(max_tokens=args.max_tokens)
-    prompts = [f"Write one sentence about {TOPICS[i % len(TOPICS)]}." for i in range(args.prompts)]
+    if spec.kind == "vision":
+        images = [(picture,) for picture in pictures(args.prompts, args.image_size)]
+        keys = [(f"picture-{i}",) for i in range(args.prompts)]
+        prompts = ["Describe this picture in one sentence."] * args.prompts
+    else:
+        images = keys = [()] * args.prompts
+        prompts = [
+            f"Write one sentence about {TOPICS[i % len(TOPICS)]}." for i in range(args.prompts)
+        ]
+
+    def request(i: int, batch_size: int = 0) -> GenerationRequest:
+        return GenerationRequest(
+            model=spec,
+            prompt=prompts[i],
+            sampling=sampling,
+            images=images[i],
+            image_keys=keys[i],
+            batch_size=batch_size,
+        )
 
     def batched():
-        requests = [
-            GenerationRequest(model=spec, prompt=p, sampling=sampling, batch_size=args.batch_size)
-            for p in prompts
-        ]
+        requests = [request(i, args.batch_size) for i in range(args.prompts)]
         return [collect(job) for job in runtime.generate_together(requests)]
 
     def one_at_a_time():
-        return [
-            collect(runtime.generate(GenerationRequest(model=spec, prompt=p, sampling=sampling)))
-            for p in prompts
-        ]
+        return [collect(runtime.generate(request(i))) for i in range(args.prompts)]
 
     # Warm-up: the prefix cache holds the template's beginning for both.
     one_at_a_time()

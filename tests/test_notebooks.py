@@ -177,6 +177,11 @@ def test_research_notebook_maps_constrains_and_replays(tmp_path):
         by_first_line['countries.table[["item", "answer", "tokens", "finish_reason"]]']
     )
     assert "Paris" in table and "Madrid" in table
+    seen = outputs_text(by_first_line["%%mlx_vision --map shots/*.png -i {item} -n 8 -o seen"])
+    assert "3 items · 3 done" in seen and "batches of 3" in seen
+    assert "blue.png" in outputs_text(
+        by_first_line['seen.table[["item", "answer", "tokens", "finish_reason"]]']
+    )
     facts = outputs_text(by_first_line['facts.table[["animal", "name", "legs", "can_fly"]]'])
     assert "spider" in facts and ("True" in facts or "False" in facts)
     assert "3 items · 3 done" in outputs_text(

@@ -303,8 +303,10 @@ class TextBatchRun(BatchRun):
             ready.append(job)
         asked = jobs[0].request.batch_size
         longest = max((len(p) for p in prompts), default=0)
-        self.batch_size = asked or auto_batch_size(
-            warm, longest, max(budgets, default=0), budget_bytes
+        # No more slots than answers: "batches of N" says what ran together.
+        self.batch_size = min(
+            max(1, len(ready)),
+            asked or auto_batch_size(warm, longest, max(budgets, default=0), budget_bytes),
         )
         self.waiting = list(zip(ready, prompts, budgets, samplers, processors))
         if not ready:

@@ -62,8 +62,9 @@ class VisionBatchRun(BatchRun):
         # Sized by the first item's prompt: items of one --map have one template
         # and usually images of one kind.
         prompt_tokens = int(first[1].input_ids.shape[-1])
-        self.batch_size = asked or auto_batch_size(
-            warm, prompt_tokens, sampling.max_tokens, budget_bytes
+        self.batch_size = min(
+            len(self.waiting),
+            asked or auto_batch_size(warm, prompt_tokens, sampling.max_tokens, budget_bytes),
         )
         greedy = not sampling.temperature
         with gpu_lock:
