@@ -91,8 +91,7 @@ def pictures(count: int, size: int) -> list:
 
     rng = np.random.default_rng(0)
     return [
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
-        for _ in range(count)
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(count)
     ]
 
 

@@ -147,7 +147,9 @@ class VisionBatchRun(BatchRun):
                 )
                 prompt_kwargs = {
                     **inputs.extra,
-                    **{key: value for key, value in embedded.to_dict().items() if value is not None},
+                    **{
+                        key: value for key, value in embedded.to_dict().items() if value is not None
+                    },
                 }
                 prompt = inputs.input_ids.squeeze(0).tolist()
                 (uid,) = self.generator.insert(
@@ -157,9 +159,7 @@ class VisionBatchRun(BatchRun):
                     logits_processors=[processors],
                 )
                 # Admit what waits as soon as its slots are free (see the module's note).
-                self.generator.prefill_batch_size = max(
-                    1, len(self.generator.unprocessed_prompts)
-                )
+                self.generator.prefill_batch_size = max(1, len(self.generator.unprocessed_prompts))
             self.sequences[uid] = Sequence(
                 job,
                 prompt,

@@ -137,9 +137,7 @@ def run_map(
     started = time.perf_counter()
     interrupted = False
     try:
-        _run_cells(
-            session, cells, result, items, progress, batch_size=batch_size, stop=stop
-        )
+        _run_cells(session, cells, result, items, progress, batch_size=batch_size, stop=stop)
     except KeyboardInterrupt:
         interrupted = True
     finally:
