@@ -42,10 +42,18 @@ def test_nothing_is_lost_and_order_is_kept():
 def test_fast_model_gets_big_batches():
     clock = FakeClock()
     buffer = TokenBuffer(0.2, clock=clock)
-    # 1000 tokens/s: a batch per 200 ms would be 200 tokens; capped at 32.
+    # 1000 tokens/s: a batch per 200 ms is 200 tokens, about five updates a second.
     flushed = feed(buffer, clock, 1000, 0.001)
-    assert len(flushed) <= 1000 / 32 + 3
-    assert max(chunk.count("t") for chunk in flushed) == 32
+    assert len(flushed) <= 1000 / 200 + 3
+    assert 150 <= max(chunk.count("t") for chunk in flushed) <= 210
+
+
+def test_a_very_fast_model_is_capped_at_max_tokens():
+    clock = FakeClock()
+    buffer = TokenBuffer(0.2, clock=clock)
+    # 10,000 tokens/s: 2,000 per interval, capped at 512.
+    flushed = feed(buffer, clock, 3000, 0.0001)
+    assert max(chunk.count("t") for chunk in flushed) == 512
 
 
 def test_slow_model_flushes_by_time_with_small_batches():

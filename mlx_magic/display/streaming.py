@@ -187,7 +187,7 @@ class _Collector:
         self.prepared: Optional[ImagesPrepared] = None
         # The live thinking block resends its newest lines at each update:
         # it is updated once per interval, whatever the token rate.
-        thinking_buffer = None if buffer is None else TokenBuffer(buffer.interval_s, max_tokens=512)
+        thinking_buffer = None if buffer is None else TokenBuffer(buffer.interval_s)
         self.thinking = ThinkingStream(job, view, thinking_buffer)
 
     def run_until_finished(self, grace_s: Optional[float] = None) -> Finished:

@@ -22,6 +22,7 @@ import sys
 import threading
 from typing import Callable, Optional
 
+from mlx_magic.display.buffering import MAX_BATCH_TOKENS
 from mlx_magic.display.result import MLXResult, footer_html
 from mlx_magic.runtime.provenance import record_to_save
 
@@ -35,7 +36,7 @@ class StreamView:
     def max_batch_tokens(self) -> int:
         """The largest batch: a fast model's text is sent this many tokens at
         a time (or once per interval, whichever comes first)."""
-        return 32
+        return MAX_BATCH_TOKENS
 
     #: Render the answer as Markdown while it streams (notebook frontends;
     #: ``--format text`` streams plain text).
@@ -89,12 +90,6 @@ class StreamView:
 
 class NotebookView(StreamView):
     """Streams into the running cell's output (Jupyter, VS Code, nbclient)."""
-
-    def max_batch_tokens(self) -> int:
-        # Each update of a rendered answer resends its open block (under a
-        # thousand characters), not just the new text: fast models update
-        # once per interval rather than every 32 tokens.
-        return 512 if self.markdown else 32
 
     def __init__(self, shell=None):
         self._shell = shell

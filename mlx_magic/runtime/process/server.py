@@ -27,7 +27,7 @@ Methods (requests, answered with a result or a JSON-RPC error):
 
 Notifications sent by the worker: ``ready {pid, python}`` once at start, and
 ``events``. Token chunks are batched per job (mlx_magic.display.buffering.TokenBuffer:
-4–32 tokens depending on the rate, and never held longer than the batch
+4–512 tokens depending on the rate, and never held longer than the batch
 interval; the first text of a job goes out at once), so a fast model sends a
 few messages per second instead of one per token. The kernel re-emits every
 chunk as its own TokenChunk, so the events are the same as in thread mode.
@@ -284,7 +284,7 @@ class WorkerServer:
 
     def _pump(self, job_id: str, job: Job) -> None:
         """Forward ``job``'s events, batching token chunks."""
-        buffer = TokenBuffer(self.batch_interval_s, min_tokens=4, max_tokens=32)
+        buffer = TokenBuffer(self.batch_interval_s, min_tokens=4)
         held: list = []
         text_sent = False
         try:
