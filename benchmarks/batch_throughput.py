@@ -8,7 +8,9 @@ each pair gives a ratio. The same greedy tokens come out both ways (checked).
 
 With ``--model tiny-vlm`` (or a vision model's folder and ``--kind vision``)
 each prompt asks about its own image (random pixels, ``--image-size``): the
-batched run is mlx-vlm's ``BatchGenerator``.
+batched run is mlx-vlm's ``BatchGenerator``. Every run sends the pictures
+under new content keys, so that no run finds another's vision features in
+the cache: each run reads its pictures as a ``--map`` over new images would.
 
     python benchmarks/batch_throughput.py [--model smollm2|tiny|tiny-vlm|FOLDER]
         [--kind text|vision] [--repetitions 3] [--prompts 32] [--batch-size 8]
@@ -124,30 +126,33 @@ def main() -> None:
     sampling = SamplingParams(max_tokens=args.max_tokens)
     if spec.kind == "vision":
         images = [(picture,) for picture in pictures(args.prompts, args.image_size)]
-        keys = [(f"picture-{i}",) for i in range(args.prompts)]
         prompts = ["Describe this picture in one sentence."] * args.prompts
     else:
-        images = keys = [()] * args.prompts
+        images = [()] * args.prompts
         prompts = [
             f"Write one sentence about {TOPICS[i % len(TOPICS)]}." for i in range(args.prompts)
         ]
 
-    def request(i: int, batch_size: int = 0) -> GenerationRequest:
+    run_numbers = iter(range(1_000_000))
+
+    def request(i: int, run: int, batch_size: int = 0) -> GenerationRequest:
         return GenerationRequest(
             model=spec,
             prompt=prompts[i],
             sampling=sampling,
             images=images[i],
-            image_keys=keys[i],
+            image_keys=tuple(f"run-{run}-picture-{i}" for _ in images[i]),
             batch_size=batch_size,
         )
 
     def batched():
-        requests = [request(i, args.batch_size) for i in range(args.prompts)]
+        run = next(run_numbers)
+        requests = [request(i, run, args.batch_size) for i in range(args.prompts)]
         return [collect(job) for job in runtime.generate_together(requests)]
 
     def one_at_a_time():
-        return [collect(runtime.generate(request(i))) for i in range(args.prompts)]
+        run = next(run_numbers)
+        return [collect(runtime.generate(request(i, run))) for i in range(args.prompts)]
 
     # Warm-up: the prefix cache holds the template's beginning for both.
     one_at_a_time()

@@ -10,6 +10,11 @@
 #   b      warm_vs_cold, traffic, repeat_image, responsiveness, prefix, conversation  (~7.5 min)
 #   probe  where the per-token and prefill time goes (no kernel; see mlx_magic/bench/gpu/probe.py)
 #   jit    the first long prompt: raw mlx-lm and the magic at several prefill step sizes
+#   c      the follow-ups: --map throughput, batched against one at a time (SmolLM2 and 1B
+#          shapes, the Qwen2-VL-2B shape with 448² pictures; benchmarks/batch_throughput.py),
+#          the first long prompt with the fixed GPU prefill step (jit: magic, raw-2048), and
+#          new short questions, raw mlx-lm against the magic (probe part questions)  (~8 min)
+#   rt     runtimes alone, with the loopback server also streamed directly (~4 min)
 #   all    every scenario in one go (about 15 minutes on one H200)
 #   mini   every scenario on toy models (checks the whole path on a CPU in ~15 minutes)
 #
@@ -60,12 +65,26 @@ case $part in
       "$python" -m mlx_magic.bench.gpu.probe --profile "$work/profile.json" --out "/tmp/mlx-magic-jit/$variant" \
         --parts jit --variant "$variant" "$@" 2>&1 | tee -a "$out/log-jit.txt"
     done ;;
+  c) [ -f "$work/profile.json" ] || run build overhead "" --budget 1
+     for shape in smollm2-135m llama-3.2-1b; do
+       timeout 150 "$python" benchmarks/batch_throughput.py --model "$work/$shape" --repetitions 3 \
+         --max-tokens 64 2>&1 | tee -a "$out/log-map.txt"
+     done
+     timeout 200 "$python" benchmarks/batch_throughput.py --model "$work/qwen2-vl-2b" --kind vision \
+       --image-size 448 --prompts 16 --repetitions 2 --max-tokens 64 2>&1 | tee -a "$out/log-map.txt"
+     for variant in magic raw-2048; do
+       timeout 120 "$python" -m mlx_magic.bench.gpu.probe --profile "$work/profile.json" \
+         --out "/tmp/mlx-magic-jit/$variant" --parts jit --variant "$variant" 2>&1 | tee -a "$out/log-jit.txt"
+     done
+     timeout 150 "$python" -m mlx_magic.bench.gpu.probe --profile "$work/profile.json" --out "$out/questions" \
+       --parts questions 2>&1 | tee "$out/log-questions.txt" ;;
+  rt) run rt runtimes "" "$@" ;;
   all) run all overhead,traffic,warm_vs_cold,conversation,prefix,repeat_image,responsiveness,runtimes \
          "" "$@" ;;
   mini) work=${WORK:-/tmp/mlx-magic-gpu-mini}
         "$python" -m mlx_magic.bench.gpu run --mini --out "$out/mini" --work "$work" \
           --tokenizer "$tokenizer" "${budget[@]}" "$@" 2>&1 | tee "$out/log-mini.txt" ;;
-  *) echo "usage: bash scripts/gpu/run.sh a|b|probe|all|mini [arguments]" >&2; exit 2 ;;
+  *) echo "usage: bash scripts/gpu/run.sh a|b|c|rt|probe|jit|all|mini [arguments]" >&2; exit 2 ;;
 esac
 status=$?
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=memory.used,temperature.gpu,clocks.sm --format=csv,noheader

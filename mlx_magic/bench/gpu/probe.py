@@ -390,6 +390,90 @@ def jit(runtime, profile, reps: int) -> dict:
     return results
 
 
+#: New short questions, each of its own length (so each is a new prompt shape).
+QUESTIONS = (
+    "What is a lighthouse?",
+    "Name three rivers in Europe, please.",
+    "Why is the sky blue during the day but red at sunset?",
+    "Explain in one sentence what a prime number is and give an example of one.",
+    "Which is heavier, a kilogram of feathers or a kilogram of iron, and why do people get it wrong?",
+    "Write a haiku about snow.",
+    "How many legs does a spider have, and how many does an insect have?",
+    "Tell me one fact about the Moon that most people do not know, in plain words.",
+)
+
+
+def questions(runtime, profile, reps: int) -> dict:
+    """A warm model's time to first token on new short questions: raw mlx-lm
+    and the magic (runtime side, prefix cache on, as a user has it), each
+    question asked of both in turn, the side that goes first alternating, so
+    that neither always meets a new prompt shape first (on the CUDA backend a
+    new shape can cost kernel compilation, which the second side then finds
+    done). Warm-up: one question of another length on each side."""
+    import mlx.core as mx
+    from mlx_lm import stream_generate
+    from mlx_lm.sample_utils import make_sampler
+
+    from mlx_magic.bench.harness import InProcessText
+    from mlx_magic.models.resolve import resolve_model
+    from mlx_magic.runtime.values import Finished, GenerationRequest, SamplingParams
+
+    results: dict = {}
+    for model in [m for m in profile.warm if m.small]:
+        spec = resolve_model(model.path)
+        runtime.load(spec)
+        baseline = InProcessText(Path(model.path))
+
+        def raw(text: str) -> float:
+            ids = baseline.prompt_ids(text)
+            began = time.perf_counter()
+            for _response in stream_generate(
+                baseline.model,
+                baseline.tokenizer,
+                mx.array(ids),
+                max_tokens=1,
+                sampler=make_sampler(temp=0.0),
+            ):
+                break
+            return time.perf_counter() - began
+
+        def magic(text: str) -> float:
+            request = GenerationRequest(
+                model=spec, prompt=text, sampling=SamplingParams(max_tokens=1)
+            )
+            job = runtime.generate(request)
+            while True:
+                event = job.next_event(600)
+                if isinstance(event, Finished):
+                    return event.stats.ttft_s or 0.0
+
+        raw("Hello there, how are you?")
+        magic("Hello there, how are you?")
+        rows = []
+        for index, text in enumerate(QUESTIONS):
+            order = [("raw", raw), ("magic", magic)]
+            if index % 2:
+                order.reverse()
+            row: dict = {"question": index, "first": order[0][0]}
+            for name, run in order:
+                row[name] = run(text)
+            rows.append(row)
+            say(
+                f"{model.label:14s} question {index} ({row['first']} first): raw "
+                f"{row['raw'] * 1000:.0f} ms, magic {row['magic'] * 1000:.0f} ms"
+            )
+        for side in ("raw", "magic"):
+            firsts = [r[side] for r in rows if r["first"] == side]
+            seconds = [r[side] for r in rows if r["first"] != side]
+            say(
+                f"{model.label:14s} {side:5s} median TTFT: asked first "
+                f"{statistics.median(firsts) * 1000:.0f} ms, asked second "
+                f"{statistics.median(seconds) * 1000:.0f} ms"
+            )
+        results[model.label] = rows
+    return results
+
+
 VARIANT = ["magic"]
 
 
@@ -399,6 +483,7 @@ PARTS = {
     "report": report,
     "prefill": prefill,
     "jit": jit,
+    "questions": questions,
 }
 
 if __name__ == "__main__":

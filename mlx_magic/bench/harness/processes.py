@@ -71,6 +71,7 @@ class MlxLmServer:
     """``python -m mlx_lm.server`` for one model folder on a free loopback port."""
 
     def __init__(self, path: Path, work: Path):
+        self.path = path
         work.mkdir(parents=True, exist_ok=True)
         (work / "hub").mkdir(exist_ok=True)  # an empty Hub cache: it serves just the folder
         with socket.socket() as probe:
@@ -112,6 +113,46 @@ class MlxLmServer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def stream_directly(self, prompt: str, max_tokens: int) -> dict:
+        """One greedy chat completion streamed straight from the server (httpx,
+        no magic): its decode rate measured as the remote runtime measures it
+        (tokens after the first over the time from the first streamed text to
+        the last), so that remote mode's cost can be told from the server's."""
+        import httpx
+        from httpx_sse import connect_sse
+
+        body = {
+            "model": str(self.path),
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens,
+            "temperature": 0.0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        first = last = None
+        chunks, usage = 0, dict[str, object]()
+        started = time.perf_counter()
+        with httpx.Client(timeout=600) as client:
+            with connect_sse(client, "POST", self.url + "/v1/chat/completions", json=body) as sse:
+                for event in sse.iter_sse():
+                    if event.data.strip() == "[DONE]":
+                        break
+                    data = event.json()
+                    usage = data.get("usage") or usage
+                    for choice in data.get("choices") or []:
+                        if (choice.get("delta") or {}).get("content"):
+                            now = time.perf_counter()
+                            first = now if first is None else first
+                            last = now
+                            chunks += 1
+        generated = int(str(usage.get("completion_tokens") or chunks))
+        rate = (generated - 1) / (last - first) if first and last and last > first else 0.0
+        return {
+            "generation_tps": rate,
+            "generation_tokens": generated,
+            "ttft_s": (first - started) if first else None,
+        }
 
     def close(self) -> None:
         self.process.terminate()

@@ -49,7 +49,9 @@ def runtimes(context: Context, result: ScenarioResult) -> None:
         "streamed token. Cell time: execute request sent → reply received, as a frontend sees "
         "it. Prompt caches stay on everywhere (the magic's prefix cache, mlx_lm.server's "
         "own), so after the untimed first cell no mode reads the prompt again and cell times "
-        "compare the transports, not prefills."
+        "compare the transports, not prefills. The server's own rate is read too: the same "
+        "prompt streamed straight from it with httpx, no magic (`server direct`), in the "
+        "same order, so remote ÷ server direct is the client's cost alone."
     )
     profile = context.profile
     if profile is not None:
@@ -73,7 +75,7 @@ def runtimes(context: Context, result: ScenarioResult) -> None:
     for label, name, path, max_tokens, reps in plans:
         with MlxLmServer(path, context.work / "server") as server:
             context.say(f"{label}: mlx_lm.server ready at {server.url}")
-            samples = _measure(context, label, name, path, server.url, max_tokens, reps)
+            samples = _measure(context, label, name, server, max_tokens, reps)
         process_target = PROCESS_TARGET if profile is None else profile.process_target
         decode_target = None if profile is None else profile.decode_target
         result.metrics += _metrics(label, samples, process_target, decode_target)
@@ -83,14 +85,16 @@ def runtimes(context: Context, result: ScenarioResult) -> None:
             series["tps"][mode].append(median(tps(samples, mode)))
 
 
-def _measure(context, label, name, path, url, max_tokens, reps) -> dict:
-    """Per repetition: the raw run and one cell in each mode's kernel, in an
-    order that is reversed every other repetition (ABCD DCBA)."""
+def _measure(context, label, name, server, max_tokens, reps) -> dict:
+    """Per repetition: the raw run, one cell in each mode's kernel and the
+    server streamed directly, in an order that is reversed every other
+    repetition (ABCDE EDCBA)."""
+    path, url = server.path, server.url
     baseline = context.text_baseline(path)
     baseline.generate("Hello", 2, raw=True)  # first calls allocate
     code = cell("mlx", f"-n {max_tokens}", LONG_ANSWER_PROMPT)
     setup = (context.aliases(), f"%config MLXMagics.default_model = {name!r}")
-    samples: dict = {"raw": [], **{mode: [] for mode in MODES}}
+    samples: dict = {"raw": [], "server": [], **{mode: [] for mode in MODES}}
     with contextlib.ExitStack() as stack:
         kernels = {
             "thread": stack.enter_context(Kernel(*setup, f"%mlx load {name}")),
@@ -101,11 +105,14 @@ def _measure(context, label, name, path, url, max_tokens, reps) -> dict:
         }
         for kernel in kernels.values():
             kernel.generate(code)  # untimed: allocates, and fills the prompt caches
-        order = ["raw", *MODES]
+        server.stream_directly(LONG_ANSWER_PROMPT, max_tokens)  # untimed, as the cells
+        order = ["raw", *MODES, "server"]
         for rep in range(1, reps + 1):
             for side in order if rep % 2 else order[::-1]:
                 if side == "raw":
                     samples["raw"].append(baseline.generate(LONG_ANSWER_PROMPT, max_tokens))
+                elif side == "server":
+                    samples["server"].append(server.stream_directly(LONG_ANSWER_PROMPT, max_tokens))
                 else:
                     samples[side].append(kernels[side].generate(code))
             context.say(
@@ -114,7 +121,7 @@ def _measure(context, label, name, path, url, max_tokens, reps) -> dict:
                 + ", ".join(
                     f"{mode} {samples[mode][-1].stats['generation_tps']:.1f}" for mode in MODES
                 )
-                + " tok/s"
+                + f", server direct {samples['server'][-1]['generation_tps']:.1f} tok/s"
             )
     for mode in MODES:
         for ours in samples[mode]:
@@ -205,6 +212,34 @@ def _metrics(
             RATIO,
         )
     )
+    direct = [s["generation_tps"] for s in samples["server"]]
+    if direct:
+        by_server = [ours / base for ours, base in zip(tps(samples, "remote"), direct)]
+        metrics.append(
+            Metric(
+                "runtimes",
+                f"decode, {label}: remote ÷ the server streamed directly, per repetition",
+                "×",
+                [1.0] * len(by_server),
+                by_server,
+                "mlx_lm.server, httpx",
+                "%%mlx, remote",
+                RATIO,
+            )
+        )
+        server_by_raw = [s / b["generation_tps"] for s, b in zip(direct, samples["raw"])]
+        metrics.append(
+            Metric(
+                "runtimes",
+                f"decode, {label}: the server streamed directly ÷ raw, per repetition",
+                "×",
+                [1.0] * len(server_by_raw),
+                server_by_raw,
+                "mlx_lm.stream_generate",
+                "mlx_lm.server, httpx",
+                RATIO,
+            )
+        )
     for mode in ("process", "remote"):
         metrics.append(
             Metric(
