@@ -158,6 +158,7 @@ def main() -> None:
     one_at_a_time()
     runs: dict[str, list[tuple[float, int]]] = {"batched": [], "alone": []}
     reference = None
+    differ = {"batched": 0, "alone": 0}
     for repetition in range(args.repetitions):
         order = [("batched", batched), ("alone", one_at_a_time)]
         if repetition % 2:
@@ -171,7 +172,7 @@ def main() -> None:
             ids = [ids for ids, _ in answers]
             if reference is None:
                 reference = ids
-            assert ids == reference, f"{name}: greedy tokens differ from the first run"
+            differ[name] += sum(a != b for a, b in zip(ids, reference))
     runtime.stop()
 
     def line(name):
@@ -188,7 +189,9 @@ def main() -> None:
     ratios = [a[0] / b[0] for a, b in zip(runs["alone"], runs["batched"])]
     print(
         f"{spec.name}: {args.prompts} prompts, -n {args.max_tokens}, batch {args.batch_size}, "
-        f"{args.repetitions} pairs alternated; greedy tokens identical both ways"
+        f"{args.repetitions} pairs alternated; answers whose greedy tokens differ from the "
+        f"first run's: batched {differ['batched']}, one at a time {differ['alone']} "
+        f"(of {args.prompts * args.repetitions} each)"
     )
     print(line("batched"))
     print(line("alone"))

@@ -115,11 +115,14 @@ def traffic(context: Context, result: ScenarioResult) -> None:
 
 
 def _updates_per_s(ours) -> float:
-    """Stream messages of the answer per second, first to last, as they arrived."""
+    """Updates of the answer per second, first to last, as they arrived: stream
+    messages of plain text, display and display-update messages of an answer
+    rendered as Markdown (the default in a notebook)."""
     times = [
         arrived
         for arrived, message in ours.messages
-        if message["msg_type"] == "stream" and message["content"].get("name") == "stdout"
+        if (message["msg_type"] == "stream" and message["content"].get("name") == "stdout")
+        or message["msg_type"] in ("display_data", "update_display_data")
     ]
     if len(times) < 2 or times[-1] <= times[0]:
         return float(len(times))
