@@ -450,3 +450,18 @@ def test_in_a_kernel_the_thinking_block_folds_and_answer_now_is_heard_mid_cell(k
         and "text/markdown" in m["content"]["data"]
     ]
     assert rendered[-1]["text/markdown"] == "Done thinking."
+
+
+def test_a_think_token_in_the_vocabulary_makes_thinking_possible():
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    from mlx_magic.engine.thinking_budget import thinking_is_possible
+    from mlx_magic.runtime.values import GenerationRequest, ModelSpec
+
+    words = Tokenizer(models.WordLevel({"a": 0, "<unk>": 1}, unk_token="<unk>"))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, unk_token="<unk>")
+    request = GenerationRequest(model=ModelSpec("m", "m", "m"), prompt="a")
+    assert not thinking_is_possible(tokenizer, request, opened=False)
+    tokenizer.add_tokens(["<think>"])
+    assert thinking_is_possible(tokenizer, request, opened=False)

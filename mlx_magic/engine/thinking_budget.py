@@ -38,8 +38,19 @@ def thinking_is_possible(tokenizer, request, opened: bool) -> bool:
     template = getattr(tokenizer, "chat_template", None) or ""
     if OPEN_TAG in template or "enable_thinking" in template:
         return True
-    vocab = getattr(tokenizer, "vocab", None)
-    return isinstance(vocab, dict) and OPEN_TAG in vocab
+    return _has_token(tokenizer, OPEN_TAG)
+
+
+def _has_token(tokenizer, token: str) -> bool:
+    """Whether ``token`` is one token of the vocabulary: looked up, not read
+    from ``tokenizer.vocab``, which builds the whole vocabulary as a dict on
+    every access (62 ms for SmolLM2's 49k tokens, on every cell: most of the
+    magic's extra time to a new question's first token on a GPU)."""
+    convert = getattr(tokenizer, "convert_tokens_to_ids", None)
+    if convert is None:
+        return False
+    found = convert(token)
+    return isinstance(found, int) and found != getattr(tokenizer, "unk_token_id", None)
 
 
 class ThinkingBudget:
