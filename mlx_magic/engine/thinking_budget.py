@@ -44,7 +44,7 @@ def thinking_is_possible(tokenizer, request, opened: bool) -> bool:
 def _has_token(tokenizer, token: str) -> bool:
     """Whether ``token`` is one token of the vocabulary: looked up, not read
     from ``tokenizer.vocab``, which builds the whole vocabulary as a dict on
-    every access (62 ms for SmolLM2's 49k tokens, on every cell: most of the
+    every access (60–100 ms for SmolLM2's 49k tokens on this CPU, on every cell: most of the
     magic's extra time to a new question's first token on a GPU)."""
     convert = getattr(tokenizer, "convert_tokens_to_ids", None)
     if convert is None:
