@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 LINES: list[str] = []
 
@@ -253,9 +254,6 @@ def report(runtime, profile, reps: int) -> dict:
 
 def prefill(runtime, profile, reps: int) -> dict:
     """Raw mlx-lm's prefill at three step sizes, and the magic's first two long prompts."""
-    import mlx.core as mx
-    from mlx_lm import stream_generate
-    from mlx_lm.sample_utils import make_sampler
 
     from mlx_magic.bench.harness import InProcessText, long_document
     from mlx_magic.display.streaming import stream_job
@@ -279,17 +277,7 @@ def prefill(runtime, profile, reps: int) -> dict:
                 continue  # a thousand steps: the 4k row shows the trend
             times = []
             for _ in range(2):
-                began = time.perf_counter()
-                for _response in stream_generate(
-                    baseline.model,
-                    baseline.tokenizer,
-                    mx.array(ids),
-                    max_tokens=1,
-                    sampler=make_sampler(temp=0.0),
-                    prefill_step_size=step,
-                ):
-                    pass
-                times.append(time.perf_counter() - began)
+                times.append(raw_first_token_s(baseline, ids, step))
             row[str(step)] = min(times)
             say(
                 f"{model.label}, {len(ids)}-token prompt, raw mlx-lm, prefill_step_size {step}: "
@@ -322,9 +310,6 @@ def jit(runtime, profile, reps: int) -> dict:
     ``magic``, ``magic-2048``, ``magic-pow2`` (the magic as is; with its prefill
     step fixed at 2048, mlx-lm's default; rounded down to a power of two). Each
     reads three different prompts of the same length in a row."""
-    import mlx.core as mx
-    from mlx_lm import stream_generate
-    from mlx_lm.sample_utils import make_sampler
 
     from mlx_magic.bench.harness import InProcessText, long_document
     from mlx_magic.display.streaming import stream_job
@@ -344,17 +329,7 @@ def jit(runtime, profile, reps: int) -> dict:
         for attempt in (1, 2, 3):
             document = long_document(count, size - 50) + f" (attempt {attempt})"
             ids = baseline.prompt_ids(document + "\n\nSummarise this.")
-            began = time.perf_counter()
-            for _response in stream_generate(
-                baseline.model,
-                baseline.tokenizer,
-                mx.array(ids),
-                max_tokens=1,
-                sampler=make_sampler(temp=0.0),
-                prefill_step_size=step,
-            ):
-                pass
-            took = time.perf_counter() - began
+            took = raw_first_token_s(baseline, ids, step)
             results[str(attempt)] = took
             say(
                 f"{variant}: raw mlx-lm, {len(ids)} tokens, prefill_step_size {step}, "
@@ -390,6 +365,27 @@ def jit(runtime, profile, reps: int) -> dict:
     return results
 
 
+def raw_first_token_s(baseline, ids: list, step: Optional[int] = None) -> float:
+    """Seconds for raw ``mlx_lm.stream_generate`` to give its first token for
+    ``ids`` (greedy), at ``prefill_step_size`` ``step`` (``None``: mlx-lm's default)."""
+    import mlx.core as mx
+    from mlx_lm import stream_generate
+    from mlx_lm.sample_utils import make_sampler
+
+    options = {} if step is None else {"prefill_step_size": step}
+    began = time.perf_counter()
+    for _response in stream_generate(
+        baseline.model,
+        baseline.tokenizer,
+        mx.array(ids),
+        max_tokens=1,
+        sampler=make_sampler(temp=0.0),
+        **options,
+    ):
+        break
+    return time.perf_counter() - began
+
+
 #: New short questions, each of its own length (so each is a new prompt shape).
 QUESTIONS = (
     "What is a lighthouse?",
@@ -410,9 +406,6 @@ def questions(runtime, profile, reps: int) -> dict:
     that neither always meets a new prompt shape first (on the CUDA backend a
     new shape can cost kernel compilation, which the second side then finds
     done). Warm-up: one question of another length on each side."""
-    import mlx.core as mx
-    from mlx_lm import stream_generate
-    from mlx_lm.sample_utils import make_sampler
 
     from mlx_magic.bench.harness import InProcessText
     from mlx_magic.models.resolve import resolve_model
@@ -425,17 +418,7 @@ def questions(runtime, profile, reps: int) -> dict:
         baseline = InProcessText(Path(model.path))
 
         def raw(text: str) -> float:
-            ids = baseline.prompt_ids(text)
-            began = time.perf_counter()
-            for _response in stream_generate(
-                baseline.model,
-                baseline.tokenizer,
-                mx.array(ids),
-                max_tokens=1,
-                sampler=make_sampler(temp=0.0),
-            ):
-                break
-            return time.perf_counter() - began
+            return raw_first_token_s(baseline, baseline.prompt_ids(text))
 
         def magic(text: str) -> float:
             request = GenerationRequest(
