@@ -142,9 +142,15 @@ class VisionBatchRun(BatchRun):
                 continue
             started = time.perf_counter()
             with gpu_lock:
-                embedded = self.warm.model.get_input_embeddings(
-                    inputs.input_ids, inputs.pixel_values, mask=inputs.mask, **inputs.extra
-                )
+                try:
+                    embedded = self.warm.model.get_input_embeddings(
+                        inputs.input_ids, inputs.pixel_values, mask=inputs.mask, **inputs.extra
+                    )
+                except Exception as error:  # this item's pixels, not the run: one row
+                    job.emit(
+                        Failed(f"{type(error).__name__}: {error}", user_error=False, error=error)
+                    )
+                    continue
                 prompt_kwargs = {
                     **inputs.extra,
                     **{
