@@ -250,3 +250,30 @@ def test_an_interrupted_vision_map_keeps_its_rows_and_the_model_answers_after(ti
         assert shell.user_ns["_mlx"].stats.generation_tokens == 3
     finally:
         shell.extension_manager.unload_extension("mlx_magic")
+
+
+@pytest.mark.vision
+def test_a_picture_the_vision_tower_rejects_is_one_failed_row(tiny_vlm, monkeypatch):
+    from mlx_vlm.models.qwen2_vl import Model
+
+    original = Model.get_input_embeddings
+    calls = []
+
+    def second_one_fails(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("cannot take these pixels")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Model, "get_input_embeddings", second_one_fails)
+    shell = make_shell()
+    shell.extension_manager.load_extension("mlx_magic")
+    try:
+        run(shell, f"%config MLXMagics.default_vision_model = {str(tiny_vlm)!r}")
+        shell.user_ns["shots"] = [Image.new("RGB", (40, 40), "red") for _ in range(4)]
+        run(shell, "%%mlx_vision --map shots -i {item} -n 3 --batch-size 2\nSay.")
+        rows = shell.user_ns["_mlx"].rows
+        assert [row["finish_reason"] == "failed" for row in rows] == [False, True, False, False]
+        assert "cannot take these pixels" in rows[1]["error"]
+    finally:
+        shell.extension_manager.unload_extension("mlx_magic")
