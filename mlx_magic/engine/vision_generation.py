@@ -138,8 +138,12 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
                 options.update(_feature_cache_options(warm, inputs, request))
     # A video cell is one turn, read in full: no KV state is kept for it.
     prompt_caches = _prompt_caches(warm, request) if clip is None else None
+    # Without a content key per image nothing tells the pictures apart: no reuse then.
+    image_keys = (
+        request.image_keys if len(request.image_keys) == len(request.images) else (object(),)
+    )
     if prompt_caches is not None:
-        cache_state = prompt_caches.check_out(request.conversation, request.image_keys)
+        cache_state = prompt_caches.check_out(request.conversation, image_keys)
         token_ids_before = cache_state.token_ids
         options["prompt_cache_state"] = cache_state
     steps = stream_generate(
@@ -161,7 +165,7 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
         last = outcome.last
         if prompt_caches is not None:
             prompt_caches.check_in(
-                request.conversation, cache_state, token_ids_before, last, request.image_keys
+                request.conversation, cache_state, token_ids_before, last, image_keys
             )
         return Finished(
             finish_reason=outcome.finish_reason,
