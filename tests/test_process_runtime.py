@@ -282,8 +282,9 @@ def test_garbage_on_the_workers_stdout_does_not_break_the_protocol(tiny):
         # print() and os.write(1, …) went to stderr, not the pipe ...
         assert any("garbage" in line for line in noisy.last_stderr)
         assert any("junk" in line for line in noisy.last_stderr)
-        # ... and the raw junk put on the pipe itself was skipped.
-        assert stats["garbage_in"] >= stats["event_messages"] - 2 > 0
+        # ... and the raw junk put on the pipe itself (before every message that
+        # carries tokens) was skipped.
+        assert 0 < stats["garbage_in"] <= stats["event_messages"]
         run_ok(noisy, request(tiny, max_tokens=8))
     finally:
         clean.stop()
