@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from mlx_magic.engine.model_cache import WarmModel
+from mlx_magic.engine.model_cache import WarmModel, config_dict
 from mlx_magic.engine.provenance import engine_provenance
 from mlx_magic.engine.stepping import usable_top_k
 from mlx_magic.engine.text_generation import context_length, fit_history
@@ -62,7 +62,11 @@ def can_batch(jobs: list[Job]) -> bool:
         and job.request.batch_size != 1
         and job.request.draft is None
         and not job.request.continue_ids
-        and (first.model.kind == "text" and not job.request.images or _vision_batchable(job, first))
+        and (
+            _vision_batchable(job, first)
+            if first.model.kind == "vision"
+            else not job.request.images
+        )
         for job in jobs
     )
 
@@ -70,8 +74,7 @@ def can_batch(jobs: list[Job]) -> bool:
 def _vision_batchable(job: Job, first) -> bool:
     request = job.request
     return (
-        request.model.kind == "vision"
-        and request.sampling == first.sampling
+        request.sampling == first.sampling
         and not request.has_video
         and request.conversation is None
         and not request.history
@@ -92,7 +95,7 @@ def auto_batch_size(warm: WarmModel, prompt_tokens: int, max_tokens: int, budget
     model's weights, over one sequence's KV cache at its longest (prompt +
     max tokens), capped at :data:`MAX_AUTO_BATCH`. A vision model's language
     model is read from its ``text_config``."""
-    config = dict(warm.config if isinstance(warm.config, dict) else vars(warm.config))
+    config = config_dict(warm.config)
     text_config = config.get("text_config")
     if isinstance(text_config, dict):
         config = {**text_config, **{k: v for k, v in config.items() if v is not None}}

@@ -76,6 +76,11 @@ class WarmModel:
     undrafted_tps_by_prompt: dict = field(default_factory=dict)
 
 
+def config_dict(config: Any) -> dict:
+    """A model's config as a dict: mlx-lm loads a dict, mlx-vlm a config object."""
+    return config if isinstance(config, dict) else config.__dict__
+
+
 def text_tokenizer(tokenizer: Any) -> Any:
     """The tokenizer that encodes and decodes text: a vision model's "tokenizer"
     is its processor, which holds one (``.tokenizer``); a text model's is itself."""

@@ -24,8 +24,13 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-from mlx_magic.engine.batch_generation import BatchRun, Sequence, auto_batch_size
-from mlx_magic.engine.model_cache import WarmModel
+from mlx_magic.engine.batch_generation import (
+    BatchRun,
+    Sequence,
+    auto_batch_size,
+    extra_logits_processors,
+)
+from mlx_magic.engine.model_cache import WarmModel, config_dict
 from mlx_magic.engine.stepping import usable_top_k
 from mlx_magic.engine.vision_generation import vision_prompt
 from mlx_magic.engine.vision_inputs import VisionInputs, prepare_vision_inputs
@@ -80,7 +85,7 @@ class VisionBatchRun(BatchRun):
                     temp=sampling.temperature,
                     top_p=sampling.top_p,
                     min_p=sampling.min_p,
-                    top_k=usable_top_k(sampling.top_k, _config_dict(warm.config)),
+                    top_k=usable_top_k(sampling.top_k, config_dict(warm.config)),
                 ),
                 completion_batch_size=self.batch_size,
                 prefill_batch_size=1,
@@ -124,8 +129,6 @@ class VisionBatchRun(BatchRun):
         """Embed each chosen item's images and prompt, and hand it to the batch."""
         from mlx_lm.sample_utils import make_logits_processors
         from mlx_vlm.tokenizer_utils import make_streaming_detokenizer
-
-        from mlx_magic.engine.batch_generation import extra_logits_processors
 
         for job, inputs in chosen:
             if inputs is None:
@@ -177,7 +180,3 @@ class VisionBatchRun(BatchRun):
     def _remove(self, uids: list[int]) -> None:
         for uid in uids:
             self.generator.remove(uid)
-
-
-def _config_dict(config) -> dict:
-    return config if isinstance(config, dict) else config.__dict__

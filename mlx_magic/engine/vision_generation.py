@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlx_magic.engine.model_cache import WarmModel, text_tokenizer
+from mlx_magic.engine.model_cache import WarmModel, config_dict, text_tokenizer
 from mlx_magic.engine.provenance import engine_provenance
 from mlx_magic.engine.stepping import Stepper, probability_describer, token_id, usable_top_k
 from mlx_magic.engine.text_generation import PendingGeneration
@@ -26,7 +26,7 @@ def vision_prompt(warm: WarmModel, request) -> str:
 
     if request.raw:
         return request.prompt
-    model_type = _config_dict(warm.config)["model_type"]
+    model_type = config_dict(warm.config)["model_type"]
     if request.has_video:
         return _video_prompt(warm, model_type, request)
     return apply_chat_template(
@@ -82,10 +82,6 @@ def conversation_messages(model_type: str, request) -> list[dict]:
     return request.chat_messages(user_message)
 
 
-def _config_dict(config) -> dict:
-    return config if isinstance(config, dict) else config.__dict__
-
-
 def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bool = False):
     """Prepare a generation with mlx-vlm, ready to be stepped.
 
@@ -107,7 +103,7 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
         max_tokens=sampling.max_tokens,
         temperature=sampling.temperature,
         top_p=sampling.top_p,
-        top_k=usable_top_k(sampling.top_k, _config_dict(warm.config)),
+        top_k=usable_top_k(sampling.top_k, config_dict(warm.config)),
         min_p=sampling.min_p,
         repetition_penalty=sampling.repetition_penalty,
     )

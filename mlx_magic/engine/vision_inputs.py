@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from mlx_magic.engine.model_cache import config_dict
 from mlx_magic.engine.text_generation import context_length
 from mlx_magic.errors import UserError
 from mlx_magic.runtime.values import ImagesPrepared
@@ -57,7 +58,7 @@ def prepare_vision_inputs(
     """
     from mlx_vlm.utils import prepare_inputs
 
-    config = _config_dict(warm.config)
+    config = config_dict(warm.config)
     video_options = dict(videos=[clip.frames], fps=clip.fps) if clip is not None else {}
     inputs = prepare_inputs(
         warm.tokenizer,
@@ -80,7 +81,7 @@ def prepare_vision_inputs(
         prompt_tokens=prompt_tokens,
         video_tokens=video_tokens,
     )
-    limit = context_length(config) or context_length(_config_dict(config.get("text_config", {})))
+    limit = context_length(config) or context_length(config_dict(config.get("text_config", {})))
     if limit and prompt_tokens >= limit:
         what = f"{image_tokens:,} of them for {len(images)} image(s)"
         if clip is not None:
@@ -168,8 +169,4 @@ def _image_token_id(config: dict) -> Optional[int]:
 def _adds_special_tokens(warm) -> bool:
     from mlx_vlm.utils import should_add_special_tokens
 
-    return bool(should_add_special_tokens(_config_dict(warm.config)["model_type"], warm.tokenizer))
-
-
-def _config_dict(config) -> dict:
-    return config if isinstance(config, dict) else config.__dict__
+    return bool(should_add_special_tokens(config_dict(warm.config)["model_type"], warm.tokenizer))

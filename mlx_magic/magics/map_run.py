@@ -4,9 +4,9 @@ Items go to the runtime at once (``generate_together``): the thread
 runtime decodes one model's requests together with mlx-lm's (text) or
 mlx-vlm's (vision) continuous batching, ``--batch-size`` at a time. Remote
 servers get concurrent requests in chunks of that size (4 by default), and
-``--batch-size 1`` sends one item after the other. Each item's answer becomes a row as soon as it ends; an
-item that cannot run (an unreadable image, a prompt too long) is a row with
-its error. An interrupt cancels what is in flight and keeps every row.
+``--batch-size 1`` sends one item after the other. Each item's answer
+becomes a row as soon as it ends; an item that cannot run (an unreadable
+image, a prompt too long) is a row with its error. An interrupt cancels what is in flight and keeps every row.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from mlx_magic.errors import BenchError
 
@@ -131,7 +131,8 @@ class MlxLmServer:
             "stream_options": {"include_usage": True},
         }
         first = last = None
-        chunks, usage = 0, dict[str, object]()
+        chunks = 0
+        usage: dict[str, Any] = {}
         started = time.perf_counter()
         with httpx.Client(timeout=600) as client:
             with connect_sse(client, "POST", self.url + "/v1/chat/completions", json=body) as sse:
@@ -146,7 +147,7 @@ class MlxLmServer:
                             first = now if first is None else first
                             last = now
                             chunks += 1
-        generated = int(str(usage.get("completion_tokens") or chunks))
+        generated = int(usage.get("completion_tokens") or chunks)
         rate = (generated - 1) / (last - first) if first and last and last > first else 0.0
         return {
             "generation_tps": rate,
