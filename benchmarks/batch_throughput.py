@@ -20,6 +20,7 @@ the cache: each run reads its pictures as a ``--map`` over new images would.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import time
@@ -133,7 +134,7 @@ def main() -> None:
             f"Write one sentence about {TOPICS[i % len(TOPICS)]}." for i in range(args.prompts)
         ]
 
-    run_numbers = iter(range(1_000_000))
+    run_numbers = itertools.count()
 
     def request(i: int, run: int, batch_size: int = 0) -> GenerationRequest:
         return GenerationRequest(
