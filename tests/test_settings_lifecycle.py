@@ -108,3 +108,49 @@ def test_memory_stays_flat_over_ten_reloads_in_a_kernel():
         )
     assert after - before < 200, (before, after)  # was +1,265 MB (281 → 1,535)
     assert threads == "['mlx_magic-runtime']"
+
+
+# Every setting a profile may hold, including those the runtime observes
+# (``memory_budget_gb``, ``runtime``, the remote ones): traitlets applies them
+# while the magics are being built, before their session exists.
+_PROFILE = {
+    "memory_budget_gb": 16.0,
+    "max_tokens": 12,
+    "runtime": "process",
+    "endpoints": ["http://127.0.0.1:9/v1"],
+    "api_key_env": "MLX_MAGIC_TEST_KEY",
+    "connect_timeout_s": 2.0,
+    "first_token_timeout_s": 30.0,
+}
+
+
+def test_settings_from_a_profile_apply_when_the_extension_loads():
+    shell = make_shell({"MLXMagics": dict(_PROFILE)})
+    try:
+        shell.extension_manager.load_extension("mlx_magic")
+        magics = magics_of(shell)
+        for name, value in _PROFILE.items():
+            assert getattr(magics, name) == value, name
+        assert "mlx" in shell.magics_manager.magics["cell"]
+    finally:
+        shell.extension_manager.unload_extension("mlx_magic")
+    assert runtime_threads() == []
+
+
+def test_a_setting_then_load_ext_then_a_cell_answers(tiny_llama):
+    shell = make_shell()
+    try:
+        run(shell, "%config MLXMagics.memory_budget_gb = 4")
+        run(shell, "%load_ext mlx_magic")
+        assert magics_of(shell).memory_budget_gb == 4
+        run(shell, f"%%mlx -n 2 -m {tiny_llama} -o answer\nHi")
+        assert shell.user_ns["answer"].stats.generation_tokens == 2
+        # A setting the live runtime observes, then a reload: the magics stay.
+        run(shell, "%config MLXMagics.memory_budget_gb = 6")
+        run(shell, "%reload_ext mlx_magic")
+        assert magics_of(shell).memory_budget_gb == 6
+        run(shell, f"%%mlx -n 2 -m {tiny_llama} -o again\nHi")
+        assert shell.user_ns["again"].stats.generation_tokens == 2
+    finally:
+        shell.extension_manager.unload_extension("mlx_magic")
+    assert runtime_threads() == []

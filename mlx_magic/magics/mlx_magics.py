@@ -34,8 +34,12 @@ class MLXMagics(MLXSettings):
     """Stream local MLX models in IPython. Settings: ``%config MLXMagics``."""
 
     def __init__(self, shell=None, **kwargs):
-        super().__init__(shell=shell, **kwargs)
+        # Settings given before loading (an IPython profile, %config then
+        # %load_ext) are applied inside super().__init__, and their observers
+        # reach the session: it must exist first. It reads the settings only
+        # when the runtime starts, so it may be built before they are applied.
         self.session = Session(self, shell)
+        super().__init__(shell=shell, **kwargs)
         if shell is not None:
             shell.events.register("pre_run_cell", self._remember_cell_id)
             shell.events.register("post_run_cell", self._forget_refused_settings)
