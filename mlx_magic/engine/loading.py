@@ -8,6 +8,7 @@ into an mlx-lm folder first, once.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import time
 from pathlib import Path
@@ -36,12 +37,20 @@ def load_warm_model(spec: ModelSpec) -> WarmModel:
             f"'{spec.name}' has no weights: {spec.path} holds no *.safetensors files "
             "(an unfinished download? fetch it again, or convert it with mlx_lm.convert)"
         )
+    trust = spec.trust_remote_code
     try:
         if spec.kind == "vision":
-            model, tokenizer, config = _load_vision(spec.path)
+            model, tokenizer, config = _load_vision(spec.path, trust)
         else:
-            model, tokenizer, config = _load_text(spec.path)
+            model, tokenizer, config = _load_text(spec.path, trust)
     except (FileNotFoundError, ValueError, KeyError, OSError) as error:
+        named = [] if trust else code_named_by(folder)
+        if named:
+            raise ModelLoadError(
+                f"'{spec.name}' needs Python code of its own to load ({'; '.join(named)}), "
+                f"which runs only if you trust {spec.path}: then pass --trust-remote-code "
+                "(or %config MLXMagics.trust_remote_code = True)"
+            ) from error
         raise ModelLoadError(
             f"Could not load '{spec.name}' from {spec.path}: {_first_line(error)}"
         ) from error
@@ -95,10 +104,47 @@ def _convert_gguf(spec: ModelSpec) -> None:
         raise ModelLoadError(f"{spec.name}: {error}") from error
 
 
-def _load_text(path: str):
+# The JSON files through which a model folder names Python code to run:
+# transformers' ``auto_map`` (config, tokenizer, processors) and mlx-lm's
+# ``model_file``.
+_CODE_NAMING_FILES = (
+    "config.json",
+    "tokenizer_config.json",
+    "processor_config.json",
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+)
+
+
+def code_named_by(folder: Path) -> list[str]:
+    """What Python code ``folder``'s JSON files name, as ``"file.json names code.py"``."""
+    named = []
+    for name in _CODE_NAMING_FILES:
+        try:
+            config = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(config, dict):
+            continue
+        modules: set[str] = set()
+        if isinstance(config.get("model_file"), str):
+            modules.add(config["model_file"])
+        auto_map = config.get("auto_map")
+        if isinstance(auto_map, dict):
+            for reference in auto_map.values():
+                for one in reference if isinstance(reference, list) else [reference]:
+                    if isinstance(one, str) and "." in one:
+                        # "module.Class", or "repo--module.Class" for another repo's code
+                        modules.add(one.rsplit(".", 1)[0].split("--")[-1] + ".py")
+        if modules:
+            named.append(f"{name} names {', '.join(sorted(modules))}")
+    return named
+
+
+def _load_text(path: str, trust_remote_code: bool):
     from mlx_lm import load
 
-    model, tokenizer, config = load(path, return_config=True)
+    model, tokenizer, config = load(path, return_config=True, trust_remote_code=trust_remote_code)
     return model, tokenizer, config
 
 
@@ -115,13 +161,15 @@ class _ProcessorKwargsNotice(logging.Filter):
 _PROCESSOR_NOTICE = _ProcessorKwargsNotice()
 
 
-def _load_vision(path: str):
+def _load_vision(path: str, trust_remote_code: bool):
     from mlx_vlm import load
     from mlx_vlm.utils import load_config
 
     logging.getLogger("transformers.processing_utils").addFilter(_PROCESSOR_NOTICE)
 
-    model, processor = load(path)
+    # Said every time: mlx-vlm's loaders turn transformers' trust_remote_code
+    # on when not told otherwise, which runs the code a folder's auto_map names.
+    model, processor = load(path, trust_remote_code=trust_remote_code)
     return model, processor, load_config(path)
 
 

@@ -96,6 +96,14 @@ def generation_arguments(magic):
             "model's latest answer) without a draft; --probs underlines them (text models).",
         ),
         argument(
+            "--trust-remote-code",
+            action="store_true",
+            help="Let loading run the Python code the model's folder names (auto_map or "
+            "model_file in its JSON files), as transformers' trust_remote_code does. Off by "
+            "default: a downloaded folder's code runs only for folders you trust "
+            "(%%config MLXMagics.trust_remote_code = True for every cell).",
+        ),
+        argument(
             "--num-draft",
             type=int,
             metavar="N",

@@ -63,6 +63,8 @@ class CellOptions:
     #: ``--draft MODEL`` (``"none"``: no draft, whatever the setting) and ``--num-draft N``.
     draft: Optional[str] = None
     num_draft: Optional[int] = None
+    #: ``--trust-remote-code``: loading may run the Python code the model's folder names.
+    trust_remote_code: bool = False
 
 
 def variants_of(args: Any) -> list[CellOptions]:
@@ -97,6 +99,7 @@ def variants_of(args: Any) -> list[CellOptions]:
         think_budget=getattr(args, "think_budget", None),
         draft=getattr(args, "draft", None),
         num_draft=getattr(args, "num_draft", None),
+        trust_remote_code=bool(getattr(args, "trust_remote_code", False)),
     )
     return [
         replace(base, model=model, temperature=temp, seed=seed)

@@ -7,7 +7,7 @@ resolved last: a mistake is reported before anything slow happens.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 from IPython.core.error import UsageError
@@ -141,6 +141,8 @@ def prepare(
     max_pixels = options.max_pixels or settings.max_image_pixels
     out_name = checked_out_name(options.out)
     spec = resolve(options.model)
+    if options.trust_remote_code:
+        spec = replace(spec, trust_remote_code=True)
     check_thinking(options, spec, settings.runtime)
     draft, num_draft_tokens = draft_of(options, spec, settings, session)
     system = options.system if options.system is not None else settings.system_prompt

@@ -9,6 +9,7 @@ The runtime is created on first use, as the settings describe it (``runtime``,
 from __future__ import annotations
 
 import weakref
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Optional
 
 from IPython.core.error import UsageError
@@ -123,11 +124,14 @@ class Session:
                 return served_model_spec(
                     name or default or settings.default_model, settings.aliases
                 )
-            return resolve_model(
+            spec = resolve_model(
                 name, default=default or settings.default_model, aliases=settings.aliases
             )
         except ModelLoadError as error:
             raise UsageError(str(error)) from error
+        if settings.trust_remote_code:
+            spec = replace(spec, trust_remote_code=True)
+        return spec
 
     def resolve_vision(self, name: Optional[str]) -> ModelSpec:
         """Like :meth:`resolve`, for a model that must see images."""

@@ -160,6 +160,12 @@ class MLXSettings(Magics):
         help="Seconds a remote server may take to send the first token (it may be loading "
         "the model or reading a long prompt) before the cell gives up on it.",
     ).tag(config=True)
+    trust_remote_code = Bool(
+        False,
+        help="Let loading a model run the Python code its folder names (auto_map or "
+        "model_file in its JSON files). Off: a downloaded folder's code never runs unless "
+        "you trust it; --trust-remote-code allows it for one cell.",
+    ).tag(config=True)
     short_errors = Bool(
         True,
         help="Show errors raised while loading or running a model as one line. "

@@ -26,6 +26,9 @@ class ModelSpec:
         kind: ``"text"`` (mlx-lm) or ``"vision"`` (mlx-vlm).
         source: ``"embedded"``, ``"folder"``, ``"hub"`` or ``"gguf"``.
         gguf: the GGUF file to convert into ``path`` before loading, if any.
+        trust_remote_code: whether loading may run Python code the folder
+            names (``auto_map`` or ``model_file`` in its JSON files); off
+            unless the user opts in (``--trust-remote-code``).
     """
 
     name: str
@@ -34,6 +37,7 @@ class ModelSpec:
     kind: str = "text"
     source: str = "folder"
     gguf: Optional[str] = None
+    trust_remote_code: bool = False
 
 
 @dataclass(frozen=True)
