@@ -32,12 +32,13 @@ def command_replay(magics, names):
             raise UsageError(f"%mlx replay {target}: {error}") from error
     else:
         value = namespace.get(target)
-        record = getattr(value, "provenance", None)
-        if not record:
+        kept = getattr(value, "provenance", None)
+        if not kept:
             raise UsageError(
                 f"%mlx replay: {target} holds no answer with a provenance record; run a "
                 "%%mlx cell first (or name its --out variable, or notebook.ipynb:CELL)"
             )
+        record = kept
         request = getattr(value, "request", None)
         images = tuple(getattr(request, "images", ()) or ())
     try:

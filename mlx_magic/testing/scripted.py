@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 
 def scripted_logits_processor(token_ids: Sequence[int], end_id: int):
@@ -51,15 +51,16 @@ def resuming_logits_processor(token_ids: Sequence[int], end_id: int, resume_at: 
     import mlx.core as mx
 
     script = list(token_ids)
-    state = {"next": 0, "proposed": None}
+    next_index = 0
+    proposed: Optional[int] = None
 
     def choose_next(tokens, logits):
-        proposed = state["proposed"]
+        nonlocal next_index, proposed
         if proposed is not None and int(tokens[-1].item()) != proposed:
-            state["next"] = max(state["next"] - 1, resume_at)
-        index = state["next"]
+            next_index = max(next_index - 1, resume_at)
+        index = next_index
         wanted = script[index] if index < len(script) else end_id
-        state["next"], state["proposed"] = index + 1, wanted
+        next_index, proposed = index + 1, wanted
         vocabulary = mx.broadcast_to(mx.arange(logits.shape[-1]), logits.shape)
         chosen = mx.where(
             vocabulary == wanted, mx.array(0.0, logits.dtype), mx.array(-1e9, logits.dtype)
