@@ -1,12 +1,20 @@
 """The benchmark: mlx_magic against raw mlx-lm and mlx-vlm, side by side, in one run.
 
-``python -m mlx_magic.bench`` (see :mod:`.cli`) or ``%mlx bench``. From Python::
+It lives beside the package, not in it (the wheel holds only ``mlx_magic``): run
+it from a clone of the repository, at its root, with ``python -m benchmarks``
+(see :mod:`.cli`; ``%mlx bench`` only names that command). From Python::
 
-    from mlx_magic import bench
-    results = bench.run(["overhead"], quick=True, progress=print)
-    print(bench.table(results))
-    bench.plot(results, "benchmarks")
-    bench.write_report(results, "BENCHMARKS.md", plots=..., command=...)
+    import benchmarks
+    results = benchmarks.run(["overhead"], quick=True, progress=print)
+    print(benchmarks.table(results))
+    benchmarks.plot(results, "benchmarks")
+    benchmarks.write_report(results, "BENCHMARKS.md", plots=..., command=...)
+
+This folder also holds what the runs write and read (``results.json``, the PNG
+plots, ``investigations.md``, the GPU runs in ``gpu/results-*``) and the
+experiments run as scripts (``experiments.py``, ``batch_throughput.py``,
+``draft_speed.py``, ``grounding_cost.py``, ``schema_cost.py``: ``python
+benchmarks/NAME.py`` or ``python -m benchmarks.NAME``).
 
 The names below are the package's interface, whichever module defines them:
 
@@ -18,7 +26,7 @@ The names below are the package's interface, whichever module defines them:
 * :mod:`.results_json` - :func:`save_json`, :func:`load_json`, :func:`merge`;
 * :mod:`.machine` - the machine, the versions, the MLX speed probe;
 * :mod:`.cli` - :func:`main`, the command line;
-* :mod:`.gpu` - ``python -m mlx_magic.bench.gpu``: random models of real shapes and
+* :mod:`.gpu` - ``python -m benchmarks.gpu``: random models of real shapes and
   the scenarios on them (a GPU run; docs/gpu.md).
 
 Imports go one way, from the command line down: cli → runner, report, plots,
@@ -28,12 +36,12 @@ harness import nothing else of the benchmark, and no module imports from this
 ``__init__``.
 """
 
-from mlx_magic.bench.cli import main
-from mlx_magic.bench.metrics import Metric, ScenarioResult
-from mlx_magic.bench.plots import plot
-from mlx_magic.bench.report import table, write_report
-from mlx_magic.bench.results_json import load_json, merge, save_json
-from mlx_magic.bench.runner import SCENARIOS, run
+from benchmarks.cli import main
+from benchmarks.metrics import Metric, ScenarioResult
+from benchmarks.plots import plot
+from benchmarks.report import table, write_report
+from benchmarks.results_json import load_json, merge, save_json
+from benchmarks.runner import SCENARIOS, run
 
 __all__ = [
     "SCENARIOS",

@@ -1,7 +1,7 @@
-"""``python -m mlx_magic.bench``."""
+"""``python -m benchmarks``."""
 
 import sys
 
-from mlx_magic.bench.cli import main
+from benchmarks.cli import main
 
 sys.exit(main())

@@ -1,11 +1,11 @@
-"""The command line: ``python -m mlx_magic.bench``.
+"""The command line: ``python -m benchmarks``.
 
 ::
 
-    python -m mlx_magic.bench [--quick] [--scenarios a,b,...] [--out BENCHMARKS.md] [--update]
-                              [--profile MODELS.json]
+    python -m benchmarks [--quick] [--scenarios a,b,...] [--out BENCHMARKS.md] [--update]
+                         [--profile MODELS.json]
 
-It probes MLX's speed, runs the scenarios (:func:`~mlx_magic.bench.runner.run`),
+It probes MLX's speed, runs the scenarios (:func:`~benchmarks.runner.run`),
 prints the table, then writes the plots (PNG) and ``results.json`` to
 ``benchmarks/`` next to the report, and the report (Markdown).
 
@@ -14,7 +14,7 @@ scenario allows it (SmolLM2 only for its row of ``overhead``, a few tokens):
 it checks that everything runs, its numbers are not the ones to quote.
 
 ``--profile`` runs the scenarios on other models (random models of real shapes
-on a GPU: ``python -m mlx_magic.bench.gpu`` builds them and writes the file).
+on a GPU: ``python -m benchmarks.gpu`` builds them and writes the file).
 """
 
 from __future__ import annotations
@@ -25,17 +25,17 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from mlx_magic.bench.machine import mlx_probe
-from mlx_magic.bench.plots import plot
-from mlx_magic.bench.report import table, write_report
-from mlx_magic.bench.results_json import load_json, merge, save_json
-from mlx_magic.bench.runner import SCENARIOS, run
+from benchmarks.machine import mlx_probe
+from benchmarks.plots import plot
+from benchmarks.report import table, write_report
+from benchmarks.results_json import load_json, merge, save_json
+from benchmarks.runner import SCENARIOS, run
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the benchmark from the command line; the exit status is 1 if a scenario failed."""
     parser = argparse.ArgumentParser(
-        prog="python -m mlx_magic.bench",
+        prog="python -m benchmarks",
         description="Measure mlx_magic against raw mlx-lm / mlx-vlm, side by side.",
     )
     parser.add_argument(
@@ -59,7 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument(
         "--profile",
         help="a JSON file naming the models to run on instead of SmolLM2 and the tiny "
-        "models (see mlx_magic.bench.harness.profile; python -m mlx_magic.bench.gpu writes one)",
+        "models (see benchmarks.harness.profile; python -m benchmarks.gpu writes one)",
     )
     args = parser.parse_args(argv)
     if args.update and (not args.scenarios or args.out == "-"):
@@ -75,7 +75,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import shlex
 
     given = sys.argv[1:] if argv is None else list(argv)
-    command = " ".join(["python -m mlx_magic.bench", *map(shlex.quote, given)])
+    command = " ".join(["python -m benchmarks", *map(shlex.quote, given)])
     started_at: Optional[str] = time.strftime("%Y-%m-%d %H:%M %Z")
     began = time.perf_counter()
 
@@ -89,7 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     profile = None
     if args.profile:
-        from mlx_magic.bench.harness import Profile
+        from benchmarks.harness import Profile
 
         profile = Profile.load(args.profile)
     results = run(names, quick=args.quick, progress=progress, profile=profile)
@@ -105,7 +105,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.update and (folder / "results.json").is_file():
             # One report from both runs; each scenario says when it ran.
             results = merge(results, load_json(folder / "results.json"))
-            command, started_at, total = "python -m mlx_magic.bench", None, None
+            command, started_at, total = "python -m benchmarks", None, None
         plots = plot(results, folder)
         save_json(results, folder / "results.json")
         write_report(

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
-from batch_throughput import collect
+if not __package__:  # run as `python benchmarks/NAME.py`: import from the repository's root
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
+from benchmarks.batch_throughput import collect
 from mlx_magic.runtime.thread import ThreadRuntime
 from mlx_magic.runtime.values import GenerationRequest, ModelSpec, SamplingParams
 

@@ -2,7 +2,7 @@
 
 ``widget_segments`` changes one thing *inside a benchmark kernel only* (a
 monkeypatch sent as a cell; no file of the package is changed) and measures
-the effect with the same harness as ``python -m mlx_magic.bench``::
+the effect with the same harness as ``python -m benchmarks``::
 
     python benchmarks/experiments.py widget_segments # -b traffic vs segment size
     python benchmarks/experiments.py blas [--openblas /path/libopenblas.so]
@@ -26,8 +26,12 @@ import os
 import subprocess
 import sys
 import sysconfig
+from pathlib import Path
 
-from mlx_magic.bench.harness import (
+if not __package__:  # run as `python benchmarks/NAME.py`: import from the repository's root
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from benchmarks.harness import (
     RAW_PROMPT,
     STATS_EXPRESSION,
     Context,
@@ -162,8 +166,8 @@ def decode_overhead(context: Context, reps: int) -> None:
     """
     import time
 
-    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT, InProcessText
-    from mlx_magic.bench.metrics import median
+    from benchmarks.harness import LONG_ANSWER_PROMPT, InProcessText
+    from benchmarks.metrics import median
     from mlx_magic.display.streaming import stream_job
     from mlx_magic.display.views import StreamView
     from mlx_magic.models.resolve import resolve_model
@@ -249,8 +253,8 @@ _raw_tps = _r.generation_tps
 def decode_in_kernel(context: Context, reps: int) -> None:
     """Decode speed in a kernel: %%mlx as is, %%mlx with its output captured (no IOPub
     traffic), raw mlx_lm run by a cell in the same kernel, and raw mlx_lm here."""
-    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT
-    from mlx_magic.bench.metrics import median
+    from benchmarks.harness import LONG_ANSWER_PROMPT
+    from benchmarks.metrics import median
 
     with Kernel(
         context.aliases(),
@@ -357,7 +361,7 @@ def _alternate(kernels: dict, code: str, reps: int) -> dict:
 
 
 def _print_gaps(label: str, runs: dict, width: int) -> None:
-    from mlx_magic.bench.metrics import median
+    from benchmarks.metrics import median
 
     for name, (gaps, tps) in runs.items():
         print(
@@ -372,8 +376,8 @@ def decode_coalesced(context: Context, reps: int) -> None:
     """%%mlx decode speed and visible TTFT, as is and with a reader that, after the
     first text, wakes at most every 20 ms and takes everything queued (patched in one
     of two kernels)."""
-    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT
-    from mlx_magic.bench.metrics import median
+    from benchmarks.harness import LONG_ANSWER_PROMPT
+    from benchmarks.metrics import median
 
     setup = _both_models_warm(context)
     with Kernel(*setup) as plain, Kernel(*setup) as patched:
@@ -398,7 +402,7 @@ def decode_coalesced(context: Context, reps: int) -> None:
 def first_text_gap(context: Context, reps: int) -> None:
     """Time from the runtime's first token to the frontend's first text, with Python's
     default GIL switch interval (5 ms) and with 0.5 ms (set in one of two kernels)."""
-    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT
+    from benchmarks.harness import LONG_ANSWER_PROMPT
 
     setup = _both_models_warm(context)
     with Kernel(*setup) as plain, Kernel(*setup) as fast_switch:
@@ -412,8 +416,8 @@ def first_text_gap(context: Context, reps: int) -> None:
 def decode_three_way(context: Context, reps: int) -> None:
     """In ONE kernel, rotating: raw mlx_lm in a cell, %%mlx as is, and %%mlx with the
     20 ms reader (COALESCING_PATCH, switched on and off by a flag between cells)."""
-    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT
-    from mlx_magic.bench.metrics import median
+    from benchmarks.harness import LONG_ANSWER_PROMPT
+    from benchmarks.metrics import median
 
     patch = COALESCING_PATCH.replace(
         "def _next_event(self, timeout=None):\n",
@@ -490,7 +494,7 @@ _streaming._Collector._show = _show_and_tell
 def first_text_handshake(context: Context, reps: int) -> None:
     """First token → frontend text, as is and with the runtime thread waiting (at most
     50 ms, once) until the reader has shown the first text (patched in one of two kernels)."""
-    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT
+    from benchmarks.harness import LONG_ANSWER_PROMPT
 
     setup = _both_models_warm(context)
     with Kernel(*setup) as plain, Kernel(*setup) as patched:
@@ -529,7 +533,7 @@ _views.NotebookView.write = _timed_write
 def first_text_timeline(context: Context, reps: int) -> None:
     """When the first text is emitted by the runtime, written by the view, and
     received by the client (one clock: perf_counter is system-wide here), SmolLM2."""
-    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT
+    from benchmarks.harness import LONG_ANSWER_PROMPT
 
     with Kernel(
         "%config MLXMagics.prefix_cache = False", "%mlx load smollm2", TIMELINE_PATCH

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from mlx_magic.bench.harness import Kernel
+if not __package__:  # run as `python benchmarks/NAME.py`: import from the repository's root
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from benchmarks.harness import Kernel
 
 
 def scripted_answer(boxes: int) -> str:

@@ -70,7 +70,7 @@ class ScenarioResult:
     """What one scenario measured.
 
     Attributes:
-        name: the scenario's name (one of :data:`mlx_magic.bench.scenarios.SCENARIOS`).
+        name: the scenario's name (one of :data:`benchmarks.scenarios.SCENARIOS`).
         title: one line saying what was compared.
         metrics: the table rows.
         series: named lists of numbers for the plots (per turn, per question...).

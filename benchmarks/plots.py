@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from mlx_magic.bench.metrics import ScenarioResult
+from benchmarks.metrics import ScenarioResult
 
 
 def plot(results: Sequence[ScenarioResult], folder) -> list[Path]:
@@ -33,7 +33,7 @@ def plot(results: Sequence[ScenarioResult], folder) -> list[Path]:
             try:
                 drawn = draw(axes, result)
             except (KeyError, TypeError, ValueError):
-                # A profile's run (mlx_magic.bench.gpu) keeps its series in
+                # A profile's run (benchmarks.gpu) keeps its series in
                 # another shape (per document size, say): no plot for it.
                 drawn = False
             if drawn is False:

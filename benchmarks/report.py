@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from mlx_magic.bench.machine import machine, versions
-from mlx_magic.bench.metrics import DIFFERENCE, SPEEDUP, Metric, ScenarioResult, median, minimum
+from benchmarks.machine import machine, versions
+from benchmarks.metrics import DIFFERENCE, SPEEDUP, Metric, ScenarioResult, median, minimum
 
 # --------------------------------------------------------------------------
 # The table
@@ -114,7 +114,7 @@ def write_report(
     path,
     *,
     plots: Sequence = (),
-    command: str = "python -m mlx_magic.bench",
+    command: str = "python -m benchmarks",
     started: Optional[str] = None,
     total_s: Optional[float] = None,
     probe: Optional[dict] = None,
@@ -122,7 +122,7 @@ def write_report(
 ) -> Path:
     """Write the Markdown report (machine, versions, command, table, plots, notes).
 
-    ``probe`` is :func:`~mlx_magic.bench.machine.mlx_probe`'s answer; ``appendix`` a Markdown file whose
+    ``probe`` is :func:`~benchmarks.machine.mlx_probe`'s answer; ``appendix`` a Markdown file whose
     text is added at the end (hand-written investigations, kept across runs).
     """
     path = Path(path)
@@ -231,7 +231,7 @@ def write_report(
 
 #: The first line of the GPU section of BENCHMARKS.md: from it to the end of the
 #: file, a regeneration on this machine keeps the text as it was (the GPU run is
-#: made elsewhere: ``python -m mlx_magic.bench.gpu``, docs/gpu.md).
+#: made elsewhere: ``python -m benchmarks.gpu``, docs/gpu.md).
 GPU_SECTION_MARKER = "<!-- GPU section: kept as is by write_report; see docs/gpu.md -->"
 
 

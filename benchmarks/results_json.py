@@ -8,9 +8,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-from mlx_magic.bench.machine import machine, versions
-from mlx_magic.bench.metrics import Metric, ScenarioResult
-from mlx_magic.bench.scenarios import SCENARIOS
+from benchmarks.machine import machine, versions
+from benchmarks.metrics import Metric, ScenarioResult
+from benchmarks.scenarios import SCENARIOS
 
 
 def save_json(results: Sequence[ScenarioResult], path) -> Path:

@@ -17,9 +17,9 @@ import os
 import time
 from typing import Callable, Optional, Sequence
 
-from mlx_magic.bench.harness import Context
-from mlx_magic.bench.metrics import ScenarioResult
-from mlx_magic.bench.scenarios import SCENARIOS, find
+from benchmarks.harness import Context
+from benchmarks.metrics import ScenarioResult
+from benchmarks.scenarios import SCENARIOS, find
 
 __all__ = ["SCENARIOS", "run"]
 
@@ -43,7 +43,7 @@ def run(
             where it is.
         work_dir: where tiny models and images are built (default: under the
             mlx_magic cache folder, so that they are built once).
-        profile: a :class:`~mlx_magic.bench.harness.Profile`: the models to
+        profile: a :class:`~benchmarks.harness.Profile`: the models to
             run on instead of the CPU set (SmolLM2 and the tiny models).
         on_result: called with each scenario's result as soon as it is done
             (to save what was measured before a long run is stopped).

@@ -18,7 +18,6 @@
     ├── EndpointFailure              one server failed an attempt (remote runtime, internal)
     │   ├── Unreachable              no text came from it: another server may answer
     │   └── Refused                  it refused the request: another would refuse it too
-    └── BenchError                   a cell or process of the benchmark failed (also RuntimeError)
 
     KeyboardInterrupt
     └── GenerationInterrupted        a kernel interrupt stopped a generation
@@ -124,10 +123,6 @@ class Unreachable(EndpointFailure):
 
 class Refused(EndpointFailure):
     """The server refused the request; another URL would refuse it too."""
-
-
-class BenchError(MLXMagicError, RuntimeError):
-    """A cell or a process of the benchmark failed."""
 
 
 class GenerationInterrupted(KeyboardInterrupt):

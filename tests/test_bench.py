@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from mlx_magic import bench
+import benchmarks as bench
 
 pytestmark = [pytest.mark.model, pytest.mark.kernel]
 
@@ -63,12 +63,18 @@ def test_table_plots_and_report(results, tmp_path):
         results,
         tmp_path / "BENCHMARKS.md",
         plots=plots,
-        command="python -m mlx_magic.bench --quick",
+        command="python -m benchmarks --quick",
     )
     markdown = report.read_text()
     assert "| scenario | metric |" in markdown
-    assert "python -m mlx_magic.bench --quick" in markdown
+    assert "python -m benchmarks --quick" in markdown
     assert "benchmarks/conversation.png" in markdown
+
+
+def test_the_command_line_names_the_scenarios(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "--scenarios", "nonsense"])
+    assert "known: overhead" in capsys.readouterr().err
 
 
 def test_unknown_scenario_is_refused():

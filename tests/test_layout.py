@@ -55,3 +55,25 @@ def test_the_display_and_magics_do_not_import_the_engine_at_the_top():
                 if name.startswith(("mlx_magic.engine", "mlx_magic.runtime.thread")):
                     offenders.append(f"{path.relative_to(ROOT)}: {name}")
     assert offenders == []
+
+
+def test_the_package_leaves_the_benchmark_and_matplotlib_outside():
+    # The benchmark lives in benchmarks/ at the repository's root, out of the
+    # wheel; matplotlib (a test extra) is imported only inside functions.
+    assert not (ROOT / "bench").exists()
+    assert not (ROOT / "tiny_models.py").exists()  # one path: mlx_magic.testing.tiny_models
+    offenders = []
+    for path in modules():
+        for name in top_level_imports(path):
+            if name.split(".")[0] in ("benchmarks", "matplotlib"):
+                offenders.append(f"{path.relative_to(ROOT)}: {name}")
+    assert offenders == []
+    for path in modules():  # nor lazily: the package never reaches for the benchmark
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            assert not any(n.split(".")[0] == "benchmarks" for n in names), path

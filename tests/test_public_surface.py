@@ -196,9 +196,9 @@ def test_result_attributes():
 
 
 def test_documented_modules_and_names():
-    from mlx_magic import tiny_models
     from mlx_magic.runtime.remote import RemoteRuntime
     from mlx_magic.runtime.remote.runtime import RemoteRuntime as Same
+    from mlx_magic.testing import tiny_models
 
     assert RemoteRuntime is Same
     assert callable(tiny_models.build_tiny_llama) and callable(tiny_models.build_tiny_vlm)
@@ -228,9 +228,16 @@ def test_css_classes_and_environment_variables_are_still_used():
 
 
 def test_entry_points_answer_help():
-    for module in ("mlx_magic", "mlx_magic.bench"):
+    from pathlib import Path
+
+    clone = Path(mlx_magic.__file__).resolve().parent.parent  # benchmarks/ runs from a clone
+    for module in ("mlx_magic", "benchmarks", "benchmarks.gpu"):
         out = subprocess.run(
-            [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", module, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=clone,
         )
         assert out.returncode == 0, (module, out.stderr)
     out = subprocess.run(
@@ -241,7 +248,7 @@ def test_entry_points_answer_help():
     )
     assert out.returncode == 0 and "--sys-prefix" in out.stdout
     out = subprocess.run(
-        [sys.executable, "-m", "mlx_magic.tiny_models", "--help"],
+        [sys.executable, "-m", "mlx_magic.testing.tiny_models", "--help"],
         capture_output=True,
         text=True,
         timeout=120,

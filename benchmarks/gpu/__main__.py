@@ -1,7 +1,7 @@
-"""``python -m mlx_magic.bench.gpu``: see :mod:`mlx_magic.bench.gpu.cli`."""
+"""``python -m benchmarks.gpu``: see :mod:`benchmarks.gpu.cli`."""
 
 import sys
 
-from mlx_magic.bench.gpu.cli import main
+from benchmarks.gpu.cli import main
 
 sys.exit(main())

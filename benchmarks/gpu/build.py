@@ -31,7 +31,7 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from mlx_magic.bench.gpu.shapes import Shape
+from benchmarks.gpu.shapes import Shape
 from mlx_magic.testing.tiny_models.folders import atomic_build, write_json
 
 #: How much the rows of unused, special and unreadable tokens shrink.

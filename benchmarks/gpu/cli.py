@@ -1,13 +1,13 @@
-"""``python -m mlx_magic.bench.gpu``: build random models of real shapes, run the
+"""``python -m benchmarks.gpu``: build random models of real shapes, run the
 benchmark's scenarios on them, write the results and a report.
 
 ::
 
-    python -m mlx_magic.bench.gpu [run] [--out DIR] [--work DIR] [--scenarios a,b,...]
-                                  [--models NAME,...] [--tokenizer DIR|smollm2|tiny]
-                                  [--budget SECONDS] [--mini]
-    python -m mlx_magic.bench.gpu report RUN.json [RUN.json ...] [--out FILE]
-    python -m mlx_magic.bench.gpu tokenizer DIR
+    python -m benchmarks.gpu [run] [--out DIR] [--work DIR] [--scenarios a,b,...]
+                             [--models NAME,...] [--tokenizer DIR|smollm2|tiny]
+                             [--budget SECONDS] [--mini]
+    python -m benchmarks.gpu report RUN.json [RUN.json ...] [--out FILE]
+    python -m benchmarks.gpu tokenizer DIR
 
 ``run`` builds the models (:mod:`.build`; reused when already built in
 ``--work``), writes ``profile.json`` there, runs the scenarios with it and,
@@ -32,8 +32,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence
 
-from mlx_magic.bench.gpu.shapes import Shape, shapes
-from mlx_magic.bench.harness.profile import Profile, ProfileModel
+from benchmarks.gpu.shapes import Shape, shapes
+from benchmarks.harness.profile import Profile, ProfileModel
 
 #: Seconds kept free at the end of ``--budget`` (a scenario started later is skipped).
 BUDGET_MARGIN_S = 75.0
@@ -44,7 +44,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args or args[0] not in ("run", "report", "tokenizer", "-h", "--help"):
         args.insert(0, "run")
     parser = argparse.ArgumentParser(
-        prog="python -m mlx_magic.bench.gpu",
+        prog="python -m benchmarks.gpu",
         description="The benchmark on random models of real shapes (for a GPU).",
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -77,13 +77,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     token_parser.add_argument("folder")
     options = parser.parse_args(args)
     if options.command == "tokenizer":
-        from mlx_magic.bench.gpu.build import export_tokenizer
+        from benchmarks.gpu.build import export_tokenizer
 
         print(export_tokenizer(options.folder))
         return 0
     if options.command == "report":
         return _report(options)
-    return _run(options, " ".join(["python -m mlx_magic.bench.gpu", *map(shlex.quote, args)]))
+    return _run(options, " ".join(["python -m benchmarks.gpu", *map(shlex.quote, args)]))
 
 
 def _run(options, command: str) -> int:
@@ -92,10 +92,10 @@ def _run(options, command: str) -> int:
     def progress(line: str) -> None:
         print(f"{time.perf_counter() - began:7.1f}s {line}", flush=True)
 
-    from mlx_magic.bench import run
-    from mlx_magic.bench.gpu.report import gpu_facts
-    from mlx_magic.bench.machine import machine, versions
-    from mlx_magic.bench.scenarios import SCENARIOS
+    from benchmarks import run
+    from benchmarks.gpu.report import gpu_facts
+    from benchmarks.machine import machine, versions
+    from benchmarks.scenarios import SCENARIOS
 
     names = list(SCENARIOS)
     if options.scenarios:
@@ -132,7 +132,7 @@ def _run(options, command: str) -> int:
     results = run(
         names, progress=progress, work_dir=work, profile=profile, on_result=save, deadline=deadline
     )
-    from mlx_magic.bench.report import table
+    from benchmarks.report import table
 
     print()
     print(table(results))
@@ -142,7 +142,7 @@ def _run(options, command: str) -> int:
 
 def save_run(out: Path, results, *, facts, builds, command, started, machine, versions) -> None:
     """``results.json`` (every sample) and ``report.md`` (the section) in ``out``."""
-    from mlx_magic.bench.gpu.report import section
+    from benchmarks.gpu.report import section
 
     data = {
         "command": command,
@@ -167,7 +167,7 @@ def save_run(out: Path, results, *, facts, builds, command, started, machine, ve
 
 
 def _report(options) -> int:
-    from mlx_magic.bench.gpu.report import load_run, section
+    from benchmarks.gpu.report import load_run, section
 
     runs = [load_run(path) for path in options.runs]
     results = [result for data in runs for result in data["results"]]
@@ -199,7 +199,7 @@ def _report(options) -> int:
 
 def build_models(options, work: Path, progress) -> tuple[dict, Profile]:
     """Build (or reuse) the models; return {name: size and build time} and the profile."""
-    from mlx_magic.bench.gpu.build import build_text, build_vision
+    from benchmarks.gpu.build import build_text, build_vision
     from mlx_magic.testing.tiny_models import build_tiny_llama
 
     known = shapes(mini=options.mini)
@@ -235,7 +235,7 @@ def _tokenizer(choice: str, work: Path, progress) -> Optional[Path]:
     if choice == "tiny":
         return None
     if choice == "smollm2":
-        from mlx_magic.bench.gpu.build import export_tokenizer
+        from benchmarks.gpu.build import export_tokenizer
         from mlx_magic.errors import ModelLoadError
 
         try:

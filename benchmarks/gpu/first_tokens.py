@@ -1,4 +1,4 @@
-"""The probe's parts about the first token (see :mod:`mlx_magic.bench.gpu.probe`).
+"""The probe's parts about the first token (see :mod:`benchmarks.gpu.probe`).
 
 * ``jit``: the first long prompt in a fresh process, raw mlx-lm at a fixed
   ``prefill_step_size`` or the magic (one ``--variant`` per process).
@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from mlx_magic.bench.gpu.probe_log import say
+from benchmarks.gpu.probe_log import say
 
 
 def probe_request(spec, tokens: int, prompt: str, *, raw: bool = False, cache: bool = False):
@@ -36,7 +36,7 @@ def jit(runtime, profile, reps: int) -> dict:
     step fixed at 2048, mlx-lm's default; rounded down to a power of two). Each
     reads three different prompts of the same length in a row."""
 
-    from mlx_magic.bench.harness import InProcessText, long_document
+    from benchmarks.harness import InProcessText, long_document
     from mlx_magic.display.streaming import stream_job
     from mlx_magic.display.views import StreamView
     from mlx_magic.engine import text_generation
@@ -132,7 +132,7 @@ def questions(runtime, profile, reps: int) -> dict:
     new shape can cost kernel compilation, which the second side then finds
     done). Warm-up: one question of another length on each side."""
 
-    from mlx_magic.bench.harness import InProcessText
+    from benchmarks.harness import InProcessText
     from mlx_magic.models.resolve import resolve_model
     from mlx_magic.runtime.values import Finished, GenerationRequest, SamplingParams
 

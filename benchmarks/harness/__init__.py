@@ -1,4 +1,4 @@
-"""The harness the benchmark scenarios share (see :mod:`mlx_magic.bench`).
+"""The harness the benchmark scenarios share (see :mod:`benchmarks`).
 
 * :class:`Context` (:mod:`.context`) - settings, the models (built or converted
   on first use) and fresh images shared by the scenarios.
@@ -15,16 +15,18 @@
   statistics line that follows the first token, with the prompt token count it
   printed; :class:`MlxLmServer`, a loopback ``mlx_lm.server``.
 * :class:`Profile` (:mod:`.profile`) - other models to run the scenarios on
-  (random models of real shapes on a GPU: :mod:`mlx_magic.bench.gpu`).
+  (random models of real shapes on a GPU: :mod:`benchmarks.gpu`).
+* :class:`BenchError` (:mod:`.errors`) - a cell or a process of the benchmark failed.
 * :mod:`.texts` - the prompts, paragraph, questions and conversation the
   scenarios send.
 
 The names below are the package's interface, whichever module defines them.
 """
 
-from mlx_magic.bench.harness.baselines import InProcessText, InProcessVision
-from mlx_magic.bench.harness.context import Context
-from mlx_magic.bench.harness.kernel import (
+from benchmarks.harness.baselines import InProcessText, InProcessVision
+from benchmarks.harness.context import Context
+from benchmarks.harness.errors import BenchError
+from benchmarks.harness.kernel import (
     JOBS_EXPRESSION,
     OUTPUT_MESSAGES,
     STATS_EXPRESSION,
@@ -33,9 +35,9 @@ from mlx_magic.bench.harness.kernel import (
     cell,
     traffic_of,
 )
-from mlx_magic.bench.harness.processes import MlxLmServer, cold_process
-from mlx_magic.bench.harness.profile import Profile, ProfileModel
-from mlx_magic.bench.harness.texts import (
+from benchmarks.harness.processes import MlxLmServer, cold_process
+from benchmarks.harness.profile import Profile, ProfileModel
+from benchmarks.harness.texts import (
     CONVERSATION,
     DOCUMENT_QUESTIONS,
     LONG_ANSWER_PROMPT,
@@ -61,6 +63,7 @@ __all__ = [
     "STATS_EXPRESSION",
     "SYSTEM_PROMPT",
     "VISION_PROMPTS",
+    "BenchError",
     "Cell",
     "Context",
     "InProcessText",

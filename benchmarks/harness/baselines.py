@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Optional, cast
 
-from mlx_magic.errors import BenchError
+from benchmarks.harness.errors import BenchError
 
 
 def _sampler():

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from mlx_magic.bench.harness.baselines import InProcessText, InProcessVision
-from mlx_magic.bench.harness.profile import Profile
+from benchmarks.harness.baselines import InProcessText, InProcessVision
+from benchmarks.harness.profile import Profile
 
 
 @dataclass

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from mlx_magic.errors import BenchError
+from benchmarks.harness.errors import BenchError
 
 # Message types that carry output to the frontend (what a notebook stores or renders).
 OUTPUT_MESSAGES = (

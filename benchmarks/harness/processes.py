@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Optional
 
-from mlx_magic.errors import BenchError
+from benchmarks.harness.errors import BenchError
 
 _STATS_LINE = re.compile(rb"^Prompt: (\d+) tokens, ([\d.]+) tokens-per-sec")
 

@@ -2,9 +2,9 @@
 
 Without a profile (the default) every scenario uses the models it was written
 for on a CPU: the embedded SmolLM2 and the tiny random models. A profile
-(``python -m mlx_magic.bench --profile FILE``, a JSON file) names other model
+(``python -m benchmarks --profile FILE``, a JSON file) names other model
 folders instead, for a machine where those are too small to show anything,
-a GPU: :mod:`mlx_magic.bench.gpu` builds random models of real shapes and writes
+a GPU: :mod:`benchmarks.gpu` builds random models of real shapes and writes
 such a file. Each scenario reads only the part it needs:
 
 * ``decode`` - ``overhead`` (decode and TTFT, raw mlx-lm against ``%%mlx``);

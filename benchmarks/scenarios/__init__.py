@@ -1,14 +1,14 @@
-"""The scenarios of :mod:`mlx_magic.bench`, one module each, named as the scenario.
+"""The scenarios of :mod:`benchmarks`, one module each, named as the scenario.
 
 Each scenario is a function ``name(context, result)`` in the module of the same
-name that fills a :class:`~mlx_magic.bench.metrics.ScenarioResult` as it goes
+name that fills a :class:`~benchmarks.metrics.ScenarioResult` as it goes
 (so a scenario that fails half way keeps what it measured). The harness they
 share (kernels, the in-process baselines, fresh processes, the texts) is
-:mod:`mlx_magic.bench.harness`; the rows they fill are
-:mod:`mlx_magic.bench.metrics`.
+:mod:`benchmarks.harness`; the rows they fill are
+:mod:`benchmarks.metrics`.
 
 This package imports no scenario until :func:`find` asks for it, so that the
-list can be read (by the command line, ``%mlx bench``, :func:`~mlx_magic.bench.merge`)
+list can be read (by the command line, ``%mlx bench``, :func:`~benchmarks.merge`)
 without loading the harness.
 """
 
@@ -18,8 +18,8 @@ import importlib
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
-    from mlx_magic.bench.harness import Context
-    from mlx_magic.bench.metrics import ScenarioResult
+    from benchmarks.harness import Context
+    from benchmarks.metrics import ScenarioResult
 
 #: The scenarios, in the order they run.
 SCENARIOS = (

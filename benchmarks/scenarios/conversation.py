@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlx_magic.bench.harness import (
+from benchmarks.harness import (
     CONVERSATION,
     DOCUMENT_QUESTIONS,
     Context,
@@ -13,7 +13,7 @@ from mlx_magic.bench.harness import (
     cell,
     long_document,
 )
-from mlx_magic.bench.metrics import RATIO, SPEEDUP, Metric, ScenarioResult, ms
+from benchmarks.metrics import RATIO, SPEEDUP, Metric, ScenarioResult, ms
 
 
 def conversation(context: Context, result: ScenarioResult) -> None:

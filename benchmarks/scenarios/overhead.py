@@ -3,8 +3,8 @@ this process against ``%%mlx`` in a real kernel."""
 
 from __future__ import annotations
 
-from mlx_magic.bench.harness import LONG_ANSWER_PROMPT, RAW_PROMPT, Context, Kernel, cell
-from mlx_magic.bench.metrics import (
+from benchmarks.harness import LONG_ANSWER_PROMPT, RAW_PROMPT, Context, Kernel, cell
+from benchmarks.metrics import (
     DIFFERENCE,
     RATIO,
     Metric,

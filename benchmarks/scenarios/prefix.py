@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlx_magic.bench.harness import (
+from benchmarks.harness import (
     DOCUMENT_QUESTIONS,
     PARAGRAPH,
     QUESTIONS,
@@ -16,7 +16,7 @@ from mlx_magic.bench.harness import (
     cold_process,
     long_document,
 )
-from mlx_magic.bench.metrics import (
+from benchmarks.metrics import (
     RATIO,
     SPEEDUP,
     Metric,

@@ -8,8 +8,8 @@ import os
 import re
 from typing import Optional
 
-from mlx_magic.bench.harness import VISION_PROMPTS, Cell, Context, Kernel, cell
-from mlx_magic.bench.metrics import RATIO, Metric, ScenarioResult, median, median_of, ms
+from benchmarks.harness import VISION_PROMPTS, Cell, Context, Kernel, cell
+from benchmarks.metrics import RATIO, Metric, ScenarioResult, median, median_of, ms
 
 
 def repeat_image(context: Context, result: ScenarioResult) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
-from mlx_magic.bench.harness import JOBS_EXPRESSION, RAW_PROMPT, Context, Kernel, cell
-from mlx_magic.bench.metrics import DIFFERENCE, Metric, ScenarioResult, median, median_of, ms
-from mlx_magic.errors import BenchError
+from benchmarks.harness import JOBS_EXPRESSION, RAW_PROMPT, Context, Kernel, cell
+from benchmarks.harness.errors import BenchError
+from benchmarks.metrics import DIFFERENCE, Metric, ScenarioResult, median, median_of, ms
 
 
 def responsiveness(context: Context, result: ScenarioResult) -> None:

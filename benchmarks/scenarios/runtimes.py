@@ -16,8 +16,9 @@ import contextlib
 from pathlib import Path
 from typing import Optional
 
-from mlx_magic.bench.harness import LONG_ANSWER_PROMPT, Context, Kernel, MlxLmServer, cell
-from mlx_magic.bench.metrics import (
+from benchmarks.harness import LONG_ANSWER_PROMPT, Context, Kernel, MlxLmServer, cell
+from benchmarks.harness.errors import BenchError
+from benchmarks.metrics import (
     DIFFERENCE,
     RATIO,
     Metric,
@@ -27,7 +28,6 @@ from mlx_magic.bench.metrics import (
     median_of,
     ms,
 )
-from mlx_magic.errors import BenchError
 
 MODES = ("thread", "process", "remote")
 #: The issue's target: the worker process within 2 % of thread mode.

@@ -3,7 +3,7 @@ the answer's length, in the foreground and as a background job (widgets)."""
 
 from __future__ import annotations
 
-from mlx_magic.bench.harness import (
+from benchmarks.harness import (
     JOBS_EXPRESSION,
     RAW_PROMPT,
     STATS_EXPRESSION,
@@ -12,8 +12,8 @@ from mlx_magic.bench.harness import (
     cell,
     traffic_of,
 )
-from mlx_magic.bench.metrics import RATIO, Metric, ScenarioResult, median
-from mlx_magic.errors import BenchError
+from benchmarks.harness.errors import BenchError
+from benchmarks.metrics import RATIO, Metric, ScenarioResult, median
 
 
 def traffic(context: Context, result: ScenarioResult) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlx_magic.bench.harness import (
+from benchmarks.harness import (
     SHORT_QUESTIONS,
     VISION_PROMPTS,
     Context,
@@ -13,7 +13,7 @@ from mlx_magic.bench.harness import (
     cell,
     cold_process,
 )
-from mlx_magic.bench.metrics import (
+from benchmarks.metrics import (
     DIFFERENCE,
     SPEEDUP,
     Metric,

@@ -368,29 +368,20 @@ def command_disconnect(magics, names):
 
 
 def command_bench(magics, names):
-    """%mlx bench [quick] [SCENARIO ...]: run the benchmark from the notebook."""
-    import tempfile
+    """%mlx bench [quick] [SCENARIO ...]: name the command that runs the benchmark.
 
-    from mlx_magic import bench
-
-    quick = "quick" in names
-    scenarios = [name for name in names if name != "quick"] or None
-    unknown = sorted(set(scenarios or ()) - set(bench.SCENARIOS))
-    if unknown:
-        raise UsageError(
-            f"No benchmark scenario {', '.join(unknown)}: choose from {', '.join(bench.SCENARIOS)}"
-        )
-    results = bench.run(scenarios, quick=quick, progress=print)
-    table = bench.table(results)
-    plots = bench.plot(results, tempfile.mkdtemp(prefix="mlx_magic_bench_"))
-    if getattr(magics.shell, "kernel", None) is None:
-        print(table)
-        return
-    from IPython.display import Image, display
-
-    display({"text/plain": table, "text/markdown": bench.table(results, markdown=True)}, raw=True)
-    for path in plots:
-        display(Image(filename=str(path)))
+    The benchmark is not part of the package: it runs from a clone of the
+    repository (``benchmarks/``), so this only says how.
+    """
+    command = "python -m benchmarks"
+    if "quick" in names:
+        command += " --quick"
+    scenarios = [name for name in names if name != "quick"]
+    if scenarios:
+        command += " --scenarios " + ",".join(scenarios)
+    raise UsageError(
+        f"The benchmark runs from a clone of the repository: at its root, run {command}"
+    )
 
 
 #: The ``%mlx`` subcommands, in the order ``%mlx?`` lists them.

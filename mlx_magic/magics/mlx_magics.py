@@ -371,7 +371,7 @@ class MLXMagics(MLXSettings):
             %mlx restart             restart the worker process (process runtime)
             %mlx connect URL [URL…]  send generations to OpenAI-compatible servers
             %mlx disconnect          back to local models
-            %mlx bench [quick] [SCENARIO ...]   the benchmark against raw mlx-lm/mlx-vlm
+            %mlx bench [quick] [SCENARIO ...]   how to run the benchmark (python -m benchmarks)
             %mlx replay [NAME|nb.ipynb:CELL]    make an answer again from its provenance, compare
 
         MODEL is anything ``%%mlx --model`` takes.

@@ -23,7 +23,7 @@ so a crashed or concurrent build never leaves a half model that counts.
 
 Command line::
 
-    python -m mlx_magic.tiny_models vlm|llama FOLDER [--seed N]
+    python -m mlx_magic.testing.tiny_models vlm|llama FOLDER [--seed N]
 
 The code, one concern a module: :mod:`.vlm` and :mod:`.llama` (the two
 models' configs and builders), :mod:`.tokenizer` (the shared tokenizer),

@@ -1,4 +1,4 @@
-"""The command line: ``python -m mlx_magic.tiny_models vlm|llama FOLDER [--seed N]``."""
+"""The command line: ``python -m mlx_magic.testing.tiny_models vlm|llama FOLDER [--seed N]``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from mlx_magic.testing.tiny_models.vlm import build_tiny_vlm
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mlx_magic.tiny_models vlm|llama FOLDER``: build, print the folder."""
+    """``python -m mlx_magic.testing.tiny_models vlm|llama FOLDER``: build, print the folder."""
     parser = argparse.ArgumentParser(
-        prog="python -m mlx_magic.tiny_models",
+        prog="python -m mlx_magic.testing.tiny_models",
         description="Build a tiny random model folder (idempotent).",
     )
     parser.add_argument("kind", choices=["vlm", "llama"])
