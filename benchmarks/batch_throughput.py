@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from mlx_magic.runtime.thread import ThreadRuntime
-from mlx_magic.runtime.values import (
+from mlx_magic.vocabulary.values import (
     Failed,
     Finished,
     GenerationRequest,

@@ -25,7 +25,7 @@ if not __package__:  # run as `python benchmarks/NAME.py`: import from the repos
 
 from benchmarks.batch_throughput import collect
 from mlx_magic.runtime.thread import ThreadRuntime
-from mlx_magic.runtime.values import GenerationRequest, ModelSpec, SamplingParams
+from mlx_magic.vocabulary.values import GenerationRequest, ModelSpec, SamplingParams
 
 PROMPT = "Explain in a short paragraph why the sky is blue."
 

@@ -172,7 +172,7 @@ def decode_overhead(context: Context, reps: int) -> None:
     from mlx_magic.display.views import StreamView
     from mlx_magic.models.resolve import resolve_model
     from mlx_magic.runtime.thread import ThreadRuntime
-    from mlx_magic.runtime.values import (
+    from mlx_magic.vocabulary.values import (
         Finished,
         GenerationRequest,
         PrefixCacheSettings,
@@ -311,8 +311,8 @@ def decode_in_kernel(context: Context, reps: int) -> None:
 
 COALESCING_PATCH = """
 import queue as _queue, time as _time
-from mlx_magic.runtime.job import Job as _Job
-from mlx_magic.runtime.values import TokenChunk as _TokenChunk
+from mlx_magic.vocabulary.job import Job as _Job
+from mlx_magic.vocabulary.values import TokenChunk as _TokenChunk
 def _next_event(self, timeout=None):
     try:
         event = self.events.get_nowait()
@@ -473,7 +473,7 @@ def decode_three_way(context: Context, reps: int) -> None:
 HANDSHAKE_PATCH = """
 import threading as _threading
 from mlx_magic.runtime import values as _protocol
-from mlx_magic.runtime.job import Job as _Job
+from mlx_magic.vocabulary.job import Job as _Job
 from mlx_magic.display import streaming as _streaming
 _emit = _Job.emit
 def _emit_then_wait(self, event):

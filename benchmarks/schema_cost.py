@@ -22,7 +22,7 @@ if not __package__:  # run as `python benchmarks/NAME.py`: import from the repos
 
 from benchmarks.batch_throughput import collect
 from mlx_magic.runtime.thread import ThreadRuntime
-from mlx_magic.runtime.values import GenerationRequest, ModelSpec, SamplingParams
+from mlx_magic.vocabulary.values import GenerationRequest, ModelSpec, SamplingParams
 
 SCHEMA = {
     "type": "object",

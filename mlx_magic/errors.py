@@ -76,7 +76,7 @@ class TemplateError(UserError, ValueError):
 
 
 class GenerationFailed(MLXMagicError):
-    """The runtime reported a :class:`~mlx_magic.runtime.values.Failed` event."""
+    """The runtime reported a :class:`~mlx_magic.vocabulary.values.Failed` event."""
 
     def __init__(self, failure: Any):
         super().__init__(failure.message)

@@ -23,4 +23,4 @@ if __name__ == "__main__":
     _fds = claim_stdio()  # first thing, before any other import can print
     from mlx_magic.runtime.process.server import main
 
-    main(fds=_fds)
+    main(_fds)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mlx_magic.display.buffering import TokenBuffer
+from mlx_magic.vocabulary.token_buffer import TokenBuffer
 
 
 class FakeClock:

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
+from mlx_magic.engine.gguf_conversion import convert_gguf
 from mlx_magic.models.embedded import embedded_gguf_path
-from mlx_magic.models.gguf import UnsupportedGGUF, conversion_dir_for, convert_gguf
+from mlx_magic.models.gguf import UnsupportedGGUF, conversion_dir_for
 
 # The embedded model is a test requirement (scripts/setup.sh installs it), so
 # its absence fails these tests rather than skipping them.
@@ -364,7 +365,7 @@ def test_float_gguf_matches_reference_logits(tmp_path):
 
 
 def test_interrupted_conversion_leaves_nothing(tmp_path, monkeypatch):
-    import mlx_magic.models.gguf.convert as gguf_module
+    import mlx_magic.engine.gguf_conversion as gguf_module
 
     gguf = tmp_path / "tiny.gguf"
     _tiny_llama_gguf(gguf)

@@ -1,5 +1,6 @@
-"""The layout keeps its shape: small modules, and MLX imported only where the
-engine runs (statically checked here; tests/test_layers.py checks a real kernel)."""
+"""The layout keeps its shape: small modules, layers whose imports only run down,
+no import cycles, and MLX imported only by the engine (statically checked here;
+tests/test_layers.py checks a real kernel)."""
 
 import ast
 from pathlib import Path
@@ -8,13 +9,38 @@ import mlx_magic
 
 ROOT = Path(mlx_magic.__file__).parent
 MLX = ("mlx", "mlx_lm", "mlx_vlm")
-# Where importing MLX at a module's top is allowed: the layers that only run
-# on the runtime's side.
-MLX_ROOMS = ("engine/", "models/gguf/convert.py", "testing/", "bench/")
+# The layers, bottom first: a room may import only rooms on lower floors
+# (never one beside it), at the top of a module or inside a function alike.
+LAYERS = (
+    ("errors", "units", "locking"),
+    ("vocabulary",),
+    ("images", "grounding"),
+    ("models",),
+    ("engine", "testing"),
+    ("runtime",),
+    ("display",),
+    ("magics",),
+    ("kernelspec",),
+    ("__init__", "__main__", "worker"),
+)
+FLOOR = {room: floor for floor, rooms in enumerate(LAYERS) for room in rooms}
+# Where MLX may be imported at all: the engine, and the helpers that build
+# tiny models with mlx-lm's and mlx-vlm's own classes.
+MLX_ROOMS = ("engine", "testing")
 
 
 def modules():
     return sorted(ROOT.rglob("*.py"))
+
+
+def module_name(path):
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def room_of(module):
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
 
 
 def test_no_module_is_over_450_lines():
@@ -28,22 +54,54 @@ def test_no_module_is_over_450_lines():
 
 def top_level_imports(path):
     tree = ast.parse(path.read_text())
-    for node in tree.body:  # module level only: lazy imports inside functions are fine
+    for node in tree.body:  # module level only
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             yield node.module
 
 
-def test_mlx_is_imported_at_the_top_only_in_the_engine_rooms():
+def every_import(path, known=()):
+    """(line, module) for each import anywhere in the file (inside functions and
+    ``if TYPE_CHECKING:`` too); ``from package import submodule`` counts as the
+    submodule when it is one of ``known``."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: relative import"
+            submodules = [f"{node.module}.{a.name}" for a in node.names]
+            if all(name in known for name in submodules):
+                for name in submodules:
+                    yield node.lineno, name
+            else:
+                yield node.lineno, node.module
+
+
+def test_the_layers_are_known_and_every_import_runs_down():
+    rooms = {room_of(module_name(path)) for path in modules()}
+    assert rooms <= set(FLOOR), f"rooms missing from LAYERS: {rooms - set(FLOOR)}"
     offenders = []
     for path in modules():
-        where = str(path.relative_to(ROOT))
-        if where.startswith(MLX_ROOMS):
-            continue
-        for name in top_level_imports(path):
-            if name.split(".")[0] in MLX:
-                offenders.append(f"{where}: {name}")
+        mine = room_of(module_name(path))
+        for line, name in every_import(path):
+            if name.split(".")[0] != "mlx_magic":
+                continue
+            theirs = room_of(name)
+            if theirs != mine and FLOOR[theirs] >= FLOOR[mine]:
+                offenders.append(f"{path.relative_to(ROOT)}:{line} ({mine}) imports {name}")
+    assert offenders == []
+
+
+def test_mlx_is_imported_only_by_the_engine():
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line}: {name}"
+        for path in modules()
+        if room_of(module_name(path)) not in MLX_ROOMS
+        for line, name in every_import(path)
+        if name.split(".")[0] in MLX
+    ]
     assert offenders == []
 
 
@@ -55,6 +113,30 @@ def test_the_display_and_magics_do_not_import_the_engine_at_the_top():
                 if name.startswith(("mlx_magic.engine", "mlx_magic.runtime.thread")):
                     offenders.append(f"{path.relative_to(ROOT)}: {name}")
     assert offenders == []
+
+
+def test_no_two_modules_import_each_other_even_through_others():
+    paths = {module_name(path): path for path in modules()}
+    graph = {
+        name: {m for _, m in every_import(path, known=paths) if m in paths and m != name}
+        for name, path in paths.items()
+    }
+    cycles = []
+    state: dict = {}  # 1: on the path being walked, 2: done
+
+    def walk(name, trail):
+        state[name] = 1
+        for other in sorted(graph[name]):
+            if state.get(other) == 1:
+                cycles.append(" -> ".join(trail[trail.index(other) :] + [other]))
+            elif other not in state:
+                walk(other, trail + [other])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            walk(name, [name])
+    assert cycles == []
 
 
 def test_the_package_leaves_the_benchmark_and_matplotlib_outside():

@@ -76,7 +76,7 @@ def test_memory_budget_evicts_the_least_recently_used(model_shell):
 
 SCRIPT = """
 import sys
-from mlx_magic.runtime.values import Finished, GenerationRequest, ModelSpec, SamplingParams
+from mlx_magic.vocabulary.values import Finished, GenerationRequest, ModelSpec, SamplingParams
 from mlx_magic.runtime.thread import ThreadRuntime
 path = sys.argv[1]
 runtime = ThreadRuntime(1 << 30)

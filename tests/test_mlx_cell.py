@@ -185,7 +185,7 @@ def test_a_burst_of_interrupts_still_keeps_the_answer(model_shell, monkeypatch, 
 
 def test_gpu_lock_pauses_generation_between_tokens(model_shell):
     """User code holding mlx_magic.gpu_lock never overlaps a token step."""
-    from mlx_magic.runtime.values import GenerationRequest, SamplingParams, TokenChunk
+    from mlx_magic.vocabulary.values import GenerationRequest, SamplingParams, TokenChunk
 
     magics = magics_of(model_shell)
     spec = magics.resolve(None)

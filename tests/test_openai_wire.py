@@ -7,7 +7,7 @@ from PIL import Image
 
 from mlx_magic.errors import one_line
 from mlx_magic.runtime.remote.openai_wire import request_body
-from mlx_magic.runtime.values import GenerationRequest, ModelSpec, SamplingParams
+from mlx_magic.vocabulary.values import GenerationRequest, ModelSpec, SamplingParams
 
 SPEC = ModelSpec(name="vlm", key="vlm", path="vlm", source="served", kind="vision")
 

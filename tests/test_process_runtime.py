@@ -19,7 +19,7 @@ import pytest
 from mlx_magic.errors import WorkerError
 from mlx_magic.runtime.process import rpc
 from mlx_magic.runtime.process.runtime import ProcessRuntime, describe_exit
-from mlx_magic.runtime.values import (
+from mlx_magic.vocabulary.values import (
     Failed,
     Finished,
     GenerationRequest,
@@ -436,7 +436,7 @@ def test_status_models_restart_and_unload_all(runtime, tiny):
 
 def test_load_errors_are_one_line_as_in_thread_mode(runtime, tiny):
     from mlx_magic.errors import ModelLoadError
-    from mlx_magic.runtime.values import ModelSpec
+    from mlx_magic.vocabulary.values import ModelSpec
 
     missing = ModelSpec(name="ghost", key="/no/such/model", path="/no/such/model")
     with pytest.raises(ModelLoadError, match="Could not load 'ghost' from /no/such/model"):
@@ -506,7 +506,7 @@ def test_the_kernel_process_never_imports_mlx(tiny_llama):
         import sys
         from mlx_magic.runtime.process.runtime import ProcessRuntime
         from mlx_magic.models.resolve import resolve_model
-        from mlx_magic.runtime.values import Finished, GenerationRequest, SamplingParams
+        from mlx_magic.vocabulary.values import Finished, GenerationRequest, SamplingParams
 
         runtime = ProcessRuntime(1 << 30)
         spec = resolve_model({str(tiny_llama)!r})

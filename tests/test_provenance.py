@@ -70,7 +70,7 @@ def test_replay_says_where_two_answers_part(replay_shell, capsys):
 def saved_cell(source, result):
     """A code cell as a notebook saves it: the streamed answer, and the footer
     with the record as the footer's metadata keeps it."""
-    from mlx_magic.runtime.provenance import record_to_save
+    from mlx_magic.vocabulary.provenance import record_to_save
 
     cell = nbformat.v4.new_code_cell(source)
     cell.outputs = [

@@ -33,6 +33,7 @@ TRAITS = [
     "system_prompt",
     "temperature",
     "top_p",
+    "trust_remote_code",
 ]
 # Only %%mlx_vision takes these.
 VISION_FLAGS = [
@@ -72,6 +73,7 @@ TEXT_FLAGS = [
     "--think-budget",
     "--top-k",
     "--top-p",
+    "--trust-remote-code",
     "-b",
     "-c",
     "-f",

@@ -18,7 +18,7 @@ import urllib.request
 import pytest
 
 from mlx_magic.runtime.remote.runtime import RemoteRuntime, RemoteServerError
-from mlx_magic.runtime.values import (
+from mlx_magic.vocabulary.values import (
     Failed,
     Finished,
     GenerationRequest,

@@ -18,9 +18,9 @@ from IPython.core.error import UsageError
 from mlx_magic.display.thinking_stream import ThinkingStream
 from mlx_magic.display.thinking_view import thinking_bundle, thinking_summary
 from mlx_magic.display.views import CollectingView
-from mlx_magic.runtime.job import Job
-from mlx_magic.runtime.thinking import ThinkingSplitter, prompt_opens_thinking
-from mlx_magic.runtime.values import GenerationRequest, ModelSpec, TokenChunk
+from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.thinking import ThinkingSplitter, prompt_opens_thinking
+from mlx_magic.vocabulary.values import GenerationRequest, ModelSpec, TokenChunk
 
 from conftest import make_shell, run
 
@@ -136,7 +136,7 @@ def test_the_finished_block_is_folded_html_with_a_plain_copy():
 
 def test_the_new_values_cross_the_worker_pipe():
     from mlx_magic.runtime.process import rpc
-    from mlx_magic.runtime.values import ThinkingOpened
+    from mlx_magic.vocabulary.values import ThinkingOpened
 
     for value in (
         ThinkingOpened(),
@@ -457,7 +457,7 @@ def test_a_think_token_in_the_vocabulary_makes_thinking_possible():
     from transformers import PreTrainedTokenizerFast
 
     from mlx_magic.engine.thinking_budget import thinking_is_possible
-    from mlx_magic.runtime.values import GenerationRequest, ModelSpec
+    from mlx_magic.vocabulary.values import GenerationRequest, ModelSpec
 
     words = Tokenizer(models.WordLevel({"a": 0, "<unk>": 1}, unk_token="<unk>"))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, unk_token="<unk>")

@@ -130,7 +130,7 @@ def test_images_stay_in_their_turn_where_the_model_layout_allows_it():
     from PIL import Image
 
     from mlx_magic.engine.vision_generation import conversation_messages
-    from mlx_magic.runtime.values import GenerationRequest, ModelSpec
+    from mlx_magic.vocabulary.values import GenerationRequest, ModelSpec
 
     request = GenerationRequest(
         model=ModelSpec(name="v", key="v", path="v", kind="vision"),

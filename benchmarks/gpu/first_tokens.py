@@ -17,7 +17,7 @@ from benchmarks.gpu.probe_log import say
 
 def probe_request(spec, tokens: int, prompt: str, *, raw: bool = False, cache: bool = False):
     """A greedy request of ``tokens`` tokens, the prefix cache on or off."""
-    from mlx_magic.runtime.values import GenerationRequest, PrefixCacheSettings, SamplingParams
+    from mlx_magic.vocabulary.values import GenerationRequest, PrefixCacheSettings, SamplingParams
 
     return GenerationRequest(
         model=spec,
@@ -134,7 +134,7 @@ def questions(runtime, profile, reps: int) -> dict:
 
     from benchmarks.harness import InProcessText
     from mlx_magic.models.resolve import resolve_model
-    from mlx_magic.runtime.values import Finished, GenerationRequest, SamplingParams
+    from mlx_magic.vocabulary.values import Finished, GenerationRequest, SamplingParams
 
     results: dict = {}
     for model in [m for m in profile.warm if m.small]:

@@ -86,7 +86,7 @@ def _variants(runtime, path: Path, tokens: int) -> dict:
     from mlx_magic.display.streaming import stream_job
     from mlx_magic.display.views import StreamView
     from mlx_magic.models.resolve import resolve_model
-    from mlx_magic.runtime.values import Finished
+    from mlx_magic.vocabulary.values import Finished
 
     spec = resolve_model(str(path))
     runtime.load(spec)
@@ -181,7 +181,7 @@ def report(runtime, profile, reps: int) -> dict:
     from mlx_magic.display.views import StreamView
     from mlx_magic.engine import stepping
     from mlx_magic.models.resolve import resolve_model
-    from mlx_magic.runtime.job import Job
+    from mlx_magic.vocabulary.job import Job
 
     results = {}
     spent = {"report": 0.0, "emit": 0.0, "reports": 0, "emits": 0}

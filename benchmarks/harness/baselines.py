@@ -34,7 +34,7 @@ class InProcessText:
         self, prompt: str, *, raw: bool = False, system: Optional[str] = None, history=()
     ) -> list[int]:
         from mlx_magic.engine.text_generation import prompt_token_ids
-        from mlx_magic.runtime.values import GenerationRequest, ModelSpec
+        from mlx_magic.vocabulary.values import GenerationRequest, ModelSpec
 
         request = GenerationRequest(
             model=ModelSpec("baseline", "baseline", str(self.path)),

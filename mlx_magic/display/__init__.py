@@ -1,4 +1,4 @@
-"""What the user sees: the event collector, the token buffer, the views
-(cell stream, terminal, widgets), previews, probabilities, the chat panel and
+"""What the user sees: the event collector, the views
+(cell stream, terminal, widgets), previews, probabilities, memory figures and
 the result stored in ``_mlx``. Imports no MLX.
 """

@@ -6,7 +6,7 @@ import html
 
 from mlx_magic.display.probability_view import probability_bundle
 from mlx_magic.display.result import MLXResult, footer_html
-from mlx_magic.runtime.values import SamplingParams
+from mlx_magic.vocabulary.values import SamplingParams
 
 
 def branch_title(original: MLXResult, step: int, chosen: str) -> str:

@@ -2,7 +2,7 @@
 
 The watch knows the cell's own images (their sizes as the user has them),
 learns from the runtime how the model's processor resized them
-(:class:`~mlx_magic.runtime.values.ImagesPrepared`) and the model's family,
+(:class:`~mlx_magic.vocabulary.values.ImagesPrepared`) and the model's family,
 and is fed the answer so far at every display flush. It says when a box or
 point has completed, so the previews are redrawn only then.
 """
@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 from mlx_magic.grounding import Grounding, GroundingTracker, ImageGeometry, grounding_family
 from mlx_magic.grounding.coordinates import estimated_processed_size
 from mlx_magic.images import LoadedImage
-from mlx_magic.runtime.values import GenerationRequest, ImagesPrepared
+from mlx_magic.vocabulary.values import GenerationRequest, ImagesPrepared
 
 #: Least time between two drawings of the previews while an answer streams.
 REDRAW_S = 0.5

@@ -1,6 +1,6 @@
 """``%mlx memory``: what the session's generations and warm models cost in memory.
 
-Two views of one :class:`~mlx_magic.runtime.values.RuntimeStatus`:
+Two views of one :class:`~mlx_magic.vocabulary.values.RuntimeStatus`:
 
 * across the generations (oldest first): MLX's active, cache and peak memory
   right after each, and the size of each answer's KV cache beside its
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlx_magic.runtime.values import RuntimeStatus
 from mlx_magic.units import gib
+from mlx_magic.vocabulary.values import RuntimeStatus
 
 MIB = 1024**2
 

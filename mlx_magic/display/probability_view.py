@@ -13,7 +13,7 @@ import html
 import math
 
 from mlx_magic.display.result import MLXResult
-from mlx_magic.runtime.values import SamplingParams
+from mlx_magic.vocabulary.values import SamplingParams
 
 
 def sampler_summary(sampling: SamplingParams) -> str:

@@ -6,7 +6,7 @@ import html
 from dataclasses import dataclass, field
 from typing import Optional
 
-from mlx_magic.runtime.values import GenerationStats
+from mlx_magic.vocabulary.values import GenerationStats
 
 
 def footer_text(

@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from mlx_magic.display.buffering import TokenBuffer
 from mlx_magic.display.grounding_watch import GroundingWatch
 from mlx_magic.display.interrupts import NO_SHIELD, InterruptShield
 from mlx_magic.display.result import MLXResult, TokenInfo
@@ -21,9 +20,10 @@ from mlx_magic.display.thinking_stream import ThinkingStream
 from mlx_magic.display.views import StreamView
 from mlx_magic.errors import GenerationFailed
 from mlx_magic.images import LoadedImage
-from mlx_magic.runtime.job import Job
-from mlx_magic.runtime.provenance import provenance_record
-from mlx_magic.runtime.values import (
+from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.provenance import provenance_record
+from mlx_magic.vocabulary.token_buffer import TokenBuffer
+from mlx_magic.vocabulary.values import (
     Failed,
     Finished,
     GenerationStats,

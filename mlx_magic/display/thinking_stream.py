@@ -3,8 +3,8 @@ back to the collector that shows it.
 
 Thinking arrives as inline ``<think> … </think>`` text (local models, and
 servers that pass it through) or as a server's separate reasoning deltas
-(:attr:`~mlx_magic.runtime.values.TokenChunk.thinking`). It is buffered like
-the answer (its own :class:`~mlx_magic.display.buffering.TokenBuffer`) and
+(:attr:`~mlx_magic.vocabulary.values.TokenChunk.thinking`). It is buffered like
+the answer (its own :class:`~mlx_magic.vocabulary.token_buffer.TokenBuffer`) and
 counted apart from it: tokens, and the time from its first token to its end.
 """
 
@@ -13,11 +13,11 @@ from __future__ import annotations
 import time
 from typing import Callable, Optional
 
-from mlx_magic.display.buffering import TokenBuffer
 from mlx_magic.display.views import StreamView
-from mlx_magic.runtime.job import Job
-from mlx_magic.runtime.thinking import ANSWER, START, THINKING, ThinkingSplitter
-from mlx_magic.runtime.values import TokenChunk
+from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.thinking import ANSWER, START, THINKING, ThinkingSplitter
+from mlx_magic.vocabulary.token_buffer import TokenBuffer
+from mlx_magic.vocabulary.values import TokenChunk
 
 
 class ThinkingStream:

@@ -22,9 +22,9 @@ import sys
 import threading
 from typing import Callable, Optional
 
-from mlx_magic.display.buffering import MAX_BATCH_TOKENS
 from mlx_magic.display.result import MLXResult, footer_html
-from mlx_magic.runtime.provenance import record_to_save
+from mlx_magic.vocabulary.provenance import record_to_save
+from mlx_magic.vocabulary.token_buffer import MAX_BATCH_TOKENS
 
 
 class StreamView:

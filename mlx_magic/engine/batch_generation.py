@@ -11,7 +11,8 @@ Greedy answers are token for token those of one-at-a-time generation
 (tested). Sampled answers share one seed, set once for the whole run: the
 run repeats as a whole (same items, same batch size), not answer by answer,
 since each draw depends on the other sequences in flight. Jobs with
-different seeds or token probabilities take the interleaved path.
+different seeds or token probabilities take the interleaved path
+(:mod:`~mlx_magic.engine.batching` decides, and starts a run of the right kind).
 
 :class:`BatchRun` holds what both kinds share (slots, streaming, cancels,
 the finished answer's numbers); :class:`TextBatchRun` here and
@@ -32,9 +33,9 @@ from mlx_magic.engine.stepping import usable_top_k
 from mlx_magic.engine.text_generation import context_length, fit_history
 from mlx_magic.errors import UserError
 from mlx_magic.locking import gpu_lock
-from mlx_magic.runtime.job import Job
-from mlx_magic.runtime.values import Failed, Finished, GenerationStats, TokenChunk
 from mlx_magic.units import gib
+from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.values import Failed, Finished, GenerationStats, TokenChunk
 
 #: Most sequences decoded at once when the cell does not say (``--batch-size``).
 MAX_AUTO_BATCH = 16
@@ -42,52 +43,6 @@ MAX_AUTO_BATCH = 16
 MIN_SHARED_PREFIX = 8
 #: The share of the memory budget left after the model that KV caches may use.
 KV_SHARE = 0.5
-
-
-def can_batch(jobs: list[Job]) -> bool:
-    """Whether ``jobs`` can share forward passes: one model, no token
-    probabilities, one seed for all (the run's: ``--map`` draws one), and more
-    than one of them. Vision jobs also share one sampler (mlx-vlm's batch has
-    one) and send images, not a video, outside a conversation."""
-    if len(jobs) < 2:
-        return False
-    first = jobs[0].request
-    if first.model.kind not in ("text", "vision"):
-        return False
-    return all(
-        job.request.model.key == first.model.key
-        and job.request.model.kind == first.model.kind
-        and not job.request.top_logprobs
-        and job.request.sampling.seed == first.sampling.seed
-        and job.request.batch_size != 1
-        and job.request.draft is None
-        and not job.request.continue_ids
-        and (
-            _vision_batchable(job, first)
-            if first.model.kind == "vision"
-            else not job.request.images
-        )
-        for job in jobs
-    )
-
-
-def _vision_batchable(job: Job, first) -> bool:
-    request = job.request
-    return (
-        request.sampling == first.sampling
-        and not request.has_video
-        and request.conversation is None
-        and not request.history
-    )
-
-
-def start_batch(warm: WarmModel, jobs: list[Job], **options) -> "BatchRun":
-    """The batch run for ``warm``'s kind of model (``options``: :class:`BatchRun`'s)."""
-    if warm.kind == "vision":
-        from mlx_magic.engine.vision_batch_generation import VisionBatchRun
-
-        return VisionBatchRun(warm, jobs, **options)
-    return TextBatchRun(warm, jobs, **options)
 
 
 def auto_batch_size(warm: WarmModel, prompt_tokens: int, max_tokens: int, budget_bytes: int) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mlx_magic.engine.model_cache import WarmModel
 from mlx_magic.errors import ModelLoadError
-from mlx_magic.runtime.values import ModelSpec
+from mlx_magic.vocabulary.values import ModelSpec
 
 
 def load_warm_model(spec: ModelSpec) -> WarmModel:
@@ -29,7 +29,7 @@ def load_warm_model(spec: ModelSpec) -> WarmModel:
     """
     started = time.perf_counter()
     if spec.gguf:
-        _convert_gguf(spec)
+        _convert_gguf(spec, spec.gguf)
     folder = Path(spec.path)
     if folder.is_dir() and not any(folder.glob("*.safetensors")):
         # Checked here: mlx-vlm logs an "ERROR:root:" line before it raises.
@@ -95,11 +95,12 @@ def parameter_bytes(model) -> int:
     return sum(array.nbytes for _, array in tree_flatten(model.parameters()))  # type: ignore[str-unpack,union-attr]  # mlx types leaves as Any | str
 
 
-def _convert_gguf(spec: ModelSpec) -> None:
-    from mlx_magic.models.gguf import UnsupportedGGUF, convert_gguf
+def _convert_gguf(spec: ModelSpec, gguf: str) -> None:
+    from mlx_magic.engine.gguf_conversion import convert_gguf
+    from mlx_magic.models.gguf import UnsupportedGGUF
 
     try:
-        convert_gguf(spec.gguf, spec.path)
+        convert_gguf(gguf, spec.path)
     except UnsupportedGGUF as error:
         raise ModelLoadError(f"{spec.name}: {error}") from error
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from mlx_magic.runtime.values import PrefixCacheSettings
+from mlx_magic.vocabulary.values import PrefixCacheSettings
 
 
 def warm_prompt_cache(warm, settings: PrefixCacheSettings, make):

@@ -15,8 +15,8 @@ from typing import Any, Callable, Generator, Optional, cast
 from mlx_magic.engine.model_cache import text_tokenizer
 from mlx_magic.errors import CancelledDuringPrompt
 from mlx_magic.locking import gpu_lock
-from mlx_magic.runtime.job import Job
-from mlx_magic.runtime.values import Progress, TokenChunk
+from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.values import Progress, TokenChunk
 
 #: After the first text, how long the runtime lets whoever shows the answer
 #: put it out before computing the next token. Without this pause the next

@@ -20,16 +20,16 @@ from mlx_magic.engine.stepping import (
 from mlx_magic.engine.thinking_budget import ThinkingBudget, thinking_is_possible
 from mlx_magic.errors import UserError
 from mlx_magic.locking import gpu_lock
-from mlx_magic.runtime.job import Job
-from mlx_magic.runtime.thinking import prompt_opens_thinking
-from mlx_magic.runtime.values import (
+from mlx_magic.units import gib
+from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.thinking import prompt_opens_thinking
+from mlx_magic.vocabulary.values import (
     Finished,
     GenerationRequest,
     GenerationStats,
     Notice,
     ThinkingOpened,
 )
-from mlx_magic.units import gib
 
 
 def prompt_token_ids(tokenizer, request: GenerationRequest, history=None) -> list[int]:

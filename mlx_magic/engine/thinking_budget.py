@@ -5,7 +5,7 @@ As mlx-vlm's thinking budget does, the block is ended by forcing its closing
 tag: a logits processor puts all the probability on the tokens of
 ``"\\n</think>\\n\\n"``, one per step, and the model goes on to write its
 answer after them. The budget counts the tokens generated since the block
-opened; the block itself is found in the text (:mod:`mlx_magic.runtime.thinking`),
+opened; the block itself is found in the text (:mod:`mlx_magic.vocabulary.thinking`),
 since ``<think>`` is several tokens for many tokenizers.
 
 mlx-lm computes token ``k + 1`` before it hands out token ``k``, so the text
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any, Generator, Optional
 
-from mlx_magic.runtime.job import Job
-from mlx_magic.runtime.thinking import CLOSE_TAG, OPEN_TAG, THINKING, ThinkingSplitter
+from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.thinking import CLOSE_TAG, OPEN_TAG, THINKING, ThinkingSplitter
 
 #: What is forced to end a block: the tag on a line of its own, then the
 #: blank line these models put before the answer.

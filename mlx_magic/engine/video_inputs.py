@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mlx_magic.errors import UserError
-from mlx_magic.runtime.values import VideoPrepared
+from mlx_magic.vocabulary.values import VideoPrepared
 
 #: Side of the preview strip's thumbnails, in pixels.
 STRIP_SIDE = 128

@@ -15,7 +15,7 @@ slots are free; setting it to the number just inserted makes a freed slot
 take the next item at once (continuous batching, as mlx-lm's does).
 
 One sampler serves the whole batch (mlx-vlm's design), so only jobs with the
-same sampling settings are batched (:func:`~mlx_magic.engine.batch_generation.can_batch`).
+same sampling settings are batched (:func:`~mlx_magic.engine.batching.can_batch`).
 The image-feature cache of one-at-a-time cells is not used here.
 """
 
@@ -36,8 +36,8 @@ from mlx_magic.engine.vision_generation import vision_prompt
 from mlx_magic.engine.vision_inputs import VisionInputs, prepare_vision_inputs
 from mlx_magic.errors import UserError
 from mlx_magic.locking import gpu_lock
-from mlx_magic.runtime.job import Job
-from mlx_magic.runtime.values import Failed
+from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.values import Failed
 
 
 class VisionBatchRun(BatchRun):

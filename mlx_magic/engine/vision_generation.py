@@ -11,9 +11,9 @@ from mlx_magic.engine.text_generation import PendingGeneration
 from mlx_magic.engine.video_inputs import check_takes_video, read_clip
 from mlx_magic.engine.vision_inputs import VisionInputs, image_patch_ranges, prepare_vision_inputs
 from mlx_magic.locking import gpu_lock
-from mlx_magic.runtime.job import Job
-from mlx_magic.runtime.values import Finished, GenerationStats
 from mlx_magic.units import gib
+from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.values import Finished, GenerationStats
 
 
 def vision_prompt(warm: WarmModel, request) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Optional
 from mlx_magic.engine.model_cache import config_dict
 from mlx_magic.engine.text_generation import context_length
 from mlx_magic.errors import UserError
-from mlx_magic.runtime.values import ImagesPrepared
+from mlx_magic.vocabulary.values import ImagesPrepared
 
 # What the processor returns that is not passed on as a keyword argument.
 _MAIN_INPUTS = ("input_ids", "pixel_values", "attention_mask")

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Optional
 
-from mlx_magic.runtime.values import PrefixCacheSettings
+from mlx_magic.vocabulary.values import PrefixCacheSettings
 
 
 def _state_class():

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 from mlx_magic.display.streaming import GenerationFailed, stream_job
 from mlx_magic.display.views import StreamView
 from mlx_magic.images import LoadedImage
-from mlx_magic.runtime.job import Job
+from mlx_magic.vocabulary.job import Job
 
 
 class Cancellable(Protocol):

@@ -21,7 +21,7 @@ from mlx_magic.display.result import MLXResult, TokenInfo
 from mlx_magic.display.streaming import stream_job
 from mlx_magic.display.views import view_for
 from mlx_magic.errors import GenerationFailed
-from mlx_magic.runtime.values import GenerationRequest
+from mlx_magic.vocabulary.values import GenerationRequest
 
 USAGE = (
     "Usage: %mlx branch STEP TOKEN [NAME]: STEP is a token's number in the --probs table, "

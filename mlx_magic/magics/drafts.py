@@ -12,7 +12,7 @@ from typing import Any, Optional
 from IPython.core.error import UsageError
 
 from mlx_magic.magics.options import CellOptions
-from mlx_magic.runtime.values import ModelSpec
+from mlx_magic.vocabulary.values import ModelSpec
 
 #: ``--draft none``: no draft for this cell, whatever the setting says.
 NO_DRAFT = "none"

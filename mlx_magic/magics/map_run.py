@@ -24,13 +24,13 @@ from mlx_magic.display.result import MLXResult, TokenInfo
 from mlx_magic.errors import GenerationInterrupted
 from mlx_magic.magics.drafts import NO_DRAFT
 from mlx_magic.magics.mapping import MapItem, fill_for_item, image_source_for_item, map_items
-from mlx_magic.magics.options import CellOptions
-from mlx_magic.magics.prepare import PreparedCell, load_cell_images, prepare
+from mlx_magic.magics.options import CellOptions, PreparedCell
+from mlx_magic.magics.prepare import load_cell_images, prepare
 from mlx_magic.magics.schemas import data_columns
 from mlx_magic.magics.session import Session
-from mlx_magic.runtime.job import Job
-from mlx_magic.runtime.provenance import provenance_record
-from mlx_magic.runtime.values import Failed, Finished, TokenChunk
+from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.provenance import provenance_record
+from mlx_magic.vocabulary.values import Failed, Finished, TokenChunk
 
 #: How long to wait for in-flight items to confirm a cancel.
 _CANCEL_GRACE_S = 30.0

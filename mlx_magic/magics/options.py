@@ -17,7 +17,10 @@ from typing import Any, Optional
 
 from IPython.core.error import UsageError
 
-from mlx_magic.runtime.values import ModelSpec, SamplingParams
+from mlx_magic.images import LoadedImage
+from mlx_magic.magics.conversations import PendingTurn
+from mlx_magic.magics.schemas import AnswerSchema
+from mlx_magic.vocabulary.values import GenerationRequest, ModelSpec, SamplingParams
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,29 @@ class CellOptions:
     num_draft: Optional[int] = None
     #: ``--trust-remote-code``: loading may run the Python code the model's folder names.
     trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class PreparedCell:
+    """A generation ready to run.
+
+    Attributes:
+        options: what the cell (or panel) asked for.
+        request: what the runtime runs.
+        out_name: the checked ``--out`` name, if any.
+        turn: for ``--chat``, the turn to record when the answer is complete.
+        images: the cell's own images (previews show them).
+        cell_id: the frontend's id of the cell that asked (conversations use it).
+    """
+
+    options: CellOptions
+    request: GenerationRequest
+    out_name: Optional[str] = None
+    turn: Optional[PendingTurn] = None
+    images: tuple[LoadedImage, ...] = ()
+    cell_id: Optional[str] = None
+    #: ``--schema``: what the answer is parsed and validated with.
+    schema: Optional[AnswerSchema] = None
 
 
 def variants_of(args: Any) -> list[CellOptions]:

@@ -1,4 +1,4 @@
-"""From a cell's options and text to a :class:`PreparedCell`: the request the
+"""From a cell's options and text to a :class:`~mlx_magic.magics.options.PreparedCell`: the request the
 runtime runs, and what to do with its answer.
 
 Cheap checks come first (the text, the flags, the template), the model is
@@ -7,7 +7,7 @@ resolved last: a mistake is reported before anything slow happens.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Callable, Optional
 
 from IPython.core.error import UsageError
@@ -19,39 +19,17 @@ from mlx_magic.magics.conversations import PendingTurn
 from mlx_magic.magics.drafts import draft_of
 from mlx_magic.magics.options import (
     CellOptions,
+    PreparedCell,
     check_thinking,
     checked_out_name,
     sampling_params,
 )
 from mlx_magic.magics.provenance import with_drawn_seed
-from mlx_magic.magics.schemas import AnswerSchema, answer_schema
+from mlx_magic.magics.schemas import answer_schema
 from mlx_magic.magics.session import Session
 from mlx_magic.magics.templating import fill_template, last_error_text
-from mlx_magic.runtime.values import GenerationRequest, ModelSpec, PrefixCacheSettings
 from mlx_magic.units import gib_to_bytes
-
-
-@dataclass(frozen=True)
-class PreparedCell:
-    """A generation ready to run.
-
-    Attributes:
-        options: what the cell (or panel) asked for.
-        request: what the runtime runs.
-        out_name: the checked ``--out`` name, if any.
-        turn: for ``--chat``, the turn to record when the answer is complete.
-        images: the cell's own images (previews show them).
-        cell_id: the frontend's id of the cell that asked (conversations use it).
-    """
-
-    options: CellOptions
-    request: GenerationRequest
-    out_name: Optional[str] = None
-    turn: Optional[PendingTurn] = None
-    images: tuple[LoadedImage, ...] = ()
-    cell_id: Optional[str] = None
-    #: ``--schema``: what the answer is parsed and validated with.
-    schema: Optional[AnswerSchema] = None
+from mlx_magic.vocabulary.values import GenerationRequest, ModelSpec, PrefixCacheSettings
 
 
 def load_cell_images(

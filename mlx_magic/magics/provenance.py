@@ -17,13 +17,13 @@ import dataclasses
 import secrets
 from typing import Any, Optional
 
-from mlx_magic.runtime.provenance import (
+from mlx_magic.vocabulary.provenance import (
     RECORD_VERSION,
     provenance_record,
     request_record,
     token_ids_sha256,
 )
-from mlx_magic.runtime.values import GenerationRequest, ModelSpec, SamplingParams
+from mlx_magic.vocabulary.values import GenerationRequest, ModelSpec, SamplingParams
 
 __all__ = [
     "RECORD_VERSION",

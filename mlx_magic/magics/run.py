@@ -1,6 +1,6 @@
 """The one place that starts generations and records what came of them.
 
-Every caller builds :class:`~mlx_magic.magics.prepare.PreparedCell` values the
+Every caller builds :class:`~mlx_magic.magics.options.PreparedCell` values the
 same way and comes here: a cell in the foreground (:func:`run_foreground`), a
 ``-b`` cell or the chat panel in the background (:func:`run_background`),
 several columns side by side (:func:`run_columns`). Each records its result in
@@ -18,9 +18,9 @@ from mlx_magic.display.streaming import stream_job, stream_jobs
 from mlx_magic.display.views import CollectingView, StreamView, view_for, widgets_usable
 from mlx_magic.errors import GenerationFailed, GenerationInterrupted
 from mlx_magic.magics.background import BackgroundJob
-from mlx_magic.magics.prepare import PreparedCell
+from mlx_magic.magics.options import PreparedCell
 from mlx_magic.magics.session import Session
-from mlx_magic.runtime.values import Failed
+from mlx_magic.vocabulary.values import Failed
 
 #: Most columns one side-by-side cell may have.
 MAX_COLUMNS = 6

@@ -19,11 +19,11 @@ from mlx_magic.errors import ModelLoadError
 from mlx_magic.images import DecodedImageCache
 from mlx_magic.magics.background import BackgroundJobs
 from mlx_magic.magics.conversations import Conversations, Turn
-from mlx_magic.runtime.values import ModelSpec
 from mlx_magic.units import gib_to_bytes
+from mlx_magic.vocabulary.values import ModelSpec
 
 if TYPE_CHECKING:
-    from mlx_magic.magics.prepare import PreparedCell
+    from mlx_magic.magics.options import PreparedCell
     from mlx_magic.magics.settings import MLXSettings
     from mlx_magic.runtime.interface import Runtime
 
@@ -158,7 +158,7 @@ class Session:
     def record_finished(self, cell: PreparedCell, result: MLXResult) -> None:
         """Bookkeeping after any generation: session stats, the conversation,
         the answer's provenance (``_mlx.provenance``; ``%mlx replay``)."""
-        from mlx_magic.runtime.provenance import provenance_record
+        from mlx_magic.vocabulary.provenance import provenance_record
 
         if getattr(result, "provenance", None) is None:
             result.provenance = provenance_record(result, cell.request)

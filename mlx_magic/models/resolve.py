@@ -18,7 +18,7 @@ from typing import Mapping, Optional
 
 from mlx_magic.errors import ModelLoadError
 from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME, cache_root, embedded_gguf_path
-from mlx_magic.runtime.values import ModelSpec
+from mlx_magic.vocabulary.values import ModelSpec
 
 # owner/name, as the Hub spells repository ids.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -1,6 +1,6 @@
-"""Where models run, behind one interface (:class:`mlx_magic.runtime.interface.Runtime`).
+"""Where models run, behind one interface (:class:`mlx_magic.runtime.interface.Runtime`);
+the values that cross it are in :mod:`mlx_magic.vocabulary`.
 
-* :mod:`~mlx_magic.runtime.values`: the typed values that cross the interface.
 * :mod:`~mlx_magic.runtime.thread`: one owner thread in the kernel (imports MLX).
 * :mod:`~mlx_magic.runtime.process`: a worker process over JSON-RPC (the kernel
   side imports no MLX).

@@ -1,6 +1,6 @@
 """The interface every runtime serves: what the magics need from a place that runs models.
 
-It carries only the typed values of :mod:`mlx_magic.runtime.values`, so the
+It carries only the typed values of :mod:`mlx_magic.vocabulary.values`, so the
 same magics work with the thread runtime in the kernel, a worker process over
 JSON-RPC, or remote OpenAI-compatible servers.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import abc
 from typing import Optional
 
-from mlx_magic.runtime.job import Job
-from mlx_magic.runtime.values import GenerationRequest, ModelInfo, ModelSpec, RuntimeStatus
+from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.values import GenerationRequest, ModelInfo, ModelSpec, RuntimeStatus
 
 
 class Runtime(abc.ABC):

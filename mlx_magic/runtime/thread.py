@@ -2,7 +2,7 @@
 
 MLX streams are thread-local, so models are loaded, used and freed on the
 same thread. Requests arrive through a queue; every generation answers with
-a :class:`~mlx_magic.runtime.job.Job` whose events (tokens, results and
+a :class:`~mlx_magic.vocabulary.job.Job` whose events (tokens, results and
 exceptions, all as values) the caller reads on its own thread.
 
 :class:`ThreadRuntime` serves :class:`~mlx_magic.runtime.interface.Runtime`
@@ -21,9 +21,9 @@ from mlx_magic.engine.model_cache import WarmModel, WarmModelCache
 from mlx_magic.errors import ModelLoadError, UserError
 from mlx_magic.locking import gpu_lock
 from mlx_magic.runtime.interface import Runtime
-from mlx_magic.runtime.job import Job
 from mlx_magic.runtime.owner_threads import Serving, serve_on_an_owner_thread
-from mlx_magic.runtime.values import (
+from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.values import (
     Failed,
     GenerationRequest,
     ModelInfo,
@@ -167,14 +167,14 @@ class ThreadRuntime(Runtime):
             return 0
 
         def clear_now():
-            import mlx.core as mx
+            from mlx_magic.engine.memory import release_cached_buffers
 
             dropped = 0
             for entry in self._cache:
                 for cache in entry.caches.present():
                     dropped += len(cache)
                     cache.clear()
-            mx.clear_cache()
+            release_cached_buffers()
             self._after_change()
             return dropped
 
@@ -262,9 +262,9 @@ class ThreadRuntime(Runtime):
         """Start every job, then step them in turn until all have finished.
 
         Jobs of one model share forward passes instead (continuous
-        batching, :mod:`~mlx_magic.engine.batch_generation`).
+        batching, :mod:`~mlx_magic.engine.batching`).
         """
-        from mlx_magic.engine.batch_generation import can_batch
+        from mlx_magic.engine.batching import can_batch
 
         if can_batch(jobs):
             self._run_batched(jobs)
@@ -306,7 +306,7 @@ class ThreadRuntime(Runtime):
 
     def _run_batched(self, jobs: list[Job]) -> None:
         """Jobs of one model decoded together with mlx-lm's or mlx-vlm's BatchGenerator."""
-        from mlx_magic.engine.batch_generation import start_batch
+        from mlx_magic.engine.batching import start_batch
 
         with self._state_lock:
             self._current = jobs[0]
@@ -414,14 +414,10 @@ class ThreadRuntime(Runtime):
             self._memory_log.append(sample)
 
     def _after_change(self) -> None:
-        import mlx.core as mx
+        from mlx_magic.engine.memory import mlx_memory
 
         infos = tuple(_info(entry) for entry in self._cache)
-        memory = {
-            "active": mx.get_active_memory(),
-            "cache": mx.get_cache_memory(),
-            "peak": mx.get_peak_memory(),
-        }
+        memory = mlx_memory()
         with self._state_lock:
             self._model_infos = infos
             self._memory = memory
@@ -445,6 +441,6 @@ def _stats_of(cache) -> Optional[dict]:
 
 
 def _cancelled_before_start():
-    from mlx_magic.runtime.values import Finished
+    from mlx_magic.vocabulary.values import Finished
 
     return Finished(finish_reason="cancelled")

@@ -122,7 +122,7 @@ def forced_answer(answer: str) -> Iterator[None]:
     """
     import mlx_lm
 
-    from mlx_magic.runtime.thinking import CLOSE_TAG
+    from mlx_magic.vocabulary.thinking import CLOSE_TAG
 
     original = mlx_lm.stream_generate
     thinking, tag, rest = answer.partition(CLOSE_TAG)

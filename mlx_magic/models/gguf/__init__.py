@@ -1,4 +1,6 @@
-"""Convert a llama-family GGUF file into a folder that ``mlx_lm.load`` accepts.
+"""Read a llama-family GGUF file's header and tokenizer, for converting it into a
+folder that ``mlx_lm.load`` accepts (the conversion, which needs MLX, is
+:mod:`mlx_magic.engine.gguf_conversion`).
 
 The folder holds ``config.json``, ``model.safetensors`` (or shards),
 ``tokenizer.json``, ``tokenizer_config.json``, ``special_tokens_map.json`` and
@@ -25,11 +27,4 @@ raise :class:`UnsupportedGGUF`.
 
 from mlx_magic.models.gguf.header import UnsupportedGGUF, conversion_dir_for
 
-__all__ = ["UnsupportedGGUF", "convert_gguf", "conversion_dir_for"]
-
-
-def convert_gguf(gguf_path, out_dir):
-    """See :func:`mlx_magic.models.gguf.convert.convert_gguf` (imports MLX when called)."""
-    from mlx_magic.models.gguf.convert import convert_gguf as convert
-
-    return convert(gguf_path, out_dir)
+__all__ = ["UnsupportedGGUF", "conversion_dir_for"]

@@ -3,7 +3,7 @@
 The kernel (:mod:`mlx_magic.runtime.process.worker_process`) and the worker
 (:mod:`mlx_magic.runtime.process.server`) speak JSON-RPC 2.0 over the worker's stdin and
 stdout. This module knows nothing of processes: it turns messages into bytes
-and back, and protocol values (:mod:`mlx_magic.runtime.values`) into JSON and back.
+and back, and protocol values (:mod:`mlx_magic.vocabulary.values`) into JSON and back.
 It never imports MLX, so the kernel side stays free of it.
 
 Framing
@@ -56,7 +56,7 @@ import traceback
 from typing import IO, Any, Callable, Optional
 
 from mlx_magic.errors import ModelLoadError, RPCError
-from mlx_magic.runtime.values import (
+from mlx_magic.vocabulary.values import (
     Failed,
     Finished,
     GenerationRequest,

@@ -32,11 +32,11 @@ from typing import Any, Optional
 
 from mlx_magic.errors import ModelLoadError, WorkerError
 from mlx_magic.runtime.interface import Runtime
-from mlx_magic.runtime.job import Job
 from mlx_magic.runtime.process import rpc
 from mlx_magic.runtime.process.exits import describe_exit
 from mlx_magic.runtime.process.worker_process import PendingCall, WorkerProcess
-from mlx_magic.runtime.values import (
+from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.values import (
     Event,
     Failed,
     Finished,

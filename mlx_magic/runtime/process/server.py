@@ -26,7 +26,7 @@ Methods (requests, answered with a result or a JSON-RPC error):
 * ``shutdown {timeout}`` → null, then the process exits
 
 Notifications sent by the worker: ``ready {pid, python}`` once at start, and
-``events``. Token chunks are batched per job (mlx_magic.display.buffering.TokenBuffer:
+``events``. Token chunks are batched per job (mlx_magic.vocabulary.token_buffer.TokenBuffer:
 4–512 tokens depending on the rate, and never held longer than the batch
 interval; the first text of a job goes out at once), so a fast model sends a
 few messages per second instead of one per token. The kernel re-emits every
@@ -48,11 +48,11 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from mlx_magic.display.buffering import TokenBuffer
 from mlx_magic.errors import ParamsError
-from mlx_magic.runtime.job import Job
 from mlx_magic.runtime.process import rpc
-from mlx_magic.runtime.values import Failed, Finished, GenerationRequest, ModelSpec, TokenChunk
+from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.token_buffer import TokenBuffer
+from mlx_magic.vocabulary.values import Failed, Finished, GenerationRequest, ModelSpec, TokenChunk
 
 HOOKS_VARIABLE = "MLX_MAGIC_WORKER_TEST_HOOKS"
 DEFAULT_BATCH_INTERVAL_S = 0.2
@@ -373,15 +373,13 @@ class WorkerServer:
             pass
 
 
-def main(argv: Optional[list] = None, fds=None) -> int:
+def main(fds: tuple[int, int], argv: Optional[list] = None) -> int:
+    """Serve requests over the protocol's file descriptors ``fds`` (claimed by
+    :func:`mlx_magic.worker.claim_stdio` before anything else was imported)."""
     parser = argparse.ArgumentParser(prog="python -m mlx_magic.worker")
     parser.add_argument("--memory-budget-bytes", type=int, default=8 << 30)
     parser.add_argument("--batch-interval-s", type=float, default=DEFAULT_BATCH_INTERVAL_S)
     args = parser.parse_args(argv)
-    if fds is None:
-        from mlx_magic.worker import claim_stdio
-
-        fds = claim_stdio()
     protocol_in, protocol_out = fds
 
     import faulthandler

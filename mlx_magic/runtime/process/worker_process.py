@@ -36,10 +36,10 @@ import time
 from typing import IO, Any, Callable, Optional, Protocol
 
 from mlx_magic.errors import WorkerError
-from mlx_magic.runtime.job import Job
 from mlx_magic.runtime.process import rpc
 from mlx_magic.runtime.process.exits import collect_exit, describe_exit, end_process
-from mlx_magic.runtime.values import Event, Failed, Finished, TokenChunk
+from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.values import Event, Failed, Finished, TokenChunk
 
 _WATCH_S = 0.02
 

@@ -39,12 +39,12 @@ import time
 from typing import Optional
 
 from mlx_magic.errors import Cancelled, Refused, RemoteServerError, Unreachable
-from mlx_magic.runtime.job import Job
 from mlx_magic.runtime.remote import openai_wire as wire
 from mlx_magic.runtime.remote.client import ServerClient
 from mlx_magic.runtime.remote.endpoints import Attempt, Endpoint, Endpoints, Pending, all_failed
 from mlx_magic.runtime.remote.streaming import stream_answer
-from mlx_magic.runtime.values import Failed, Finished, GenerationStats, Notice
+from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.values import Failed, Finished, GenerationStats, Notice
 
 # How often the dispatcher looks at queued jobs' cancellation.
 _POLL_S = 0.1

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
 from mlx_magic.errors import one_line
-from mlx_magic.runtime.job import Job
+from mlx_magic.vocabulary.job import Job
 
 
 @dataclass

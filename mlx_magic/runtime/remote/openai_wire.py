@@ -28,7 +28,7 @@ The model name sent
 
 Answers
     Every payload with text becomes a
-    :class:`~mlx_magic.runtime.values.TokenChunk` (without token ids: the API
+    :class:`~mlx_magic.vocabulary.values.TokenChunk` (without token ids: the API
     does not give them). Reasoning that a server sends apart from the answer
     (a ``reasoning_content`` delta, as DeepSeek's API and older vLLM name it,
     or ``reasoning``, as newer vLLM, OpenRouter and mlx-lm's server do)
@@ -51,8 +51,8 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from mlx_magic.errors import one_line
-from mlx_magic.runtime.job import Job
-from mlx_magic.runtime.values import GenerationRequest, GenerationStats, ModelSpec, TokenChunk
+from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.values import GenerationRequest, GenerationStats, ModelSpec, TokenChunk
 
 #: How much of an error body is read for its message.
 MAX_ERROR_BODY = 64 * 1024

@@ -58,12 +58,18 @@ from typing import Optional, Sequence
 
 from mlx_magic.errors import RemoteServerError
 from mlx_magic.runtime.interface import Runtime
-from mlx_magic.runtime.job import Job
 from mlx_magic.runtime.remote import openai_wire as wire
 from mlx_magic.runtime.remote.client import ServerClient
 from mlx_magic.runtime.remote.dispatcher import Dispatcher
 from mlx_magic.runtime.remote.endpoints import Endpoint, Endpoints, all_failed, parse_url
-from mlx_magic.runtime.values import GenerationRequest, ModelInfo, ModelSpec, Notice, RuntimeStatus
+from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.values import (
+    GenerationRequest,
+    ModelInfo,
+    ModelSpec,
+    Notice,
+    RuntimeStatus,
+)
 
 __all__ = ["RemoteRuntime", "RemoteServerError", "parse_url"]
 

@@ -21,7 +21,7 @@ A stream cut in the middle
     When the connection breaks, the server stops sending for
     ``idle_timeout_s`` or reports an error after text has streamed, the
     answer is not retried (it would repeat itself): the job emits a
-    :class:`~mlx_magic.runtime.values.Notice` ("The stream from URL was cut
+    :class:`~mlx_magic.vocabulary.values.Notice` ("The stream from URL was cut
     after N tokens: cause …") and ends with ``Finished(finish_reason="cut")``,
     so the partial text stays in the result. A broken connection sets
     ``attempt.connection_broke`` (the runtime then marks the URL unhealthy).
@@ -41,7 +41,7 @@ from mlx_magic.runtime.remote import openai_wire as wire
 from mlx_magic.runtime.remote.client import ServerClient, closed_by_server
 from mlx_magic.runtime.remote.endpoints import Attempt
 from mlx_magic.runtime.remote.watch import Watch
-from mlx_magic.runtime.values import Finished, ModelReady, Notice
+from mlx_magic.vocabulary.values import Finished, ModelReady, Notice
 
 #: Text events read past ``-n`` before a stream is closed by the client.
 _OVERFLOW_EVENTS = 8

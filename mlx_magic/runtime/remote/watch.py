@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 import httpx
 
-from mlx_magic.runtime.job import Job
+from mlx_magic.vocabulary.job import Job
 
 #: How often a watch looks at its deadlines and its job.
 WATCH_S = 0.02

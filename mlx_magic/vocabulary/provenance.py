@@ -17,7 +17,7 @@ import time
 from importlib import metadata
 from typing import Optional
 
-from mlx_magic.runtime.values import GenerationRequest
+from mlx_magic.vocabulary.values import GenerationRequest
 
 #: The version of the record's layout.
 RECORD_VERSION = 1

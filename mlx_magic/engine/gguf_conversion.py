@@ -1,7 +1,8 @@
-"""The conversion itself: weights through ``mx.load``, config, tokenizer, the folder.
+"""Convert a llama-family GGUF file into a folder ``mlx_lm.load`` accepts:
+weights through ``mx.load``, config, tokenizer, the folder (what is kept and
+what is re-quantized: :mod:`mlx_magic.models.gguf`, which reads the header).
 
-Imports MLX; :mod:`mlx_magic.models.gguf` imports this module only when a
-conversion runs (on the runtime's side).
+Imports MLX: the loader (:mod:`.loading`) runs it on the runtime's side.
 """
 
 from __future__ import annotations

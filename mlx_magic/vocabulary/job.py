@@ -8,7 +8,7 @@ import queue
 import threading
 from typing import Optional
 
-from mlx_magic.runtime.values import Event, Failed, Finished, GenerationRequest
+from mlx_magic.vocabulary.values import Event, Failed, Finished, GenerationRequest
 
 
 class Job:

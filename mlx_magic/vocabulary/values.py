@@ -1,7 +1,7 @@
 """The values that pass between the magics and a runtime.
 
 Everything a magic sends (a :class:`GenerationRequest`) and everything a
-runtime sends back (the events below, through a :class:`~mlx_magic.runtime.job.Job`)
+runtime sends back (the events below, through a :class:`~mlx_magic.vocabulary.job.Job`)
 is a plain dataclass of strings and
 numbers, so the same interface can be served by the in-kernel thread runtime,
 by a worker process speaking JSON-RPC, or by a remote OpenAI-compatible
