@@ -73,3 +73,40 @@ def test_a_user_mistake_is_exactly_usage_error_from_its_cause(shell, cell, cause
     assert type(caught.value) is UsageError
     assert isinstance(caught.value.__cause__, cause), caught.value.__cause__
     assert "\n" not in str(caught.value)
+
+
+def test_only_the_edge_raises_usage_error():
+    # Below and inside the magics, mistakes are UserErrors; one module turns
+    # them into IPython's UsageError (mlx_magic.magics.edge).
+    import ast
+    from pathlib import Path
+
+    import mlx_magic
+
+    root = Path(mlx_magic.__file__).parent
+    users = sorted(
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if any(
+            isinstance(node, ast.Name) and node.id == "UsageError"
+            for node in ast.walk(ast.parse(path.read_text()))
+        )
+    )
+    assert users == ["magics/edge.py"]
+
+
+def test_an_error_of_the_worker_comes_back_as_its_own_class():
+    from mlx_magic.errors import Cancelled, RPCError, WorkerError
+    from mlx_magic.runtime.process import rpc
+
+    def round_trip(error):
+        return rpc.exception_from_error(rpc.error_for_exception(1, error)["error"])
+
+    for cls in (ModelLoadError, ImageSourceError, TemplateError, WorkerError, Cancelled):
+        back = round_trip(cls("one line to fix"))
+        assert type(back) is cls and str(back) == "one line to fix"
+    # A name that is not one of mlx_magic's errors never builds that class.
+    for foreign in (ValueError("no"), KeyError("k")):
+        back = round_trip(foreign)
+        assert type(back) is RPCError and back.remote_type == type(foreign).__name__
+    assert type(rpc.decode_exception({"type": "one_line", "message": "x"})) is RPCError

@@ -6,6 +6,7 @@ from IPython.core.error import UsageError
 from PIL import Image
 
 from mlx_magic.magics.arguments import parse_flags
+from mlx_magic.magics.edge import as_usage_errors
 from mlx_magic.magics.mlx_magics import MLXMagics
 
 from conftest import magics_of, run
@@ -28,7 +29,7 @@ def test_quotes_group_and_are_removed():
     ],
 )
 def test_bad_lines_are_one_usage_error(line, words):
-    with pytest.raises(UsageError) as caught:
+    with pytest.raises(UsageError) as caught, as_usage_errors():
         parse_flags(MLXMagics.mlx_cell, line, "%%mlx")
     assert type(caught.value) is UsageError and words in str(caught.value)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument
 from IPython.utils.process import arg_split
 
+from mlx_magic.errors import UserError
 from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME
 
 
@@ -180,18 +180,18 @@ def parse_flags(magic: Callable, line: str, usage: str) -> Any:
     magic's name as the user types it (``%%mlx``), for the help hint.
 
     Raises:
-        UsageError: an unclosed quote, ``--help`` (the manual is ``%%mlx?``),
+        UserError: an unclosed quote, ``--help`` (the manual is ``%%mlx?``),
             or a flag the magic does not take.
     """
     try:
         # Windows paths keep their backslashes: split without escapes there.
         argv = arg_split(line, posix=os.name != "nt", strict=True)
     except ValueError as error:
-        raise UsageError(f"The flags do not parse ({error}): close the quote") from error
+        raise UserError(f"The flags do not parse ({error}): close the quote") from error
     if os.name == "nt":
         argv = [_unquoted(arg) for arg in argv]
     if "-h" in argv or "--help" in argv:
-        raise UsageError(f"{usage}? shows the manual: every flag, the settings, examples")
+        raise UserError(f"{usage}? shows the manual: every flag, the settings, examples")
     return magic.parser.parse_args(argv)  # type: ignore[attr-defined]
 
 

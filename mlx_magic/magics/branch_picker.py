@@ -49,11 +49,11 @@ class BranchPicker:
         self.alternative.index = 0 if options else None
 
     def _clicked(self) -> None:
-        from IPython.core.error import UsageError
+        from mlx_magic.errors import UserError
 
         try:
             self.branch()
-        except UsageError as error:  # one line in the picker, as a cell would show it
+        except UserError as error:  # one line in the picker, as a cell would show it
             with self.output:
                 print(f"UsageError: {error}")
 

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from IPython.core.error import UsageError
-
 from mlx_magic.display.branch_view import branch_bundle, branch_title
 from mlx_magic.display.result import MLXResult, TokenInfo
 from mlx_magic.display.streaming import stream_job
 from mlx_magic.display.views import view_for
-from mlx_magic.errors import GenerationFailed
+from mlx_magic.errors import GenerationFailed, UserError
 from mlx_magic.vocabulary.values import GenerationRequest
 
 USAGE = (
@@ -33,7 +31,7 @@ USAGE = (
 def command_branch(magics, names):
     session = magics.session
     if len(names) not in (2, 3):
-        raise UsageError(USAGE)
+        raise UserError(USAGE)
     target = names[2] if len(names) == 3 else "_mlx"
     original = session.shell.user_ns.get(target)
     step, alternative = chosen_alternative(original, target, names[0], names[1])
@@ -46,38 +44,38 @@ def chosen_alternative(original, target: str, step_text: str, token_text: str):
     """The token number and the alternative (id, text, logprob) the user named.
 
     Raises:
-        UsageError: not an answer with probabilities, no such step, or no
+        UserError: not an answer with probabilities, no such step, or no
             such alternative there (one line each, naming what there is).
     """
     request = getattr(original, "request", None)
     if not isinstance(original, MLXResult) or not isinstance(request, GenerationRequest):
-        raise UsageError(f"%mlx branch: {target} holds no answer of a %%mlx cell; run one first")
+        raise UserError(f"%mlx branch: {target} holds no answer of a %%mlx cell; run one first")
     if request.model.kind != "text" or request.images:
-        raise UsageError("%mlx branch works with text models: this answer is a vision model's")
+        raise UserError("%mlx branch works with text models: this answer is a vision model's")
     if not original.tokens or original.tokens[0].logprob is None:
-        raise UsageError(
+        raise UserError(
             f"%mlx branch: {target} has no token probabilities: run the cell with --probs"
         )
     try:
         step = int(step_text)
     except ValueError:
-        raise UsageError(USAGE) from None
+        raise UserError(USAGE) from None
     if not 1 <= step <= len(original.tokens):
-        raise UsageError(
+        raise UserError(
             f"%mlx branch: the answer has tokens 1 to {len(original.tokens)}, not {step}"
         )
     top = original.tokens[step - 1].top
     if token_text.startswith("#") and token_text[1:].isdigit():
         rank = int(token_text[1:])
         if not 1 <= rank <= len(top):
-            raise UsageError(f"%mlx branch: token {step} has alternatives #1 to #{len(top)}")
+            raise UserError(f"%mlx branch: token {step} has alternatives #1 to #{len(top)}")
         return step, tuple(top[rank - 1])
     matches = [t for t in top if t[1] == token_text] or [
         t for t in top if t[1].strip() == token_text.strip()
     ]
     if not matches:
         shown = ", ".join(repr(t[1]) for t in top)
-        raise UsageError(
+        raise UserError(
             f"%mlx branch: {token_text!r} is not an alternative of token {step} ({shown}); "
             "pick one of them, or #K"
         )
@@ -106,7 +104,7 @@ def run_branch(session, original: MLXResult, step: int, alternative: tuple, view
     try:
         outcome = stream_job(job, view, interval_s=session.stream_interval_s)
     except GenerationFailed as failed:
-        raise UsageError(f"%mlx branch: {failed.failure.message}") from failed
+        raise UserError(f"%mlx branch: {failed.failure.message}") from failed
     rest = outcome.result
     outcome.shield.release()
     head = original.tokens[: step - 1]

@@ -11,9 +11,7 @@ import importlib
 import time
 from pathlib import Path
 
-from IPython.core.error import UsageError
-
-from mlx_magic.errors import GenerationInterrupted, ModelLoadError
+from mlx_magic.errors import GenerationInterrupted, ModelLoadError, UserError
 from mlx_magic.magics.branching import command_branch
 from mlx_magic.magics.conversations import DEFAULT_CONVERSATION
 from mlx_magic.magics.replay import command_replay
@@ -22,14 +20,11 @@ from mlx_magic.units import gib
 
 def command_load(magics, names):
     if not names:
-        raise UsageError("%mlx load needs a model, e.g. %mlx load smollm2")
+        raise UserError("%mlx load needs a model, e.g. %mlx load smollm2")
     for name in names:
         spec = magics.session.resolve(name)
         started = time.perf_counter()
-        try:
-            info = magics.session.runtime.load(spec)
-        except ModelLoadError as error:
-            raise UsageError(str(error)) from error
+        info = magics.session.runtime.load(spec)
         took = time.perf_counter() - started
         print(
             f"{info.name}: {info.kind} model, {gib(info.memory_bytes):.2f} GiB, "
@@ -67,7 +62,7 @@ def command_models(magics, names):
 
 def command_cache(magics, names):
     if names != ["clear"]:
-        raise UsageError("Usage: %mlx cache clear")
+        raise UserError("Usage: %mlx cache clear")
     dropped = magics.session.runtime.clear_caches() if magics.session.runtime_started else 0
     dropped += len(magics.session.image_cache)
     magics.session.image_cache.clear()
@@ -124,9 +119,9 @@ def command_status(magics, names):
 
 def command_memory(magics, names):
     if names:
-        raise UsageError("Usage: %mlx memory (no arguments)")
+        raise UserError("Usage: %mlx memory (no arguments)")
     if magics.runtime == "remote":
-        raise UsageError(
+        raise UserError(
             "%mlx memory shows this machine's MLX memory; the remote runtime's models live in "
             "the servers' (see their own tools), or %mlx disconnect to use local models"
         )
@@ -153,36 +148,36 @@ def command_chat(magics, names):
         )
     elif action == "save":
         if len(names) < 2:
-            raise UsageError("Usage: %mlx chat save FILE [NAME]")
+            raise UserError("Usage: %mlx chat save FILE [NAME]")
         name = names[2] if len(names) > 2 else DEFAULT_CONVERSATION
         if name not in conversations:
-            raise UsageError(f"No conversation named '{name}'")
+            raise UserError(f"No conversation named '{name}'")
         target = Path(names[1]).expanduser()
         if target.is_dir():
-            raise UsageError(
+            raise UserError(
                 f"{names[1]} is a folder: name a file, e.g. {target / (name + '.json')}"
             )
         try:
             path = conversations.save(name, target)
         except OSError as error:
-            raise UsageError(
+            raise UserError(
                 f"Could not save to {names[1]}: {error.strerror or error} (does its folder exist?)"
             ) from error
         print(f"Saved conversation '{name}' to {path}")
     elif action == "load":
         if len(names) != 2:
-            raise UsageError("Usage: %mlx chat load FILE")
+            raise UserError("Usage: %mlx chat load FILE")
         try:
             conversation = conversations.load(Path(names[1]).expanduser())
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise UsageError(f"Could not load a conversation from {names[1]}: {error}") from error
+            raise UserError(f"Could not load a conversation from {names[1]}: {error}") from error
         print(f"Loaded conversation '{conversation.name}' ({len(conversation.turns)} turns)")
     else:
         name = action or DEFAULT_CONVERSATION
         conversation = conversations.get(name)
         if conversation is None:
             known = ", ".join(conversations.names()) or "none yet"
-            raise UsageError(
+            raise UserError(
                 f"No conversation named '{name}' (conversations: {known}); "
                 "start one with %%mlx --chat NAME"
             )
@@ -283,7 +278,7 @@ def _select_jobs(magics, names):
     try:
         return magics.session.jobs.select(names)
     except KeyError as missing:
-        raise UsageError(f"No background job {missing.args[0]}: %mlx jobs lists them") from missing
+        raise UserError(f"No background job {missing.args[0]}: %mlx jobs lists them") from missing
 
 
 def command_panel(magics, names):
@@ -292,11 +287,11 @@ def command_panel(magics, names):
     from mlx_magic.magics.panel import ChatPanel
 
     if names not in ([], ["vision"]):
-        raise UsageError("Usage: %mlx panel [vision]")
+        raise UserError("Usage: %mlx panel [vision]")
     try:
         importlib.import_module("ipywidgets")
     except ImportError as error:
-        raise UsageError("The panel is made of ipywidgets: pip install ipywidgets") from error
+        raise UserError("The panel is made of ipywidgets: pip install ipywidgets") from error
     panel = ChatPanel(magics.session, vision=names == ["vision"])
     magics.session.panels.append(panel)
     display(panel.widget)
@@ -305,7 +300,7 @@ def command_panel(magics, names):
 def command_runtime(magics, names):
     if names:
         if names[0] not in ("thread", "process") or len(names) > 1:
-            raise UsageError("Usage: %mlx runtime [thread|process]  (remote: %mlx connect URL)")
+            raise UserError("Usage: %mlx runtime [thread|process]  (remote: %mlx connect URL)")
         magics.runtime = names[0]
     status = magics.session.runtime.status() if magics.session.runtime_started else None
     where = status.kind if status else "not started yet"
@@ -315,13 +310,10 @@ def command_runtime(magics, names):
 def command_restart(magics, names):
     backend = magics.session.runtime
     if not hasattr(backend, "restart"):
-        raise UsageError(
+        raise UserError(
             "%mlx restart restarts the worker process: switch with %mlx runtime process first"
         )
-    try:
-        pid = backend.restart()
-    except ModelLoadError as error:
-        raise UsageError(str(error)) from error
+    pid = backend.restart()
     print(f"Restarted the worker process (pid {pid}); models load again on first use")
 
 
@@ -329,12 +321,12 @@ def command_connect(magics, names):
     from mlx_magic.runtime.remote import parse_url
 
     if not names:
-        raise UsageError("Usage: %mlx connect URL [URL ...]  (e.g. http://127.0.0.1:8080)")
+        raise UserError("Usage: %mlx connect URL [URL ...]  (e.g. http://127.0.0.1:8080)")
     for url in names:
         try:
             parse_url(url)
         except ValueError as error:
-            raise UsageError(str(error)) from error
+            raise UserError(str(error)) from error
     # Probed before anything changes: a URL that does not answer must not
     # drop the warm local models.
     from mlx_magic.runtime.remote import RemoteRuntime
@@ -345,7 +337,7 @@ def command_connect(magics, names):
     try:
         served = probe.probe()
     except ModelLoadError as error:
-        raise UsageError(
+        raise UserError(
             f"{error}; still on the {magics.runtime} runtime (check the URL, or start the server)"
         ) from error
     finally:
@@ -379,7 +371,7 @@ def command_bench(magics, names):
     scenarios = [name for name in names if name != "quick"]
     if scenarios:
         command += " --scenarios " + ",".join(scenarios)
-    raise UsageError(
+    raise UserError(
         f"The benchmark runs from a clone of the repository: at its root, run {command}"
     )
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from IPython.core.error import UsageError
-
+from mlx_magic.errors import UserError
 from mlx_magic.magics.options import CellOptions
 from mlx_magic.vocabulary.values import ModelSpec
 
@@ -24,37 +23,37 @@ def draft_of(
     """The draft model for this cell (or ``None``) and how many tokens it proposes.
 
     Raises:
-        UsageError: a ``--draft``/``--num-draft`` that cannot apply, or a draft
+        UserError: a ``--draft``/``--num-draft`` that cannot apply, or a draft
             model that cannot be found, in one line.
     """
     asked = options.draft is not None and options.draft.lower() != NO_DRAFT
     name = options.draft if options.draft is not None else settings.draft_model
     count = settings.num_draft_tokens if options.num_draft is None else options.num_draft
     if not 1 <= count <= 64:
-        raise UsageError(f"--num-draft must be between 1 and 64 tokens, not {count}")
+        raise UserError(f"--num-draft must be between 1 and 64 tokens, not {count}")
     if not name or name.lower() == NO_DRAFT:
         if options.num_draft is not None:
-            raise UsageError("--num-draft goes with a draft model: add --draft MODEL")
+            raise UserError("--num-draft goes with a draft model: add --draft MODEL")
         return None, count
     if settings.runtime == "remote" or spec.kind != "text":
         if not asked:
             return None, count  # the setting is for local text models
         where = "a server" if settings.runtime == "remote" else "a vision model"
-        raise UsageError(
+        raise UserError(
             f"--draft works with local text models (mlx-lm's speculative decoding), not "
             f"{where}: leave it out (a server drafts with its own, e.g. mlx_lm.server "
             "--draft-model)"
         )
     if options.schema is not None:
-        raise UsageError(
+        raise UserError(
             "--draft and --schema: drafted tokens would skip the schema's constraint; keep one"
         )
     try:
         draft = session.resolve(name)
-    except UsageError as error:
-        raise UsageError(f"--draft {name}: {error}") from error
+    except UserError as error:
+        raise UserError(f"--draft {name}: {error}") from error
     if draft.key == spec.key:
-        raise UsageError(
+        raise UserError(
             f"--draft {name} is the model itself: a draft is a smaller model of the same "
             "family (its own first layers make one: mlx_magic.testing.drafts)"
         )

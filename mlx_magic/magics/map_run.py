@@ -16,12 +16,10 @@ import threading
 import time
 from typing import Callable, Optional
 
-from IPython.core.error import UsageError
-
 from mlx_magic.display.map_result import MLXMapResult, new_row
 from mlx_magic.display.map_view import MapProgress
 from mlx_magic.display.result import MLXResult, TokenInfo
-from mlx_magic.errors import GenerationInterrupted
+from mlx_magic.errors import GenerationInterrupted, UserError
 from mlx_magic.magics.drafts import NO_DRAFT
 from mlx_magic.magics.mapping import MapItem, fill_for_item, image_source_for_item, map_items
 from mlx_magic.magics.options import CellOptions, PreparedCell
@@ -40,18 +38,18 @@ def check_map_flags(args, columns: int) -> bool:
     """Whether the cell is a ``--map`` run; flags that do not go with it are one line."""
     if args.map is None:
         if args.batch_size is not None or args.resume:
-            raise UsageError("--batch-size and --resume are for --map ITEMS")
+            raise UserError("--batch-size and --resume are for --map ITEMS")
         return False
     if columns > 1:
-        raise UsageError("--map runs one model and one sampler: give one -m, --temp and --seed")
+        raise UserError("--map runs one model and one sampler: give one -m, --temp and --seed")
     if args.chat is not None:
-        raise UsageError("--map: each item is its own question; leave out --chat")
+        raise UserError("--map: each item is its own question; leave out --chat")
     if getattr(args, "video", None) is not None:
-        raise UsageError("--map takes images (-i {item}), not a video")
+        raise UserError("--map takes images (-i {item}), not a video")
     if args.probs:
-        raise UsageError("--map: --probs shows one answer's tokens; leave it out")
+        raise UserError("--map: --probs shows one answer's tokens; leave it out")
     if args.draft is not None and args.draft.lower() != NO_DRAFT:
-        raise UsageError(
+        raise UserError(
             "--map decodes its items together (batched); --draft decodes one answer at a "
             "time: keep one"
         )
@@ -81,7 +79,7 @@ def run_map(
     ``--out``) get the :class:`MLXMapResult`.
 
     Raises:
-        UsageError: bad items, a template that fails for an item, a bad batch size.
+        UserError: bad items, a template that fails for an item, a bad batch size.
         GenerationInterrupted: the run was interrupted, or ``stop`` was set
             (``%mlx cancel`` of a ``-b`` run); the rows so far are kept.
     """
@@ -89,7 +87,7 @@ def run_map(
     namespace = shell.user_ns
     name = options.map_items or ""
     if options.batch_size is not None and options.batch_size < 1:
-        raise UsageError(f"--batch-size must be 1 or more, not {options.batch_size}")
+        raise UserError(f"--batch-size must be 1 or more, not {options.batch_size}")
     items = map_items(name, namespace, vision=vision)
     # Every prompt first: a template that fails is one line before anything runs.
     prompts = [fill_for_item(text, item, namespace, i) for i, item in enumerate(items)]
@@ -109,12 +107,12 @@ def run_map(
         columns = items[position].columns
         try:
             images = _item_images(session, options, items[position], position) if vision else ()
-        except UsageError as error:  # this item's image: its row says why
+        except UserError as error:  # this item's image: its row says why
             rows[position] = new_row(columns, finish_reason="failed", error=str(error))
             continue
         try:
             cells[position] = prepare(session, single, prompts[position], resolve, images)
-        except UsageError as error:
+        except UserError as error:
             if not cells:
                 raise  # the model or a flag is wrong: nothing would run
             rows[position] = new_row(columns, finish_reason="failed", error=str(error))
@@ -296,12 +294,12 @@ def _previous_run(session: Session, options: CellOptions, count: int) -> Optiona
     name = options.out or "_mlx"
     previous = namespace.get(name)
     if not isinstance(previous, MLXMapResult):
-        raise UsageError(
+        raise UserError(
             f"--resume: {name} holds no --map table to continue; run the --map cell first "
             "(with the same --out)"
         )
     if len(previous) != count:
-        raise UsageError(
+        raise UserError(
             f"--resume: {name} has {len(previous)} rows but --map {options.map_items} has "
             f"{count} items: resume with the same items"
         )
@@ -315,7 +313,7 @@ def run_map_in_background(session: Session, options: CellOptions, text: str, res
     # Checked here, in the cell: a mistake is one line, not a dead thread.
     map_items(options.map_items or "", session.shell.user_ns, vision=vision)
     if options.batch_size is not None and options.batch_size < 1:
-        raise UsageError(f"--batch-size must be 1 or more, not {options.batch_size}")
+        raise UserError(f"--batch-size must be 1 or more, not {options.batch_size}")
     handle = MapRunHandle()
 
     def run() -> MLXMapResult:

@@ -16,9 +16,7 @@ from collections import ChainMap
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-from IPython.core.error import UsageError
-
-from mlx_magic.errors import TemplateError
+from mlx_magic.errors import TemplateError, UserError
 from mlx_magic.magics.templating import fill_template
 
 #: Most items one --map cell may run.
@@ -60,20 +58,20 @@ def map_items(name: str, namespace: Mapping[str, Any], *, vision: bool) -> list[
     """The items ``--map NAME`` runs over, in order.
 
     Raises:
-        UsageError: no such variable (or glob), or a value that is not a collection.
+        UserError: no such variable (or glob), or a value that is not a collection.
     """
     if name in namespace:
         items = _items_of(name, namespace[name])
     elif vision and any(char in name for char in "*?["):
         paths = sorted(path for path in glob.glob(os.path.expanduser(name)) if os.path.isfile(path))
         if not paths:
-            raise UsageError(f"--map {name}: the glob matches no files")
+            raise UserError(f"--map {name}: the glob matches no files")
         items = [MapItem(i, path, {"item": path}, {"item": path}) for i, path in enumerate(paths)]
     else:
         hint = " or a glob of image files" if vision else ""
-        raise UsageError(f"--map {name}: no variable named {name!r}{hint}")
+        raise UserError(f"--map {name}: no variable named {name!r}{hint}")
     if not items:
-        raise UsageError(f"--map {name}: it is empty, so there is nothing to run")
+        raise UserError(f"--map {name}: it is empty, so there is nothing to run")
     return items
 
 
@@ -97,21 +95,21 @@ def _items_of(name: str, value: Any) -> list[MapItem]:
             for key, item in value.items()
         ]
     if isinstance(value, (str, bytes)):
-        raise UsageError(
+        raise UserError(
             f"--map {name}: {name} is a {kind}, not a collection of items: put the items in a "
             "list, or a DataFrame with one row per item"
         )
     try:
         iterator = iter(value)
     except TypeError:
-        raise UsageError(
+        raise UserError(
             f"--map {name}: a {kind} cannot be iterated: pass a list, dict, Series, DataFrame "
             "or generator"
         ) from None
     items = []
     for index, item in enumerate(iterator):
         if index >= MAX_ITEMS:
-            raise UsageError(f"--map {name}: more than {MAX_ITEMS:,} items; split the run")
+            raise UserError(f"--map {name}: more than {MAX_ITEMS:,} items; split the run")
         items.append(MapItem(index, item, _names_of(item), _columns_of(item)))
     return items
 
@@ -138,14 +136,14 @@ def fill_for_item(text: str, item: MapItem, namespace: Mapping[str, Any], positi
     """``text`` with ``{item}``, ``{row.…}``, ``{key}`` and notebook variables filled in.
 
     Raises:
-        UsageError: a placeholder that fails for this item (one line naming it).
+        UserError: a placeholder that fails for this item (one line naming it).
     """
     try:
         return fill_template(text, ChainMap(item.names, namespace))  # type: ignore[arg-type]
     except TemplateError as error:
         missing = _missing_column(error)
         what = missing or str(error)
-        raise UsageError(f"--map, item {position} ({_short(item.index)}): {what}") from error
+        raise UserError(f"--map, item {position} ({_short(item.index)}): {what}") from error
 
 
 def _missing_column(error: TemplateError) -> Optional[str]:
@@ -175,7 +173,7 @@ def _lookup(expression: str, item: MapItem, namespace, position: int):
     try:
         return string_value(expression, ChainMap(item.names, namespace))
     except TemplateError as error:
-        raise UsageError(f"--map, item {position} ({_short(item.index)}): {error}") from error
+        raise UserError(f"--map, item {position} ({_short(item.index)}): {error}") from error
 
 
 def string_value(expression: str, namespace) -> Any:

@@ -9,13 +9,14 @@ settings (traits) are in :mod:`.settings`.
 
 from __future__ import annotations
 
-from IPython.core.error import UsageError
 from IPython.core.magic import cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import observe
 
+from mlx_magic.errors import UserError
 from mlx_magic.magics.arguments import generation_arguments, parse_flags
 from mlx_magic.magics.commands import COMMANDS
+from mlx_magic.magics.edge import user_errors_as_usage
 from mlx_magic.magics.map_run import check_map_flags, run_map_cell
 from mlx_magic.magics.options import variants_of
 from mlx_magic.magics.prepare import check_video_flags, load_cell_images, prepare
@@ -97,6 +98,7 @@ class MLXMagics(MLXSettings):
     @magic_arguments("%mlx")  # shown as %%mlx in the usage line
     @generation_arguments
     @cell_magic("mlx")  # type: ignore[arg-type]  # IPython: returns _F | Callable
+    @user_errors_as_usage
     def mlx_cell(self, line, cell):
         """Answer the cell's text with a local MLX model, streaming the tokens.
 
@@ -225,6 +227,7 @@ class MLXMagics(MLXSettings):
         "(default: the max_image_pixels setting, 1 megapixel).",
     )
     @cell_magic("mlx_vision")  # type: ignore[arg-type]  # IPython: returns _F | Callable
+    @user_errors_as_usage
     def mlx_vision_cell(self, line, cell):
         """Ask a vision-language model about images, streaming the answer.
 
@@ -294,7 +297,7 @@ class MLXMagics(MLXSettings):
         session = self.session
         variants = variants_of(args)
         if not args.image and args.chat is None and args.video is None and not args.map:
-            raise UsageError(
+            raise UserError(
                 "%%mlx_vision needs an image: add -i SRC (a file, URL or variable) or a "
                 "video, -v SRC; %%mlx answers text alone"
             )
@@ -302,7 +305,7 @@ class MLXMagics(MLXSettings):
         if check_map_flags(args, len(variants)):
             return run_map_cell(session, variants[0], cell, session.resolve_vision, vision=True)
         if args.model is None and self.default_vision_model is None and self.runtime != "remote":
-            raise UsageError(
+            raise UserError(
                 "No vision model: pass --model, or set %config "
                 "MLXMagics.default_vision_model = '<folder or Hub id>'"
             )
@@ -318,7 +321,7 @@ class MLXMagics(MLXSettings):
             session, variants[0], cell, session.resolve_vision, images, cell_id=session.cell_id
         )
         if not prepared.request.images and not prepared.request.has_video:
-            raise UsageError(
+            raise UserError(
                 f"%%mlx_vision needs an image: conversation '{args.chat}' has none yet; "
                 "add -i SRC (later turns may leave it out)"
             )
@@ -342,6 +345,7 @@ class MLXMagics(MLXSettings):
         "for chat: a conversation name, or reset/save/load with their arguments.",
     )
     @line_magic("mlx")  # type: ignore[arg-type]  # IPython: returns _F | Callable
+    @user_errors_as_usage
     def mlx_line(self, line):
         """Manage the models and the runtime behind ``%%mlx``.
 

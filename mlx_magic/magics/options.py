@@ -15,8 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from IPython.core.error import UsageError
-
+from mlx_magic.errors import UserError
 from mlx_magic.images import LoadedImage
 from mlx_magic.magics.conversations import PendingTurn
 from mlx_magic.magics.schemas import AnswerSchema
@@ -138,7 +137,7 @@ def variants_of(args: Any) -> list[CellOptions]:
 def _think_of(args: Any) -> Optional[bool]:
     think, no_think = getattr(args, "think", False), getattr(args, "no_think", False)
     if think and no_think:
-        raise UsageError("--think and --no-think contradict each other: keep one")
+        raise UserError("--think and --no-think contradict each other: keep one")
     return True if think else False if no_think else None
 
 
@@ -157,21 +156,19 @@ def check_thinking(options: CellOptions, spec: ModelSpec, runtime: str) -> None:
     """
     budget = options.think_budget
     if budget is not None and budget < 1:
-        raise UsageError(f"--think-budget must be at least 1 token, not {budget}")
+        raise UserError(f"--think-budget must be at least 1 token, not {budget}")
     if budget is not None and options.think is False:
-        raise UsageError("--think-budget limits a thinking that --no-think turns off: keep one")
+        raise UserError("--think-budget limits a thinking that --no-think turns off: keep one")
     if options.think is not None and options.raw:
         flag = "--think" if options.think else "--no-think"
-        raise UsageError(
-            f"{flag} sets the chat template's switch, which --raw leaves out: keep one"
-        )
+        raise UserError(f"{flag} sets the chat template's switch, which --raw leaves out: keep one")
     if spec.kind == "vision" and (options.think is not None or budget is not None):
-        raise UsageError(
+        raise UserError(
             "--think, --no-think and --think-budget work with text models for now: leave "
             "them out for a vision model"
         )
     if budget is not None and runtime == "remote":
-        raise UsageError(
+        raise UserError(
             "--think-budget works with local models; a server's thinking cannot be cut "
             "from here: leave it out, or set the server's own budget"
         )
@@ -179,7 +176,7 @@ def check_thinking(options: CellOptions, spec: ModelSpec, runtime: str) -> None:
         template = _chat_template_of(Path(spec.path))
         if template is not None and "enable_thinking" not in template:
             flag = "--think" if options.think else "--no-think"
-            raise UsageError(
+            raise UserError(
                 f"{flag}: the chat template of {spec.name} has no enable_thinking switch, so "
                 "whether it thinks is up to the model: leave the flag out (or use a model "
                 "such as Qwen3)"
@@ -207,12 +204,12 @@ def _region_of(text: Optional[str]) -> Optional[tuple[float, float, float, float
     try:
         return parse_region(text)
     except ValueError as error:
-        raise UsageError(str(error)) from error
+        raise UserError(str(error)) from error
 
 
 def _max_pixels_of(value: Optional[int]) -> Optional[int]:
     if value is not None and value < 32 * 32:
-        raise UsageError(f"--max-pixels must be at least 1024 (32×32 pixels), not {value}")
+        raise UserError(f"--max-pixels must be at least 1024 (32×32 pixels), not {value}")
     return value
 
 
@@ -220,7 +217,7 @@ def sampling_params(options: CellOptions, settings: Any) -> SamplingParams:
     """The sampler settings: the cell's flags over the ``MLXMagics`` settings.
 
     Raises:
-        UsageError: a value out of range (the message names the flag).
+        UserError: a value out of range (the message names the flag).
     """
     max_tokens = settings.max_tokens if options.max_tokens is None else options.max_tokens
     temperature = settings.temperature if options.temperature is None else options.temperature
@@ -252,7 +249,7 @@ def sampling_params(options: CellOptions, settings: Any) -> SamplingParams:
     ]
     for ok, message in checks:
         if not ok:
-            raise UsageError(message)
+            raise UserError(message)
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=temperature,
@@ -267,5 +264,5 @@ def sampling_params(options: CellOptions, settings: Any) -> SamplingParams:
 def checked_out_name(name: Optional[str]) -> Optional[str]:
     """``--out NAME``, if it is a name code can read back."""
     if name is not None and (not name.isidentifier() or keyword.iskeyword(name)):
-        raise UsageError(f"--out needs a Python variable name, not {name!r}")
+        raise UserError(f"--out needs a Python variable name, not {name!r}")
     return name

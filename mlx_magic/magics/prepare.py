@@ -10,9 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable, Optional
 
-from IPython.core.error import UsageError
-
-from mlx_magic.errors import ImageSourceError, TemplateError
+from mlx_magic.errors import UserError
 from mlx_magic.images import LoadedImage, load_images
 from mlx_magic.images.regions import capped, cut_region
 from mlx_magic.magics.conversations import PendingTurn
@@ -37,15 +35,12 @@ def load_cell_images(
 ) -> list[LoadedImage]:
     """The images ``-i`` names, decoded (through the session's cache), and cut
     to ``--region`` when given."""
-    try:
-        images = load_images(list(sources), session.shell.user_ns, cache=session.image_cache)
-        if region is not None:
-            images = [cut_region(loaded, region) for loaded in images]
-    except ImageSourceError as error:
-        raise UsageError(str(error)) from error
+    images = load_images(list(sources), session.shell.user_ns, cache=session.image_cache)
+    if region is not None:
+        images = [cut_region(loaded, region) for loaded in images]
     limit = session.settings.max_images
     if len(images) > limit:
-        raise UsageError(
+        raise UserError(
             f"{len(images)} images is more than the {limit} allowed "
             "(MLXMagics.max_images): send fewer"
         )
@@ -60,16 +55,16 @@ def check_video_flags(args, runtime: str) -> None:
     fps, max_frames = getattr(args, "fps", None), getattr(args, "max_frames", None)
     if video is None:
         if fps is not None or max_frames is not None:
-            raise UsageError("--fps and --max-frames are for a video: add -v SRC")
+            raise UserError("--fps and --max-frames are for a video: add -v SRC")
         return
     if fps is not None and not 0 < fps <= 60:
-        raise UsageError(f"--fps must be above 0 and at most 60, not {fps:g}")
+        raise UserError(f"--fps must be above 0 and at most 60, not {fps:g}")
     if max_frames is not None and not 2 <= max_frames <= MAX_FRAMES_LIMIT:
-        raise UsageError(f"--max-frames must be between 2 and {MAX_FRAMES_LIMIT}, not {max_frames}")
+        raise UserError(f"--max-frames must be between 2 and {MAX_FRAMES_LIMIT}, not {max_frames}")
     if args.chat is not None:
-        raise UsageError("-v: a video is sent in one cell, not in a conversation: leave out --chat")
+        raise UserError("-v: a video is sent in one cell, not in a conversation: leave out --chat")
     if runtime == "remote":
-        raise UsageError(
+        raise UserError(
             "-v: videos go to local models only; for a server, send some frames as images (-i)"
         )
 
@@ -96,21 +91,18 @@ def prepare(
     settings = session.settings
     prompt = (text or "").strip("\n")
     if not prompt.strip():
-        raise UsageError("The cell is empty: write the prompt on the lines below the magic")
+        raise UserError("The cell is empty: write the prompt on the lines below the magic")
     if options.interpolate:
-        try:
-            prompt = fill_template(prompt, session.shell.user_ns)
-        except TemplateError as error:
-            raise UsageError(str(error)) from error
+        prompt = fill_template(prompt, session.shell.user_ns)
     if options.append_last_error:
         error_text = last_error_text(session.shell)
         if error_text is None:
-            raise UsageError("--error: no error has happened in this session yet")
+            raise UserError("--error: no error has happened in this session yet")
         prompt = f"{prompt}\n\nThe last error:\n```\n{error_text}\n```"
     try:
         prompt.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise UsageError(
+        raise UserError(
             f"The prompt holds {prompt[error.start]!r} at character {error.start}, which is not "
             "text (a lone surrogate, e.g. from a broken decode): clean the value it came from"
         ) from error
@@ -135,12 +127,12 @@ def prepare(
                 options.chat, spec.key, spec.name, system
             )
         except ValueError as error:
-            raise UsageError(str(error)) from error
+            raise UserError(str(error)) from error
         if options.system is not None and options.system != conversation.system:
             if conversation.turns:
                 # Its turns were answered under the old system prompt (and their
                 # KV cache holds it): a new one is a new conversation.
-                raise UsageError(
+                raise UserError(
                     f"Conversation '{conversation.name}' keeps its system prompt: start "
                     f"another with --chat NEW_NAME -s ..., or clear it with "
                     f"%mlx chat reset {conversation.name}"
@@ -159,12 +151,7 @@ def prepare(
     if options.video is not None:
         from mlx_magic.images.video_sources import load_video_source
 
-        try:
-            video = load_video_source(
-                options.video, session.shell.user_ns, options.video_max_frames
-            )
-        except ImageSourceError as error:
-            raise UsageError(str(error)) from error
+        video = load_video_source(options.video, session.shell.user_ns, options.video_max_frames)
     schema = answer_schema(options.schema, session.shell.user_ns) if options.schema else None
     request = GenerationRequest(
         model=spec,

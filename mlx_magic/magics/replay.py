@@ -9,11 +9,9 @@ the old one token for token, or where the two part.
 
 from __future__ import annotations
 
-from IPython.core.error import UsageError
-
 from mlx_magic.display.streaming import stream_job
 from mlx_magic.display.views import view_for
-from mlx_magic.errors import GenerationFailed
+from mlx_magic.errors import GenerationFailed, UserError
 from mlx_magic.magics.provenance import comparison, request_from_record, saved_record
 
 
@@ -21,7 +19,7 @@ def command_replay(magics, names):
     session = magics.session
     namespace = session.shell.user_ns
     if len(names) > 1:
-        raise UsageError("Usage: %mlx replay [NAME | notebook.ipynb:CELL]")
+        raise UserError("Usage: %mlx replay [NAME | notebook.ipynb:CELL]")
     target = names[0] if names else "_mlx"
     images: tuple = ()
     if ".ipynb:" in target:
@@ -29,12 +27,12 @@ def command_replay(magics, names):
         try:
             record = saved_record(path, int(cell))
         except (ValueError, OSError) as error:
-            raise UsageError(f"%mlx replay {target}: {error}") from error
+            raise UserError(f"%mlx replay {target}: {error}") from error
     else:
         value = namespace.get(target)
         kept = getattr(value, "provenance", None)
         if not kept:
-            raise UsageError(
+            raise UserError(
                 f"%mlx replay: {target} holds no answer with a provenance record; run a "
                 "%%mlx cell first (or name its --out variable, or notebook.ipynb:CELL)"
             )
@@ -44,12 +42,12 @@ def command_replay(magics, names):
     try:
         request = request_from_record(record, images)
     except ValueError as error:
-        raise UsageError(f"%mlx replay {target}: {error}") from error
+        raise UserError(f"%mlx replay {target}: {error}") from error
     job = session.runtime.generate(request)
     try:
         outcome = stream_job(job, view_for(session.shell), interval_s=session.stream_interval_s)
     except GenerationFailed as failed:
-        raise UsageError(f"%mlx replay: {failed.failure.message}") from failed
+        raise UserError(f"%mlx replay: {failed.failure.message}") from failed
     again = outcome.result
     print(comparison(record.get("answer", {}), [token.id for token in again.tokens], again.text))
     outcome.shield.release()

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from IPython.core.error import UsageError
-
 from mlx_magic.display.result import MLXResults
 from mlx_magic.display.streaming import stream_job, stream_jobs
 from mlx_magic.display.views import CollectingView, StreamView, view_for, widgets_usable
-from mlx_magic.errors import GenerationFailed, GenerationInterrupted
+from mlx_magic.errors import GenerationFailed, GenerationInterrupted, UserError
 from mlx_magic.magics.background import BackgroundJob
 from mlx_magic.magics.options import PreparedCell
 from mlx_magic.magics.session import Session
@@ -106,7 +104,7 @@ def run_background(
             session.record_finished(cell, entry.result)
             try:
                 session.apply_format(entry.result, cell, set_next_input=False)
-            except UsageError as error:
+            except UserError as error:
                 if entry.view is not None:
                     entry.view.notice(str(error))
         if on_done is not None:
@@ -174,7 +172,7 @@ def run_columns(session: Session, cells: list[PreparedCell]) -> None:
     if any(getattr(outcome, "interrupted", False) for outcome in outcomes):
         raise GenerationInterrupted("generation stopped; the partial answers are in _mlx")
     if not results:
-        raise UsageError(f"Every column failed: {failures[0].message}")
+        raise UserError(f"Every column failed: {failures[0].message}")
 
 
 def renders_markdown(session: Session, cell: PreparedCell) -> bool:
@@ -198,11 +196,11 @@ def column_title(cell: PreparedCell, cells: list[PreparedCell]) -> str:
 def check_columns(count: int, chat: Optional[str], background: bool) -> None:
     """Side by side works on plain cells, and on a few columns."""
     if chat is not None or background:
-        raise UsageError(
+        raise UserError(
             "Side by side (several -m, --temp or --seed) works without --chat and --background"
         )
     if count > MAX_COLUMNS:
-        raise UsageError(
+        raise UserError(
             f"{count} columns is more than {MAX_COLUMNS}: compare fewer models or settings at once"
         )
 
@@ -227,9 +225,9 @@ def raise_failure(session: Session, failure: Failed) -> None:
     """A failed generation, as the user should see it: one line for what they
     can fix (and, with ``short_errors``, for everything); else the traceback."""
     if failure.user_error:
-        raise UsageError(failure.message) from failure.error
+        raise UserError(failure.message) from failure.error
     if session.settings.short_errors:
-        raise UsageError(
+        raise UserError(
             f"Generation failed: {failure.message} "
             "(%config MLXMagics.short_errors = False shows the traceback)"
         ) from failure.error

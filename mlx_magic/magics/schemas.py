@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-from IPython.core.error import UsageError
+from mlx_magic.errors import UserError
 
 #: How constrained JSON is written: one line, a space after ``,`` and ``:``
 #: (no runs of whitespace for a model to get lost in).
@@ -52,11 +52,11 @@ def answer_schema(name: str, namespace: Mapping[str, Any]) -> AnswerSchema:
     """Resolve and check ``--schema NAME``.
 
     Raises:
-        UsageError: no such variable, not a schema, or a schema llguidance
+        UserError: no such variable, not a schema, or a schema llguidance
             cannot compile (the line says what is wrong).
     """
     if name not in namespace:
-        raise UsageError(
+        raise UserError(
             f"--schema {name}: no variable named {name!r}; define a Pydantic model class or "
             "a JSON-schema dict"
         )
@@ -71,9 +71,9 @@ def answer_schema(name: str, namespace: Mapping[str, Any]) -> AnswerSchema:
         try:
             schema = json.loads(value)
         except json.JSONDecodeError as error:
-            raise UsageError(f"--schema {name}: the text is not JSON ({error.msg})") from error
+            raise UserError(f"--schema {name}: the text is not JSON ({error.msg})") from error
     else:
-        raise UsageError(
+        raise UserError(
             f"--schema {name}: a {type(value).__name__} is not a schema; pass a Pydantic model "
             "class (class Person(BaseModel): ...) or a JSON-schema dict"
         )
@@ -81,12 +81,10 @@ def answer_schema(name: str, namespace: Mapping[str, Any]) -> AnswerSchema:
     try:
         text = json.dumps(schema)
     except (TypeError, ValueError) as error:
-        raise UsageError(
-            f"--schema {name}: the schema is not JSON-serializable: {error}"
-        ) from error
+        raise UserError(f"--schema {name}: the schema is not JSON-serializable: {error}") from error
     problem = _compile_problem(schema)
     if problem:
-        raise UsageError(f"--schema {name} does not compile: {problem}")
+        raise UserError(f"--schema {name} does not compile: {problem}")
     return AnswerSchema(name, text, model)
 
 

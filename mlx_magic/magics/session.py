@@ -12,10 +12,8 @@ import weakref
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Optional
 
-from IPython.core.error import UsageError
-
 from mlx_magic.display.result import MLXResult
-from mlx_magic.errors import ModelLoadError
+from mlx_magic.errors import UserError
 from mlx_magic.images import DecodedImageCache
 from mlx_magic.magics.background import BackgroundJobs
 from mlx_magic.magics.conversations import Conversations, Turn
@@ -75,7 +73,7 @@ class Session:
                 from mlx_magic.runtime.remote import RemoteRuntime
 
                 if not settings.endpoints:
-                    raise UsageError("No server to talk to: %mlx connect URL [URL ...]")
+                    raise UserError("No server to talk to: %mlx connect URL [URL ...]")
                 self._runtime = RemoteRuntime(
                     list(settings.endpoints),
                     api_key_env=settings.api_key_env,
@@ -119,16 +117,11 @@ class Session:
         from mlx_magic.models.resolve import resolve_model, served_model_spec
 
         settings = self.settings
-        try:
-            if settings.runtime == "remote":
-                return served_model_spec(
-                    name or default or settings.default_model, settings.aliases
-                )
-            spec = resolve_model(
-                name, default=default or settings.default_model, aliases=settings.aliases
-            )
-        except ModelLoadError as error:
-            raise UsageError(str(error)) from error
+        if settings.runtime == "remote":
+            return served_model_spec(name or default or settings.default_model, settings.aliases)
+        spec = resolve_model(
+            name, default=default or settings.default_model, aliases=settings.aliases
+        )
         if settings.trust_remote_code:
             spec = replace(spec, trust_remote_code=True)
         return spec
@@ -139,15 +132,12 @@ class Session:
         if settings.runtime == "remote":
             from mlx_magic.models.resolve import served_model_spec
 
-            try:
-                return served_model_spec(
-                    name or settings.default_vision_model, settings.aliases, "vision"
-                )
-            except ModelLoadError as error:
-                raise UsageError(str(error)) from error
+            return served_model_spec(
+                name or settings.default_vision_model, settings.aliases, "vision"
+            )
         spec = self.resolve(name, default=settings.default_vision_model)
         if spec.kind != "vision":
-            raise UsageError(
+            raise UserError(
                 f"'{spec.name}' is a text model and cannot see images: %%mlx_vision needs a "
                 "vision-language model (its config.json has a vision_config)"
             )
@@ -220,7 +210,7 @@ class Session:
                     if result.finish_reason == "length"
                     else str(error)
                 )
-                raise UsageError(
+                raise UserError(
                     f"--schema {cell.schema.name}: {why}; the raw text is in _mlx.text"
                 ) from error
             if out_name:
@@ -236,7 +226,7 @@ class Session:
                 if not grounded:
                     if out_name:
                         namespace[out_name] = result
-                    raise UsageError(
+                    raise UserError(
                         f"--format json: {error}; the raw text is in _mlx.text"
                     ) from error
                 result.data = None

@@ -41,8 +41,8 @@ were; a dict that has a ``__type__`` key of its own is wrapped as
 ``{"__type__": "dict", "items": {...}}``; PIL images become
 ``{"__type__": "image", "png": <base64 PNG>}``; exceptions become
 ``{"__type__": "exception", "type", "message", "traceback"}`` and decode to
-:class:`~mlx_magic.errors.ModelLoadError` (for that type) or
-:class:`RPCError`.
+the class of :mod:`mlx_magic.errors` of that name (a user's mistake in the
+worker is the same mistake in the kernel), or else :class:`RPCError`.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ import threading
 import traceback
 from typing import IO, Any, Callable, Optional
 
-from mlx_magic.errors import ModelLoadError, RPCError
+from mlx_magic import errors
+from mlx_magic.errors import GenerationFailed, MLXMagicError, ModelLoadError, RPCError
 from mlx_magic.vocabulary.values import (
     Failed,
     Finished,
@@ -358,10 +359,18 @@ def encode_exception(exc: BaseException) -> dict:
 
 
 def decode_exception(data: dict) -> Exception:
+    """The exception ``data`` describes: the class of :mod:`mlx_magic.errors` it
+    names, built from its message (never another class: the name comes over a
+    pipe), or :class:`RPCError` with the worker's traceback."""
     kind = str(data.get("type", "Exception"))
     message = str(data.get("message", ""))
-    if kind == "ModelLoadError":
-        return ModelLoadError(message)
+    known = getattr(errors, kind, None)
+    if (
+        isinstance(known, type)
+        and issubclass(known, MLXMagicError)
+        and known not in (GenerationFailed, RPCError)  # they carry more than a message
+    ):
+        return known(message)
     return RPCError(kind, message, str(data.get("traceback", "")))
 
 
