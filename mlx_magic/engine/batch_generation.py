@@ -35,7 +35,14 @@ from mlx_magic.errors import UserError
 from mlx_magic.locking import gpu_lock
 from mlx_magic.units import gib
 from mlx_magic.vocabulary.job import Job
-from mlx_magic.vocabulary.values import Failed, Finished, GenerationStats, TokenChunk
+from mlx_magic.vocabulary.values import (
+    Failed,
+    Finished,
+    FinishReason,
+    GenerationStats,
+    TokenChunk,
+    finish_reason_of,
+)
 
 #: Most sequences decoded at once when the cell does not say (``--batch-size``).
 MAX_AUTO_BATCH = 16
@@ -145,7 +152,7 @@ class BatchRun:
             text = sequence.detokenizer.last_segment
             sequence.job.emit(TokenChunk(text, (response.token,)))
             if response.finish_reason is not None:
-                self._finish(response.uid, response.finish_reason)
+                self._finish(response.uid, finish_reason_of(response.finish_reason))
         return True
 
     def _drop_cancelled(self) -> None:
@@ -163,7 +170,7 @@ class BatchRun:
             for uid in cancelled:
                 self._finish(uid, "cancelled")
 
-    def _finish(self, uid: int, reason: str) -> None:
+    def _finish(self, uid: int, reason: FinishReason) -> None:
         import mlx.core as mx
 
         sequence = self.sequences[uid]

@@ -16,7 +16,7 @@ from mlx_magic.engine.model_cache import text_tokenizer
 from mlx_magic.errors import CancelledDuringPrompt
 from mlx_magic.locking import gpu_lock
 from mlx_magic.vocabulary.job import Job
-from mlx_magic.vocabulary.values import Progress, TokenChunk
+from mlx_magic.vocabulary.values import FinishReason, Progress, TokenChunk, finish_reason_of
 
 #: After the first text, how long the runtime lets whoever shows the answer
 #: put it out before computing the next token. Without this pause the next
@@ -96,7 +96,7 @@ class SteppedGeneration:
     """What happened while stepping: the last response and timings."""
 
     last: Any = None
-    finish_reason: str = "cancelled"
+    finish_reason: FinishReason = "cancelled"
     generated: int = 0
     first_token_at: Optional[float] = None
     token_ids: list = field(default_factory=list)
@@ -211,7 +211,7 @@ class Stepper:
                 self._text_emitted = True
                 self.job.first_text_shown.wait(FIRST_TEXT_PAUSE_S)
         if finish_reason is not None:
-            outcome.finish_reason = finish_reason
+            outcome.finish_reason = finish_reason_of(finish_reason)
             return True
         return False
 

@@ -19,6 +19,7 @@ from mlx_magic.errors import UserError
 from mlx_magic.images import LoadedImage
 from mlx_magic.magics.conversations import PendingTurn
 from mlx_magic.magics.schemas import AnswerSchema
+from mlx_magic.vocabulary import defaults
 from mlx_magic.vocabulary.values import GenerationRequest, ModelSpec, SamplingParams
 
 
@@ -51,8 +52,8 @@ class CellOptions:
     max_pixels: Optional[int] = None
     #: ``-v``: a video file or a variable holding frames; ``--fps``, ``--max-frames``.
     video: Optional[str] = None
-    video_fps: float = 2.0
-    video_max_frames: int = 16
+    video_fps: float = defaults.VIDEO_FPS
+    video_max_frames: int = defaults.VIDEO_MAX_FRAMES
     #: ``--map ITEMS``, ``--batch-size N``, ``--resume``.
     map_items: Optional[str] = None
     batch_size: Optional[int] = None
@@ -114,8 +115,8 @@ def variants_of(args: Any) -> list[CellOptions]:
         region=_region_of(getattr(args, "region", None)),
         max_pixels=_max_pixels_of(getattr(args, "max_pixels", None)),
         video=getattr(args, "video", None),
-        video_fps=getattr(args, "fps", None) or 2.0,
-        video_max_frames=getattr(args, "max_frames", None) or 16,
+        video_fps=getattr(args, "fps", None) or defaults.VIDEO_FPS,
+        video_max_frames=getattr(args, "max_frames", None) or defaults.VIDEO_MAX_FRAMES,
         map_items=getattr(args, "map", None),
         batch_size=getattr(args, "batch_size", None),
         resume=bool(getattr(args, "resume", False)),

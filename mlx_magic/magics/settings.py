@@ -28,6 +28,7 @@ from traitlets import (
 
 from mlx_magic.images.regions import DEFAULT_MAX_IMAGE_PIXELS
 from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME
+from mlx_magic.vocabulary import defaults
 
 # What each numeric setting accepts, and how to say so when it does not.
 _SETTING_RULES = {
@@ -91,9 +92,9 @@ class MLXSettings(Magics):
         "Qwen3-VL, PaliGemma, Molmo formats), draw them on the previews and keep them in "
         "_mlx.boxes / _mlx.points.",
     ).tag(config=True)
-    max_tokens = Int(256, help="Most tokens to generate when a cell has no --max-tokens.").tag(
-        config=True
-    )
+    max_tokens = Int(
+        defaults.MAX_TOKENS, help="Most tokens to generate when a cell has no --max-tokens."
+    ).tag(config=True)
     temperature = Float(0.0, help="Sampling temperature; 0 is greedy decoding.").tag(config=True)
     top_p = Float(
         1.0,
@@ -109,7 +110,7 @@ class MLXSettings(Magics):
         help="Short names for models, e.g. {'tiny': '~/models/SmolLM2'}.",
     ).tag(config=True)
     memory_budget_gb = Float(
-        8.0,
+        defaults.MEMORY_BUDGET_GB,
         help="Warm models are evicted, least recently used first, above this many GiB (1024³ bytes).",
     ).tag(config=True)
     stream_interval_ms = Int(
@@ -128,10 +129,12 @@ class MLXSettings(Magics):
         "(same system prompt, same pasted text, a conversation), so only the new part is read.",
     ).tag(config=True)
     prefix_cache_entries = Int(
-        16, help="Most prompt states kept per model by the prefix cache."
+        defaults.PREFIX_CACHE_ENTRIES,
+        help="Most prompt states kept per model by the prefix cache.",
     ).tag(config=True)
     prefix_cache_gb = Float(
-        1.0, help="Most memory (GiB) the prefix cache of one model may hold."
+        defaults.PREFIX_CACHE_GB,
+        help="Most memory (GiB) the prefix cache of one model may hold.",
     ).tag(config=True)
     runtime = CaselessStrEnum(
         ["thread", "process", "remote"],

@@ -18,7 +18,7 @@ from typing import Mapping, Optional
 
 from mlx_magic.errors import ModelLoadError
 from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME, cache_root, embedded_gguf_path
-from mlx_magic.vocabulary.values import ModelSpec
+from mlx_magic.vocabulary.values import ModelKind, ModelSource, ModelSpec
 
 # owner/name, as the Hub spells repository ids.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -92,7 +92,7 @@ def embedded_spec() -> ModelSpec:
     return gguf_spec(embedded_gguf_path(), name=EMBEDDED_MODEL_NAME, source="embedded")
 
 
-def gguf_spec(path: Path, *, name: str, source: str = "gguf") -> ModelSpec:
+def gguf_spec(path: Path, *, name: str, source: ModelSource = "gguf") -> ModelSpec:
     """A GGUF file, converted once into a folder under the cache."""
     from mlx_magic.models.gguf import conversion_dir_for
 
@@ -121,7 +121,7 @@ def read_model_config(folder: Path) -> dict:
     return config
 
 
-def model_kind(config: dict) -> str:
+def model_kind(config: dict) -> ModelKind:
     """``"vision"`` for a vision-language model (mlx-vlm), else ``"text"`` (mlx-lm)."""
     return "vision" if "vision_config" in config else "text"
 
@@ -176,7 +176,7 @@ def _hub_spec(name: str, repo_id: str) -> ModelSpec:
 
 
 def served_model_spec(
-    name: Optional[str], aliases: Optional[Mapping[str, str]] = None, kind: str = "text"
+    name: Optional[str], aliases: Optional[Mapping[str, str]] = None, kind: ModelKind = "text"
 ) -> ModelSpec:
     """A model a remote server serves: nothing is looked up locally. With no
     name the server's own (single) model answers."""

@@ -11,7 +11,29 @@ server, without the magics knowing which.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Literal, Optional, Union
+
+from mlx_magic.units import gib_to_bytes
+from mlx_magic.vocabulary import defaults
+
+#: Which library runs a model: mlx-lm (``"text"``) or mlx-vlm (``"vision"``).
+ModelKind = Literal["text", "vision"]
+#: Where a model's files come from (``"remote"``: a server holds them).
+ModelSource = Literal["embedded", "folder", "hub", "gguf", "remote"]
+#: How a generation ended (``"cut"``: a remote stream broke after some text, which is kept).
+FinishReason = Literal["stop", "length", "cancelled", "cut"]
+#: Where models run (the ``runtime`` setting).
+RuntimeKind = Literal["thread", "process", "remote"]
+
+
+def finish_reason_of(reason: object) -> FinishReason:
+    """A library's or a server's finish reason as one of mlx_magic's: those it
+    knows stay; anything else that ended the answer (a stop token, a tool
+    call, a content filter) is ``"stop"``."""
+    for known in ("length", "cancelled", "cut"):
+        if reason == known:
+            return known
+    return "stop"
 
 
 @dataclass(frozen=True)
@@ -34,8 +56,8 @@ class ModelSpec:
     name: str
     key: str
     path: str
-    kind: str = "text"
-    source: str = "folder"
+    kind: ModelKind = "text"
+    source: ModelSource = "folder"
     gguf: Optional[str] = None
     trust_remote_code: bool = False
 
@@ -44,7 +66,7 @@ class ModelSpec:
 class SamplingParams:
     """How to pick tokens; ``None`` leaves a setting to mlx-lm's default."""
 
-    max_tokens: int = 256
+    max_tokens: int = defaults.MAX_TOKENS
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
@@ -58,8 +80,8 @@ class PrefixCacheSettings:
     """Whether and how much of earlier prompts' KV state to keep per model."""
 
     enabled: bool = True
-    max_entries: int = 16
-    max_bytes: int = 1 << 30
+    max_entries: int = defaults.PREFIX_CACHE_ENTRIES
+    max_bytes: int = gib_to_bytes(defaults.PREFIX_CACHE_GB)
 
 
 @dataclass(frozen=True)
@@ -112,8 +134,8 @@ class GenerationRequest:
     top_logprobs: int = 0
     video: Optional[str] = None
     video_frames: tuple = ()
-    video_fps: float = 2.0
-    video_max_frames: int = 16
+    video_fps: float = defaults.VIDEO_FPS
+    video_max_frames: int = defaults.VIDEO_MAX_FRAMES
     #: Generated together with others (``--map``, columns of one model): most
     #: sequences decoded at once (0: chosen from the model and the memory budget;
     #: 1: one after the other).
@@ -186,6 +208,7 @@ class ModelInfo:
 
     name: str
     key: str
+    #: A :data:`ModelKind`, or ``"remote"`` for a model a server holds.
     kind: str
     memory_bytes: int
     load_s: float
@@ -216,6 +239,7 @@ class MemorySample:
 class RuntimeStatus:
     """A snapshot of the runtime, safe to read while it generates."""
 
+    #: Where it runs, in words (``"thread in the kernel"``, a worker's pid, the servers).
     kind: str
     running: bool
     busy: bool
@@ -380,7 +404,7 @@ class Finished:
     """The generation ended; ``finish_reason`` is stop, length, cancelled, or
     cut (a remote stream broke after some text, which is kept)."""
 
-    finish_reason: str
+    finish_reason: FinishReason
     stats: GenerationStats = field(default_factory=GenerationStats)
 
 

@@ -50,6 +50,8 @@ from typing import Any, Callable, Optional
 
 from mlx_magic.errors import ParamsError
 from mlx_magic.runtime.process import rpc
+from mlx_magic.units import gib_to_bytes
+from mlx_magic.vocabulary import defaults
 from mlx_magic.vocabulary.job import Job
 from mlx_magic.vocabulary.token_buffer import TokenBuffer
 from mlx_magic.vocabulary.values import Failed, Finished, GenerationRequest, ModelSpec, TokenChunk
@@ -377,7 +379,9 @@ def main(fds: tuple[int, int], argv: Optional[list] = None) -> int:
     """Serve requests over the protocol's file descriptors ``fds`` (claimed by
     :func:`mlx_magic.worker.claim_stdio` before anything else was imported)."""
     parser = argparse.ArgumentParser(prog="python -m mlx_magic.worker")
-    parser.add_argument("--memory-budget-bytes", type=int, default=8 << 30)
+    parser.add_argument(
+        "--memory-budget-bytes", type=int, default=gib_to_bytes(defaults.MEMORY_BUDGET_GB)
+    )
     parser.add_argument("--batch-interval-s", type=float, default=DEFAULT_BATCH_INTERVAL_S)
     args = parser.parse_args(argv)
     protocol_in, protocol_out = fds

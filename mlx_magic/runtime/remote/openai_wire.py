@@ -52,7 +52,14 @@ from typing import Optional, Sequence
 
 from mlx_magic.errors import one_line
 from mlx_magic.vocabulary.job import Job
-from mlx_magic.vocabulary.values import GenerationRequest, GenerationStats, ModelSpec, TokenChunk
+from mlx_magic.vocabulary.values import (
+    FinishReason,
+    GenerationRequest,
+    GenerationStats,
+    ModelSpec,
+    TokenChunk,
+    finish_reason_of,
+)
 
 #: How much of an error body is read for its message.
 MAX_ERROR_BODY = 64 * 1024
@@ -271,10 +278,11 @@ def _message_of(error) -> str:
     return str(error)
 
 
-def finish_reason(reason: str) -> str:
-    # mlx_magic knows stop, length, cancelled (and cut, made here); tool
-    # calls and content filters end the answer too.
-    return reason if reason in ("stop", "length", "cancelled") else "stop"
+def finish_reason(reason: str) -> FinishReason:
+    # mlx_magic knows stop, length, cancelled (and cut, made by the client
+    # when a stream breaks, never said by a server); tool calls and content
+    # filters end the answer too.
+    return "stop" if reason == "cut" else finish_reason_of(reason)
 
 
 def _int(*values) -> Optional[int]:

@@ -41,7 +41,7 @@ from mlx_magic.runtime.remote import openai_wire as wire
 from mlx_magic.runtime.remote.client import ServerClient, closed_by_server
 from mlx_magic.runtime.remote.endpoints import Attempt
 from mlx_magic.runtime.remote.watch import Watch
-from mlx_magic.vocabulary.values import Finished, ModelReady, Notice
+from mlx_magic.vocabulary.values import Finished, FinishReason, ModelReady, Notice
 
 #: Text events read past ``-n`` before a stream is closed by the client.
 _OVERFLOW_EVENTS = 8
@@ -117,7 +117,7 @@ def stream_answer(
         watch.stop()
         reader.flush()
 
-    def finished(reason: str, **extra: Any) -> Finished:
+    def finished(reason: FinishReason, **extra: Any) -> Finished:
         stats = dataclasses.replace(
             reader.stats(), server=endpoint.shown, server_model=reader.model or model, **extra
         )
