@@ -9,22 +9,23 @@
     │   │   ├── WorkerError          the worker process died, hung or cannot start
     │   │   └── RemoteServerError    a server that cannot be reached or refused a request
     │   ├── ImageSourceError         an -i source that gives no image (also ValueError)
-    │   └── TemplateError            a {placeholder} that cannot be filled (also ValueError)
+    │   ├── TemplateError            a {placeholder} that cannot be filled (also ValueError)
+    │   └── MissingExtra             an optional part is not installed (names the extra)
     ├── GenerationFailed             the runtime sent a Failed event (carries it)
     ├── RPCError                     an exception of the worker process, brought back as text
     ├── ParamsError                  a JSON-RPC request whose params do not fit its method
     ├── Cancelled                    a job was cancelled before its answer was complete
     │   └── CancelledDuringPrompt    ... while its prompt was being read
-    ├── EndpointFailure              one server failed an attempt (remote runtime, internal)
-    │   ├── Unreachable              no text came from it: another server may answer
-    │   └── Refused                  it refused the request: another would refuse it too
+    └── EndpointFailure              one server failed an attempt (remote runtime, internal)
+        ├── Unreachable              no text came from it: another server may answer
+        └── Refused                  it refused the request: another would refuse it too
 
     KeyboardInterrupt
     └── GenerationInterrupted        a kernel interrupt stopped a generation
 
-At the IPython edge, every :class:`UserError` becomes exactly ``UsageError``
-(a subclass would print a traceback), raised ``from`` the error so that
-``%tb`` still shows the cause.
+At the IPython edge (:mod:`mlx_magic.magics.edge`, the one place), every
+:class:`UserError` becomes exactly ``UsageError`` (a subclass would print a
+traceback), raised ``from`` the error so that ``%tb`` still shows the cause.
 """
 
 from __future__ import annotations
@@ -73,6 +74,28 @@ class ImageSourceError(UserError, ValueError):
 
 class TemplateError(UserError, ValueError):
     """A placeholder could not be filled; the message says which and why."""
+
+
+class MissingExtra(UserError):
+    """An optional dependency a feature needs is not installed; the message
+    names the ``pip install 'mlx_magic[EXTRA]'`` that brings it."""
+
+
+def import_extra(module: str, extra: str, purpose: str) -> Any:
+    """Import the optional ``module`` for ``purpose``.
+
+    Raises:
+        MissingExtra: it is not installed (one line naming ``mlx_magic[extra]``).
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise MissingExtra(
+            f"{purpose} needs {module.split('.')[0]}, which is not installed: "
+            f"pip install 'mlx_magic[{extra}]'"
+        ) from error
 
 
 class GenerationFailed(MLXMagicError):

@@ -110,3 +110,14 @@ def test_an_error_of_the_worker_comes_back_as_its_own_class():
         back = round_trip(foreign)
         assert type(back) is RPCError and back.remote_type == type(foreign).__name__
     assert type(rpc.decode_exception({"type": "one_line", "message": "x"})) is RPCError
+
+
+def test_a_missing_optional_part_is_one_line_naming_its_extra(shell, monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "nbformat", None)  # import nbformat now fails
+    with pytest.raises(UsageError) as caught:
+        run(shell, f"%mlx replay {tmp_path / 'saved.ipynb'}:0")
+    assert type(caught.value) is UsageError and "\n" not in str(caught.value)
+    assert "pip install 'mlx_magic[notebook]'" in str(caught.value)
+    assert isinstance(caught.value.__cause__, errors.MissingExtra)

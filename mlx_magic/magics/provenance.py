@@ -17,6 +17,7 @@ import dataclasses
 import secrets
 from typing import Any, Optional
 
+from mlx_magic.errors import import_extra
 from mlx_magic.vocabulary.provenance import (
     RECORD_VERSION,
     provenance_record,
@@ -122,8 +123,7 @@ def saved_record(path: str, cell: int) -> dict:
     Raises:
         ValueError: no such cell, or it holds no record.
     """
-    import nbformat
-
+    nbformat = import_extra("nbformat", "notebook", "%mlx replay of a saved notebook")
     notebook = nbformat.read(path, as_version=4)
     code = [c for c in notebook.cells if c.cell_type == "code"]
     if not 0 <= cell < len(code):
