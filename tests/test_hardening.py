@@ -249,3 +249,35 @@ def test_transformers_processor_kwargs_warning_stays_out_of_the_cell(vlm_shell):
         logger.removeHandler(handler)
         logger.setLevel(level)
     assert seen == ["another warning"]
+
+
+@pytest.mark.parametrize(
+    "placeholder",
+    [
+        "{get_ipython.__globals__[os].environ[MLX_MAGIC_TEST_SECRET]}",
+        "{helper.__globals__}",
+        "{numbers[0].__class__.__mro__}",
+        "{numbers:{helper.__globals__}}",
+    ],
+)
+def test_a_placeholder_never_follows_private_attributes(shell, monkeypatch, capsys, placeholder):
+    secret = "sk-secret-0123456789"
+    monkeypatch.setenv("MLX_MAGIC_TEST_SECRET", secret)
+    run(shell, "import os\ndef helper(): pass\nnumbers = [1, 2]")
+    shell.user_ns["_mlx"] = "before"
+    with pytest.raises(UsageError) as caught:
+        run(shell, f"%%mlx -n 2\nTell me {placeholder}")
+    message = str(caught.value)
+    assert type(caught.value) is UsageError and "\n" not in message
+    assert "private attribute" in message and "--no-interpolate" in message
+    out = capsys.readouterr()
+    assert secret not in message + out.out + out.err
+    assert shell.user_ns["_mlx"] == "before"
+
+
+def test_a_placeholder_still_reads_public_attributes_and_items(shell):
+    from mlx_magic.magics.templating import fill_template
+
+    namespace = {"shape": (3, 4), "row": {"name": "Ada"}, "pi": 3.14159, "s": "text"}
+    filled = fill_template("{shape[0]} {row[name]} {pi:.2f} {s.upper} {s!r}", namespace)
+    assert filled.startswith("3 Ada 3.14 <built-in method upper") and filled.endswith("'text'")

@@ -2,13 +2,18 @@
 
 Python's own format-string rules apply: ``{df.shape}`` and ``{Out[3]}`` work,
 ``{{`` and ``}}`` are literal braces, ``{x!r}`` and ``{x:.2f}`` format values.
+Only names, their public attributes and their items are followed: an attribute
+that starts with ``_`` (``{f.__globals__}``) is refused, since it leads from
+any function to every module's globals (the environment's secrets included),
+and the prompt may go to a server and into the saved notebook.
 """
 
 from __future__ import annotations
 
+import _string  # the field parser string.Formatter itself uses
 import string
 import traceback
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from mlx_magic.errors import TemplateError, one_line
 
@@ -21,7 +26,9 @@ def fill_template(text: str, namespace: Mapping[str, object]) -> str:
             malformed brace.
     """
     try:
-        return string.Formatter().vformat(text, (), _Namespace(namespace))
+        return _PublicFormatter().vformat(text, (), _Namespace(namespace))
+    except TemplateError:
+        raise
     except _UnknownName as missing:
         raise TemplateError(
             f"{{{missing.name}}} in the prompt names no variable: define it, write "
@@ -76,6 +83,23 @@ def last_error_text(shell) -> Optional[str]:
         return None
     lines = traceback.format_exception(type(error), error, getattr(sys, "last_traceback", None))
     return "".join(lines).rstrip()
+
+
+class _PublicFormatter(string.Formatter):
+    """A formatter that follows public attributes and items only."""
+
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> tuple[Any, Any]:
+        first, rest = _string.formatter_field_name_split(field_name)
+        value = self.get_value(first, args, kwargs)
+        for is_attribute, key in rest:
+            if is_attribute and str(key).startswith("_"):
+                raise TemplateError(
+                    f"{{{field_name}}} in the prompt reads the private attribute {key!r}: "
+                    "a placeholder follows names, their public attributes and items only "
+                    "(put the value in a variable first), or pass --no-interpolate"
+                )
+            value = getattr(value, key) if is_attribute else value[key]
+        return value, first
 
 
 class _UnknownName(KeyError):
