@@ -90,5 +90,5 @@ def capped(image: Image.Image, max_pixels: int) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
-def _box_text(box) -> str:
+def _box_text(box: tuple[float, ...]) -> str:
     return ",".join(f"{value:g}" for value in box)

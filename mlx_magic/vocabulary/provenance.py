@@ -15,15 +15,28 @@ import json
 import platform
 import time
 from importlib import metadata
-from typing import Optional
+from typing import Optional, Protocol
 
-from mlx_magic.vocabulary.values import GenerationRequest
+from mlx_magic.vocabulary.values import GenerationRequest, GenerationStats
 
 #: The version of the record's layout.
 RECORD_VERSION = 1
 
 
-def provenance_record(result, request: GenerationRequest) -> dict:
+class Answer(Protocol):
+    """What the record reads of an answer (an ``MLXResult``, a layer above)."""
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def finish_reason(self) -> str: ...
+    @property
+    def stats(self) -> GenerationStats: ...
+    @property
+    def tokens(self) -> list: ...
+
+
+def provenance_record(result: Answer, request: GenerationRequest) -> dict:
     """The full record of one answer (the runtime's half comes in its stats)."""
     engine = dict(getattr(result.stats, "provenance", None) or {})
     token_ids = [token.id for token in result.tokens]

@@ -11,7 +11,7 @@ server, without the magics knowing which.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Union
+from typing import Callable, Literal, Optional, Sequence, Union
 
 from mlx_magic.units import gib_to_bytes
 from mlx_magic.vocabulary import defaults
@@ -168,7 +168,7 @@ class GenerationRequest:
             start += count
         return earlier, tuple(self.images[start:])
 
-    def plain_prompt(self, history=None) -> str:
+    def plain_prompt(self, history: Optional[Sequence[tuple]] = None) -> str:
         """The system prompt, the earlier turns and this cell as one text, in
         blank-line-separated paragraphs (no chat template: ``--raw``)."""
         parts = [self.system] if self.system else []
@@ -176,7 +176,11 @@ class GenerationRequest:
             parts += [user, assistant]
         return "\n\n".join(parts + [self.prompt])
 
-    def chat_messages(self, user_message=None, history=None) -> list[dict]:
+    def chat_messages(
+        self,
+        user_message: Optional[Callable[[str, tuple], dict]] = None,
+        history: Optional[Sequence[tuple]] = None,
+    ) -> list[dict]:
         """The system prompt, the earlier turns and this cell as chat messages.
 
         Args:
@@ -187,7 +191,7 @@ class GenerationRequest:
         """
         if user_message is None:
 
-            def user_message(text, images):
+            def user_message(text: str, images: tuple) -> dict:
                 return {"role": "user", "content": text}
 
         turns = self.history if history is None else history

@@ -12,6 +12,7 @@ import re
 import struct
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from mlx_magic.errors import UnsupportedGGUF
 from mlx_magic.models.gguf.tokenizer import _PRE_TOKENIZERS
@@ -118,13 +119,13 @@ def _read_header(path: Path) -> tuple[dict, dict[str, str]]:
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             pos = 4
 
-            def take(fmt):
+            def take(fmt: str) -> Any:
                 nonlocal pos
                 values = struct.unpack_from("<" + fmt, buf, pos)
                 pos += struct.calcsize("<" + fmt)
                 return values[0] if len(values) == 1 else values
 
-            def string():
+            def string() -> str:
                 nonlocal pos
                 n = take("Q")
                 pos += n
@@ -132,7 +133,7 @@ def _read_header(path: Path) -> tuple[dict, dict[str, str]]:
                     raise struct.error("string runs past end of file")
                 return bytes(buf[pos - n : pos]).decode("utf-8", "replace")
 
-            def skip(vtype):
+            def skip(vtype: int) -> None:
                 nonlocal pos
                 if vtype == 8:
                     string()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Optional, cast
 
 # Pre-tokenizer regexes for byte-level BPE, by tokenizer.ggml.pre.
 _GPT2_PATTERN = None  # ByteLevel's built-in GPT-2 split
@@ -72,14 +73,14 @@ def _tokenizer_files(meta: dict) -> dict[str, str]:
     ]
     tokenizer.add_tokens(added)
 
-    def token(key):
+    def token(key: str) -> Optional[str]:
         i = meta.get(f"tokenizer.ggml.{key}_token_id")
         return tokens[int(i)] if i is not None and 0 <= int(i) < len(tokens) else None
 
     bos, eos, unk, pad = token("bos"), token("eos"), token("unknown"), token("padding")
     add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False)) and bos is not None
     if add_bos:
-        bos_id = vocab[bos]
+        bos_id = vocab[cast(str, bos)]  # add_bos: bos is not None
         tokenizer.post_processor = processors.TemplateProcessing(
             single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
         )
