@@ -465,3 +465,23 @@ def test_a_think_token_in_the_vocabulary_makes_thinking_possible():
     assert not thinking_is_possible(tokenizer, request, opened=False)
     tokenizer.add_tokens(["<think>"])
     assert thinking_is_possible(tokenizer, request, opened=False)
+
+
+def test_the_answer_now_hook_is_in_place_before_the_button_says_anything(monkeypatch):
+    # A frontend may click as soon as it sees a message of the button's; the
+    # click is heard mid-cell only once the hook is in place (the flaky
+    # kernel test above clicked on the add_class message, before the hook).
+    import ipywidgets
+
+    from mlx_magic.display import thinking_view
+
+    order = []
+    monkeypatch.setattr(thinking_view, "on_click_at_once", lambda *_: order.append("hook"))
+    real_add_class = ipywidgets.Button.add_class
+    monkeypatch.setattr(
+        ipywidgets.Button,
+        "add_class",
+        lambda self, name: (order.append("message"), real_add_class(self, name))[1],
+    )
+    thinking_view.ThinkingBlock(answer_now=lambda: None, widgets=True)
+    assert order[:2] == ["hook", "message"]

@@ -93,8 +93,11 @@ class ThinkingBlock:
                     tooltip="End the thinking here: the model answers with what it has",
                     icon="forward",
                 )
-                self._button.add_class("mlx-magic-answer-now")
+                # Before any other message of the button's goes out: a frontend
+                # may click as soon as it sees one, and a click that comes in
+                # before the hook waits for the cell to end.
                 on_click_at_once(self._button, self._clicked)
+                self._button.add_class("mlx-magic-answer-now")
                 children.append(self._button)
             self._accordion = ipywidgets.Accordion(
                 children=[ipywidgets.VBox(children)], titles=(summary,), selected_index=0
