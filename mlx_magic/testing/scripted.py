@@ -18,17 +18,23 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, cast
+
+if TYPE_CHECKING:
+    import mlx.core as mx
+
+#: mlx-lm's and mlx-vlm's logits processor: (tokens so far, logits) -> logits.
+LogitsProcessor = Callable[["mx.array", "mx.array"], "mx.array"]
 
 
-def scripted_logits_processor(token_ids: Sequence[int], end_id: int):
+def scripted_logits_processor(token_ids: Sequence[int], end_id: int) -> LogitsProcessor:
     """A logits processor choosing ``token_ids`` one per step, then ``end_id``."""
     import mlx.core as mx
 
     script = list(token_ids)
     step = [0]
 
-    def choose_next(tokens, logits):
+    def choose_next(tokens: mx.array, logits: mx.array) -> mx.array:
         index = step[0]
         step[0] += 1
         wanted = script[index] if index < len(script) else end_id
@@ -43,7 +49,9 @@ def scripted_logits_processor(token_ids: Sequence[int], end_id: int):
     return choose_next
 
 
-def resuming_logits_processor(token_ids: Sequence[int], end_id: int, resume_at: int):
+def resuming_logits_processor(
+    token_ids: Sequence[int], end_id: int, resume_at: int
+) -> LogitsProcessor:
     """Like :func:`scripted_logits_processor`, but a step where another
     processor chose a different token (a thinking budget forcing
     ``</think>``) is not lost: the script goes on from ``resume_at`` (the
@@ -54,9 +62,10 @@ def resuming_logits_processor(token_ids: Sequence[int], end_id: int, resume_at: 
     next_index = 0
     proposed: Optional[int] = None
 
-    def choose_next(tokens, logits):
+    def choose_next(tokens: mx.array, logits: mx.array) -> mx.array:
         nonlocal next_index, proposed
-        if proposed is not None and int(tokens[-1].item()) != proposed:
+        # A token id: ``item()`` of an integer array is an int.
+        if proposed is not None and int(cast(int, tokens[-1].item())) != proposed:
             next_index = max(next_index - 1, resume_at)
         index = next_index
         wanted = script[index] if index < len(script) else end_id
@@ -73,7 +82,7 @@ def resuming_logits_processor(token_ids: Sequence[int], end_id: int, resume_at: 
     return choose_next
 
 
-def _end_id(tokenizer) -> int:
+def _end_id(tokenizer: Any) -> int:
     for name in ("eos_token_id",):
         value = getattr(tokenizer, name, None)
         if isinstance(value, int):
@@ -96,7 +105,7 @@ def forced_vision_answer(answer: str) -> Iterator[None]:
     original = mlx_vlm.stream_generate
 
     @functools.wraps(original)
-    def scripted(model, processor, prompt, *args, **kwargs):
+    def scripted(model: Any, processor: Any, prompt: str, *args: Any, **kwargs: Any) -> Any:
         tokenizer = processor.tokenizer if hasattr(processor, "tokenizer") else processor
         ids = tokenizer.encode(answer, add_special_tokens=False)
         processors = list(kwargs.pop("logits_processors", None) or [])
@@ -128,7 +137,7 @@ def forced_answer(answer: str) -> Iterator[None]:
     thinking, tag, rest = answer.partition(CLOSE_TAG)
 
     @functools.wraps(original)
-    def scripted(model, tokenizer, prompt, *args, **kwargs):
+    def scripted(model: Any, tokenizer: Any, prompt: Any, *args: Any, **kwargs: Any) -> Any:
         head = tokenizer.encode(thinking + tag, add_special_tokens=False) if tag else []
         ids = head + tokenizer.encode(rest if tag else answer, add_special_tokens=False)
         processors = list(kwargs.pop("logits_processors", None) or [])

@@ -8,8 +8,12 @@ learned vocabulary; written with Qwen2's tokenizer files.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from mlx_magic.testing.tiny_models.folders import write_json
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 # Qwen2's special tokens, in Qwen2's order (they get the ids after the BPE
 # vocabulary, as in the real tokenizer). The processor and the model config
@@ -80,7 +84,7 @@ Cat, dog, bird, fish, horse, cow, sheep. Car, bus, train, plane, boat, bike.
 """
 
 
-def _train_tokenizer():
+def _train_tokenizer() -> Tokenizer:
     """A byte-level BPE with Qwen2's pre-tokenizer, trained on ``_CORPUS``.
 
     Training on a fixed text is deterministic (checked across processes), so
@@ -140,7 +144,8 @@ def write_tokenizer(folder: Path, chat_template: str) -> tuple[dict[str, int], l
     """
     tokenizer = _train_tokenizer()
     tokenizer.save(str(folder / "tokenizer.json"))
-    ids = {t: tokenizer.token_to_id(t) for t in SPECIAL_TOKENS}
+    # Each special token was added to the vocabulary: an id, never None.
+    ids = {t: cast(int, tokenizer.token_to_id(t)) for t in SPECIAL_TOKENS}
 
     extra = [t for t in SPECIAL_TOKENS if t not in ("<|endoftext|>",)]
     config = {
@@ -180,7 +185,7 @@ def write_tokenizer(folder: Path, chat_template: str) -> tuple[dict[str, int], l
     return {"vocab_size": vocab_size, **ids}, unreadable_ids(tokenizer, vocab_size)
 
 
-def unreadable_ids(tokenizer, vocab_size: int) -> list[int]:
+def unreadable_ids(tokenizer: Tokenizer, vocab_size: int) -> list[int]:
     """Ids of tokens that are not printable ASCII text: specials and stray bytes.
 
     Their embedding rows are scaled down (see

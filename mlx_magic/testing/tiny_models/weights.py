@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import mlx.nn as nn
 
 # How much the embedding rows of unreadable tokens shrink (see tokenizer.unreadable_ids).
 _QUIET_SCALE = 0.1
 
 
-def save_random_weights(model, path: Path, seed: int, quiet_ids: list[int]) -> None:
+def save_random_weights(model: nn.Module, path: Path, seed: int, quiet_ids: list[int]) -> None:
     """Give ``model`` seeded random weights and save them as ``path``.
 
     numpy's generator (not MLX's global one) so the values depend only on
