@@ -302,9 +302,13 @@ def test_vision_models_refuse_the_thinking_flags(model_shell, tiny_vlm):
 
 
 def test_a_server_is_not_given_a_budget_it_cannot_keep():
+    from mlx_magic.magics.edge import as_usage_errors
     from mlx_magic.magics.options import CellOptions, check_thinking
 
-    with pytest.raises(UsageError, match="--think-budget works with local models"):
+    with (
+        pytest.raises(UsageError, match="--think-budget works with local models"),
+        as_usage_errors(),
+    ):
         check_thinking(CellOptions(think_budget=10), ModelSpec("m", "m", "m"), "remote")
     check_thinking(CellOptions(think=True), ModelSpec("m", "m", "m"), "remote")  # sent on
 
