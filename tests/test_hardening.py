@@ -78,6 +78,14 @@ class Exploding:
         ("%mlx chat save {tmp} default", "is a folder"),
         ("%mlx chat save {tmp}/missing/x.json default", "does its folder exist?"),
         ("%%mlx_vision -m x -i {tmp}/pipe\nWhat?", "not a regular file"),
+        (
+            "%%mlx --repetition-penalty inf\nHi",
+            "--repetition-penalty must be more than 0 and finite",
+        ),
+        (
+            "%%mlx --repetition-penalty nan\nHi",
+            "--repetition-penalty must be more than 0 and finite",
+        ),
     ],
 )
 def test_each_mistake_is_one_line_not_a_traceback(shell, tmp_path, cell, words):

@@ -236,8 +236,8 @@ def sampling_params(options: CellOptions, settings: Any) -> SamplingParams:
             f"--min-p must be between 0 and 1, not {options.min_p}",
         ),
         (
-            options.repetition_penalty is None or options.repetition_penalty > 0,
-            f"--repetition-penalty must be more than 0, not {options.repetition_penalty}",
+            options.repetition_penalty is None or 0 < options.repetition_penalty < math.inf,
+            f"--repetition-penalty must be more than 0 and finite, not {options.repetition_penalty}",
         ),
         (
             options.seed is None or 0 <= options.seed < 2**63,
