@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 from mlx_magic.engine.model_cache import WarmModel, config_dict
 from mlx_magic.engine.provenance import engine_provenance
@@ -43,6 +43,11 @@ from mlx_magic.vocabulary.values import (
     TokenChunk,
     finish_reason_of,
 )
+
+if TYPE_CHECKING:
+    from mlx_magic.engine.constrained import SchemaConstraint
+    from mlx_magic.engine.prefix_cache import PrefixCache
+    from mlx_magic.vocabulary.values import GenerationRequest
 
 #: Most sequences decoded at once when the cell does not say (``--batch-size``).
 MAX_AUTO_BATCH = 16
@@ -314,7 +319,7 @@ class TextBatchRun(BatchRun):
     def _remove(self, uids: list[int]) -> None:
         self.generator.remove(uids)
 
-    def _read_shared_prefix(self, request, prompts: list[list[int]]) -> None:
+    def _read_shared_prefix(self, request: GenerationRequest, prompts: list[list[int]]) -> None:
         """Read the prompts' shared beginning once, into the model's prefix cache.
 
         The prompts of a ``--map`` share their template's beginning (the chat
@@ -340,11 +345,12 @@ class TextBatchRun(BatchRun):
                 mx.eval([entry.state for entry in cache])
             self.prefix_cache.store(shared, cache)
 
-    def _cached(self, prompt: list[int]):
+    def _cached(self, prompt: list[int]) -> tuple[Optional[list[Any]], list[int]]:
         """A KV cache holding the longest prefix of ``prompt`` already read, and those tokens."""
         if getattr(self, "prefix_cache", None) is None:
             return None, []
-        cache, rest = self.prefix_cache.fetch(self.warm.model, prompt)
+        # Not None: checked above.
+        cache, rest = cast("PrefixCache", self.prefix_cache).fetch(self.warm.model, prompt)
         return cache, prompt[: len(prompt) - len(rest)]
 
 
@@ -360,7 +366,7 @@ def _common_prefix(prompts: list[list[int]]) -> list[int]:
     return first[:length]
 
 
-def extra_logits_processors(warm, request):
+def extra_logits_processors(warm: WarmModel, request: GenerationRequest) -> list[SchemaConstraint]:
     """Logits processors a request brings beyond the sampler's: its ``--schema``."""
     from mlx_magic.engine.constrained import schema_processors
 

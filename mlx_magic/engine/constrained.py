@@ -15,16 +15,23 @@ would be a second grammar engine to install for the same job.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 from mlx_magic.engine.model_cache import text_tokenizer
 from mlx_magic.errors import UserError
+
+if TYPE_CHECKING:
+    import mlx.core as mx
+    from llguidance import LLTokenizer
+
+    from mlx_magic.engine.model_cache import WarmModel
+    from mlx_magic.vocabulary.values import GenerationRequest
 
 #: One line of JSON, ``", "`` and ``": "`` between items (as the kernel checked it).
 JSON_STYLE: Any = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
-def grammar_tokenizer(warm):
+def grammar_tokenizer(warm: WarmModel) -> LLTokenizer:
     """llguidance's view of the model's tokenizer, built once per warm model."""
     cached = getattr(warm.caches, "grammar_tokenizer", None)
     if cached is not None:
@@ -47,7 +54,7 @@ def grammar_tokenizer(warm):
 class SchemaConstraint:
     """A logits processor that only lets through tokens the schema allows."""
 
-    def __init__(self, warm, schema_json: str):
+    def __init__(self, warm: WarmModel, schema_json: str) -> None:
         import llguidance
 
         self.tokenizer = grammar_tokenizer(warm)
@@ -59,14 +66,15 @@ class SchemaConstraint:
         self._prompt_length: Optional[int] = None
         self._consumed = 0
 
-    def __call__(self, tokens, logits):
+    def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
         import mlx.core as mx
         import numpy as np
 
         if self._prompt_length is None:
             self._prompt_length = int(tokens.shape[-1])
         else:
-            new = tokens.reshape(-1)[self._prompt_length + self._consumed :].tolist()
+            # A 1-d array: tolist() gives a list (its annotation allows scalars too).
+            new = cast(list, tokens.reshape(-1)[self._prompt_length + self._consumed :].tolist())
             for token in new:
                 self.matcher.consume_token(int(token))
             self._consumed += len(new)
@@ -79,8 +87,8 @@ class SchemaConstraint:
         return mx.where(mask, logits, mx.array(-float("inf"), logits.dtype))
 
 
-def schema_processors(warm, request) -> list:
+def schema_processors(warm: WarmModel, request: GenerationRequest) -> list[SchemaConstraint]:
     """The request's constraint as logits processors (none without ``--schema``)."""
     if not getattr(request, "schema_json", None):
         return []
-    return [SchemaConstraint(warm, request.schema_json)]
+    return [SchemaConstraint(warm, cast(str, request.schema_json))]  # checked above

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
@@ -73,14 +74,14 @@ def convert_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
     return out_dir
 
 
-def _plain(value):
+def _plain(value: object) -> object:
     """Metadata value as plain Python (mx.load gives scalars as 0-d arrays)."""
     if isinstance(value, mx.array):
         return value.item() if value.ndim == 0 else value.tolist()
     return value
 
 
-def _float32_value(x) -> float:
+def _float32_value(x: float) -> float:
     """The shortest decimal for a float32 value, e.g. 1e-05 rather than 9.99999974e-06."""
     return float(str(np.float32(x)))
 
@@ -92,7 +93,7 @@ def _float32_value(x) -> float:
 def _model_config(meta: dict, tensors: dict) -> dict:
     """mlx-lm (Hugging Face style) llama config from the llama.* metadata."""
 
-    def need(key):
+    def need(key: str) -> Any:
         if key not in meta:
             raise UnsupportedGGUF(f"GGUF metadata lacks {key!r}; the file is incomplete")
         return meta[key]

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from mlx_magic.engine.model_cache import WarmModel
 from mlx_magic.errors import ModelLoadError
@@ -88,7 +89,7 @@ def release_warm_model(entry: WarmModel) -> None:
     mx.clear_cache()
 
 
-def parameter_bytes(model) -> int:
+def parameter_bytes(model: Any) -> int:
     """Bytes held by a model's parameters (quantized weights count as stored)."""
     from mlx.utils import tree_flatten
 
@@ -142,7 +143,7 @@ def code_named_by(folder: Path) -> list[str]:
     return named
 
 
-def _load_text(path: str, trust_remote_code: bool):
+def _load_text(path: str, trust_remote_code: bool) -> tuple[Any, Any, dict]:
     from mlx_lm import load
 
     model, tokenizer, config = load(path, return_config=True, trust_remote_code=trust_remote_code)
@@ -162,7 +163,7 @@ class _ProcessorKwargsNotice(logging.Filter):
 _PROCESSOR_NOTICE = _ProcessorKwargsNotice()
 
 
-def _load_vision(path: str, trust_remote_code: bool):
+def _load_vision(path: str, trust_remote_code: bool) -> tuple[Any, Any, dict]:
     from mlx_vlm import load
     from mlx_vlm.utils import load_config
 

@@ -15,12 +15,32 @@ with the model.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, TypeVar, Union, cast
 
 from mlx_magic.vocabulary.values import PrefixCacheSettings
 
+if TYPE_CHECKING:
+    from mlx_magic.engine.vision_prompt_cache import VisionPromptCaches
 
-def warm_prompt_cache(warm, settings: PrefixCacheSettings, make):
+#: A warm model's prompt cache: a text model's or a vision model's.
+_Cache = TypeVar("_Cache", "PrefixCache", "VisionPromptCaches")
+
+
+class _PromptCacheHolder(Protocol):
+    prompts: Optional[Union[PrefixCache, VisionPromptCaches]]
+
+
+class _Warm(Protocol):
+    """What :func:`warm_prompt_cache` reads of a warm model (a
+    :class:`~mlx_magic.engine.model_cache.WarmModel`, whose module imports this one)."""
+
+    @property
+    def caches(self) -> _PromptCacheHolder: ...
+
+
+def warm_prompt_cache(
+    warm: _Warm, settings: PrefixCacheSettings, make: Callable[[PrefixCacheSettings], _Cache]
+) -> Optional[_Cache]:
     """The prompt cache kept with ``warm`` (``make(settings)`` on first use;
     new bounds applied after), or ``None`` when the cache is off."""
     if not settings.enabled:
@@ -30,7 +50,8 @@ def warm_prompt_cache(warm, settings: PrefixCacheSettings, make):
         cache = warm.caches.prompts = make(settings)
     else:
         cache.apply(settings)
-    return cache
+    # The kind ``make`` makes: a model keeps one kind of prompt cache.
+    return cast(_Cache, cache)
 
 
 class PrefixCache:
@@ -54,7 +75,7 @@ class PrefixCache:
         self._store.max_bytes = settings.max_bytes
         self._store.trim_to(n_sequences=settings.max_entries, n_bytes=settings.max_bytes)
 
-    def fetch(self, model, prompt: list[int]) -> tuple[list[Any], list[int]]:
+    def fetch(self, model: Any, prompt: list[int]) -> tuple[list[Any], list[int]]:
         """A KV cache for ``prompt`` and the tokens still to prefill.
 
         The cache holds the longest prefix of ``prompt`` seen before (or is

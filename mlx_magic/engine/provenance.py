@@ -15,15 +15,20 @@ import os
 import re
 from importlib import metadata
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional, Union, cast
 
 from mlx_magic.engine.model_cache import text_tokenizer
+
+if TYPE_CHECKING:
+    import mlx.core as mx
+
+    from mlx_magic.engine.model_cache import WarmModel
 
 _WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".npz", ".bin")
 _SNAPSHOT = re.compile(r"/snapshots/([0-9a-f]{40})(?:/|$)")
 
 
-def engine_provenance(warm, prompt_ids) -> dict:
+def engine_provenance(warm: WarmModel, prompt_ids: Union[mx.array, list[int]]) -> dict:
     """The model's record (computed once per warm model) and this prompt's hash."""
     record = getattr(warm, "provenance", None)
     if record is None:
@@ -36,8 +41,9 @@ def engine_provenance(warm, prompt_ids) -> dict:
     }
 
 
-def _model_record(warm) -> dict:
-    folder = Path(warm.path) if getattr(warm, "path", None) else None
+def _model_record(warm: WarmModel) -> dict:
+    # ``path`` is a str where the getattr finds one.
+    folder = Path(cast(str, warm.path)) if getattr(warm, "path", None) else None
     config = warm.config if isinstance(warm.config, dict) else getattr(warm.config, "__dict__", {})
     tokenizer = text_tokenizer(warm.tokenizer)
     template = getattr(tokenizer, "chat_template", None) or getattr(
@@ -89,7 +95,8 @@ def _version(name: str) -> Optional[str]:
         return None
 
 
-def _flat(ids):
+def _flat(ids: Any) -> list:
+    """Token ids as one flat list, from an array or (nested) lists of them."""
     if hasattr(ids, "tolist"):
         ids = ids.tolist()
     while ids and isinstance(ids[0], list):

@@ -176,7 +176,7 @@ class Stepper:
             raise
         return True
 
-    def _report(self, response) -> bool:
+    def _report(self, response: Any) -> bool:
         """Emit ``response``; true if it was the last one."""
         outcome = self.outcome
         outcome.last = response
@@ -221,7 +221,7 @@ class Stepper:
             self._steps.close()
 
 
-def token_id(response) -> Optional[int]:
+def token_id(response: Any) -> Optional[int]:
     """The token id of an mlx-lm or mlx-vlm response (an int or a 0-d array)."""
     token = getattr(response, "token", None)
     if token is None:
@@ -229,14 +229,14 @@ def token_id(response) -> Optional[int]:
     return int(token.item()) if hasattr(token, "item") else int(token)
 
 
-def probability_describer(tokenizer, k: int) -> Callable[[Any, int], dict]:
+def probability_describer(tokenizer: Any, k: int) -> Callable[[Any, int], dict]:
     """Reads a token's log-probability and the ``k`` most likely tokens from
     the log-probabilities mlx-lm and mlx-vlm return with every step."""
     import mlx.core as mx
 
     decode = text_tokenizer(tokenizer).decode
 
-    def describe(response, token: int) -> dict:
+    def describe(response: Any, token: int) -> dict:
         logprobs = response.logprobs
         if logprobs.ndim > 1:
             logprobs = logprobs.reshape(-1)

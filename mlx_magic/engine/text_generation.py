@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from mlx_magic.engine.constrained import schema_processors
 from mlx_magic.engine.drafting import check_draft, draft_caches, remember_speed
@@ -31,8 +31,15 @@ from mlx_magic.vocabulary.values import (
     ThinkingOpened,
 )
 
+if TYPE_CHECKING:
+    import mlx.core as mx
 
-def prompt_token_ids(tokenizer, request: GenerationRequest, history=None) -> list[int]:
+    from mlx_magic.engine.prefix_cache import PrefixCache
+
+
+def prompt_token_ids(
+    tokenizer: Any, request: GenerationRequest, history: Optional[Sequence[tuple]] = None
+) -> list[int]:
     """The prompt as token ids: through the chat template unless ``raw``.
 
     Without a chat template (or with ``raw``) the system prompt and the
@@ -46,7 +53,7 @@ def prompt_token_ids(tokenizer, request: GenerationRequest, history=None) -> lis
     return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, **switches))
 
 
-def check_thinking_switch(tokenizer, request: GenerationRequest, model: str) -> None:
+def check_thinking_switch(tokenizer: Any, request: GenerationRequest, model: str) -> None:
     """``--think`` / ``--no-think`` need a chat template with ``enable_thinking``.
 
     Raises:
@@ -65,7 +72,7 @@ def check_thinking_switch(tokenizer, request: GenerationRequest, model: str) -> 
         )
 
 
-def context_length(config: dict):
+def context_length(config: dict) -> Optional[int]:
     """The longest sequence the model was made for, if its config says."""
     for key in ("max_position_embeddings", "max_sequence_length", "n_positions"):
         value = config.get(key)
@@ -74,7 +81,9 @@ def context_length(config: dict):
     return None
 
 
-def fit_history(tokenizer, request: GenerationRequest, limit):
+def fit_history(
+    tokenizer: Any, request: GenerationRequest, limit: Optional[int]
+) -> tuple[list[int], int]:
     """The prompt ids with as many of the newest turns as fit the context.
 
     Returns the ids and how many of the oldest turns had to be dropped.
@@ -238,7 +247,7 @@ def start_text(
     return PendingGeneration(stepper, finish)
 
 
-def cache_bytes(kv_cache) -> int:
+def cache_bytes(kv_cache: list[Any]) -> int:
     """The size of a prompt cache (bytes); 0 for a kind that cannot say."""
     total = 0
     for layer in kv_cache:
@@ -249,14 +258,16 @@ def cache_bytes(kv_cache) -> int:
     return total
 
 
-def seeded_per_step(sampler, seed: int):
+def seeded_per_step(
+    sampler: Callable[[mx.array], mx.array], seed: int
+) -> Callable[[mx.array], mx.array]:
     """``sampler`` with the global random seed set from (seed, step) before
     each draw: its choices no longer depend on other generations' draws."""
     import mlx.core as mx
 
     step = 0
 
-    def sample(logprobs):
+    def sample(logprobs: mx.array) -> mx.array:
         nonlocal step
         mx.random.seed((seed * 1_000_003 + step) % (1 << 63))
         step += 1
@@ -265,7 +276,7 @@ def seeded_per_step(sampler, seed: int):
     return sample
 
 
-def _prefix_cache_of(warm: WarmModel, request: GenerationRequest):
+def _prefix_cache_of(warm: WarmModel, request: GenerationRequest) -> Optional[PrefixCache]:
     """The warm model's prefix cache (made on first use), or ``None`` if off."""
     from mlx_magic.engine.prefix_cache import PrefixCache, warm_prompt_cache
 

@@ -16,17 +16,22 @@ closing tag in its answer.
 
 from __future__ import annotations
 
-from typing import Any, Generator, Optional
+from typing import TYPE_CHECKING, Any, Generator, Optional
 
 from mlx_magic.vocabulary.job import Job
 from mlx_magic.vocabulary.thinking import CLOSE_TAG, OPEN_TAG, THINKING, ThinkingSplitter
+
+if TYPE_CHECKING:
+    import mlx.core as mx
+
+    from mlx_magic.vocabulary.values import GenerationRequest
 
 #: What is forced to end a block: the tag on a line of its own, then the
 #: blank line these models put before the answer.
 CLOSING_TEXT = f"\n{CLOSE_TAG}\n\n"
 
 
-def thinking_is_possible(tokenizer, request, opened: bool) -> bool:
+def thinking_is_possible(tokenizer: Any, request: GenerationRequest, opened: bool) -> bool:
     """Whether a thinking block may come, so the budget processor is worth its
     per-step cost: asked for (``--think``, ``--think-budget``), opened by the
     prompt, or known to the tokenizer (a ``<think>`` token, or its template
@@ -41,7 +46,7 @@ def thinking_is_possible(tokenizer, request, opened: bool) -> bool:
     return _has_token(tokenizer, OPEN_TAG)
 
 
-def _has_token(tokenizer, token: str) -> bool:
+def _has_token(tokenizer: Any, token: str) -> bool:
     """Whether ``token`` is one token of the vocabulary: looked up, not read
     from ``tokenizer.vocab``, which builds the whole vocabulary as a dict on
     every access (60–100 ms for SmolLM2's 49k tokens on this CPU, on every cell: most of the
@@ -60,7 +65,7 @@ class ThinkingBudget:
     Feed it the generation's text through :meth:`watch`.
     """
 
-    def __init__(self, tokenizer, job: Job, budget: Optional[int], opened: bool):
+    def __init__(self, tokenizer: Any, job: Job, budget: Optional[int], opened: bool) -> None:
         self.job = job
         self.budget = budget
         self.closing_ids = list(tokenizer.encode(CLOSING_TEXT, add_special_tokens=False))
@@ -87,7 +92,7 @@ class ThinkingBudget:
         if self._opened_at is None and self.splitter.state == THINKING:
             self._opened_at = self._seen
 
-    def __call__(self, tokens, logits):
+    def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
         step = self._calls
         self._calls += 1
         if self._forced is None:
@@ -107,7 +112,7 @@ class ThinkingBudget:
         return _only(logits, wanted)
 
 
-def _only(logits, token: int):
+def _only(logits: mx.array, token: int) -> mx.array:
     """``logits`` with all the probability on ``token``."""
     import mlx.core as mx
 

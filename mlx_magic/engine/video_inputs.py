@@ -9,9 +9,13 @@ that were really sent, with their times, before the prompt is read.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mlx_magic.errors import UserError
-from mlx_magic.vocabulary.values import VideoPrepared
+from mlx_magic.vocabulary.values import GenerationRequest, VideoPrepared
+
+if TYPE_CHECKING:
+    from mlx_magic.engine.model_cache import WarmModel
 
 #: Side of the preview strip's thumbnails, in pixels.
 STRIP_SIDE = 128
@@ -26,7 +30,7 @@ class Clip:
     prepared: VideoPrepared
 
 
-def check_takes_video(warm, model_name: str) -> None:
+def check_takes_video(warm: WarmModel, model_name: str) -> None:
     """Raise a one-line :class:`UserError` when the model cannot take video."""
     from mlx_vlm.generate.video import processor_handles_video
 
@@ -37,7 +41,7 @@ def check_takes_video(warm, model_name: str) -> None:
         )
 
 
-def read_clip(request) -> Clip:
+def read_clip(request: GenerationRequest) -> Clip:
     """The request's video as sampled frames, from its file or its frames.
 
     Raises:

@@ -12,7 +12,11 @@ Any other model runs without the cache: slower on a repeat, never wrong.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    import mlx.core as mx
+    from mlx_vlm.vision_cache import VisionFeatureCache
 
 # Models whose get_input_embeddings uses ``vision_tower(pixel_values,
 # image_grid_thw)`` as the image features, or takes them from
@@ -20,17 +24,17 @@ from typing import Optional
 _TOWER_FEATURE_MODELS = frozenset({"qwen2_vl", "qwen2_5_vl"})
 
 
-def make_feature_cache(max_entries: int = 16):
+def make_feature_cache(max_entries: int = 16) -> VisionFeatureCache:
     """A :class:`VisionFeatureCache` that also counts hits and misses."""
     from mlx_vlm.vision_cache import VisionFeatureCache
 
     class CountingVisionFeatureCache(VisionFeatureCache):
-        def __init__(self, max_size):
+        def __init__(self, max_size: int) -> None:
             super().__init__(max_size=max_size)
             self.hits = 0
             self.misses = 0
 
-        def get(self, image_source):
+        def get(self, image_source: Any) -> Any:
             features = super().get(image_source)
             if features is None:
                 self.misses += 1
@@ -44,7 +48,7 @@ def make_feature_cache(max_entries: int = 16):
     return CountingVisionFeatureCache(max_entries)
 
 
-def feature_cache_mode(model) -> Optional[str]:
+def feature_cache_mode(model: Any) -> Optional[str]:
     """How features can be cached for ``model``: ``"mlx_vlm"`` (its own
     ``encode_image(s)``), ``"tower"`` (computed here), or ``None``."""
     if hasattr(model, "encode_images") or hasattr(model, "encode_image"):
@@ -55,7 +59,7 @@ def feature_cache_mode(model) -> Optional[str]:
     return None
 
 
-def tower_features(model, pixel_values, image_grid_thw):
+def tower_features(model: Any, pixel_values: mx.array, image_grid_thw: mx.array) -> mx.array:
     """The vision tower's output for processed images, as the model computes it.
 
     ``pixel_values`` and ``image_grid_thw`` are the processor's outputs for

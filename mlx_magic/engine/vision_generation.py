@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from mlx_magic.engine.model_cache import WarmModel, config_dict, text_tokenizer
 from mlx_magic.engine.provenance import engine_provenance
@@ -13,10 +13,13 @@ from mlx_magic.engine.vision_inputs import VisionInputs, image_patch_ranges, pre
 from mlx_magic.locking import gpu_lock
 from mlx_magic.units import gib
 from mlx_magic.vocabulary.job import Job
-from mlx_magic.vocabulary.values import Finished, GenerationStats
+from mlx_magic.vocabulary.values import Finished, GenerationRequest, GenerationStats
+
+if TYPE_CHECKING:
+    from mlx_magic.engine.vision_prompt_cache import VisionPromptCaches
 
 
-def vision_prompt(warm: WarmModel, request) -> str:
+def vision_prompt(warm: WarmModel, request: GenerationRequest) -> str:
     """The prompt text with the model's own image tokens, via mlx-vlm's template.
 
     mlx-vlm knows where each model wants its images (qwen2_vl after the
@@ -37,7 +40,7 @@ def vision_prompt(warm: WarmModel, request) -> str:
     )
 
 
-def _video_prompt(warm, model_type: str, request) -> str:
+def _video_prompt(warm: WarmModel, model_type: str, request: GenerationRequest) -> str:
     """A one-turn prompt with the video (and any images) in the user message.
 
     mlx-vlm's ``apply_chat_template`` puts a video into every message (the
@@ -60,7 +63,7 @@ def _video_prompt(warm, model_type: str, request) -> str:
     )
 
 
-def conversation_messages(model_type: str, request) -> list[dict]:
+def conversation_messages(model_type: str, request: GenerationRequest) -> list[dict]:
     """The system prompt, the earlier turns and the cell as chat messages.
 
     In a conversation each image stays in the user message that sent it, so
@@ -72,7 +75,7 @@ def conversation_messages(model_type: str, request) -> list[dict]:
     """
     from mlx_vlm.prompt_utils import MODEL_CONFIG, get_message_json
 
-    def user_message(text: str, images) -> dict:
+    def user_message(text: str, images: tuple) -> dict:
         if images and model_type.lower() in MODEL_CONFIG:
             message = get_message_json(model_type, text, "user", num_images=len(images))
             if isinstance(message, dict) and isinstance(message.get("content"), list):
@@ -82,7 +85,9 @@ def conversation_messages(model_type: str, request) -> list[dict]:
     return request.chat_messages(user_message)
 
 
-def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bool = False):
+def start_vision(
+    warm: WarmModel, job: Job, *, started: float, per_step_seed: bool = False
+) -> PendingGeneration:
     """Prepare a generation with mlx-vlm, ready to be stepped.
 
     Args:
@@ -187,7 +192,7 @@ def start_vision(warm: WarmModel, job: Job, *, started: float, per_step_seed: bo
     return PendingGeneration(stepper, finish)
 
 
-def _prompt_caches(warm: WarmModel, request):
+def _prompt_caches(warm: WarmModel, request: GenerationRequest) -> Optional[VisionPromptCaches]:
     """The model's per-conversation KV caches, or ``None`` when turned off."""
     from mlx_magic.engine.prefix_cache import warm_prompt_cache
     from mlx_magic.engine.vision_prompt_cache import VisionPromptCaches
@@ -195,7 +200,9 @@ def _prompt_caches(warm: WarmModel, request):
     return warm_prompt_cache(warm, request.prefix_cache, VisionPromptCaches)
 
 
-def _feature_cache_options(warm: WarmModel, inputs: VisionInputs, request) -> dict:
+def _feature_cache_options(
+    warm: WarmModel, inputs: VisionInputs, request: GenerationRequest
+) -> dict:
     """Keyword arguments for ``stream_generate`` that reuse cached image features.
 
     For the models whose features are computed here, each image is cached on

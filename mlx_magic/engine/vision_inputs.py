@@ -11,12 +11,16 @@ without running the processor twice.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from mlx_magic.engine.model_cache import config_dict
 from mlx_magic.engine.text_generation import context_length
 from mlx_magic.errors import UserError
 from mlx_magic.vocabulary.values import ImagesPrepared
+
+if TYPE_CHECKING:
+    from mlx_magic.engine.model_cache import WarmModel
+    from mlx_magic.engine.video_inputs import Clip
 
 # What the processor returns that is not passed on as a keyword argument.
 _MAIN_INPUTS = ("input_ids", "pixel_values", "attention_mask")
@@ -47,7 +51,7 @@ class VisionInputs:
 
 
 def prepare_vision_inputs(
-    warm, prompt: str, images: list, model_name: str, clip=None
+    warm: WarmModel, prompt: str, images: list, model_name: str, clip: Optional[Clip] = None
 ) -> VisionInputs:
     """Run the model's processor on the prompt, its images and its video, once.
 
@@ -100,7 +104,7 @@ def prepare_vision_inputs(
     )
 
 
-def image_costs(processor, inputs: dict, count: int, image_tokens: int) -> tuple[tuple, tuple]:
+def image_costs(processor: Any, inputs: dict, count: int, image_tokens: int) -> tuple[tuple, tuple]:
     """Per image: the (width, height) the processor resized it to, and its tokens.
 
     Qwen-style processors say it in ``image_grid_thw`` (patches of
@@ -148,13 +152,13 @@ def image_patch_ranges(inputs_extra: dict, count: int) -> Optional[list[tuple[in
     return ranges
 
 
-def _count(input_ids, token_id) -> int:
+def _count(input_ids: Any, token_id: object) -> int:
     if not isinstance(token_id, int):
         return 0
     return int((input_ids == token_id).sum().item())
 
 
-def _as_list(array) -> list:
+def _as_list(array: Any) -> list:
     return array.tolist() if hasattr(array, "tolist") else list(array)
 
 
@@ -166,7 +170,7 @@ def _image_token_id(config: dict) -> Optional[int]:
     return None
 
 
-def _adds_special_tokens(warm) -> bool:
+def _adds_special_tokens(warm: WarmModel) -> bool:
     from mlx_vlm.utils import should_add_special_tokens
 
     return bool(should_add_special_tokens(config_dict(warm.config)["model_type"], warm.tokenizer))

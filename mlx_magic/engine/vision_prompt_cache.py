@@ -21,12 +21,15 @@ Runs on the runtime thread.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from mlx_magic.vocabulary.values import PrefixCacheSettings
 
+if TYPE_CHECKING:
+    from mlx_vlm.generate import PromptCacheState
 
-def _state_class():
+
+def _state_class() -> type[PromptCacheState]:
     from mlx_vlm.generate import PromptCacheState
 
     class ConversationCacheState(PromptCacheState):
@@ -61,7 +64,7 @@ class VisionPromptCaches:
         self.max_bytes = settings.max_bytes
         self._trim()
 
-    def check_out(self, conversation: Optional[str], image_keys: tuple = ()):
+    def check_out(self, conversation: Optional[str], image_keys: tuple = ()) -> PromptCacheState:
         """The state of ``conversation`` (a new one if none is kept, or if the
         one kept read other images than the first of ``image_keys``).
 
@@ -75,7 +78,12 @@ class VisionPromptCaches:
         return state if state is not None else self._make_state()
 
     def check_in(
-        self, conversation: Optional[str], state, token_ids_before, last, image_keys: tuple = ()
+        self,
+        conversation: Optional[str],
+        state: PromptCacheState,
+        token_ids_before: Optional[list[int]],
+        last: Any,
+        image_keys: tuple = (),
     ) -> None:
         """Keep ``state`` after its generation, and count what it saved.
 
@@ -122,5 +130,5 @@ class VisionPromptCaches:
         }
 
 
-def _nbytes(cache) -> int:
+def _nbytes(cache: Optional[list[Any]]) -> int:
     return sum(getattr(layer, "nbytes", 0) or 0 for layer in cache or ())
