@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 from mlx_magic.grounding import Grounding, GroundingTracker, ImageGeometry, grounding_family
 from mlx_magic.grounding.coordinates import estimated_processed_size
+from mlx_magic.grounding.values import Box
 from mlx_magic.images import LoadedImage
 from mlx_magic.vocabulary.values import GenerationRequest, ImagesPrepared
 
@@ -97,7 +98,7 @@ class GroundingWatch:
         """The same items, each able to ``crop()`` the image it belongs to."""
         import dataclasses
 
-        def attach(item):
+        def attach(item: Box) -> Box:
             if 0 <= item.image < len(self.images) and hasattr(item, "source_image"):
                 return dataclasses.replace(item, source_image=self.images[item.image].image)
             return item

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Any
+from types import FrameType
+from typing import Any, Optional
 
 
 class InterruptShield:
@@ -38,7 +39,7 @@ class InterruptShield:
             signal.signal(signal.SIGINT, self._previous)
             self._held = False
 
-    def _count(self, signum, frame) -> None:
+    def _count(self, signum: int, frame: Optional[FrameType]) -> None:
         self.count += 1
 
 

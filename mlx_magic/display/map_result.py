@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from IPython.lib.pretty import PrettyPrinter
+
+    from mlx_magic.display.result import MLXResult
 
 #: The columns every --map table has, after the item's own.
 RESULT_COLUMNS = ("answer", "tokens", "time_s", "finish_reason", "error")
@@ -97,10 +102,10 @@ class MLXMapResult:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, position: int):
+    def __getitem__(self, position: int) -> Optional[MLXResult]:
         return self.results[position]
 
-    def _repr_pretty_(self, printer, cycle) -> None:
+    def _repr_pretty_(self, printer: PrettyPrinter, cycle: bool) -> None:
         try:
             import pandas
 

@@ -33,7 +33,7 @@ class MapProgress:
         self._rows_at = 0.0
         self._latest: list = []
 
-    def item_done(self, row: dict, label) -> None:
+    def item_done(self, row: dict, label: object) -> None:
         """One item has its row (an answer, or an error)."""
         self.tokens += int(row.get("tokens") or 0)
         if row.get("error"):

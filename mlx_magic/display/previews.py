@@ -18,15 +18,24 @@ from __future__ import annotations
 
 import base64
 import html
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from mlx_magic.images import LoadedImage, png_bytes, thumbnail
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from mlx_magic.grounding import Grounding
 
 PREVIEW_MAX_SIDE = 256
 _GAP = 8
 
 
-def image_caption(loaded: LoadedImage, processed_size=None, vision_tokens=None) -> str:
+def image_caption(
+    loaded: LoadedImage,
+    processed_size: Optional[tuple[int, int]] = None,
+    vision_tokens: Optional[int] = None,
+) -> str:
     """``"photo.jpg · 4032×3024 → 1176×882 · 1,323 tokens"``: what the image cost."""
     caption = loaded.caption
     if processed_size:
@@ -43,7 +52,7 @@ def preview_bundle(
     max_side: int = PREVIEW_MAX_SIDE,
     *,
     captions: Optional[Sequence[str]] = None,
-    grounding=None,
+    grounding: Optional[Grounding] = None,
 ) -> dict:
     """A MIME bundle showing a thumbnail and caption of every image.
 
@@ -52,7 +61,6 @@ def preview_bundle(
         captions: one per image (default: each image's own caption).
         grounding: a :class:`~mlx_magic.grounding.Grounding` to draw.
     """
-    from PIL import Image
 
     captions = list(captions) if captions is not None else [loaded.caption for loaded in images]
     tiles: list[tuple[Image.Image, str]] = []
@@ -118,7 +126,7 @@ def video_strip_bundle(source: str, frames: Sequence, timestamps: Sequence[float
     }
 
 
-def contact_sheet(pictures: list, gap: int):
+def contact_sheet(pictures: list[Image.Image], gap: int) -> Image.Image:
     """The pictures side by side on white, ``gap`` pixels apart: the PNG form a
     saved notebook and nbconvert show."""
     from PIL import Image
@@ -138,12 +146,13 @@ def contact_sheet(pictures: list, gap: int):
     return sheet
 
 
-def grounding_lines(grounding) -> list[str]:
+def grounding_lines(grounding: Grounding) -> list[str]:
     """One line per box and point, as a terminal shows them."""
     return [_item_line(item) for item in (*grounding.boxes, *grounding.points)]
 
 
-def _item_line(item) -> str:
+def _item_line(item: Any) -> str:
+    # A Box or a Point, told apart by its attributes (the callers walk both as one tuple).
     label = f"{item.label!r} " if item.label else ""
     where = (
         f"({item.x1:.0f}, {item.y1:.0f})–({item.x2:.0f}, {item.y2:.0f})"
@@ -154,14 +163,14 @@ def _item_line(item) -> str:
     return f"[{kind} {label}{where} on image {item.image + 1}]"
 
 
-def _in_context(loaded: LoadedImage, max_side: int):
+def _in_context(loaded: LoadedImage, max_side: int) -> Image.Image:
     from mlx_magic.grounding import region_context
 
     parent, box = loaded.context  # type: ignore[misc]  # checked by the caller
     return region_context(parent, box, max_side)
 
 
-def _smallest_encoding(thumb) -> tuple[str, bytes]:
+def _smallest_encoding(thumb: Image.Image) -> tuple[str, bytes]:
     import io
 
     png = png_bytes(thumb)

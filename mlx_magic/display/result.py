@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from mlx_magic.vocabulary.values import GenerationStats
+
+if TYPE_CHECKING:
+    from IPython.lib.pretty import PrettyPrinter
 
 
 def footer_text(
@@ -142,7 +145,7 @@ class MLXResult:
     def footer(self) -> str:
         return footer_text(self.stats, self.model, self.finish_reason, self.seed)
 
-    def _repr_pretty_(self, printer, cycle) -> None:
+    def _repr_pretty_(self, printer: PrettyPrinter, cycle: bool) -> None:
         printer.text(f"{self.text}\n[{self.footer}]")
 
     def _repr_html_(self) -> str:
@@ -168,7 +171,7 @@ class MLXResults(list):
     """The answers of models side by side (or of a sampling sweep), one
     :class:`MLXResult` per column, in column order."""
 
-    def _repr_pretty_(self, printer, cycle) -> None:
+    def _repr_pretty_(self, printer: PrettyPrinter, cycle: bool) -> None:
         for result in self:
             printer.text(f"── {result.model} ──\n{result.text}\n[{result.footer}]\n")
 

@@ -24,6 +24,7 @@ from mlx_magic.vocabulary.job import Job
 from mlx_magic.vocabulary.provenance import provenance_record
 from mlx_magic.vocabulary.token_buffer import TokenBuffer
 from mlx_magic.vocabulary.values import (
+    Event,
     Failed,
     Finished,
     GenerationStats,
@@ -241,7 +242,7 @@ class _Collector:
     def show(self, text: Optional[str]) -> None:
         self._show(text)
 
-    def _handle(self, event) -> Optional[Finished]:
+    def _handle(self, event: Event) -> Optional[Finished]:
         if isinstance(event, TokenChunk):
             text = self.thinking.take(event)
             self.parts.append(text)

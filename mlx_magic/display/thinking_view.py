@@ -17,7 +17,10 @@ click is acted on where ipykernel's shell-channel thread routes the message
 from __future__ import annotations
 
 import html
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+if TYPE_CHECKING:
+    import ipywidgets
 
 #: How much of the thinking the live block shows (and resends per update).
 TAIL_CHARS = 1200
@@ -140,7 +143,7 @@ class ThinkingBlock:
             self._accordion.close()
 
 
-def on_click_at_once(button, callback: Callable[[], None]) -> None:
+def on_click_at_once(button: ipywidgets.Button, callback: Callable[[], None]) -> None:
     """Call ``callback`` when ``button`` is clicked, even while a cell runs.
 
     A click is a comm message on the shell channel, which waits while the
@@ -157,7 +160,7 @@ def on_click_at_once(button, callback: Callable[[], None]) -> None:
     if comm is None or route is None:
         return  # ipykernel < 7: clicks arrive once the kernel is idle
 
-    def route_and_watch(data, default):
+    def route_and_watch(data: object, default: Optional[str]) -> Optional[str]:
         content = data.get("content") if isinstance(data, dict) else None
         if isinstance(content, dict) and content.get("event") == "click":
             callback()

@@ -20,11 +20,18 @@ import html
 import importlib
 import sys
 import threading
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, TextIO
 
 from mlx_magic.display.result import MLXResult, footer_html
 from mlx_magic.vocabulary.provenance import record_to_save
 from mlx_magic.vocabulary.token_buffer import MAX_BATCH_TOKENS
+
+if TYPE_CHECKING:
+    from mlx_magic.display.markdown_view import MarkdownStream
+    from mlx_magic.display.thinking_view import ThinkingBlock
+    from mlx_magic.grounding import Grounding
+    from mlx_magic.images import LoadedImage
+    from mlx_magic.vocabulary.values import VideoPrepared
 
 
 class StreamView:
@@ -42,7 +49,7 @@ class StreamView:
     #: ``--format text`` streams plain text).
     markdown = False
 
-    def show_images(self, images) -> None:
+    def show_images(self, images: Sequence[LoadedImage]) -> None:
         """Previews of the images sent, before the answer."""
 
     def notice(self, message: str) -> None:
@@ -54,10 +61,10 @@ class StreamView:
     def image_costs(self, processed_sizes: tuple, vision_tokens: tuple) -> None:
         """The size each image was resized to and the tokens it became."""
 
-    def show_grounding(self, grounding) -> None:
+    def show_grounding(self, grounding: Grounding) -> None:
         """Boxes and points found in the answer so far: draw them on the previews."""
 
-    def show_video(self, video) -> None:
+    def show_video(self, video: VideoPrepared) -> None:
         """The frames sampled from a video (a ``VideoPrepared``), with their times."""
 
     def loading(self, model: str) -> None:
@@ -91,20 +98,20 @@ class StreamView:
 class NotebookView(StreamView):
     """Streams into the running cell's output (Jupyter, VS Code, nbclient)."""
 
-    def __init__(self, shell=None):
+    def __init__(self, shell: object = None) -> None:
         self._shell = shell
         self._status = None
         self._ends_with_newline = True
         self._wrote = False
-        self._previews = None
+        self._previews: Optional[dict] = None
         self._preview_handle = None
         self._images: tuple = ()
         self._captions: list[str] = []
-        self._grounding = None
-        self._answer = None  # the MarkdownStream, once the answer begins
-        self._thinking = None  # the ThinkingBlock, once the thinking begins
+        self._grounding: Optional[Grounding] = None
+        self._answer: Optional[MarkdownStream] = None  # once the answer begins
+        self._thinking: Optional[ThinkingBlock] = None  # once the thinking begins
 
-    def show_images(self, images) -> None:
+    def show_images(self, images: Sequence[LoadedImage]) -> None:
         from IPython.display import display
 
         from mlx_magic.display.previews import preview_bundle
@@ -115,7 +122,7 @@ class NotebookView(StreamView):
         # Updated in place when the costs are known and as boxes complete.
         self._preview_handle = display(self._previews, raw=True, display_id=True)
 
-    def show_video(self, video) -> None:
+    def show_video(self, video: VideoPrepared) -> None:
         from IPython.display import display
 
         from mlx_magic.display.previews import video_strip_bundle
@@ -132,7 +139,7 @@ class NotebookView(StreamView):
         ]
         self._redraw_previews()
 
-    def show_grounding(self, grounding) -> None:
+    def show_grounding(self, grounding: Grounding) -> None:
         self._grounding = grounding
         self._redraw_previews()
 
@@ -264,12 +271,12 @@ class TerminalView(StreamView):
 
     batches = False
 
-    def __init__(self, stream=None):
+    def __init__(self, stream: Optional[TextIO] = None) -> None:
         self._stream = stream
         self._ends_with_newline = True
 
     @property
-    def out(self):
+    def out(self) -> TextIO:
         # Looked up at each write so that capture (pytest, %%capture) works.
         return self._stream or sys.stdout
 
@@ -279,14 +286,14 @@ class TerminalView(StreamView):
     def show_bundle(self, bundle: dict) -> None:
         print(bundle["text/plain"], file=self.out, flush=True)
 
-    def show_images(self, images) -> None:
+    def show_images(self, images: Sequence[LoadedImage]) -> None:
         for index, loaded in enumerate(images, 1):
             print(f"[image {index}: {loaded.caption}]", file=self.out, flush=True)
 
     def loading(self, model: str) -> None:
         print(f"[loading {model}…]", file=self.out, flush=True)
 
-    def show_video(self, video) -> None:
+    def show_video(self, video: VideoPrepared) -> None:
         from mlx_magic.display.previews import video_strip_bundle
 
         if video.frames:
@@ -354,14 +361,14 @@ class CollectingView(StreamView):
     """Shows nothing while streaming; side-by-side columns in a terminal are
     printed one after the other once all are done."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.text = ""
 
     def write(self, text: str) -> None:
         self.text += text
 
 
-def _grounding_of(result: MLXResult):
+def _grounding_of(result: MLXResult) -> Grounding:
     from mlx_magic.grounding import Grounding
 
     return Grounding(boxes=tuple(result.boxes), points=tuple(result.points))
@@ -378,7 +385,7 @@ def _grounding_metadata(result: MLXResult) -> dict:
     }
 
 
-def _is_terminal(stream) -> bool:
+def _is_terminal(stream: TextIO) -> bool:
     try:
         return stream.isatty()
     except (AttributeError, ValueError):
@@ -388,7 +395,7 @@ def _is_terminal(stream) -> bool:
 _warned_about_widgets = False
 
 
-def widgets_usable(shell, warn: bool = True) -> bool:
+def widgets_usable(shell: object, warn: bool = True) -> bool:
     """Whether live widgets can be shown: a Jupyter kernel with ipywidgets.
 
     Without ipywidgets, one warning (unless ``warn`` is false) says what to
@@ -413,14 +420,14 @@ def widgets_usable(shell, warn: bool = True) -> bool:
     return True
 
 
-def view_for(shell) -> StreamView:
+def view_for(shell: object) -> StreamView:
     """A notebook view inside a Jupyter kernel, a terminal view elsewhere."""
     if getattr(shell, "kernel", None) is not None:
         return NotebookView(shell)
     return TerminalView()
 
 
-def _wait_until_sent(stream, timeout_s: float = 0.05) -> None:
+def _wait_until_sent(stream: TextIO, timeout_s: float = 0.05) -> None:
     """Wait until ipykernel's IOPub thread has really sent what ``stream`` flushed.
 
     ipykernel's ``flush()`` returns once the message is *queued* on its IOPub

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import html
 import threading
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from mlx_magic.display.result import MLXResult, footer_html
 from mlx_magic.display.views import StreamView
@@ -89,13 +89,15 @@ class WidgetStreamView(StreamView):
                 self._current_text += piece
                 self._current.value = _PRE.format(html.escape(self._current_text))
 
-    def think(self, text, tokens, seconds, answer_now) -> None:
+    def think(
+        self, text: str, tokens: int, seconds: float, answer_now: Optional[Callable[[], None]]
+    ) -> None:
         # Only the count and time: the thinking itself is in _mlx.thinking.
         from mlx_magic.display.thinking_view import thinking_summary
 
         self.set_status(thinking_summary(tokens, seconds, live=True))
 
-    def thinking_done(self, text, tokens, seconds, note="") -> None:
+    def thinking_done(self, text: str, tokens: int, seconds: float, note: str = "") -> None:
         from mlx_magic.display.thinking_view import thinking_summary
 
         self.set_status(thinking_summary(tokens, seconds, note=note))
