@@ -10,7 +10,9 @@ what it brought.
 
 from __future__ import annotations
 
-from typing import Optional
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Generator, Optional
 
 from mlx_magic.engine.model_cache import WarmModel
 from mlx_magic.errors import UserError
@@ -48,6 +50,54 @@ def draft_caches(warm: WarmModel, draft: WarmModel) -> list:
     from mlx_lm.models.cache import make_prompt_cache
 
     return make_prompt_cache(warm.model) + make_prompt_cache(draft.model)
+
+
+@dataclass
+class DraftedPromptReading:
+    """All but the last of ``tokens`` read into the model's and the draft's
+    caches (``caches`` as :func:`draft_caches` made them), ``step`` tokens at a
+    time, calling ``progress(read, total)`` before each step: it raises to stop
+    (a cancel), and shows how far the reading has come.
+
+    mlx-lm's speculative path drops ``prompt_progress_callback`` and reads the
+    prompt in one go, so a long prompt could not be stopped (318 s seen); what
+    is left for it is the last token (:attr:`left`). Iterating yields nothing:
+    the reading happens in the first step of the generation it is chained
+    before, under the GPU lock, as mlx-lm's own prefill does.
+    """
+
+    warm: WarmModel
+    draft: WarmModel
+    caches: list
+    tokens: list[int]
+    step: int
+    progress: Callable[[int, int], None]
+    #: How long the reading took (s), once it is done.
+    seconds: float = 0.0
+
+    @property
+    def left(self) -> list[int]:
+        """What mlx-lm is handed: the last token."""
+        return self.tokens[-1:]
+
+    def __iter__(self) -> Generator[Any, None, None]:
+        import mlx.core as mx
+
+        started = time.perf_counter()
+        split = len(self.caches) - len(self.draft.model.layers)
+        model_caches, draft_caches_ = self.caches[:split], self.caches[split:]
+        total, read = len(self.tokens), 0
+        while total - read > 1:
+            self.progress(read, total)
+            chunk = mx.array(self.tokens[read : min(read + self.step, total - 1)])[None]
+            self.warm.model(chunk, cache=model_caches)
+            self.draft.model(chunk, cache=draft_caches_)
+            mx.eval([c.state for c in self.caches])
+            read += chunk.shape[1]
+        self.progress(read, total)
+        self.seconds = time.perf_counter() - started
+        return
+        yield  # a generator
 
 
 def remember_speed(

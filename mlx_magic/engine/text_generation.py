@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Optional, Sequence
 
 from mlx_magic.engine.constrained import schema_processors
-from mlx_magic.engine.drafting import check_draft, draft_caches, remember_speed
+from mlx_magic.engine.drafting import (
+    DraftedPromptReading,
+    check_draft,
+    draft_caches,
+    remember_speed,
+)
 from mlx_magic.engine.model_cache import WarmModel
 from mlx_magic.engine.provenance import engine_provenance
 from mlx_magic.engine.stepping import (
@@ -167,7 +172,12 @@ def start_text(
         if sampling.seed is not None and not per_step_seed:
             mx.random.seed(sampling.seed)
         mx.reset_peak_memory()
-        opened = prompt_opens_thinking(warm.tokenizer.decode(prompt[-16:]))
+        # Only a model that can think (the template, its tokens, the cell's
+        # flags say so) is read as thinking: a raw prompt that happens to
+        # end with "<think>" does not turn a plain model's answer into one.
+        opened = prompt_opens_thinking(
+            warm.tokenizer.decode(prompt[-16:])
+        ) and thinking_is_possible(warm.tokenizer, request, opened=False)
     if opened:
         job.emit(ThinkingOpened())
     processors = make_logits_processors(repetition_penalty=sampling.repetition_penalty)
@@ -186,18 +196,29 @@ def start_text(
     if per_step_seed and sampling.seed is not None:
         sampler = seeded_per_step(sampler, sampling.seed)
     step = prefill_step_size(warm.prefill_tps)
-    steps = stream_generate(
-        warm.model,
-        warm.tokenizer,
-        mx.array(to_prefill),
-        prompt_cache=kv_cache,
-        max_tokens=sampling.max_tokens,
-        sampler=sampler,
-        logits_processors=processors,
-        prefill_step_size=step,
-        prompt_progress_callback=watch_prefill(job, warm.name),
-        draft_model=draft.model if draft is not None else None,
-        num_draft_tokens=request.num_draft_tokens,
+    progress = watch_prefill(job, warm.name)
+    handed_over = to_prefill
+    reading: Optional[DraftedPromptReading] = None
+    if draft is not None:
+        # mlx-lm's speculative path reads the prompt without calling back:
+        # read it here, in steps that a cancel can stop, and leave it the last token.
+        reading = DraftedPromptReading(warm, draft, kv_cache, to_prefill, step, progress)
+        handed_over = reading.left
+    steps = _one_after_the_other(
+        iter(reading) if reading is not None else iter(()),
+        stream_generate(
+            warm.model,
+            warm.tokenizer,
+            mx.array(handed_over),
+            prompt_cache=kv_cache,
+            max_tokens=sampling.max_tokens,
+            sampler=sampler,
+            logits_processors=processors,
+            prefill_step_size=step,
+            prompt_progress_callback=progress,
+            draft_model=draft.model if draft is not None else None,
+            num_draft_tokens=request.num_draft_tokens,
+        ),
     )
     if budget is not None:
         steps = budget.watch(steps)
@@ -222,15 +243,19 @@ def start_text(
                 seen.append(outcome.stop_token)
             with gpu_lock:
                 prefix_cache.store(seen, kv_cache)
-        if last is not None and last.prompt_tps and len(to_prefill) >= 32:
-            warm.prefill_tps = last.prompt_tps  # sizes the next prompt's steps
+        prompt_tps = last.prompt_tps if last else 0.0
+        if reading is not None and last is not None and last.prompt_tps:
+            # mlx-lm timed only the last token: the whole prompt's reading counts.
+            prompt_tps = len(to_prefill) / (reading.seconds + last.prompt_tokens / last.prompt_tps)
+        if prompt_tps and len(to_prefill) >= 32:
+            warm.prefill_tps = prompt_tps  # sizes the next prompt's steps
         return Finished(
             finish_reason=outcome.finish_reason,
             stats=GenerationStats(
                 prompt_tokens=len(prompt),
                 cached_prompt_tokens=len(prompt) - len(to_prefill),
                 dropped_turns=dropped_turns,
-                prompt_tps=last.prompt_tps if last else 0.0,
+                prompt_tps=prompt_tps,
                 generation_tokens=outcome.generated,
                 generation_tps=generation_tps,
                 ttft_s=(outcome.first_token_at - started) if outcome.first_token_at else None,
@@ -281,3 +306,9 @@ def _prefix_cache_of(warm: WarmModel, request: GenerationRequest) -> Optional[Pr
     from mlx_magic.engine.prefix_cache import PrefixCache, warm_prompt_cache
 
     return warm_prompt_cache(warm, request.prefix_cache, PrefixCache)
+
+
+def _one_after_the_other(first: Iterator[Any], then: Iterator[Any]) -> Generator[Any, None, None]:
+    """``first``'s items, then ``then``'s; closing it closes the one running."""
+    yield from first
+    yield from then

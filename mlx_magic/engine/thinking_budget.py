@@ -70,10 +70,14 @@ class ThinkingBudget:
         self.budget = budget
         self.closing_ids = list(tokenizer.encode(CLOSING_TEXT, add_special_tokens=False))
         self.splitter = ThinkingSplitter(opened)
-        self._calls = 0  # one call per generated token: the index of the next one
+        # The token history's length at the first call: a call's position in
+        # the answer is the history's length less this. Counting calls would
+        # not do: with --draft, mlx-lm calls processors for the draft's
+        # guesses and again for the model's check of each position.
+        self._first_length: Optional[int] = None
         self._seen = 0  # tokens whose text the splitter has read
         self._opened_at: Optional[int] = 0 if opened else None
-        self._forced: Optional[int] = None  # closing tokens forced so far
+        self._forced_from: Optional[int] = None  # where the closing tokens begin
         #: Why the block was ended early: "budget", "asked", or None.
         self.ended_by: Optional[str] = None
 
@@ -93,23 +97,25 @@ class ThinkingBudget:
             self._opened_at = self._seen
 
     def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
-        step = self._calls
-        self._calls += 1
-        if self._forced is None:
+        length = int(tokens.shape[-1]) if tokens is not None else 0
+        if self._first_length is None:
+            self._first_length = length
+        position = length - self._first_length  # the index of the token being chosen
+        if self._forced_from is None:
             if self.splitter.state != THINKING or self._opened_at is None:
                 return logits
             if self.job.thinking_end_requested:
                 self.ended_by = "asked"
-            elif self.budget is not None and step - self._opened_at >= self.budget:
+                self._forced_from = position
+            elif self.budget is not None and position - self._opened_at >= self.budget:
                 self.ended_by = "budget"
+                self._forced_from = self._opened_at + self.budget
             else:
                 return logits
-            self._forced = 0
-        if self._forced >= len(self.closing_ids):
+        closing = position - self._forced_from
+        if not 0 <= closing < len(self.closing_ids):
             return logits
-        wanted = self.closing_ids[self._forced]
-        self._forced += 1
-        return _only(logits, wanted)
+        return _only(logits, self.closing_ids[closing])
 
 
 def _only(logits: mx.array, token: int) -> mx.array:

@@ -48,13 +48,20 @@ def draft_of(
         raise UserError(
             "--draft and --schema: drafted tokens would skip the schema's constraint; keep one"
         )
+    # Name what the user wrote: the cell's flag, or the setting it did not repeat.
+    given = f"--draft {name}" if options.draft is not None else f"The draft_model setting {name!r}"
+    fix = (
+        "" if options.draft is not None else " (%config MLXMagics.draft_model = None turns it off)"
+    )
     try:
         draft = session.resolve(name)
     except UserError as error:
-        raise UserError(f"--draft {name}: {error}") from error
-    if draft.key == spec.key:
+        raise UserError(f"{given}: {error}{fix}") from error
+    # The same files by another name (an alias, a path to the embedded model's
+    # converted folder) are the model itself too.
+    if draft.key == spec.key or (draft.path and draft.path == spec.path):
         raise UserError(
-            f"--draft {name} is the model itself: a draft is a smaller model of the same "
-            "family (its own first layers make one: mlx_magic.testing.drafts)"
+            f"{given} is the model itself: a draft is a smaller model of the same "
+            f"family (its own first layers make one: mlx_magic.testing.drafts){fix}"
         )
     return draft, count
