@@ -365,6 +365,20 @@ def test_a_template_that_opens_the_block_starts_the_text_as_thinking(model_shell
     assert (result.thinking, result.text) == ("I reason first.", "The answer.")
 
 
+@pytest.mark.model
+@pytest.mark.parametrize("raw", ["", "--raw"])
+def test_a_prompt_that_ends_with_think_does_not_make_a_plain_model_think(
+    model_shell, tiny_llama, raw
+):
+    from mlx_magic.testing.scripted import forced_answer
+
+    with forced_answer("A plain answer."):
+        run(model_shell, f"%%mlx -m {tiny_llama} -n 40 {raw}\nWhat comes after <think>")
+    result = model_shell.user_ns["_mlx"]
+    assert (result.thinking, result.text) == ("", "A plain answer.")
+    assert result.stats.thinking_tokens == 0
+
+
 class AnswerNowView(RecordingView):
     """Clicks "Answer now" as soon as the thinking shows."""
 

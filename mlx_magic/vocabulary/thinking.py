@@ -95,7 +95,8 @@ def _tag_start_at_end(text: str, tag: str) -> int:
 
 
 def prompt_opens_thinking(prompt_text: str) -> bool:
-    """Whether a rendered prompt ends inside a thinking block (its last
-    ``<think>`` is not closed): the model's text begins as thinking."""
-    opened = prompt_text.rfind(OPEN_TAG)
-    return opened >= 0 and prompt_text.rfind(CLOSE_TAG) < opened
+    """Whether a rendered prompt ends by opening a thinking block (as the
+    DeepSeek-R1 templates end theirs, ``<think>\n``): the model's text begins
+    as thinking. A ``<think>`` the user wrote is followed by the template's
+    own turn markers, so it opens nothing."""
+    return prompt_text.rstrip().endswith(OPEN_TAG)
