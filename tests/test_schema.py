@@ -81,3 +81,28 @@ def test_an_answer_cut_by_max_tokens_says_raise_n(schema_shell):
     with pytest.raises(UsageError, match="stopped at max tokens before the JSON closed: raise -n"):
         run(schema_shell, "%%mlx --schema Animal -n 3\nDescribe an ant as JSON.")
     assert schema_shell.user_ns["_mlx"].finish_reason == "length"
+
+
+def test_an_items_column_or_a_schema_field_named_like_the_tables_own_is_kept_apart(
+    schema_shell,
+):
+    # A DataFrame with columns the table fills itself, and a schema with a
+    # field named "error": neither overwrites the run's columns, nor makes a
+    # good row count as failed.
+    run(
+        schema_shell,
+        "import pandas as pd\n"
+        "rows = pd.DataFrame({'answer': ['a1', 'a2'], 'error': ['x', 'y'], 'tokens': [7, 8]})\n"
+        "Checked = {'type': 'object', 'properties': {'error': {'type': 'boolean'}, "
+        "'answer': {'type': 'integer'}}, 'required': ['error', 'answer']}",
+    )
+    run(schema_shell, "%%mlx -m tiny --map rows --schema Checked -n 60\nCheck {row.answer}.")
+    result = schema_shell.user_ns["_mlx"]
+    table = result.table
+    assert list(table["item_answer"]) == ["a1", "a2"] and list(table["item_tokens"]) == [7, 8]
+    assert list(table["item_error"]) == ["x", "y"]
+    assert all(isinstance(flag, bool) for flag in table["data_error"])
+    assert all(isinstance(number, int) for number in table["data_answer"])
+    assert list(table["answer"]) == [r.text for r in result.results]  # the model's own text
+    assert list(table["error"]) == ["", ""] and all(n > 0 for n in table["tokens"])
+    assert "failed" not in result.summary

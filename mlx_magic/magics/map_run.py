@@ -21,7 +21,13 @@ from mlx_magic.display.map_view import MapProgress
 from mlx_magic.display.result import MLXResult, TokenInfo
 from mlx_magic.errors import GenerationInterrupted, UserError
 from mlx_magic.magics.drafts import NO_DRAFT
-from mlx_magic.magics.mapping import MapItem, fill_for_item, image_source_for_item, map_items
+from mlx_magic.magics.mapping import (
+    MapItem,
+    apart_from_table,
+    fill_for_item,
+    image_source_for_item,
+    map_items,
+)
 from mlx_magic.magics.options import CellOptions, PreparedCell
 from mlx_magic.magics.prepare import load_cell_images, prepare
 from mlx_magic.magics.schemas import data_columns
@@ -256,7 +262,7 @@ def _record(position, event, texts, tokens, started, cells, result, items) -> No
         # --schema: the parsed answer's fields are columns of the table.
         try:
             answer.data = schema.parse(text)
-            row.update(data_columns(answer.data))
+            row.update(apart_from_table(data_columns(answer.data), "data"))
         except ValueError as error:
             why = (
                 "stopped at max tokens before the JSON closed (raise -n)"

@@ -23,6 +23,19 @@ from mlx_magic.magics.templating import fill_template
 MAX_ITEMS = 100_000
 
 
+#: The columns a ``--map`` table fills itself: an item's column or a
+#: ``--schema`` field of one of these names is kept beside them as
+#: ``item_NAME`` or ``data_NAME``, never overwritten, never taken for the run's.
+TABLE_COLUMNS = ("answer", "tokens", "time_s", "finish_reason", "error")
+
+
+def apart_from_table(
+    columns: Mapping[str, Any], prefix: str, taken: tuple[str, ...] = TABLE_COLUMNS
+) -> dict:
+    """``columns`` with each name in ``taken`` renamed ``PREFIX_NAME``."""
+    return {(f"{prefix}_{name}" if name in taken else name): v for name, v in columns.items()}
+
+
 @dataclass
 class MapItem:
     """One item of ``--map``: its value, what the prompt may name, its table columns."""
@@ -31,6 +44,9 @@ class MapItem:
     value: Any
     names: dict = field(default_factory=dict)
     columns: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.columns = apart_from_table(self.columns, "item")
 
 
 class Row:
@@ -91,7 +107,12 @@ def _items_of(name: str, value: Any) -> list[MapItem]:
         ]
     if isinstance(value, Mapping):
         return [
-            MapItem(key, item, _names_of(item, key=key), {"key": key, **_columns_of(item)})
+            MapItem(
+                key,
+                item,
+                _names_of(item, key=key),
+                {"key": key, **apart_from_table(_columns_of(item), "item", ("key",))},
+            )
             for key, item in value.items()
         ]
     if isinstance(value, (str, bytes)):

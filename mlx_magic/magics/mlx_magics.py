@@ -160,7 +160,7 @@ class MLXMagics(MLXSettings):
 
         Settings (``%config MLXMagics.<name> = value``): default_model,
         max_tokens, temperature, top_p, system_prompt, aliases,
-        memory_budget_gb, stream_interval_ms, short_errors. Flags override
+        memory_budget_gb, stream_interval_ms, short_errors, trust_remote_code. Flags override
         settings.
         """
         args = parse_flags(self.mlx_cell, line, "%%mlx")
