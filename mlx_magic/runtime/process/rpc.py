@@ -53,7 +53,7 @@ import io
 import json
 import threading
 import traceback
-from typing import IO, Any, Callable, Optional
+from typing import IO, TYPE_CHECKING, Any, Callable, Optional
 
 from mlx_magic import errors
 from mlx_magic.errors import GenerationFailed, MLXMagicError, ModelLoadError, RPCError
@@ -77,6 +77,9 @@ from mlx_magic.vocabulary.values import (
     TokenChunk,
     VideoPrepared,
 )
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 MAGIC = b"MLXRPC1 "
 #: The longest frame a reader accepts (a 1 MB prompt is a 1 MB frame; a few
@@ -374,7 +377,7 @@ def decode_exception(data: dict) -> Exception:
     return RPCError(kind, message, str(data.get("traceback", "")))
 
 
-def _is_pil_image(value) -> bool:
+def _is_pil_image(value: object) -> bool:
     module = type(value).__module__ or ""
     if not module.startswith("PIL."):
         return False
@@ -383,13 +386,13 @@ def _is_pil_image(value) -> bool:
     return isinstance(value, Image.Image)
 
 
-def _png_base64(image) -> str:
+def _png_base64(image: Image.Image) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _image_from_png_base64(text: str):
+def _image_from_png_base64(text: str) -> Image.Image:
     from PIL import Image
 
     image = Image.open(io.BytesIO(base64.b64decode(text)))

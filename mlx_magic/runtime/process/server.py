@@ -46,7 +46,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import IO, Any, Callable, Iterable, Literal, NoReturn, Optional, TypeVar, overload
 
 from mlx_magic.errors import ParamsError
 from mlx_magic.runtime.process import rpc
@@ -64,7 +64,18 @@ DEFAULT_BATCH_INTERVAL_S = 0.2
 _BLOCKING = {"load", "unload", "clear_caches", "set_memory_budget"}
 
 
-def _param(params: Any, name: str, kinds, *, optional: bool = False):
+_T = TypeVar("_T")
+
+
+@overload
+def _param(params: Any, name: str, kinds: type[_T], *, optional: Literal[False] = ...) -> _T: ...
+
+
+@overload
+def _param(params: Any, name: str, kinds: type[_T], *, optional: bool) -> Optional[_T]: ...
+
+
+def _param(params: Any, name: str, kinds: type[_T], *, optional: bool = False) -> Optional[_T]:
     if not isinstance(params, dict) or (name not in params and not optional):
         raise ParamsError(f"missing parameter {name!r}")
     value = params.get(name)
@@ -75,7 +86,7 @@ def _param(params: Any, name: str, kinds, *, optional: bool = False):
     return value
 
 
-def _request_of(params) -> GenerationRequest:
+def _request_of(params: Any) -> GenerationRequest:
     try:
         request = rpc.decode(_param(params, "request", dict))
     except (ValueError, KeyError, TypeError) as error:
@@ -98,13 +109,13 @@ class WorkerServer:
 
     def __init__(
         self,
-        reader_stream,
-        writer_stream,
+        reader_stream: IO[bytes],
+        writer_stream: IO[bytes],
         *,
         memory_budget_bytes: int,
         batch_interval_s: float = DEFAULT_BATCH_INTERVAL_S,
-        hooks=frozenset(),
-    ):
+        hooks: Iterable[str] = frozenset(),
+    ) -> None:
         from mlx_magic.runtime.thread import ThreadRuntime
 
         self.reader = rpc.FrameReader(reader_stream, on_garbage=self._log_garbage)
@@ -195,7 +206,7 @@ class WorkerServer:
         else:
             self._answer(*args)
 
-    def _answer(self, handler, id_, params, has_id) -> None:
+    def _answer(self, handler: Callable[[Any], Any], id_: Any, params: Any, has_id: bool) -> None:
         try:
             value = handler(params)
         except ParamsError as error:
@@ -209,16 +220,16 @@ class WorkerServer:
 
     # ---- methods ----------------------------------------------------------
 
-    def _ping(self, params):
+    def _ping(self, params: Any) -> dict[str, int]:
         return {"pid": os.getpid()}
 
-    def _generate(self, params):
+    def _generate(self, params: Any) -> dict[str, str]:
         job_id = _param(params, "job", str)
         job = self.runtime.generate(_request_of(params))
         self._follow(job_id, job)
         return {"job": job_id}
 
-    def _generate_together(self, params):
+    def _generate_together(self, params: Any) -> dict[str, list[str]]:
         entries = _param(params, "jobs", list)
         if not entries:
             raise ParamsError("no jobs")
@@ -237,7 +248,7 @@ class WorkerServer:
             self.pumps[job_id] = pump
         pump.start()
 
-    def _cancel(self, params):
+    def _cancel(self, params: Any) -> bool:
         with self.lock:
             job = self.jobs.get(_param(params, "job", str))
         if job is None:
@@ -245,20 +256,20 @@ class WorkerServer:
         job.cancel()
         return True
 
-    def _load(self, params):
+    def _load(self, params: Any) -> Any:
         spec = rpc.decode(_param(params, "spec", dict))
         if not isinstance(spec, ModelSpec):
             raise ParamsError("not a model spec")
         return rpc.encode(self.runtime.load(spec))
 
-    def _unload(self, params):
+    def _unload(self, params: Any) -> list[str]:
         return self.runtime.unload(_param(params, "key", str, optional=True))
 
-    def _set_memory_budget(self, params):
+    def _set_memory_budget(self, params: Any) -> None:
         self.runtime.set_memory_budget(_param(params, "bytes", int))
         return None
 
-    def _shutdown(self, params):
+    def _shutdown(self, params: Any) -> None:
         timeout = 10.0
         if isinstance(params, dict) and isinstance(params.get("timeout"), (int, float)):
             timeout = float(params["timeout"])
@@ -272,11 +283,11 @@ class WorkerServer:
         self.shutting_down = True
         return None
 
-    def _debug_hang(self, params):
+    def _debug_hang(self, params: Any) -> NoReturn:
         while True:  # the main loop stops reading: pings go unanswered
             time.sleep(3600)
 
-    def _debug_signal(self, params):
+    def _debug_signal(self, params: Any) -> None:
         name = _param(params, "signal", str)
         os.kill(os.getpid(), getattr(signal, name))
         time.sleep(5)

@@ -48,7 +48,7 @@ import io
 import json
 import time
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from mlx_magic.errors import one_line
 from mlx_magic.vocabulary.job import Job
@@ -60,6 +60,9 @@ from mlx_magic.vocabulary.values import (
     TokenChunk,
     finish_reason_of,
 )
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 #: How much of an error body is read for its message.
 MAX_ERROR_BODY = 64 * 1024
@@ -239,7 +242,7 @@ def request_body(request: GenerationRequest, model: Optional[str], raw: bool) ->
     return body
 
 
-def _user_message(text: str, images) -> dict:
+def _user_message(text: str, images: Sequence[Image.Image]) -> dict:
     """A user message; its images (each stays in the turn that sent it) as
     data URI content parts."""
     if not images:
@@ -250,7 +253,7 @@ def _user_message(text: str, images) -> dict:
     return {"role": "user", "content": content}
 
 
-def image_data_uri(image) -> str:
+def image_data_uri(image: Image.Image) -> str:
     """A PIL image as a ``data:image/png;base64,…`` URI."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -272,7 +275,7 @@ def error_detail(body: bytes) -> str:
     return one_line(text, 200)
 
 
-def _message_of(error) -> str:
+def _message_of(error: object) -> str:
     if isinstance(error, dict):
         return str(error.get("message") or error.get("detail") or error)
     return str(error)
@@ -285,7 +288,7 @@ def finish_reason(reason: str) -> FinishReason:
     return "stop" if reason == "cut" else finish_reason_of(reason)
 
 
-def _int(*values) -> Optional[int]:
+def _int(*values: object) -> Optional[int]:
     for value in values:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return int(value)
