@@ -20,8 +20,12 @@ __all__ = ["MLXMagics", "gpu_lock", "load_ipython_extension", "panel", "unload_i
 
 # The magics instance registered with each shell, so that unloading stops the
 # runtime that shell's magics own (and no other shell's: a process may hold
-# several shells, as tests and embedded shells do).
-_registered_magics: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+# several shells, as tests and embedded shells do). %reload_ext re-runs this
+# module: the registry is kept, or another shell's magics would be forgotten
+# and its runtime never stopped.
+_registered_magics: "weakref.WeakKeyDictionary" = (
+    globals().get("_registered_magics") or weakref.WeakKeyDictionary()
+)
 
 
 def load_ipython_extension(ipython):

@@ -105,3 +105,91 @@ def test_a_script_that_stops_the_runtime_and_exits_exits_cleanly(tiny_llama):
         )
         assert done.returncode == 0, done.stderr[-2000:]
         assert done.stdout.strip() == "stopped" and "terminate called" not in done.stderr
+
+
+def _wait_until(condition, what, limit_s=300.0):
+    """Wait for an event (a condition that becomes true), failing after a long limit."""
+    import time
+
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.02)
+
+
+def test_reload_during_a_background_map_stops_the_whole_run(tiny_llama):
+    from conftest import magics_of
+
+    others = set(runtime_threads())  # the module's model_shell has one
+    shell = make_shell()
+    shell.extension_manager.load_extension("mlx_magic")
+    try:
+        run(shell, "words = [f'w{i}' for i in range(24)]")
+        run(shell, f"%%mlx -m {tiny_llama} -b --map words -n 3000 --batch-size 4\nSay {{item}}")
+        session = magics_of(shell).session
+        [entry] = session.jobs.all()
+        _wait_until(lambda: session.runtime.status().busy, "the batch started")
+        run(shell, "%reload_ext mlx_magic")
+        # Every sequence of the batch was cancelled (not just the first), and
+        # the run ended before the reload returned: nothing goes on unseen.
+        assert entry.done.is_set()
+        table = entry.result if entry.result is not None else shell.user_ns.get("_mlx")
+        rows = getattr(table, "rows", [])
+        assert not any(row.get("finish_reason") == "length" for row in rows)
+        assert set(runtime_threads()) <= others  # the old runtime's thread is parked
+        run(shell, f"%%mlx -m {tiny_llama} -n 2 -o after\nHi")
+        assert shell.user_ns["after"].stats.generation_tokens == 2
+        assert shell.user_ns["_mlx"] is shell.user_ns["after"]
+    finally:
+        shell.extension_manager.unload_extension("mlx_magic")
+    assert set(runtime_threads()) <= others
+
+
+def test_an_interrupted_wait_behind_a_generation_withdraws_the_command(tiny_llama):
+    import signal
+    import threading
+
+    from mlx_magic.errors import GenerationInterrupted
+    from mlx_magic.models.resolve import resolve_model
+    from mlx_magic.runtime.thread import ThreadRuntime
+    from mlx_magic.vocabulary.values import Finished, GenerationRequest, SamplingParams
+
+    runtime = ThreadRuntime(8 << 30)
+    try:
+        spec = resolve_model(str(tiny_llama))
+        runtime.load(spec)
+        long = runtime.generate(
+            GenerationRequest(model=spec, prompt="Hi", sampling=SamplingParams(max_tokens=100_000))
+        )
+        _wait_until(lambda: runtime.status().busy, "the generation started")
+        main = threading.main_thread().ident
+
+        def interrupt_once_the_unload_waits():
+            _wait_until(lambda: runtime.status().queued >= 1, "the unload is queued")
+            signal.pthread_kill(main, signal.SIGINT)  # as the kernel's stop button does
+
+        threading.Thread(target=interrupt_once_the_unload_waits, daemon=True).start()
+        with pytest.raises(GenerationInterrupted, match="the command was not run"):
+            runtime.unload(None)
+        long.cancel()
+        while not isinstance(long.next_event(timeout=300), (Finished, type(None))):
+            pass
+        # The withdrawn unload never ran behind the user's back: the model is warm.
+        assert [info.key for info in runtime.models()] == [spec.key]
+    finally:
+        runtime.stop()
+
+
+def test_a_reload_in_one_shell_leaves_another_shells_runtime_in_its_hands(tiny_llama):
+    # %reload_ext re-runs mlx_magic/__init__.py: its registry of magics must
+    # survive, or the other shell's unload would leave its runtime running.
+    others = set(runtime_threads())
+    first, second = make_shell(), make_shell()
+    for shell in (first, second):
+        shell.extension_manager.load_extension("mlx_magic")
+    run(second, f"%%mlx -m {tiny_llama} -n 1\nHi")
+    assert len(set(runtime_threads()) - others) == 1
+    run(first, "%reload_ext mlx_magic")
+    second.extension_manager.unload_extension("mlx_magic")
+    first.extension_manager.unload_extension("mlx_magic")
+    assert set(runtime_threads()) <= others

@@ -12,6 +12,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Union
 
+from mlx_magic.vocabulary.values import ModelInfo
+
 if TYPE_CHECKING:
     from mlx_vlm.vision_cache import VisionFeatureCache
 
@@ -74,6 +76,20 @@ class WarmModel:
     undrafted_tps: Optional[float] = None
     #: The same, per prompt (a hash of its token ids): the same cell without a draft.
     undrafted_tps_by_prompt: dict = field(default_factory=dict)
+
+    def info(self) -> ModelInfo:
+        """The model as the runtime reports it (``%mlx models``, ``%mlx status``)."""
+        features, prompts = self.caches.vision_features, self.caches.prompts
+        return ModelInfo(
+            name=self.name,
+            key=self.key,
+            kind=self.kind,
+            memory_bytes=self.memory_bytes,
+            load_s=self.load_s,
+            uses=self.uses,
+            vision_features=features.stats() if features is not None else None,
+            prefix_cache=prompts.stats() if prompts is not None else None,
+        )
 
 
 def config_dict(config: Any) -> dict:

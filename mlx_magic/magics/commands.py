@@ -18,9 +18,21 @@ from mlx_magic.magics.replay import command_replay
 from mlx_magic.units import gib
 
 
+def say_if_busy(session, what: str) -> None:
+    """A command the runtime runs after the generation in progress says so,
+    instead of waiting in silence (an interrupt stops the waiting)."""
+    if session.runtime_started and session.runtime.status().busy:
+        print(
+            f"Waiting for the generation in progress to end before {what} (interrupt to stop "
+            "waiting; %mlx cancel stops background jobs)…",
+            flush=True,
+        )
+
+
 def command_load(magics, names):
     if not names:
         raise UserError("%mlx load needs a model, e.g. %mlx load smollm2")
+    say_if_busy(magics.session, "loading")
     for name in names:
         spec = magics.session.resolve(name)
         started = time.perf_counter()
@@ -34,9 +46,7 @@ def command_load(magics, names):
 
 def command_unload(magics, names):
     session = magics.session
-    if session.runtime_started and session.runtime.status().busy:
-        # It runs when the generation in progress ends, not silently later.
-        print("Waiting for the generation in progress to end (%mlx cancel stops background jobs)…")
+    say_if_busy(session, "unloading")
     if not names or names == ["all"]:
         removed = magics.session.runtime.unload(None) if magics.session.runtime_started else []
     else:
@@ -63,6 +73,7 @@ def command_models(magics, names):
 def command_cache(magics, names):
     if names != ["clear"]:
         raise UserError("Usage: %mlx cache clear")
+    say_if_busy(magics.session, "clearing the caches")
     dropped = magics.session.runtime.clear_caches() if magics.session.runtime_started else 0
     dropped += len(magics.session.image_cache)
     magics.session.image_cache.clear()

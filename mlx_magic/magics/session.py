@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from mlx_magic.runtime.interface import Runtime
 
 
+#: The longest an unload waits for a background job to end after cancelling it.
+STOP_WAIT_S = 30.0
+
 # Conversations are the user's work, not the runtime's state: they outlive the
 # extension (%reload_ext re-imports the package, so they are kept here, by shell).
 _kept_conversations: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -55,6 +58,7 @@ class Session:
         #: The id of the cell being run, as the frontend sent it (or ``None``).
         self.cell_id: Optional[str] = None
         self._runtime: Optional[Runtime] = None
+        self._closed = False
 
     # ---- the runtime ---------------------------------------------------------
 
@@ -62,6 +66,10 @@ class Session:
     def runtime(self) -> Runtime:
         """The runtime that runs the models, created on first use; a thread or
         worker starts with the first request."""
+        if self._closed:
+            # A background run outliving its extension must not start a
+            # second runtime (and load its models again) no one can stop.
+            raise UserError("mlx_magic was unloaded: %load_ext mlx_magic loads it again")
         if self._runtime is None:
             settings = self.settings
             budget = gib_to_bytes(settings.memory_budget_gb)
@@ -239,7 +247,16 @@ class Session:
             namespace[out_name] = result
 
     def close(self) -> None:
-        """Stop the runtime and free every warm model; keep the conversations."""
+        """Stop the background jobs and the runtime, and free every warm model;
+        keep the conversations."""
+        self._closed = True
+        running = self.jobs.running()
+        for entry in running:
+            entry.job.cancel()
         self.stop_runtime()
+        for entry in running:
+            # They end at once now (their generations are cancelled or refused):
+            # none may go on, or write into the notebook, after the unload.
+            entry.done.wait(STOP_WAIT_S)
         if self.shell is not None:
             _kept_conversations[self.shell] = self.conversations

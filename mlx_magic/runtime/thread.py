@@ -18,8 +18,9 @@ import time
 from typing import Any, Callable, Optional
 
 from mlx_magic.engine.model_cache import WarmModel, WarmModelCache
-from mlx_magic.errors import ModelLoadError, UserError
+from mlx_magic.errors import GenerationInterrupted, ModelLoadError, UserError
 from mlx_magic.locking import gpu_lock
+from mlx_magic.runtime.inbox import STOP, Call, Together, refuse
 from mlx_magic.runtime.interface import Runtime
 from mlx_magic.runtime.owner_threads import Serving, serve_on_an_owner_thread
 from mlx_magic.vocabulary.job import Job
@@ -37,24 +38,6 @@ from mlx_magic.vocabulary.values import (
 THREAD_NAME = "mlx_magic-runtime"
 #: How many generations ``%mlx memory`` remembers (a sample is ~100 bytes).
 MEMORY_LOG_LENGTH = 1000
-
-
-class _Call:
-    """A control request (load, unload, ...) run on the owner thread."""
-
-    def __init__(self, function: Callable[[], Any]):
-        self.function = function
-        self.reply: "queue.Queue[tuple[bool, Any]]" = queue.Queue(maxsize=1)
-
-
-class _Together:
-    """Jobs to interleave token by token."""
-
-    def __init__(self, jobs: list[Job]):
-        self.jobs = jobs
-
-
-_STOP = object()
 
 
 class ThreadRuntime(Runtime):
@@ -75,6 +58,9 @@ class ThreadRuntime(Runtime):
         self._state_lock = threading.Lock()
         self._cache = WarmModelCache(memory_budget_bytes, release=release_warm_model)
         self._current: Optional[Job] = None
+        #: Every job being generated now (a batch has many): stop() cancels them all.
+        self._running: list[Job] = []
+        self._stopping = threading.Event()
         self._generations = 0
         self._memory = {"active": 0, "cache": 0, "peak": 0}
         self._memory_log: collections.deque = collections.deque(maxlen=MEMORY_LOG_LENGTH)
@@ -84,16 +70,14 @@ class ThreadRuntime(Runtime):
 
     def generate(self, request: GenerationRequest) -> Job:
         job = Job(request)
-        self._ensure_started()
         self._say_what_it_waits_for([job])
-        self._inbox.put(job)
+        self._submit(job)
         return job
 
     def generate_together(self, requests: list[GenerationRequest]) -> list[Job]:
         jobs = [Job(request) for request in requests]
-        self._ensure_started()
         self._say_what_it_waits_for(jobs)
-        self._inbox.put(_Together(jobs))
+        self._submit(Together(jobs))
         return jobs
 
     def _say_what_it_waits_for(self, jobs: list[Job]) -> None:
@@ -115,7 +99,7 @@ class ThreadRuntime(Runtime):
     def load(self, spec: ModelSpec) -> ModelInfo:
         def load_now():
             entry, _ = self._warm(spec)
-            return _info(entry)
+            return entry.info()
 
         return self._call(load_now)
 
@@ -197,27 +181,51 @@ class ThreadRuntime(Runtime):
         serving = self._serving
         if serving is None:
             return
+        # Everything queued ahead of the stop is refused rather than run, and
+        # everything running is cancelled: a --map run's batches must not go on.
+        with self._start_lock:  # no request slips in behind the stop
+            self._stopping.set()
+            self._inbox.put(STOP)
         with self._state_lock:
-            if self._current is not None:
-                self._current.cancel()
-        # Jobs still queued are cancelled so that their callers hear back.
-        self._inbox.put(_STOP)
+            for job in self._running:
+                job.cancel()
         # The owner thread frees the models, then parks for the next runtime.
         serving.done.wait(timeout)
         self._serving = None
 
     # ---- owner thread ----------------------------------------------------
 
-    def _ensure_started(self) -> None:
+    def _submit(self, item: Any) -> None:
+        """Queue ``item`` for the owner thread, starting it on first use; a
+        stopped runtime refuses it (a background run that outlived its
+        extension must not start an owner thread no one will stop)."""
         with self._start_lock:
+            if self._stopping.is_set():
+                refuse(item)
+                return
             if self._serving is None or not self._serving.running:
                 self._serving = serve_on_an_owner_thread(self._serve, THREAD_NAME)
+            self._inbox.put(item)
 
     def _call(self, function: Callable[[], Any]) -> Any:
-        call = _Call(function)
-        self._ensure_started()
-        self._inbox.put(call)
-        ok, value = call.reply.get()
+        """Run ``function`` on the owner thread, after what is ahead of it.
+
+        Raises:
+            GenerationInterrupted: the caller was interrupted while waiting;
+                the call is withdrawn unless it had begun (the message says which).
+        """
+        call = Call(function)
+        self._submit(call)
+        try:
+            ok, value = call.reply.get()
+        except KeyboardInterrupt as interrupt:
+            if call.withdraw():
+                raise GenerationInterrupted(
+                    "stopped waiting for the runtime; the command was not run"
+                ) from interrupt
+            raise GenerationInterrupted(
+                "stopped waiting for the runtime; the command had begun and finishes there"
+            ) from interrupt
         if ok:
             return value
         raise value
@@ -226,15 +234,20 @@ class ThreadRuntime(Runtime):
         stopping = False
         while True:
             item = self._inbox.get()
-            if item is _STOP:
+            if item is STOP:
                 stopping = True
                 break
-            if isinstance(item, _Call):
+            if self._stopping.is_set():
+                refuse(item)
+                continue
+            if isinstance(item, Call):
+                if not item.begin():
+                    continue  # its caller stopped waiting for it
                 try:
                     item.reply.put((True, item.function()))
                 except BaseException as error:  # handed back to the caller
                     item.reply.put((False, error))
-            elif isinstance(item, _Together):
+            elif isinstance(item, Together):
                 self._run_together(item.jobs)
             else:
                 self._run_job(item)
@@ -249,11 +262,7 @@ class ThreadRuntime(Runtime):
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, _Call):
-                item.reply.put((False, RuntimeError("the mlx_magic runtime was stopped")))
-            else:
-                for job in item.jobs if isinstance(item, _Together) else [item]:
-                    job.emit(Failed("the mlx_magic runtime was stopped", user_error=True))
+            refuse(item)
 
     def _run_job(self, job: Job) -> None:
         self._run_together([job])
@@ -270,7 +279,7 @@ class ThreadRuntime(Runtime):
             self._run_batched(jobs)
             return
         with self._state_lock:
-            self._current = jobs[0]
+            self._current, self._running = jobs[0], list(jobs)
         running = []
         try:
             in_use = frozenset(job.request.model.key for job in jobs)
@@ -301,7 +310,7 @@ class ThreadRuntime(Runtime):
                     job.emit(finished)
         finally:
             with self._state_lock:
-                self._current = None
+                self._current, self._running = None, []
             self._after_change()
 
     def _run_batched(self, jobs: list[Job]) -> None:
@@ -309,7 +318,7 @@ class ThreadRuntime(Runtime):
         from mlx_magic.engine.batching import start_batch
 
         with self._state_lock:
-            self._current = jobs[0]
+            self._current, self._running = jobs[0], list(jobs)
         try:
             live = [job for job in jobs if not job.cancelled]
             for job in jobs:
@@ -348,7 +357,7 @@ class ThreadRuntime(Runtime):
             self._log_memory(entry.name, None)
         finally:
             with self._state_lock:
-                self._current = None
+                self._current, self._running = None, []
             self._after_change()
 
     def _start(self, job: Job, together: bool, keep: frozenset = frozenset()):
@@ -416,28 +425,11 @@ class ThreadRuntime(Runtime):
     def _after_change(self) -> None:
         from mlx_magic.engine.memory import mlx_memory
 
-        infos = tuple(_info(entry) for entry in self._cache)
+        infos = tuple(entry.info() for entry in self._cache)
         memory = mlx_memory()
         with self._state_lock:
             self._model_infos = infos
             self._memory = memory
-
-
-def _info(entry: WarmModel) -> ModelInfo:
-    return ModelInfo(
-        name=entry.name,
-        key=entry.key,
-        kind=entry.kind,
-        memory_bytes=entry.memory_bytes,
-        load_s=entry.load_s,
-        uses=entry.uses,
-        vision_features=_stats_of(entry.caches.vision_features),
-        prefix_cache=_stats_of(entry.caches.prompts),
-    )
-
-
-def _stats_of(cache) -> Optional[dict]:
-    return cache.stats() if cache is not None else None
 
 
 def _cancelled_before_start():
