@@ -289,3 +289,42 @@ def test_a_placeholder_still_reads_public_attributes_and_items(shell):
     namespace = {"shape": (3, 4), "row": {"name": "Ada"}, "pi": 3.14159, "s": "text"}
     filled = fill_template("{shape[0]} {row[name]} {pi:.2f} {s.upper} {s!r}", namespace)
     assert filled.startswith("3 Ada 3.14 <built-in method upper") and filled.endswith("'text'")
+
+
+def test_a_prompt_over_the_context_is_one_line_and_nothing_on_stderr(shell, tiny_llama, tmp_path):
+    # A model with a short context (64 tokens): the refusal comes before
+    # prefill, for the system prompt as for the cell's text, as exactly one
+    # line; transformers' own "Token indices sequence length" warning (a
+    # second line on stderr) stays out.
+    import json
+    import logging
+    import shutil
+
+    short = tmp_path / "short-llama"
+    shutil.copytree(tiny_llama, short)
+    for name, key in (
+        ("config.json", "max_position_embeddings"),
+        ("tokenizer_config.json", "model_max_length"),
+    ):
+        config = json.loads((short / name).read_text())
+        config[key] = 64
+        (short / name).write_text(json.dumps(config))
+    shell.user_ns["long_text"] = "word " * 400
+    # transformers logs to a handler of its own (it does not propagate).
+    warnings: list = []
+    listener = logging.Handler()
+    listener.emit = warnings.append  # type: ignore[method-assign]
+    logging.getLogger("transformers").addHandler(listener)
+    try:
+        for cell in (
+            f"%%mlx -m {short} -n 2 -s '{{long_text}}'\nHi",
+            f"%%mlx -m {short} -n 2\n{{long_text}}",
+        ):
+            with pytest.raises(UsageError) as caught:
+                run(shell, cell)
+            message = str(caught.value)
+            assert type(caught.value) is UsageError and "\n" not in message
+            assert "reads at most 64 (its context)" in message
+    finally:
+        logging.getLogger("transformers").removeHandler(listener)
+    assert not [r for r in warnings if "Token indices" in r.getMessage()]

@@ -64,6 +64,7 @@ def load_warm_model(spec: ModelSpec) -> WarmModel:
             f"The weights of '{spec.name}' in {spec.path} are damaged ({_first_line(error)}): "
             "download or convert the model again"
         ) from error
+    _quiet_about_long_prompts(tokenizer)
     return WarmModel(
         name=spec.name,
         key=spec.key,
@@ -173,6 +174,19 @@ def _load_vision(path: str, trust_remote_code: bool) -> tuple[Any, Any, dict]:
     # on when not told otherwise, which runs the code a folder's auto_map names.
     model, processor = load(path, trust_remote_code=trust_remote_code)
     return model, processor, load_config(path)
+
+
+def _quiet_about_long_prompts(tokenizer: Any) -> None:
+    """Silence transformers' "Token indices sequence length is longer than the
+    specified maximum" warning: the engine measures every prompt against the
+    model's context and refuses one that does not fit in one line, and the
+    warning added a second line on stderr (a processor holds its tokenizer;
+    mlx-lm's wrapper holds the transformers one)."""
+    for holder in (tokenizer, getattr(tokenizer, "tokenizer", None)):
+        for candidate in (holder, getattr(holder, "_tokenizer", None)):
+            warned = getattr(candidate, "deprecation_warnings", None)
+            if isinstance(warned, dict):
+                warned["sequence-length-is-longer-than-the-specified-maximum"] = True
 
 
 def _first_line(error: BaseException) -> str:
