@@ -122,10 +122,27 @@ class MLXMapResult:
 
 
 def new_row(columns: dict, *, finish_reason: str = NOT_RUN, error: Optional[str] = None) -> dict:
-    """A table row for an item, before (or without) an answer."""
-    row = dict(columns)
+    """A table row for an item, before (or without) an answer.
+
+    The item's text that UTF-8 cannot carry (a lone surrogate) is kept
+    escaped (:func:`printable`), so the table, its HTML and a notebook's
+    messages can show the row that says why the item failed.
+    """
+    row = {printable(name): printable(value) for name, value in columns.items()}
     row.update(answer="", tokens=0, time_s=0.0, finish_reason=finish_reason, error=error or "")
     return row
+
+
+def printable(value: Any) -> Any:
+    """``value``, or for text that is not valid Unicode (a lone surrogate such
+    as ``'\\ud800'``, from a broken decode) that text with the surrogate
+    written as its escape: pandas, HTML and Jupyter's messages all refuse it."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def rows_html(rows: list, index: list, limit: int = 50) -> str:
@@ -136,7 +153,7 @@ def rows_html(rows: list, index: list, limit: int = 50) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ["", *columns])
     body = []
     for label, row in list(zip(index, rows))[:limit]:
-        cells = [html.escape(str(label))] + [
+        cells = [html.escape(printable(str(label)))] + [
             html.escape(_cut(row.get(column, ""))) for column in columns
         ]
         body.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
@@ -148,5 +165,5 @@ def rows_html(rows: list, index: list, limit: int = 50) -> str:
 
 
 def _cut(value: Any, limit: int = 300) -> str:
-    text = f"{value:.2f}" if isinstance(value, float) else str(value)
+    text = printable(f"{value:.2f}" if isinstance(value, float) else str(value))
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections import ChainMap
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Optional
 
-from mlx_magic.errors import TemplateError, UserError
+from mlx_magic.errors import TemplateError, UserError, one_line
+from mlx_magic.magics.prepare import load_cell_images
 from mlx_magic.magics.templating import fill_template
+
+if TYPE_CHECKING:
+    from mlx_magic.images import LoadedImage
+    from mlx_magic.magics.options import CellOptions
+    from mlx_magic.magics.session import Session
 
 #: Most items one --map cell may run.
 MAX_ITEMS = 100_000
@@ -98,12 +105,13 @@ def _items_of(name: str, value: Any) -> list[MapItem]:
         # ``{row.name}`` must be the column "name", not the Series' own name.
         return [
             MapItem(index, row, {"item": row, "row": Row(row.to_dict())}, row.to_dict())
-            for index, row in value.iterrows()
+            for index, row in _read(name, value.iterrows())
         ]
     if module == "pandas" and kind == "Series":
         column = value.name if isinstance(value.name, str) else "item"
         return [
-            MapItem(index, item, {"item": item}, {column: item}) for index, item in value.items()
+            MapItem(index, item, {"item": item}, {column: item})
+            for index, item in _read(name, value.items())
         ]
     if isinstance(value, Mapping):
         return [
@@ -113,7 +121,7 @@ def _items_of(name: str, value: Any) -> list[MapItem]:
                 _names_of(item, key=key),
                 {"key": key, **apart_from_table(_columns_of(item), "item", ("key",))},
             )
-            for key, item in value.items()
+            for key, item in _read(name, value.items())
         ]
     if isinstance(value, (str, bytes)):
         raise UserError(
@@ -128,11 +136,34 @@ def _items_of(name: str, value: Any) -> list[MapItem]:
             "or generator"
         ) from None
     items = []
-    for index, item in enumerate(iterator):
+    for index, item in enumerate(_read(name, iterator)):
         if index >= MAX_ITEMS:
             raise UserError(f"--map {name}: more than {MAX_ITEMS:,} items; split the run")
         items.append(MapItem(index, item, _names_of(item), _columns_of(item)))
     return items
+
+
+def _read(name: str, values: Iterable) -> Iterator:
+    """``values`` one by one; one that fails to come (a generator that raises) is one line.
+
+    Raises:
+        UserError: reading the items raised; names the item's position and the error.
+    """
+    iterator = iter(values)
+    position = 0
+    while True:
+        try:
+            value = next(iterator)
+        except StopIteration:
+            return
+        except Exception as error:  # the notebook's own generator or collection
+            detail = one_line(f"{type(error).__name__}: {error}", 200)
+            raise UserError(
+                f"--map {name}: reading item {position} raised {detail}; nothing ran: fix what "
+                f"makes the items (a generator is used up: make it again)"
+            ) from error
+        yield value
+        position += 1
 
 
 def _names_of(item: Any, key: Any = None) -> dict:
@@ -163,8 +194,13 @@ def fill_for_item(text: str, item: MapItem, namespace: Mapping[str, Any], positi
         return fill_template(text, ChainMap(item.names, namespace))  # type: ignore[arg-type]
     except TemplateError as error:
         missing = _missing_column(error)
-        what = missing or str(error)
+        # --map refuses --no-interpolate: its advice is no way out here.
+        what = missing or _NO_INTERPOLATE_ADVICE.sub("", str(error))
         raise UserError(f"--map, item {position} ({_short(item.index)}): {what}") from error
+
+
+#: The template's ", or pass --no-interpolate ..." advice (for a single cell).
+_NO_INTERPOLATE_ADVICE = re.compile(r",? or pass --no-interpolate(?: to send braces as they are)?")
 
 
 def _missing_column(error: TemplateError) -> Optional[str]:
@@ -213,3 +249,40 @@ def string_value(expression: str, namespace) -> Any:
 def _short(value: Any, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def item_images(
+    session: Session, options: CellOptions, item: MapItem, position: int
+) -> tuple[LoadedImage, ...]:
+    """The images ``-i`` names for one item (``-i {item}``, ``-i {row.path}``).
+
+    Raises:
+        UserError: an image that cannot be read or cut (``--region``), named
+            by its ``-i`` source as written, never by the hidden name an
+            image object is lent under.
+    """
+    namespace = session.shell.user_ns
+    sources: list[str] = []
+    hidden: dict[str, object] = {}
+    written: dict[str, str] = {}
+    for source in options.images:
+        filled, value = image_source_for_item(source, item, namespace, position)
+        if value is not None:
+            name = f"{filled}_{len(hidden)}"
+            hidden[name] = value
+            written[name] = source
+            filled = name
+        sources.append(filled)
+    if hidden:
+        namespace.update(hidden)
+    try:
+        return tuple(load_cell_images(session, tuple(sources), options.region))
+    except UserError as error:
+        message = str(error)
+        for name in sorted(written, key=len, reverse=True):  # _10 before _1
+            source = written[name]
+            message = message.replace(name, source)
+        raise UserError(message) from error
+    finally:
+        for name in hidden:
+            namespace.pop(name, None)
