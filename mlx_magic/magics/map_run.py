@@ -6,7 +6,13 @@ mlx-vlm's (vision) continuous batching, ``--batch-size`` at a time. Remote
 servers get concurrent requests in chunks of that size (4 by default), and
 ``--batch-size 1`` sends one item after the other. Each item's answer
 becomes a row as soon as it ends; an item that cannot run (an unreadable
-image, a prompt too long) is a row with its error. An interrupt cancels what is in flight and keeps every row.
+image, a prompt that is not text, a prompt too long) is a row with its error.
+
+Everything that would fail for every item (the items, each prompt's
+placeholders, ``--out``, the flags, the model) is checked in the cell before
+anything runs, ``-b`` included (:func:`plan_map`). An interrupt, while the
+prompts are filled in, the items prepared or the answers decoded, cancels
+what is in flight and keeps every row: ``_mlx`` is the table either way.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from mlx_magic.display.map_result import MLXMapResult, new_row
+from mlx_magic.display.map_result import MLXMapResult, new_row, printable
 from mlx_magic.display.map_view import MapProgress
 from mlx_magic.display.result import MLXResult, TokenInfo
 from mlx_magic.errors import GenerationInterrupted, UserError
@@ -25,11 +31,11 @@ from mlx_magic.magics.mapping import (
     MapItem,
     apart_from_table,
     fill_for_item,
-    image_source_for_item,
+    item_images,
     map_items,
 )
-from mlx_magic.magics.options import CellOptions, PreparedCell
-from mlx_magic.magics.prepare import load_cell_images, prepare
+from mlx_magic.magics.options import CellOptions, PreparedCell, checked_out_name
+from mlx_magic.magics.prepare import prepare
 from mlx_magic.magics.schemas import data_columns
 from mlx_magic.magics.session import Session
 from mlx_magic.vocabulary.job import Job
@@ -54,6 +60,11 @@ def check_map_flags(args, columns: int) -> bool:
         raise UserError("--map takes images (-i {item}), not a video")
     if args.probs:
         raise UserError("--map: --probs shows one answer's tokens; leave it out")
+    if args.no_interpolate:
+        raise UserError(
+            "--map fills {item} into the prompt and --no-interpolate leaves braces as they "
+            "are: keep one (write {{ and }} for literal braces)"
+        )
     if args.draft is not None and args.draft.lower() != NO_DRAFT:
         raise UserError(
             "--map decodes its items together (batched); --draft decodes one answer at a "
@@ -62,85 +73,139 @@ def check_map_flags(args, columns: int) -> bool:
     return True
 
 
-def run_map_cell(session: Session, options: CellOptions, text: str, resolve, *, vision: bool):
-    """``--map`` in the foreground, or with ``-b`` on a helper thread."""
+@dataclasses.dataclass
+class MapPlan:
+    """A checked ``--map`` run, ready to prepare its items and send them.
+
+    Attributes:
+        options: the cell's options (``--out``, ``--batch-size``, ``-i``...).
+        resolve: how the model name becomes a spec (text or vision).
+        vision: whether the items go to a vision model.
+        items: every item, in order.
+        prompts: the filled-in prompt of each position that runs.
+        positions: the items to run (all, or what ``--resume`` left).
+        result: the table, every row still ``not run`` (``--resume``: the earlier rows).
+    """
+
+    options: CellOptions
+    resolve: Callable
+    vision: bool
+    items: list[MapItem]
+    prompts: dict[int, str]
+    positions: list[int]
+    result: MLXMapResult
+
+
+def run_map_cell(
+    session: Session, options: CellOptions, text: str, resolve: Callable, *, vision: bool
+) -> None:
+    """``--map`` in the foreground, or with ``-b`` on a helper thread; either
+    way every check is made here, in the cell, before anything runs."""
     # Batched: the draft_model setting is not for it.
     options = dataclasses.replace(options, draft=NO_DRAFT)
-    if not options.background:
-        run_map(session, options, text, resolve, vision=vision)
+    plan = plan_map(session, options, text, resolve, vision=vision)
+    if plan is None:
         return None
-    return run_map_in_background(session, options, text, resolve, vision=vision)
+    if not options.background:
+        run_map(session, plan)
+        return None
+    run_map_in_background(session, plan)
+    return None
+
+
+def plan_map(
+    session: Session, options: CellOptions, text: str, resolve: Callable, *, vision: bool
+) -> Optional[MapPlan]:
+    """Read the items, fill in every prompt and check the flags and the model:
+    what is wrong is one line before anything runs, and changes nothing.
+
+    Returns ``None`` when ``--resume`` finds nothing left to run (it says so,
+    and ``_mlx`` is the table).
+
+    Raises:
+        UserError: bad items, a template that fails for an item, a bad flag or model.
+        GenerationInterrupted: an interrupt while the items were read (nothing
+            changed) or the prompts filled in (``_mlx`` is the table, no row run).
+    """
+    namespace = session.shell.user_ns
+    name = options.map_items or ""
+    if vision and not options.images:
+        raise UserError(
+            f"%%mlx_vision --map {name}: no -i, so the items never reach the model as images: "
+            "add -i {item} (or -i {row.path}); %%mlx --map asks about text"
+        )
+    if options.batch_size is not None and options.batch_size < 1:
+        raise UserError(f"--batch-size must be 1 or more, not {options.batch_size}")
+    checked_out_name(options.out)
+    try:
+        items = map_items(name, namespace, vision=vision)
+        previous = _previous_run(session, options, len(items)) if options.resume else None
+        result = MLXMapResult(
+            rows=[new_row(item.columns) for item in items],
+            results=[None] * len(items),
+            index=[printable(item.index) for item in items],
+            items_name=name,
+            batch_size=options.batch_size or 1,
+        )
+        positions = list(range(len(items)))
+        if previous is not None:
+            positions = previous.unfinished()
+            result.rows = [dict(row) for row in previous.rows]
+            result.results = list(previous.results)
+    except KeyboardInterrupt:
+        raise GenerationInterrupted(f"--map stopped while reading {name}: nothing ran") from None
+    if previous is not None and not positions:
+        _keep(session, options, previous)
+        print(
+            f"[--resume: every item of {options.out or '_mlx'} has its answer "
+            f"({len(previous)} rows); nothing left to run]"
+        )
+        return None
+    try:
+        # Every prompt first: a template that fails is one line before anything runs.
+        prompts = {p: fill_for_item(text, items[p], namespace, p) for p in positions}
+        # The model, the flags and the template's own text (empty?), once, with
+        # the template as it is: what fails for it would fail for every item.
+        prepare(session, _single(options), text, resolve)
+    except KeyboardInterrupt:
+        _keep(session, options, result)
+        raise _stopped(result, positions) from None
+    return MapPlan(options, resolve, vision, items, prompts, positions, result)
+
+
+def _single(options: CellOptions) -> CellOptions:
+    """The options of one item's request (its prompt is already filled in)."""
+    return dataclasses.replace(
+        options, interpolate=False, map_items=None, out=None, background=False
+    )
 
 
 def run_map(
-    session: Session,
-    options: CellOptions,
-    text: str,
-    resolve: Callable,
-    *,
-    vision: bool,
-    stop: Optional[threading.Event] = None,
+    session: Session, plan: MapPlan, *, stop: Optional[threading.Event] = None
 ) -> MLXMapResult:
-    """Run ``text`` once per item of ``options.map_items``; ``_mlx`` (and
-    ``--out``) get the :class:`MLXMapResult`.
+    """Prepare and run every position of ``plan``; ``_mlx`` (and ``--out``)
+    get the :class:`MLXMapResult`. An item that cannot be prepared (its
+    image, its prompt) is a failed row.
 
     Raises:
-        UserError: bad items, a template that fails for an item, a bad batch size.
         GenerationInterrupted: the run was interrupted, or ``stop`` was set
-            (``%mlx cancel`` of a ``-b`` run); the rows so far are kept.
+            (``%mlx cancel`` of a ``-b`` run), while the items were prepared
+            or decoded; the rows so far are kept.
     """
     shell = session.shell
-    namespace = shell.user_ns
-    name = options.map_items or ""
-    if options.batch_size is not None and options.batch_size < 1:
-        raise UserError(f"--batch-size must be 1 or more, not {options.batch_size}")
-    items = map_items(name, namespace, vision=vision)
-    # Every prompt first: a template that fails is one line before anything runs.
-    prompts = [fill_for_item(text, item, namespace, i) for i, item in enumerate(items)]
-    previous = _previous_run(session, options, len(items)) if options.resume else None
-    rows = [new_row(item.columns) for item in items]
-    results: list[Optional[MLXResult]] = [None] * len(items)
-    positions = list(range(len(items)))
-    if previous is not None:
-        positions = previous.unfinished()
-        rows = [dict(row) for row in previous.rows]
-        results = list(previous.results)
-    single = dataclasses.replace(
-        options, interpolate=False, map_items=None, out=None, background=False
-    )
-    cells: dict[int, PreparedCell] = {}
-    for position in positions:
-        columns = items[position].columns
-        try:
-            images = _item_images(session, options, items[position], position) if vision else ()
-        except UserError as error:  # this item's image: its row says why
-            rows[position] = new_row(columns, finish_reason="failed", error=str(error))
-            continue
-        try:
-            cells[position] = prepare(session, single, prompts[position], resolve, images)
-        except UserError as error:
-            if not cells:
-                raise  # the model or a flag is wrong: nothing would run
-            rows[position] = new_row(columns, finish_reason="failed", error=str(error))
-    batch_size = options.batch_size or 0
-    result = MLXMapResult(
-        rows=rows,
-        results=results,
-        index=[item.index for item in items],
-        items_name=name,
-        batch_size=batch_size or 1,
-    )
-    progress = MapProgress(
-        len(positions),
-        notebook=getattr(shell, "kernel", None) is not None,
-        description=f"--map {name}",
-    )
-    for position in positions:
-        if position not in cells:
-            progress.item_done(rows[position], items[position].index)
+    result, items, positions = plan.result, plan.items, plan.positions
+    name = plan.options.map_items or ""
+    batch_size = plan.options.batch_size or 0
     started = time.perf_counter()
+    progress: Optional[MapProgress] = None
     interrupted = False
     try:
+        progress = MapProgress(
+            len(positions),
+            notebook=getattr(shell, "kernel", None) is not None,
+            description=f"--map {name}",
+        )
+        cells = _prepare_items(session, plan, progress, stop)
         _run_cells(session, cells, result, items, progress, batch_size=batch_size, stop=stop)
     except KeyboardInterrupt:
         interrupted = True
@@ -148,16 +213,48 @@ def run_map(
         result.seconds = time.perf_counter() - started
         batches = [r.stats.batch_size for r in result.results if r is not None]
         result.batch_size = max(batches, default=1)
-        progress.close(result.summary)
-        shell.user_ns["_mlx"] = result
-        if options.out:
-            shell.user_ns[options.out] = result
+        if progress is not None:
+            progress.close(result.summary)
+        _keep(session, plan.options, result)
     if interrupted:
-        raise GenerationInterrupted(
-            f"--map stopped: {len(positions) - len(result.unfinished())} of {len(positions)} "
-            "items done; the table is in _mlx (--resume continues it)"
-        )
+        raise _stopped(result, positions)
     return result
+
+
+def _prepare_items(
+    session: Session, plan: MapPlan, progress: MapProgress, stop: Optional[threading.Event]
+) -> dict[int, PreparedCell]:
+    """Each position's request; one that cannot be made is its row's error."""
+    single = _single(plan.options)
+    cells: dict[int, PreparedCell] = {}
+    for position in plan.positions:
+        if stop is not None and stop.is_set():
+            raise KeyboardInterrupt  # %mlx cancel of a -b run: stop as an interrupt does
+        item = plan.items[position]
+        try:
+            images = item_images(session, plan.options, item, position) if plan.vision else ()
+            cells[position] = prepare(session, single, plan.prompts[position], plan.resolve, images)
+        except UserError as error:  # this item's image or prompt: its row says why
+            plan.result.rows[position] = new_row(
+                item.columns, finish_reason="failed", error=str(error)
+            )
+            progress.item_done(plan.result.rows[position], plan.result.index[position])
+    return cells
+
+
+def _keep(session: Session, options: CellOptions, result: MLXMapResult) -> None:
+    """The table goes to ``_mlx`` and ``--out``."""
+    session.shell.user_ns["_mlx"] = result
+    if options.out:
+        session.shell.user_ns[options.out] = result
+
+
+def _stopped(result: MLXMapResult, positions: list[int]) -> GenerationInterrupted:
+    """The one line an interrupted (or cancelled) run ends with."""
+    return GenerationInterrupted(
+        f"--map stopped: {len(positions) - len(result.unfinished())} of {len(positions)} "
+        "items done; the table is in _mlx (--resume continues it)"
+    )
 
 
 def _run_cells(session, cells, result, items, progress, *, batch_size, stop) -> None:
@@ -172,6 +269,8 @@ def _run_cells(session, cells, result, items, progress, *, batch_size, stop) -> 
             cells[position] = dataclasses.replace(
                 cells[position], request=dataclasses.replace(request, sampling=sampling)
             )
+    if not order:
+        return  # every item failed before it could be sent: their rows say why
     batched = session.settings.runtime != "remote" and batch_size != 1
     chunk = len(order) if batched else max(1, batch_size or 4)
     for start in range(0, len(order), chunk):
@@ -273,27 +372,6 @@ def _record(position, event, texts, tokens, started, cells, result, items) -> No
     result.rows[position] = row
 
 
-def _item_images(session: Session, options: CellOptions, item: MapItem, position: int):
-    """The images ``-i`` names for one item (``-i {item}``, ``-i {row.path}``)."""
-    namespace = session.shell.user_ns
-    sources: list[str] = []
-    hidden: dict[str, object] = {}
-    for source in options.images:
-        filled, value = image_source_for_item(source, item, namespace, position)
-        if value is not None:
-            name = f"{filled}_{len(hidden)}"
-            hidden[name] = value
-            filled = name
-        sources.append(filled)
-    if hidden:
-        namespace.update(hidden)
-    try:
-        return tuple(load_cell_images(session, tuple(sources), options.region))
-    finally:
-        for name in hidden:
-            namespace.pop(name, None)
-
-
 def _previous_run(session: Session, options: CellOptions, count: int) -> Optional[MLXMapResult]:
     """The table ``--resume`` continues: ``--out NAME``'s, else ``_mlx``'s."""
     namespace = session.shell.user_ns
@@ -312,29 +390,25 @@ def _previous_run(session: Session, options: CellOptions, count: int) -> Optiona
     return previous
 
 
-def run_map_in_background(session: Session, options: CellOptions, text: str, resolve, *, vision):
-    """Start the run on a helper thread and return at once, as a background job
+def run_map_in_background(session: Session, plan: MapPlan) -> None:
+    """Run ``plan`` on a helper thread and return at once, as a background job
     (``%mlx jobs`` lists it, ``%mlx cancel`` stops it keeping the finished
     rows, ``%mlx wait`` waits); ``_mlx`` and ``--out`` get the table when it ends."""
-    # Checked here, in the cell: a mistake is one line, not a dead thread.
-    map_items(options.map_items or "", session.shell.user_ns, vision=vision)
-    if options.batch_size is not None and options.batch_size < 1:
-        raise UserError(f"--batch-size must be 1 or more, not {options.batch_size}")
     handle = MapRunHandle()
+    label = f"--map {plan.options.map_items}"
 
     def run() -> MLXMapResult:
         try:
-            return run_map(session, options, text, resolve, vision=vision, stop=handle.stop)
+            return run_map(session, plan, stop=handle.stop)
         except GenerationInterrupted as stopped:
             print(f"[{stopped}]")
-            return session.shell.user_ns["_mlx"]  # the table, with its finished rows
+            return plan.result  # the table, with its finished rows
 
-    entry = session.jobs.start_run(handle, f"--map {options.map_items}", run)
+    entry = session.jobs.start_run(handle, label, run)
     print(
-        f"[background job {entry.id}: --map {options.map_items}; the table lands in "
-        f"{options.out or '_mlx'} when it ends; %mlx cancel {entry.id} stops it]"
+        f"[background job {entry.id}: {label}; the table lands in "
+        f"{plan.options.out or '_mlx'} when it ends; %mlx cancel {entry.id} stops it]"
     )
-    return None
 
 
 class MapRunHandle:
