@@ -1,5 +1,6 @@
 """Provenance records and %mlx replay: every answer says how it was made, and can be made again."""
 
+import dataclasses
 import json
 import re
 
@@ -7,7 +8,7 @@ import nbformat
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import make_shell, run
+from conftest import magics_of, make_shell, run
 
 pytestmark = pytest.mark.model
 
@@ -125,3 +126,87 @@ def test_map_rows_carry_provenance(replay_shell):
     run(replay_shell, "%%mlx --map words -m tiny -n 4\nSay {item}.")
     table = replay_shell.user_ns["_mlx"]
     assert [r.provenance["request"]["prompt"] for r in table.results] == ["Say sun.", "Say moon."]
+
+
+def _edited(record, where, value):
+    """A deep copy of ``record`` with the value at the path ``where`` replaced."""
+    import copy
+
+    edited = copy.deepcopy(record)
+    holder = edited
+    for key in where[:-1]:
+        holder = holder[key]
+    holder[where[-1]] = value
+    return edited
+
+
+@pytest.mark.parametrize(
+    "where, value, words",
+    [
+        (("request", "sampling", "temperature"), -5, "temperature must be 0 or more, not -5"),
+        (("request", "sampling", "max_tokens"), "x", "max_tokens must be a positive integer"),
+        (("request", "sampling", "top_p"), 7, "top_p must be between 0 and 1"),
+        (("request", "model", "kind"), "audio", "of no kind mlx_magic knows"),
+        (("request", "prompt"), ["not", "text"], "prompt is not text"),
+        (("request", "num_draft_tokens"), 0, "num_draft_tokens must be 1 to 64"),
+        (("request", "continue_ids"), ["a"], "continue_ids must be token ids"),
+        (("request",), "nonsense", "not a provenance record"),
+    ],
+)
+def test_a_hostile_record_is_refused_in_one_line_before_anything_runs(
+    replay_shell, where, value, words
+):
+    run(replay_shell, "%%mlx -m tiny -n 3 -o made\nName a colour.")
+    replay_shell.user_ns["made"].provenance = _edited(
+        replay_shell.user_ns["made"].provenance, where, value
+    )
+    generations = len(magics_of(replay_shell).session.rows)
+    with pytest.raises(UsageError) as caught:
+        run(replay_shell, "%mlx replay made")
+    assert type(caught.value) is UsageError and "\n" not in str(caught.value)
+    assert words in str(caught.value)
+    assert len(magics_of(replay_shell).session.rows) == generations  # nothing ran
+
+
+def test_a_record_cannot_make_a_text_model_vision_its_own_draft_or_trust_code(
+    replay_shell, tiny_llama
+):
+    run(replay_shell, "%%mlx -m tiny -n 3 -o made\nName a colour.")
+    record = replay_shell.user_ns["made"].provenance
+    as_vision = _edited(record, ("request", "model", "kind"), "vision")
+    own_draft = _edited(record, ("request", "draft"), dict(record["request"]["model"]))
+    for edited, words in (
+        (as_vision, "is a text model"),
+        (own_draft, "its draft is the model itself"),
+    ):
+        replay_shell.user_ns["made"].provenance = edited
+        with pytest.raises(UsageError, match=words):
+            run(replay_shell, "%mlx replay made")
+    from mlx_magic.magics.provenance import request_from_record
+
+    trusting = _edited(record, ("request", "model", "trust_remote_code"), True)
+    assert request_from_record(trusting).model.trust_remote_code is False
+
+
+def test_a_replay_records_the_thinking_budget_and_a_branch_point(replay_shell):
+    from mlx_magic.magics.provenance import request_from_record
+
+    run(replay_shell, "%%mlx -m tiny -n 6 --probs 3 -o made\nName a colour.")
+    run(replay_shell, "%mlx branch 3 #2 made")
+    record = replay_shell.user_ns["made"].branches[-1].provenance
+    again = request_from_record(record)
+    assert again.continue_ids == tuple(record["request"]["continue_ids"])
+    assert len(again.continue_ids) == 3  # the first 2 tokens and the chosen one
+    from mlx_magic.vocabulary.provenance import request_record
+
+    thinking = dataclasses.replace(again, think=True, think_budget=5, continue_ids=())
+    back = request_from_record({"request": request_record(thinking)})
+    assert (back.think, back.think_budget) == (True, 5)
+
+
+def test_a_hand_edited_notebook_is_one_line(replay_shell, tmp_path):
+    broken = tmp_path / "broken.ipynb"
+    broken.write_text('{"cells": [{"cell_type": "code", "outputs": 5}], "nbformat": 4}')
+    with pytest.raises(UsageError) as caught:
+        run(replay_shell, f"%mlx replay {broken}:0")
+    assert type(caught.value) is UsageError and "\n" not in str(caught.value)

@@ -18,7 +18,7 @@ from mlx_magic.display.branch_view import branch_bundle, branch_title
 from mlx_magic.display.result import MLXResult, TokenInfo
 from mlx_magic.display.streaming import stream_job
 from mlx_magic.display.views import view_for
-from mlx_magic.errors import GenerationFailed, UserError
+from mlx_magic.errors import GenerationFailed, GenerationInterrupted, UserError
 from mlx_magic.vocabulary.values import GenerationRequest
 
 USAGE = (
@@ -120,4 +120,10 @@ def run_branch(session, original: MLXResult, step: int, alternative: tuple, view
         branched_at=(step, token_text),
     )
     original.branches.append(branch)
+    if outcome.interrupted:
+        # Kept, but a stopped branch is not shown as a finished what-if.
+        raise GenerationInterrupted(
+            f"branch stopped after {rest.stats.generation_tokens} tokens; the partial branch "
+            "is the answer's .branches[-1]"
+        )
     return branch

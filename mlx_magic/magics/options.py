@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 import keyword
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
@@ -20,7 +19,12 @@ from mlx_magic.images import LoadedImage
 from mlx_magic.magics.conversations import PendingTurn
 from mlx_magic.magics.schemas import AnswerSchema
 from mlx_magic.vocabulary import defaults
-from mlx_magic.vocabulary.values import GenerationRequest, ModelSpec, SamplingParams
+from mlx_magic.vocabulary.values import (
+    GenerationRequest,
+    ModelSpec,
+    SamplingParams,
+    sampling_problem,
+)
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,18 @@ def _max_pixels_of(value: Optional[int]) -> Optional[int]:
     return value
 
 
+#: The flag that sets each sampler setting, for the messages.
+_FLAG_OF = {
+    "max_tokens": "--max-tokens",
+    "temperature": "--temp",
+    "top_p": "--top-p",
+    "top_k": "--top-k",
+    "min_p": "--min-p",
+    "repetition_penalty": "--repetition-penalty",
+    "seed": "--seed",
+}
+
+
 def sampling_params(options: CellOptions, settings: Any) -> SamplingParams:
     """The sampler settings: the cell's flags over the ``MLXMagics`` settings.
 
@@ -223,43 +239,22 @@ def sampling_params(options: CellOptions, settings: Any) -> SamplingParams:
     max_tokens = settings.max_tokens if options.max_tokens is None else options.max_tokens
     temperature = settings.temperature if options.temperature is None else options.temperature
     top_p = settings.top_p if options.top_p is None else options.top_p
-    checks = [
-        (max_tokens > 0, f"--max-tokens must be a positive integer, not {max_tokens}"),
-        (0 <= temperature < math.inf, f"--temp must be 0 or more, not {temperature}"),
-        (0 <= top_p <= 1, f"--top-p must be between 0 and 1, not {top_p}"),
-        (
-            options.top_k is None or options.top_k >= 0,
-            f"--top-k must be 0 or more, not {options.top_k}",
-        ),
-        (
-            options.min_p is None or 0 <= options.min_p <= 1,
-            f"--min-p must be between 0 and 1, not {options.min_p}",
-        ),
-        (
-            options.repetition_penalty is None or 0 < options.repetition_penalty < math.inf,
-            f"--repetition-penalty must be more than 0 and finite, not {options.repetition_penalty}",
-        ),
-        (
-            options.seed is None or 0 <= options.seed < 2**63,
-            f"--seed must be a non-negative integer, not {options.seed}",
-        ),
-        (
-            options.probs is None or 1 <= options.probs <= 20,
-            f"--probs takes 1 to 20 alternatives, not {options.probs}",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(message)
-    return SamplingParams(
+    if options.probs is not None and not 1 <= options.probs <= 20:
+        raise UserError(f"--probs takes 1 to 20 alternatives, not {options.probs}")
+    sampling = SamplingParams(
         max_tokens=max_tokens,
         temperature=temperature,
         top_p=top_p,
-        top_k=options.top_k or 0,
-        min_p=options.min_p or 0.0,
+        top_k=0 if options.top_k is None else options.top_k,
+        min_p=0.0 if options.min_p is None else options.min_p,
         repetition_penalty=options.repetition_penalty,
         seed=options.seed,
     )
+    problem = sampling_problem(sampling)
+    if problem is not None:
+        name, value, expected = problem
+        raise UserError(f"{_FLAG_OF[name]} must be {expected}, not {value}")
+    return sampling
 
 
 def checked_out_name(name: Optional[str]) -> Optional[str]:

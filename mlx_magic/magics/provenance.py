@@ -15,16 +15,23 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from typing import Any, Optional
+from typing import Any, Optional, get_args
 
-from mlx_magic.errors import import_extra
+from mlx_magic.errors import import_extra, one_line
 from mlx_magic.vocabulary.provenance import (
     RECORD_VERSION,
     provenance_record,
     request_record,
     token_ids_sha256,
 )
-from mlx_magic.vocabulary.values import GenerationRequest, ModelSpec, SamplingParams
+from mlx_magic.vocabulary.values import (
+    GenerationRequest,
+    ModelKind,
+    ModelSource,
+    ModelSpec,
+    SamplingParams,
+    sampling_problem,
+)
 
 __all__ = [
     "RECORD_VERSION",
@@ -44,35 +51,101 @@ def with_drawn_seed(sampling: SamplingParams) -> SamplingParams:
     return sampling
 
 
-def request_from_record(record: dict, images: tuple = ()) -> GenerationRequest:
+def request_from_record(record: Any, images: tuple = ()) -> GenerationRequest:
     """The :class:`GenerationRequest` a record describes (its images given apart).
 
+    A record may come from a hand-edited or hostile notebook: every value is
+    checked for its type and range before anything runs.
+
     Raises:
-        ValueError: the record is not one, or names images that are not given.
+        ValueError: the record is not one, holds an impossible value (the
+            message names it), or names images that are not given.
     """
     try:
         sent = record["request"]
-        spec = ModelSpec(**sent["model"])
+        spec = _spec_of(sent["model"], "model")
         sampling = SamplingParams(**sent["sampling"])
-    except (KeyError, TypeError) as error:
+        draft = _spec_of(sent["draft"], "draft") if sent.get("draft") else None
+        history = tuple(
+            tuple(_text(part, "history") for part in turn) for turn in sent.get("history", ())
+        )
+        continue_ids = tuple(sent.get("continue_ids") or ())
+    except (KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"not a provenance record of mlx_magic ({error})") from error
+    problem = sampling_problem(sampling)
+    if problem is not None:
+        name, value, expected = problem
+        raise ValueError(f"the record's {name} must be {expected}, not {value!r}")
+    prompt, system = _text(sent.get("prompt"), "prompt"), sent.get("system")
+    if system is not None:
+        system = _text(system, "system prompt")
+    checks = [
+        (all(_whole(i, 0) for i in continue_ids), "continue_ids must be token ids"),
+        (_whole(sent.get("num_draft_tokens", 3), 1, 64), "num_draft_tokens must be 1 to 64"),
+        (sent.get("think") in (None, True, False), "think must be true, false or null"),
+        (
+            sent.get("think_budget") is None or _whole(sent["think_budget"], 1),
+            "think_budget must be 1 or more",
+        ),
+        (isinstance(sent.get("images", 0), int), "images must be a count"),
+        (
+            draft is None or (draft.key != spec.key and draft.path != spec.path),
+            "its draft is the model itself",
+        ),
+        (draft is None or spec.kind == "text", "a draft goes with a text model"),
+        (not images or spec.kind == "vision", "images go with a vision model"),
+    ]
+    for ok, why in checks:
+        if not ok:
+            raise ValueError(f"the record is not one mlx_magic could have made: {why}")
     if sent.get("images") and len(images) != sent["images"]:
         raise ValueError(
             f"the answer was about {sent['images']} image(s), which a saved notebook does not "
             "hold: replay it in the session that made it (%mlx replay on _mlx or --out)"
         )
+    schema_json = sent.get("schema_json")
     return GenerationRequest(
         model=spec,
-        prompt=sent["prompt"],
-        system=sent.get("system"),
+        prompt=prompt,
+        system=system,
         raw=bool(sent.get("raw")),
-        history=tuple(tuple(turn) for turn in sent.get("history", ())),
+        history=history,
         sampling=sampling,
         images=tuple(images),
-        image_keys=tuple(record.get("images_sha256", ())),
-        schema_json=sent.get("schema_json"),
-        draft=ModelSpec(**sent["draft"]) if sent.get("draft") else None,
+        image_keys=tuple(str(key) for key in record.get("images_sha256", ())),
+        schema_json=_text(schema_json, "schema") if schema_json is not None else None,
+        draft=draft,
         num_draft_tokens=sent.get("num_draft_tokens", 3),
+        think=sent.get("think"),
+        think_budget=sent.get("think_budget"),
+        continue_ids=continue_ids,
+    )
+
+
+def _spec_of(fields: Any, what: str) -> ModelSpec:
+    # Never the record's word on running a folder's code: the session's setting decides.
+    spec = dataclasses.replace(ModelSpec(**fields), trust_remote_code=False)
+    for name in ("name", "key", "path"):
+        _text(getattr(spec, name), f"{what} {name}")
+    if spec.kind not in get_args(ModelKind) or spec.source not in get_args(ModelSource):
+        raise ValueError(f"the record's {what} is of no kind mlx_magic knows ({spec.kind!r})")
+    if spec.gguf is not None:
+        _text(spec.gguf, f"{what} gguf")
+    return spec
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"the record's {what} is not text")
+    return value
+
+
+def _whole(value: Any, low: int, high: int | None = None) -> bool:
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and low <= value
+        and (high is None or value <= high)
     )
 
 
@@ -124,18 +197,26 @@ def saved_record(path: str, cell: int) -> dict:
         ValueError: no such cell, or it holds no record.
     """
     nbformat = import_extra("nbformat", "notebook", "%mlx replay of a saved notebook")
-    notebook = nbformat.read(path, as_version=4)
-    code = [c for c in notebook.cells if c.cell_type == "code"]
-    if not 0 <= cell < len(code):
-        raise ValueError(f"{path} has {len(code)} code cells; there is no cell {cell}")
-    outputs = code[cell].get("outputs", [])
-    for output in outputs:
-        record = output.get("metadata", {}).get("mlx_magic", {}).get("provenance")
-        if record:
-            answer = dict(record.get("answer") or {})
-            # The saved record keeps the answer's hashes; its text is the cell's.
-            answer.setdefault("text", _answer_text(outputs))
-            return {**record, "answer": answer}
+    try:
+        notebook = nbformat.read(path, as_version=4)
+        code = [c for c in notebook.cells if c.cell_type == "code"]
+        if not 0 <= cell < len(code):
+            raise ValueError(f"{path} has {len(code)} code cells; there is no cell {cell}")
+        outputs = code[cell].get("outputs", [])
+        for output in outputs:
+            record = output.get("metadata", {}).get("mlx_magic", {}).get("provenance")
+            if record:
+                answer = dict(record.get("answer") or {})
+                # The saved record keeps the answer's hashes; its text is the cell's.
+                answer.setdefault("text", _answer_text(outputs))
+                return {**record, "answer": answer}
+    except (ValueError, OSError):
+        raise
+    except Exception as error:  # a hand-edited or hostile file: any shape at all
+        raise ValueError(
+            f"{path} is not a notebook mlx_magic can read ({type(error).__name__}: "
+            f"{one_line(error, 120)})"
+        ) from error
     raise ValueError(f"code cell {cell} of {path} holds no mlx_magic answer")
 
 

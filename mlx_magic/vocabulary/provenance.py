@@ -94,6 +94,11 @@ def request_record(request: GenerationRequest) -> dict:
         "images": len(request.images),
         "draft": dataclasses.asdict(request.draft) if request.draft is not None else None,
         "num_draft_tokens": request.num_draft_tokens,
+        # What else shapes the tokens: the thinking switch and budget, and a
+        # branch's point (the answer's tokens it continues from).
+        "think": request.think,
+        "think_budget": request.think_budget,
+        "continue_ids": list(request.continue_ids),
     }
 
 
