@@ -19,11 +19,11 @@ from mlx_magic.images import LoadedImage
 from mlx_magic.magics.conversations import PendingTurn
 from mlx_magic.magics.schemas import AnswerSchema
 from mlx_magic.vocabulary import defaults
+from mlx_magic.vocabulary.sampling import sampling_problem
 from mlx_magic.vocabulary.values import (
     GenerationRequest,
     ModelSpec,
     SamplingParams,
-    sampling_problem,
 )
 
 

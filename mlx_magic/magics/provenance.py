@@ -24,13 +24,13 @@ from mlx_magic.vocabulary.provenance import (
     request_record,
     token_ids_sha256,
 )
+from mlx_magic.vocabulary.sampling import sampling_problem
 from mlx_magic.vocabulary.values import (
     GenerationRequest,
     ModelKind,
     ModelSource,
     ModelSpec,
     SamplingParams,
-    sampling_problem,
 )
 
 __all__ = [
