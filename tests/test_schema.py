@@ -65,6 +65,7 @@ def test_a_pydantic_class_gives_an_instance_and_map_columns(schema_shell):
         ("Broken", {"type": "nonsense"}, "does not compile: Invalid type: nonsense"),
         ("Listed", [1, 2], "a list is not a schema"),
         ("Text", "{not json", "the text is not JSON"),
+        ("Pattern", {"type": "string", "pattern": "[a-"}, "does not compile: regex parse error"),
     ],
 )
 def test_a_bad_schema_is_one_line_and_changes_nothing(schema_shell, name, value, message):
@@ -72,9 +73,19 @@ def test_a_bad_schema_is_one_line_and_changes_nothing(schema_shell, name, value,
         schema_shell.user_ns[name] = value
     run(schema_shell, "%%mlx -m tiny -n 2\nHi")
     before = schema_shell.user_ns["_mlx"]
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(UsageError, match=message) as caught:
         run(schema_shell, f"%%mlx -m tiny --schema {name} -n 5\nHi")
+    assert "\n" not in str(caught.value)
     assert schema_shell.user_ns["_mlx"] is before
+
+
+def test_a_schema_for_a_server_is_refused_in_one_line(shell):
+    shell.user_ns["Digit"] = DIGIT
+    run(shell, "%config MLXMagics.endpoints = ['http://127.0.0.1:9/v1']")
+    run(shell, "%config MLXMagics.runtime = 'remote'")
+    with pytest.raises(UsageError, match="--schema constrains the local decoder") as caught:
+        run(shell, "%%mlx --schema Digit -n 5\nHi")
+    assert "\n" not in str(caught.value)
 
 
 def test_an_answer_cut_by_max_tokens_says_raise_n(schema_shell):

@@ -152,6 +152,11 @@ def prepare(
         from mlx_magic.images.video_sources import load_video_source
 
         video = load_video_source(options.video, session.shell.user_ns, options.video_max_frames)
+    if options.schema and settings.runtime == "remote":
+        raise UserError(
+            "--schema constrains the local decoder (llguidance): a server's answer cannot be "
+            "constrained from here: leave it out, or %mlx disconnect to run the model locally"
+        )
     schema = answer_schema(options.schema, session.shell.user_ns) if options.schema else None
     request = GenerationRequest(
         model=spec,

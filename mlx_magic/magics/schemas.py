@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-from mlx_magic.errors import UserError
+from mlx_magic.errors import UserError, one_line
 
 #: How constrained JSON is written: one line, a space after ``,`` and ``:``
 #: (no runs of whitespace for a model to get lost in).
@@ -108,7 +108,8 @@ def _compile_problem(schema: dict) -> str:
 
     try:
         grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, JSON_STYLE)
-        return llguidance.LLMatcher.validate_grammar(grammar) or ""
+        # Its report spans lines (a regex error draws a caret under the pattern).
+        return one_line(llguidance.LLMatcher.validate_grammar(grammar) or "")
     except Exception as error:  # llguidance's own errors are ValueError / RuntimeError
         return _first_line(error)
 
