@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import run
+from conftest import magics_of, run
 
 pytestmark = pytest.mark.vision
 
@@ -80,6 +80,29 @@ def test_a_file_that_is_not_a_video_is_one_line(vlm_shell, tmp_path):
     with pytest.raises(UsageError, match="is not a video this machine can read"):
         run(vlm_shell, f"%%mlx_vision -v {fake} -n 2\nWhat?")
     run(vlm_shell, "%%mlx_vision -i red -n 1\nStill fine?")  # the model is still usable
+
+
+@pytest.mark.parametrize("kind", ["text", "empty", "sparse 2 GB"])
+def test_a_file_that_is_not_a_video_is_refused_before_the_runtime_reads_it(
+    vlm_shell, tmp_path, capfd, kind
+):
+    path = tmp_path / "clip.mp4"
+    if kind == "text":
+        path.write_text("Dear diary, today I filmed nothing.\n" * 20)
+    else:
+        path.write_bytes(b"")
+        if kind.startswith("sparse"):
+            with open(path, "r+b") as file:
+                file.truncate(2 << 30)  # zeros, taking no disk
+    generations = magics_of(vlm_shell).session.runtime.status().generations
+    capfd.readouterr()
+    with pytest.raises(UsageError) as caught:
+        run(vlm_shell, f"%%mlx_vision -v {path} -n 2\nWhat?")
+    assert type(caught.value) is UsageError and "\n" not in str(caught.value)
+    assert "is not a video this machine can read" in str(caught.value)
+    # The one line the shell shows, and nothing from a video reader.
+    assert capfd.readouterr().err.splitlines() == [f"UsageError: {caught.value}"]
+    assert magics_of(vlm_shell).session.runtime.status().generations == generations
 
 
 def test_a_model_without_video_says_so(vlm_shell, monkeypatch):

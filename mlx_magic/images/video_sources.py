@@ -44,7 +44,33 @@ def load_video_source(source: str, namespace: Mapping[str, Any], max_frames: int
         raise ImageSourceError(f"no variable or video file named {source!r}", source)
     if not stat_module.S_ISREG(os.stat(path).st_mode):
         raise ImageSourceError(f"{source!r} is not a video file", source)
+    if not _looks_like_video(path):
+        # Checked here: the runtime's reader (OpenCV, libav) answers a text,
+        # empty or zero-filled file with lines of its own on stderr.
+        raise ImageSourceError(
+            f"{source!r} is not a video this machine can read (no MP4, MOV, WebM, MKV, AVI, "
+            "MPEG, FLV or Ogg header): pass a video file, or its frames in a variable",
+            source,
+        )
     return VideoSource(source, path=os.path.abspath(path))
+
+
+def _looks_like_video(path: str) -> bool:
+    """Whether the file starts as a video container or stream does."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(376)
+    except OSError:
+        return False
+    return (
+        head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free")  # MP4, MOV, 3GP
+        or head.startswith(b"\x1a\x45\xdf\xa3")  # Matroska, WebM
+        or (head.startswith(b"RIFF") and head[8:12] == b"AVI ")
+        or head.startswith((b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3"))  # MPEG program / video
+        or head.startswith((b"\x00\x00\x00\x01", b"\x00\x00\x01"))  # H.264 / H.265 streams
+        or (len(head) > 188 and head[0] == head[188] == 0x47)  # MPEG transport stream
+        or head.startswith((b"FLV", b"OggS"))
+    )
 
 
 def _frames_of(source: str, value: Any, max_frames: int) -> tuple:
