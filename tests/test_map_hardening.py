@@ -258,3 +258,14 @@ def test_a_region_outside_an_items_image_fails_that_row_in_one_line(tiny_vlm):
         assert "2 failed" in result.summary
     finally:
         shell.extension_manager.unload_extension("mlx_magic")
+
+
+def test_map_answers_count_in_mlx_stats(map_shell, capsys):
+    rows = magics_of(map_shell).session.rows
+    before = len(rows)
+    run(map_shell, "%%mlx -m tiny --map cities -n 3\nSay {item}.")
+    assert len(rows) == before + 3
+    assert [row["finish"] for row in rows[-3:]] == ["length"] * 3
+    capsys.readouterr()
+    run(map_shell, "%mlx stats")
+    assert f"{before + 3} generations" in capsys.readouterr().out

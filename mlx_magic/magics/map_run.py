@@ -211,6 +211,9 @@ def run_map(
         interrupted = True
     finally:
         result.seconds = time.perf_counter() - started
+        for position in positions:  # this run's answers count in %mlx stats too
+            if result.results[position] is not None:
+                session.record_stats(result.results[position])
         batches = [r.stats.batch_size for r in result.results if r is not None]
         result.batch_size = max(batches, default=1)
         if progress is not None:
