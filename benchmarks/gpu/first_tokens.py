@@ -130,11 +130,19 @@ def questions(runtime, profile, reps: int) -> dict:
     question asked of both in turn, the side that goes first alternating, so
     that neither always meets a new prompt shape first (on the CUDA backend a
     new shape can cost kernel compilation, which the second side then finds
-    done). Warm-up: one question of another length on each side."""
+    done). Warm-up: one question of another length on each side. ``--variant
+    magic-nocache`` turns the magic's prefix cache off (then it reads each whole
+    prompt, as raw mlx-lm does, instead of what follows the shared chat-template
+    beginning)."""
 
     from benchmarks.harness import InProcessText
     from mlx_magic.models.resolve import resolve_model
-    from mlx_magic.vocabulary.values import Finished, GenerationRequest, SamplingParams
+    from mlx_magic.vocabulary.values import (
+        Finished,
+        GenerationRequest,
+        PrefixCacheSettings,
+        SamplingParams,
+    )
 
     results: dict = {}
     for model in [m for m in profile.warm if m.small]:
@@ -145,9 +153,11 @@ def questions(runtime, profile, reps: int) -> dict:
         def raw(text: str) -> float:
             return raw_first_token_s(baseline, baseline.prompt_ids(text))
 
+        cache = PrefixCacheSettings(enabled=VARIANT[0] != "magic-nocache")
+
         def magic(text: str) -> float:
             request = GenerationRequest(
-                model=spec, prompt=text, sampling=SamplingParams(max_tokens=1)
+                model=spec, prompt=text, sampling=SamplingParams(max_tokens=1), prefix_cache=cache
             )
             job = runtime.generate(request)
             while True:
