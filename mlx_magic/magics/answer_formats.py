@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from mlx_magic.grounding import Box, Point
 
 _FENCE = re.compile(r"```[ \t]*([\w+.-]*)[ \t]*\n(.*?)(?:\n```|\Z)", re.DOTALL)
 
@@ -14,7 +18,7 @@ def first_code_block(answer: str) -> str:
     return (match.group(2) if match else answer).strip("\n")
 
 
-def parse_json_answer(answer: str):
+def parse_json_answer(answer: str) -> object:
     """The JSON value in ``answer`` (a fenced ```json block is unwrapped).
 
     Raises:
@@ -32,7 +36,7 @@ def parse_json_answer(answer: str):
         ) from error
 
 
-def with_pixel_coordinates(data, boxes, points):
+def with_pixel_coordinates(data: object, boxes: Sequence[Box], points: Sequence[Point]) -> object:
     """``--format json`` of a grounded answer: the model's JSON, each object
     with a ``bbox_2d`` (``point_2d``) also given ``bbox_pixels``
     (``point_pixels``), its place in pixels of the image as given; those
@@ -46,9 +50,10 @@ def with_pixel_coordinates(data, boxes, points):
             "boxes": [box.as_dict() for box in boxes],
             "points": [point.as_dict() for point in points],
         }
-    remaining = {"bbox_2d": list(boxes), "point_2d": list(points)}
+    # Boxes under "bbox_2d", points under "point_2d": visit reads each as its key says.
+    remaining: dict[str, list[Any]] = {"bbox_2d": list(boxes), "point_2d": list(points)}
 
-    def visit(value):
+    def visit(value: object) -> None:
         if isinstance(value, list):
             for item in value:
                 visit(item)

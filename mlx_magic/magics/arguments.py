@@ -4,7 +4,7 @@ and how a magic's line is split into them."""
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from IPython.core.magic_arguments import argument
 from IPython.utils.process import arg_split
@@ -12,8 +12,10 @@ from IPython.utils.process import arg_split
 from mlx_magic.errors import UserError
 from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-def generation_arguments(magic):
+
+def generation_arguments(magic: F) -> F:
     """The flags shared by ``%%mlx`` and ``%%mlx_vision``."""
     flags = [
         argument(

@@ -30,6 +30,20 @@ class Cancellable(Protocol):
     def cancelled(self) -> bool: ...
 
 
+class MapRunHandle:
+    """What ``%mlx cancel`` stops for a ``-b`` ``--map`` run (a :class:`Cancellable`)."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+
+    def cancel(self) -> None:
+        self.stop.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.stop.is_set()
+
+
 @dataclass
 class BackgroundJob:
     id: int
@@ -68,7 +82,7 @@ class BackgroundJob:
 class BackgroundJobs:
     """The background jobs of one kernel, by id (1, 2, …)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._jobs: dict[int, BackgroundJob] = {}
         self._ids = itertools.count(1)
 
@@ -89,7 +103,7 @@ class BackgroundJobs:
         entry = BackgroundJob(id=next(self._ids), model=job.request.model.name, job=job, view=view)
         self._jobs[entry.id] = entry
 
-        def follow():
+        def follow() -> None:
             try:
                 entry.result = stream_job(
                     job, view, interval_s=interval_s, images=images, grounding=grounding
@@ -116,7 +130,7 @@ class BackgroundJobs:
         entry = BackgroundJob(id=next(self._ids), model=label, job=handle, view=None)
         self._jobs[entry.id] = entry
 
-        def follow():
+        def follow() -> None:
             try:
                 entry.result = run()
             except Exception as error:  # never lose a job silently

@@ -5,18 +5,22 @@ token and one of its alternatives, and the answer goes on from there with it
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from mlx_magic.display.branch_view import branch_bundle
 from mlx_magic.display.result import MLXResult
 from mlx_magic.display.views import TerminalView
 from mlx_magic.magics.branching import run_branch
 
+if TYPE_CHECKING:
+    from mlx_magic.magics.session import Session
+
 
 class BranchPicker:
     """Two drop-downs (the token, its alternative) and a button, with an
     output area where the branch streams and the two answers are compared."""
 
-    def __init__(self, session, result: MLXResult):
+    def __init__(self, session: Session, result: MLXResult) -> None:
         import ipywidgets as widgets
 
         self.session, self.result = session, result

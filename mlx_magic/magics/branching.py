@@ -13,6 +13,7 @@ the original's ``branches``.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from mlx_magic.display.branch_view import branch_bundle, branch_title
 from mlx_magic.display.result import MLXResult, TokenInfo
@@ -21,6 +22,10 @@ from mlx_magic.display.views import view_for
 from mlx_magic.errors import GenerationFailed, GenerationInterrupted, UserError
 from mlx_magic.vocabulary.values import GenerationRequest
 
+if TYPE_CHECKING:
+    from mlx_magic.display.views import StreamView
+    from mlx_magic.magics.session import MagicsHost, Session
+
 USAGE = (
     "Usage: %mlx branch STEP TOKEN [NAME]: STEP is a token's number in the --probs table, "
     "TOKEN one of its alternatives (as the table shows it, or #K for the K-th most likely); "
@@ -28,7 +33,7 @@ USAGE = (
 )
 
 
-def command_branch(magics, names):
+def command_branch(magics: MagicsHost, names: list[str]) -> None:
     session = magics.session
     if len(names) not in (2, 3):
         raise UserError(USAGE)
@@ -40,7 +45,9 @@ def command_branch(magics, names):
     view.show_bundle(branch_bundle(original, branch))
 
 
-def chosen_alternative(original, target: str, step_text: str, token_text: str):
+def chosen_alternative(
+    original: object, target: str, step_text: str, token_text: str
+) -> tuple[int, tuple]:
     """The token number and the alternative (id, text, logprob) the user named.
 
     Raises:
@@ -82,7 +89,9 @@ def chosen_alternative(original, target: str, step_text: str, token_text: str):
     return step, tuple(matches[0])
 
 
-def run_branch(session, original: MLXResult, step: int, alternative: tuple, view) -> MLXResult:
+def run_branch(
+    session: Session, original: MLXResult, step: int, alternative: tuple, view: StreamView
+) -> MLXResult:
     """Generate the branch (streamed into ``view``); returns it, kept in
     ``original.branches``."""
     token_id, token_text, logprob = alternative

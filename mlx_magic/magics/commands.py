@@ -10,6 +10,7 @@ import html
 import importlib
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from mlx_magic.errors import GenerationInterrupted, ModelLoadError, UserError
 from mlx_magic.magics.branching import command_branch
@@ -17,8 +18,12 @@ from mlx_magic.magics.conversations import DEFAULT_CONVERSATION
 from mlx_magic.magics.replay import command_replay
 from mlx_magic.units import gib
 
+if TYPE_CHECKING:
+    from mlx_magic.magics.background import BackgroundJob
+    from mlx_magic.magics.session import MagicsHost, Session
 
-def say_if_busy(session, what: str) -> None:
+
+def say_if_busy(session: Session, what: str) -> None:
     """A command the runtime runs after the generation in progress says so,
     instead of waiting in silence (an interrupt stops the waiting)."""
     if session.runtime_started and session.runtime.status().busy:
@@ -29,7 +34,7 @@ def say_if_busy(session, what: str) -> None:
         )
 
 
-def command_load(magics, names):
+def command_load(magics: MagicsHost, names: list[str]) -> None:
     if not names:
         raise UserError("%mlx load needs a model, e.g. %mlx load smollm2")
     say_if_busy(magics.session, "loading")
@@ -44,7 +49,7 @@ def command_load(magics, names):
         )
 
 
-def command_unload(magics, names):
+def command_unload(magics: MagicsHost, names: list[str]) -> None:
     session = magics.session
     say_if_busy(session, "unloading")
     if not names or names == ["all"]:
@@ -56,7 +61,7 @@ def command_unload(magics, names):
     print(f"Unloaded {len(removed)} model(s)" + (f": {', '.join(removed)}" if removed else ""))
 
 
-def command_models(magics, names):
+def command_models(magics: MagicsHost, names: list[str]) -> None:
     infos = magics.session.runtime.models() if magics.session.runtime_started else []
     if not infos:
         print("No warm models. %%mlx loads one on first use; %mlx load MODEL loads one now.")
@@ -70,7 +75,7 @@ def command_models(magics, names):
         )
 
 
-def command_cache(magics, names):
+def command_cache(magics: MagicsHost, names: list[str]) -> None:
     if names != ["clear"]:
         raise UserError("Usage: %mlx cache clear")
     say_if_busy(magics.session, "clearing the caches")
@@ -80,7 +85,7 @@ def command_cache(magics, names):
     print(f"Cleared {dropped} cached entries (prompt prefixes, vision features, images)")
 
 
-def command_status(magics, names):
+def command_status(magics: MagicsHost, names: list[str]) -> None:
     if not magics.session.runtime_started:
         print("Runtime: not started (it starts with the first %%mlx cell or %mlx load)")
         return
@@ -128,7 +133,7 @@ def command_status(magics, names):
             )
 
 
-def command_memory(magics, names):
+def command_memory(magics: MagicsHost, names: list[str]) -> None:
     if names:
         raise UserError("Usage: %mlx memory (no arguments)")
     if magics.runtime == "remote":
@@ -147,7 +152,7 @@ def command_memory(magics, names):
     )
 
 
-def command_chat(magics, names):
+def command_chat(magics: MagicsHost, names: list[str]) -> None:
     conversations = magics.session.conversations
     action = names[0] if names else None
     if action == "reset":
@@ -163,13 +168,13 @@ def command_chat(magics, names):
         name = names[2] if len(names) > 2 else DEFAULT_CONVERSATION
         if name not in conversations:
             raise UserError(f"No conversation named '{name}'")
-        target = Path(names[1]).expanduser()
-        if target.is_dir():
+        destination = Path(names[1]).expanduser()
+        if destination.is_dir():
             raise UserError(
-                f"{names[1]} is a folder: name a file, e.g. {target / (name + '.json')}"
+                f"{names[1]} is a folder: name a file, e.g. {destination / (name + '.json')}"
             )
         try:
-            path = conversations.save(name, target)
+            path = conversations.save(name, destination)
         except OSError as error:
             raise UserError(
                 f"Could not save to {names[1]}: {error.strerror or error} (does its folder exist?)"
@@ -195,7 +200,7 @@ def command_chat(magics, names):
         _show(magics, conversation.markdown(), {"text/markdown": conversation.markdown()})
 
 
-def command_stats(magics, names):
+def command_stats(magics: MagicsHost, names: list[str]) -> None:
     rows = magics.session.rows
     if not rows:
         print("No generations yet in this session.")
@@ -226,7 +231,7 @@ def command_stats(magics, names):
     )
 
 
-def _show(magics, text: str, rich: dict) -> None:
+def _show(magics: MagicsHost, text: str, rich: dict) -> None:
     """Rich output in a notebook, plain text in a terminal."""
     from IPython.display import display
 
@@ -236,11 +241,11 @@ def _show(magics, text: str, rich: dict) -> None:
         display({"text/plain": text, **rich}, raw=True)
 
 
-def _cell(value) -> str:
+def _cell(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def command_jobs(magics, names):
+def command_jobs(magics: MagicsHost, names: list[str]) -> None:
     entries = magics.session.jobs.all()
     if not entries:
         print("No background jobs. Add -b to %%mlx or %%mlx_vision to start one.")
@@ -255,7 +260,7 @@ def command_jobs(magics, names):
         )
 
 
-def command_cancel(magics, names):
+def command_cancel(magics: MagicsHost, names: list[str]) -> None:
     entries = _select_jobs(magics, names)
     running = [entry for entry in entries if not entry.done.is_set()]
     for entry in running:
@@ -266,7 +271,7 @@ def command_cancel(magics, names):
     )
 
 
-def command_wait(magics, names):
+def command_wait(magics: MagicsHost, names: list[str]) -> None:
     entries = _select_jobs(magics, names)
     try:
         for entry in entries:
@@ -285,14 +290,14 @@ def command_wait(magics, names):
         print(f"job {entry.id}: {entry.state}" + (f" · {detail}" if detail else ""))
 
 
-def _select_jobs(magics, names):
+def _select_jobs(magics: MagicsHost, names: list[str]) -> list[BackgroundJob]:
     try:
         return magics.session.jobs.select(names)
     except KeyError as missing:
         raise UserError(f"No background job {missing.args[0]}: %mlx jobs lists them") from missing
 
 
-def command_panel(magics, names):
+def command_panel(magics: MagicsHost, names: list[str]) -> None:
     from IPython.display import display
 
     from mlx_magic.magics.panel import ChatPanel
@@ -308,7 +313,7 @@ def command_panel(magics, names):
     display(panel.widget)
 
 
-def command_runtime(magics, names):
+def command_runtime(magics: MagicsHost, names: list[str]) -> None:
     if names:
         if names[0] not in ("thread", "process") or len(names) > 1:
             raise UserError("Usage: %mlx runtime [thread|process]  (remote: %mlx connect URL)")
@@ -318,7 +323,7 @@ def command_runtime(magics, names):
     print(f"Runtime: {magics.runtime} ({where})")
 
 
-def command_restart(magics, names):
+def command_restart(magics: MagicsHost, names: list[str]) -> None:
     backend = magics.session.runtime
     if not hasattr(backend, "restart"):
         raise UserError(
@@ -328,7 +333,7 @@ def command_restart(magics, names):
     print(f"Restarted the worker process (pid {pid}); models load again on first use")
 
 
-def command_connect(magics, names):
+def command_connect(magics: MagicsHost, names: list[str]) -> None:
     from mlx_magic.runtime.remote import parse_url
 
     if not names:
@@ -357,12 +362,13 @@ def command_connect(magics, names):
         magics.session.local_runtime = magics.runtime
     magics.endpoints = list(names)
     magics.runtime = "remote"
-    backend = magics.session.runtime
+    # runtime "remote" makes the session's runtime a RemoteRuntime
+    backend = cast(RemoteRuntime, magics.session.runtime)
     print(f"Generations go to {', '.join(backend.urls)}")
     print("Served models: " + (", ".join(served) if served else "(none listed)"))
 
 
-def command_disconnect(magics, names):
+def command_disconnect(magics: MagicsHost, names: list[str]) -> None:
     if magics.runtime != "remote":
         print("Not connected: models already run locally")
         return
@@ -370,7 +376,7 @@ def command_disconnect(magics, names):
     print(f"Back to local models (runtime {magics.runtime})")
 
 
-def command_bench(magics, names):
+def command_bench(magics: MagicsHost, names: list[str]) -> None:
     """%mlx bench [quick] [SCENARIO ...]: name the command that runs the benchmark.
 
     The benchmark is not part of the package: it runs from a clone of the

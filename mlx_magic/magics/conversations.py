@@ -131,7 +131,7 @@ class Conversation:
 class Conversations:
     """All conversations of a kernel, by name."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._by_name: dict[str, Conversation] = {}
 
     def __contains__(self, name: str) -> bool:

@@ -20,12 +20,13 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 from mlx_magic.display.map_result import MLXMapResult, new_row, printable
 from mlx_magic.display.map_view import MapProgress
 from mlx_magic.display.result import MLXResult, TokenInfo
 from mlx_magic.errors import GenerationInterrupted, UserError
+from mlx_magic.magics.background import MapRunHandle
 from mlx_magic.magics.drafts import NO_DRAFT
 from mlx_magic.magics.mapping import (
     MapItem,
@@ -42,11 +43,14 @@ from mlx_magic.vocabulary.job import Job
 from mlx_magic.vocabulary.provenance import provenance_record
 from mlx_magic.vocabulary.values import Failed, Finished, TokenChunk
 
+if TYPE_CHECKING:
+    import argparse
+
 #: How long to wait for in-flight items to confirm a cancel.
 _CANCEL_GRACE_S = 30.0
 
 
-def check_map_flags(args, columns: int) -> bool:
+def check_map_flags(args: argparse.Namespace, columns: int) -> bool:
     """Whether the cell is a ``--map`` run; flags that do not go with it are one line."""
     if args.map is None:
         if args.batch_size is not None or args.resume:
@@ -260,7 +264,16 @@ def _stopped(result: MLXMapResult, positions: list[int]) -> GenerationInterrupte
     )
 
 
-def _run_cells(session, cells, result, items, progress, *, batch_size, stop) -> None:
+def _run_cells(
+    session: Session,
+    cells: dict[int, PreparedCell],
+    result: MLXMapResult,
+    items: list[MapItem],
+    progress: MapProgress,
+    *,
+    batch_size: int,
+    stop: Optional[threading.Event],
+) -> None:
     """Send the prepared items, collect each one's events into its row."""
     order = list(cells)
     if order:
@@ -285,7 +298,14 @@ def _run_cells(session, cells, result, items, progress, *, batch_size, stop) -> 
         _collect(dict(zip(positions, jobs)), cells, result, items, progress, stop)
 
 
-def _collect(jobs: dict[int, Job], cells, result, items, progress, stop=None) -> None:
+def _collect(
+    jobs: dict[int, Job],
+    cells: dict[int, PreparedCell],
+    result: MLXMapResult,
+    items: list[MapItem],
+    progress: MapProgress,
+    stop: Optional[threading.Event] = None,
+) -> None:
     """Read every job's events until all have ended; rows fill in as they do."""
     texts: dict[int, list[str]] = {p: [] for p in jobs}
     tokens: dict[int, list[TokenInfo]] = {p: [] for p in jobs}
@@ -329,7 +349,16 @@ def _collect(jobs: dict[int, Job], cells, result, items, progress, stop=None) ->
         raise
 
 
-def _record(position, event, texts, tokens, started, cells, result, items) -> None:
+def _record(
+    position: int,
+    event: Union[Finished, Failed],
+    texts: dict[int, list[str]],
+    tokens: dict[int, list[TokenInfo]],
+    started: dict[int, float],
+    cells: dict[int, PreparedCell],
+    result: MLXMapResult,
+    items: list[MapItem],
+) -> None:
     item = items[position]
     if isinstance(event, Failed):
         result.rows[position] = new_row(item.columns, finish_reason="failed", error=event.message)
@@ -412,17 +441,3 @@ def run_map_in_background(session: Session, plan: MapPlan) -> None:
         f"[background job {entry.id}: {label}; the table lands in "
         f"{plan.options.out or '_mlx'} when it ends; %mlx cancel {entry.id} stops it]"
     )
-
-
-class MapRunHandle:
-    """What ``%mlx cancel`` stops for a ``-b`` ``--map`` run."""
-
-    def __init__(self):
-        self.stop = threading.Event()
-
-    def cancel(self) -> None:
-        self.stop.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self.stop.is_set()

@@ -62,7 +62,7 @@ class Row:
     def __init__(self, values: Mapping):
         self._values = values
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         try:
             return self._values[name]
         except KeyError:
@@ -70,7 +70,7 @@ class Row:
                 f"the item has no column {name!r} (it has {', '.join(map(str, self._values))})"
             ) from None
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: object) -> Any:
         return self._values[key]
 
     def __format__(self, spec: str) -> str:
@@ -225,15 +225,15 @@ def image_source_for_item(
     return fill_for_item(source, item, namespace, position), None
 
 
-def _lookup(expression: str, item: MapItem, namespace, position: int):
+def _lookup(expression: str, item: MapItem, namespace: Mapping[str, Any], position: int) -> Any:
     # The value itself (not its text): a PIL image or an array in a row.
     try:
-        return string_value(expression, ChainMap(item.names, namespace))
+        return string_value(expression, ChainMap(item.names, namespace))  # type: ignore[arg-type]
     except TemplateError as error:
         raise UserError(f"--map, item {position} ({_short(item.index)}): {error}") from error
 
 
-def string_value(expression: str, namespace) -> Any:
+def string_value(expression: str, namespace: Mapping[str, Any]) -> Any:
     """What ``{expression}`` names (``item``, ``row.path``, ``item[0]``), as an object."""
     import string
 

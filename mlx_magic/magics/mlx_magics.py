@@ -9,6 +9,8 @@ settings (traits) are in :mod:`.settings`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Optional
+
 from IPython.core.magic import cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import observe
@@ -29,12 +31,20 @@ from mlx_magic.magics.run import (
 from mlx_magic.magics.session import Session
 from mlx_magic.magics.settings import MLXSettings, forget_refused_settings
 
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import ExecutionInfo, ExecutionResult, InteractiveShell
+    from traitlets.utils.bunch import Bunch
+
+    from mlx_magic.images import DecodedImageCache
+    from mlx_magic.runtime.interface import Runtime
+    from mlx_magic.vocabulary.values import ModelSpec
+
 
 @magics_class
 class MLXMagics(MLXSettings):
     """Stream local MLX models in IPython. Settings: ``%config MLXMagics``."""
 
-    def __init__(self, shell=None, **kwargs):
+    def __init__(self, shell: Optional[InteractiveShell] = None, **kwargs: Any) -> None:
         # Settings given before loading (an IPython profile, %config then
         # %load_ext) are applied inside super().__init__, and their observers
         # reach the session: it must exist first. It reads the settings only
@@ -45,12 +55,12 @@ class MLXMagics(MLXSettings):
             shell.events.register("pre_run_cell", self._remember_cell_id)
             shell.events.register("post_run_cell", self._forget_refused_settings)
 
-    def _remember_cell_id(self, info) -> None:
+    def _remember_cell_id(self, info: ExecutionInfo) -> None:
         # Frontends send the id of the cell being run; a conversation uses it
         # to recognise a turn that is run again.
         self.session.cell_id = getattr(info, "cell_id", None)
 
-    def _forget_refused_settings(self, result=None) -> None:
+    def _forget_refused_settings(self, result: Optional[ExecutionResult] = None) -> None:
         # A refused %config value would stay in the shell's config and break
         # the next %load_ext; the refusal itself was already shown.
         forget_refused_settings(self.shell, type(self))
@@ -63,20 +73,20 @@ class MLXMagics(MLXSettings):
         "connect_timeout_s",
         "first_token_timeout_s",
     )
-    def _runtime_setting_changed(self, change):
+    def _runtime_setting_changed(self, change: Bunch) -> None:
         if change["old"] != change["new"]:
             self.session.setting_changed(change["name"])
 
     @property
-    def backend(self):
+    def backend(self) -> Runtime:
         """The session's runtime (created on first use)."""
         return self.session.runtime
 
     @property
-    def image_cache(self):
+    def image_cache(self) -> DecodedImageCache:
         return self.session.image_cache
 
-    def resolve(self, name, default=None):
+    def resolve(self, name: Optional[str], default: Optional[str] = None) -> ModelSpec:
         """The model spec for ``name`` (or the default), as the runtime needs it."""
         return self.session.resolve(name, default)
 
@@ -99,7 +109,7 @@ class MLXMagics(MLXSettings):
     @generation_arguments
     @cell_magic("mlx")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     @user_errors_as_usage
-    def mlx_cell(self, line, cell):
+    def mlx_cell(self, line: str, cell: str) -> None:
         """Answer the cell's text with a local MLX model, streaming the tokens.
 
         The answer streams into the cell's output, followed by a footer with
@@ -228,7 +238,7 @@ class MLXMagics(MLXSettings):
     )
     @cell_magic("mlx_vision")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     @user_errors_as_usage
-    def mlx_vision_cell(self, line, cell):
+    def mlx_vision_cell(self, line: str, cell: str) -> None:
         """Ask a vision-language model about images, streaming the answer.
 
         Thumbnails of the images appear first, then the answer streams below
@@ -346,7 +356,7 @@ class MLXMagics(MLXSettings):
     )
     @line_magic("mlx")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     @user_errors_as_usage
-    def mlx_line(self, line):
+    def mlx_line(self, line: str) -> None:
         """Manage the models and the runtime behind ``%%mlx``.
 
         Commands::

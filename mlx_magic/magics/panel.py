@@ -11,12 +11,20 @@ the kernel stays free while the panel generates.
 from __future__ import annotations
 
 import html
-from typing import Optional
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from mlx_magic.display.widget_view import WidgetStreamView
 from mlx_magic.magics.background import BackgroundJob
 from mlx_magic.magics.options import CellOptions
 from mlx_magic.magics.session import Session
+
+if TYPE_CHECKING:
+    from traitlets.utils.bunch import Bunch
+
+    from mlx_magic.display.result import MLXResult
+    from mlx_magic.grounding import Box
+    from mlx_magic.images import LoadedImage
+    from mlx_magic.magics.options import PreparedCell
 
 PANEL_CONVERSATION = "panel"
 
@@ -160,7 +168,7 @@ class ChatPanel:
         self.transcript.children = self.transcript.children + (view.box,)
         self.send_button.disabled, self.stop_button.disabled = True, False
 
-        def done(entry):
+        def done(entry: BackgroundJob) -> None:
             self.running = None
             self.send_button.disabled, self.stop_button.disabled = False, True
             if entry.result is None and entry.error:
@@ -171,14 +179,14 @@ class ChatPanel:
         self.running = run_background(self.session, cell, view=view, on_done=done)
         return self.running
 
-    def ask_about(self, box) -> None:
+    def ask_about(self, box: Box) -> None:
         """Fill a follow-up about ``box``: its region goes with the next turn."""
         self.region_images = [box.crop()]
         what = f"the {box.label}" if box.label else "this region"
         self.prompt.value = f"Look closely at {what} (the region sent with this turn): "
         self._note(f"The region of {what} will be sent with the next turn")
 
-    def _show_boxes(self, result, images) -> None:
+    def _show_boxes(self, result: MLXResult, images: Sequence[LoadedImage]) -> None:
         """The turn's images with the answer's boxes drawn, and a button per box."""
         import ipywidgets as widgets
 
@@ -203,7 +211,7 @@ class ChatPanel:
             widgets.HBox(buttons),
         )
 
-    def _model_changed(self, change) -> None:
+    def _model_changed(self, change: Bunch) -> None:
         # A conversation keeps its model: another model starts another one.
         existing = self.session.conversations.get(self.conversation)
         if existing is not None and existing.turns:
@@ -215,7 +223,7 @@ class ChatPanel:
         if self.running is not None:
             self.running.job.cancel()
 
-    def _prepare(self, text: str):
+    def _prepare(self, text: str) -> tuple[PreparedCell, tuple[LoadedImage, ...]]:
         """The panel's turn as a prepared cell, built as a cell's would be."""
         from mlx_magic.magics.prepare import prepare
 
@@ -232,7 +240,7 @@ class ChatPanel:
         images = tuple(self._new_images()) if self.vision else ()
         return prepare(session, options, text, resolve, images), images
 
-    def _new_images(self):
+    def _new_images(self) -> list[LoadedImage]:
         """The selected images the conversation has not seen yet: the ones it
         has stay with the turn that sent them."""
         conversation = self.session.conversations.get(self.conversation)
@@ -243,7 +251,7 @@ class ChatPanel:
         )
         return [image for image in self._images() if image.cache_key not in seen]
 
-    def _images(self):
+    def _images(self) -> list[LoadedImage]:
         from mlx_magic.images import load_images
 
         namespace = dict(self.session.shell.user_ns)
@@ -258,7 +266,7 @@ class ChatPanel:
             sources.append(name)
         return load_images(sources, namespace, cache=self.session.image_cache) if sources else []
 
-    def _add_user_turn(self, text: str, images) -> None:
+    def _add_user_turn(self, text: str, images: Sequence[LoadedImage]) -> None:
         import ipywidgets as widgets
 
         parts = [widgets.HTML(value=f"<b>You:</b> {html.escape(text)}")]

@@ -8,7 +8,7 @@ resolved last: a mistake is reported before anything slow happens.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from mlx_magic.errors import UserError
 from mlx_magic.images import LoadedImage, load_images
@@ -29,6 +29,9 @@ from mlx_magic.magics.templating import fill_template, last_error_text
 from mlx_magic.units import gib_to_bytes
 from mlx_magic.vocabulary.values import GenerationRequest, ModelSpec, PrefixCacheSettings
 
+if TYPE_CHECKING:
+    import argparse
+
 
 def load_cell_images(
     session: Session, sources: tuple[str, ...], region: Optional[tuple] = None
@@ -47,7 +50,7 @@ def load_cell_images(
     return images
 
 
-def check_video_flags(args, runtime: str) -> None:
+def check_video_flags(args: argparse.Namespace, runtime: str) -> None:
     """``-v``, ``--fps`` and ``--max-frames`` together make sense (one line if not)."""
     from mlx_magic.images.video_sources import MAX_FRAMES_LIMIT
 

@@ -10,6 +10,7 @@ the old one token for token, or where the two part.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from mlx_magic.display.streaming import stream_job
 from mlx_magic.display.views import view_for
@@ -17,8 +18,11 @@ from mlx_magic.errors import GenerationFailed, GenerationInterrupted, UserError,
 from mlx_magic.magics.provenance import comparison, request_from_record, saved_record
 from mlx_magic.vocabulary.values import GenerationRequest
 
+if TYPE_CHECKING:
+    from mlx_magic.magics.session import MagicsHost, Session
 
-def command_replay(magics, names):
+
+def command_replay(magics: MagicsHost, names: list[str]) -> None:
     session = magics.session
     namespace = session.shell.user_ns
     if len(names) > 1:
@@ -68,7 +72,9 @@ def command_replay(magics, names):
         outcome.shield.release()
 
 
-def _as_this_session_runs_it(session, request: GenerationRequest, target: str) -> GenerationRequest:
+def _as_this_session_runs_it(
+    session: Session, request: GenerationRequest, target: str
+) -> GenerationRequest:
     """The record's request with this session's say on what its word cannot
     decide: whether a folder's code may run, and what kind of model the
     recorded one is (a record can say a text model is a vision model)."""

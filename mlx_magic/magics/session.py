@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from mlx_magic.display.result import MLXResult
 from mlx_magic.errors import UserError
@@ -21,6 +21,8 @@ from mlx_magic.units import gib_to_bytes
 from mlx_magic.vocabulary.values import ModelSpec
 
 if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+
     from mlx_magic.magics.options import PreparedCell
     from mlx_magic.magics.settings import MLXSettings
     from mlx_magic.runtime.interface import Runtime
@@ -32,6 +34,20 @@ STOP_WAIT_S = 30.0
 # Conversations are the user's work, not the runtime's state: they outlive the
 # extension (%reload_ext re-imports the package, so they are kept here, by shell).
 _kept_conversations: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class MagicsHost(Protocol):
+    """What the ``%mlx`` commands use of the magics: ``MLXMagics`` is one (named
+    here, as the modules of the commands cannot import it: it imports them)."""
+
+    session: Session
+    runtime: str
+    endpoints: list[str]
+    api_key_env: Optional[str]
+    connect_timeout_s: float
+
+    @property
+    def shell(self) -> Optional[InteractiveShell]: ...
 
 
 class Session:

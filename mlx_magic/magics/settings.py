@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from typing import TYPE_CHECKING, Any, Optional
 
 from IPython.core.magic import Magics
 from traitlets import (
@@ -29,6 +30,11 @@ from traitlets import (
 from mlx_magic.images.regions import DEFAULT_MAX_IMAGE_PIXELS
 from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME
 from mlx_magic.vocabulary import defaults
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets import HasTraits, TraitType
+    from traitlets.utils.bunch import Bunch
 
 # What each numeric setting accepts, and how to say so when it does not.
 _SETTING_RULES = {
@@ -51,7 +57,12 @@ class MLXSettings(Magics):
     """The traits of :class:`~mlx_magic.magics.mlx_magics.MLXMagics`."""
 
     @classmethod
-    def class_get_trait_help(cls, trait, inst=None, helptext=None):
+    def class_get_trait_help(
+        cls,
+        trait: TraitType[Any, Any],
+        inst: Optional[HasTraits] = None,
+        helptext: Optional[str] = None,
+    ) -> str:
         # ``%config MLXMagics`` shows current values: never a URL's password.
         text = super().class_get_trait_help(trait, inst, helptext)
         return re.sub(r"(://[^/:@\s'\"]+):[^@\s'\"]*@", r"\1:***@", text)
@@ -176,23 +187,23 @@ class MLXSettings(Magics):
     ).tag(config=True)
 
     @default("default_model")
-    def _default_model_from_environment(self):
+    def _default_model_from_environment(self) -> Optional[str]:
         return os.environ.get("MLX_MAGIC_DEFAULT_MODEL") or None
 
     @default("default_vision_model")
-    def _default_vision_model_from_environment(self):
+    def _default_vision_model_from_environment(self) -> Optional[str]:
         # Lets CI run the vision notebook against a tiny test model.
         return os.environ.get("MLX_MAGIC_DEFAULT_VISION_MODEL") or None
 
     @validate(*_SETTING_RULES)
-    def _check_setting(self, proposal):
+    def _check_setting(self, proposal: Bunch) -> float:
         accepts, expected = _SETTING_RULES[proposal.trait.name]
         if not accepts(proposal.value):
             raise TraitError(f"{proposal.trait.name} must be {expected}, not {proposal.value}")
         return proposal.value
 
     @validate("api_key_env")
-    def _check_api_key_env(self, proposal):
+    def _check_api_key_env(self, proposal: Bunch) -> Optional[str]:
         if proposal.value is not None and not re.fullmatch(r"[A-Za-z_]\w*", proposal.value):
             # Never echo the value: it may be a key pasted by mistake.
             raise TraitError(
@@ -202,7 +213,9 @@ class MLXSettings(Magics):
         return proposal.value
 
 
-def forget_refused_settings(shell, magics_class: type[MLXSettings]) -> list[str]:
+def forget_refused_settings(
+    shell: Optional[InteractiveShell], magics_class: type[MLXSettings]
+) -> list[str]:
     """Drop the ``MLXMagics`` values in ``shell.config`` that a trait refuses.
 
     ``%config MLXMagics.max_tokens = -3`` is refused, but IPython has already

@@ -13,9 +13,12 @@ from __future__ import annotations
 import _string  # the field parser string.Formatter itself uses
 import string
 import traceback
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from mlx_magic.errors import TemplateError, one_line
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
 
 
 def fill_template(text: str, namespace: Mapping[str, object]) -> str:
@@ -70,7 +73,7 @@ def _is_brace_syntax_error(error: ValueError) -> bool:
     )
 
 
-def last_error_text(shell) -> Optional[str]:
+def last_error_text(shell: Optional[InteractiveShell]) -> Optional[str]:
     """The last exception IPython showed, as a traceback text, or ``None``.
 
     IPython records it in ``sys.last_value`` (and ``sys.last_traceback``)
@@ -115,10 +118,10 @@ class _Namespace(dict):
         super().__init__()
         self._namespace = namespace
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: str) -> object:
         if key in self._namespace:
             return self._namespace[key]
         raise _UnknownName(key)
 
-    def __contains__(self, key):
+    def __contains__(self, key: object) -> bool:
         return key in self._namespace
