@@ -11,9 +11,18 @@ Importing this package is cheap: MLX, mlx-lm and the magics are imported when
 the extension loads, and the runtime thread starts on the first generation.
 """
 
+from __future__ import annotations
+
 import weakref
+from typing import TYPE_CHECKING
 
 from mlx_magic.locking import gpu_lock
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from mlx_magic.magics.mlx_magics import MLXMagics
+    from mlx_magic.magics.panel import ChatPanel
 
 __version__ = "0.1.0"
 __all__ = ["MLXMagics", "gpu_lock", "load_ipython_extension", "panel", "unload_ipython_extension"]
@@ -28,7 +37,7 @@ _registered_magics: "weakref.WeakKeyDictionary" = (
 )
 
 
-def load_ipython_extension(ipython):
+def load_ipython_extension(ipython: InteractiveShell) -> None:
     """Register the ``%mlx`` and ``%%mlx`` magics (``%load_ext mlx_magic``)."""
     from mlx_magic.magics.mlx_magics import MLXMagics
     from mlx_magic.magics.settings import forget_refused_settings
@@ -42,7 +51,7 @@ def load_ipython_extension(ipython):
     ipython.register_magics(magics)
 
 
-def panel(vision: bool = False, conversation: str = "panel"):
+def panel(vision: bool = False, conversation: str = "panel") -> ChatPanel:
     """Show a chat panel (the same as ``%mlx panel``); returns it.
 
     The panel's turns form the conversation ``conversation``, which
@@ -66,7 +75,7 @@ def panel(vision: bool = False, conversation: str = "panel"):
     return chat
 
 
-def unload_ipython_extension(ipython):
+def unload_ipython_extension(ipython: InteractiveShell) -> None:
     """Stop and join the runtime thread, freeing every warm model."""
     magics = _registered_magics.pop(ipython, None)
     if magics is None:
@@ -82,7 +91,7 @@ def unload_ipython_extension(ipython):
     manager.registry.pop(type(magics).__name__, None)
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> type[MLXMagics]:
     # The magics import IPython's machinery; only load them when asked.
     if name == "MLXMagics":
         from mlx_magic.magics.mlx_magics import MLXMagics

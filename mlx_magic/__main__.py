@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Optional
 
 
-def _install_kernel(args) -> int:
+def _install_kernel(args: argparse.Namespace) -> int:
     from mlx_magic.kernelspec import install
 
     prefix = sys.prefix if args.sys_prefix else args.prefix
@@ -52,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     args = _parser().parse_args(argv)
     return args.run(args)
 

@@ -15,7 +15,7 @@ import collections
 import queue
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from mlx_magic.engine.model_cache import WarmModel, WarmModelCache
 from mlx_magic.errors import GenerationInterrupted, ModelLoadError, UserError
@@ -34,6 +34,10 @@ from mlx_magic.vocabulary.values import (
     Progress,
     RuntimeStatus,
 )
+
+if TYPE_CHECKING:
+    from mlx_magic.engine.text_generation import PendingGeneration
+    from mlx_magic.vocabulary.values import Finished, GenerationStats
 
 THREAD_NAME = "mlx_magic-runtime"
 #: How many generations ``%mlx memory`` remembers (a sample is ~100 bytes).
@@ -97,7 +101,7 @@ class ThreadRuntime(Runtime):
                 job.emit(Progress(message))
 
     def load(self, spec: ModelSpec) -> ModelInfo:
-        def load_now():
+        def load_now() -> ModelInfo:
             entry, _ = self._warm(spec)
             return entry.info()
 
@@ -107,7 +111,7 @@ class ThreadRuntime(Runtime):
         if self._serving is None:
             return []
 
-        def unload_now():
+        def unload_now() -> list[str]:
             if key is None:
                 removed = self._cache.clear()
             else:
@@ -150,7 +154,7 @@ class ThreadRuntime(Runtime):
         if self._serving is None:
             return 0
 
-        def clear_now():
+        def clear_now() -> int:
             from mlx_magic.engine.memory import release_cached_buffers
 
             dropped = 0
@@ -169,7 +173,7 @@ class ThreadRuntime(Runtime):
             self._cache.budget_bytes = budget_bytes
             return
 
-        def shrink():
+        def shrink() -> list[str]:
             self._cache.budget_bytes = budget_bytes
             evicted = self._cache.shrink_to_budget()
             self._after_change()
@@ -284,9 +288,9 @@ class ThreadRuntime(Runtime):
         try:
             in_use = frozenset(job.request.model.key for job in jobs)
             for job in jobs:
-                pending = self._start(job, together=len(jobs) > 1, keep=in_use)
-                if pending is not None:
-                    running.append(pending)
+                started = self._start(job, together=len(jobs) > 1, keep=in_use)
+                if started is not None:
+                    running.append(started)
             while running:
                 for entry in list(running):
                     job, ready, pending = entry
@@ -360,7 +364,9 @@ class ThreadRuntime(Runtime):
                 self._current, self._running = None, []
             self._after_change()
 
-    def _start(self, job: Job, together: bool, keep: frozenset = frozenset()):
+    def _start(
+        self, job: Job, together: bool, keep: frozenset = frozenset()
+    ) -> Optional[tuple[Job, ModelReady, PendingGeneration]]:
         """Load the job's model and prepare its generation; ``None`` if it
         already ended (cancelled or failed, with its last event emitted)."""
         from mlx_magic.engine.text_generation import start_text
@@ -414,7 +420,7 @@ class ThreadRuntime(Runtime):
         self._after_change()
         return entry, False
 
-    def _log_memory(self, model: str, stats) -> None:
+    def _log_memory(self, model: str, stats: Optional[GenerationStats]) -> None:
         """One sample of MLX's memory, after a generation (or a batch of them)."""
         from mlx_magic.engine.memory import memory_sample
 
@@ -432,7 +438,7 @@ class ThreadRuntime(Runtime):
             self._memory = memory
 
 
-def _cancelled_before_start():
+def _cancelled_before_start() -> Finished:
     from mlx_magic.vocabulary.values import Finished
 
     return Finished(finish_reason="cancelled")
