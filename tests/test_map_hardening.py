@@ -269,3 +269,21 @@ def test_map_answers_count_in_mlx_stats(map_shell, capsys):
     capsys.readouterr()
     run(map_shell, "%mlx stats")
     assert f"{before + 3} generations" in capsys.readouterr().out
+
+
+def test_a_finished_map_run_keeps_no_job_alive(map_shell):
+    # The table keeps the answers; the runtime kept every job of the run (their
+    # queues and events: ~100 MB for 10,000 items) until the next request came.
+    import gc
+
+    from mlx_magic.vocabulary.job import Job
+
+    run(map_shell, "marked = [f'kept-or-freed {i}' for i in range(24)]")
+    run(map_shell, "%%mlx -m tiny --map marked -n 2\nSay {item}.")
+    gc.collect()
+    alive = [
+        job
+        for job in gc.get_objects()
+        if isinstance(job, Job) and "kept-or-freed" in job.request.prompt
+    ]
+    assert alive == []

@@ -237,6 +237,9 @@ class ThreadRuntime(Runtime):
     def _serve(self) -> None:
         stopping = False
         while True:
+            # Not kept while waiting for the next one: a --map run's Together
+            # held every job of the run (10,000 items: ~100 MB) until then.
+            item = None
             item = self._inbox.get()
             if item is STOP:
                 stopping = True
