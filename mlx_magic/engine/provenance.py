@@ -3,8 +3,9 @@
 The model (where it was loaded from, its Hub revision, a hash of its weight
 files' names and sizes, its quantization), the chat template's hash, the
 versions of MLX, mlx-lm and mlx-vlm, and a hash of the exact prompt token
-ids. The magics add the sampler, the seed, the images and the caches used
-(:mod:`mlx_magic.magics.provenance`).
+ids. The rest of the record (the request, the sampler and seed, the images'
+hashes, the caches used) is added by :mod:`mlx_magic.vocabulary.provenance`;
+:mod:`mlx_magic.magics.provenance` makes a request from a record again.
 """
 
 from __future__ import annotations

@@ -1,10 +1,16 @@
-"""The one place that starts generations and records what came of them.
+"""Running a cell's generations and recording what came of them.
 
-Every caller builds :class:`~mlx_magic.magics.options.PreparedCell` values the
-same way and comes here: a cell in the foreground (:func:`run_foreground`), a
-``-b`` cell or the chat panel in the background (:func:`run_background`),
-several columns side by side (:func:`run_columns`). Each records its result in
-the session the same way (stats, conversation turn, ``_mlx``, ``--out``).
+Cells, ``-b`` cells and the chat panel build
+:class:`~mlx_magic.magics.options.PreparedCell` values the same way and come
+here: a cell in the foreground (:func:`run_foreground`), a ``-b`` cell or the
+panel in the background (:func:`run_background`), several columns side by
+side (:func:`run_columns`). Each records its result in the session the same
+way (stats, conversation turn, ``_mlx``, ``--out``). ``--map`` runs many
+prepared cells in batches (:mod:`.map_run`); ``%mlx branch`` and ``%mlx
+replay`` send a request derived from an earlier answer (:mod:`.branching`,
+:mod:`.replay`); all of them stream through
+:func:`~mlx_magic.display.streaming.stream_job` but ``--map``, which reads its
+jobs' events itself (the one way left to merge: see the layers issue).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 :class:`ProcessRuntime` serves the :class:`~mlx_magic.runtime.interface.Runtime`
 interface by talking JSON-RPC 2.0 (framing: :mod:`mlx_magic.runtime.process.rpc`) to
-``python -m mlx_magic.runtime.process.server`` over the child's stdin and stdout. The worker
+``python -m mlx_magic.worker`` (whose server is :mod:`mlx_magic.runtime.process.server`)
+over the child's stdin and stdout. The worker
 runs a :class:`~mlx_magic.runtime.thread.ThreadRuntime`, so generations behave as in
 thread mode; a crash in MLX (a segfault, an abort, the out-of-memory killer)
 takes down the worker, not the kernel.
@@ -64,7 +65,8 @@ class ProcessRuntime(Runtime):
         python: the interpreter to run the worker with.
         env: the worker's environment (default: this process's).
         batch_interval_s: the longest a token waits in the worker before it
-            is sent (tokens are sent 4–32 at a time depending on the rate).
+            is sent (tokens are sent 4–512 at a time depending on the rate:
+            :mod:`mlx_magic.vocabulary.token_buffer`).
         ping_interval_s: ping the worker after this long without a message.
         idle_ping_timeout_s, busy_ping_timeout_s: a ping unanswered this long
             means the worker hangs (idle / while it generates or loads).
