@@ -10,7 +10,7 @@ prepared cells in batches (:mod:`.map_run`); ``%mlx branch`` and ``%mlx
 replay`` send a request derived from an earlier answer (:mod:`.branching`,
 :mod:`.replay`); all of them stream through
 :func:`~mlx_magic.display.streaming.stream_job` but ``--map``, which reads its
-jobs' events itself (the one way left to merge: see the layers issue).
+jobs' events in a loop of its own (the one left to merge into ``stream_job``).
 """
 
 from __future__ import annotations
