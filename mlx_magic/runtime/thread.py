@@ -23,6 +23,7 @@ from mlx_magic.locking import gpu_lock
 from mlx_magic.runtime.inbox import STOP, Call, Together, refuse
 from mlx_magic.runtime.interface import Runtime
 from mlx_magic.runtime.owner_threads import Serving, serve_on_an_owner_thread
+from mlx_magic.runtime.runs import Run, alone
 from mlx_magic.vocabulary.job import Job
 from mlx_magic.vocabulary.values import (
     Failed,
@@ -257,7 +258,7 @@ class ThreadRuntime(Runtime):
             elif isinstance(item, Together):
                 self._run_together(item.jobs)
             else:
-                self._run_job(item)
+                self._run_together([item])
         if stopping:
             self._drain_after_stop()
             self._cache.clear()
@@ -271,101 +272,93 @@ class ThreadRuntime(Runtime):
                 return
             refuse(item)
 
-    def _run_job(self, job: Job) -> None:
-        self._run_together([job])
-
     def _run_together(self, jobs: list[Job]) -> None:
-        """Start every job, then step them in turn until all have finished.
+        """Start the jobs, then step them until all have ended: one batch run
+        for jobs of one model that can share forward passes (continuous
+        batching, :mod:`~mlx_magic.engine.batching`), else one run per job,
+        taking turns token by token. The one scheduler loop of the runtime."""
+        with self._state_lock:
+            self._current, self._running = jobs[0], list(jobs)
+        try:
+            self._step_until_done(self._start_runs(jobs))
+        finally:
+            with self._state_lock:
+                self._current, self._running = None, []
+            self._after_change()
 
-        Jobs of one model share forward passes instead (continuous
-        batching, :mod:`~mlx_magic.engine.batching`).
-        """
+    def _start_runs(self, jobs: list[Job]) -> list[Run]:
+        """What to step for ``jobs``: each run emits its jobs' last events itself."""
         from mlx_magic.engine.batching import can_batch
 
         if can_batch(jobs):
-            self._run_batched(jobs)
-            return
-        with self._state_lock:
-            self._current, self._running = jobs[0], list(jobs)
-        running = []
-        try:
-            in_use = frozenset(job.request.model.key for job in jobs)
-            for job in jobs:
-                started = self._start(job, together=len(jobs) > 1, keep=in_use)
-                if started is not None:
-                    running.append(started)
-            while running:
-                for entry in list(running):
-                    job, ready, pending = entry
-                    try:
-                        if pending.stepper.step():
-                            continue
-                        finished = pending.finish()
-                    except Exception as error:  # a bug or a crash in MLX: handed back
-                        running.remove(entry)
-                        job.emit(
-                            Failed(
-                                f"{type(error).__name__}: {error}", user_error=False, error=error
-                            )
-                        )
-                        continue
-                    running.remove(entry)
-                    finished.stats.warm = ready.warm
-                    finished.stats.load_s = ready.load_s
-                    self._generations += 1
-                    self._log_memory(ready.model, finished.stats)
-                    job.emit(finished)
-        finally:
-            with self._state_lock:
-                self._current, self._running = None, []
-            self._after_change()
+            batch = self._start_batch(jobs)
+            return [batch] if batch is not None else []
+        runs = []
+        in_use = frozenset(job.request.model.key for job in jobs)
+        for job in jobs:
+            started = self._start(job, together=len(jobs) > 1, keep=in_use)
+            if started is not None:
+                runs.append(alone(*started, finished=self._finished))
+        return runs
 
-    def _run_batched(self, jobs: list[Job]) -> None:
-        """Jobs of one model decoded together with mlx-lm's or mlx-vlm's BatchGenerator."""
+    def _step_until_done(self, runs: list[Run]) -> None:
+        while runs:
+            for run in list(runs):
+                try:
+                    if run.step():
+                        continue
+                except Exception as error:  # a bug or a crash in MLX: handed back
+                    for job in run.jobs:
+                        if not job.ended.is_set():
+                            job.emit(
+                                Failed(
+                                    f"{type(error).__name__}: {error}",
+                                    user_error=False,
+                                    error=error,
+                                )
+                            )
+                runs.remove(run)
+                run.done()
+
+    def _finished(self, model: str, stats: Optional[GenerationStats], count: int = 1) -> None:
+        """Count finished generations and sample MLX's memory after them."""
+        self._generations += count
+        self._log_memory(model, stats)
+
+    def _start_batch(self, jobs: list[Job]) -> Optional[Run]:
+        """The batch run for ``jobs`` (mlx-lm's or mlx-vlm's BatchGenerator);
+        ``None`` when none is left to run (each has had its last event)."""
         from mlx_magic.engine.batching import start_batch
 
-        with self._state_lock:
-            self._current, self._running = jobs[0], list(jobs)
+        live = [job for job in jobs if not job.cancelled]
+        for job in jobs:
+            if job.cancelled:
+                job.emit(_cancelled_before_start())
+        if not live:
+            return None
         try:
-            live = [job for job in jobs if not job.cancelled]
-            for job in jobs:
-                if job.cancelled:
-                    job.emit(_cancelled_before_start())
-            if not live:
-                return
-            try:
-                entry, warm = self._warm(live[0].request.model, live[0])
-            except UserError as error:
-                for job in live:
-                    job.emit(Failed(str(error), user_error=True, error=error))
-                return
-            ready = ModelReady(model=entry.name, warm=warm, load_s=0.0 if warm else entry.load_s)
+            entry, warm = self._warm(live[0].request.model, live[0])
+        except UserError as error:
             for job in live:
-                job.emit(ready)
-            try:
-                run = start_batch(
-                    entry,
-                    live,
-                    budget_bytes=self._cache.budget_bytes,
-                    was_warm=warm,
-                    load_s=ready.load_s,
-                )
-                while run.step():
-                    pass
-            except Exception as error:  # a bug or a crash in MLX: handed back to every job
-                for job in live:
-                    if not job.ended.is_set():
-                        job.emit(
-                            Failed(
-                                f"{type(error).__name__}: {error}", user_error=False, error=error
-                            )
-                        )
-            self._generations += len(live)
-            self._log_memory(entry.name, None)
-        finally:
-            with self._state_lock:
-                self._current, self._running = None, []
-            self._after_change()
+                job.emit(Failed(str(error), user_error=True, error=error))
+            return None
+        ready = ModelReady(model=entry.name, warm=warm, load_s=0.0 if warm else entry.load_s)
+        for job in live:
+            job.emit(ready)
+        try:
+            run = start_batch(
+                entry,
+                live,
+                budget_bytes=self._cache.budget_bytes,
+                was_warm=warm,
+                load_s=ready.load_s,
+            )
+        except Exception as error:  # a bug or a crash in MLX: handed back to every job
+            for job in live:
+                job.emit(Failed(f"{type(error).__name__}: {error}", user_error=False, error=error))
+            return None
+        # A batch has no one answer to measure: memory is sampled once, after it.
+        return Run(live, run.step, done=lambda: self._finished(entry.name, None, count=len(live)))
 
     def _start(
         self, job: Job, together: bool, keep: frozenset = frozenset()
