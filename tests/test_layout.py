@@ -160,3 +160,19 @@ def test_the_package_leaves_the_benchmark_and_matplotlib_outside():
             else:
                 continue
             assert not any(n.split(".")[0] == "benchmarks" for n in names), path
+
+
+def test_the_engine_sees_a_job_handle_never_the_job():
+    # The engine is handed what it may do with a job (vocabulary.job.JobHandle:
+    # read the request, emit events, read the caller's flags); the runtime
+    # holds the Job, with its queue and events.
+    offenders = []
+    for path in (ROOT / "engine").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "mlx_magic.vocabulary.job":
+                offenders += [
+                    f"{path.relative_to(ROOT)}: {a.name}"
+                    for a in node.names
+                    if a.name != "JobHandle"
+                ]
+    assert offenders == []

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, cast
 
@@ -34,7 +35,7 @@ from mlx_magic.engine.text_generation import context_length, fit_history
 from mlx_magic.errors import UserError
 from mlx_magic.locking import gpu_lock
 from mlx_magic.units import gib
-from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.job import JobHandle
 from mlx_magic.vocabulary.values import (
     Failed,
     Finished,
@@ -85,7 +86,7 @@ def auto_batch_size(warm: WarmModel, prompt_tokens: int, max_tokens: int, budget
 class Sequence:
     """One answer in flight: its job, the prompt's token ids and what it has generated."""
 
-    job: Job
+    job: JobHandle
     prompt: list
     detokenizer: Any
     started: float
@@ -225,7 +226,7 @@ class TextBatchRun(BatchRun):
     def __init__(
         self,
         warm: WarmModel,
-        jobs: list[Job],
+        jobs: typing.Sequence[JobHandle],
         *,
         budget_bytes: int,
         was_warm: bool = True,

@@ -15,7 +15,7 @@ from typing import Any, Callable, Generator, Optional, cast
 from mlx_magic.engine.model_cache import text_tokenizer
 from mlx_magic.errors import CancelledDuringPrompt
 from mlx_magic.locking import gpu_lock
-from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.job import JobHandle
 from mlx_magic.vocabulary.values import FinishReason, Progress, TokenChunk, finish_reason_of
 
 #: After the first text, how long the runtime lets whoever shows the answer
@@ -76,7 +76,7 @@ def usable_top_k(top_k: int, config: dict) -> int:
 PROGRESS_AFTER_S = 1.0
 
 
-def watch_prefill(job: Job, model: str) -> Callable[[int, int], None]:
+def watch_prefill(job: JobHandle, model: str) -> Callable[[int, int], None]:
     """A ``prompt_progress_callback``: aborts the prefill of a cancelled job,
     and, once reading takes longer than :data:`PROGRESS_AFTER_S`, shows how far
     the prompt has been read (short prompts change nothing on screen)."""
@@ -131,7 +131,7 @@ class Stepper:
     def __init__(
         self,
         steps: Generator[Any, None, None],
-        job: Job,
+        job: JobHandle,
         *,
         token_of: Callable[[Any], Optional[int]],
         last_token_is_new: bool,
@@ -209,7 +209,7 @@ class Stepper:
             )
             if response.text and not self._text_emitted and finish_reason is None:
                 self._text_emitted = True
-                self.job.first_text_shown.wait(FIRST_TEXT_PAUSE_S)
+                self.job.wait_for_first_text(FIRST_TEXT_PAUSE_S)
         if finish_reason is not None:
             outcome.finish_reason = finish_reason_of(finish_reason)
             return True

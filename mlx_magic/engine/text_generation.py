@@ -26,7 +26,7 @@ from mlx_magic.engine.thinking_budget import ThinkingBudget, thinking_is_possibl
 from mlx_magic.errors import UserError
 from mlx_magic.locking import gpu_lock
 from mlx_magic.units import gib
-from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.job import JobHandle
 from mlx_magic.vocabulary.thinking import prompt_opens_thinking
 from mlx_magic.vocabulary.values import (
     Finished,
@@ -118,7 +118,7 @@ class PendingGeneration:
 
 def start_text(
     warm: WarmModel,
-    job: Job,
+    job: JobHandle,
     *,
     started: float,
     per_step_seed: bool = False,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Generator, Optional
 
-from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.job import JobHandle
 from mlx_magic.vocabulary.thinking import CLOSE_TAG, OPEN_TAG, THINKING, ThinkingSplitter
 
 if TYPE_CHECKING:
@@ -60,12 +60,12 @@ def _has_token(tokenizer: Any, token: str) -> bool:
 
 class ThinkingBudget:
     """A logits processor that closes the thinking block after ``budget``
-    tokens of it, or as soon as the job asks (:meth:`Job.end_thinking`).
+    tokens of it, or as soon as the job asks (:meth:`~mlx_magic.vocabulary.job.Job.end_thinking`).
 
     Feed it the generation's text through :meth:`watch`.
     """
 
-    def __init__(self, tokenizer: Any, job: Job, budget: Optional[int], opened: bool) -> None:
+    def __init__(self, tokenizer: Any, job: JobHandle, budget: Optional[int], opened: bool) -> None:
         self.job = job
         self.budget = budget
         self.closing_ids = list(tokenizer.encode(CLOSING_TEXT, add_special_tokens=False))

@@ -22,6 +22,7 @@ The image-feature cache of one-at-a-time cells is not used here.
 from __future__ import annotations
 
 import time
+import typing
 from typing import Optional
 
 from mlx_magic.engine.batch_generation import (
@@ -36,7 +37,7 @@ from mlx_magic.engine.vision_generation import vision_prompt
 from mlx_magic.engine.vision_inputs import VisionInputs, prepare_vision_inputs
 from mlx_magic.errors import UserError
 from mlx_magic.locking import gpu_lock
-from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.job import JobHandle
 from mlx_magic.vocabulary.values import Failed
 
 
@@ -46,7 +47,7 @@ class VisionBatchRun(BatchRun):
     def __init__(
         self,
         warm: WarmModel,
-        jobs: list[Job],
+        jobs: typing.Sequence[JobHandle],
         *,
         budget_bytes: int,
         was_warm: bool = True,
@@ -94,7 +95,7 @@ class VisionBatchRun(BatchRun):
             )
         self._feed()
 
-    def _first_prepared(self) -> Optional[tuple[Job, VisionInputs]]:
+    def _first_prepared(self) -> Optional[tuple[JobHandle, VisionInputs]]:
         """Prepare waiting jobs until one succeeds (the others fail as rows); it stays first."""
         while self.waiting:
             job, _ = self.waiting[0]
@@ -105,7 +106,7 @@ class VisionBatchRun(BatchRun):
             self.waiting.pop(0)
         return None
 
-    def _prepare(self, job: Job) -> Optional[VisionInputs]:
+    def _prepare(self, job: JobHandle) -> Optional[VisionInputs]:
         """The job's prompt and images as model inputs; ``None`` (and the job
         failed) when they cannot be made."""
         request = job.request

@@ -12,7 +12,7 @@ from mlx_magic.engine.video_inputs import check_takes_video, read_clip
 from mlx_magic.engine.vision_inputs import VisionInputs, image_patch_ranges, prepare_vision_inputs
 from mlx_magic.locking import gpu_lock
 from mlx_magic.units import gib
-from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.job import JobHandle
 from mlx_magic.vocabulary.values import Finished, GenerationRequest, GenerationStats
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def conversation_messages(model_type: str, request: GenerationRequest) -> list[d
 
 
 def start_vision(
-    warm: WarmModel, job: Job, *, started: float, per_step_seed: bool = False
+    warm: WarmModel, job: JobHandle, *, started: float, per_step_seed: bool = False
 ) -> PendingGeneration:
     """Prepare a generation with mlx-vlm, ready to be stepped.
 

@@ -6,9 +6,29 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Optional
+from typing import Optional, Protocol
 
 from mlx_magic.vocabulary.values import Event, Failed, Finished, GenerationRequest
+
+
+class JobHandle(Protocol):
+    """What the engine may do with a job, and all it sees of one: read its
+    request, hand it events, read the flags its caller sets (a cancel,
+    "Answer now"), say that its thinking can be ended, and wait a moment for
+    its first text to be shown. The runtime holds the :class:`Job` itself."""
+
+    request: GenerationRequest
+    thinking_can_end: bool
+
+    @property
+    def cancelled(self) -> bool: ...
+
+    @property
+    def thinking_end_requested(self) -> bool: ...
+
+    def emit(self, event: Event) -> None: ...
+
+    def wait_for_first_text(self, timeout: float) -> None: ...
 
 
 class Job:
@@ -49,6 +69,10 @@ class Job:
     @property
     def thinking_end_requested(self) -> bool:
         return self._end_thinking.is_set()
+
+    def wait_for_first_text(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for whoever shows the answer to put out its first text."""
+        self.first_text_shown.wait(timeout)
 
     def emit(self, event: Event) -> None:
         self.events.put(event)
