@@ -53,29 +53,20 @@ import io
 import json
 import threading
 import traceback
-from typing import IO, TYPE_CHECKING, Any, Callable, Optional
+from typing import IO, TYPE_CHECKING, Any, Callable, Optional, get_args
 
 from mlx_magic import errors
 from mlx_magic.errors import GenerationFailed, MLXMagicError, ModelLoadError, RPCError
 from mlx_magic.vocabulary.values import (
-    Failed,
-    Finished,
+    Event,
     GenerationRequest,
     GenerationStats,
-    ImagesPrepared,
     MemorySample,
     ModelInfo,
-    ModelLoading,
-    ModelReady,
     ModelSpec,
-    Notice,
     PrefixCacheSettings,
-    Progress,
     RuntimeStatus,
     SamplingParams,
-    ThinkingOpened,
-    TokenChunk,
-    VideoPrepared,
 )
 
 if TYPE_CHECKING:
@@ -265,17 +256,8 @@ _DATACLASSES = {
         ModelInfo,
         MemorySample,
         RuntimeStatus,
-        ModelLoading,
-        ModelReady,
-        Notice,
-        Progress,
-        ImagesPrepared,
-        VideoPrepared,
-        ThinkingOpened,
-        TokenChunk,
         GenerationStats,
-        Finished,
-        Failed,
+        *get_args(Event),  # every event the runtime sends
     )
 }
 _TYPE = "__type__"
