@@ -79,3 +79,17 @@ def test_a_cell_behind_a_busy_runtime_says_what_it_waits_for(shell, tiny_llama, 
     run(shell, f"%%mlx -n 2 -m {tiny_llama}\nHi")
     assert any("Waiting for the runtime" in message for message in seen), seen
     run(shell, "%mlx wait all")
+
+
+def test_on_a_gpu_a_short_prompt_is_read_whole_not_resumed_from_the_prefix_cache():
+    # Resuming a cached beginning runs other kernel shapes, which the CUDA
+    # backend compiled for 30+ s on first use (an H100, 2026-12-06); a prompt
+    # of one prefill step reads in milliseconds there. On a CPU it always pays.
+    from mlx_magic.engine.stepping import GPU_PREFILL_STEP
+    from mlx_magic.engine.text_generation import worth_a_prefix_lookup
+
+    assert worth_a_prefix_lookup(40, gpu=False)
+    assert not worth_a_prefix_lookup(40, gpu=True)
+    assert not worth_a_prefix_lookup(GPU_PREFILL_STEP - 1, gpu=True)
+    assert worth_a_prefix_lookup(GPU_PREFILL_STEP, gpu=True)
+

@@ -15,7 +15,9 @@ from mlx_magic.engine.drafting import (
 from mlx_magic.engine.model_cache import WarmModel
 from mlx_magic.engine.provenance import engine_provenance
 from mlx_magic.engine.stepping import (
+    GPU_PREFILL_STEP,
     Stepper,
+    on_gpu,
     prefill_step_size,
     probability_describer,
     token_id,
@@ -75,6 +77,20 @@ def check_thinking_switch(tokenizer: Any, request: GenerationRequest, model: str
             f"{flag}: the chat template of {model} has no enable_thinking switch, so whether "
             "it thinks is up to the model: leave the flag out (or use a model such as Qwen3)"
         )
+
+
+def worth_a_prefix_lookup(prompt_tokens: int, gpu: bool) -> bool:
+    """Whether to look for the prompt's beginning in the prefix cache.
+
+    On a GPU a prompt shorter than one prefill step (2,048 tokens) is read
+    whole: it takes ~15–90 ms, while resuming a cached beginning runs other
+    kernel shapes (a copied, trimmed KV cache at an offset), which the CUDA
+    backend compiled on first use for 30–45 s in a fresh process and which
+    then cost 80–160 ms more than raw mlx-lm on some new questions (measured
+    on an H100, BENCHMARKS.md). Long prompts, where the cache saves seconds,
+    still use it; the answer is stored either way. On a CPU it always pays.
+    """
+    return not gpu or prompt_tokens >= GPU_PREFILL_STEP
 
 
 def context_length(config: dict) -> Optional[int]:
@@ -163,7 +179,7 @@ def start_text(
                     f"no longer fits the {limit}-token context of {warm.name}"
                 )
             )
-        if prefix_cache is not None:
+        if prefix_cache is not None and worth_a_prefix_lookup(len(prompt), on_gpu()):
             kv_cache, to_prefill = prefix_cache.fetch(warm.model, prompt)
         elif draft is not None:
             kv_cache, to_prefill = draft_caches(warm, draft), prompt
