@@ -92,4 +92,3 @@ def test_on_a_gpu_a_short_prompt_is_read_whole_not_resumed_from_the_prefix_cache
     assert not worth_a_prefix_lookup(40, gpu=True)
     assert not worth_a_prefix_lookup(GPU_PREFILL_STEP - 1, gpu=True)
     assert worth_a_prefix_lookup(GPU_PREFILL_STEP, gpu=True)
-
