@@ -62,8 +62,8 @@ class ThreadRuntime(Runtime):
         self._start_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._cache = WarmModelCache(memory_budget_bytes, release=release_warm_model)
-        self._current: Optional[Job] = None
-        #: Every job being generated now (a batch has many): stop() cancels them all.
+        #: Every job being generated now (a batch has many; the first is what
+        #: status shows): stop() cancels them all.
         self._running: list[Job] = []
         self._stopping = threading.Event()
         self._generations = 0
@@ -89,7 +89,7 @@ class ThreadRuntime(Runtime):
         # Jobs run one at a time: a cell behind a busy runtime says so
         # instead of waiting in silence.
         with self._state_lock:
-            current = self._current
+            current = self._running[0] if self._running else None
         # A job that has sent its last event is done, even before the owner
         # thread has cleared it.
         busy = current is not None and not current.ended.is_set()
@@ -134,7 +134,7 @@ class ThreadRuntime(Runtime):
         if lock_free:
             gpu_lock.release()
         with self._state_lock:
-            current = self._current
+            current = self._running[0] if self._running else None
             return RuntimeStatus(
                 kind="thread in the kernel",
                 running=running,
@@ -278,12 +278,12 @@ class ThreadRuntime(Runtime):
         batching, :mod:`~mlx_magic.engine.batching`), else one run per job,
         taking turns token by token. The one scheduler loop of the runtime."""
         with self._state_lock:
-            self._current, self._running = jobs[0], list(jobs)
+            self._running = list(jobs)
         try:
             self._step_until_done(self._start_runs(jobs))
         finally:
             with self._state_lock:
-                self._current, self._running = None, []
+                self._running = []
             self._after_change()
 
     def _start_runs(self, jobs: list[Job]) -> list[Run]:
