@@ -57,9 +57,7 @@ def draft_of(
         draft = session.resolve(name)
     except UserError as error:
         raise UserError(f"{given}: {error}{fix}") from error
-    # The same files by another name (an alias, a path to the embedded model's
-    # converted folder) are the model itself too.
-    if draft.key == spec.key or (draft.path and draft.path == spec.path):
+    if draft.same_model(spec):
         raise UserError(
             f"{given} is the model itself: a draft is a smaller model of the same "
             f"family (its own first layers make one: mlx_magic.testing.drafts){fix}"

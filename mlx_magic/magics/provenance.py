@@ -89,7 +89,7 @@ def request_from_record(record: Any, images: tuple = ()) -> GenerationRequest:
         ),
         (isinstance(sent.get("images", 0), int), "images must be a count"),
         (
-            draft is None or (draft.key != spec.key and draft.path != spec.path),
+            draft is None or not draft.same_model(spec),
             "its draft is the model itself",
         ),
         (draft is None or spec.kind == "text", "a draft goes with a text model"),

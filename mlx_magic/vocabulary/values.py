@@ -61,6 +61,11 @@ class ModelSpec:
     gguf: Optional[str] = None
     trust_remote_code: bool = False
 
+    def same_model(self, other: ModelSpec) -> bool:
+        """Whether ``other`` names the same model, perhaps by another name (an
+        alias, a path to the embedded model's converted folder)."""
+        return self.key == other.key or bool(self.path and self.path == other.path)
+
 
 @dataclass(frozen=True)
 class SamplingParams:
