@@ -24,7 +24,7 @@ from mlx_magic.vocabulary.provenance import (
     request_record,
     token_ids_sha256,
 )
-from mlx_magic.vocabulary.sampling import sampling_problem
+from mlx_magic.vocabulary.sampling import is_whole, sampling_problem
 from mlx_magic.vocabulary.values import (
     GenerationRequest,
     ModelKind,
@@ -80,11 +80,11 @@ def request_from_record(record: Any, images: tuple = ()) -> GenerationRequest:
     if system is not None:
         system = _text(system, "system prompt")
     checks = [
-        (all(_whole(i, 0) for i in continue_ids), "continue_ids must be token ids"),
-        (_whole(sent.get("num_draft_tokens", 3), 1, 64), "num_draft_tokens must be 1 to 64"),
+        (all(is_whole(i, 0) for i in continue_ids), "continue_ids must be token ids"),
+        (is_whole(sent.get("num_draft_tokens", 3), 1, 65), "num_draft_tokens must be 1 to 64"),
         (sent.get("think") in (None, True, False), "think must be true, false or null"),
         (
-            sent.get("think_budget") is None or _whole(sent["think_budget"], 1),
+            sent.get("think_budget") is None or is_whole(sent["think_budget"], 1),
             "think_budget must be 1 or more",
         ),
         (isinstance(sent.get("images", 0), int), "images must be a count"),
@@ -138,15 +138,6 @@ def _text(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"the record's {what} is not text")
     return value
-
-
-def _whole(value: Any, low: int, high: int | None = None) -> bool:
-    return (
-        isinstance(value, int)
-        and not isinstance(value, bool)
-        and low <= value
-        and (high is None or value <= high)
-    )
 
 
 def comparison(original: dict, again: list[int], again_text: str) -> str:

@@ -18,10 +18,13 @@ def _finite_at_least(low: float, strictly: bool = False) -> Any:
     return accepts
 
 
+def is_whole(value: Any, low: int, high: float = math.inf) -> bool:
+    """Whether ``value`` is an int (not a bool) with ``low <= value < high``."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value < high
+
+
 def _whole(low: int, high: float = math.inf) -> Any:
-    return lambda value: (
-        isinstance(value, int) and not isinstance(value, bool) and low <= value < high
-    )
+    return lambda value: is_whole(value, low, high)
 
 
 def _fraction(value: Any) -> bool:
