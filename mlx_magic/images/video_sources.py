@@ -66,8 +66,8 @@ def _looks_like_video(path: str) -> bool:
         head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free")  # MP4, MOV, 3GP
         or head.startswith(b"\x1a\x45\xdf\xa3")  # Matroska, WebM
         or (head.startswith(b"RIFF") and head[8:12] == b"AVI ")
-        or head.startswith((b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3"))  # MPEG program / video
-        or head.startswith((b"\x00\x00\x00\x01", b"\x00\x00\x01"))  # H.264 / H.265 streams
+        # A start code: MPEG program and video streams, H.264 / H.265 streams
+        or head.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01"))
         or (len(head) > 188 and head[0] == head[188] == 0x47)  # MPEG transport stream
         or head.startswith((b"FLV", b"OggS"))
     )
