@@ -162,10 +162,10 @@ def test_the_package_leaves_the_benchmark_and_matplotlib_outside():
             assert not any(n.split(".")[0] == "benchmarks" for n in names), path
 
 
-def test_the_engine_sees_a_job_handle_never_the_job():
-    # The engine is handed what it may do with a job (vocabulary.job.JobHandle:
-    # read the request, emit events, read the caller's flags); the runtime
-    # holds the Job, with its queue and events.
+def test_the_engine_reads_job_controls_and_never_writes_to_a_job():
+    # The engine reads what it may of a job (vocabulary.job.JobControls: the
+    # request, the caller's flags) and hands its events back as values; the
+    # runtime holds the Job and puts them in it. No engine code calls emit.
     offenders = []
     for path in (ROOT / "engine").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -173,6 +173,8 @@ def test_the_engine_sees_a_job_handle_never_the_job():
                 offenders += [
                     f"{path.relative_to(ROOT)}: {a.name}"
                     for a in node.names
-                    if a.name != "JobHandle"
+                    if a.name != "JobControls"
                 ]
+            if isinstance(node, ast.Attribute) and node.attr in ("emit", "wait_for_first_text"):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.attr}")
     assert offenders == []

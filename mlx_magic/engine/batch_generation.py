@@ -30,13 +30,14 @@ from typing import TYPE_CHECKING, Any, Optional, cast
 
 from mlx_magic.engine.model_cache import WarmModel, config_dict
 from mlx_magic.engine.provenance import engine_provenance
-from mlx_magic.engine.stepping import usable_top_k
+from mlx_magic.engine.stepping import Addressed, Steps, usable_top_k
 from mlx_magic.engine.text_generation import context_length, fit_history
 from mlx_magic.errors import UserError
 from mlx_magic.locking import gpu_lock
 from mlx_magic.units import gib
-from mlx_magic.vocabulary.job import JobHandle
+from mlx_magic.vocabulary.job import JobControls
 from mlx_magic.vocabulary.values import (
+    Event,
     Failed,
     Finished,
     FinishReason,
@@ -86,7 +87,7 @@ def auto_batch_size(warm: WarmModel, prompt_tokens: int, max_tokens: int, budget
 class Sequence:
     """One answer in flight: its job, the prompt's token ids and what it has generated."""
 
-    job: JobHandle
+    job: JobControls
     prompt: list
     detokenizer: Any
     started: float
@@ -98,23 +99,41 @@ class Sequence:
 
 
 class BatchRun:
-    """Jobs of one model, stepped together; :meth:`step` until it returns ``False``.
+    """Jobs of one model, stepped together: :meth:`steps` runs them.
 
     A subclass makes ``self.generator`` (mlx-lm's or mlx-vlm's
     ``BatchGenerator``), puts the jobs that can run in ``self.waiting``, and
     says how a waiting job is inserted (:meth:`_insert`) and sequences are
-    removed (:meth:`_remove`).
+    removed (:meth:`_remove`). Events are addressed to a job by its position
+    in ``jobs`` (:meth:`_say`).
     """
 
-    def __init__(self, warm: WarmModel, *, was_warm: bool = True, load_s: float = 0.0):
+    def __init__(self, warm: WarmModel, jobs: typing.Sequence[JobControls]):
         self.warm = warm
-        self.was_warm, self.load_s = was_warm, load_s
+        self._positions = {id(job): position for position, job in enumerate(jobs)}
+        self._events: list[Addressed] = []
         self.sequences: dict[int, Sequence] = {}
         self.generator: Any = None
         self.batch_size = 1
         #: Jobs not inserted yet (with what :meth:`_insert` needs): a slot
         #: that frees takes the next one.
         self.waiting: list[tuple] = []
+
+    def _say(self, job: JobControls, event: Event) -> None:
+        self._events.append((self._positions[id(job)], event))
+
+    def _take(self) -> list[Addressed]:
+        events, self._events = self._events, []
+        return events
+
+    def steps(self) -> Steps:
+        """The batch as :data:`~mlx_magic.engine.stepping.Steps`: first what
+        preparing it produced (items that failed), then one forward pass per step."""
+        if self._events:
+            yield self._take()
+        while self.step():
+            yield self._take()
+        yield self._take()
 
     def _insert(self, chosen: list[tuple]) -> None:
         raise NotImplementedError
@@ -156,7 +175,7 @@ class BatchRun:
             sequence.tokens.append(response.token)
             sequence.detokenizer.add_token(response.token)
             text = sequence.detokenizer.last_segment
-            sequence.job.emit(TokenChunk(text, (response.token,)))
+            self._say(sequence.job, TokenChunk(text, (response.token,)))
             if response.finish_reason is not None:
                 self._finish(response.uid, finish_reason_of(response.finish_reason))
         return True
@@ -164,7 +183,7 @@ class BatchRun:
     def _drop_cancelled(self) -> None:
         for entry in [entry for entry in self.waiting if entry[0].cancelled]:
             self.waiting.remove(entry)
-            entry[0].emit(Finished(finish_reason="cancelled"))
+            self._say(entry[0], Finished(finish_reason="cancelled"))
         cancelled = [
             uid
             for uid, sequence in self.sequences.items()
@@ -184,12 +203,13 @@ class BatchRun:
         sequence.detokenizer.finalize()
         rest = sequence.detokenizer.last_segment
         if rest:
-            sequence.job.emit(TokenChunk(rest, ()))
+            self._say(sequence.job, TokenChunk(rest, ()))
         now = time.perf_counter()
         first = sequence.first_token_at
         decoding = now - first if first is not None else 0.0
         generated = len(sequence.tokens)
-        sequence.job.emit(
+        self._say(
+            sequence.job,
             Finished(
                 finish_reason=reason,
                 stats=GenerationStats(
@@ -207,10 +227,8 @@ class BatchRun:
                     image_tokens=sequence.image_tokens,
                     batch_size=self.batch_size,
                     provenance=engine_provenance(self.warm, sequence.prompt),
-                    warm=self.was_warm,
-                    load_s=self.load_s,
                 ),
-            )
+            ),
         )
 
     def _close(self) -> None:
@@ -226,17 +244,15 @@ class TextBatchRun(BatchRun):
     def __init__(
         self,
         warm: WarmModel,
-        jobs: typing.Sequence[JobHandle],
+        jobs: typing.Sequence[JobControls],
         *,
         budget_bytes: int,
-        was_warm: bool = True,
-        load_s: float = 0.0,
     ):
         import mlx.core as mx
         from mlx_lm.generate import BatchGenerator
         from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
-        super().__init__(warm, was_warm=was_warm, load_s=load_s)
+        super().__init__(warm, jobs)
         tokenizer = warm.tokenizer
         limit = context_length(warm.config)
         prompts, samplers, processors, budgets, ready = [], [], [], [], []
@@ -244,19 +260,20 @@ class TextBatchRun(BatchRun):
             request = job.request
             prompt, _ = fit_history(tokenizer, request, limit)
             if limit and len(prompt) >= limit:
-                job.emit(
+                self._say(
+                    job,
                     Failed(
                         f"The prompt is {len(prompt):,} tokens; {warm.name} reads at most "
                         f"{limit:,} (its context): shorten it",
                         user_error=True,
-                    )
+                    ),
                 )
                 continue
             sampling = request.sampling
             try:
                 extra = list(extra_logits_processors(warm, request))
             except UserError as error:
-                job.emit(Failed(str(error), user_error=True, error=error))
+                self._say(job, Failed(str(error), user_error=True, error=error))
                 continue
             prompts.append(prompt)
             budgets.append(sampling.max_tokens)

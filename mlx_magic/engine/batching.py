@@ -10,11 +10,11 @@ from typing import Any, Sequence
 from mlx_magic.engine.batch_generation import BatchRun, TextBatchRun
 from mlx_magic.engine.model_cache import WarmModel
 from mlx_magic.engine.vision_batch_generation import VisionBatchRun
-from mlx_magic.vocabulary.job import JobHandle
+from mlx_magic.vocabulary.job import JobControls
 from mlx_magic.vocabulary.values import GenerationRequest
 
 
-def can_batch(jobs: Sequence[JobHandle]) -> bool:
+def can_batch(jobs: Sequence[JobControls]) -> bool:
     """Whether ``jobs`` can share forward passes: one model, no token
     probabilities, one seed for all (the run's: ``--map`` draws one), and more
     than one of them. Vision jobs also share one sampler (mlx-vlm's batch has
@@ -41,7 +41,7 @@ def can_batch(jobs: Sequence[JobHandle]) -> bool:
     )
 
 
-def _vision_batchable(job: JobHandle, first: GenerationRequest) -> bool:
+def _vision_batchable(job: JobControls, first: GenerationRequest) -> bool:
     request = job.request
     return (
         request.sampling == first.sampling
@@ -51,7 +51,7 @@ def _vision_batchable(job: JobHandle, first: GenerationRequest) -> bool:
     )
 
 
-def start_batch(warm: WarmModel, jobs: Sequence[JobHandle], **options: Any) -> BatchRun:
+def start_batch(warm: WarmModel, jobs: Sequence[JobControls], **options: Any) -> BatchRun:
     """The batch run for ``warm``'s kind of model (``options``: :class:`BatchRun`'s)."""
     if warm.kind == "vision":
         return VisionBatchRun(warm, jobs, **options)

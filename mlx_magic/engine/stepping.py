@@ -4,26 +4,39 @@ Both mlx-lm and mlx-vlm hand out generations as Python generators whose every
 ``next()`` computes one token. Each step runs under :data:`gpu_lock` and the
 job's cancel flag is checked between steps, so a cancel takes effect within
 one step and user code holding the lock waits for at most one step.
+
+Every way the engine generates (one answer with mlx-lm or mlx-vlm, or a batch
+of them) is a :data:`Steps` iterator: each ``next()`` is one step, and gives
+the events it produced, each addressed to its job by position. The engine
+never holds a job: it reads :class:`~mlx_magic.vocabulary.job.JobControls`
+and hands events back; the runtime puts them in the jobs.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Optional, cast
+from typing import Any, Callable, Generator, Iterator, Optional, cast
 
 from mlx_magic.engine.model_cache import text_tokenizer
 from mlx_magic.errors import CancelledDuringPrompt
 from mlx_magic.locking import gpu_lock
-from mlx_magic.vocabulary.job import JobHandle
-from mlx_magic.vocabulary.values import FinishReason, Progress, TokenChunk, finish_reason_of
+from mlx_magic.vocabulary.job import JobControls
+from mlx_magic.vocabulary.values import (
+    Event,
+    FinishReason,
+    Progress,
+    TokenChunk,
+    finish_reason_of,
+)
 
-#: After the first text, how long the runtime lets whoever shows the answer
-#: put it out before computing the next token. Without this pause the next
-#: step takes the CPU (and the GIL) at once and the first word reaches the
-#: screen tens of milliseconds late on a busy machine; with it, it is shown
-#: in a few milliseconds, which is also all the pause usually lasts.
-FIRST_TEXT_PAUSE_S = 0.05
+#: An event for the job at this position of the generation's jobs.
+Addressed = tuple[int, Event]
+#: A generation, stepped: each ``next()`` computes one step (a token of each
+#: answer in flight) and gives the events of that step; the last event of
+#: each job is its Finished or Failed. The first item may come before any
+#: token: the events of preparing the inputs (images read, notices).
+Steps = Iterator[list[Addressed]]
 
 
 #: How long one prefill step may take: a cancel is checked between steps.
@@ -76,17 +89,22 @@ def usable_top_k(top_k: int, config: dict) -> int:
 PROGRESS_AFTER_S = 1.0
 
 
-def watch_prefill(job: JobHandle, model: str) -> Callable[[int, int], None]:
+def watch_prefill(
+    job: JobControls, model: str, report: Callable[[Progress], None]
+) -> Callable[[int, int], None]:
     """A ``prompt_progress_callback``: aborts the prefill of a cancelled job,
-    and, once reading takes longer than :data:`PROGRESS_AFTER_S`, shows how far
-    the prompt has been read (short prompts change nothing on screen)."""
+    and, once reading takes longer than :data:`PROGRESS_AFTER_S`, reports how
+    far the prompt has been read (short prompts change nothing on screen).
+
+    The one event the engine reports as it happens rather than after the step:
+    mlx-lm reads a prompt inside one step, and a long one takes minutes."""
     started = time.monotonic()
 
     def check(processed: int, total: int) -> None:
         if job.cancelled:
             raise CancelledDuringPrompt
         if processed < total and time.monotonic() - started >= PROGRESS_AFTER_S:
-            job.emit(Progress(f"{model} is reading the prompt: {processed:,} / {total:,} tokens"))
+            report(Progress(f"{model} is reading the prompt: {processed:,} / {total:,} tokens"))
 
     return check
 
@@ -112,14 +130,14 @@ class Stepper:
 
     Several steppers can take turns (models side by side): each
     :meth:`step` computes one token under :data:`gpu_lock` and returns. Every
-    response with text or a token becomes a :class:`TokenChunk`; the last
-    response of a finished generation carries the detokenizer's tail (and,
-    when the model stopped itself, the end-of-sequence token, which is not
-    reported as generated).
+    response with text or a token becomes a :class:`TokenChunk` (collected
+    until :meth:`take`); the last response of a finished generation carries
+    the detokenizer's tail (and, when the model stopped itself, the
+    end-of-sequence token, which is not reported as generated).
 
     Args:
         steps: an mlx-lm or mlx-vlm ``stream_generate`` generator.
-        job: the job to emit to and to watch for cancellation.
+        job: the job to watch for cancellation.
         token_of: the generated token id of a response, or ``None``.
         last_token_is_new: whether the last response of a generation that hit
             max tokens brings a token not yet reported (mlx-lm: yes; mlx-vlm
@@ -131,7 +149,7 @@ class Stepper:
     def __init__(
         self,
         steps: Generator[Any, None, None],
-        job: JobHandle,
+        job: JobControls,
         *,
         token_of: Callable[[Any], Optional[int]],
         last_token_is_new: bool,
@@ -144,10 +162,15 @@ class Stepper:
         self._describe = describe
         self.outcome = SteppedGeneration()
         self.done = False
-        self._text_emitted = False
+        self._events: list[Event] = []
+
+    def take(self) -> list[Event]:
+        """The events of the steps since the last call."""
+        events, self._events = self._events, []
+        return events
 
     def step(self) -> bool:
-        """Compute and emit one token; false once the generation is over."""
+        """Compute one token (its events wait for :meth:`take`); false once the generation is over."""
         if self.done:
             return False
         if self.job.cancelled:
@@ -177,7 +200,7 @@ class Stepper:
         return True
 
     def _report(self, response: Any) -> bool:
-        """Emit ``response``; true if it was the last one."""
+        """Report ``response``; true if it was the last one."""
         outcome = self.outcome
         outcome.last = response
         if outcome.first_token_at is None:
@@ -199,7 +222,7 @@ class Stepper:
             with gpu_lock:
                 details = tuple(self._describe(response, token) for token in ids)
         if response.text or ids:
-            self.job.emit(
+            self._events.append(
                 TokenChunk(
                     text=response.text,
                     token_ids=ids,
@@ -207,9 +230,6 @@ class Stepper:
                     from_draft=(True,) * len(ids) if drafted else (),
                 )
             )
-            if response.text and not self._text_emitted and finish_reason is None:
-                self._text_emitted = True
-                self.job.wait_for_first_text(FIRST_TEXT_PAUSE_S)
         if finish_reason is not None:
             outcome.finish_reason = finish_reason_of(finish_reason)
             return True

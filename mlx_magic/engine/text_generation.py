@@ -17,6 +17,7 @@ from mlx_magic.engine.provenance import engine_provenance
 from mlx_magic.engine.stepping import (
     GPU_PREFILL_STEP,
     Stepper,
+    Steps,
     on_gpu,
     prefill_step_size,
     probability_describer,
@@ -28,13 +29,16 @@ from mlx_magic.engine.thinking_budget import ThinkingBudget, thinking_is_possibl
 from mlx_magic.errors import UserError
 from mlx_magic.locking import gpu_lock
 from mlx_magic.units import gib
-from mlx_magic.vocabulary.job import JobHandle
+from mlx_magic.vocabulary.job import JobControls
 from mlx_magic.vocabulary.thinking import prompt_opens_thinking
 from mlx_magic.vocabulary.values import (
+    Event,
     Finished,
     GenerationRequest,
     GenerationStats,
     Notice,
+    Progress,
+    ThinkingCanEnd,
     ThinkingOpened,
 )
 
@@ -121,21 +125,29 @@ def fit_history(
 
 @dataclass
 class PendingGeneration:
-    """A started generation: step it, then ask for its :class:`Finished`."""
+    """A prepared generation of one answer: :meth:`steps` runs it."""
 
     stepper: Stepper
     finish: Callable[[], Finished]
+    #: What preparing it produced (notices, images read, thinking opened).
+    prepared: list[Event]
 
-    def run(self) -> Finished:
+    def steps(self) -> Steps:
+        """The generation as :data:`~mlx_magic.engine.stepping.Steps` (its one
+        job is at position 0): first what preparing it produced, then one
+        token per step; the last step ends with its :class:`Finished`."""
+        if self.prepared:
+            yield [(0, event) for event in self.prepared]
         while self.stepper.step():
-            pass
-        return self.finish()
+            yield [(0, event) for event in self.stepper.take()]
+        yield [(0, event) for event in self.stepper.take()] + [(0, self.finish())]
 
 
 def start_text(
     warm: WarmModel,
-    job: JobHandle,
+    job: JobControls,
     *,
+    report: Callable[[Progress], None],
     started: float,
     per_step_seed: bool = False,
     draft: Optional[WarmModel] = None,
@@ -148,6 +160,7 @@ def start_text(
     once, as mlx-lm does. ``draft`` (``--draft``) decodes speculatively with
     it (:mod:`~mlx_magic.engine.drafting`); the prompt is then read whole, as
     mlx-lm's speculative decoding has no prefix cache for two models.
+    ``report`` is told how far a long prompt has been read, as it is read.
     """
     import mlx.core as mx
     from mlx_lm import stream_generate
@@ -156,6 +169,7 @@ def start_text(
 
     request = job.request
     sampling = request.sampling
+    prepared: list[Event] = []
     prefix_cache = _prefix_cache_of(warm, request) if draft is None else None
     with gpu_lock:
         if draft is not None:
@@ -173,7 +187,7 @@ def start_text(
                 "(its context): shorten it, or use a model with a longer context"
             )
         if dropped_turns:
-            job.emit(
+            prepared.append(
                 Notice(
                     f"Dropped the {dropped_turns} oldest turn(s) of the conversation: the history "
                     f"no longer fits the {limit}-token context of {warm.name}"
@@ -195,14 +209,14 @@ def start_text(
             warm.tokenizer.decode(prompt[-16:])
         ) and thinking_is_possible(warm.tokenizer, request, opened=False)
     if opened:
-        job.emit(ThinkingOpened())
+        prepared.append(ThinkingOpened())
     processors = make_logits_processors(repetition_penalty=sampling.repetition_penalty)
     processors += schema_processors(warm, request)  # --schema: only tokens it allows
     budget = None
     if thinking_is_possible(warm.tokenizer, request, opened):
         budget = ThinkingBudget(warm.tokenizer, job, request.think_budget, opened)
         processors.append(budget)
-        job.thinking_can_end = True
+        prepared.append(ThinkingCanEnd())
     sampler = make_sampler(
         temp=sampling.temperature,
         top_p=sampling.top_p,
@@ -212,7 +226,7 @@ def start_text(
     if per_step_seed and sampling.seed is not None:
         sampler = seeded_per_step(sampler, sampling.seed)
     step = prefill_step_size(warm.prefill_tps)
-    progress = watch_prefill(job, warm.name)
+    progress = watch_prefill(job, warm.name, report)
     handed_over = to_prefill
     reading: Optional[DraftedPromptReading] = None
     if draft is not None:
@@ -285,7 +299,7 @@ def start_text(
             ),
         )
 
-    return PendingGeneration(stepper, finish)
+    return PendingGeneration(stepper, finish, prepared)
 
 
 def cache_bytes(kv_cache: list[Any]) -> int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Generator, Optional
 
-from mlx_magic.vocabulary.job import JobHandle
+from mlx_magic.vocabulary.job import JobControls
 from mlx_magic.vocabulary.thinking import CLOSE_TAG, OPEN_TAG, THINKING, ThinkingSplitter
 
 if TYPE_CHECKING:
@@ -65,7 +65,9 @@ class ThinkingBudget:
     Feed it the generation's text through :meth:`watch`.
     """
 
-    def __init__(self, tokenizer: Any, job: JobHandle, budget: Optional[int], opened: bool) -> None:
+    def __init__(
+        self, tokenizer: Any, job: JobControls, budget: Optional[int], opened: bool
+    ) -> None:
         self.job = job
         self.budget = budget
         self.closing_ids = list(tokenizer.encode(CLOSING_TEXT, add_special_tokens=False))

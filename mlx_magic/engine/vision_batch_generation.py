@@ -37,7 +37,7 @@ from mlx_magic.engine.vision_generation import vision_prompt
 from mlx_magic.engine.vision_inputs import VisionInputs, prepare_vision_inputs
 from mlx_magic.errors import UserError
 from mlx_magic.locking import gpu_lock
-from mlx_magic.vocabulary.job import JobHandle
+from mlx_magic.vocabulary.job import JobControls
 from mlx_magic.vocabulary.values import Failed
 
 
@@ -47,17 +47,15 @@ class VisionBatchRun(BatchRun):
     def __init__(
         self,
         warm: WarmModel,
-        jobs: typing.Sequence[JobHandle],
+        jobs: typing.Sequence[JobControls],
         *,
         budget_bytes: int,
-        was_warm: bool = True,
-        load_s: float = 0.0,
     ):
         import mlx.core as mx
         from mlx_lm.sample_utils import make_sampler
         from mlx_vlm.generate.ar import BatchGenerator
 
-        super().__init__(warm, was_warm=was_warm, load_s=load_s)
+        super().__init__(warm, jobs)
         #: (job, its inputs once prepared): only the first is prepared here.
         self.waiting = [(job, None) for job in jobs]
         first = self._first_prepared()
@@ -95,7 +93,7 @@ class VisionBatchRun(BatchRun):
             )
         self._feed()
 
-    def _first_prepared(self) -> Optional[tuple[JobHandle, VisionInputs]]:
+    def _first_prepared(self) -> Optional[tuple[JobControls, VisionInputs]]:
         """Prepare waiting jobs until one succeeds (the others fail as rows); it stays first."""
         while self.waiting:
             job, _ = self.waiting[0]
@@ -106,7 +104,7 @@ class VisionBatchRun(BatchRun):
             self.waiting.pop(0)
         return None
 
-    def _prepare(self, job: JobHandle) -> Optional[VisionInputs]:
+    def _prepare(self, job: JobControls) -> Optional[VisionInputs]:
         """The job's prompt and images as model inputs; ``None`` (and the job
         failed) when they cannot be made."""
         request = job.request
@@ -117,13 +115,15 @@ class VisionBatchRun(BatchRun):
                     self.warm, prompt, list(request.images), request.model.name
                 )
         except UserError as error:
-            job.emit(Failed(str(error), user_error=True, error=error))
+            self._say(job, Failed(str(error), user_error=True, error=error))
             return None
         except Exception as error:  # this item's image or prompt, not the run
-            job.emit(Failed(f"{type(error).__name__}: {error}", user_error=False, error=error))
+            self._say(
+                job, Failed(f"{type(error).__name__}: {error}", user_error=False, error=error)
+            )
             return None
         if inputs.prepared is not None:
-            job.emit(inputs.prepared)
+            self._say(job, inputs.prepared)
         return inputs
 
     def _insert(self, chosen: list[tuple]) -> None:
@@ -142,7 +142,7 @@ class VisionBatchRun(BatchRun):
                     repetition_penalty=request.sampling.repetition_penalty
                 ) + list(extra_logits_processors(self.warm, request))
             except UserError as error:
-                job.emit(Failed(str(error), user_error=True, error=error))
+                self._say(job, Failed(str(error), user_error=True, error=error))
                 continue
             started = time.perf_counter()
             with gpu_lock:
@@ -151,8 +151,9 @@ class VisionBatchRun(BatchRun):
                         inputs.input_ids, inputs.pixel_values, mask=inputs.mask, **inputs.extra
                     )
                 except Exception as error:  # this item's pixels, not the run: one row
-                    job.emit(
-                        Failed(f"{type(error).__name__}: {error}", user_error=False, error=error)
+                    self._say(
+                        job,
+                        Failed(f"{type(error).__name__}: {error}", user_error=False, error=error),
                     )
                     continue
                 prompt_kwargs = {

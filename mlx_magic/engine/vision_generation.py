@@ -12,8 +12,8 @@ from mlx_magic.engine.video_inputs import check_takes_video, read_clip
 from mlx_magic.engine.vision_inputs import VisionInputs, image_patch_ranges, prepare_vision_inputs
 from mlx_magic.locking import gpu_lock
 from mlx_magic.units import gib
-from mlx_magic.vocabulary.job import JobHandle
-from mlx_magic.vocabulary.values import Finished, GenerationRequest, GenerationStats
+from mlx_magic.vocabulary.job import JobControls
+from mlx_magic.vocabulary.values import Event, Finished, GenerationRequest, GenerationStats
 
 if TYPE_CHECKING:
     from mlx_magic.engine.vision_prompt_cache import VisionPromptCaches
@@ -86,13 +86,13 @@ def conversation_messages(model_type: str, request: GenerationRequest) -> list[d
 
 
 def start_vision(
-    warm: WarmModel, job: JobHandle, *, started: float, per_step_seed: bool = False
+    warm: WarmModel, job: JobControls, *, started: float, per_step_seed: bool = False
 ) -> PendingGeneration:
     """Prepare a generation with mlx-vlm, ready to be stepped.
 
     Args:
         warm: the loaded vision model, its processor (``warm.tokenizer``) and config.
-        job: the request, its cancel flag, and where events go.
+        job: the request and its cancel flag.
         started: ``time.perf_counter()`` when the job started, the origin of
             the time to first token.
     """
@@ -101,6 +101,7 @@ def start_vision(
 
     request = job.request
     sampling = request.sampling
+    prepared: list[Event] = []
     with gpu_lock:
         prompt = vision_prompt(warm, request)
         mx.reset_peak_memory()
@@ -125,14 +126,14 @@ def start_vision(
     if request.has_video:
         check_takes_video(warm, request.model.name)
         clip = read_clip(request)
-        job.emit(clip.prepared)
+        prepared.append(clip.prepared)
     if request.images or clip is not None:
         with gpu_lock:
             inputs = prepare_vision_inputs(
                 warm, prompt, list(request.images), request.model.name, clip
             )
             if inputs.prepared is not None:
-                job.emit(inputs.prepared)
+                prepared.append(inputs.prepared)
             options.update(inputs.generate_kwargs())
             if clip is None:
                 # A video's features are not cached (nor are the images sent with it).
@@ -189,7 +190,7 @@ def start_vision(
             ),
         )
 
-    return PendingGeneration(stepper, finish)
+    return PendingGeneration(stepper, finish, prepared)
 
 
 def _prompt_caches(warm: WarmModel, request: GenerationRequest) -> Optional[VisionPromptCaches]:

@@ -1,46 +1,70 @@
 """What the thread runtime's one scheduler loop steps: a :class:`Run` is one
-job's generation (:func:`alone`, taking turns with others token by token) or
-a batch of jobs decoded together (:mod:`mlx_magic.engine.batching`)."""
+generation of the engine (one job's answer, or a batch of jobs decoded
+together) and the jobs its events go to."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable
 
 from mlx_magic.vocabulary.job import Job
-from mlx_magic.vocabulary.values import GenerationStats, ModelReady
+from mlx_magic.vocabulary.values import Finished, ModelReady, TokenChunk
 
 if TYPE_CHECKING:
-    from mlx_magic.engine.text_generation import PendingGeneration
+    from mlx_magic.engine.stepping import Steps
+
+#: After a lone answer's first text, how long the runtime lets whoever shows
+#: it put it out before computing the next token. Without this pause the next
+#: step takes the CPU (and the GIL) at once and the first word reaches the
+#: screen tens of milliseconds late on a busy machine; with it, it is shown
+#: in a few milliseconds, which is also all the pause usually lasts.
+FIRST_TEXT_PAUSE_S = 0.05
 
 
 class Run:
-    """What the scheduler loop steps: ``step()`` computes one token of each of
-    ``jobs`` still going (emitting their events, the last one too) and says
-    whether any goes on; ``done()`` runs once after the last step."""
+    """One generation of the engine and its jobs.
+
+    :meth:`step` computes one step (:data:`~mlx_magic.engine.stepping.Steps`)
+    and puts its events in the jobs they are addressed to, each
+    :class:`Finished` marked with whether the model was warm; it says whether
+    the generation goes on. ``finished`` holds the Finished events so far.
+    """
 
     def __init__(
-        self, jobs: list[Job], step: Callable[[], bool], done: Callable[[], None] = lambda: None
+        self,
+        jobs: list[Job],
+        steps: Steps,
+        ready: ModelReady,
+        *,
+        done: Callable[[Run], None],
+        pause_after_first_text: bool = False,
     ) -> None:
-        self.jobs, self.step, self.done = jobs, step, done
+        self.jobs, self.ready = jobs, ready
+        self._steps = steps
+        self._done = done
+        self._pause = pause_after_first_text
+        self.finished: list[Finished] = []
 
+    def step(self) -> bool:
+        events = next(self._steps, None)
+        if events is None:
+            return False
+        text_now = False
+        for position, event in events:
+            job = self.jobs[position]
+            if isinstance(event, Finished):
+                event.stats.warm = self.ready.warm
+                event.stats.load_s = self.ready.load_s
+                self.finished.append(event)
+            elif isinstance(event, TokenChunk) and event.text:
+                text_now = True
+            job.emit(event)
+        if self._pause and text_now:
+            self._pause = False
+            job = self.jobs[0]
+            if not job.ended.is_set():
+                job.wait_for_first_text(FIRST_TEXT_PAUSE_S)
+        return True
 
-def alone(
-    job: Job,
-    ready: ModelReady,
-    pending: PendingGeneration,
-    finished: Callable[[str, Optional[GenerationStats]], None],
-) -> Run:
-    """One job's generation as a run (alone, or taking turns with others): its
-    :class:`Finished` says whether the model was warm, and is counted."""
-
-    def step() -> bool:
-        if pending.stepper.step():
-            return True
-        last = pending.finish()
-        last.stats.warm = ready.warm
-        last.stats.load_s = ready.load_s
-        finished(ready.model, last.stats)
-        job.emit(last)
-        return False
-
-    return Run([job], step)
+    def done(self) -> None:
+        """Once, after the last step."""
+        self._done(self)

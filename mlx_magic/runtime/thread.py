@@ -23,7 +23,7 @@ from mlx_magic.locking import gpu_lock
 from mlx_magic.runtime.inbox import STOP, Call, Together, refuse
 from mlx_magic.runtime.interface import Runtime
 from mlx_magic.runtime.owner_threads import Serving, serve_on_an_owner_thread
-from mlx_magic.runtime.runs import Run, alone
+from mlx_magic.runtime.runs import Run
 from mlx_magic.vocabulary.job import Job
 from mlx_magic.vocabulary.values import (
     Failed,
@@ -37,7 +37,6 @@ from mlx_magic.vocabulary.values import (
 )
 
 if TYPE_CHECKING:
-    from mlx_magic.engine.text_generation import PendingGeneration
     from mlx_magic.vocabulary.values import Finished, GenerationStats
 
 THREAD_NAME = "mlx_magic-runtime"
@@ -287,7 +286,7 @@ class ThreadRuntime(Runtime):
             self._after_change()
 
     def _start_runs(self, jobs: list[Job]) -> list[Run]:
-        """What to step for ``jobs``: each run emits its jobs' last events itself."""
+        """What to step for ``jobs``: a job that cannot start has its last event already."""
         from mlx_magic.engine.batching import can_batch
 
         if can_batch(jobs):
@@ -296,9 +295,9 @@ class ThreadRuntime(Runtime):
         runs = []
         in_use = frozenset(job.request.model.key for job in jobs)
         for job in jobs:
-            started = self._start(job, together=len(jobs) > 1, keep=in_use)
-            if started is not None:
-                runs.append(alone(*started, finished=self._finished))
+            run = self._start(job, together=len(jobs) > 1, keep=in_use)
+            if run is not None:
+                runs.append(run)
         return runs
 
     def _step_until_done(self, runs: list[Run]) -> None:
@@ -320,10 +319,12 @@ class ThreadRuntime(Runtime):
                 runs.remove(run)
                 run.done()
 
-    def _finished(self, model: str, stats: Optional[GenerationStats], count: int = 1) -> None:
-        """Count finished generations and sample MLX's memory after them."""
-        self._generations += count
-        self._log_memory(model, stats)
+    def _finished(self, run: Run) -> None:
+        """Count a run's finished generations and sample MLX's memory after
+        them (after a batch, once: it has no one answer to measure)."""
+        self._generations += len(run.finished)
+        stats = run.finished[0].stats if len(run.jobs) == 1 and run.finished else None
+        self._log_memory(run.ready.model, stats)
 
     def _start_batch(self, jobs: list[Job]) -> Optional[Run]:
         """The batch run for ``jobs`` (mlx-lm's or mlx-vlm's BatchGenerator);
@@ -346,23 +347,14 @@ class ThreadRuntime(Runtime):
         for job in live:
             job.emit(ready)
         try:
-            run = start_batch(
-                entry,
-                live,
-                budget_bytes=self._cache.budget_bytes,
-                was_warm=warm,
-                load_s=ready.load_s,
-            )
+            batch = start_batch(entry, live, budget_bytes=self._cache.budget_bytes)
         except Exception as error:  # a bug or a crash in MLX: handed back to every job
             for job in live:
                 job.emit(Failed(f"{type(error).__name__}: {error}", user_error=False, error=error))
             return None
-        # A batch has no one answer to measure: memory is sampled once, after it.
-        return Run(live, run.step, done=lambda: self._finished(entry.name, None, count=len(live)))
+        return Run(live, batch.steps(), ready, done=self._finished)
 
-    def _start(
-        self, job: Job, together: bool, keep: frozenset = frozenset()
-    ) -> Optional[tuple[Job, ModelReady, PendingGeneration]]:
+    def _start(self, job: Job, together: bool, keep: frozenset = frozenset()) -> Optional[Run]:
         """Load the job's model and prepare its generation; ``None`` if it
         already ended (cancelled or failed, with its last event emitted)."""
         from mlx_magic.engine.text_generation import start_text
@@ -384,15 +376,23 @@ class ThreadRuntime(Runtime):
                 pending = start_vision(
                     entry, job, started=time.perf_counter(), per_step_seed=together
                 )
-                return job, ready, pending
-            draft = None
-            if job.request.draft is not None:  # --draft: both stay warm together
-                pair = keep | {job.request.model.key, job.request.draft.key}
-                draft, _ = self._warm(job.request.draft, job, frozenset(pair))
-            pending = start_text(
-                entry, job, started=time.perf_counter(), per_step_seed=together, draft=draft
+            else:
+                draft = None
+                if job.request.draft is not None:  # --draft: both stay warm together
+                    pair = keep | {job.request.model.key, job.request.draft.key}
+                    draft, _ = self._warm(job.request.draft, job, frozenset(pair))
+                pending = start_text(
+                    entry,
+                    job,
+                    # A long prompt's progress, shown while it is read.
+                    report=job.emit,
+                    started=time.perf_counter(),
+                    per_step_seed=together,
+                    draft=draft,
+                )
+            return Run(
+                [job], pending.steps(), ready, done=self._finished, pause_after_first_text=True
             )
-            return job, ready, pending
         except UserError as error:
             job.emit(Failed(str(error), user_error=True, error=error))
         except Exception as error:  # a bug or a crash in MLX: handed back

@@ -8,27 +8,22 @@ import queue
 import threading
 from typing import Optional, Protocol
 
-from mlx_magic.vocabulary.values import Event, Failed, Finished, GenerationRequest
+from mlx_magic.vocabulary.values import Event, Failed, Finished, GenerationRequest, ThinkingCanEnd
 
 
-class JobHandle(Protocol):
-    """What the engine may do with a job, and all it sees of one: read its
-    request, hand it events, read the flags its caller sets (a cancel,
-    "Answer now"), say that its thinking can be ended, and wait a moment for
-    its first text to be shown. The runtime holds the :class:`Job` itself."""
+class JobControls(Protocol):
+    """What the engine reads of a job, and all it sees of one: its request and
+    the flags its caller sets (a cancel, "Answer now"). The engine hands its
+    events back as values, step by step; the runtime holds the :class:`Job`
+    and puts them in it."""
 
     request: GenerationRequest
-    thinking_can_end: bool
 
     @property
     def cancelled(self) -> bool: ...
 
     @property
     def thinking_end_requested(self) -> bool: ...
-
-    def emit(self, event: Event) -> None: ...
-
-    def wait_for_first_text(self, timeout: float) -> None: ...
 
 
 class Job:
@@ -49,8 +44,9 @@ class Job:
         self.first_text_shown = threading.Event()
         #: Set once the last event (a Finished or a Failed) is in ``events``.
         self.ended = threading.Event()
-        #: Set by a runtime that can end this job's thinking block on request
-        #: (:meth:`end_thinking`; the "Answer now" button is shown only then).
+        #: Whether the generation can end its thinking block on request
+        #: (:meth:`end_thinking`; the "Answer now" button is shown only then):
+        #: set by the :class:`ThinkingCanEnd` event.
         self.thinking_can_end = False
         self._end_thinking = threading.Event()
 
@@ -75,6 +71,8 @@ class Job:
         self.first_text_shown.wait(timeout)
 
     def emit(self, event: Event) -> None:
+        if isinstance(event, ThinkingCanEnd):
+            self.thinking_can_end = True
         self.events.put(event)
         if isinstance(event, (Finished, Failed)):
             self.ended.set()

@@ -2,8 +2,7 @@
 
 Everything a magic sends (a :class:`GenerationRequest`) and everything a
 runtime sends back (the events below, through a :class:`~mlx_magic.vocabulary.job.Job`)
-is a plain dataclass of strings and
-numbers, so the same interface can be served by the in-kernel thread runtime,
+is a plain dataclass of strings and numbers, so the same interface can be served by the in-kernel thread runtime,
 by a worker process speaking JSON-RPC, or by a remote OpenAI-compatible
 server, without the magics knowing which.
 """
@@ -363,6 +362,11 @@ class ThinkingOpened:
     text that follows is thinking until ``</think>``."""
 
 
+@dataclass(frozen=True)
+class ThinkingCanEnd:
+    """The generation can close its thinking block when asked ("Answer now")."""
+
+
 @dataclass
 class GenerationStats:
     """Numbers about one generation, measured on the runtime side: the engine
@@ -439,6 +443,7 @@ Event = Union[
     ImagesPrepared,
     VideoPrepared,
     ThinkingOpened,
+    ThinkingCanEnd,
     TokenChunk,
     Finished,
     Failed,
