@@ -563,3 +563,25 @@ def test_mlx_cell_magic_through_a_worker(tiny_llama, capsys):
     assert process.text == thread.text and process.text
     assert [t.id for t in process.tokens] == [t.id for t in thread.tokens]
     assert process.stats.generation_tokens == 24
+
+
+def test_answer_now_is_heard_across_the_pipe(runtime, tiny_llama, tmp_path):
+    # A template that opens the thinking block: the random model thinks until
+    # max tokens unless "Answer now" closes the block, in the worker.
+    from test_thinking import R1_STYLE, with_template
+
+    from mlx_magic.models.resolve import resolve_model
+    from mlx_magic.vocabulary.thinking import CLOSE_TAG
+
+    spec = resolve_model(str(with_template(tiny_llama, tmp_path / "r1", R1_STYLE)))
+    job = runtime.generate(request(spec, "Hi", max_tokens=6000))
+    text = first_chunk(job)[-1].text
+    assert job.thinking_can_end  # the worker said the block can be ended
+    job.end_thinking()
+    while CLOSE_TAG not in text:
+        event = job.next_event(60)
+        assert isinstance(event, TokenChunk), event  # the block closed before the end
+        text += event.text
+    job.cancel()
+    _, last, _ = collect(job)
+    assert isinstance(last, Finished)

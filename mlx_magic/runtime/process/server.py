@@ -23,6 +23,7 @@ Methods (requests, answered with a result or a JSON-RPC error):
 * ``generate_together {jobs: [{job, request}, ...]}`` → ``{"jobs"}``: the
   jobs advance together, token by token (models side by side)
 * ``cancel {job}`` → bool (also accepted as a notification)
+* ``end_thinking {job}`` → bool: "Answer now" (also accepted as a notification)
 * ``shutdown {timeout}`` → null, then the process exits
 
 Notifications sent by the worker: ``ready {pid, python}`` once at start, and
@@ -134,6 +135,7 @@ class WorkerServer:
             "generate": self._generate,
             "generate_together": self._generate_together,
             "cancel": self._cancel,
+            "end_thinking": self._end_thinking,
             "load": self._load,
             "unload": self._unload,
             "clear_caches": lambda params: self.runtime.clear_caches(),
@@ -254,6 +256,15 @@ class WorkerServer:
         if job is None:
             return False
         job.cancel()
+        return True
+
+    def _end_thinking(self, params: Any) -> bool:
+        """ "Answer now" for a job: its thinking block is closed."""
+        with self.lock:
+            job = self.jobs.get(_param(params, "job", str))
+        if job is None:
+            return False
+        job.end_thinking()
         return True
 
     def _load(self, params: Any) -> Any:

@@ -128,6 +128,7 @@ class WorkerProcess:
         self.pending: dict[int, PendingCall] = {}
         self.jobs: dict[str, Job] = {}
         self.cancel_sent: set[str] = set()
+        self.answer_now_sent: set[str] = set()
         self.outbox: queue.Queue[Optional[dict]] = queue.Queue()
         self.writer = rpc.FrameWriter(self.stdin)
         self.reader = rpc.FrameReader(self.stdout, on_garbage=self._garbage)
@@ -366,6 +367,7 @@ class WorkerProcess:
                 with self.lock:
                     self.jobs.pop(job_id, None)
                     self.cancel_sent.discard(job_id)
+                    self.answer_now_sent.discard(job_id)
                 self.on_job_end(event)
                 job.emit(event)
                 return
@@ -393,6 +395,7 @@ class WorkerProcess:
             self._check_liveness(time.monotonic())
 
     def _forward_cancels(self) -> None:
+        """Pass on what callers asked of their jobs: a cancel, "Answer now"."""
         with self.lock:
             to_cancel = [
                 job_id
@@ -400,8 +403,16 @@ class WorkerProcess:
                 if job.cancelled and job_id not in self.cancel_sent
             ]
             self.cancel_sent.update(to_cancel)
+            to_answer = [
+                job_id
+                for job_id, job in self.jobs.items()
+                if job.thinking_end_requested and job_id not in self.answer_now_sent
+            ]
+            self.answer_now_sent.update(to_answer)
         for job_id in to_cancel:
             self.send(rpc.notification("cancel", {"job": job_id}))
+        for job_id in to_answer:
+            self.send(rpc.notification("end_thinking", {"job": job_id}))
 
     def _check_liveness(self, now: float) -> None:
         settings = self.settings
