@@ -13,14 +13,13 @@ forwarder (the worker's stderr and stray prints go to the kernel process's
 fd 2 — the terminal or the Jupyter server's log — and the last lines are kept
 in :attr:`ProcessRuntime.last_stderr`), and a watchdog that every 20 ms
 
-* forwards ``Job.cancel()`` of local jobs to the worker,
+* forwards what callers ask of local jobs (a cancel, "Answer now") to the worker,
 * notices a worker that exited (crash, kill, OOM): its jobs get a
   one-line ``Failed(user_error=True)`` naming the exit code or signal,
 * pings the worker when it has been quiet for ``ping_interval_s`` and kills
   it if the ping stays unanswered (``idle_ping_timeout_s`` when idle,
   ``busy_ping_timeout_s`` while it works), or if a job or call has seen no
   progress for ``stall_timeout_s`` (long: loading a big model is silent).
-
 Nothing here imports MLX, mlx-lm or mlx-vlm.
 """
 
@@ -127,7 +126,7 @@ class WorkerProcess:
         self.ids = itertools.count(1)
         self.pending: dict[int, PendingCall] = {}
         self.jobs: dict[str, Job] = {}
-        self.cancel_sent: set[str] = set()
+        self.cancel_sent: set[str] = set()  # job ids whose cancel / "Answer now" went
         self.answer_now_sent: set[str] = set()
         self.outbox: queue.Queue[Optional[dict]] = queue.Queue()
         self.writer = rpc.FrameWriter(self.stdin)
@@ -395,7 +394,6 @@ class WorkerProcess:
             self._check_liveness(time.monotonic())
 
     def _forward_cancels(self) -> None:
-        """Pass on what callers asked of their jobs: a cancel, "Answer now"."""
         with self.lock:
             to_cancel = [
                 job_id
