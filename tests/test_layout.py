@@ -178,3 +178,20 @@ def test_the_engine_reads_job_controls_and_never_writes_to_a_job():
             if isinstance(node, ast.Attribute) and node.attr in ("emit", "wait_for_first_text"):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.attr}")
     assert offenders == []
+
+
+def test_generations_start_in_one_place_and_are_read_in_one_loop():
+    # Session.start is the one caller of the runtime's generate methods above
+    # the runtime; display/following.follow the one reader of a job's events.
+    starts, reads = [], []
+    for folder in ("magics", "display"):
+        for path in (ROOT / folder).rglob("*.py"):
+            name = str(path.relative_to(ROOT))
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, ast.Attribute):
+                    continue
+                if node.attr in ("generate", "generate_together") and name != "magics/session.py":
+                    starts.append(f"{name}:{node.lineno}")
+                if node.attr in ("next_event", "waiting_events") and name != "display/following.py":
+                    reads.append(f"{name}:{node.lineno}")
+    assert (starts, reads) == ([], [])

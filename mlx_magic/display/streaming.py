@@ -1,18 +1,18 @@
-"""Feed a runtime job's events into a view, on the kernel's own thread.
+"""Feed runtime jobs' events into views, on the kernel's own thread.
 
-The kernel thread waits here while the runtime thread generates, so the
-kernel's interrupt (a ``KeyboardInterrupt`` raised on this thread) lands
-here: the job is cancelled, the partial answer is kept and marked, and the
-interrupt is passed on by the caller.
+The events are read by :func:`~mlx_magic.display.following.follow` (the one
+loop every cell's generations are read in); here they become text, thinking,
+previews and footers. An interrupt cancels the jobs; the partial answers are
+kept and marked, and the interrupt is passed on by the caller.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from mlx_magic.display.following import follow
 from mlx_magic.display.grounding_watch import GroundingWatch
 from mlx_magic.display.interrupts import NO_SHIELD, InterruptShield
 from mlx_magic.display.result import MLXResult, TokenInfo
@@ -37,17 +37,6 @@ from mlx_magic.vocabulary.values import (
     TokenChunk,
     VideoPrepared,
 )
-
-# How long to wait for the runtime to confirm a cancel before giving up on
-# it; a token step takes far less, only a huge prompt's prefill chunk more.
-CANCEL_GRACE_S = 30.0
-# How often to wake up when no text is held, so that waits stay interruptible.
-_POLL_S = 0.25
-# After the first text, events are read in batches this often instead of one
-# wake-up per token: every wake-up takes the GIL from the runtime thread (in one
-# process, a fast model decoded at 0.90x raw mlx-lm read per token, 1.04x read
-# this way: BENCHMARKS.md, Investigations 4).
-_BATCH_READ_S = 0.05
 
 
 @dataclass
@@ -84,25 +73,28 @@ def stream_job(
     """
     watch = GroundingWatch(images, job.request, detect=grounding) if images else None
     collector = _Collector(job, view, _buffer_for(view, interval_s), watch)
-    shield = NO_SHIELD
+    # Held from an interrupt on, until the caller has kept the partial answer
+    # (it calls outcome.shield.release()).
+    shield = InterruptShield()
     try:
-        finished = collector.run_until_finished()
-        interrupted = False
-    except KeyboardInterrupt:
-        # Further interrupts wait until the caller has kept the partial answer
-        # (it calls outcome.shield.release()).
-        shield = InterruptShield().hold()
-        job.cancel()
-        try:
-            finished = collector.run_until_finished(grace_s=CANCEL_GRACE_S)
-        except BaseException:
-            shield.release()
-            raise
-        interrupted = True
-    result = collector.result(finished)
+        interrupted = follow(
+            [job],
+            lambda _, event: collector.handle(event),
+            due=collector.due,
+            batch_reads=collector.buffer is not None,
+            shield=shield,
+        )
+    except BaseException:
+        shield.release()
+        raise
+    collector.show(collector.drain())
+    result = collector.result(collector.end())
     view.finish(result)
     return StreamOutcome(
-        result=result, interrupted=interrupted, flushes=collector.flushes, shield=shield
+        result=result,
+        interrupted=interrupted,
+        flushes=collector.flushes,
+        shield=shield if interrupted else NO_SHIELD,
     )
 
 
@@ -117,44 +109,28 @@ def stream_jobs(
     collectors = [
         _Collector(job, view, _buffer_for(view, interval_s)) for job, view in zip(jobs, views)
     ]
-    ends: dict[int, Finished | GenerationFailed] = {}
-    interrupted = False
-    shield = InterruptShield()
-    deadline = None
-    while len(ends) < len(jobs):
+    failures: dict[int, GenerationFailed] = {}
+
+    def handle(position: int, event: Event) -> None:
         try:
-            quiet = True
-            for index, collector in enumerate(collectors):
-                if index in ends:
-                    continue
-                try:
-                    finished = collector.poll()
-                except GenerationFailed as failed:
-                    collector.view.notice(f"✖ {failed.failure.message}")
-                    ends[index] = failed
-                    continue
-                if finished is not None:
-                    ends[index] = finished
-                quiet = quiet and finished is None
-            if deadline is not None and time.monotonic() > deadline:
-                for index in range(len(collectors)):
-                    ends.setdefault(index, Finished("cancelled"))
-            if quiet:
-                time.sleep(0.02)
-        except KeyboardInterrupt:
-            interrupted = True
-            shield.hold()  # later interrupts count only, until the columns are kept
-            for job in jobs:
-                job.cancel()
-            deadline = time.monotonic() + CANCEL_GRACE_S
+            collectors[position].handle(event)
+        except GenerationFailed as failed:
+            collectors[position].view.notice(f"✖ {failed.failure.message}")
+            failures[position] = failed
+
+    def due() -> Optional[float]:
+        waits = [collector.due() for collector in collectors]
+        return min((wait for wait in waits if wait is not None), default=None)
+
+    shield = InterruptShield()  # later interrupts count only, until the columns are kept
+    interrupted = follow(jobs, handle, due=due, shield=shield)
     outcomes: list[StreamOutcome | GenerationFailed] = []
-    for index, collector in enumerate(collectors):
-        end = ends[index]
-        if isinstance(end, GenerationFailed):
-            outcomes.append(end)
+    for position, collector in enumerate(collectors):
+        if position in failures:
+            outcomes.append(failures[position])
             continue
         collector.show(collector.drain())
-        result = collector.result(end)
+        result = collector.result(collector.end())
         collector.view.finish(result)
         outcomes.append(
             StreamOutcome(result=result, interrupted=interrupted, flushes=collector.flushes)
@@ -185,56 +161,27 @@ class _Collector:
         self.tokens: list[TokenInfo] = []
         self.flushes = 0
         self.ready: Optional[ModelReady] = None
+        self.finished: Optional[Finished] = None
         self.prepared: Optional[ImagesPrepared] = None
         # The live thinking block resends its newest lines at each update:
         # it is updated once per interval, whatever the token rate.
         thinking_buffer = None if buffer is None else TokenBuffer(buffer.interval_s)
         self.thinking = ThinkingStream(job, view, thinking_buffer)
 
-    def run_until_finished(self, grace_s: Optional[float] = None) -> Finished:
-        deadline = None if grace_s is None else time.monotonic() + grace_s
-        while True:
-            timeout = _POLL_S
-            if self.buffer is not None:
-                for due_in in (self.buffer.seconds_until_due(), self.thinking.seconds_until_due()):
-                    if due_in is not None:
-                        timeout = min(timeout, due_in)
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._show(self._drain_buffer())
-                    return Finished(
-                        "cancelled", GenerationStats(generation_tokens=len(self.tokens))
-                    )
-                timeout = min(timeout, remaining)
-            if self.buffer is not None and self.job.first_text_shown.is_set():
-                self.job.ended.wait(min(timeout, _BATCH_READ_S))
-                events = self.job.waiting_events()
-            else:
-                event = self.job.next_event(timeout)
-                events = [] if event is None else [event]
-            for event in events:
-                finished = self._handle(event)
-                if finished is not None:
-                    self._show(self._drain_buffer())
-                    return finished
-            if self.buffer is not None:
-                self._show(self.buffer.due())
-                self.thinking.due()
+    def due(self) -> Optional[float]:
+        """Show held text whose time has come; how soon more will be due (s)."""
+        if self.buffer is None:
+            return None
+        self._show(self.buffer.due())
+        self.thinking.due()
+        waits = [self.buffer.seconds_until_due(), self.thinking.seconds_until_due()]
+        return min((wait for wait in waits if wait is not None), default=None)
 
-    def poll(self) -> Optional[Finished]:
-        """Handle the events already waiting, without blocking; the
-        :class:`Finished` event once the job has ended."""
-        while True:
-            event = self.job.next_event(0)
-            if event is None:
-                if self.buffer is not None:
-                    self._show(self.buffer.due())
-                    self.thinking.due()
-                return None
-            finished = self._handle(event)
-            if finished is not None:
-                return finished
+    def end(self) -> Finished:
+        """The job's Finished; a job that never confirmed its cancel ends as cancelled."""
+        if self.finished is not None:
+            return self.finished
+        return Finished("cancelled", GenerationStats(generation_tokens=len(self.tokens)))
 
     def drain(self) -> str:
         return self._drain_buffer()
@@ -242,7 +189,7 @@ class _Collector:
     def show(self, text: Optional[str]) -> None:
         self._show(text)
 
-    def _handle(self, event: Event) -> Optional[Finished]:
+    def handle(self, event: Event) -> None:
         if isinstance(event, TokenChunk):
             text = self.thinking.take(event)
             self.parts.append(text)
@@ -282,12 +229,11 @@ class _Collector:
             self.ready = event
             self.view.waiting_for_first_token(event.model, None if event.warm else event.load_s)
         elif isinstance(event, Finished):
-            return event
+            self.finished = event
         elif isinstance(event, Failed):
             self._show(self._drain_buffer())
             self.view.fail()
             raise GenerationFailed(event)
-        return None
 
     def _drain_buffer(self) -> str:
         # Text held back while it could have begun a tag is the answer's end.

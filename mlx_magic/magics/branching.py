@@ -109,7 +109,7 @@ def run_branch(
         conversation=None,  # a what-if, not a turn of the conversation
     )
     print(f"[{branch_title(original, step, token_text)}]")
-    job = session.runtime.generate(branch_request)
+    (job,) = session.start(branch_request)
     try:
         outcome = stream_job(job, view, interval_s=session.stream_interval_s)
     except GenerationFailed as failed:

@@ -22,6 +22,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable, Optional, Union
 
+from mlx_magic.display.following import follow
 from mlx_magic.display.map_result import MLXMapResult, new_row, printable
 from mlx_magic.display.map_view import MapProgress
 from mlx_magic.display.result import MLXResult, TokenInfo
@@ -41,13 +42,10 @@ from mlx_magic.magics.schemas import data_columns
 from mlx_magic.magics.session import Session
 from mlx_magic.vocabulary.job import Job
 from mlx_magic.vocabulary.provenance import provenance_record
-from mlx_magic.vocabulary.values import Failed, Finished, TokenChunk
+from mlx_magic.vocabulary.values import Event, Failed, Finished, TokenChunk
 
 if TYPE_CHECKING:
     import argparse
-
-#: How long to wait for in-flight items to confirm a cancel.
-_CANCEL_GRACE_S = 30.0
 
 
 def check_map_flags(args: argparse.Namespace, columns: int) -> bool:
@@ -294,7 +292,7 @@ def _run_cells(
         requests = [dataclasses.replace(cells[p].request, batch_size=batch_size) for p in positions]
         if stop is not None and stop.is_set():
             raise KeyboardInterrupt  # cancelled between chunks: as an interrupt would
-        jobs = session.runtime.generate_together(requests)
+        jobs = session.start(*requests)
         _collect(dict(zip(positions, jobs)), cells, result, items, progress, stop)
 
 
@@ -306,47 +304,31 @@ def _collect(
     progress: MapProgress,
     stop: Optional[threading.Event] = None,
 ) -> None:
-    """Read every job's events until all have ended; rows fill in as they do."""
+    """Read every job's events until all have ended; rows fill in as they do.
+
+    Raises:
+        KeyboardInterrupt: the run was interrupted or ``stop`` was set; the
+            jobs in flight were cancelled and their rows kept as they ended.
+    """
+    positions = list(jobs)
     texts: dict[int, list[str]] = {p: [] for p in jobs}
     tokens: dict[int, list[TokenInfo]] = {p: [] for p in jobs}
     started = {p: time.perf_counter() for p in jobs}
-    open_jobs = dict(jobs)
-    try:
-        while open_jobs:
-            quiet = True
-            for position, job in list(open_jobs.items()):
-                while True:
-                    event = job.next_event(0)
-                    if event is None:
-                        break
-                    quiet = False
-                    if isinstance(event, TokenChunk):
-                        texts[position].append(event.text)
-                        tokens[position].extend(TokenInfo(id=int(t)) for t in event.token_ids)
-                    elif isinstance(event, (Finished, Failed)):
-                        _record(position, event, texts, tokens, started, cells, result, items)
-                        # Closed before the progress bar is told: an interrupt
-                        # that lands in it must not wait for this job again.
-                        del open_jobs[position]
-                        progress.item_done(result.rows[position], items[position].index)
-                        break
-            if stop is not None and stop.is_set():
-                raise KeyboardInterrupt  # %mlx cancel of a -b run: stop as an interrupt does
-            if quiet:
-                time.sleep(0.02)
-    except KeyboardInterrupt:
-        for job in open_jobs.values():
-            job.cancel()
-        deadline = time.monotonic() + _CANCEL_GRACE_S
-        for position, job in open_jobs.items():
-            while time.monotonic() < deadline:
-                event = job.next_event(0.1)
-                if isinstance(event, TokenChunk):
-                    texts[position].append(event.text)
-                elif isinstance(event, (Finished, Failed)):
-                    _record(position, event, texts, tokens, started, cells, result, items)
-                    break
-        raise
+    recorded: set[int] = set()
+
+    def handle(index: int, event: Event) -> None:
+        position = positions[index]
+        if isinstance(event, TokenChunk):
+            texts[position].append(event.text)
+            tokens[position].extend(TokenInfo(id=int(t)) for t in event.token_ids)
+        elif isinstance(event, (Finished, Failed)) and position not in recorded:
+            # Once: an interrupt inside the progress bar hands the end over again.
+            recorded.add(position)
+            _record(position, event, texts, tokens, started, cells, result, items)
+            progress.item_done(result.rows[position], items[position].index)
+
+    if follow(list(jobs.values()), handle, stop=stop):
+        raise KeyboardInterrupt  # as an interrupt, kept by run_map
 
 
 def _record(

@@ -51,7 +51,7 @@ def command_replay(magics: MagicsHost, names: list[str]) -> None:
     except ValueError as error:
         raise UserError(f"%mlx replay {target}: {one_line(error, 300)}") from error
     request = _as_this_session_runs_it(session, request, target)
-    job = session.runtime.generate(request)
+    (job,) = session.start(request)
     try:
         outcome = stream_job(job, view_for(session.shell), interval_s=session.stream_interval_s)
     except GenerationFailed as failed:

@@ -8,9 +8,10 @@ side (:func:`run_columns`). Each records its result in the session the same
 way (stats, conversation turn, ``_mlx``, ``--out``). ``--map`` runs many
 prepared cells in batches (:mod:`.map_run`); ``%mlx branch`` and ``%mlx
 replay`` send a request derived from an earlier answer (:mod:`.branching`,
-:mod:`.replay`); all of them stream through
-:func:`~mlx_magic.display.streaming.stream_job` but ``--map``, which reads its
-jobs' events in a loop of its own (the one left to merge into ``stream_job``).
+:mod:`.replay`). Every one starts its generations with
+:meth:`Session.start <mlx_magic.magics.session.Session.start>` and reads their
+events in :func:`~mlx_magic.display.following.follow` (through
+:mod:`~mlx_magic.display.streaming` for what is shown as it streams).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def run_foreground(session: Session, cell: PreparedCell) -> None:
     if cell.images:
         # Before the job: previews must not wait for the model.
         view.show_images(cell.images)
-    job = session.runtime.generate(cell.request)
+    (job,) = session.start(cell.request)
     try:
         outcome = stream_job(
             job,
@@ -103,7 +104,7 @@ def run_background(
             view.markdown = renders_markdown(session, cell)
             if cell.images:
                 view.show_images(cell.images)
-    job = session.runtime.generate(cell.request)
+    (job,) = session.start(cell.request)
 
     def done(entry: BackgroundJob) -> None:
         if entry.result is not None:
@@ -153,7 +154,7 @@ def run_columns(session: Session, cells: list[PreparedCell]) -> None:
         views: list[StreamView] = list(columns.columns)
     else:
         views = [CollectingView() for _ in titles]
-    jobs = session.runtime.generate_together([cell.request for cell in cells])
+    jobs = session.start(*(cell.request for cell in cells))
     outcomes = stream_jobs(jobs, views, interval_s=session.stream_interval_s)
     results = MLXResults()
     shown = []

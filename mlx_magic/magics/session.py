@@ -18,7 +18,8 @@ from mlx_magic.images import DecodedImageCache
 from mlx_magic.magics.background import BackgroundJobs
 from mlx_magic.magics.conversations import Conversations, Turn
 from mlx_magic.units import gib_to_bytes
-from mlx_magic.vocabulary.values import ModelSpec
+from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.values import GenerationRequest, ModelSpec
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
@@ -128,6 +129,15 @@ class Session:
         if self._runtime is not None:
             self._runtime.stop()
             self._runtime = None
+
+    def start(self, *requests: GenerationRequest) -> list[Job]:
+        """The one place generations start (a cell, ``-b``, columns, the
+        panel, ``--map``, a branch, a replay): one request alone, several
+        advancing together (the runtime may batch them). Their events are read
+        by :func:`~mlx_magic.display.following.follow`."""
+        if len(requests) == 1:
+            return [self.runtime.generate(requests[0])]
+        return self.runtime.generate_together(list(requests))
 
     # ---- models --------------------------------------------------------------
 
