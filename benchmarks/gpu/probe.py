@@ -229,9 +229,9 @@ def report(runtime, profile, reps: int) -> dict:
         say(
             f"{model.label}: {tokens} tokens in {wall:.2f} s "
             f"({outcome.result.stats.generation_tps:.0f} tok/s); runtime thread in "
-            f"Stepper._report {per_token_us:.1f} µs per token (Job.emit "
-            f"{1e6 * spent['emit'] / max(1, spent['emits']):.1f} µs per event, {spent['emits']} "
-            f"events); {outcome.flushes} flushes"
+            f"Stepper._report {per_token_us:.1f} µs per token, then Job.emit "
+            f"{1e6 * spent['emit'] / max(1, spent['emits']):.1f} µs per event ({spent['emits']} "
+            f"events, put in the job by the runtime's Run); {outcome.flushes} flushes"
         )
         say("reader thread (stream_job), top by own time:\n" + text.getvalue()[-3000:])
         results[model.label] = {
