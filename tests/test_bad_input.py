@@ -39,6 +39,22 @@ def test_bad_cell_is_one_usage_error_and_starts_nothing(shell, cell):
     assert runtime_threads() == []
 
 
+def test_a_document_pasted_into_the_flags_is_a_short_line(shell):
+    # IPython fills {…} into the magic's line: 120,000 characters of words the
+    # parser cannot read, which it used to echo whole.
+    shell.user_ns["document"] = "word " * 24_000
+    with pytest.raises(UsageError) as caught:
+        run(shell, "%%mlx -s {document}\nhi")
+    message = str(caught.value)
+    assert type(caught.value) is UsageError
+    assert "unrecognized arguments: word word" in message
+    assert len(message) <= 600 and "\n" not in message
+    with pytest.raises(UsageError) as caught:
+        run(shell, "%mlx load {document}")
+    assert len(str(caught.value)) <= 600
+    assert "_mlx" not in shell.user_ns
+
+
 def test_folder_without_config_is_not_a_model(shell, tmp_path):
     with pytest.raises(UsageError, match="no config.json"):
         run(shell, f"%%mlx -m {tmp_path}\nhi")

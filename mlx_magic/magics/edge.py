@@ -17,18 +17,31 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from IPython.core.error import UsageError
 
-from mlx_magic.errors import UserError
+from mlx_magic.errors import UserError, one_line
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: The longest line a mistake is shown as: argparse echoes every word it could
+#: not read, and a pasted document in the flags made a 120 KB "line".
+LINE_LIMIT = 600
 
 
 @contextmanager
 def as_usage_errors() -> Iterator[None]:
-    """Turn a :class:`UserError` raised inside into one ``UsageError`` line."""
+    """Turn a :class:`UserError` raised inside into one ``UsageError`` line
+    (IPython's own, from the flags' parser, too when it runs long)."""
     try:
         yield
     except UserError as error:
-        raise UsageError(str(error)) from error
+        raise UsageError(_short(str(error))) from error
+    except UsageError as error:
+        if len(str(error)) <= LINE_LIMIT:
+            raise
+        raise UsageError(_short(str(error))) from error
+
+
+def _short(message: str) -> str:
+    return message if len(message) <= LINE_LIMIT else one_line(message, LINE_LIMIT)
 
 
 def user_errors_as_usage(method: F) -> F:
