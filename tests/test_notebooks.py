@@ -151,6 +151,12 @@ def test_teaching_notebook_shows_probabilities_sweeps_and_an_untrained_model():
     assert "'smollm2'" in versus and "'untrained-llama', 20" in versus
     branched = outputs_text(next(c for c in code if c.source.startswith("%mlx branch")))
     assert "── branch at token 6: ' London' instead of ' Paris' ──" in branched
+    lensed = next(c for c in code if c.source.startswith("%%mlx -n 3 --lens"))
+    html = "".join(o.get("data", {}).get("text/html", "") for o in lensed.outputs)
+    assert 'class="mlx-magic-lens"' in html and html.count("<tr data-layer=") == 30
+    assert "[logit lens · 30 layers × 3 answer tokens · " in outputs_text(lensed)
+    formed = outputs_text(next(c for c in code if c.source.startswith("lens = _mlx.lens")))
+    assert "('The', " in formed and "(' capital', " in formed
     drafted = next(c for c in code if "--draft {draft}" in c.source)
     html = "".join(o.get("data", {}).get("text/html", "") for o in drafted.outputs)
     assert "mlx-magic-draft" in html and "draft smollm2-draft: " in outputs_text(drafted)

@@ -149,6 +149,30 @@ def test_greedy_answers_match_thread_mode(runtime, tiny):
         assert isinstance(others[-1], ModelReady)
 
 
+def test_the_lens_crosses_the_pipe_as_in_thread_mode(runtime, tiny):
+    from mlx_magic.errors import UserError
+    from mlx_magic.runtime.thread import ThreadRuntime
+    from mlx_magic.vocabulary.lens import LensGrid, LensRequest
+
+    req = request(tiny, "Tell me about dogs.", 5, history=(("Hi", "Hello."),))
+    chunks, last, _ = run_ok(runtime, req)
+    _, ids = text_and_ids(chunks)
+    asked = LensRequest(req, tuple(ids), 3, last.stats.provenance["prompt_token_ids_sha256"])
+    grid = runtime.lens(asked)
+    assert isinstance(grid, LensGrid) and grid.token_ids == tuple(ids)
+    assert [cell.top_ids[0] for cell in grid.rows[-1]] == ids  # greedy
+    assert rpc.decode(rpc.encode(grid)) == grid
+    thread = ThreadRuntime(8 * GB)
+    try:
+        assert thread.lens(asked) == grid  # the same numbers, float for float
+    finally:
+        thread.stop()
+    # The worker's one line is the kernel's, as the same class.
+    changed = LensRequest(req, tuple(ids), 3, "0" * 64)
+    with pytest.raises(UserError, match="not the one the model read"):
+        runtime.lens(changed)
+
+
 def test_generate_together_interleaves_in_the_worker(runtime, tiny):
     from mlx_magic.runtime.thread import ThreadRuntime
 

@@ -46,6 +46,8 @@ VISION_FLAGS = [
     "--region",
     "--max-pixels",
 ]
+# Only %%mlx takes these (the logit lens reads text answers).
+TEXT_ONLY_FLAGS = ["--lens"]
 TEXT_FLAGS = [
     "--background",
     "--batch-size",
@@ -102,6 +104,7 @@ COMMANDS = [
     "bench",
     "replay",
     "branch",
+    "lens",
 ]
 CSS_CLASSES = [
     "mlx-magic-answer",
@@ -109,6 +112,7 @@ CSS_CLASSES = [
     "mlx-magic-columns",
     "mlx-magic-draft",
     "mlx-magic-footer",
+    "mlx-magic-lens",
     "mlx-magic-notice",
     "mlx-magic-preview",
     "mlx-magic-previews",
@@ -155,7 +159,7 @@ def test_traits_magics_flags_and_commands():
     assert sorted(magics.class_trait_names(config=True)) == TRAITS
     assert sorted(magics.magics["cell"]) == ["mlx", "mlx_vision"]
     assert sorted(magics.magics["line"]) == ["mlx"]
-    assert option_strings(magics.mlx_cell) == TEXT_FLAGS
+    assert option_strings(magics.mlx_cell) == sorted(TEXT_FLAGS + TEXT_ONLY_FLAGS)
     assert option_strings(magics.mlx_vision_cell) == sorted(TEXT_FLAGS + VISION_FLAGS)
     [command] = [a for a in magics.mlx_line.parser._actions if a.dest == "command"]
     assert list(command.choices) == COMMANDS

@@ -6,6 +6,7 @@ import html
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
+from mlx_magic.vocabulary.lens import LensGrid
 from mlx_magic.vocabulary.values import GenerationStats
 
 if TYPE_CHECKING:
@@ -131,6 +132,9 @@ class MLXResult:
     #: says where: (token number, 1-based; the token chosen instead).
     branches: list = field(default_factory=list, repr=False, compare=False)
     branched_at: Optional[tuple] = field(default=None, repr=False, compare=False)
+    #: The logit lens of the answer (``%%mlx --lens``, ``%mlx lens``): what each
+    #: layer would have predicted at each answer token; ``None`` until read.
+    lens: Optional[LensGrid] = field(default=None, repr=False, compare=False)
 
     def __str__(self) -> str:
         return self.text

@@ -173,13 +173,14 @@ def generation_arguments(magic: F) -> F:
     return magic
 
 
-def parse_flags(magic: Callable, line: str, usage: str) -> Any:
+def parse_flags(magic: Callable, line: str, usage: str, *, intermixed: bool = False) -> Any:
     """The parsed flags of ``line`` for ``magic``, split as a shell would.
 
     IPython's ``parse_argstring`` keeps quote characters (``-s "Hi."`` would
     send the quotes to the model, and a path with spaces could not be given);
     here quotes group and are removed, as in a terminal. ``usage`` is the
     magic's name as the user types it (``%%mlx``), for the help hint.
+    ``intermixed``: options may come between positional words (``%mlx lens -k 3 NAME``).
 
     Raises:
         UserError: an unclosed quote, ``--help`` (the manual is ``%%mlx?``),
@@ -194,7 +195,8 @@ def parse_flags(magic: Callable, line: str, usage: str) -> Any:
         argv = [_unquoted(arg) for arg in argv]
     if "-h" in argv or "--help" in argv:
         raise UserError(f"{usage}? shows the manual: every flag, the settings, examples")
-    return magic.parser.parse_args(argv)  # type: ignore[attr-defined]
+    parser = magic.parser  # type: ignore[attr-defined]
+    return parser.parse_intermixed_args(argv) if intermixed else parser.parse_args(argv)
 
 
 def _unquoted(arg: str) -> str:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, cast
 from mlx_magic.errors import GenerationInterrupted, ModelLoadError, UserError
 from mlx_magic.magics.branching import command_branch
 from mlx_magic.magics.conversations import DEFAULT_CONVERSATION
+from mlx_magic.magics.lens import command_lens
 from mlx_magic.magics.replay import command_replay
 from mlx_magic.units import gib
 
@@ -414,4 +415,5 @@ COMMANDS = {
     "bench": command_bench,
     "replay": command_replay,
     "branch": command_branch,
+    "lens": command_lens,
 }

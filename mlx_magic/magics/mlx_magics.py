@@ -19,6 +19,7 @@ from mlx_magic.errors import UserError
 from mlx_magic.magics.arguments import generation_arguments, parse_flags
 from mlx_magic.magics.commands import COMMANDS
 from mlx_magic.magics.edge import user_errors_as_usage
+from mlx_magic.magics.lens import DEFAULT_TOKENS, check_lens_flags, command_lens
 from mlx_magic.magics.map_run import check_map_flags, run_map_cell
 from mlx_magic.magics.options import variants_of
 from mlx_magic.magics.prepare import check_video_flags, load_cell_images, prepare
@@ -107,6 +108,16 @@ class MLXMagics(MLXSettings):
 
     @magic_arguments("%mlx")  # shown as %%mlx in the usage line
     @generation_arguments
+    @argument(
+        "--lens",
+        nargs="?",
+        const=DEFAULT_TOKENS,
+        type=int,
+        metavar="N",
+        help="After the answer, the logit lens: what each layer would have predicted at "
+        "each of its first N tokens (default 64), a layers × tokens grid (_mlx.lens); "
+        "its cost is said under it. Local text models.",
+    )
     @cell_magic("mlx")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     @user_errors_as_usage
     def mlx_cell(self, line: str, cell: str) -> None:
@@ -150,7 +161,9 @@ class MLXMagics(MLXSettings):
         Pydantic class or a JSON-schema dict) constrains the answer so it
         always parses, into ``_mlx.data``. Every answer keeps a provenance
         record (``_mlx.provenance``: model, weights, versions, prompt hash,
-        sampler and seed) and ``%mlx replay`` makes it again::
+        sampler and seed) and ``%mlx replay`` makes it again. ``--lens`` shows,
+        under the answer, what each layer would have predicted at each token
+        (``%mlx lens``)::
 
             In [6]: %%mlx --map cities --schema City -o facts
                ...: Describe {item} as JSON.
@@ -176,6 +189,7 @@ class MLXMagics(MLXSettings):
         args = parse_flags(self.mlx_cell, line, "%%mlx")
         session = self.session
         variants = variants_of(args)
+        check_lens_flags(args, len(variants), self.runtime)
         if check_map_flags(args, len(variants)):
             return run_map_cell(session, variants[0], cell, session.resolve, vision=False)
         if len(variants) > 1:
@@ -354,6 +368,8 @@ class MLXMagics(MLXSettings):
         help="Models for load/unload ('all' unloads every model); "
         "for chat: a conversation name, or reset/save/load with their arguments.",
     )
+    @argument("-k", type=int, metavar="K", help="lens: the top K tokens of each cell (5).")
+    @argument("-t", type=int, metavar="N", help="lens: read the first N answer tokens (64).")
     @line_magic("mlx")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     @user_errors_as_usage
     def mlx_line(self, line: str) -> None:
@@ -387,8 +403,14 @@ class MLXMagics(MLXSettings):
             %mlx disconnect          back to local models
             %mlx bench [quick] [SCENARIO ...]   how to run the benchmark (python -m benchmarks)
             %mlx replay [NAME|nb.ipynb:CELL]    make an answer again from its provenance, compare
+            %mlx lens [NAME] [-k K] [-t N]      what each layer would have predicted at each
+                                     token of an answer (the logit lens; _mlx.lens)
 
         MODEL is anything ``%%mlx --model`` takes.
         """
-        args = parse_flags(self.mlx_line, line, "%mlx")
+        args = parse_flags(self.mlx_line, line, "%mlx", intermixed=True)
+        if args.command == "lens":
+            return command_lens(self, args.names, top_k=args.k, tokens=args.t)
+        if args.k is not None or args.t is not None:
+            raise UserError(f"-k and -t are options of %mlx lens, not of %mlx {args.command}")
         return COMMANDS[args.command](self, args.names)

@@ -72,6 +72,8 @@ class CellOptions:
     num_draft: Optional[int] = None
     #: ``--trust-remote-code``: loading may run the Python code the model's folder names.
     trust_remote_code: bool = False
+    #: ``--lens [N]``: after the answer, the logit lens of its first N tokens (``None``: off).
+    lens: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ def variants_of(args: Any) -> list[CellOptions]:
         draft=getattr(args, "draft", None),
         num_draft=getattr(args, "num_draft", None),
         trust_remote_code=bool(getattr(args, "trust_remote_code", False)),
+        lens=getattr(args, "lens", None),
     )
     return [
         replace(base, model=model, temperature=temp, seed=seed)

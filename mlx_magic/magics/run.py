@@ -23,6 +23,7 @@ from mlx_magic.display.streaming import stream_job, stream_jobs
 from mlx_magic.display.views import CollectingView, StreamView, view_for, widgets_usable
 from mlx_magic.errors import GenerationFailed, GenerationInterrupted, UserError
 from mlx_magic.magics.background import BackgroundJob
+from mlx_magic.magics.lens import lens_after_answer
 from mlx_magic.magics.options import PreparedCell
 from mlx_magic.magics.session import Session
 from mlx_magic.vocabulary.values import Failed
@@ -75,6 +76,8 @@ def run_foreground(session: Session, cell: PreparedCell) -> None:
     finally:
         outcome.shield.release()
     session.apply_format(result, cell)
+    if cell.options.lens is not None:  # --lens: what each layer would have said
+        lens_after_answer(session, result, view, cell.options.lens)
 
 
 def run_background(

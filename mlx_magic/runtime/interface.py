@@ -10,7 +10,9 @@ from __future__ import annotations
 import abc
 from typing import Optional
 
+from mlx_magic.errors import UserError
 from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.lens import NEEDS_LOCAL_MODEL, LensGrid, LensRequest
 from mlx_magic.vocabulary.values import GenerationRequest, ModelInfo, ModelSpec, RuntimeStatus
 
 
@@ -29,6 +31,16 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def load(self, spec: ModelSpec) -> ModelInfo:
         """Make a model warm (blocking); returns what was loaded."""
+
+    def lens(self, asked: LensRequest) -> LensGrid:
+        """The logit lens of an answer (blocking): what each layer of its model
+        predicts at each of its tokens (:class:`LensRequest` says which).
+
+        Raises:
+            UserError: this runtime has no model's layers to read, or the
+                answer cannot be read (one line).
+        """
+        raise UserError(NEEDS_LOCAL_MODEL)
 
     @abc.abstractmethod
     def unload(self, key: Optional[str] = None) -> list[str]:

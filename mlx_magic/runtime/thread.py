@@ -37,6 +37,7 @@ from mlx_magic.vocabulary.values import (
 )
 
 if TYPE_CHECKING:
+    from mlx_magic.vocabulary.lens import LensGrid, LensRequest
     from mlx_magic.vocabulary.values import Finished, GenerationStats
 
 THREAD_NAME = "mlx_magic-runtime"
@@ -106,6 +107,11 @@ class ThreadRuntime(Runtime):
             return entry.info()
 
         return self._call(load_now)
+
+    def lens(self, asked: LensRequest) -> LensGrid:
+        from mlx_magic.engine.answer_lens import read_lens
+
+        return self._call(lambda: read_lens(self._warm(asked.request.model)[0], asked))
 
     def unload(self, key: Optional[str] = None) -> list[str]:
         if self._serving is None:

@@ -8,9 +8,35 @@ Plain values (ints, floats, strings in tuples), made by
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from mlx_magic.errors import import_extra
+from mlx_magic.vocabulary.values import GenerationRequest
+
+#: Why a server's answer cannot be read (the remote runtime says it, and the
+#: magics before a generation is spent on ``--lens``).
+NEEDS_LOCAL_MODEL = (
+    "The logit lens reads the model's layers: it needs a local model (thread or process "
+    "runtime; %mlx disconnect goes back to one)"
+)
+
+
+@dataclass(frozen=True)
+class LensRequest:
+    """Which answer a runtime's lens reads (``Runtime.lens``).
+
+    Attributes:
+        request: the request the answer was given (``_mlx.request``).
+        answer_ids: the answer's token ids, or its first ones.
+        top_k: how many top tokens each cell keeps (its hover).
+        expected_sha256: the answer's ``prompt_token_ids_sha256`` (its
+            provenance): the prompt made again must have it (``None``: unchecked).
+    """
+
+    request: GenerationRequest
+    answer_ids: tuple[int, ...]
+    top_k: int = 5
+    expected_sha256: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -95,3 +121,23 @@ class LensGrid:
                 for position, cell in enumerate(row)
             ]
         )
+
+
+def unreadable_answer(request: GenerationRequest) -> Optional[str]:
+    """Why the lens cannot read the answer of ``request`` (one line), or ``None``.
+
+    A server's answer has no layers here. An answer about images or a video is
+    refused rather than read without them: the lens feeds the language model
+    token ids only, so the picture would be placeholder tokens and no row,
+    not even the last, would be what the model computed for that answer. A
+    vision model's text-only answer (``%%mlx -m`` a vision model) is read exactly.
+    """
+    if request.model.source == "remote":
+        return NEEDS_LOCAL_MODEL
+    if request.images or request.has_video:
+        return (
+            "The logit lens reads text: this answer saw images or a video, which it cannot "
+            "feed through the layers (they would be placeholder tokens, and the grid would not "
+            "be what the model computed); ask the same model without them, with %%mlx"
+        )
+    return None

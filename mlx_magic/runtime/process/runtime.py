@@ -37,6 +37,7 @@ from mlx_magic.runtime.process import rpc
 from mlx_magic.runtime.process.exits import describe_exit
 from mlx_magic.runtime.process.worker_process import PendingCall, WorkerProcess
 from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.lens import LensGrid, LensRequest
 from mlx_magic.vocabulary.values import (
     Event,
     Failed,
@@ -191,6 +192,11 @@ class ProcessRuntime(Runtime):
         info = rpc.decode(self._call("load", {"spec": rpc.encode(spec)}))
         self._crashes.clear()
         return info
+
+    def lens(self, asked: LensRequest) -> LensGrid:
+        # The worker's one line (a family it cannot read, a changed prompt)
+        # comes back as the same UserError.
+        return rpc.decode(self._call("lens", {"asked": rpc.encode(asked)}))
 
     def unload(self, key: Optional[str] = None) -> list[str]:
         worker = self._live_worker()
