@@ -287,3 +287,27 @@ def test_a_finished_map_run_keeps_no_job_alive(map_shell):
         if isinstance(job, Job) and "kept-or-freed" in job.request.prompt
     ]
     assert alive == []
+
+
+def test_items_are_prepared_a_chunk_at_a_time_and_answer_as_in_one_chunk(map_shell, monkeypatch):
+    # 10,000 items showed their first row after 35 s when every item was
+    # prepared before the first was sent; now rows come chunk by chunk.
+    from mlx_magic.magics import map_run
+
+    map_shell.user_ns["five"] = ["Paris", "Rome", "Berlin", "Oslo", "Lima"]
+    cell = "%%mlx --map five -m tiny -n 3 --seed 7 -o {name}\nSay {{item}}."
+    run(map_shell, cell.format(name="whole"))
+    original, done_before = map_run._prepare_items, []
+
+    def watched(session, plan, positions, *args, **kwargs):
+        done = sum(row["finish_reason"] != "not run" for row in plan.result.rows)
+        done_before.append((positions, done))
+        return original(session, plan, positions, *args, **kwargs)
+
+    monkeypatch.setattr(map_run, "_prepare_items", watched)
+    monkeypatch.setattr(map_run, "PREPARED_AT_ONCE", 2)
+    run(map_shell, cell.format(name="chunked"))
+    chunked, whole = map_shell.user_ns["chunked"], map_shell.user_ns["whole"]
+    assert [r["answer"] for r in chunked.rows] == [r["answer"] for r in whole.rows]
+    # Each chunk is prepared once the one before it has answered.
+    assert done_before == [([0, 1], 0), ([2, 3], 2), ([4], 4)]

@@ -1,6 +1,6 @@
 """Run a ``--map`` cell: one request per item, batched, collected into a table.
 
-Items go to the runtime at once (``generate_together``): the thread
+Items go to the runtime together, 512 prepared at a time: the thread
 runtime decodes one model's requests together with mlx-lm's (text) or
 mlx-vlm's (vision) continuous batching, ``--batch-size`` at a time. Remote
 servers get concurrent requests in chunks of that size (4 by default), and
@@ -46,6 +46,11 @@ from mlx_magic.vocabulary.values import Event, Failed, Finished, TokenChunk
 
 if TYPE_CHECKING:
     import argparse
+
+#: Items prepared (prompt, images, request) and sent at a time: 10,000 items
+#: showed their first row after 35 s when all were prepared first. A batch
+#: drains at the end of each chunk, which costs little at this size.
+PREPARED_AT_ONCE = 512
 
 
 def check_map_flags(args: argparse.Namespace, columns: int) -> bool:
@@ -207,8 +212,15 @@ def run_map(
             notebook=getattr(shell, "kernel", None) is not None,
             description=f"--map {name}",
         )
-        cells = _prepare_items(session, plan, progress, stop)
-        _run_cells(session, cells, result, items, progress, batch_size=batch_size, stop=stop)
+        seed: Optional[int] = None
+        # Prepared a chunk at a time: the first rows come while later items
+        # (their images too) are not read yet, and memory holds one chunk.
+        for start in range(0, len(positions), PREPARED_AT_ONCE):
+            chunk = positions[start : start + PREPARED_AT_ONCE]
+            cells = _prepare_items(session, plan, chunk, progress, stop)
+            seed = _run_cells(
+                session, cells, result, items, progress, batch_size=batch_size, stop=stop, seed=seed
+            )
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -227,12 +239,16 @@ def run_map(
 
 
 def _prepare_items(
-    session: Session, plan: MapPlan, progress: MapProgress, stop: Optional[threading.Event]
+    session: Session,
+    plan: MapPlan,
+    positions: list[int],
+    progress: MapProgress,
+    stop: Optional[threading.Event],
 ) -> dict[int, PreparedCell]:
     """Each position's request; one that cannot be made is its row's error."""
     single = _single(plan.options)
     cells: dict[int, PreparedCell] = {}
-    for position in plan.positions:
+    for position in positions:
         if stop is not None and stop.is_set():
             raise KeyboardInterrupt  # %mlx cancel of a -b run: stop as an interrupt does
         item = plan.items[position]
@@ -271,12 +287,15 @@ def _run_cells(
     *,
     batch_size: int,
     stop: Optional[threading.Event],
-) -> None:
-    """Send the prepared items, collect each one's events into its row."""
+    seed: Optional[int],
+) -> Optional[int]:
+    """Send the prepared items, collect each one's events into its row; returns
+    the run's seed (``seed``, or else the first item's: drawn, or ``--seed``)."""
     order = list(cells)
     if order:
-        # One seed for the whole run (drawn, or --seed).
-        seed = cells[order[0]].request.sampling.seed
+        # One seed for the whole run, every chunk of it.
+        if seed is None:
+            seed = cells[order[0]].request.sampling.seed
         for position in order:
             request = cells[position].request
             sampling = dataclasses.replace(request.sampling, seed=seed)
@@ -284,7 +303,7 @@ def _run_cells(
                 cells[position], request=dataclasses.replace(request, sampling=sampling)
             )
     if not order:
-        return  # every item failed before it could be sent: their rows say why
+        return seed  # every item failed before it could be sent: their rows say why
     batched = session.settings.runtime != "remote" and batch_size != 1
     chunk = len(order) if batched else max(1, batch_size or 4)
     for start in range(0, len(order), chunk):
@@ -294,6 +313,7 @@ def _run_cells(
             raise KeyboardInterrupt  # cancelled between chunks: as an interrupt would
         jobs = session.start(*requests)
         _collect(dict(zip(positions, jobs)), cells, result, items, progress, stop)
+    return seed
 
 
 def _collect(
