@@ -62,8 +62,8 @@ def logit_lens(
         )
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, not {top_k}")
-    language = _language_model(model)
-    model_type = _model_type(language)
+    language = language_model(model)
+    model_type = model_type_of(language)
     with gpu_lock:
         logits = _every_layers_logits(language, ids, first, model_type)
         targets = mx.array(ids[first:])[:, None]
@@ -88,7 +88,7 @@ def logit_lens(
                     cast(list, chosen.tolist()),
                 )
             )
-    text = _decoder(tokenizer)
+    text = token_decoder(tokenizer)
     answer = ids[first:]
     return LensGrid(
         model_type=model_type,
@@ -191,14 +191,14 @@ class _StandIn:
         return self._function(h)
 
 
-def _language_model(model: Any) -> Any:
+def language_model(model: Any) -> Any:
     """The part that reads text: the model itself, or a vision model's language model."""
     if getattr(model, "language_model", None) is not None and not hasattr(model, "model"):
         return model.language_model
     return model
 
 
-def _model_type(model: Any) -> str:
+def model_type_of(model: Any) -> str:
     for owner in (model, getattr(model, "args", None), getattr(model, "config", None)):
         name = getattr(owner, "model_type", None)
         if isinstance(name, str) and name:
@@ -210,7 +210,7 @@ def _unreadable(model_type: str) -> UserError:
     return UserError(f"{_READS}; {model_type} is not one")
 
 
-def _decoder(tokenizer: Any) -> Callable[[int], str]:
+def token_decoder(tokenizer: Any) -> Callable[[int], str]:
     """Token id → its text, one token at a time, remembered (ids repeat across layers)."""
     decode = text_tokenizer(tokenizer).decode
     known: dict[int, str] = {}

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from mlx_magic.engine.model_cache import config_dict
 from mlx_magic.engine.text_generation import context_length
 from mlx_magic.errors import UserError
+from mlx_magic.vocabulary.attention import ImagePatches
 from mlx_magic.vocabulary.values import ImagesPrepared
 
 if TYPE_CHECKING:
@@ -130,6 +131,42 @@ def image_costs(processor: Any, inputs: dict, count: int, image_tokens: int) -> 
         each = image_tokens // count if image_tokens else None
         return ((int(shape[3]), int(shape[2])),) * count, (each,) * count
     return (None,) * count, (None,) * count
+
+
+def image_token_grids(
+    processor: Any, config: dict, prompt_ids: list[int], extra: dict, count: int
+) -> tuple[ImagePatches, ...]:
+    """Where each image's tokens are in ``prompt_ids`` and the grid they form.
+
+    Qwen-style processors say it in ``image_grid_thw``: an image of ``h × w``
+    patches of ``patch_size`` pixels (resized to ``w·patch × h·patch``) becomes
+    ``(h/merge) × (w/merge)`` tokens, one per ``merge × merge`` patches, row by
+    row, in one run of the image token. Anything else (or a mismatch): ``()``.
+    """
+    image_processor = getattr(processor, "image_processor", None)
+    patch = getattr(image_processor, "patch_size", None)
+    merge = getattr(image_processor, "merge_size", None)
+    grid = extra.get("image_grid_thw")
+    token = _image_token_id(config)
+    if grid is None or not (isinstance(patch, int) and isinstance(merge, int)) or token is None:
+        return ()
+    runs: list[list[int]] = []  # [start, length] of each run of image tokens
+    for position, value in enumerate(prompt_ids):
+        if value != token:
+            continue
+        if runs and runs[-1][0] + runs[-1][1] == position:
+            runs[-1][1] += 1
+        else:
+            runs.append([position, 1])
+    rows = [tuple(int(value) for value in row) for row in _as_list(grid)]
+    if count == 0 or len(runs) != count or len(rows) != count:
+        return ()
+    found = []
+    for index, ((start, length), (t, h, w)) in enumerate(zip(runs, rows)):
+        if t != 1 or h % merge or w % merge or length != h * w // (merge * merge):
+            return ()
+        found.append(ImagePatches(index, start, h // merge, w // merge, (w * patch, h * patch)))
+    return tuple(found)
 
 
 def image_patch_ranges(inputs_extra: dict, count: int) -> Optional[list[tuple[int, int, Any]]]:
