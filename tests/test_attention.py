@@ -11,6 +11,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from mlx_magic.display.attention_view import heatmap
 from mlx_magic.engine.attention import attention_map
 from mlx_magic.errors import UserError
 
@@ -322,6 +323,15 @@ def script_a_peak(warm, position):
     return kept
 
 
+def hottest_pixels(drawn, plain):
+    """The bounding box (x0, y0, x1, y1, exclusive) of the pixels ``drawn`` changed the most."""
+    change = np.abs(
+        np.asarray(drawn, dtype=np.int32) - np.asarray(plain.convert("RGB"), dtype=np.int32)
+    ).sum(axis=-1)
+    ys, xs = np.nonzero(change >= change.max() - 3)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
 @pytest.mark.vision
 def test_qwen2_vl_a_scripted_peak_on_one_image_patch_is_found_there(scripted_vlm):
     from mlx_magic.engine.answer_attention import read_attention
@@ -354,4 +364,110 @@ def test_qwen2_vl_a_scripted_peak_on_one_image_patch_is_found_there(scripted_vlm
     assert max(range(len(row)), key=row.__getitem__) == target and row[target] > 0.9
     cells = found.image_grid(0)
     assert max((v, r, c) for r, line in enumerate(cells) for c, v in enumerate(line))[1:] == (2, 7)
+    # On the picture sent (300 × 200, which the processor made 252 × 168 in 9 × 6
+    # tokens of 28 px): the hottest pixels are row 2, column 7's, scaled back.
+    image = request.images[0]
+    hottest = hottest_pixels(heatmap(image, found, max_side=None), image)
+    x0, x1, y0, y1 = 7 * 300 / 9, 8 * 300 / 9, 2 * 200 / 6, 3 * 200 / 6
+    assert hottest == (round(x0), round(y0), round(x1), round(y1))
+    small = heatmap(image, found, max_side=150)  # a preview: the same place, scaled
+    assert small.size == (150, 100)
+    assert hottest_pixels(small, image.resize(small.size)) == (
+        round(x0 / 2),
+        round(y0 / 2),
+        round(x1 / 2),
+        round(y1 / 2),
+    )
     print(f"[tiny Qwen2-VL attention, {len(found.token_ids)} positions: {took:.3f} s]")
+
+
+# ---------------------------------------------------------------- the values and the view
+
+
+def made_map(head=None, images=()):
+    """Two heads over five positions (three of the prompt), texts that need escaping."""
+    from mlx_magic.vocabulary.attention import AttentionMap
+
+    return AttentionMap(
+        model_type="llama",
+        layer=1,
+        layers=2,
+        head=head,
+        step=3,
+        written_id=9,
+        written="<cat>",
+        token_ids=(1, 2, 3, 4, 5),
+        tokens=("<b>", " & ", "x'y", "\n", "ok"),
+        prompt_tokens=3,
+        weights=((0.1, 0.6, 0.1, 0.1, 0.1), (0.3, 0.0, 0.3, 0.2, 0.2)),
+        images=images,
+    )
+
+
+def test_the_strip_is_escaped_shaded_and_hovers_every_head():
+    from mlx_magic.display.attention_view import AttentionView, attention_html
+
+    found = made_map()
+    page = attention_html(found)
+    assert "<b>" not in page and "&lt;b&gt;" in page and "x&#x27;y" in page
+    assert "&lt;cat&gt;" in page and page.count("data-position=") == 5
+    assert (
+        page.index('data-position="2"') < page.index("answer: ") < page.index('data-position="3"')
+    )
+    # The mean of the two heads: position 1 has 30%, the most, so the darkest shade.
+    hover = page.split('data-position="1"')[1].split('title="')[1].split('"')[0]
+    assert "30.00%" in hover and "heads: 60.0%, 0.0%" in hover
+    assert "rgba(230, 40, 20, 0.85)" in page.split('data-position="1"')[1].split(">")[0]
+    assert "layer 1 of 2 · mean of 2 heads · token 3 &#x27;&lt;cat&gt;&#x27;" in page
+    assert AttentionView(found)._repr_html_() == page
+    one = attention_html(made_map(head=0))
+    assert "head 0 · token 3" in one and "10.00%" in one.split('data-position="0"')[1]
+
+
+def test_the_text_fallback_marks_the_heavy_tokens_and_lists_the_top():
+    from IPython.lib.pretty import pretty
+
+    from mlx_magic.display.attention_view import AttentionView, attention_text
+
+    found = made_map()
+    text = attention_text(found)
+    lines = text.splitlines()
+    assert lines[0] == "attention · llama · layer 1 of 2 · mean of 2 heads · token 3 '<cat>'"
+    assert "«<b> 20%»« &  30%»«x'y 20%» │ answer: «" in text
+    assert "most weight: 1 ' & ' 30.0%" in text
+    assert repr(AttentionView(found)) == text == pretty(AttentionView(found))
+
+
+def test_an_image_is_one_chip_in_the_strip_and_a_heatmap_under_it():
+    from PIL import Image
+
+    from mlx_magic.display.attention_view import attention_html, attention_text, token_box
+    from mlx_magic.vocabulary.attention import AttentionMap, ImagePatches
+
+    patches = ImagePatches(image=0, start=1, rows=1, cols=2, size=(56, 28))
+    found = AttentionMap(
+        "qwen2_vl", 0, 2, None, 1, 7, ".", (1, 5, 5, 2), ("a", "<i>", "<i>", "b"), 4,
+        ((0.1, 0.2, 0.6, 0.1),), (patches,),
+    )  # fmt: skip
+    assert found.image_grid(0) == [[0.2, 0.6]]
+    assert token_box(patches, 1, (112, 40)) == (56.0, 0.0, 112.0, 40.0)
+    page = attention_html(found, [Image.new("RGB", (112, 40), "white")])
+    assert "[image 1 · 2 tokens · 80.0%]" in page and page.count("data-position=") == 3
+    assert 'class="mlx-magic-attention-heatmap"' in page
+    assert "the most on row 1, column 2 (60.0%)" in page
+    assert "[image 1: 80%]" in attention_text(found)
+    # Without the pictures (a saved map): the strip alone.
+    assert "mlx-magic-attention-heatmap" not in attention_html(found)
+
+
+def test_the_values_check_their_shape_and_make_a_table():
+    from mlx_magic.vocabulary.attention import AttentionMap
+
+    found = made_map()
+    assert found.heads == 2 and found.row() == pytest.approx([0.2, 0.3, 0.2, 0.15, 0.15])
+    assert found.top(2) == [(1, " & ", pytest.approx(0.3)), (0, "<b>", pytest.approx(0.2))]
+    frame = found.to_frame()
+    assert list(frame["in"]) == ["prompt"] * 3 + ["answer"] * 2
+    assert list(frame["head_1"]) == [0.3, 0.0, 0.3, 0.2, 0.2]
+    with pytest.raises(ValueError):
+        AttentionMap("llama", 0, 1, None, 1, 1, "a", (1, 2), ("a",), 1, ((1.0, 0.0),))
