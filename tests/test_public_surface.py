@@ -49,6 +49,7 @@ VISION_FLAGS = [
 # Only %%mlx takes these (the logit lens reads text answers).
 TEXT_ONLY_FLAGS = ["--lens"]
 TEXT_FLAGS = [
+    "--attention",
     "--background",
     "--batch-size",
     "--chat",
@@ -105,10 +106,13 @@ COMMANDS = [
     "replay",
     "branch",
     "lens",
+    "attention",
 ]
 CSS_CLASSES = [
     "mlx-magic-answer",
     "mlx-magic-answer-now",
+    "mlx-magic-attention",
+    "mlx-magic-attention-heatmap",
     "mlx-magic-columns",
     "mlx-magic-draft",
     "mlx-magic-footer",

@@ -6,6 +6,7 @@ import html
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
+from mlx_magic.vocabulary.attention import AttentionMap
 from mlx_magic.vocabulary.lens import LensGrid
 from mlx_magic.vocabulary.values import GenerationStats
 
@@ -135,6 +136,9 @@ class MLXResult:
     #: The logit lens of the answer (``%%mlx --lens``, ``%mlx lens``): what each
     #: layer would have predicted at each answer token; ``None`` until read.
     lens: Optional[LensGrid] = field(default=None, repr=False, compare=False)
+    #: Where one layer looked when a token of the answer was written
+    #: (``--attention``, ``%mlx attention STEP``); ``None`` until read.
+    attention: Optional[AttentionMap] = field(default=None, repr=False, compare=False)
 
     def __str__(self) -> str:
         return self.text

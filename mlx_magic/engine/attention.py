@@ -20,8 +20,9 @@ mask applied as the model gave it ("causal": the last position sees every
 earlier one; a boolean mask chooses; an additive one adds), sinks counted in
 the denominator where the family has them, and a softmax in float32.
 
-A family that computes its attention by hand (Gemma 2's soft-capped scores,
-GPT-2) never calls the fused attention from that layer: one line says so.
+A family that computes its attention by hand (Gemma 2's soft-capped scores)
+never calls the fused attention from that layer, and one without decoder layers
+at ``model.layers`` (GPT-2) has none to watch: one line says so.
 """
 
 from __future__ import annotations

@@ -166,6 +166,16 @@ def generation_arguments(magic: F) -> F:
             help="With --map: continue the table in --out (or _mlx), running only the items "
             "that did not finish.",
         ),
+        argument(
+            "--attention",
+            nargs="?",
+            const="",
+            metavar="LAYER[:HEAD]",
+            help="After the answer, where a layer (default: the last) looked when it wrote the "
+            "last token: its attention over the prompt (images: a heatmap) and the answer, the "
+            "mean over heads or one HEAD (_mlx.attention; %%mlx attention STEP for another "
+            "token); its cost is said under it. Local models.",
+        ),
     ]
     # magic_arguments applies decorators bottom-up; keep the listed order in --help.
     for flag in reversed(flags):
@@ -173,7 +183,9 @@ def generation_arguments(magic: F) -> F:
     return magic
 
 
-def parse_flags(magic: Callable, line: str, usage: str, *, intermixed: bool = False) -> Any:
+def parse_flags(
+    magic: Callable, line: str, usage: str, *, intermixed: bool = False, short_help: bool = True
+) -> Any:
     """The parsed flags of ``line`` for ``magic``, split as a shell would.
 
     IPython's ``parse_argstring`` keeps quote characters (``-s "Hi."`` would
@@ -181,6 +193,7 @@ def parse_flags(magic: Callable, line: str, usage: str, *, intermixed: bool = Fa
     here quotes group and are removed, as in a terminal. ``usage`` is the
     magic's name as the user types it (``%%mlx``), for the help hint.
     ``intermixed``: options may come between positional words (``%mlx lens -k 3 NAME``).
+    ``short_help``: ``-h`` asks for the manual (else it is an option: ``%mlx attention -h 3``).
 
     Raises:
         UserError: an unclosed quote, ``--help`` (the manual is ``%%mlx?``),
@@ -193,7 +206,7 @@ def parse_flags(magic: Callable, line: str, usage: str, *, intermixed: bool = Fa
         raise UserError(f"The flags do not parse ({error}): close the quote") from error
     if os.name == "nt":
         argv = [_unquoted(arg) for arg in argv]
-    if "-h" in argv or "--help" in argv:
+    if (short_help and "-h" in argv) or "--help" in argv:
         raise UserError(f"{usage}? shows the manual: every flag, the settings, examples")
     parser = magic.parser  # type: ignore[attr-defined]
     return parser.parse_intermixed_args(argv) if intermixed else parser.parse_args(argv)

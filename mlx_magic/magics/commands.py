@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from mlx_magic.errors import GenerationInterrupted, ModelLoadError, UserError
+from mlx_magic.magics.attention import command_attention
 from mlx_magic.magics.branching import command_branch
 from mlx_magic.magics.conversations import DEFAULT_CONVERSATION
 from mlx_magic.magics.lens import command_lens
@@ -416,4 +417,5 @@ COMMANDS = {
     "replay": command_replay,
     "branch": command_branch,
     "lens": command_lens,
+    "attention": command_attention,
 }

@@ -17,6 +17,7 @@ from traitlets import observe
 
 from mlx_magic.errors import UserError
 from mlx_magic.magics.arguments import generation_arguments, parse_flags
+from mlx_magic.magics.attention import check_attention_flags, command_attention
 from mlx_magic.magics.commands import COMMANDS
 from mlx_magic.magics.edge import user_errors_as_usage
 from mlx_magic.magics.lens import DEFAULT_TOKENS, check_lens_flags, command_lens
@@ -163,7 +164,8 @@ class MLXMagics(MLXSettings):
         record (``_mlx.provenance``: model, weights, versions, prompt hash,
         sampler and seed) and ``%mlx replay`` makes it again. ``--lens`` shows,
         under the answer, what each layer would have predicted at each token
-        (``%mlx lens``)::
+        (``%mlx lens``); ``--attention`` where a layer looked when it wrote the
+        last token (``%mlx attention STEP``)::
 
             In [6]: %%mlx --map cities --schema City -o facts
                ...: Describe {item} as JSON.
@@ -190,6 +192,7 @@ class MLXMagics(MLXSettings):
         session = self.session
         variants = variants_of(args)
         check_lens_flags(args, len(variants), self.runtime)
+        check_attention_flags(args, len(variants), self.runtime)
         if check_map_flags(args, len(variants)):
             return run_map_cell(session, variants[0], cell, session.resolve, vision=False)
         if len(variants) > 1:
@@ -326,6 +329,7 @@ class MLXMagics(MLXSettings):
                 "video, -v SRC; %%mlx answers text alone"
             )
         check_video_flags(args, self.runtime)
+        check_attention_flags(args, len(variants), self.runtime)
         if check_map_flags(args, len(variants)):
             return run_map_cell(session, variants[0], cell, session.resolve_vision, vision=True)
         if args.model is None and self.default_vision_model is None and self.runtime != "remote":
@@ -370,6 +374,8 @@ class MLXMagics(MLXSettings):
     )
     @argument("-k", type=int, metavar="K", help="lens: the top K tokens of each cell (5).")
     @argument("-t", type=int, metavar="N", help="lens: read the first N answer tokens (64).")
+    @argument("-l", type=int, metavar="LAYER", help="attention: the layer (-1, the last).")
+    @argument("-h", type=int, metavar="HEAD", dest="head", help="attention: one head (the mean).")
     @line_magic("mlx")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     @user_errors_as_usage
     def mlx_line(self, line: str) -> None:
@@ -405,10 +411,17 @@ class MLXMagics(MLXSettings):
             %mlx replay [NAME|nb.ipynb:CELL]    make an answer again from its provenance, compare
             %mlx lens [NAME] [-k K] [-t N]      what each layer would have predicted at each
                                      token of an answer (the logit lens; _mlx.lens)
+            %mlx attention STEP [NAME] [-l LAYER] [-h HEAD]   where a layer looked when it
+                                     wrote token STEP: a strip, heatmaps (_mlx.attention)
 
         MODEL is anything ``%%mlx --model`` takes.
         """
-        args = parse_flags(self.mlx_line, line, "%mlx", intermixed=True)
+        attention = line.split(None, 1)[:1] == ["attention"]
+        args = parse_flags(self.mlx_line, line, "%mlx", intermixed=True, short_help=not attention)
+        if args.command == "attention":
+            return command_attention(self, args.names, layer=args.l, head=args.head)
+        if args.l is not None or args.head is not None:
+            raise UserError(f"-l and -h are options of %mlx attention, not of %mlx {args.command}")
         if args.command == "lens":
             return command_lens(self, args.names, top_k=args.k, tokens=args.t)
         if args.k is not None or args.t is not None:

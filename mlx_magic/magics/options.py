@@ -74,6 +74,8 @@ class CellOptions:
     trust_remote_code: bool = False
     #: ``--lens [N]``: after the answer, the logit lens of its first N tokens (``None``: off).
     lens: Optional[int] = None
+    #: ``--attention [LAYER[:HEAD]]``: after the answer, its last token's attention (``None``: off).
+    attention: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ def variants_of(args: Any) -> list[CellOptions]:
         num_draft=getattr(args, "num_draft", None),
         trust_remote_code=bool(getattr(args, "trust_remote_code", False)),
         lens=getattr(args, "lens", None),
+        attention=getattr(args, "attention", None),
     )
     return [
         replace(base, model=model, temperature=temp, seed=seed)

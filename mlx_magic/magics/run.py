@@ -22,6 +22,7 @@ from mlx_magic.display.result import MLXResults
 from mlx_magic.display.streaming import stream_job, stream_jobs
 from mlx_magic.display.views import CollectingView, StreamView, view_for, widgets_usable
 from mlx_magic.errors import GenerationFailed, GenerationInterrupted, UserError
+from mlx_magic.magics.attention import attention_after_answer
 from mlx_magic.magics.background import BackgroundJob
 from mlx_magic.magics.lens import lens_after_answer
 from mlx_magic.magics.options import PreparedCell
@@ -78,6 +79,8 @@ def run_foreground(session: Session, cell: PreparedCell) -> None:
     session.apply_format(result, cell)
     if cell.options.lens is not None:  # --lens: what each layer would have said
         lens_after_answer(session, result, view, cell.options.lens)
+    if cell.options.attention is not None:  # --attention: where it looked
+        attention_after_answer(session, result, view, cell.options.attention)
 
 
 def run_background(

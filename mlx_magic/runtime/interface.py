@@ -8,12 +8,16 @@ JSON-RPC, or remote OpenAI-compatible servers.
 from __future__ import annotations
 
 import abc
-from typing import Optional
+from typing import Optional, Union, cast
 
 from mlx_magic.errors import UserError
+from mlx_magic.vocabulary.attention import AttentionMap, AttentionRequest
 from mlx_magic.vocabulary.job import Job
-from mlx_magic.vocabulary.lens import NEEDS_LOCAL_MODEL, LensGrid, LensRequest
+from mlx_magic.vocabulary.lens import LensGrid, LensRequest
 from mlx_magic.vocabulary.values import GenerationRequest, ModelInfo, ModelSpec, RuntimeStatus
+
+#: What a runtime may be asked to read of an answer's model (:meth:`Runtime.inspect`).
+Inspection = Union[LensRequest, AttentionRequest]
 
 
 class Runtime(abc.ABC):
@@ -40,7 +44,23 @@ class Runtime(abc.ABC):
             UserError: this runtime has no model's layers to read, or the
                 answer cannot be read (one line).
         """
-        raise UserError(NEEDS_LOCAL_MODEL)
+        return cast(LensGrid, self.inspect(asked))
+
+    def attention(self, asked: AttentionRequest) -> AttentionMap:
+        """The attention of one layer when an answer's token was written (blocking):
+        its weights over the prompt and the answer before it
+        (:class:`AttentionRequest` says which token, layer and head).
+
+        Raises:
+            UserError: this runtime has no model's layers to read, or the
+                answer, step, layer or head cannot be read (one line).
+        """
+        return cast(AttentionMap, self.inspect(asked))
+
+    def inspect(self, asked: Inspection) -> object:
+        """Read what ``asked`` asks of an answer's model (:meth:`lens`,
+        :meth:`attention`): the runtimes that hold models serve it; here, one line."""
+        raise UserError(asked.needs_local)
 
     @abc.abstractmethod
     def unload(self, key: Optional[str] = None) -> list[str]:

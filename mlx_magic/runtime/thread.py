@@ -37,7 +37,7 @@ from mlx_magic.vocabulary.values import (
 )
 
 if TYPE_CHECKING:
-    from mlx_magic.vocabulary.lens import LensGrid, LensRequest
+    from mlx_magic.runtime.interface import Inspection
     from mlx_magic.vocabulary.values import Finished, GenerationStats
 
 THREAD_NAME = "mlx_magic-runtime"
@@ -108,10 +108,10 @@ class ThreadRuntime(Runtime):
 
         return self._call(load_now)
 
-    def lens(self, asked: LensRequest) -> LensGrid:
-        from mlx_magic.engine.answer_lens import read_lens
+    def inspect(self, asked: Inspection) -> object:
+        from mlx_magic.engine.answer_attention import read_answer
 
-        return self._call(lambda: read_lens(self._warm(asked.request.model)[0], asked))
+        return self._call(lambda: read_answer(self._warm(asked.request.model)[0], asked))
 
     def unload(self, key: Optional[str] = None) -> list[str]:
         if self._serving is None:

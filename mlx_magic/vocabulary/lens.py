@@ -8,7 +8,7 @@ Plain values (ints, floats, strings in tuples), made by
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from mlx_magic.errors import import_extra
 from mlx_magic.vocabulary.values import GenerationRequest
@@ -37,6 +37,7 @@ class LensRequest:
     answer_ids: tuple[int, ...]
     top_k: int = 5
     expected_sha256: Optional[str] = None
+    needs_local: ClassVar[str] = NEEDS_LOCAL_MODEL
 
 
 @dataclass(frozen=True)

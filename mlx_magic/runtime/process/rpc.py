@@ -57,6 +57,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Optional, get_args
 
 from mlx_magic import errors
 from mlx_magic.errors import GenerationFailed, MLXMagicError, ModelLoadError, RPCError
+from mlx_magic.vocabulary.attention import AttentionMap, AttentionRequest, ImagePatches
 from mlx_magic.vocabulary.lens import LensCell, LensGrid, LensRequest
 from mlx_magic.vocabulary.values import (
     Event,
@@ -261,6 +262,9 @@ _DATACLASSES = {
         LensRequest,
         LensGrid,
         LensCell,
+        AttentionRequest,
+        AttentionMap,
+        ImagePatches,
         *get_args(Event),  # every event the runtime sends
     )
 }

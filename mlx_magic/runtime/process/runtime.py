@@ -32,12 +32,11 @@ import time
 from typing import Any, Optional
 
 from mlx_magic.errors import ModelLoadError, WorkerError
-from mlx_magic.runtime.interface import Runtime
+from mlx_magic.runtime.interface import Inspection, Runtime
 from mlx_magic.runtime.process import rpc
 from mlx_magic.runtime.process.exits import describe_exit
 from mlx_magic.runtime.process.worker_process import PendingCall, WorkerProcess
 from mlx_magic.vocabulary.job import Job
-from mlx_magic.vocabulary.lens import LensGrid, LensRequest
 from mlx_magic.vocabulary.values import (
     Event,
     Failed,
@@ -193,10 +192,10 @@ class ProcessRuntime(Runtime):
         self._crashes.clear()
         return info
 
-    def lens(self, asked: LensRequest) -> LensGrid:
+    def inspect(self, asked: Inspection) -> object:
         # The worker's one line (a family it cannot read, a changed prompt)
         # comes back as the same UserError.
-        return rpc.decode(self._call("lens", {"asked": rpc.encode(asked)}))
+        return rpc.decode(self._call("inspect", {"asked": rpc.encode(asked)}))
 
     def unload(self, key: Optional[str] = None) -> list[str]:
         worker = self._live_worker()

@@ -16,7 +16,7 @@ Methods (requests, answered with a result or a JSON-RPC error):
 
 * ``ping`` → ``{"pid"}``; ``status`` → RuntimeStatus; ``models`` → [ModelInfo]
 * ``load {spec}`` → ModelInfo (error code -32001 for a ModelLoadError)
-* ``lens {asked}`` → LensGrid: the logit lens of an answer (a LensRequest)
+* ``inspect {asked}`` → a LensGrid or an AttentionMap (a LensRequest, an AttentionRequest)
 * ``unload {key|null}`` → [keys]; ``clear_caches`` → int;
   ``set_memory_budget {bytes}`` → null
 * ``generate {job, request}`` → ``{"job"}`` at once; the job's events follow
@@ -54,6 +54,7 @@ from mlx_magic.errors import ParamsError
 from mlx_magic.runtime.process import rpc
 from mlx_magic.units import gib_to_bytes
 from mlx_magic.vocabulary import defaults
+from mlx_magic.vocabulary.attention import AttentionRequest
 from mlx_magic.vocabulary.job import Job
 from mlx_magic.vocabulary.lens import LensRequest
 from mlx_magic.vocabulary.token_buffer import TokenBuffer
@@ -64,7 +65,7 @@ DEFAULT_BATCH_INTERVAL_S = 0.2
 
 # Requests that may wait for the MLX owner thread run on their own thread,
 # so that pings and cancels are answered meanwhile.
-_BLOCKING = {"load", "lens", "unload", "clear_caches", "set_memory_budget"}
+_BLOCKING = {"load", "inspect", "unload", "clear_caches", "set_memory_budget"}
 
 
 _T = TypeVar("_T")
@@ -139,7 +140,7 @@ class WorkerServer:
             "cancel": self._cancel,
             "end_thinking": self._end_thinking,
             "load": self._load,
-            "lens": self._lens,
+            "inspect": self._inspect,
             "unload": self._unload,
             "clear_caches": lambda params: self.runtime.clear_caches(),
             "set_memory_budget": self._set_memory_budget,
@@ -276,11 +277,11 @@ class WorkerServer:
             raise ParamsError("not a model spec")
         return rpc.encode(self.runtime.load(spec))
 
-    def _lens(self, params: Any) -> Any:
+    def _inspect(self, params: Any) -> Any:
         asked = rpc.decode(_param(params, "asked", dict))
-        if not isinstance(asked, LensRequest):
-            raise ParamsError("not a lens request")
-        return rpc.encode(self.runtime.lens(asked))
+        if not isinstance(asked, (LensRequest, AttentionRequest)):
+            raise ParamsError("not a lens or attention request")
+        return rpc.encode(self.runtime.inspect(asked))
 
     def _unload(self, params: Any) -> list[str]:
         return self.runtime.unload(_param(params, "key", str, optional=True))

@@ -57,13 +57,12 @@ import time
 from typing import Optional, Sequence
 
 from mlx_magic.errors import RemoteServerError, UserError
-from mlx_magic.runtime.interface import Runtime
+from mlx_magic.runtime.interface import Inspection, Runtime
 from mlx_magic.runtime.remote import openai_wire as wire
 from mlx_magic.runtime.remote.client import ServerClient
 from mlx_magic.runtime.remote.dispatcher import Dispatcher
 from mlx_magic.runtime.remote.endpoints import Endpoint, Endpoints, all_failed, parse_url
 from mlx_magic.vocabulary.job import Job
-from mlx_magic.vocabulary.lens import NEEDS_LOCAL_MODEL, LensGrid, LensRequest
 from mlx_magic.vocabulary.values import (
     GenerationRequest,
     ModelInfo,
@@ -189,8 +188,8 @@ class RemoteRuntime(Runtime):
             )
         raise RemoteServerError(self._client.redact(all_failed(failures)))
 
-    def lens(self, asked: LensRequest) -> LensGrid:
-        raise UserError(NEEDS_LOCAL_MODEL)  # a server sends tokens, not its layers
+    def inspect(self, asked: Inspection) -> object:
+        raise UserError(asked.needs_local)  # a server sends tokens, not its layers
 
     def unload(self, key: Optional[str] = None) -> list[str]:
         return []  # the servers manage their own memory
