@@ -157,6 +157,14 @@ def test_teaching_notebook_shows_probabilities_sweeps_and_an_untrained_model():
     assert "[logit lens · 30 layers × 3 answer tokens · " in outputs_text(lensed)
     formed = outputs_text(next(c for c in code if c.source.startswith("lens = _mlx.lens")))
     assert "('The', " in formed and "(' capital', " in formed
+    attended = next(c for c in code if c.source.startswith("%%mlx -n 3 --attention"))
+    html = "".join(o.get("data", {}).get("text/html", "") for o in attended.outputs)
+    assert 'class="mlx-magic-attention"' in html and html.count("data-position=") > 20
+    assert "[attention · layer 29 of 30 · mean of 9 heads · token 3 " in outputs_text(attended)
+    early = outputs_text(next(c for c in code if c.source.startswith("%mlx attention 2 -l 0")))
+    assert "[attention · layer 0 of 30 · mean of 9 heads · token 2 ' capital' · " in early
+    top = outputs_text(next(c for c in code if "_mlx.attention.top(3)" in c.source))
+    assert top.startswith("[(") and top.count("(") == 3
     drafted = next(c for c in code if "--draft {draft}" in c.source)
     html = "".join(o.get("data", {}).get("text/html", "") for o in drafted.outputs)
     assert "mlx-magic-draft" in html and "draft smollm2-draft: " in outputs_text(drafted)
