@@ -103,6 +103,18 @@ def test_attention_command_reads_any_step_layer_and_head(llama_shell, attended, 
     answer.attention = kept
 
 
+def test_a_cell_without_the_flag_reads_nothing(llama_shell, monkeypatch):
+    runtime = magics_of(llama_shell).session.runtime
+
+    def never(asked):
+        raise AssertionError("read without --attention")
+
+    monkeypatch.setattr(runtime, "inspect", never)
+    run(llama_shell, f"%%mlx -n 3\n{PROMPT}")
+    answer = llama_shell.user_ns["_mlx"]
+    assert len(answer.tokens) == 3 and answer.attention is None
+
+
 def test_the_process_runtime_gives_the_same_map(llama_shell, attended):
     answer, _ = attended
     magics = magics_of(llama_shell)
@@ -149,6 +161,7 @@ def test_mistakes_are_one_line_and_change_nothing(llama_shell, attended):
         "%mlx attention 1 nothing_here": "nothing_here holds no answer",
         "%mlx attention 1 -l 2": "has 2 decoder layers (0 to 1; -1 is the last): there is no layer 2",
         "%mlx attention 1 -h 4": "has 4 heads (0 to 3): there is no head 4",
+        "%mlx attention 1 -h": "argument -h: expected one argument",
         "%mlx models -l 1": "-l and -h are options of %mlx attention",
         "%mlx status -h": "%mlx? shows the manual",
         f"%%mlx --attention x\n{PROMPT}": "--attention takes LAYER or LAYER:HEAD",
