@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-from mlx_magic.engine.answer_lens import prompt_ids, read_lens
+from mlx_magic.engine.answer_lens import as_the_model_read_it, prompt_ids, read_lens
 from mlx_magic.engine.attention import attention_map
 from mlx_magic.engine.model_cache import WarmModel, config_dict
 from mlx_magic.engine.vision_generation import vision_prompt
@@ -23,7 +23,6 @@ from mlx_magic.errors import UserError
 from mlx_magic.locking import gpu_lock
 from mlx_magic.vocabulary.attention import AttentionMap, AttentionRequest, unreadable_answer
 from mlx_magic.vocabulary.lens import LensGrid, LensRequest
-from mlx_magic.vocabulary.provenance import token_ids_sha256
 
 
 def read_answer(
@@ -69,17 +68,7 @@ def read_attention(warm: WarmModel, asked: AttentionRequest) -> AttentionMap:
             )
         else:
             prompt = prompt_ids(warm, request)
-        if asked.expected_sha256 is not None and token_ids_sha256(prompt) != asked.expected_sha256:
-            raise UserError(
-                "Attention: this answer's prompt, made again, is not the one the model read (its "
-                "chat template, tokenizer or conversation changed since): run the cell again, "
-                "then read the new answer"
-            )
-        # A branch's answer begins with the tokens it continued from, which the
-        # prompt (as hashed) ends with: they are read as the answer's.
-        continued = list(request.continue_ids)
-        if continued and answer[: len(continued)] == continued[: len(answer)]:
-            prompt = prompt[: len(prompt) - len(continued)]
+        prompt = as_the_model_read_it(prompt, request, answer, asked.expected_sha256, "Attention")
         return attention_map(
             warm.model,
             warm.tokenizer,

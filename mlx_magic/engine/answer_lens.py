@@ -63,18 +63,9 @@ def answer_lens(
     if not answer:
         raise UserError("The logit lens needs an answer with at least one token")
     with gpu_lock:
-        prompt = prompt_ids(warm, request)
-        if expected_sha256 is not None and token_ids_sha256(prompt) != expected_sha256:
-            raise UserError(
-                "The logit lens made this answer's prompt again and it is not the one the model "
-                "read (its chat template, tokenizer or conversation changed since): run the "
-                "cell again, then read the new answer"
-            )
-        # A branch's answer begins with the tokens it continued from, which the
-        # prompt (as hashed) ends with: they are read as the answer's.
-        continued = list(request.continue_ids)
-        if continued and answer[: len(continued)] == continued[: len(answer)]:
-            prompt = prompt[: len(prompt) - len(continued)]
+        prompt = as_the_model_read_it(
+            prompt_ids(warm, request), request, answer, expected_sha256, "The logit lens"
+        )
         return logit_lens(
             warm.model, warm.tokenizer, prompt + answer, first=len(prompt), top_k=top_k
         )
@@ -87,3 +78,30 @@ def prompt_ids(warm: WarmModel, request: GenerationRequest) -> list[int]:
         return [int(token) for token in text_tokenizer(warm.tokenizer).encode(text)]
     prompt, _ = fit_history(warm.tokenizer, request, context_length(warm.config))
     return prompt + list(request.continue_ids)
+
+
+def as_the_model_read_it(
+    prompt: list[int],
+    request: GenerationRequest,
+    answer: list[int],
+    expected_sha256: Optional[str],
+    reader: str,
+) -> list[int]:
+    """``prompt``, made again, checked against the hash the answer's provenance
+    kept (``None``: not checked), without a branch's tokens (read as the answer's).
+
+    Raises:
+        UserError: the prompt is not the one the model read.
+    """
+    if expected_sha256 is not None and token_ids_sha256(prompt) != expected_sha256:
+        raise UserError(
+            f"{reader}: this answer's prompt, made again, is not the one the model read (its "
+            "chat template, tokenizer or conversation changed since): run the cell again, "
+            "then read the new answer"
+        )
+    # A branch's answer begins with the tokens it continued from, which the
+    # prompt (as hashed) ends with: they are read as the answer's.
+    continued = list(request.continue_ids)
+    if continued and answer[: len(continued)] == continued[: len(answer)]:
+        return prompt[: len(prompt) - len(continued)]
+    return prompt

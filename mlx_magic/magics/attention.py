@@ -14,14 +14,13 @@ the answer is not wired: ``%mlx attention STEP`` names it.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any, Optional
 
 from mlx_magic.display.attention_view import attention_html, attention_text, describe
 from mlx_magic.display.result import MLXResult, footer_html
 from mlx_magic.display.views import StreamView, view_for
-from mlx_magic.errors import GenerationInterrupted, UserError
-from mlx_magic.magics.lens import prompt_sha256
+from mlx_magic.errors import UserError
+from mlx_magic.magics.lens import prompt_sha256, read_on_the_runtime
 from mlx_magic.vocabulary.attention import (
     NEEDS_LOCAL_MODEL,
     AttentionMap,
@@ -166,16 +165,9 @@ def show_attention(
         )
     ids = tuple(int(token.id) for token in answer.tokens[:step])
     asked = AttentionRequest(request, ids, step, layer, head, prompt_sha256(answer))
-    if session.runtime_started and session.runtime.status().busy:
-        print("Waiting for the generation in progress to end before reading the attention…")
-    started = time.perf_counter()
-    try:
-        found = session.runtime.attention(asked)
-    except KeyboardInterrupt as interrupt:
-        if isinstance(interrupt, GenerationInterrupted):
-            raise
-        raise GenerationInterrupted("stopped waiting for the attention weights") from interrupt
-    took = time.perf_counter() - started
+    found, took = read_on_the_runtime(
+        session, "the attention weights", lambda: session.runtime.attention(asked)
+    )
     answer.attention = found
     note = (
         f"attention · {describe(found)} · {len(found.token_ids)} positions · {took:.2f} s · "

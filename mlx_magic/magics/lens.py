@@ -12,7 +12,7 @@ without ``--lens`` decodes exactly as before.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from mlx_magic.display.lens_view import lens_html, lens_text
 from mlx_magic.display.result import MLXResult, footer_html
@@ -20,6 +20,8 @@ from mlx_magic.display.views import StreamView, view_for
 from mlx_magic.errors import GenerationInterrupted, UserError
 from mlx_magic.vocabulary.lens import NEEDS_LOCAL_MODEL, LensGrid, LensRequest, unreadable_answer
 from mlx_magic.vocabulary.values import GenerationRequest
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from mlx_magic.magics.session import MagicsHost, Session
@@ -146,16 +148,7 @@ def show_lens(
         raise UserError(f"%mlx lens: {name} has no answer tokens to read")
     ids = tuple(int(token.id) for token in answer.tokens[:tokens])
     asked = LensRequest(request, ids, top_k, prompt_sha256(answer))
-    if session.runtime_started and session.runtime.status().busy:
-        print("Waiting for the generation in progress to end before reading the layers…")
-    started = time.perf_counter()
-    try:
-        grid = session.runtime.lens(asked)
-    except KeyboardInterrupt as interrupt:
-        if isinstance(interrupt, GenerationInterrupted):
-            raise
-        raise GenerationInterrupted("stopped waiting for the logit lens") from interrupt
-    took = time.perf_counter() - started
+    grid, took = read_on_the_runtime(session, "the logit lens", lambda: session.runtime.lens(asked))
     answer.lens = grid
     read = f"{len(ids)} answer tokens"
     if len(ids) < len(answer.tokens):
@@ -171,6 +164,25 @@ def show_lens(
         }
     )
     return grid
+
+
+def read_on_the_runtime(session: Session, what: str, read: Callable[[], T]) -> tuple[T, float]:
+    """``read()`` (a runtime method that reads a warm model), saying so when it
+    waits behind a generation; its value and how long it took (s).
+
+    Raises:
+        GenerationInterrupted: an interrupt while it waited (one line).
+    """
+    if session.runtime_started and session.runtime.status().busy:
+        print(f"Waiting for the generation in progress to end before reading {what}…")
+    started = time.perf_counter()
+    try:
+        value = read()
+    except KeyboardInterrupt as interrupt:
+        if isinstance(interrupt, GenerationInterrupted):
+            raise
+        raise GenerationInterrupted(f"stopped waiting for {what}") from interrupt
+    return value, time.perf_counter() - started
 
 
 def prompt_sha256(answer: MLXResult) -> Optional[str]:
