@@ -6,6 +6,7 @@
     ├── UserError                    the user can fix it; shown as one UsageError line
     │   ├── ModelLoadError           a model that cannot be found or loaded
     │   │   ├── UnsupportedGGUF      a GGUF file the converter cannot handle (also ValueError)
+    │   │   ├── ModelTooLarge        its weights exceed what the machine can give
     │   │   ├── WorkerError          the worker process died, hung or cannot start
     │   │   └── RemoteServerError    a server that cannot be reached or refused a request
     │   ├── ImageSourceError         an -i source that gives no image (also ValueError)
@@ -50,6 +51,11 @@ class ModelLoadError(UserError):
 
 class UnsupportedGGUF(ModelLoadError, ValueError):
     """The GGUF file cannot be converted (architecture or quantization type); the message is one line a user can act on."""
+
+
+class ModelTooLarge(ModelLoadError):
+    """A model's weights exceed what the machine can give; refused before it
+    loads, in one line naming both sizes and a smaller quantization."""
 
 
 class WorkerError(ModelLoadError):

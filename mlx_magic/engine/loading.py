@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mlx_magic.engine.fit import check_fits
 from mlx_magic.engine.model_cache import WarmModel
 from mlx_magic.errors import ModelLoadError
 from mlx_magic.vocabulary.values import ModelSpec
@@ -26,9 +27,11 @@ def load_warm_model(spec: ModelSpec) -> WarmModel:
     are thread-local.
 
     Raises:
+        ModelTooLarge: its weights exceed what the machine can give (nothing loaded).
         ModelLoadError: the files are not a model this MLX stack can load.
     """
     started = time.perf_counter()
+    check_fits(spec)  # before converting or loading anything
     if spec.gguf:
         _convert_gguf(spec, spec.gguf)
     folder = Path(spec.path)

@@ -30,6 +30,7 @@ from traitlets import (
 from mlx_magic.images.regions import DEFAULT_MAX_IMAGE_PIXELS
 from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME
 from mlx_magic.vocabulary import defaults
+from mlx_magic.vocabulary.machine import default_memory_budget_gb
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
@@ -121,8 +122,9 @@ class MLXSettings(Magics):
         help="Short names for models, e.g. {'tiny': '~/models/SmolLM2'}.",
     ).tag(config=True)
     memory_budget_gb = Float(
-        defaults.MEMORY_BUDGET_GB,
-        help="Warm models are evicted, least recently used first, above this many GiB (1024³ bytes).",
+        help="Warm models are evicted, least recently used first, above this many GiB "
+        "(1024³ bytes). The default is half of the machine's memory (its RAM, as the "
+        "operating system says; on Apple silicon the GPU's too), at least 1 GiB.",
     ).tag(config=True)
     stream_interval_ms = Int(
         200, help="Longest time streamed text is held back before it is shown (ms)."
@@ -189,6 +191,10 @@ class MLXSettings(Magics):
     @default("default_model")
     def _default_model_from_environment(self) -> Optional[str]:
         return os.environ.get("MLX_MAGIC_DEFAULT_MODEL") or None
+
+    @default("memory_budget_gb")
+    def _memory_budget_from_the_machine(self) -> float:
+        return default_memory_budget_gb()
 
     @default("default_vision_model")
     def _default_vision_model_from_environment(self) -> Optional[str]:

@@ -3,8 +3,9 @@
 
 #: Most tokens a cell generates without ``--max-tokens`` (``max_tokens``).
 MAX_TOKENS = 256
-#: GiB of warm models kept before the least recently used is evicted (``memory_budget_gb``).
-MEMORY_BUDGET_GB = 8.0
+# GiB of warm models kept before the least recently used is evicted
+# (``memory_budget_gb``): derived from the machine, see
+# :func:`mlx_magic.vocabulary.machine.default_memory_budget_gb`.
 #: Prompt states kept per model by the prefix cache, and the GiB they may hold.
 PREFIX_CACHE_ENTRIES = 16
 PREFIX_CACHE_GB = 1.0

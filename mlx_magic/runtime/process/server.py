@@ -53,10 +53,10 @@ from typing import IO, Any, Callable, Iterable, Literal, NoReturn, Optional, Typ
 from mlx_magic.errors import ParamsError
 from mlx_magic.runtime.process import rpc
 from mlx_magic.units import gib_to_bytes
-from mlx_magic.vocabulary import defaults
 from mlx_magic.vocabulary.attention import AttentionRequest
 from mlx_magic.vocabulary.job import Job
 from mlx_magic.vocabulary.lens import LensRequest
+from mlx_magic.vocabulary.machine import default_memory_budget_gb
 from mlx_magic.vocabulary.token_buffer import TokenBuffer
 from mlx_magic.vocabulary.values import Failed, Finished, GenerationRequest, ModelSpec, TokenChunk
 
@@ -412,7 +412,7 @@ def main(fds: tuple[int, int], argv: Optional[list] = None) -> int:
     :func:`mlx_magic.worker.claim_stdio` before anything else was imported)."""
     parser = argparse.ArgumentParser(prog="python -m mlx_magic.worker")
     parser.add_argument(
-        "--memory-budget-bytes", type=int, default=gib_to_bytes(defaults.MEMORY_BUDGET_GB)
+        "--memory-budget-bytes", type=int, default=gib_to_bytes(default_memory_budget_gb())
     )
     parser.add_argument("--batch-interval-s", type=float, default=DEFAULT_BATCH_INTERVAL_S)
     args = parser.parse_args(argv)
