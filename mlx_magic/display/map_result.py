@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from IPython.lib.pretty import PrettyPrinter
 
     from mlx_magic.display.result import MLXResult
+    from mlx_magic.display.scores import MapScores
 
 #: The columns every --map table has, after the item's own.
 RESULT_COLUMNS = ("answer", "tokens", "time_s", "finish_reason", "error")
@@ -30,6 +31,9 @@ class MLXMapResult:
         index: the items' labels (a DataFrame's or Series' index, a dict's keys).
         items_name: the name ``--map`` was given.
         seconds: the run's wall time.
+        scorer: with ``--score``, how the rows are scored (``exact vs label``;
+            the rows then have a ``score`` column after ``answer``); else empty.
+        scores: with ``--score``, the summary (mean, 95 % interval, count).
     """
 
     rows: list = field(default_factory=list)
@@ -38,6 +42,8 @@ class MLXMapResult:
     items_name: str = ""
     seconds: float = 0.0
     batch_size: int = 1
+    scorer: str = ""
+    scores: Optional[MapScores] = None
 
     @property
     def table(self) -> Any:
@@ -121,16 +127,38 @@ class MLXMapResult:
         )
 
 
-def new_row(columns: dict, *, finish_reason: str = NOT_RUN, error: Optional[str] = None) -> dict:
-    """A table row for an item, before (or without) an answer.
+def new_row(
+    columns: dict,
+    *,
+    finish_reason: str = NOT_RUN,
+    error: Optional[str] = None,
+    scored: bool = False,
+) -> dict:
+    """A table row for an item, before (or without) an answer; ``scored``: with
+    an empty ``score`` column after ``answer`` (``--score``).
 
     The item's text that UTF-8 cannot carry (a lone surrogate) is kept
     escaped (:func:`printable`), so the table, its HTML and a notebook's
     messages can show the row that says why the item failed.
     """
     row = {printable(name): printable(value) for name, value in columns.items()}
-    row.update(answer="", tokens=0, time_s=0.0, finish_reason=finish_reason, error=error or "")
+    row["answer"] = ""
+    if scored:
+        row["score"] = None
+    row.update(tokens=0, time_s=0.0, finish_reason=finish_reason, error=error or "")
     return row
+
+
+def with_score(row: dict, score: Optional[float]) -> dict:
+    """``row`` with its ``score`` (set, or put after ``answer`` where it had none)."""
+    if "score" in row:
+        return {**row, "score": score}
+    out: dict = {}
+    for name, value in row.items():
+        out[name] = value
+        if name == "answer":
+            out["score"] = score
+    return out
 
 
 def printable(value: Any) -> Any:

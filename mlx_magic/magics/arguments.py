@@ -167,6 +167,21 @@ def generation_arguments(magic: F) -> F:
             "that did not finish.",
         ),
         argument(
+            "--score",
+            metavar="COLUMN[=FIELD]",
+            help="With --map: score each answer against the items' label COLUMN (a "
+            "DataFrame column, a dict key); with --schema, COLUMN=FIELD scores the parsed "
+            "answer's FIELD. The table gains a score column; _mlx.scores is the mean, its 95%% "
+            "bootstrap interval and the count, shown at the end.",
+        ),
+        argument(
+            "--score-by",
+            metavar="HOW",
+            help="With --score: exact (the default) or contains (casefolded, whitespace and "
+            "surrounding punctuation ignored), number[:TOL] (the answer's first number within "
+            "TOL of the label), or the name of a notebook function (answer, label) -> float.",
+        ),
+        argument(
             "--attention",
             nargs="?",
             const="",

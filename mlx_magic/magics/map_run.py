@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Optional, Union
+from typing import Callable, Optional, Union
 
 from mlx_magic.display.following import follow
 from mlx_magic.display.map_result import MLXMapResult, new_row, printable
@@ -39,45 +39,24 @@ from mlx_magic.magics.mapping import (
 from mlx_magic.magics.options import CellOptions, PreparedCell, checked_out_name
 from mlx_magic.magics.prepare import prepare
 from mlx_magic.magics.schemas import data_columns
+from mlx_magic.magics.scoring import (
+    Scoring,
+    check_field,
+    rescored,
+    score_earlier_rows,
+    scoring_of,
+    show_scores,
+    summarise,
+)
 from mlx_magic.magics.session import Session
 from mlx_magic.vocabulary.job import Job
 from mlx_magic.vocabulary.provenance import provenance_record
 from mlx_magic.vocabulary.values import Event, Failed, Finished, TokenChunk
 
-if TYPE_CHECKING:
-    import argparse
-
 #: Items prepared (prompt, images, request) and sent at a time: 10,000 items
 #: showed their first row after 35 s when all were prepared first. A batch
 #: drains at the end of each chunk, which costs little at this size.
 PREPARED_AT_ONCE = 512
-
-
-def check_map_flags(args: argparse.Namespace, columns: int) -> bool:
-    """Whether the cell is a ``--map`` run; flags that do not go with it are one line."""
-    if args.map is None:
-        if args.batch_size is not None or args.resume:
-            raise UserError("--batch-size and --resume are for --map ITEMS")
-        return False
-    if columns > 1:
-        raise UserError("--map runs one model and one sampler: give one -m, --temp and --seed")
-    if args.chat is not None:
-        raise UserError("--map: each item is its own question; leave out --chat")
-    if getattr(args, "video", None) is not None:
-        raise UserError("--map takes images (-i {item}), not a video")
-    if args.probs:
-        raise UserError("--map: --probs shows one answer's tokens; leave it out")
-    if args.no_interpolate:
-        raise UserError(
-            "--map fills {item} into the prompt and --no-interpolate leaves braces as they "
-            "are: keep one (write {{ and }} for literal braces)"
-        )
-    if args.draft is not None and args.draft.lower() != NO_DRAFT:
-        raise UserError(
-            "--map decodes its items together (batched); --draft decodes one answer at a "
-            "time: keep one"
-        )
-    return True
 
 
 @dataclasses.dataclass
@@ -92,6 +71,7 @@ class MapPlan:
         prompts: the filled-in prompt of each position that runs.
         positions: the items to run (all, or what ``--resume`` left).
         result: the table, every row still ``not run`` (``--resume``: the earlier rows).
+        scoring: ``--score``'s checked scorer, if any.
     """
 
     options: CellOptions
@@ -101,6 +81,7 @@ class MapPlan:
     prompts: dict[int, str]
     positions: list[int]
     result: MLXMapResult
+    scoring: Optional[Scoring] = None
 
 
 def run_map_cell(
@@ -146,13 +127,16 @@ def plan_map(
     checked_out_name(options.out)
     try:
         items = map_items(name, namespace, vision=vision)
+        scoring = scoring_of(options, items, namespace)
         previous = _previous_run(session, options, len(items)) if options.resume else None
+        scored = scoring is not None
         result = MLXMapResult(
-            rows=[new_row(item.columns) for item in items],
+            rows=[new_row(item.columns, scored=scored) for item in items],
             results=[None] * len(items),
             index=[printable(item.index) for item in items],
             items_name=name,
             batch_size=options.batch_size or 1,
+            scorer=scoring.described if scoring is not None else "",
         )
         positions = list(range(len(items)))
         if previous is not None:
@@ -162,22 +146,29 @@ def plan_map(
     except KeyboardInterrupt:
         raise GenerationInterrupted(f"--map stopped while reading {name}: nothing ran") from None
     if previous is not None and not positions:
+        if scoring is not None:  # nothing to run, but the answers are scored
+            previous = rescored(scoring, previous, result, items, namespace, options.schema)
         _keep(session, options, previous)
         print(
             f"[--resume: every item of {options.out or '_mlx'} has its answer "
             f"({len(previous)} rows); nothing left to run]"
         )
+        show_scores(session.shell, previous.scores)
         return None
     try:
         # Every prompt first: a template that fails is one line before anything runs.
         prompts = {p: fill_for_item(text, items[p], namespace, p) for p in positions}
         # The model, the flags and the template's own text (empty?), once, with
         # the template as it is: what fails for it would fail for every item.
-        prepare(session, _single(options), text, resolve)
+        single = prepare(session, _single(options), text, resolve)
+        if scoring is not None:
+            check_field(scoring, single.schema)
     except KeyboardInterrupt:
         _keep(session, options, result)
         raise _stopped(result, positions) from None
-    return MapPlan(options, resolve, vision, items, prompts, positions, result)
+    if scoring is not None and previous is not None:
+        score_earlier_rows(scoring, previous, result, items, positions)
+    return MapPlan(options, resolve, vision, items, prompts, positions, result, scoring)
 
 
 def _single(options: CellOptions) -> CellOptions:
@@ -219,7 +210,7 @@ def run_map(
             chunk = positions[start : start + PREPARED_AT_ONCE]
             cells = _prepare_items(session, plan, chunk, progress, stop)
             seed = _run_cells(
-                session, cells, result, items, progress, batch_size=batch_size, stop=stop, seed=seed
+                session, cells, result, items, progress, batch_size, stop, seed, plan.scoring
             )
     except KeyboardInterrupt:
         interrupted = True
@@ -232,6 +223,9 @@ def run_map(
         result.batch_size = max(batches, default=1)
         if progress is not None:
             progress.close(result.summary)
+        if plan.scoring is not None:
+            result.scores = summarise(plan.scoring, [row.get("score") for row in result.rows])
+            show_scores(session.shell, result.scores)
         _keep(session, plan.options, result)
     if interrupted:
         raise _stopped(result, positions)
@@ -257,7 +251,10 @@ def _prepare_items(
             cells[position] = prepare(session, single, plan.prompts[position], plan.resolve, images)
         except UserError as error:  # this item's image or prompt: its row says why
             plan.result.rows[position] = new_row(
-                item.columns, finish_reason="failed", error=str(error)
+                item.columns,
+                finish_reason="failed",
+                error=str(error),
+                scored=plan.scoring is not None,
             )
             progress.item_done(plan.result.rows[position], plan.result.index[position])
     return cells
@@ -284,10 +281,10 @@ def _run_cells(
     result: MLXMapResult,
     items: list[MapItem],
     progress: MapProgress,
-    *,
     batch_size: int,
     stop: Optional[threading.Event],
     seed: Optional[int],
+    scoring: Optional[Scoring],
 ) -> Optional[int]:
     """Send the prepared items, collect each one's events into its row; returns
     the run's seed (``seed``, or else the first item's: drawn, or ``--seed``)."""
@@ -312,7 +309,7 @@ def _run_cells(
         if stop is not None and stop.is_set():
             raise KeyboardInterrupt  # cancelled between chunks: as an interrupt would
         jobs = session.start(*requests)
-        _collect(dict(zip(positions, jobs)), cells, result, items, progress, stop)
+        _collect(dict(zip(positions, jobs)), cells, result, items, progress, stop, scoring)
     return seed
 
 
@@ -323,6 +320,7 @@ def _collect(
     items: list[MapItem],
     progress: MapProgress,
     stop: Optional[threading.Event] = None,
+    scoring: Optional[Scoring] = None,
 ) -> None:
     """Read every job's events until all have ended; rows fill in as they do.
 
@@ -344,7 +342,7 @@ def _collect(
         elif isinstance(event, (Finished, Failed)) and position not in recorded:
             # Once: an interrupt inside the progress bar hands the end over again.
             recorded.add(position)
-            _record(position, event, texts, tokens, started, cells, result, items)
+            _record(position, event, texts, tokens, started, cells, result, items, scoring)
             progress.item_done(result.rows[position], items[position].index)
 
     if follow(list(jobs.values()), handle, stop=stop):
@@ -360,10 +358,14 @@ def _record(
     cells: dict[int, PreparedCell],
     result: MLXMapResult,
     items: list[MapItem],
+    scoring: Optional[Scoring] = None,
 ) -> None:
     item = items[position]
+    scored = scoring is not None
     if isinstance(event, Failed):
-        result.rows[position] = new_row(item.columns, finish_reason="failed", error=event.message)
+        result.rows[position] = new_row(
+            item.columns, finish_reason="failed", error=event.message, scored=scored
+        )
         return
     if event.finish_reason == "cancelled" and not texts[position]:
         # Never started: as if not run (``--resume`` runs it).
@@ -384,7 +386,7 @@ def _record(
     answer.provenance = provenance_record(answer, request)
     answer.request = request
     result.results[position] = answer
-    row = new_row(item.columns, finish_reason=event.finish_reason)
+    row = new_row(item.columns, finish_reason=event.finish_reason, scored=scored)
     row.update(
         answer=text,
         tokens=stats.generation_tokens,
@@ -403,6 +405,8 @@ def _record(
                 else str(error)
             )
             row["error"] = f"--schema {schema.name}: {why}"
+    if scoring is not None:  # --score: against the item's label
+        row = scoring.scored_row(row, text, answer.data, item.columns)
     result.rows[position] = row
 
 

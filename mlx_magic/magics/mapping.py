@@ -18,10 +18,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Optional
 
 from mlx_magic.errors import TemplateError, UserError, one_line
+from mlx_magic.magics.drafts import NO_DRAFT
 from mlx_magic.magics.prepare import load_cell_images
 from mlx_magic.magics.templating import fill_template
 
 if TYPE_CHECKING:
+    import argparse
+
     from mlx_magic.images import LoadedImage
     from mlx_magic.magics.options import CellOptions
     from mlx_magic.magics.session import Session
@@ -32,8 +35,9 @@ MAX_ITEMS = 100_000
 
 #: The columns a ``--map`` table fills itself: an item's column or a
 #: ``--schema`` field of one of these names is kept beside them as
-#: ``item_NAME`` or ``data_NAME``, never overwritten, never taken for the run's.
-TABLE_COLUMNS = ("answer", "tokens", "time_s", "finish_reason", "error")
+#: ``item_NAME`` or ``data_NAME``, never overwritten, never taken for the run's
+#: (``score`` too: ``--score`` fills it).
+TABLE_COLUMNS = ("answer", "score", "tokens", "time_s", "finish_reason", "error")
 
 
 def apart_from_table(
@@ -75,6 +79,41 @@ class Row:
 
     def __format__(self, spec: str) -> str:
         return format(dict(self._values), spec)
+
+
+def check_map_flags(args: argparse.Namespace, columns: int) -> bool:
+    """Whether the cell is a ``--map`` run; flags that do not go with it are one line."""
+    score, score_by = getattr(args, "score", None), getattr(args, "score_by", None)
+    if args.map is None:
+        if args.batch_size is not None or args.resume:
+            raise UserError("--batch-size and --resume are for --map ITEMS")
+        if score is not None or score_by is not None:
+            raise UserError(
+                "--score and --score-by compare the answers of --map ITEMS with a label "
+                "column: add --map"
+            )
+        return False
+    if score_by is not None and score is None:
+        raise UserError(f"--score-by {score_by} says how to score: add --score COLUMN")
+    if columns > 1:
+        raise UserError("--map runs one model and one sampler: give one -m, --temp and --seed")
+    if args.chat is not None:
+        raise UserError("--map: each item is its own question; leave out --chat")
+    if getattr(args, "video", None) is not None:
+        raise UserError("--map takes images (-i {item}), not a video")
+    if args.probs:
+        raise UserError("--map: --probs shows one answer's tokens; leave it out")
+    if args.no_interpolate:
+        raise UserError(
+            "--map fills {item} into the prompt and --no-interpolate leaves braces as they "
+            "are: keep one (write {{ and }} for literal braces)"
+        )
+    if args.draft is not None and args.draft.lower() != NO_DRAFT:
+        raise UserError(
+            "--map decodes its items together (batched); --draft decodes one answer at a "
+            "time: keep one"
+        )
+    return True
 
 
 def map_items(name: str, namespace: Mapping[str, Any], *, vision: bool) -> list[MapItem]:

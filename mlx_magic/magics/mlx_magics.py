@@ -21,7 +21,8 @@ from mlx_magic.magics.attention import check_attention_flags, command_attention
 from mlx_magic.magics.commands import COMMANDS
 from mlx_magic.magics.edge import user_errors_as_usage
 from mlx_magic.magics.lens import DEFAULT_TOKENS, check_lens_flags, command_lens
-from mlx_magic.magics.map_run import check_map_flags, run_map_cell
+from mlx_magic.magics.map_run import run_map_cell
+from mlx_magic.magics.mapping import check_map_flags
 from mlx_magic.magics.options import variants_of
 from mlx_magic.magics.prepare import check_video_flags, load_cell_images, prepare
 from mlx_magic.magics.run import (

@@ -62,6 +62,9 @@ class CellOptions:
     map_items: Optional[str] = None
     batch_size: Optional[int] = None
     resume: bool = False
+    #: ``--score COLUMN[=FIELD]`` and ``--score-by HOW`` (``None``: exact).
+    score: Optional[str] = None
+    score_by: Optional[str] = None
     #: ``--schema NAME``: the notebook value the answer must follow.
     schema: Optional[str] = None
     #: ``--think`` (True), ``--no-think`` (False), neither (None); ``--think-budget``.
@@ -128,6 +131,8 @@ def variants_of(args: Any) -> list[CellOptions]:
         map_items=getattr(args, "map", None),
         batch_size=getattr(args, "batch_size", None),
         resume=bool(getattr(args, "resume", False)),
+        score=getattr(args, "score", None),
+        score_by=getattr(args, "score_by", None),
         schema=getattr(args, "schema", None),
         think=_think_of(args),
         think_budget=getattr(args, "think_budget", None),

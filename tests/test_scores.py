@@ -1,0 +1,222 @@
+"""--score: each --map answer against a label column, on the real batched path.
+
+The answers are scripted (``forced_batch_answers``: the model runs every step,
+only each token's choice is fixed), so the scores are known.
+"""
+
+import contextlib
+import functools
+
+import pytest
+from IPython.core.error import UsageError
+
+from mlx_magic.magics.scoring import first_number, normalise
+from mlx_magic.testing.scripted import scripted_logits_processor
+
+from conftest import make_shell, run
+
+pytestmark = pytest.mark.model
+
+#: Each city's scripted answer (the prompt ends with the city).
+ANSWERS = {"Paris": "France.", "Rome": "It is Italy", "Berlin": "Germany", "Lima": "Spain"}
+
+
+@contextlib.contextmanager
+def forced_batch_answers(answer_for):
+    """Within the block, every text request decoded together with mlx-lm's
+    ``BatchGenerator`` (a ``--map`` run, side-by-side columns) answers
+    ``answer_for(prompt)``: each item its own scripted answer.
+
+    The model still runs every step, in its batch; only the choice of each
+    token is fixed (after a ``--schema`` constraint: script an answer that
+    follows the schema). The runtime must be the thread runtime (in-process).
+    Only batched requests are scripted: a lone one (one item left, or
+    ``--batch-size 1``) decodes with ``stream_generate`` (:func:`forced_answer`).
+
+        answers = {"Paris": "France", "Rome": "Italy"}
+        with forced_batch_answers(lambda prompt: answers[prompt.split()[-1]]):
+            get_ipython().run_cell_magic("mlx", "--map cities", "Country of {item}")
+    """
+    from mlx_magic.engine import batch_generation
+
+    original = batch_generation.extra_logits_processors
+    active = [True]
+
+    @functools.wraps(original)
+    def scripted(warm, request):
+        processors = list(original(warm, request))
+        # A module imported inside the block keeps this function: after the
+        # block, and for vision requests, it is the original.
+        if not active[0] or request.model.kind != "text":
+            return processors
+        tokenizer = warm.tokenizer
+        ids = tokenizer.encode(answer_for(request.prompt), add_special_tokens=False)
+        processors.append(scripted_logits_processor(ids, tokenizer.eos_token_id))
+        return processors
+
+    batch_generation.extra_logits_processors = scripted
+    try:
+        yield
+    finally:
+        active[0] = False
+        batch_generation.extra_logits_processors = original
+
+
+def answer_for(prompt):
+    return ANSWERS[prompt.split()[-1]]
+
+
+@pytest.fixture(scope="module")
+def score_shell(tiny_llama):
+    shell = make_shell()
+    shell.extension_manager.load_extension("mlx_magic")
+    run(shell, f"%config MLXMagics.aliases = {{'tiny': {str(tiny_llama)!r}}}")
+    run(
+        shell,
+        "import pandas as pd\n"
+        "towns = pd.DataFrame({'city': ['Paris', 'Rome', 'Berlin', 'Lima'],"
+        " 'country': ['france', 'Italy', ' GERMANY ', 'Peru']})",
+    )
+    yield shell
+    shell.extension_manager.unload_extension("mlx_magic")
+
+
+def scored(shell, line, cell="Country of {row.city}"):
+    with forced_batch_answers(answer_for):
+        run(shell, f"%%mlx -m tiny -n 12 --map towns {line}\n{cell}")
+    return shell.user_ns["_mlx"]
+
+
+def test_exact_and_contains_give_each_rows_score_and_the_summary(score_shell, capsys):
+    result = scored(score_shell, "--score country")
+    assert [row["answer"] for row in result.rows] == list(ANSWERS.values())
+    assert list(result.table["score"]) == [1.0, 0.0, 1.0, 0.0]
+    assert list(result.table.columns[:4]) == ["city", "country", "answer", "score"]
+    scores = result.scores
+    assert (scores.mean, scores.count, scores.scorer, scores.label) == (0.5, 4, "exact", "country")
+    assert scores.low <= scores.mean <= scores.high
+    out = capsys.readouterr().out
+    assert "[score (exact vs country): mean 0.500 · 95% interval" in out and "· 4 rows]" in out
+    assert '<table class="mlx-magic-scores">' in scores._repr_html_()
+    result = scored(score_shell, "--score country --score-by contains")
+    assert list(result.table["score"]) == [1.0, 1.0, 1.0, 0.0]
+    assert result.scores.mean == 0.75 and result.scores.scorer == "contains"
+
+
+def test_the_interval_repeats(score_shell):
+    first = scored(score_shell, "--score country").scores
+    again = scored(score_shell, "--score country").scores
+    assert first == again and first.low < first.high
+
+
+def test_numbers_within_a_tolerance(score_shell):
+    run(score_shell, "sums = pd.DataFrame({'city': ['Paris', 'Rome', 'Lima'], 'total': [3, 7, 2]})")
+    numbers = {"Paris": "It is 3.", "Rome": "About 7.4 I think", "Lima": "no idea"}
+    with forced_batch_answers(lambda prompt: numbers[prompt.split()[-1]]):
+        run(
+            score_shell,
+            "%%mlx -m tiny -n 12 --map sums --score total --score-by number\nSum {row.city}",
+        )
+        assert list(score_shell.user_ns["_mlx"].table["score"]) == [1.0, 0.0, 0.0]
+        run(
+            score_shell,
+            "%%mlx -m tiny -n 12 --map sums --score total --score-by number:0.5\nSum {row.city}",
+        )
+    result = score_shell.user_ns["_mlx"]
+    assert list(result.table["score"]) == [1.0, 1.0, 0.0]
+    assert result.scores.scorer == "number:0.5" and result.scores.count == 3
+
+
+def test_a_notebook_function_scores_and_one_that_raises_is_that_rows_error(score_shell):
+    run(
+        score_shell,
+        "def first_letter(answer, label):\n"
+        "    if label == 'Peru':\n"
+        "        raise ValueError('no Peru here')\n"
+        "    return answer.strip()[0].lower() == label.strip()[0].lower()\n",
+    )
+    result = scored(score_shell, "--score country --score-by first_letter")
+    assert [row["score"] for row in result.rows] == [1.0, 1.0, 1.0, None]
+    assert result.rows[3]["error"] == "--score-by first_letter: ValueError: no Peru here"
+    assert [row["error"] for row in result.rows[:3]] == ["", "", ""]
+    assert result.scores.count == 3 and result.scores.mean == 1.0
+
+
+def test_a_schema_field_is_scored(score_shell):
+    run(
+        score_shell,
+        "Place = {'type': 'object', 'properties': {'country': {'type': 'string'}},"
+        " 'required': ['country']}",
+    )
+    places = {"Paris": '{"country": "France"}', "Rome": '{"country": "Spain"}'}
+    run(
+        score_shell, "two = pd.DataFrame({'city': ['Paris', 'Rome'], 'truth': ['France', 'Italy']})"
+    )
+    with forced_batch_answers(lambda prompt: places[prompt.split()[-1]]):
+        run(
+            score_shell,
+            "%%mlx -m tiny -n 20 --map two --schema Place --score truth=country\nJSON for {row.city}",
+        )
+    result = score_shell.user_ns["_mlx"]
+    assert [r.data for r in result.results] == [{"country": "France"}, {"country": "Spain"}]
+    assert list(result.table["score"]) == [1.0, 0.0]
+    assert result.scores.label == "truth=country"
+
+
+def test_resume_keeps_the_scores_of_earlier_rows(score_shell):
+    result = scored(score_shell, "--score country -o kept")
+    for position in (1, 2):  # two, decoded together (one alone is not batched)
+        row = result.rows[position]
+        result.rows[position] = {**row, "finish_reason": "not run", "answer": "", "score": None}
+        result.results[position] = None
+    result.rows[0]["score"] = 0.25  # marked: kept, not scored again
+    resumed = scored(score_shell, "--score country -o kept --resume")
+    assert [row["score"] for row in resumed.rows] == [0.25, 0.0, 1.0, 0.0]
+    assert resumed.scores.count == 4
+    # Another scorer: the earlier rows are scored again, by it.
+    resumed = scored(score_shell, "--score country --score-by contains -o kept --resume")
+    assert [row["score"] for row in resumed.rows] == [1.0, 1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("--score colour", r"the items have no column 'colour' \(columns: city, country\)"),
+        ("--score country --score-by fuzzy", "no variable named 'fuzzy'"),
+        ("--score country --score-by towns", "a DataFrame is not callable"),
+        ("--score country --score-by number:x", "the tolerance must be a number of 0 or more"),
+        ("--score country --score-by number:-1", "the tolerance must be a number of 0 or more"),
+        ("--score country --score-by 'a b'", "use exact, contains, number"),
+        ("--score country=name", "scores a --schema field; add --schema NAME"),
+        ("--score country=", "give the label column"),
+        ("--score country=capital --schema Place", r"no field 'capital' \(fields: country\)"),
+        ("--score-by exact", "says how to score: add --score COLUMN"),
+    ],
+)
+def test_a_mistake_is_one_line_and_changes_nothing(score_shell, line, message):
+    run(
+        score_shell,
+        "Place = {'type': 'object', 'properties': {'country': {'type': 'string'}},"
+        " 'required': ['country']}",
+    )
+    run(score_shell, "%%mlx -m tiny -n 2\nHello")
+    before = score_shell.user_ns["_mlx"]
+    with pytest.raises(UsageError, match=message) as caught:
+        run(score_shell, f"%%mlx -m tiny -n 4 --map towns {line}\nCountry of {{row.city}}")
+    assert "\n" not in str(caught.value)
+    assert score_shell.user_ns["_mlx"] is before
+
+
+def test_score_without_map_is_one_line(score_shell):
+    with pytest.raises(UsageError, match="add --map") as caught:
+        run(score_shell, "%%mlx -m tiny -n 2 --score country\nHello")
+    assert "\n" not in str(caught.value)
+
+
+def test_normalise_and_first_number():
+    assert normalise("  «Paris»,  France!  ") == "paris», france"
+    assert normalise(' "The  Answer." ') == "the answer"
+    assert normalise(42) == "42"
+    assert first_number("about 1,204.5 km") == 1204.5
+    assert first_number("-3 or 4") == -3.0 and first_number(".5") == 0.5
+    assert first_number("none") is None and first_number(7) == 7.0
