@@ -221,8 +221,10 @@ def test_status_and_models_commands(model_shell, capsys):
     assert "thread in the kernel, running, idle" in status
     assert "GPU lock: free" in status
     assert "Warm models: 1" in status
-    # One unit everywhere: GiB (1024³ bytes); the 8.0 budget is 8 GiB.
-    assert "GiB of a 8.0 GiB budget" in status and " GB" not in status
+    # One unit everywhere: GiB (1024³ bytes): the setting's number is the budget
+    # shown (its default follows the machine: half its memory).
+    budget = magics_of(model_shell).memory_budget_gb
+    assert f"GiB of a {budget:.1f} GiB budget" in status and " GB" not in status
 
 
 def test_terminal_prints_tokens_as_they_come(model_shell, monkeypatch):
