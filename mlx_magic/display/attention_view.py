@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import html
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
 from mlx_magic.display.lens_view import shown
 from mlx_magic.images import png_bytes, thumbnail
@@ -108,26 +108,18 @@ def attention_html(attention: AttentionMap, images: Sequence[Image.Image] = ()) 
     """The strip (every text escaped) and, with the images, their heatmaps."""
     row = attention.row()
     peak = max(row, default=0.0) or 1.0
-    runs = {patches.start: patches for patches in attention.images}
     spans: list[str] = []
-    position = 0
-    while position < len(row):
+    for position, patches, weight in _pieces(attention):
         if position == attention.prompt_tokens:
             spans.append('<span style="opacity: 0.6"> │ answer: </span>')
-        patches = runs.get(position)
         if patches is not None:
-            total = sum(row[position : position + patches.tokens])
-            label = f"[image {patches.image + 1} · {patches.tokens} tokens · {total:.1%}]"
-            title = f"image {patches.image + 1}: {total:.2%} of the weight on its tokens"
-            spans.append(_span(label, title, total / peak, position))
-            position += patches.tokens
+            label = f"[image {patches.image + 1} · {patches.tokens} tokens · {weight:.1%}]"
+            title = f"image {patches.image + 1}: {weight:.2%} of the weight on its tokens"
+            spans.append(_span(label, title, weight / peak, position))
             continue
         heads = ", ".join(f"{weights[position]:.1%}" for weights in attention.weights)
-        title = f"{position}: {attention.tokens[position]!r} · {row[position]:.2%} (heads: {heads})"
-        spans.append(
-            _span(_visible(attention.tokens[position]), title, row[position] / peak, position)
-        )
-        position += 1
+        title = f"{position}: {attention.tokens[position]!r} · {weight:.2%} (heads: {heads})"
+        spans.append(_span(_visible(attention.tokens[position]), title, weight / peak, position))
     written = (
         '<span style="outline: 2px solid rgba(230, 40, 20, 0.8); padding: 0 2px">'
         f"{html.escape(_visible(attention.written))}</span>"
@@ -157,23 +149,15 @@ def attention_html(attention: AttentionMap, images: Sequence[Image.Image] = ()) 
 def attention_text(attention: AttentionMap) -> str:
     """The strip as text: tokens with at least 5% of the weight marked «token 12%»,
     each image as one [image N: weight]; then the top positions."""
-    row = attention.row()
-    runs = {patches.start: patches for patches in attention.images}
     parts: list[str] = []
-    position = 0
-    while position < len(row):
+    for position, patches, weight in _pieces(attention):
         if position == attention.prompt_tokens:
             parts.append(" │ answer: ")
-        patches = runs.get(position)
         if patches is not None:
-            total = sum(row[position : position + patches.tokens])
-            parts.append(f"[image {patches.image + 1}: {total:.0%}]")
-            position += patches.tokens
+            parts.append(f"[image {patches.image + 1}: {weight:.0%}]")
             continue
         token = attention.tokens[position]
-        weight = row[position]
         parts.append(f"«{token} {weight:.0%}»" if weight >= _MARKED else token)
-        position += 1
     top = "; ".join(
         f"{position} {shown(token, 16)!r} {weight:.1%}"
         for position, token, weight in attention.top(5)
@@ -185,6 +169,22 @@ def attention_text(attention: AttentionMap) -> str:
     ]
     lines += [_image_caption(attention, index) for index in range(len(attention.images))]
     return "\n".join(lines)
+
+
+def _pieces(attention: AttentionMap) -> Iterator[tuple[int, Optional[ImagePatches], float]]:
+    """The strip in order: each token's position and weight, or, where an
+    image's tokens begin, that image and the weight on all of its tokens."""
+    row = attention.row()
+    runs = {patches.start: patches for patches in attention.images}
+    position = 0
+    while position < len(row):
+        patches = runs.get(position)
+        if patches is None:
+            yield position, None, row[position]
+            position += 1
+        else:
+            yield position, patches, sum(row[position : position + patches.tokens])
+            position += patches.tokens
 
 
 def _image_caption(attention: AttentionMap, index: int) -> str:
