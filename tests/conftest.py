@@ -4,6 +4,7 @@ import os
 import threading
 
 import pytest
+from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
@@ -81,6 +82,23 @@ def vlm_shell(tiny_vlm):
     run(shell, "noise = (np.random.default_rng(0).random((64, 96, 3)) * 255).astype('uint8')")
     yield shell
     shell.extension_manager.unload_extension("mlx_magic")
+
+
+@pytest.fixture(scope="module")
+def llama_shell(tiny_llama):
+    """A shell (one per test module) whose default model is the tiny llama (greedy: temperature 0)."""
+    shell = make_shell()
+    shell.extension_manager.load_extension("mlx_magic")
+    run(shell, f"%config MLXMagics.default_model = {str(tiny_llama)!r}")
+    yield shell
+    shell.extension_manager.unload_extension("mlx_magic")
+
+
+def one_line(caught):
+    """The message of a caught error, checked to be exactly one UsageError line."""
+    message = str(caught.value)
+    assert type(caught.value) is UsageError and "\n" not in message
+    return message
 
 
 def magics_of(shell):

@@ -15,21 +15,11 @@ from contextlib import redirect_stdout
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import magics_of, make_shell, run
+from conftest import magics_of, one_line, run
 
 pytestmark = pytest.mark.model
 
 PROMPT = "Hello there, how are you?"
-
-
-@pytest.fixture(scope="module")
-def llama_shell(tiny_llama):
-    """A shell whose default model is the tiny llama (greedy: temperature 0)."""
-    shell = make_shell()
-    shell.extension_manager.load_extension("mlx_magic")
-    run(shell, f"%config MLXMagics.default_model = {str(tiny_llama)!r}")
-    yield shell
-    shell.extension_manager.unload_extension("mlx_magic")
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +29,6 @@ def attended(llama_shell):
     with redirect_stdout(printed):
         run(llama_shell, f"%%mlx -n 6 --attention -o first\n{PROMPT}")
     return llama_shell.user_ns["_mlx"], printed.getvalue()
-
-
-def one_line(caught):
-    message = str(caught.value)
-    assert type(caught.value) is UsageError and "\n" not in message
-    return message
 
 
 def engine_reading(tiny_llama, found, layer=None, head=None):
