@@ -10,6 +10,7 @@ from IPython.core.magic_arguments import argument
 from IPython.utils.process import arg_split
 
 from mlx_magic.errors import UserError
+from mlx_magic.magics.lens import DEFAULT_TOKENS
 from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -192,6 +193,78 @@ def generation_arguments(magic: F) -> F:
             "token); its cost is said under it. Local models.",
         ),
     ]
+    return _applied(flags, magic)
+
+
+def vision_arguments(magic: F) -> F:
+    """The flags only ``%%mlx_vision`` takes: images, video and their sizes."""
+    flags = [
+        argument(
+            "-i",
+            "--image",
+            action="append",
+            default=[],
+            metavar="SRC",
+            help="An image to send; repeat for several. A file (globs allowed), an "
+            "http(s) URL, a data: URI, or a variable holding a PIL image, a numpy array, "
+            "bytes, a matplotlib figure or an IPython Image; also _, _N and Out[N].",
+        ),
+        argument(
+            "-v",
+            "--video",
+            metavar="SRC",
+            help="A video to send (models that take video: Qwen2-VL and its successors): a "
+            "file (.mp4...), or a variable holding frames (a list of PIL images or arrays, or "
+            "a T×H×W×3 array). The preview is a strip of the frames sent, with their times.",
+        ),
+        argument(
+            "--fps",
+            type=float,
+            help="Frames per second to take from the video (default 2; for frames in a "
+            "variable: the rate they were taken at).",
+        ),
+        argument(
+            "--max-frames",
+            type=int,
+            metavar="N",
+            help="Most frames to send from the video (default 16), spread evenly over it.",
+        ),
+        argument(
+            "--region",
+            metavar="X1,Y1,X2,Y2",
+            help="Send only this part of each image (pixels: left,top,right,bottom); the "
+            "preview shows it inside the whole image. A box from _mlx.boxes is also an image: "
+            "-i box_crop with crop = _mlx.boxes[0].crop().",
+        ),
+        argument(
+            "--max-pixels",
+            type=int,
+            metavar="N",
+            help="Shrink images larger than N pixels (width × height) before sending them "
+            "(default: the max_image_pixels setting, 1 megapixel).",
+        ),
+    ]
+    return _applied(flags, magic)
+
+
+def lens_argument(magic: F) -> F:
+    """``--lens``, a flag of ``%%mlx`` (local text models)."""
+    flags = [
+        argument(
+            "--lens",
+            nargs="?",
+            const=DEFAULT_TOKENS,
+            type=int,
+            metavar="N",
+            help="After the answer, the logit lens: what each layer would have predicted at "
+            "each of its first N tokens (default 64), a layers × tokens grid (_mlx.lens); "
+            "its cost is said under it. Local text models.",
+        ),
+    ]
+    return _applied(flags, magic)
+
+
+def _applied(flags: list[argument], magic: F) -> F:
     # magic_arguments applies decorators bottom-up; keep the listed order in --help.
     for flag in reversed(flags):
         magic = flag(magic)

@@ -16,11 +16,16 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import observe
 
 from mlx_magic.errors import UserError
-from mlx_magic.magics.arguments import generation_arguments, parse_flags
+from mlx_magic.magics.arguments import (
+    generation_arguments,
+    lens_argument,
+    parse_flags,
+    vision_arguments,
+)
 from mlx_magic.magics.attention import check_attention_flags, command_attention
 from mlx_magic.magics.commands import COMMANDS
 from mlx_magic.magics.edge import user_errors_as_usage
-from mlx_magic.magics.lens import DEFAULT_TOKENS, check_lens_flags, command_lens
+from mlx_magic.magics.lens import check_lens_flags, command_lens
 from mlx_magic.magics.map_run import run_map_cell
 from mlx_magic.magics.mapping import check_map_flags
 from mlx_magic.magics.options import variants_of
@@ -110,16 +115,7 @@ class MLXMagics(MLXSettings):
 
     @magic_arguments("%mlx")  # shown as %%mlx in the usage line
     @generation_arguments
-    @argument(
-        "--lens",
-        nargs="?",
-        const=DEFAULT_TOKENS,
-        type=int,
-        metavar="N",
-        help="After the answer, the logit lens: what each layer would have predicted at "
-        "each of its first N tokens (default 64), a layers × tokens grid (_mlx.lens); "
-        "its cost is said under it. Local text models.",
-    )
+    @lens_argument
     @cell_magic("mlx")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     @user_errors_as_usage
     def mlx_cell(self, line: str, cell: str) -> None:
@@ -210,50 +206,7 @@ class MLXMagics(MLXSettings):
 
     @magic_arguments("%mlx_vision")  # shown as %%mlx_vision in the usage line
     @generation_arguments
-    @argument(
-        "-i",
-        "--image",
-        action="append",
-        default=[],
-        metavar="SRC",
-        help="An image to send; repeat for several. A file (globs allowed), an "
-        "http(s) URL, a data: URI, or a variable holding a PIL image, a numpy array, "
-        "bytes, a matplotlib figure or an IPython Image; also _, _N and Out[N].",
-    )
-    @argument(
-        "-v",
-        "--video",
-        metavar="SRC",
-        help="A video to send (models that take video: Qwen2-VL and its successors): a "
-        "file (.mp4...), or a variable holding frames (a list of PIL images or arrays, or "
-        "a T×H×W×3 array). The preview is a strip of the frames sent, with their times.",
-    )
-    @argument(
-        "--fps",
-        type=float,
-        help="Frames per second to take from the video (default 2; for frames in a "
-        "variable: the rate they were taken at).",
-    )
-    @argument(
-        "--max-frames",
-        type=int,
-        metavar="N",
-        help="Most frames to send from the video (default 16), spread evenly over it.",
-    )
-    @argument(
-        "--region",
-        metavar="X1,Y1,X2,Y2",
-        help="Send only this part of each image (pixels: left,top,right,bottom); the "
-        "preview shows it inside the whole image. A box from _mlx.boxes is also an image: "
-        "-i box_crop with crop = _mlx.boxes[0].crop().",
-    )
-    @argument(
-        "--max-pixels",
-        type=int,
-        metavar="N",
-        help="Shrink images larger than N pixels (width × height) before sending them "
-        "(default: the max_image_pixels setting, 1 megapixel).",
-    )
+    @vision_arguments
     @cell_magic("mlx_vision")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     @user_errors_as_usage
     def mlx_vision_cell(self, line: str, cell: str) -> None:
