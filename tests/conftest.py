@@ -1,5 +1,7 @@
 """Shared fixtures: fresh IPython shells with the extension, and the embedded model."""
 
+import contextlib
+import functools
 import os
 import threading
 
@@ -150,3 +152,45 @@ def no_runtime_left_behind(request):
         pytest.fail(
             f"{request.module.__name__} left {len(left)} runtime thread(s) running:\n{where}"
         )
+
+
+@contextlib.contextmanager
+def forced_batch_answers(answer_for):
+    """Within the block, every text request decoded together with mlx-lm's
+    ``BatchGenerator`` (a ``--map`` run, side-by-side columns) answers
+    ``answer_for(request)``: each item (and each model) its own scripted answer.
+
+    The model still runs every step, in its batch; only the choice of each
+    token is fixed (after a ``--schema`` constraint: script an answer that
+    follows the schema). The runtime must be the thread runtime (in-process).
+    Only batched requests are scripted: a lone one (one item left, or
+    ``--batch-size 1``) decodes with ``stream_generate`` (:func:`forced_answer`).
+
+        answers = {"Paris": "France", "Rome": "Italy"}
+        with forced_batch_answers(lambda request: answers[request.prompt.split()[-1]]):
+            get_ipython().run_cell_magic("mlx", "--map cities", "Country of {item}")
+    """
+    from mlx_magic.engine import batch_generation
+    from mlx_magic.testing import scripted
+
+    original = batch_generation.extra_logits_processors
+    active = [True]
+
+    @functools.wraps(original)
+    def forced(warm, request):
+        processors = list(original(warm, request))
+        # A module imported inside the block keeps this function: after the
+        # block, and for vision requests, it is the original.
+        if not active[0] or request.model.kind != "text":
+            return processors
+        tokenizer = warm.tokenizer
+        ids = tokenizer.encode(answer_for(request), add_special_tokens=False)
+        processors.append(scripted.scripted_logits_processor(ids, tokenizer.eos_token_id))
+        return processors
+
+    batch_generation.extra_logits_processors = forced
+    try:
+        yield
+    finally:
+        active[0] = False
+        batch_generation.extra_logits_processors = original

@@ -1,19 +1,15 @@
 """--score: each --map answer against a label column, on the real batched path.
 
-The answers are scripted (``forced_batch_answers``: the model runs every step,
-only each token's choice is fixed), so the scores are known.
+The answers are scripted (``forced_batch_answers`` of conftest: the
+model runs every step, only each token's choice is fixed), so the scores are known.
 """
-
-import contextlib
-import functools
 
 import pytest
 from IPython.core.error import UsageError
 
 from mlx_magic.magics.scoring import first_number, normalise
-from mlx_magic.testing.scripted import scripted_logits_processor
 
-from conftest import make_shell, run
+from conftest import forced_batch_answers, make_shell, run
 
 pytestmark = pytest.mark.model
 
@@ -21,49 +17,8 @@ pytestmark = pytest.mark.model
 ANSWERS = {"Paris": "France.", "Rome": "It is Italy", "Berlin": "Germany", "Lima": "Spain"}
 
 
-@contextlib.contextmanager
-def forced_batch_answers(answer_for):
-    """Within the block, every text request decoded together with mlx-lm's
-    ``BatchGenerator`` (a ``--map`` run, side-by-side columns) answers
-    ``answer_for(prompt)``: each item its own scripted answer.
-
-    The model still runs every step, in its batch; only the choice of each
-    token is fixed (after a ``--schema`` constraint: script an answer that
-    follows the schema). The runtime must be the thread runtime (in-process).
-    Only batched requests are scripted: a lone one (one item left, or
-    ``--batch-size 1``) decodes with ``stream_generate`` (:func:`forced_answer`).
-
-        answers = {"Paris": "France", "Rome": "Italy"}
-        with forced_batch_answers(lambda prompt: answers[prompt.split()[-1]]):
-            get_ipython().run_cell_magic("mlx", "--map cities", "Country of {item}")
-    """
-    from mlx_magic.engine import batch_generation
-
-    original = batch_generation.extra_logits_processors
-    active = [True]
-
-    @functools.wraps(original)
-    def scripted(warm, request):
-        processors = list(original(warm, request))
-        # A module imported inside the block keeps this function: after the
-        # block, and for vision requests, it is the original.
-        if not active[0] or request.model.kind != "text":
-            return processors
-        tokenizer = warm.tokenizer
-        ids = tokenizer.encode(answer_for(request.prompt), add_special_tokens=False)
-        processors.append(scripted_logits_processor(ids, tokenizer.eos_token_id))
-        return processors
-
-    batch_generation.extra_logits_processors = scripted
-    try:
-        yield
-    finally:
-        active[0] = False
-        batch_generation.extra_logits_processors = original
-
-
-def answer_for(prompt):
-    return ANSWERS[prompt.split()[-1]]
+def answer_for(request):
+    return ANSWERS[request.prompt.split()[-1]]
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +67,7 @@ def test_the_interval_repeats(score_shell):
 def test_numbers_within_a_tolerance(score_shell):
     run(score_shell, "sums = pd.DataFrame({'city': ['Paris', 'Rome', 'Lima'], 'total': [3, 7, 2]})")
     numbers = {"Paris": "It is 3.", "Rome": "About 7.4 I think", "Lima": "no idea"}
-    with forced_batch_answers(lambda prompt: numbers[prompt.split()[-1]]):
+    with forced_batch_answers(lambda request: numbers[request.prompt.split()[-1]]):
         run(
             score_shell,
             "%%mlx -m tiny -n 12 --map sums --score total --score-by number\nSum {row.city}",
@@ -152,7 +107,7 @@ def test_a_schema_field_is_scored(score_shell):
     run(
         score_shell, "two = pd.DataFrame({'city': ['Paris', 'Rome'], 'truth': ['France', 'Italy']})"
     )
-    with forced_batch_answers(lambda prompt: places[prompt.split()[-1]]):
+    with forced_batch_answers(lambda request: places[request.prompt.split()[-1]]):
         run(
             score_shell,
             "%%mlx -m tiny -n 20 --map two --schema Place --score truth=country\nJSON for {row.city}",

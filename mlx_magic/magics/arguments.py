@@ -152,7 +152,8 @@ def generation_arguments(magic: F) -> F:
             help="Run the cell once per item of ITEMS (a list, dict, pandas Series or "
             "DataFrame, a generator; for %%mlx_vision also a glob of images). The prompt "
             "names the item as {item}, a row's columns as {row.column}; the answers come back "
-            "as a table in _mlx.table (and --out).",
+            "as a table in _mlx.table (and --out). With several -m (or a --temp/--seed sweep): "
+            "every item through every model, one table with a column per model.",
         ),
         argument(
             "--batch-size",

@@ -20,25 +20,22 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from typing import Callable, Optional, Union
+from typing import Callable, Optional
 
-from mlx_magic.display.following import follow
 from mlx_magic.display.map_result import MLXMapResult, new_row, printable
 from mlx_magic.display.map_view import MapProgress
-from mlx_magic.display.result import MLXResult, TokenInfo
 from mlx_magic.errors import GenerationInterrupted, UserError
 from mlx_magic.magics.background import MapRunHandle
 from mlx_magic.magics.drafts import NO_DRAFT
+from mlx_magic.magics.map_rows import collect_rows
 from mlx_magic.magics.mapping import (
     MapItem,
-    apart_from_table,
     fill_for_item,
     item_images,
     map_items,
 )
 from mlx_magic.magics.options import CellOptions, PreparedCell, checked_out_name
 from mlx_magic.magics.prepare import prepare
-from mlx_magic.magics.schemas import data_columns
 from mlx_magic.magics.scoring import (
     Scoring,
     check_field,
@@ -49,9 +46,6 @@ from mlx_magic.magics.scoring import (
     summarise,
 )
 from mlx_magic.magics.session import Session
-from mlx_magic.vocabulary.job import Job
-from mlx_magic.vocabulary.provenance import provenance_record
-from mlx_magic.vocabulary.values import Event, Failed, Finished, TokenChunk
 
 #: Items prepared (prompt, images, request) and sent at a time: 10,000 items
 #: showed their first row after 35 s when all were prepared first. A batch
@@ -102,13 +96,20 @@ def run_map_cell(
 
 
 def plan_map(
-    session: Session, options: CellOptions, text: str, resolve: Callable, *, vision: bool
+    session: Session,
+    options: CellOptions,
+    text: str,
+    resolve: Callable,
+    *,
+    vision: bool,
+    earlier: Optional[MLXMapResult] = None,
 ) -> Optional[MapPlan]:
     """Read the items, fill in every prompt and check the flags and the model:
     what is wrong is one line before anything runs, and changes nothing.
 
     Returns ``None`` when ``--resume`` finds nothing left to run (it says so,
-    and ``_mlx`` is the table).
+    and ``_mlx`` is the table). ``earlier``: the table ``--resume`` continues
+    (else ``--out``'s, or ``_mlx``'s).
 
     Raises:
         UserError: bad items, a template that fails for an item, a bad flag or model.
@@ -128,7 +129,9 @@ def plan_map(
     try:
         items = map_items(name, namespace, vision=vision)
         scoring = scoring_of(options, items, namespace)
-        previous = _previous_run(session, options, len(items)) if options.resume else None
+        previous = None
+        if options.resume:
+            previous = _previous_run(session, options, len(items), earlier)
         scored = scoring is not None
         result = MLXMapResult(
             rows=[new_row(item.columns, scored=scored) for item in items],
@@ -179,11 +182,17 @@ def _single(options: CellOptions) -> CellOptions:
 
 
 def run_map(
-    session: Session, plan: MapPlan, *, stop: Optional[threading.Event] = None
+    session: Session,
+    plan: MapPlan,
+    *,
+    stop: Optional[threading.Event] = None,
+    shared: Optional[MapProgress] = None,
 ) -> MLXMapResult:
     """Prepare and run every position of ``plan``; ``_mlx`` (and ``--out``)
     get the :class:`MLXMapResult`. An item that cannot be prepared (its
-    image, its prompt) is a failed row.
+    image, its prompt) is a failed row. ``shared``: the progress bar of a
+    run of several models, which this run neither opens nor closes (nor shows
+    its scores: the models' are shown together).
 
     Raises:
         GenerationInterrupted: the run was interrupted, or ``stop`` was set
@@ -195,14 +204,15 @@ def run_map(
     name = plan.options.map_items or ""
     batch_size = plan.options.batch_size or 0
     started = time.perf_counter()
-    progress: Optional[MapProgress] = None
+    progress: Optional[MapProgress] = shared
     interrupted = False
     try:
-        progress = MapProgress(
-            len(positions),
-            notebook=getattr(shell, "kernel", None) is not None,
-            description=f"--map {name}",
-        )
+        if progress is None:
+            progress = MapProgress(
+                len(positions),
+                notebook=getattr(shell, "kernel", None) is not None,
+                description=f"--map {name}",
+            )
         seed: Optional[int] = None
         # Prepared a chunk at a time: the first rows come while later items
         # (their images too) are not read yet, and memory holds one chunk.
@@ -221,11 +231,12 @@ def run_map(
                 session.record_stats(result.results[position])
         batches = [r.stats.batch_size for r in result.results if r is not None]
         result.batch_size = max(batches, default=1)
-        if progress is not None:
+        if progress is not None and shared is None:
             progress.close(result.summary)
         if plan.scoring is not None:
             result.scores = summarise(plan.scoring, [row.get("score") for row in result.rows])
-            show_scores(session.shell, result.scores)
+            if shared is None:
+                show_scores(session.shell, result.scores)
         _keep(session, plan.options, result)
     if interrupted:
         raise _stopped(result, positions)
@@ -309,112 +320,17 @@ def _run_cells(
         if stop is not None and stop.is_set():
             raise KeyboardInterrupt  # cancelled between chunks: as an interrupt would
         jobs = session.start(*requests)
-        _collect(dict(zip(positions, jobs)), cells, result, items, progress, stop, scoring)
+        collect_rows(dict(zip(positions, jobs)), cells, result, items, progress, stop, scoring)
     return seed
 
 
-def _collect(
-    jobs: dict[int, Job],
-    cells: dict[int, PreparedCell],
-    result: MLXMapResult,
-    items: list[MapItem],
-    progress: MapProgress,
-    stop: Optional[threading.Event] = None,
-    scoring: Optional[Scoring] = None,
-) -> None:
-    """Read every job's events until all have ended; rows fill in as they do.
-
-    Raises:
-        KeyboardInterrupt: the run was interrupted or ``stop`` was set; the
-            jobs in flight were cancelled and their rows kept as they ended.
-    """
-    positions = list(jobs)
-    texts: dict[int, list[str]] = {p: [] for p in jobs}
-    tokens: dict[int, list[TokenInfo]] = {p: [] for p in jobs}
-    started = {p: time.perf_counter() for p in jobs}
-    recorded: set[int] = set()
-
-    def handle(index: int, event: Event) -> None:
-        position = positions[index]
-        if isinstance(event, TokenChunk):
-            texts[position].append(event.text)
-            tokens[position].extend(TokenInfo(id=int(t)) for t in event.token_ids)
-        elif isinstance(event, (Finished, Failed)) and position not in recorded:
-            # Once: an interrupt inside the progress bar hands the end over again.
-            recorded.add(position)
-            _record(position, event, texts, tokens, started, cells, result, items, scoring)
-            progress.item_done(result.rows[position], items[position].index)
-
-    if follow(list(jobs.values()), handle, stop=stop):
-        raise KeyboardInterrupt  # as an interrupt, kept by run_map
-
-
-def _record(
-    position: int,
-    event: Union[Finished, Failed],
-    texts: dict[int, list[str]],
-    tokens: dict[int, list[TokenInfo]],
-    started: dict[int, float],
-    cells: dict[int, PreparedCell],
-    result: MLXMapResult,
-    items: list[MapItem],
-    scoring: Optional[Scoring] = None,
-) -> None:
-    item = items[position]
-    scored = scoring is not None
-    if isinstance(event, Failed):
-        result.rows[position] = new_row(
-            item.columns, finish_reason="failed", error=event.message, scored=scored
-        )
-        return
-    if event.finish_reason == "cancelled" and not texts[position]:
-        # Never started: as if not run (``--resume`` runs it).
-        return
-    text = "".join(texts[position])
-    stats = dataclasses.replace(event.stats)
-    if tokens[position]:
-        stats.generation_tokens = len(tokens[position])
-    request = cells[position].request
-    answer = MLXResult(
-        text=text,
-        prompt=request.prompt,
-        model=getattr(stats, "server_model", None) or request.model.name,
-        finish_reason=event.finish_reason,
-        stats=stats,
-        tokens=tokens[position],
-    )
-    answer.provenance = provenance_record(answer, request)
-    answer.request = request
-    result.results[position] = answer
-    row = new_row(item.columns, finish_reason=event.finish_reason, scored=scored)
-    row.update(
-        answer=text,
-        tokens=stats.generation_tokens,
-        time_s=round(time.perf_counter() - started[position], 3),
-    )
-    schema = cells[position].schema
-    if schema is not None:
-        # --schema: the parsed answer's fields are columns of the table.
-        try:
-            answer.data = schema.parse(text)
-            row.update(apart_from_table(data_columns(answer.data), "data"))
-        except ValueError as error:
-            why = (
-                "stopped at max tokens before the JSON closed (raise -n)"
-                if event.finish_reason == "length"
-                else str(error)
-            )
-            row["error"] = f"--schema {schema.name}: {why}"
-    if scoring is not None:  # --score: against the item's label
-        row = scoring.scored_row(row, text, answer.data, item.columns)
-    result.rows[position] = row
-
-
-def _previous_run(session: Session, options: CellOptions, count: int) -> Optional[MLXMapResult]:
-    """The table ``--resume`` continues: ``--out NAME``'s, else ``_mlx``'s."""
+def _previous_run(
+    session: Session, options: CellOptions, count: int, earlier: Optional[MLXMapResult] = None
+) -> MLXMapResult:
+    """The table ``--resume`` continues: ``earlier``, else ``--out NAME``'s, else ``_mlx``'s."""
     namespace = session.shell.user_ns
     name = options.out or "_mlx"
-    previous = namespace.get(name)
+    previous = earlier if earlier is not None else namespace.get(name)
     if not isinstance(previous, MLXMapResult):
         raise UserError(
             f"--resume: {name} holds no --map table to continue; run the --map cell first "

@@ -81,8 +81,9 @@ class Row:
         return format(dict(self._values), spec)
 
 
-def check_map_flags(args: argparse.Namespace, columns: int) -> bool:
-    """Whether the cell is a ``--map`` run; flags that do not go with it are one line."""
+def check_map_flags(args: argparse.Namespace) -> bool:
+    """Whether the cell is a ``--map`` run (of one model, or of several: every
+    ``-m``, ``--temp`` and ``--seed``); flags that do not go with it are one line."""
     score, score_by = getattr(args, "score", None), getattr(args, "score_by", None)
     if args.map is None:
         if args.batch_size is not None or args.resume:
@@ -95,8 +96,6 @@ def check_map_flags(args: argparse.Namespace, columns: int) -> bool:
         return False
     if score_by is not None and score is None:
         raise UserError(f"--score-by {score_by} says how to score: add --score COLUMN")
-    if columns > 1:
-        raise UserError("--map runs one model and one sampler: give one -m, --temp and --seed")
     if args.chat is not None:
         raise UserError("--map: each item is its own question; leave out --chat")
     if getattr(args, "video", None) is not None:

@@ -26,7 +26,7 @@ from mlx_magic.magics.attention import check_attention_flags, command_attention
 from mlx_magic.magics.commands import COMMANDS
 from mlx_magic.magics.edge import user_errors_as_usage
 from mlx_magic.magics.lens import check_lens_flags, command_lens
-from mlx_magic.magics.map_run import run_map_cell
+from mlx_magic.magics.map_compare import run_map_cells
 from mlx_magic.magics.mapping import check_map_flags
 from mlx_magic.magics.options import variants_of
 from mlx_magic.magics.prepare import check_video_flags, load_cell_images, prepare
@@ -155,7 +155,9 @@ class MLXMagics(MLXSettings):
         ``{item}`` and a row's columns ``{row.column}``; the items decode
         together (mlx-lm's continuous batching, ``--batch-size N``) and the
         answers come back as a table in ``_mlx.table``. An interrupt keeps the
-        finished rows; ``--resume`` runs the rest. ``--schema NAME`` (a
+        finished rows; ``--resume`` runs the rest. With several ``-m`` every item
+        runs through every model: one table, an answer (and ``--score``) column
+        per model, the scores side by side. ``--schema NAME`` (a
         Pydantic class or a JSON-schema dict) constrains the answer so it
         always parses, into ``_mlx.data``. Every answer keeps a provenance
         record (``_mlx.provenance``: model, weights, versions, prompt hash,
@@ -190,8 +192,8 @@ class MLXMagics(MLXSettings):
         variants = variants_of(args)
         check_lens_flags(args, len(variants), self.runtime)
         check_attention_flags(args, len(variants), self.runtime)
-        if check_map_flags(args, len(variants)):
-            return run_map_cell(session, variants[0], cell, session.resolve, vision=False)
+        if check_map_flags(args):
+            return run_map_cells(session, variants, cell, session.resolve, vision=False)
         if len(variants) > 1:
             check_columns(len(variants), args.chat, args.background)
             cells = [prepare(session, options, cell, session.resolve) for options in variants]
@@ -284,8 +286,8 @@ class MLXMagics(MLXSettings):
             )
         check_video_flags(args, self.runtime)
         check_attention_flags(args, len(variants), self.runtime)
-        if check_map_flags(args, len(variants)):
-            return run_map_cell(session, variants[0], cell, session.resolve_vision, vision=True)
+        if check_map_flags(args):
+            return run_map_cells(session, variants, cell, session.resolve_vision, vision=True)
         if args.model is None and self.default_vision_model is None and self.runtime != "remote":
             raise UserError(
                 "No vision model: pass --model, or set %config "
