@@ -136,3 +136,13 @@ def test_a_mistake_is_one_line_and_changes_nothing(shell, line, message):
     with pytest.raises(UsageError, match=message):
         run(shell, f"%%mlx {line} -n 4 --map towns\nCountry of {{row.city}}")
     assert shell.user_ns["_mlx"] is before
+
+
+def test_in_the_background_it_is_one_job_and_the_table_lands_in_out(shell, capsys):
+    with forced_batch_answers(answer_for):
+        run(shell, "%%mlx -m a -m b -n 8 --map towns -b -o later\nCountry of {row.city}")
+        assert "background job" in capsys.readouterr().out
+        run(shell, "%mlx wait")
+    result = shell.user_ns["later"]
+    assert isinstance(result, MLXCompareResult)
+    assert list(result.table["answer · b"]) == ["France", "Spain", "Austria"]
