@@ -8,6 +8,7 @@ import pytest
 from IPython.core.error import UsageError
 
 from mlx_magic.magics.scoring import first_number, normalise
+from mlx_magic.vocabulary.defaults import JUDGE_PROMPT as DEFAULT_JUDGE
 
 from conftest import forced_batch_answers, make_shell, run
 
@@ -146,6 +147,9 @@ def test_resume_keeps_the_scores_of_earlier_rows(score_shell):
         ("--score country=", "give the label column"),
         ("--score country=capital --schema Place", r"no field 'capital' \(fields: country\)"),
         ("--score-by exact", "says how to score: add --score COLUMN"),
+        ("--judge tiny", "grades answers against a label: add --score COLUMN"),
+        ("--score country --judge tiny --score-by exact", "is the scorer: leave out --score-by"),
+        ("--score country --judge nowhere", "nowhere"),
     ],
 )
 def test_a_mistake_is_one_line_and_changes_nothing(score_shell, line, message):
@@ -160,6 +164,46 @@ def test_a_mistake_is_one_line_and_changes_nothing(score_shell, line, message):
         run(score_shell, f"%%mlx -m tiny -n 4 --map towns {line}\nCountry of {{row.city}}")
     assert "\n" not in str(caught.value)
     assert score_shell.user_ns["_mlx"] is before
+
+
+def judge_or_answer(request):
+    """The judge's reply (1 when the label is in the answer), or the item's answer."""
+    prompt = request.prompt
+    if "Answer to grade: " not in prompt:
+        return answer_for(request)
+    answer = prompt.split("Answer to grade: ")[1].split("\n")[0]
+    label = prompt.split("Reference answer: ")[1].split("\n")[0]
+    return '{"score": 1}' if label.strip().casefold() in answer.casefold() else '{"score": 0}'
+
+
+def test_a_judge_model_grades_each_answer_batched(score_shell, capsys):
+    with forced_batch_answers(judge_or_answer):
+        run(
+            score_shell,
+            "%%mlx -m tiny -n 12 --map towns --score country --judge tiny\nCountry of {row.city}",
+        )
+    result = score_shell.user_ns["_mlx"]
+    assert list(result.table["score"]) == [1.0, 1.0, 1.0, 0.0]
+    assert result.scores.scorer == "judge tiny" and result.scores.mean == 0.75
+    judged = result.judged.table
+    assert list(judged["label"]) == ["france", "Italy", " GERMANY ", "Peru"]
+    assert list(judged["answer"])[:2] == ['{"score": 1}', '{"score": 1}']
+    assert judged["question"].iloc[1] == "Country of Rome"
+    # The judge's questions decoded together, as the answers did.
+    assert result.judged.results[0].stats.batch_size > 1
+    assert "[score (judge tiny vs country): mean 0.750" in capsys.readouterr().out
+
+
+def test_a_judge_prompt_that_does_not_fill_in_is_one_line(score_shell):
+    run(score_shell, "%config MLXMagics.judge_prompt = 'Grade {answer} for {nothing}'")
+    try:
+        with pytest.raises(UsageError, match="judge_prompt setting does not fill in"):
+            run(
+                score_shell,
+                "%%mlx -m tiny -n 4 --map towns --score country --judge tiny\nX {row.city}",
+            )
+    finally:
+        run(score_shell, "%config MLXMagics.judge_prompt = " + repr(DEFAULT_JUDGE))
 
 
 def test_score_without_map_is_one_line(score_shell):

@@ -34,6 +34,8 @@ class MLXMapResult:
         scorer: with ``--score``, how the rows are scored (``exact vs label``;
             the rows then have a ``score`` column after ``answer``); else empty.
         scores: with ``--score``, the summary (mean, 95 % interval, count).
+        judged: with ``--judge``, the judge's own table: each graded row's
+            question, answer and label, and the judge's reply and ``score``.
     """
 
     rows: list = field(default_factory=list)
@@ -44,6 +46,7 @@ class MLXMapResult:
     batch_size: int = 1
     scorer: str = ""
     scores: Optional[MapScores] = None
+    judged: Optional[MLXMapResult] = None
 
     @property
     def table(self) -> Any:

@@ -184,6 +184,13 @@ def generation_arguments(magic: F) -> F:
             "TOL of the label), or the name of a notebook function (answer, label) -> float.",
         ),
         argument(
+            "--judge",
+            metavar="MODEL",
+            help="With --score: a model grades each answer against the label (the judge_prompt "
+            'setting; its reply is held to {"score": 0..1}), batched after the answers; the '
+            "judge's own table is _mlx.judged.",
+        ),
+        argument(
             "--attention",
             nargs="?",
             const="",

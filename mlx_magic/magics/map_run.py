@@ -27,6 +27,7 @@ from mlx_magic.display.map_view import MapProgress
 from mlx_magic.errors import GenerationInterrupted, UserError
 from mlx_magic.magics.background import MapRunHandle
 from mlx_magic.magics.drafts import NO_DRAFT
+from mlx_magic.magics.judging import check_judge, judge_answers
 from mlx_magic.magics.map_rows import collect_rows
 from mlx_magic.magics.mapping import (
     MapItem,
@@ -166,6 +167,8 @@ def plan_map(
         single = prepare(session, _single(options), text, resolve)
         if scoring is not None:
             check_field(scoring, single.schema)
+            if scoring.judge is not None:
+                check_judge(session, scoring)
     except KeyboardInterrupt:
         _keep(session, options, result)
         raise _stopped(result, positions) from None
@@ -222,6 +225,8 @@ def run_map(
             seed = _run_cells(
                 session, cells, result, items, progress, batch_size, stop, seed, plan.scoring
             )
+        if plan.scoring is not None and plan.scoring.judge is not None:
+            judge_answers(session, plan.scoring, items, plan.prompts, result, progress, stop)
     except KeyboardInterrupt:
         interrupted = True
     finally:

@@ -85,6 +85,13 @@ def check_map_flags(args: argparse.Namespace) -> bool:
     """Whether the cell is a ``--map`` run (of one model, or of several: every
     ``-m``, ``--temp`` and ``--seed``); flags that do not go with it are one line."""
     score, score_by = getattr(args, "score", None), getattr(args, "score_by", None)
+    judge = getattr(args, "judge", None)
+    if judge is not None and score is None:
+        raise UserError(f"--judge {judge} grades answers against a label: add --score COLUMN")
+    if judge is not None and score_by is not None:
+        raise UserError(
+            f"--judge {judge} is the scorer: leave out --score-by {score_by} (or --judge)"
+        )
     if args.map is None:
         if args.batch_size is not None or args.resume:
             raise UserError("--batch-size and --resume are for --map ITEMS")

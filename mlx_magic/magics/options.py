@@ -65,6 +65,8 @@ class CellOptions:
     #: ``--score COLUMN[=FIELD]`` and ``--score-by HOW`` (``None``: exact).
     score: Optional[str] = None
     score_by: Optional[str] = None
+    #: ``--judge MODEL``: a model grades the answers (``--score``'s scorer).
+    judge: Optional[str] = None
     #: ``--schema NAME``: the notebook value the answer must follow.
     schema: Optional[str] = None
     #: ``--think`` (True), ``--no-think`` (False), neither (None); ``--think-budget``.
@@ -133,6 +135,7 @@ def variants_of(args: Any) -> list[CellOptions]:
         resume=bool(getattr(args, "resume", False)),
         score=getattr(args, "score", None),
         score_by=getattr(args, "score_by", None),
+        judge=getattr(args, "judge", None),
         schema=getattr(args, "schema", None),
         think=_think_of(args),
         think_budget=getattr(args, "think_budget", None),

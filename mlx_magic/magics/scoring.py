@@ -60,10 +60,12 @@ class Scoring:
         key: its name in the table's rows (``item_answer`` for a column named
             like one of the table's own).
         field: with ``--schema``, the parsed answer's field to score.
-        method: ``exact``, ``contains``, ``number`` or ``function``.
+        method: ``exact``, ``contains``, ``number``, ``function``, or
+            ``judge`` (scored after the answers, by :mod:`.judging`).
         name: ``--score-by`` as written (``number:0.5``, a function's name).
         tolerance: for ``number``.
         function: for a notebook function.
+        judge: ``--judge``'s model.
     """
 
     column: str
@@ -73,6 +75,7 @@ class Scoring:
     name: str
     tolerance: float = 0.0
     function: Optional[Callable[[Any, Any], Any]] = None
+    judge: Optional[str] = None
 
     @property
     def label(self) -> str:
@@ -96,14 +99,16 @@ class Scoring:
             columns: the row's item columns (the label is there).
         """
         label = columns.get(self.key)
-        if _empty(label):
+        if empty_label(label):
             return None, ""
         if self.field is not None:
             if data is None:
                 return None, ""
-            answer = _field_of(data, self.field)
+            answer = field_of(data, self.field)
         else:
             answer = text
+        if self.method == "judge":
+            return None, ""  # the judge scores every answer at once, after them
         if self.method == "exact":
             return float(normalise(answer) == normalise(label)), ""
         if self.method == "contains":
@@ -225,6 +230,10 @@ def scoring_of(
             has = ", ".join(_written(name) for name in item.columns) or "none"
             where = "the items have" if position == 0 else f"item {position} has"
             raise UserError(f"--score {column}: {where} no column {column!r} (columns: {has})")
+    if options.judge is not None:
+        return Scoring(
+            column, key, field or None, "judge", f"judge {options.judge}", 0.0, None, options.judge
+        )
     method, name, tolerance, function = _how(score_by or "exact", namespace)
     return Scoring(column, key, field or None, method, name, tolerance, function)
 
@@ -340,7 +349,8 @@ def _strippable(char: str) -> bool:
     return char.isspace() or unicodedata.category(char).startswith("P")
 
 
-def _empty(label: Any) -> bool:
+def empty_label(label: Any) -> bool:
+    """Whether a label is missing: ``None`` or NaN (pandas' missing value)."""
     if label is None:
         return True
     try:
@@ -349,7 +359,8 @@ def _empty(label: Any) -> bool:
         return False
 
 
-def _field_of(data: Any, field: str) -> Any:
+def field_of(data: Any, field: str) -> Any:
+    """A parsed answer's field: a dict's key or a Pydantic instance's attribute."""
     if isinstance(data, Mapping):
         return data.get(field)
     return getattr(data, field, None)

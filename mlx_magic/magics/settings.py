@@ -116,6 +116,12 @@ class MLXSettings(Magics):
     system_prompt = Unicode(
         None, allow_none=True, help="System prompt for chat models; None keeps the template's own."
     ).tag(config=True)
+    judge_prompt = Unicode(
+        defaults.JUDGE_PROMPT,
+        help="What --judge MODEL is asked for each answer: a template naming {question} "
+        "(the item's filled-in prompt), {answer} and {label}; the judge replies with "
+        '{"score": 0..1} (its decoding is held to that JSON).',
+    ).tag(config=True)
     aliases = Dict(
         key_trait=Unicode(),
         value_trait=Unicode(),

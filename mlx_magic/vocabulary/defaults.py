@@ -12,3 +12,13 @@ PREFIX_CACHE_GB = 1.0
 #: Frames per second taken from a video (``--fps``), and the most frames (``--max-frames``).
 VIDEO_FPS = 2.0
 VIDEO_MAX_FRAMES = 16
+
+#: ``--judge``'s question to the judge model (the ``judge_prompt`` setting's default).
+JUDGE_PROMPT = (
+    "You grade an answer against the reference answer.\n"
+    "Question: {question}\n"
+    "Reference answer: {label}\n"
+    "Answer to grade: {answer}\n"
+    'Reply with JSON: {{"score": 1}} if the answer means the same as the reference, '
+    '{{"score": 0}} if it does not, or a fraction for a partly right answer.'
+)
