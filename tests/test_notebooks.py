@@ -204,3 +204,20 @@ def test_research_notebook_maps_constrains_and_replays(tmp_path):
     assert "Reproduced token for token (24 tokens)." in outputs_text(
         by_first_line["%mlx replay story"]
     )
+    compared = by_first_line[
+        "%%mlx -m smollm2 -m {random_model} --map towns --score country --score-by contains "
+        "-n 8 -o compared"
+    ]
+    assert "4 items × 2 models · 8 answers" in outputs_text(compared)
+    bars = "".join(o.get("data", {}).get("text/html", "") for o in compared.outputs)
+    assert bars.count('class="mean"') == 2 and "95% interval" in bars
+    assert "score · random-llama" in outputs_text(
+        next(c for c in code if c.source.startswith("compared.table["))
+    )
+    graded = outputs_text(
+        by_first_line["%%mlx --map towns --score country --judge smollm2 -n 8 -o graded"]
+    )
+    assert "score (judge smollm2 vs country): mean" in graded and "· 4 rows" in graded
+    assert "score" in outputs_text(
+        by_first_line['graded.judged.table[["graded", "label", "answer", "score"]]']
+    )

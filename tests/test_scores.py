@@ -187,7 +187,9 @@ def test_a_judge_model_grades_each_answer_batched(score_shell, capsys):
     assert result.scores.scorer == "judge tiny" and result.scores.mean == 0.75
     judged = result.judged.table
     assert list(judged["label"]) == ["france", "Italy", " GERMANY ", "Peru"]
+    assert list(judged["graded"]) == list(ANSWERS.values())
     assert list(judged["answer"])[:2] == ['{"score": 1}', '{"score": 1}']
+    assert list(judged["score"]) == [1.0, 1.0, 1.0, 0.0] and "data_score" not in judged
     assert judged["question"].iloc[1] == "Country of Rome"
     # The judge's questions decoded together, as the answers did.
     assert result.judged.results[0].stats.batch_size > 1

@@ -35,7 +35,8 @@ class MLXMapResult:
             the rows then have a ``score`` column after ``answer``); else empty.
         scores: with ``--score``, the summary (mean, 95 % interval, count).
         judged: with ``--judge``, the judge's own table: each graded row's
-            question, answer and label, and the judge's reply and ``score``.
+            ``question``, the ``graded`` answer and the ``label``, then the
+            judge's reply (``answer``) and its ``score``.
     """
 
     rows: list = field(default_factory=list)

@@ -95,10 +95,12 @@ def judge_answers(
         label = items[position].columns.get(scoring.key)
         if answer_text is None or empty_label(label):
             continue
-        columns = {"question": prompts[position], "answer": answer_text, "label": label}
+        filled = {"question": prompts[position].strip(), "answer": answer_text, "label": label}
+        # The judge's table: what it graded, then its own reply (``answer``) and score.
+        columns = {"question": filled["question"], "graded": answer_text, "label": label}
         questions[position] = MapItem(index=result.index[position], value=None, columns=columns)
-        judged.rows[position] = new_row(columns)
-        text = session.settings.judge_prompt.format(**columns)
+        judged.rows[position] = new_row(columns, scored=True)
+        text = session.settings.judge_prompt.format(**filled)
         cell = prepare(session, options, text, session.resolve)
         request = dataclasses.replace(cell.request, schema_json=JUDGE_SCHEMA.json_text)
         cells[position] = dataclasses.replace(cell, request=request, schema=JUDGE_SCHEMA)
@@ -130,7 +132,10 @@ def _score_rows(positions: list[int], judged: MLXMapResult, result: MLXMapResult
             why = judged.rows[position].get("error") or "its reply did not parse"
             result.rows[position] = {**with_score(row, None), "error": f"--judge: {why}"}
             continue
-        result.rows[position] = with_score(row, float(data["score"]))
+        score = float(data["score"])
+        result.rows[position] = with_score(row, score)
+        reply = {k: v for k, v in judged.rows[position].items() if k != "data_score"}
+        judged.rows[position] = with_score(reply, score)
 
 
 def _graded(scoring: Scoring, result: MLXMapResult, position: int) -> Optional[str]:
