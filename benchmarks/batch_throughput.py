@@ -6,6 +6,13 @@ shared beginning read once) or one after the other (``generate``, each with
 the prefix cache, as 32 cells would). Repetitions alternate the two orders;
 each pair gives a ratio. The same greedy tokens come out both ways (checked).
 
+``--raw`` adds a third run to each repetition, the limit ``--map`` should
+reach: the library's own batch generation on the same prompts (the chat
+template applied, the same batch size, greedy), with no runtime around it:
+``mlx_lm.batch_generate`` for text, ``mlx_vlm.batch_generate`` for vision,
+on a second copy of the weights loaded in the main thread. Its ratio is
+paired with the batched run next to it.
+
 With ``--model tiny-vlm`` (or a vision model's folder and ``--kind vision``)
 each prompt asks about its own image (random pixels, ``--image-size``): the
 batched run is mlx-vlm's ``BatchGenerator``. Every run sends the pictures
@@ -110,6 +117,59 @@ def collect(job) -> tuple[list[int], Finished]:
             raise RuntimeError(event.message)
 
 
+def raw_batches(spec: ModelSpec, prompts: list[str], images: list, args):
+    """A run of the library's own batch generation over ``prompts``: each
+    returns ``(token ids, None)`` per prompt, as :func:`collect` does."""
+    if spec.kind == "vision":
+        import mlx_vlm
+        from mlx_vlm.prompt_utils import apply_chat_template
+
+        model, processor = mlx_vlm.load(spec.path)
+        formatted = [
+            apply_chat_template(processor, model.config, prompt, num_images=len(pictures))
+            for prompt, pictures in zip(prompts, images)
+        ]
+        tokenizer = processor.tokenizer
+
+        def run_vision():
+            response = mlx_vlm.batch_generate(
+                model,
+                processor,
+                images=[pictures[0] for pictures in images],
+                prompts=formatted,
+                max_tokens=args.max_tokens,
+            )
+            return [
+                (tokenizer.encode(text, add_special_tokens=False), None) for text in response.texts
+            ]
+
+        return run_vision
+    import mlx_lm
+    from mlx_lm.generate import batch_generate
+
+    model, tokenizer = mlx_lm.load(spec.path)
+    ids = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
+        )
+        for prompt in prompts
+    ]
+
+    def run_text():
+        response = batch_generate(
+            model,
+            tokenizer,
+            ids,
+            max_tokens=args.max_tokens,
+            return_token_ids=True,
+            completion_batch_size=args.batch_size,
+            prefill_batch_size=min(args.batch_size, 8),
+        )
+        return [(tokens, None) for tokens in response.token_ids]
+
+    return run_text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2", help="smollm2, tiny, tiny-vlm or a folder")
@@ -119,6 +179,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--raw", action="store_true", help="also the library's batch_generate")
     args = parser.parse_args()
 
     spec = spec_for(args.model, args.kind)
@@ -155,13 +216,22 @@ def main() -> None:
         run = next(run_numbers)
         return [collect(runtime.generate(request(i, run))) for i in range(args.prompts)]
 
+    raw = raw_batches(spec, prompts, images, args) if args.raw else None
     # Warm-up: the prefix cache holds the template's beginning for both.
     one_at_a_time()
-    runs: dict[str, list[tuple[float, int]]] = {"batched": [], "alone": []}
+    if raw is not None:
+        try:
+            raw()
+        except Exception as error:  # the library's own path: say so and go on without it
+            print(f"raw batch_generate failed, left out: {type(error).__name__}: {error}")
+            raw = None
+    runs: dict[str, list[tuple[float, int]]] = {"batched": [], "alone": [], "raw": []}
     reference = None
-    differ = {"batched": 0, "alone": 0}
+    differ = {"batched": 0, "alone": 0, "raw": 0}
     for repetition in range(args.repetitions):
         order = [("batched", batched), ("alone", one_at_a_time)]
+        if raw is not None:
+            order.append(("raw", raw))
         if repetition % 2:
             order.reverse()
         for name, run in order:
@@ -200,6 +270,15 @@ def main() -> None:
         f"batched ÷ alone throughput: median {statistics.median(ratios):.2f}× "
         f"(per pair: {', '.join(f'{r:.2f}' for r in ratios)})"
     )
+    if runs["raw"]:
+        print(line("raw"))
+        # Throughput ratio: generated tokens per second, ours over the library's.
+        paired = [(b[1] / b[0]) / (r[1] / r[0]) for b, r in zip(runs["batched"], runs["raw"])]
+        print(
+            f"batched (--map) ÷ raw batch_generate throughput: median "
+            f"{statistics.median(paired):.2f}× (per pair: {', '.join(f'{r:.2f}' for r in paired)}); "
+            f"raw answers whose greedy tokens differ from the first run's: {differ['raw']}"
+        )
 
 
 if __name__ == "__main__":
