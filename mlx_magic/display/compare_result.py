@@ -7,7 +7,13 @@ import html
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
-from mlx_magic.display.map_result import NOT_RUN, RESULT_COLUMNS, MLXMapResult, rows_html
+from mlx_magic.display.map_result import (
+    NOT_RUN,
+    RESULT_COLUMNS,
+    MLXMapResult,
+    table_html,
+    table_text,
+)
 
 if TYPE_CHECKING:
     from IPython.lib.pretty import PrettyPrinter
@@ -125,19 +131,10 @@ class MLXCompareResult:
         return len(self.index)
 
     def _repr_pretty_(self, printer: PrettyPrinter, cycle: bool) -> None:
-        try:
-            import pandas
-
-            shown = str(pandas.DataFrame(self.rows, index=list(self.index)))
-        except ImportError:
-            shown = "\n".join(str(row) for row in self.rows)
-        printer.text(f"{shown}\n[{self.summary}]")
+        printer.text(table_text(self.rows, self.index, self.summary))
 
     def _repr_html_(self) -> str:
-        return rows_html(self.rows, self.index) + (
-            '<div class="mlx-magic-footer" style="font-size: 0.85em; opacity: 0.7">'
-            f"{html.escape(self.summary)}</div>"
-        )
+        return table_html(self.rows, self.index, self.summary)
 
 
 def scores_text(scores: dict[str, Optional[MapScores]], disagree: int) -> str:

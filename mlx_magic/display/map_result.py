@@ -116,19 +116,10 @@ class MLXMapResult:
         return self.results[position]
 
     def _repr_pretty_(self, printer: PrettyPrinter, cycle: bool) -> None:
-        try:
-            import pandas
-
-            shown = str(pandas.DataFrame(self.rows, index=list(self.index)))
-        except ImportError:
-            shown = "\n".join(str(row) for row in self.rows)
-        printer.text(f"{shown}\n[{self.summary}]")
+        printer.text(table_text(self.rows, self.index, self.summary))
 
     def _repr_html_(self) -> str:
-        return rows_html(self.rows, self.index) + (
-            '<div class="mlx-magic-footer" style="font-size: 0.85em; opacity: 0.7">'
-            f"{html.escape(self.summary)}</div>"
-        )
+        return table_html(self.rows, self.index, self.summary)
 
 
 def new_row(
@@ -175,6 +166,25 @@ def printable(value: Any) -> Any:
         except UnicodeEncodeError:
             return value.encode("utf-8", "backslashreplace").decode("utf-8")
     return value
+
+
+def table_text(rows: list, index: list, summary: str) -> str:
+    """The rows as pandas prints them (or one per line), then ``[summary]``."""
+    try:
+        import pandas
+
+        shown = str(pandas.DataFrame(rows, index=list(index)))
+    except ImportError:
+        shown = "\n".join(str(row) for row in rows)
+    return f"{shown}\n[{summary}]"
+
+
+def table_html(rows: list, index: list, summary: str) -> str:
+    """:func:`rows_html`, then the summary as a footer."""
+    return rows_html(rows, index) + (
+        '<div class="mlx-magic-footer" style="font-size: 0.85em; opacity: 0.7">'
+        f"{html.escape(summary)}</div>"
+    )
 
 
 def rows_html(rows: list, index: list, limit: int = 50) -> str:

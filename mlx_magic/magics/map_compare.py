@@ -19,9 +19,8 @@ from typing import Callable, Optional
 from mlx_magic.display.compare_result import MLXCompareResult, scores_html, scores_text
 from mlx_magic.display.map_view import MapProgress
 from mlx_magic.errors import GenerationInterrupted, UserError
-from mlx_magic.magics.background import MapRunHandle
 from mlx_magic.magics.drafts import NO_DRAFT
-from mlx_magic.magics.map_run import MapPlan, plan_map, run_map, run_map_cell
+from mlx_magic.magics.map_run import MapPlan, in_background, plan_map, run_map, run_map_cell
 from mlx_magic.magics.options import CellOptions
 from mlx_magic.magics.run import MAX_COLUMNS
 from mlx_magic.magics.session import Session
@@ -60,21 +59,15 @@ def run_map_cells(
     if not variants[0].background:
         run_compare(session, plan)
         return
-    handle = MapRunHandle()
     label = f"--map {variants[0].map_items} × {len(plan.plans)} models"
-
-    def run() -> MLXCompareResult:
-        try:
-            return run_compare(session, plan, stop=handle.stop)
-        except GenerationInterrupted as stopped:
-            print(f"[{stopped}]")
-            return plan.result
-
-    entry = session.jobs.start_run(handle, label, run)
-    print(
-        f"[background job {entry.id}: {label}; the table lands in "
-        f"{variants[0].out or '_mlx'} when it ends; %mlx cancel {entry.id} stops it]"
+    in_background(
+        session,
+        label,
+        variants[0].out,
+        lambda stop: run_compare(session, plan, stop=stop),
+        plan.result,
     )
+    return None
 
 
 def plan_compare(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, TypeVar
 
 from mlx_magic.display.map_result import MLXMapResult, new_row, printable
 from mlx_magic.display.map_view import MapProgress
@@ -52,6 +52,8 @@ from mlx_magic.magics.session import Session
 #: showed their first row after 35 s when all were prepared first. A batch
 #: drains at the end of each chunk, which costs little at this size.
 PREPARED_AT_ONCE = 512
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
@@ -353,18 +355,36 @@ def run_map_in_background(session: Session, plan: MapPlan) -> None:
     """Run ``plan`` on a helper thread and return at once, as a background job
     (``%mlx jobs`` lists it, ``%mlx cancel`` stops it keeping the finished
     rows, ``%mlx wait`` waits); ``_mlx`` and ``--out`` get the table when it ends."""
-    handle = MapRunHandle()
     label = f"--map {plan.options.map_items}"
+    in_background(
+        session,
+        label,
+        plan.options.out,
+        lambda stop: run_map(session, plan, stop=stop),
+        plan.result,
+    )
 
-    def run() -> MLXMapResult:
+
+def in_background(
+    session: Session,
+    label: str,
+    out: Optional[str],
+    run: Callable[[threading.Event], T],
+    kept: T,
+) -> None:
+    """Start ``run(stop)`` as a background job; an interrupt (``%mlx cancel``)
+    ends it with ``kept``, the table with its finished rows."""
+    handle = MapRunHandle()
+
+    def job() -> T:
         try:
-            return run_map(session, plan, stop=handle.stop)
+            return run(handle.stop)
         except GenerationInterrupted as stopped:
             print(f"[{stopped}]")
-            return plan.result  # the table, with its finished rows
+            return kept
 
-    entry = session.jobs.start_run(handle, label, run)
+    entry = session.jobs.start_run(handle, label, job)
     print(
         f"[background job {entry.id}: {label}; the table lands in "
-        f"{plan.options.out or '_mlx'} when it ends; %mlx cancel {entry.id} stops it]"
+        f"{out or '_mlx'} when it ends; %mlx cancel {entry.id} stops it]"
     )
