@@ -215,16 +215,34 @@ def test_mistakes_are_one_line(hub_env, hub_shell, monkeypatch):
         refused("%mlx status --local") == "--local is an option of %mlx models, not of %mlx status"
     )
     assert refused("%mlx pull -y tiny/llama") == "-y is an option of %mlx rm, not of %mlx pull"
+    point_at(monkeypatch, closed_port_url())
+    assert refused("%mlx pull tiny/llama").startswith(
+        "Could not fetch 'tiny/llama' from the Hugging Face Hub (no network?)"
+    )
+
+
+def point_at(monkeypatch, url):
     from huggingface_hub import constants
 
-    url = closed_port_url()
     monkeypatch.setattr(constants, "ENDPOINT", url)
     monkeypatch.setattr(
         constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}"
     )
-    assert refused("%mlx pull tiny/llama").startswith(
-        "Could not fetch 'tiny/llama' from the Hugging Face Hub (no network?)"
-    )
+
+
+def test_outside_the_magics_quietly_and_without_the_hub_from_the_cache(
+    hub, hub_env, hub_shell, capsys, monkeypatch
+):
+    from mlx_magic.models.resolve import resolve_model
+
+    spec = resolve_model("tiny/llama")  # scripts, benchmarks: no plan shown, no bar
+    assert capsys.readouterr() == ("", "")
+    assert spec.source == "hub" and spec.kind == "text" and spec.key == "tiny/llama"
+    assert hub.served == sum(f["size"] for f in hub.repos["tiny/llama"].files.values())
+    point_at(monkeypatch, closed_port_url())  # the network is gone: the cache serves
+    assert resolve_model("tiny/llama").path == spec.path
+    run(hub_shell, "%mlx pull tiny/llama")
+    assert capsys.readouterr().out == f"tiny/llama is here: {spec.path}\n"
 
 
 def test_models_on_disk_and_rm(hub, hub_env, hub_shell, tiny_vlm, capsys, monkeypatch):
@@ -281,6 +299,9 @@ def test_in_a_real_kernel_bar_interrupt_background_pull_and_rm(hub, hub_env):
         reply, messages = execute(
             client, "%mlx pull tiny/fat", on_message=interrupt_after_the_first_chunk, timeout=120
         )
+        took = time.monotonic() - stopped["at"]
+        print(f"\nkernel: interrupt → reply in {took:.2f} s")
+        assert took < 2.0
         assert reply["status"] == "error" and reply["ename"] == "GenerationInterrupted"
         assert (
             reply["traceback"] == [reply["traceback"][0]]

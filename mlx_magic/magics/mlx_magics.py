@@ -129,7 +129,9 @@ class MLXMagics(MLXSettings):
         ``_mlx.stats``, ``_mlx.tokens``, ``_mlx.finish_reason``.
 
         Models stay loaded between cells, so only the first cell with a model
-        pays for loading it. Interrupting the kernel (the stop button) stops
+        pays for loading it. A Hub model's first use downloads it: its files
+        and sizes, then a progress bar; an interrupt stops it and the next run
+        resumes (``%mlx pull`` downloads without loading). Interrupting the kernel (the stop button) stops
         the generation within one token and keeps what was generated.
 
         In a notebook the answer is rendered as Markdown while it streams
