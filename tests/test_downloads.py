@@ -154,6 +154,12 @@ def test_an_interrupt_stops_at_once_and_the_next_run_resumes(hub, hub_env, hub_s
     kept = partial_file(hub_env).stat().st_size
     assert kept >= 10 * MIB
     capsys.readouterr()
+    run(hub_shell, "%mlx models --local")  # the stopped download is listed, with its size
+    listed = capsys.readouterr().out
+    assert re.search(
+        rf"tiny/fat\s+\?\s+-\s+{kept / MIB:.1f} MiB\s+just now\s+Hub \(partial: pull resumes\)",
+        listed,
+    ), listed
 
     hub.rate = None
     hub.reset_count()

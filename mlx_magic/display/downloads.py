@@ -101,7 +101,7 @@ def local_models_table(models: list[LocalModel]) -> tuple[str, str]:
             model.quantization or "-",
             human_bytes(model.size),
             ago(model.last_used) if model.last_used else "-",
-            "Hub" if model.source == "hub" else "GGUF",
+            {"hub": "Hub", "partial": "Hub (partial: pull resumes)"}.get(model.source, "GGUF"),
         )
         for model in models
     ]

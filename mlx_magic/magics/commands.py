@@ -67,7 +67,10 @@ def command_unload(magics: MagicsHost, names: list[str]) -> None:
 def command_models(magics: MagicsHost, names: list[str]) -> None:
     infos = magics.session.runtime.models() if magics.session.runtime_started else []
     if not infos:
-        print("No warm models. %%mlx loads one on first use; %mlx load MODEL loads one now.")
+        print(
+            "No warm models. %%mlx loads one on first use; %mlx load MODEL loads one now; "
+            "%mlx models --local lists those on disk."
+        )
         return
     width = max(len(info.name) for info in infos)
     print(f"{'model':<{width}}  kind    memory     uses  source")

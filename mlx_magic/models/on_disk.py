@@ -1,5 +1,6 @@
-"""The models on disk: the Hub models in huggingface_hub's cache and the GGUF
-files the product has converted; and deleting a Hub model, for
+"""The models on disk: the Hub models in huggingface_hub's cache (and those
+whose first download was stopped), the GGUF files the product has converted;
+and deleting a Hub model, for
 ``%mlx models --local`` and ``%mlx rm``.
 
 huggingface_hub does the work: ``scan_cache_dir`` lists the cache (size,
@@ -30,7 +31,7 @@ class LocalModel:
     kind: str  # "text", "vision", or "?" (no readable config.json)
     quantization: str  # "4-bit", "8-bit" … or "" (full precision)
     last_used: float  # a timestamp
-    source: str  # "hub" or "gguf"
+    source: str  # "hub", "partial" (a stopped first download) or "gguf"
     path: str
 
 
@@ -59,6 +60,7 @@ def local_models(gguf_root: Optional[Path] = None) -> list[LocalModel]:
                 path=str(repo.repo_path),
             )
         )
+    found += _partial_downloads({repo.repo_id for repo in repos})
     if gguf_root is not None and gguf_root.is_dir():
         for folder in sorted(gguf_root.iterdir()):
             marker = folder / "gguf_source.json"
@@ -82,6 +84,31 @@ def local_models(gguf_root: Optional[Path] = None) -> list[LocalModel]:
                 )
             )
     return sorted(found, key=lambda m: m.last_used, reverse=True)
+
+
+def _partial_downloads(complete: set[str]) -> list[LocalModel]:
+    """Hub models whose first download was stopped: huggingface_hub's scan
+    skips a repository folder with no snapshot yet, but its partial weights
+    take room (and the next run resumes them)."""
+    found = []
+    root = hub_cache_dir()
+    for folder in sorted(root.glob("models--*")) if root.is_dir() else []:
+        repo_id = folder.name[len("models--") :].replace("--", "/")
+        if repo_id in complete or not folder.is_dir():
+            continue
+        files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
+        found.append(
+            LocalModel(
+                name=repo_id,
+                size=sum(p.stat().st_size for p in files),
+                kind="?",
+                quantization="",
+                last_used=max((p.stat().st_mtime for p in files), default=0.0),
+                source="partial",
+                path=str(folder),
+            )
+        )
+    return found
 
 
 def _config(folder: Path) -> Optional[dict]:
@@ -136,6 +163,11 @@ def removal(repo_id: str) -> Removal:
         ),
         None,
     )
+    if repo is None:
+        partial = next((m for m in _partial_downloads(set()) if m.name == repo_id), None)
+        if partial is not None:  # a stopped first download: its folder goes
+            folder = Path(partial.path)
+            return Removal(repo_id, partial.size, lambda: shutil.rmtree(folder))
     if cache is None or repo is None:
         raise UserError(
             f"'{repo_id}' is not in the Hugging Face cache ({hub_cache_dir()}): "
