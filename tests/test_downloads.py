@@ -122,8 +122,10 @@ def test_the_bar_shows_the_throttled_rate(hub, hub_env, hub_shell, capsys):
         f"{rates[-1]} MiB/s, the pull line {pulled.group(3)} MiB/s"
     )
     assert sent <= RATE / MIB * 1.05
-    assert 0.75 * sent <= rates[-1] <= 1.25 * sent
-    assert 0.6 * sent <= float(pulled.group(3)) <= 1.1 * sent  # it counts the requests too
+    # tqdm's rate is a moving average of the 10 MiB updates; the pull line
+    # also counts the requests before and after the bytes.
+    assert 0.65 * sent <= rates[-1] <= 1.35 * sent
+    assert 0.5 * sent <= float(pulled.group(3)) <= 1.1 * sent
     assert re.search(r"\d+%\|", err) and "<" in err  # percent, and tqdm's time left
 
 

@@ -32,11 +32,12 @@ def plan_lines(plan: HubPlan) -> list[str]:
         head += f" ({human_bytes(plan.on_disk_bytes)} already here: resuming)"
     lines = [head + f", into {plan.cache_dir}"]
     largest = sorted(plan.files, key=lambda f: f.size, reverse=True)
-    for file in largest[:_LISTED]:
+    shown = largest if len(largest) <= _LISTED + 1 else largest[:_LISTED]
+    for file in shown:
         here = " (here)" if file.on_disk >= file.size else ""
         lines.append(f"  {file.name:<40} {human_bytes(file.size):>10}{here}")
-    if len(largest) > _LISTED:
-        rest = largest[_LISTED:]
+    if len(shown) < len(largest):
+        rest = largest[len(shown) :]
         lines.append(f"  … and {len(rest)} more files, {human_bytes(sum(f.size for f in rest))}")
     return lines
 
