@@ -90,6 +90,7 @@ class LocalHub:
         self.served_by_path = {}
         self.active = 0  # file responses still being sent
         self.sending = None  # (first, last) time.monotonic() a file chunk was sent
+        self.cut_after = None  # bytes of a file response after which the connection drops
         self.requests = []
         self._lock = threading.Lock()
         app = Starlette(
@@ -210,9 +211,15 @@ class LocalHub:
             counted = scope["method"] == "GET" and "/resolve/" in scope["path"]
             self.requests.append((scope["method"], scope["path"]))
 
+            sent = 0
+
             async def send_metered(message):
+                nonlocal sent
                 if counted and message["type"] == "http.response.body":
                     size = len(message.get("body", b""))
+                    sent += size
+                    if self.cut_after is not None and sent > self.cut_after:
+                        raise ConnectionAbortedError("the Hub dropped the connection")
                     if self.rate and size:
                         await asyncio.sleep(size / self.rate)
                     with self._lock:

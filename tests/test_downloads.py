@@ -182,6 +182,23 @@ def test_an_interrupt_stops_at_once_and_the_next_run_resumes(hub, hub_env, hub_s
     assert partial_file(hub_env) is None
 
 
+def test_a_download_that_breaks_off_is_one_line_and_resumes_later(hub, hub_env, hub_shell):
+    hub.cut_after = 5 * MIB  # every response of a file drops after 5 MiB
+    try:
+        with pytest.raises(UsageError) as caught:
+            run(hub_shell, "%mlx pull tiny/fat")  # huggingface_hub retries 5 times first
+    finally:
+        hub.cut_after = None
+    message = one_line(caught)
+    assert message.startswith("Downloading 'tiny/fat' failed (") and message.endswith(
+        "): run it again to resume"
+    ), message
+    run(hub_shell, "%mlx pull tiny/fat")
+    snapshot = next((hub_env / "models--tiny--fat" / "snapshots").iterdir())
+    source = hub.repos["tiny/fat"].folder
+    assert sha256(snapshot / "model.safetensors") == sha256(source / "model.safetensors")
+
+
 def test_a_download_the_disk_cannot_hold_is_refused_first(hub, hub_env, hub_shell):
     with pytest.raises(UsageError) as caught:
         run(hub_shell, "%mlx pull tiny/huge")

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from mlx_magic.errors import DownloadStopped, HubUnreachable, ModelLoadError, UserError
+from mlx_magic.errors import DownloadStopped, HubUnreachable, ModelLoadError, UserError, one_line
 from mlx_magic.units import human_bytes
 
 #: The files of a Hub repository that a model needs: mlx-lm's own list
@@ -225,9 +225,11 @@ def fetch(
     once ``stop`` is set, the next chunk raises :class:`DownloadStopped`.
 
     Raises:
-        ModelLoadError: the Hub refused, or no network and no complete copy here.
+        ModelLoadError: the Hub refused, no network and no complete copy here,
+            or the download broke off (one line; the next run resumes).
         DownloadStopped: ``stop`` was set.
     """
+    import httpx2
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -254,6 +256,12 @@ def fetch(
         raise HubUnreachable(
             f"Could not fetch '{repo_id}' from the Hugging Face Hub (no network?): pass a "
             "local model folder, or set HF_HUB_OFFLINE=1 to use only the local cache"
+        ) from error
+    except (OSError, httpx2.HTTPError) as error:
+        # The connection broke off for good (huggingface_hub retried), the disk
+        # filled up, a file came short: what was written stays for the next run.
+        raise ModelLoadError(
+            f"Downloading '{repo_id}' failed ({one_line(error, 200)}): run it again to resume"
         ) from error
     return Path(folder)
 
