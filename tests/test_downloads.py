@@ -182,6 +182,23 @@ def test_an_interrupt_stops_at_once_and_the_next_run_resumes(hub, hub_env, hub_s
     assert partial_file(hub_env) is None
 
 
+def test_a_background_pull_is_a_job_that_cancel_stops(hub, hub_env, hub_shell, capsys):
+    hub.rate = RATE
+    run(hub_shell, "%mlx pull -b tiny/fat")
+    assert "Pulling in the background as job 1" in capsys.readouterr().out
+    run(hub_shell, "%mlx jobs")
+    assert re.search(r"1\s+running\s+pull tiny/fat", capsys.readouterr().out)
+    while (partial := partial_file(hub_env)) is None or partial.stat().st_size < 10 * MIB:
+        time.sleep(0.02)  # the kernel thread is free meanwhile: this test runs
+    run(hub_shell, "%mlx cancel 1")
+    run(hub_shell, "%mlx wait 1")
+    out = capsys.readouterr().out
+    assert re.search(
+        r"job 1: cancelled · stopped at [\d.]+ MiB of 37\.6 MiB; %mlx pull again resumes", out
+    ), out
+    assert partial_file(hub_env).stat().st_size >= 10 * MIB
+
+
 def test_a_download_that_breaks_off_is_one_line_and_resumes_later(hub, hub_env, hub_shell):
     hub.cut_after = 5 * MIB  # every response of a file drops after 5 MiB
     try:
