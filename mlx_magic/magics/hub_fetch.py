@@ -51,6 +51,9 @@ def show_plan(plan: HubPlan, *, notebook: bool) -> DownloadBar:
 
 @dataclass
 class Download:
+    """A download on its helper thread: set ``stop`` to end it at its next
+    chunk; ``done`` is set with its folder or its error."""
+
     stop: threading.Event
     done: threading.Event
     path: Optional[Path] = None
@@ -75,6 +78,13 @@ def start(plan: HubPlan, bar: DownloadBar, stop: Optional[threading.Event] = Non
 
 
 def wait(plan: HubPlan, bar: DownloadBar, download: Download) -> Path:
+    """Wait for ``download`` on the kernel thread; its folder.
+
+    Raises:
+        GenerationInterrupted: an interrupt came (one line; the download is
+            told to stop, and what it wrote stays for the next run).
+        ModelLoadError: the download failed (one line).
+    """
     try:
         # Short waits keep the kernel's interrupt responsive.
         while not download.done.wait(0.1):
