@@ -7,6 +7,7 @@
     │   ├── ModelLoadError           a model that cannot be found or loaded
     │   │   ├── UnsupportedGGUF      a GGUF file the converter cannot handle (also ValueError)
     │   │   ├── ModelTooLarge        its weights exceed what the machine can give
+    │   │   ├── HubUnreachable       no answer from the Hub (the cache may still serve)
     │   │   ├── WorkerError          the worker process died, hung or cannot start
     │   │   └── RemoteServerError    a server that cannot be reached or refused a request
     │   ├── ImageSourceError         an -i source that gives no image (also ValueError)
@@ -15,6 +16,7 @@
     ├── GenerationFailed             the runtime sent a Failed event (carries it)
     ├── RPCError                     an exception of the worker process, brought back as text
     ├── ParamsError                  a JSON-RPC request whose params do not fit its method
+    ├── DownloadStopped              a download told to stop (raised in its threads)
     ├── Cancelled                    a job was cancelled before its answer was complete
     │   └── CancelledDuringPrompt    ... while its prompt was being read
     └── EndpointFailure              one server failed an attempt (remote runtime, internal)
@@ -56,6 +58,11 @@ class UnsupportedGGUF(ModelLoadError, ValueError):
 class ModelTooLarge(ModelLoadError):
     """A model's weights exceed what the machine can give; refused before it
     loads, in one line naming both sizes and a smaller quantization."""
+
+
+class HubUnreachable(ModelLoadError):
+    """No answer from the Hugging Face Hub (no network, HF_HUB_OFFLINE): a
+    complete copy in the cache may still serve."""
 
 
 class WorkerError(ModelLoadError):
@@ -132,6 +139,11 @@ class RPCError(MLXMagicError):
 
 class ParamsError(MLXMagicError):
     """The params of a JSON-RPC request do not fit its method."""
+
+
+class DownloadStopped(MLXMagicError):
+    """Raised inside a download once its stop is set (from the progress hook,
+    at the next chunk received): what was written stays, for a resume."""
 
 
 class Cancelled(MLXMagicError):

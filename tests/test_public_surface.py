@@ -93,6 +93,8 @@ COMMANDS = [
     "load",
     "unload",
     "models",
+    "pull",
+    "rm",
     "status",
     "memory",
     "cache",
@@ -274,7 +276,7 @@ def test_entry_points_answer_help():
 def test_hub_allow_patterns_are_mlx_lms():
     from mlx_lm.utils import DEFAULT_ALLOW_PATTERNS
 
-    from mlx_magic.models.resolve import HUB_ALLOW_PATTERNS
+    from mlx_magic.models.downloads import HUB_ALLOW_PATTERNS
 
     assert HUB_ALLOW_PATTERNS == list(DEFAULT_ALLOW_PATTERNS)
 

@@ -16,6 +16,7 @@ from mlx_magic.errors import GenerationInterrupted, ModelLoadError, UserError
 from mlx_magic.magics.attention import command_attention
 from mlx_magic.magics.branching import command_branch
 from mlx_magic.magics.conversations import DEFAULT_CONVERSATION
+from mlx_magic.magics.downloads import command_pull, command_rm
 from mlx_magic.magics.lens import command_lens
 from mlx_magic.magics.replay import command_replay
 from mlx_magic.units import gib
@@ -66,7 +67,10 @@ def command_unload(magics: MagicsHost, names: list[str]) -> None:
 def command_models(magics: MagicsHost, names: list[str]) -> None:
     infos = magics.session.runtime.models() if magics.session.runtime_started else []
     if not infos:
-        print("No warm models. %%mlx loads one on first use; %mlx load MODEL loads one now.")
+        print(
+            "No warm models. %%mlx loads one on first use; %mlx load MODEL loads one now; "
+            "%mlx models --local lists those on disk."
+        )
         return
     width = max(len(info.name) for info in infos)
     print(f"{'model':<{width}}  kind    memory     uses  source")
@@ -400,6 +404,8 @@ COMMANDS = {
     "load": command_load,
     "unload": command_unload,
     "models": command_models,
+    "pull": command_pull,
+    "rm": command_rm,
     "status": command_status,
     "memory": command_memory,
     "cache": command_cache,

@@ -24,6 +24,7 @@ from mlx_magic.magics.arguments import (
 )
 from mlx_magic.magics.attention import check_attention_flags, command_attention
 from mlx_magic.magics.commands import COMMANDS
+from mlx_magic.magics.downloads import command_local_models, command_pull, command_rm
 from mlx_magic.magics.edge import user_errors_as_usage
 from mlx_magic.magics.lens import check_lens_flags, command_lens
 from mlx_magic.magics.map_compare import run_map_cells
@@ -128,7 +129,9 @@ class MLXMagics(MLXSettings):
         ``_mlx.stats``, ``_mlx.tokens``, ``_mlx.finish_reason``.
 
         Models stay loaded between cells, so only the first cell with a model
-        pays for loading it. Interrupting the kernel (the stop button) stops
+        pays for loading it. A Hub model's first use downloads it: its files
+        and sizes, then a progress bar; an interrupt stops it and the next run
+        resumes (``%mlx pull`` downloads without loading). Interrupting the kernel (the stop button) stops
         the generation within one token and keeps what was generated.
 
         In a notebook the answer is rendered as Markdown while it streams
@@ -332,6 +335,9 @@ class MLXMagics(MLXSettings):
     @argument("-t", type=int, metavar="N", help="lens: read the first N answer tokens (64).")
     @argument("-l", type=int, metavar="LAYER", help="attention: the layer (-1, the last).")
     @argument("-h", type=int, metavar="HEAD", dest="head", help="attention: one head (the mean).")
+    @argument("--local", action="store_true", help="models: the models on disk.")
+    @argument("-b", "--background", action="store_true", help="pull: as a background job.")
+    @argument("-y", "--yes", action="store_true", help="rm: delete without asking.")
     @line_magic("mlx")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     @user_errors_as_usage
     def mlx_line(self, line: str) -> None:
@@ -343,6 +349,11 @@ class MLXMagics(MLXSettings):
             %mlx unload MODEL        free one warm model
             %mlx unload all          free every warm model (also: no name)
             %mlx models              list warm models with their kind and memory
+            %mlx models --local      the models on disk (Hub cache, GGUF): size, kind,
+                                     quantization, last used
+            %mlx pull [-b] NAME      download a Hub model without loading it (a bar;
+                                     -b: a background job; an interrupt stops, pull resumes)
+            %mlx rm [-y] NAME        delete a Hub model from the cache (asks; -y: does not)
             %mlx status              runtime thread, GPU lock, queue, memory, caches
             %mlx branch STEP TOKEN [NAME]   go on from token STEP of a --probs answer
                                      with another of its alternatives (#K: the K-th),
@@ -370,7 +381,9 @@ class MLXMagics(MLXSettings):
             %mlx attention STEP [NAME] [-l LAYER] [-h HEAD]   where a layer looked when it
                                      wrote token STEP: a strip, heatmaps (_mlx.attention)
 
-        MODEL is anything ``%%mlx --model`` takes.
+        MODEL is anything ``%%mlx --model`` takes. A Hub model's first use shows
+        its files and a progress bar; an interrupt stops the download and the
+        next run resumes it; one the disk cannot hold is refused first.
         """
         attention = line.split(None, 1)[:1] == ["attention"]
         args = parse_flags(self.mlx_line, line, "%mlx", intermixed=True, short_help=not attention)
@@ -382,4 +395,19 @@ class MLXMagics(MLXSettings):
             return command_lens(self, args.names, top_k=args.k, tokens=args.t)
         if args.k is not None or args.t is not None:
             raise UserError(f"-k and -t are options of %mlx lens, not of %mlx {args.command}")
+        for flag, command, given in (
+            ("--local", "models", args.local),
+            ("-b", "pull", args.background),
+            ("-y", "rm", args.yes),
+        ):
+            if given and args.command != command:
+                raise UserError(
+                    f"{flag} is an option of %mlx {command}, not of %mlx {args.command}"
+                )
+        if args.local:
+            return command_local_models(self, args.names)
+        if args.command == "pull":
+            return command_pull(self, args.names, background=args.background)
+        if args.command == "rm":
+            return command_rm(self, args.names, yes=args.yes)
         return COMMANDS[args.command](self, args.names)

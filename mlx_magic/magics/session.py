@@ -153,8 +153,15 @@ class Session:
         settings = self.settings
         if settings.runtime == "remote":
             return served_model_spec(name or default or settings.default_model, settings.aliases)
+        from mlx_magic.magics.hub_fetch import fetch_in_cell
+
         spec = resolve_model(
-            name, default=default or settings.default_model, aliases=settings.aliases
+            name,
+            default=default or settings.default_model,
+            aliases=settings.aliases,
+            fetch_hub=lambda repo_id: fetch_in_cell(
+                repo_id, notebook=getattr(self.shell, "kernel", None) is not None
+            ),
         )
         if settings.trust_remote_code:
             spec = replace(spec, trust_remote_code=True)

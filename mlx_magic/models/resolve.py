@@ -2,10 +2,11 @@
 
 Accepted, in this order: an alias from the ``aliases`` setting; the embedded
 default ``smollm2``; a local model folder; a ``.gguf`` file of the llama
-family; a Hugging Face Hub id (fetched by huggingface_hub, as mlx-lm does).
+family; a Hugging Face Hub id (fetched by huggingface_hub, as mlx-lm does:
+:mod:`.downloads`).
 Whether a model is a text or a vision model is read from its ``config.json``.
-Nothing here loads weights, so resolution is quick and its errors come before
-the runtime is disturbed.
+Nothing here loads weights, so resolution is quick (but for a first
+download) and its errors come before the runtime is disturbed.
 """
 
 from __future__ import annotations
@@ -14,28 +15,18 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 from mlx_magic.errors import ModelLoadError
+from mlx_magic.models.downloads import fetch_quietly
 from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME, cache_root, embedded_gguf_path
 from mlx_magic.vocabulary.values import ModelKind, ModelSource, ModelSpec
 
 # owner/name, as the Hub spells repository ids.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-#: The files of a Hub repository that a model needs: mlx-lm's own list
-#: (``mlx_lm.utils.DEFAULT_ALLOW_PATTERNS``, pinned by a test), written out
-#: because importing mlx-lm imports MLX, and resolution runs in the kernel.
-HUB_ALLOW_PATTERNS = [
-    "*.json",
-    "model*.safetensors",
-    "*.py",
-    "tokenizer.model",
-    "*.tiktoken",
-    "tiktoken.model",
-    "*.txt",
-    "*.jsonl",
-    "*.jinja",
-]
+
+#: How a Hub model's files are fetched: ``fetch_hub(repo_id)`` gives their folder.
+FetchHub = Callable[[str], Path]
 
 
 def resolve_model(
@@ -43,6 +34,7 @@ def resolve_model(
     *,
     default: Optional[str] = None,
     aliases: Optional[Mapping[str, str]] = None,
+    fetch_hub: Optional[FetchHub] = None,
 ) -> ModelSpec:
     """Resolve a model name to a spec the runtime can load.
 
@@ -51,12 +43,14 @@ def resolve_model(
         default: the configured default model, used when ``requested`` is
             ``None``; the embedded model is used when both are ``None``.
         aliases: short names mapped to any accepted model name.
+        fetch_hub: fetches a Hub model's files (the magics' shows the plan and
+            a progress bar); else :func:`~mlx_magic.models.downloads.fetch_quietly`.
 
     Raises:
         ModelLoadError: with one line naming the model and what to do.
     """
     shown = requested or default or EMBEDDED_MODEL_NAME
-    name = _follow_aliases(shown, aliases or {})
+    name = follow_aliases(shown, aliases or {})
     if name == EMBEDDED_MODEL_NAME:
         return embedded_spec()
     path = Path(name).expanduser()
@@ -69,15 +63,16 @@ def resolve_model(
             f"'{name}' is a file, not a model: pass a model folder (with config.json) "
             "or a .gguf file"
         )
-    if _HUB_ID.match(name) and not name.startswith((".", "~")):
-        return _hub_spec(shown, name)
+    if is_hub_id(name):
+        return _hub_spec(shown, name, fetch_hub or fetch_quietly)
     raise ModelLoadError(
         f"No model folder or file at '{name}': pass a model folder, a .gguf file, "
         f"a Hugging Face Hub id (owner/name), an alias, or '{EMBEDDED_MODEL_NAME}'"
     )
 
 
-def _follow_aliases(name: str, aliases: Mapping[str, str]) -> str:
+def follow_aliases(name: str, aliases: Mapping[str, str]) -> str:
+    """The model name an alias stands for (aliases may name aliases)."""
     seen = [name]
     while name in aliases:
         name = aliases[name]
@@ -85,6 +80,11 @@ def _follow_aliases(name: str, aliases: Mapping[str, str]) -> str:
             raise ModelLoadError(f"The aliases form a loop: {' -> '.join(seen + [name])}")
         seen.append(name)
     return name
+
+
+def is_hub_id(name: str) -> bool:
+    """``owner/name`` as the Hub spells repository ids (not a path)."""
+    return bool(_HUB_ID.match(name)) and not name.startswith((".", "~"))
 
 
 def embedded_spec() -> ModelSpec:
@@ -142,36 +142,8 @@ def _folder_spec(name: str, folder: Path) -> ModelSpec:
     )
 
 
-def _hub_spec(name: str, repo_id: str) -> ModelSpec:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        HfHubHTTPError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-    )
-
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    try:
-        folder = Path(snapshot_download(repo_id, allow_patterns=HUB_ALLOW_PATTERNS))
-    except LocalEntryNotFoundError as error:
-        if offline:
-            raise ModelLoadError(
-                f"'{repo_id}' is not in the local Hugging Face cache and HF_HUB_OFFLINE is "
-                "set: download it on a connected machine or pass a local model folder"
-            ) from error
-        raise ModelLoadError(
-            f"Could not fetch '{repo_id}' from the Hugging Face Hub (no network?): pass a "
-            "local model folder, or set HF_HUB_OFFLINE=1 to use only the local cache"
-        ) from error
-    except HFValidationError as error:
-        raise ModelLoadError(
-            f"'{repo_id}' is not a valid Hugging Face Hub id ({error}): pass owner/name, a "
-            "local model folder, or a .gguf file"
-        ) from error
-    except HfHubHTTPError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise ModelLoadError(f"The Hub refused '{repo_id}': {first_line}") from error
-    spec = _folder_spec(name, folder)
+def _hub_spec(name: str, repo_id: str, fetch_hub: FetchHub) -> ModelSpec:
+    spec = _folder_spec(name, fetch_hub(repo_id))
     return ModelSpec(name=name, key=repo_id, path=spec.path, kind=spec.kind, source="hub")
 
 
@@ -184,5 +156,5 @@ def served_model_spec(
         return ModelSpec(
             name=EMBEDDED_MODEL_NAME, key=EMBEDDED_MODEL_NAME, path="", kind=kind, source="embedded"
         )
-    name = _follow_aliases(name, aliases or {})
+    name = follow_aliases(name, aliases or {})
     return ModelSpec(name=name, key=name, path="", kind=kind, source="remote")
