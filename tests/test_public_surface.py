@@ -44,6 +44,7 @@ VISION_FLAGS = [
     "--fps",
     "--max-frames",
     "--region",
+    "--marks",
     "--max-pixels",
 ]
 # Only %%mlx takes these (the logit lens reads text answers).

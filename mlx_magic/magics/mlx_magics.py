@@ -9,6 +9,8 @@ settings (traits) are in :mod:`.settings`.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, Optional
 
 from IPython.core.magic import cell_magic, line_magic, magics_class
@@ -28,6 +30,7 @@ from mlx_magic.magics.edge import user_errors_as_usage
 from mlx_magic.magics.lens import check_lens_flags, command_lens
 from mlx_magic.magics.map_run import run_map_cell
 from mlx_magic.magics.mapping import check_map_flags
+from mlx_magic.magics.marking import marked_images, uses_marks
 from mlx_magic.magics.options import variants_of
 from mlx_magic.magics.prepare import check_video_flags, load_cell_images, prepare
 from mlx_magic.magics.run import (
@@ -277,7 +280,12 @@ class MLXMagics(MLXSettings):
         args = parse_flags(self.mlx_vision_cell, line, "%%mlx_vision")
         session = self.session
         variants = variants_of(args)
-        if not args.image and args.chat is None and args.video is None and not args.map:
+        first = variants[0]
+        if (
+            not (args.image or args.map or uses_marks(first))
+            and args.chat is None
+            and not args.video
+        ):
             raise UserError(
                 "%%mlx_vision needs an image: add -i SRC (a file, URL or variable) or a "
                 "video, -v SRC; %%mlx answers text alone"
@@ -285,23 +293,31 @@ class MLXMagics(MLXSettings):
         check_video_flags(args, self.runtime)
         check_attention_flags(args, len(variants), self.runtime)
         if check_map_flags(args, len(variants)):
+            if uses_marks(first):
+                raise UserError("--marks and --region @N go with one cell's images, not --map")
             return run_map_cell(session, variants[0], cell, session.resolve_vision, vision=True)
         if args.model is None and self.default_vision_model is None and self.runtime != "remote":
             raise UserError(
                 "No vision model: pass --model, or set %config "
                 "MLXMagics.default_vision_model = '<folder or Hub id>'"
             )
-        images = tuple(load_cell_images(session, variants[0].images, variants[0].region))
+        # With --marks the images sent have the marks drawn; the previews draw their own.
+        sent, shown, marks = marked_images(session, first, partial(load_cell_images, session))
         if len(variants) > 1:
             check_columns(len(variants), args.chat, args.background)
             cells = [
-                prepare(session, options, cell, session.resolve_vision, images)
+                replace(
+                    prepare(session, options, cell, session.resolve_vision, tuple(sent)),
+                    images=tuple(shown),
+                    marks=marks,
+                )
                 for options in variants
             ]
             return run_columns(session, cells)
         prepared = prepare(
-            session, variants[0], cell, session.resolve_vision, images, cell_id=session.cell_id
+            session, first, cell, session.resolve_vision, tuple(sent), cell_id=session.cell_id
         )
+        prepared = replace(prepared, images=tuple(shown), marks=marks)
         if not prepared.request.images and not prepared.request.has_video:
             raise UserError(
                 f"%%mlx_vision needs an image: conversation '{args.chat}' has none yet; "

@@ -25,6 +25,7 @@ from mlx_magic.errors import GenerationFailed, GenerationInterrupted, UserError
 from mlx_magic.magics.attention import attention_after_answer
 from mlx_magic.magics.background import BackgroundJob
 from mlx_magic.magics.lens import lens_after_answer
+from mlx_magic.magics.marking import name_marks, show_previews
 from mlx_magic.magics.options import PreparedCell
 from mlx_magic.magics.session import Session
 from mlx_magic.vocabulary.values import Failed
@@ -41,7 +42,7 @@ def run_foreground(session: Session, cell: PreparedCell) -> None:
     view.markdown = renders_markdown(session, cell)
     if cell.images:
         # Before the job: previews must not wait for the model.
-        view.show_images(cell.images)
+        show_previews(session, view, cell)
     (job,) = session.start(cell.request)
     try:
         outcome = stream_job(
@@ -54,6 +55,7 @@ def run_foreground(session: Session, cell: PreparedCell) -> None:
     except GenerationFailed as failed:
         raise_failure(session, failed.failure)
     result = outcome.result
+    name_marks(view, cell, result)
     try:
         shell.user_ns["_mlx"] = result
         session.record_finished(cell, result)
@@ -103,13 +105,13 @@ def run_background(
 
             view = WidgetStreamView(cell.request.model.name)
             if cell.images:
-                view_for(shell).show_images(cell.images)
+                show_previews(session, view_for(shell), cell)
             view.display()
         else:
             view = view_for(shell)
             view.markdown = renders_markdown(session, cell)
             if cell.images:
-                view.show_images(cell.images)
+                show_previews(session, view, cell)
     (job,) = session.start(cell.request)
 
     def done(entry: BackgroundJob) -> None:
@@ -151,7 +153,7 @@ def run_columns(session: Session, cells: list[PreparedCell]) -> None:
     titles = [column_title(cell, cells) for cell in cells]
     in_kernel = widgets_usable(shell)
     if cells[0].images:
-        view_for(shell).show_images(cells[0].images)
+        show_previews(session, view_for(shell), cells[0])
     if in_kernel:
         from mlx_magic.display.widget_view import ColumnsView
 
