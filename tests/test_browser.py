@@ -496,13 +496,14 @@ def test_vision_previews_load_before_streamed_answers(open_notebook, frontend):
 
     vision = [i for i, s in enumerate(notebook.sources) if s.startswith("%%mlx_vision")]
     # Two are videos (a strip of frames, no preview) and one a follow-up in a conversation.
-    assert len(vision) == 16
+    assert len(vision) == 18
     for index in vision:
         cell = notebook.cell(index)
         first_line = notebook.sources[index].split("\n")[0]
         # A region (--region, or a box's crop) is shown after the whole image it came from.
         in_context = "--region" in first_line or first_line.startswith("%%mlx_vision -i circle")
-        expected = first_line.count("-i ") + in_context
+        # --region @N without -i: the image the mark was drawn on.
+        expected = (first_line.count("-i ") or "--region @" in first_line) + in_context
         if " -v " in first_line:
             frames = cell.locator("img.mlx-magic-frame")
             frames.first.scroll_into_view_if_needed()

@@ -252,6 +252,15 @@ class MLXMagics(MLXSettings):
             In [4]: %%mlx_vision -i photo.jpg --region 100,80,420,300
                ...: What is written on this sign?
 
+        Marks: in a notebook, drag a box or click a point on a preview; the
+        marks are numbered, in ``_mlx.marks``. ``--region @N`` sends box N;
+        ``--marks`` sends the images with the marks numbered on them
+        (``--marks @boxes``: the latest answer's boxes), and the numbers the
+        answer names are in ``_mlx.refs`` and stand out on the preview::
+
+            In [5]: %%mlx_vision --marks
+               ...: What is in mark 2?
+
         Examples::
 
             In [1]: %config MLXMagics.default_vision_model = "mlx-community/Qwen2-VL-2B-Instruct-4bit"
