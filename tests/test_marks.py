@@ -211,3 +211,13 @@ def test_in_a_kernel_the_preview_is_drawn_on_and_later_cells_use_the_marks(tiny_
         scale = sheet.shape[1] / 120  # the thumbnail's width / the image's
         # Mark 1 (not named) is grey now; the box's left edge, below its tag.
         assert tuple(sheet[int(60 * scale), int(10 * scale) + 1]) == DIMMED
+
+
+def test_a_background_marks_cell_links_its_answer_too(vlm_shell):
+    with forced_vision_answer(QWEN2_BOX):
+        run(vlm_shell, "%%mlx_vision -i red -n 80\nWhere are the animals?")
+    with forced_vision_answer("[2] is the dog."):
+        run(vlm_shell, "%%mlx_vision --marks @boxes -b -o later -n 20\nWhat is mark 2?")
+        run(vlm_shell, "%mlx wait")
+    later = vlm_shell.user_ns["later"]
+    assert [(ref.number, ref.text, ref.mark.label) for ref in later.refs] == [(2, "[2]", "dog")]

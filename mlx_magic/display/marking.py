@@ -16,7 +16,7 @@ from pathlib import Path
 import anywidget
 import traitlets
 
-from mlx_magic.display.previews import Tile, data_url
+from mlx_magic.display.previews import Tile
 from mlx_magic.grounding.marks import Mark, marks_from_value
 
 
@@ -42,7 +42,7 @@ class MarkingBoard(anywidget.AnyWidget):
         """The thumbnails to draw on (grounding drawn, marks not: the board draws them)."""
         self.tiles = [
             {
-                "src": data_url(tile.thumb),
+                "src": tile.url,
                 "width": tile.thumb.width,
                 "height": tile.thumb.height,
                 "image": tile.image,

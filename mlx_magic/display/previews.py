@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import html
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Collection, Optional, Sequence
 
 from mlx_magic.images import LoadedImage, png_bytes, thumbnail
@@ -59,6 +60,11 @@ class Tile:
     caption: str
     image: Optional[int] = None
     scale: float = 1.0
+
+    @cached_property
+    def url(self) -> str:
+        """The thumbnail as a ``data:`` URL (encoded once: the board and the HTML share it)."""
+        return data_url(self.thumb)
 
 
 def preview_tiles(
@@ -110,9 +116,10 @@ def preview_bundle(
     pictures = [_with_marks(tile, marks, named) for tile in tiles]
     figures = []
     for thumb, tile in zip(pictures, tiles):
+        src = tile.url if thumb is tile.thumb else data_url(thumb)
         figures.append(
             '<figure style="margin: 0; text-align: center">'
-            f'<img class="mlx-magic-preview" src="{data_url(thumb)}" '
+            f'<img class="mlx-magic-preview" src="{src}" '
             f'width="{thumb.width}" height="{thumb.height}" alt="{html.escape(tile.caption)}"/>'
             '<figcaption style="font-size: 0.8em; opacity: 0.75">'
             f"{html.escape(tile.caption)}</figcaption></figure>"

@@ -111,6 +111,11 @@ def _how_to_draw(session: Session) -> str:
 
     if drawing_usable(session.shell):
         return "drag a box or click a point on a %%mlx_vision preview first"
+    if getattr(session.shell, "kernel", None) is not None:
+        return (
+            "drawing on previews needs anywidget (pip install 'mlx_magic[marks]'); "
+            "or use --region X1,Y1,X2,Y2 or --marks @boxes"
+        )
     return (
         "drawing marks needs a notebook frontend (JupyterLab, Notebook 7, VS Code) with "
         "anywidget; here use --region X1,Y1,X2,Y2 or --marks @boxes"

@@ -99,16 +99,18 @@ def run_background(
     """
     shell = session.shell
     announce = view is None
+    previews: StreamView = CollectingView()  # where the cell's previews are, if shown
     if view is None:
         if widgets_usable(shell):
             from mlx_magic.display.widget_view import WidgetStreamView
 
             view = WidgetStreamView(cell.request.model.name)
             if cell.images:
-                show_previews(session, view_for(shell), cell)
+                previews = view_for(shell)
+                show_previews(session, previews, cell)
             view.display()
         else:
-            view = view_for(shell)
+            view = previews = view_for(shell)
             view.markdown = renders_markdown(session, cell)
             if cell.images:
                 show_previews(session, view, cell)
@@ -116,6 +118,7 @@ def run_background(
 
     def done(entry: BackgroundJob) -> None:
         if entry.result is not None:
+            name_marks(previews, cell, entry.result)
             session.record_finished(cell, entry.result)
             try:
                 session.apply_format(entry.result, cell, set_next_input=False)
