@@ -8,10 +8,13 @@ and checks the board's canvas by its pixels. Screenshots go to
 ``test-artifacts/``.
 """
 
+import base64
+import io
 import json
 
 import nbformat
 import pytest
+from PIL import Image
 from test_browser import (  # noqa: F401  (browser, open_notebook, server: fixtures)
     _notebook,
     assert_no_errors,
@@ -19,7 +22,10 @@ from test_browser import (  # noqa: F401  (browser, open_notebook, server: fixtu
     open_notebook,
     playwright_api,
     server,
+    wait_for,
 )
+
+from mlx_magic.grounding.mark_drawing import mark_colour
 
 pytestmark = [pytest.mark.browser, pytest.mark.kernel, pytest.mark.vision]
 
@@ -79,6 +85,22 @@ def test_lab_draws_a_box_and_a_point_and_a_later_cell_crops_to_the_box(
     assert [(m["number"], m["kind"]) for m in marks] == [(1, "box"), (2, "point")], marks
     assert marks[0]["coordinates"] == pytest.approx([30, 40, 150, 160], abs=1.5)
     assert marks[1]["coordinates"] == pytest.approx([250, 125], abs=1.5)
+
+    # Saved, the preview keeps a static picture of the marks beside the widget, and the data.
+    notebook.page.keyboard.press("Control+s")
+    saved = {}
+
+    def preview_saved():
+        cells = notebook.server.api(f"contents/{PATH}")["content"]["cells"]
+        saved.update(next(o for o in cells[2]["outputs"] if o["output_type"] == "display_data"))
+        return len(saved.get("metadata", {}).get("mlx_magic", {}).get("marks", [])) == 2
+
+    wait_for(preview_saved, 30, lambda: saved)
+    assert "application/vnd.jupyter.widget-view+json" in saved["data"]
+    assert "[mark 2: point (250, 125) on image 1]" in saved["data"]["text/plain"]
+    sheet = Image.open(io.BytesIO(base64.b64decode(saved["data"]["image/png"]))).convert("RGB")
+    # The box's left edge, drawn in mark 1's colour in the saved picture (thumbnail pixels).
+    assert sheet.getpixel((24, 80)) == mark_colour(1)
 
     # A later cell sends only mark 1 of the image it was drawn on.
     run_cell(notebook, 4)
