@@ -554,6 +554,15 @@ def test_vision_previews_load_before_streamed_answers(open_notebook, frontend):
     assert "blue rectangle" in notebook.cell(scripted + 1).text_content()  # _mlx.boxes
     notebook.screenshot(f"{frontend}-02-vision-boxes", scroll_to=notebook.cell(scripted))
 
+    # The --marks cell: its answer named mark 2, so the board draws mark 1 grey
+    # (the box's left edge, 30 of the 320×240 canvas: 24 of the 256-wide thumbnail).
+    named = next(i for i, s in enumerate(notebook.sources) if '"--marks -n 30"' in s)
+    board = notebook.cell(named).locator("canvas.mlx-magic-marks").first
+    board.scroll_into_view_if_needed()
+    edge = "c => Array.from(c.getContext('2d').getImageData(24, 80, 1, 1).data)"
+    wait_for(lambda: board.evaluate(edge) == [150, 150, 150, 255], 30, lambda: board.evaluate(edge))
+    notebook.screenshot(f"{frontend}-02-vision-marks", scroll_to=notebook.cell(named))
+
 
 @pytest.mark.parametrize("frontend", FRONTENDS)
 def test_stop_button_cancels_and_the_next_cell_answers(open_notebook, frontend):
