@@ -221,3 +221,32 @@ def test_a_background_marks_cell_links_its_answer_too(vlm_shell):
         run(vlm_shell, "%mlx wait")
     later = vlm_shell.user_ns["later"]
     assert [(ref.number, ref.text, ref.mark.label) for ref in later.refs] == [(2, "[2]", "dog")]
+
+
+@pytest.mark.kernel
+def test_in_a_kernel_the_vision_panel_images_are_drawn_on_too(tiny_vlm):
+    import os
+
+    from kernel_helpers import execute, printed, running_kernel
+
+    env = {**os.environ, "MLX_MAGIC_DEFAULT_VISION_MODEL": str(tiny_vlm)}
+    setup = (
+        "%load_ext mlx_magic",
+        "from PIL import Image\nred = Image.new('RGB', (120, 80), 'red')",
+    )
+    with running_kernel(*setup, extra_env=env) as (_, client):
+        code = (
+            "import mlx_magic\np = mlx_magic.panel(vision=True, conversation='marks')\n"
+            "p.image_variables.value = ('red',)\np.max_tokens.value = 2\n"
+            "p.prompt.value = 'What is this?'\nentry = p.send()\nentry.done.wait(120)\n"
+            "from mlx_magic.display.marking import MarkingBoard\n"
+            "board = next(w for w in p.transcript.children if isinstance(w, MarkingBoard))\n"
+            "board.marks = [{'kind': 'box', 'coordinates': [0, 0, 60, 40], 'image': 0}]"
+        )
+        reply, _ = execute(client, code, timeout=300)
+        assert reply["status"] == "ok", reply
+        assert printed(client, "entry.state") == "done"
+        # A cell uses the box drawn in the panel, on the panel's image.
+        reply, _ = execute(client, "%%mlx_vision --region @1 -n 1\nWhat is this?")
+        assert reply["status"] == "ok", reply
+        assert printed(client, "_mlx.images[0]['size']") == "(60, 40)"
