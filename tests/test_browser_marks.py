@@ -3,7 +3,7 @@ Chromium (Playwright), on the server and pages of ``test_browser.py``.
 
 A ``%%mlx_vision`` cell's preview is a drawing board: the test drags a box and
 clicks a point on it with the mouse, reads the marks back from the kernel
-(``_mlx.marks``), runs a cell with ``--region @1`` and checks the size sent,
+(``%mlx marks``), runs a cell with ``--region @1`` and checks the size sent,
 and checks the board's canvas by its pixels. Screenshots go to
 ``test-artifacts/``.
 """
@@ -35,7 +35,7 @@ CELLS = [
     "from PIL import Image, ImageDraw\nphoto = Image.new('RGB', (320, 240), 'white')\n"
     "ImageDraw.Draw(photo).ellipse((30, 40, 150, 160), fill='red')",
     "%%mlx_vision -i photo -n 2\nWhat is this?",
-    "import json; print(json.dumps([mark.as_dict() for mark in _mlx.marks]))",
+    "import json\nmarks = %mlx marks\nprint(json.dumps([mark.as_dict() for mark in marks]))",
     "%%mlx_vision --region @1 -n 2\nWhat is in this box?",
     "print(_mlx.images[0]['size'])",
 ]
@@ -66,6 +66,8 @@ def test_lab_draws_a_box_and_a_point_and_a_later_cell_crops_to_the_box(
     canvas.scroll_into_view_if_needed()
     # The thumbnail is 256×192 for the 320×240 image: 1.25 image pixels a thumbnail pixel.
     assert canvas.evaluate("c => [c.width, c.height]") == [256, 192]
+    label = notebook.cell(2).locator(".mlx-magic-marks-bar input")
+    label.fill("circle")  # the label of the marks drawn next
     box = canvas.bounding_box()
     mouse = notebook.page.mouse
     mouse.move(box["x"] + 24, box["y"] + 32)
@@ -73,6 +75,7 @@ def test_lab_draws_a_box_and_a_point_and_a_later_cell_crops_to_the_box(
     mouse.move(box["x"] + 70, box["y"] + 80, steps=5)
     mouse.move(box["x"] + 120, box["y"] + 128, steps=5)
     mouse.up()
+    label.fill("")
     mouse.click(box["x"] + 200, box["y"] + 100)  # a click: a point
     # The board drew the box: its left edge (under the number tag's height) is coloured.
     edge = canvas.evaluate("c => Array.from(c.getContext('2d').getImageData(24, 80, 1, 1).data)")
@@ -82,7 +85,10 @@ def test_lab_draws_a_box_and_a_point_and_a_later_cell_crops_to_the_box(
     # The kernel has them, in pixels of the image (the mouse lands on whole CSS pixels).
     run_cell(notebook, 3)
     marks = json.loads(notebook.final(3)["stdout"])
-    assert [(m["number"], m["kind"]) for m in marks] == [(1, "box"), (2, "point")], marks
+    assert [(m["number"], m["kind"], m["label"]) for m in marks] == [
+        (1, "box", "circle"),
+        (2, "point", ""),
+    ], marks
     assert marks[0]["coordinates"] == pytest.approx([30, 40, 150, 160], abs=1.5)
     assert marks[1]["coordinates"] == pytest.approx([250, 125], abs=1.5)
 
@@ -92,7 +98,8 @@ def test_lab_draws_a_box_and_a_point_and_a_later_cell_crops_to_the_box(
 
     def preview_saved():
         cells = notebook.server.api(f"contents/{PATH}")["content"]["cells"]
-        saved.update(next(o for o in cells[2]["outputs"] if o["output_type"] == "display_data"))
+        outputs = [o for o in cells[2]["outputs"] if o["output_type"] == "display_data"]
+        saved.update(outputs[0] if outputs else {})  # none until the save has happened
         return len(saved.get("metadata", {}).get("mlx_magic", {}).get("marks", [])) == 2
 
     wait_for(preview_saved, 30, lambda: saved)
@@ -107,5 +114,10 @@ def test_lab_draws_a_box_and_a_point_and_a_later_cell_crops_to_the_box(
     run_cell(notebook, 5)
     width, height = (int(n) for n in notebook.final(5)["stdout"].strip("()\n").split(","))
     assert abs(width - 120) <= 2 and abs(height - 120) <= 2, (width, height)
+
+    # Undo takes back the point; the kernel sees one mark left.
+    notebook.cell(2).locator(".mlx-magic-marks-bar button", has_text="Undo").click()
+    run_cell(notebook, 3)
+    assert [m["kind"] for m in json.loads(notebook.final(3)["stdout"])] == ["box"]
     assert_no_errors(notebook)
     notebook.screenshot("lab-marks-region", scroll_to=notebook.cell(4))

@@ -185,7 +185,13 @@ def test_in_a_kernel_the_preview_is_drawn_on_and_later_cells_use_the_marks(tiny_
         reply, _ = execute(client, "%%mlx_vision --region @1 -n 1\nWhat is this?")
         assert reply["status"] == "ok", reply
         assert printed(client, "_mlx.images[0]['size']") == "(56, 56)"
-        # The crop's own preview has nothing drawn: the marks are still those of the first.
+        # Its own preview has none drawn: `%mlx marks` still lists those of the first.
+        reply, messages = execute(client, "%mlx marks")
+        (shown,) = [m["content"]["data"] for m in messages if m["msg_type"] == "execute_result"]
+        assert shown["text/plain"].splitlines() == [
+            "mark 1: box 'left' (10, 20, 66, 76) on image 1",
+            "mark 2: point (100, 30) on image 1",
+        ]
         for line, message in [
             ("--region @3", "@3: there are 2 marks (1–2)"),
             ("--region @2", "mark 2 is a point; a region needs a box mark"),
@@ -250,3 +256,11 @@ def test_in_a_kernel_the_vision_panel_images_are_drawn_on_too(tiny_vlm):
         reply, _ = execute(client, "%%mlx_vision --region @1 -n 1\nWhat is this?")
         assert reply["status"] == "ok", reply
         assert printed(client, "_mlx.images[0]['size']") == "(60, 40)"
+
+
+def test_mlx_marks_in_a_terminal_says_drawing_needs_a_notebook(vlm_shell, capsys):
+    assert run(vlm_shell, "%mlx marks") is None
+    assert capsys.readouterr().out == (
+        "No marks drawn yet; drawing marks needs a notebook frontend (JupyterLab, Notebook 7, "
+        "VS Code) with anywidget; here use --region X1,Y1,X2,Y2 or --marks @boxes\n"
+    )

@@ -110,6 +110,7 @@ COMMANDS = [
     "branch",
     "lens",
     "attention",
+    "marks",
 ]
 CSS_CLASSES = [
     "mlx-magic-answer",

@@ -49,6 +49,10 @@ class LatestMarks:
     def _drawn(self, previews: PreviewOutput) -> None:
         self.previews = previews
 
+    @property
+    def marks(self) -> tuple[Mark, ...]:
+        return self.previews.shown_marks if self.previews is not None else ()
+
 
 class PreviewOutput:
     """The previews of one cell's images; ``marks`` are those the cell sent

@@ -152,8 +152,10 @@ class MLXResult:
         :class:`~mlx_magic.grounding.marks.Mark` values, in pixels of the images
         as the cell gave them); for a ``--marks`` cell, those it sent and any
         drawn since."""
+        from mlx_magic.grounding.marks import Marks
+
         shown = getattr(self.previews, "shown_marks", None)
-        return tuple(shown) if shown is not None else tuple(self.sent_marks)
+        return Marks(shown if shown is not None else self.sent_marks)
 
     def __str__(self) -> str:
         return self.text

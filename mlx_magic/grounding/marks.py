@@ -60,6 +60,13 @@ class Mark:
         return f"mark {self.number}: {self.kind}{label} ({where}) on image {self.image + 1}"
 
 
+class Marks(tuple):
+    """Numbered :class:`Mark` values (a tuple), shown one line each."""
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text("\n".join(str(mark) for mark in self) or "(no marks)")
+
+
 @dataclass(frozen=True)
 class MarkRef:
     """A place in an answer that names a mark: ``text`` is what was written
@@ -95,12 +102,12 @@ def marks_from_value(value: Iterable[Any]) -> tuple[Mark, ...]:
                 continue
         label = str(entry.get("label") or "")
         marks.append(Mark(len(marks) + 1, entry["kind"], coordinates, label, max(0, image)))
-    return tuple(marks)
+    return Marks(marks)
 
 
 def marks_from_boxes(boxes: Sequence[Box]) -> tuple[Mark, ...]:
     """A vision answer's boxes as marks, numbered in the answer's order."""
-    return tuple(
+    return Marks(
         Mark(number, "box", (box.x1, box.y1, box.x2, box.y2), box.label, box.image)
         for number, box in enumerate(boxes, 1)
     )

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from mlx_magic.errors import UserError
-from mlx_magic.grounding.marks import Mark, find_refs, marks_from_boxes
+from mlx_magic.grounding.marks import Mark, Marks, find_refs, marks_from_boxes
 from mlx_magic.images import LoadedImage
 from mlx_magic.images.regions import cut_region
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from mlx_magic.display.result import MLXResult
     from mlx_magic.display.views import StreamView
     from mlx_magic.magics.options import CellOptions, PreparedCell
-    from mlx_magic.magics.session import Session
+    from mlx_magic.magics.session import MagicsHost, Session
 
 
 def uses_marks(options: CellOptions) -> bool:
@@ -75,6 +75,20 @@ def marked_images(
                 f"{len(images)} image{'' if len(images) == 1 else 's'}: send that image too (-i)"
             )
     return [_with_marks_drawn(loaded, marks, i) for i, loaded in enumerate(images)], images, marks
+
+
+def command_marks(magics: MagicsHost, names: list[str]) -> Optional[Marks]:
+    """``%mlx marks``: the marks drawn last, on any preview (those ``@N`` and
+    ``--marks`` use), one line each; returns them (``marks = %mlx marks``),
+    or says in one line how to draw some."""
+    if names:
+        raise UserError(f"%mlx marks takes no argument, not {' '.join(names)!r}")
+    session = magics.session
+    marks = Marks(session.latest_marks.marks)
+    if not marks:
+        print(f"No marks drawn yet; {_how_to_draw(session)}")
+        return None
+    return marks
 
 
 def show_previews(session: Session, view: StreamView, cell: PreparedCell) -> None:

@@ -357,7 +357,7 @@ class MLXMagics(MLXSettings):
     @argument("-h", type=int, metavar="HEAD", dest="head", help="attention: one head (the mean).")
     @line_magic("mlx")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     @user_errors_as_usage
-    def mlx_line(self, line: str) -> None:
+    def mlx_line(self, line: str) -> Any:
         """Manage the models and the runtime behind ``%%mlx``.
 
         Commands::
@@ -392,6 +392,8 @@ class MLXMagics(MLXSettings):
                                      token of an answer (the logit lens; _mlx.lens)
             %mlx attention STEP [NAME] [-l LAYER] [-h HEAD]   where a layer looked when it
                                      wrote token STEP: a strip, heatmaps (_mlx.attention)
+            %mlx marks               the marks drawn last on a preview (what --region @N
+                                     and --marks use), one line each; returns them
 
         MODEL is anything ``%%mlx --model`` takes.
         """
