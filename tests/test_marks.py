@@ -264,3 +264,24 @@ def test_mlx_marks_in_a_terminal_says_drawing_needs_a_notebook(vlm_shell, capsys
         "No marks drawn yet; drawing marks needs a notebook frontend (JupyterLab, Notebook 7, "
         "VS Code) with anywidget; here use --region X1,Y1,X2,Y2 or --marks @boxes\n"
     )
+
+
+def test_only_the_latest_previews_keep_their_whole_images():
+    from mlx_magic.display.preview_output import KEEP_IMAGES, LatestMarks, PreviewOutput
+    from mlx_magic.images.decoding import finish
+
+    loaded = finish("red", Image.new("RGB", (120, 80), "red"), 10**8)
+    latest = LatestMarks()
+    marked = PreviewOutput([loaded], drawable=False, marks=marks_from_value([BOX]))
+    latest.watch(marked)  # it has marks: the latest marks
+    others = [PreviewOutput([loaded], drawable=False) for _ in range(KEEP_IMAGES + 1)]
+    for previews in others:
+        latest.watch(previews)
+    # The marks drawn last keep their image (--region @1 without -i crops it);
+    # of the others only the latest KEEP_IMAGES do.
+    assert latest.previews is marked and marked.images == (loaded,)
+    assert others[0].images == () and others[1].images == (loaded,)
+    # A preview without its image still draws from its thumbnails.
+    released = others[0].bundle()
+    assert _png(released["image/png"]).shape == _png(others[1].bundle()["image/png"]).shape
+    assert "[image 1: red · 120×80]" in released["text/plain"]

@@ -10,9 +10,10 @@ frontends without the widget show. Each drawn mark updates that static copy.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from mlx_magic.display.previews import preview_bundle, preview_tiles
+from mlx_magic.display.previews import Tile, preview_bundle, preview_tiles
 
 if TYPE_CHECKING:
     from mlx_magic.display.marking import MarkingBoard
@@ -34,20 +35,38 @@ def drawing_usable(shell: object) -> bool:
     return True
 
 
+#: How many of the latest previews keep their whole images (for ``--region @N``
+#: without ``-i``); older ones keep their thumbnails only. A board lives as long
+#: as the kernel (the widget registry holds it), so a full image each would grow
+#: without bound: 36 MB per 12-megapixel photo.
+KEEP_IMAGES = 8
+
+
 class LatestMarks:
     """The previews on which marks were drawn last (one session's): a later
     cell whose own previews have none drawn does not hide them."""
 
     def __init__(self) -> None:
         self.previews: Optional[PreviewOutput] = None
+        self._recent: deque[PreviewOutput] = deque()
 
     def watch(self, previews: Optional[PreviewOutput]) -> None:
         """Follow the drawing on ``previews`` (where they can be drawn on)."""
-        if previews is not None:
-            previews.on_drawn(self._drawn)
+        if previews is None:
+            return
+        self._recent.append(previews)
+        while len(self._recent) > KEEP_IMAGES:
+            self._release(self._recent.popleft())
+        previews.on_drawn(self._drawn)
 
     def _drawn(self, previews: PreviewOutput) -> None:
-        self.previews = previews
+        earlier, self.previews = self.previews, previews
+        if earlier is not None and earlier is not previews:
+            self._release(earlier)
+
+    def _release(self, previews: PreviewOutput) -> None:
+        if previews is not self.previews and previews not in self._recent:
+            previews.images = ()
 
     @property
     def marks(self) -> tuple[Mark, ...]:
@@ -56,13 +75,18 @@ class LatestMarks:
 
 class PreviewOutput:
     """The previews of one cell's images; ``marks`` are those the cell sent
-    (``--marks``): shown numbered, and on the board to draw more."""
+    (``--marks``): shown numbered, and on the board to draw more.
+
+    The thumbnails are made once; each redraw draws on copies of them.
+    ``images`` (the whole images) may be let go of later (:data:`KEEP_IMAGES`).
+    """
 
     def __init__(
         self, images: Sequence[LoadedImage], *, drawable: bool, marks: Sequence[Mark] = ()
     ) -> None:
         self.images = tuple(images)
         self.captions = [loaded.caption for loaded in self.images]
+        self._plain = preview_tiles(self.images)
         self.grounding: Optional[Grounding] = None
         self.marks = tuple(marks)
         self.named: tuple[int, ...] = ()
@@ -110,10 +134,10 @@ class PreviewOutput:
         return self.board.value if self.board is not None else self.marks
 
     def bundle(self) -> dict:
-        tiles = preview_tiles(self.images, captions=self.captions, grounding=self.grounding)
+        tiles = [self._drawn_tile(tile) for tile in self._plain]
         marks = self.shown_marks
         bundle = preview_bundle(
-            self.images,
+            (),
             captions=self.captions,
             grounding=self.grounding,
             marks=marks,
@@ -130,6 +154,18 @@ class PreviewOutput:
         if marks:
             self.metadata["marks"] = [mark.as_dict() for mark in marks]
         return bundle
+
+    def _drawn_tile(self, tile: Tile) -> Tile:
+        if tile.image is None:
+            return tile
+        thumb = tile.thumb
+        if self.grounding:
+            from mlx_magic.grounding import draw_grounding
+
+            thumb = draw_grounding(
+                thumb, self.grounding, image_index=tile.image, scale=1 / tile.scale
+            )
+        return Tile(thumb, self.captions[tile.image], tile.image, tile.scale)
 
     def _drawn(self, change: Any) -> None:
         # The user drew (or code set ``board.marks``): the static copy follows.

@@ -116,7 +116,7 @@ def _drawn_marks(
     if not marks:
         flag = "--marks" if options.marks else f"--region @{options.region_mark}"
         raise UserError(f"{flag}: no marks drawn yet; {_how_to_draw(session)}")
-    assert latest is not None  # it has marks
+    assert latest is not None  # it has marks (and keeps its images: LatestMarks)
     return marks, latest.images
 
 
