@@ -213,6 +213,7 @@ def test_in_a_kernel_the_preview_is_drawn_on_and_later_cells_use_the_marks(tiny_
         )
         assert printed(client, "_mlx.previews.board.named") == "[2]"
         final = [m["content"] for m in messages if m["msg_type"] == "update_display_data"][-1]
+        assert final["metadata"]["mlx_magic"]["named"] == [2]
         sheet = _png(final["data"]["image/png"])
         scale = sheet.shape[1] / 120  # the thumbnail's width / the image's
         # Mark 1 (not named) is grey now; the box's left edge, below its tag.

@@ -118,6 +118,7 @@ class PreviewOutput:
     def name(self, numbers: Sequence[int]) -> None:
         """The marks an answer named stand out, the others turn grey."""
         self.named = tuple(numbers)
+        self.metadata["named"] = list(self.named)  # in the saved output, beside the marks
         if self.board is not None:
             self.board.named = list(self.named)
         self.update()

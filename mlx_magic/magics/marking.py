@@ -50,7 +50,6 @@ def marked_images(
         marks, own = _answer_boxes(session)
     else:
         marks, own = _drawn_marks(session, options)
-    region = options.region
     if options.region_mark is not None:
         mark = _numbered(marks, options.region_mark)
         if mark.kind != "box":
@@ -58,16 +57,14 @@ def marked_images(
                 f"--region @{mark.number}: mark {mark.number} is a point; a region needs a box "
                 "mark (drag one on the preview)"
             )
-        region = mark.box
-    if options.images:
-        images = load(options.images, region)
-    elif options.region_mark is not None:
-        parent = _numbered(marks, options.region_mark).image
-        images = [cut_region(own[parent], region)] if region else [own[parent]]
-    else:
-        images = [cut_region(loaded, region) for loaded in own] if region else list(own)
-    if options.marks is None:
+        # Of each -i image, or else of the image the mark was drawn on.
+        images = (
+            load(options.images, mark.box)
+            if options.images
+            else [cut_region(own[mark.image], mark.box)]
+        )
         return images, images, ()
+    images = load(options.images, None) if options.images else list(own)
     for mark in marks:
         if mark.image >= len(images):
             raise UserError(
@@ -151,8 +148,12 @@ def _answer_boxes(session: Session) -> tuple[tuple[Mark, ...], tuple[LoadedImage
     for box in boxes:
         if box.source_image is not None and box.image not in own:
             own[box.image] = finish(f"image {box.image + 1} of _mlx", box.source_image, 10**9)
-    images = tuple(own[index] for index in range(len(own)) if index in own)
-    return marks, images
+    # The first images, as far as boxes lie on each (a later one alone cannot be sent as
+    # the answer's image N: the check in marked_images then asks for -i).
+    images: list[LoadedImage] = []
+    while len(images) in own:
+        images.append(own[len(images)])
+    return marks, tuple(images)
 
 
 def _numbered(marks: Sequence[Mark], number: int) -> Mark:
