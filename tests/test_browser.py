@@ -496,13 +496,14 @@ def test_vision_previews_load_before_streamed_answers(open_notebook, frontend):
 
     vision = [i for i, s in enumerate(notebook.sources) if s.startswith("%%mlx_vision")]
     # Two are videos (a strip of frames, no preview) and one a follow-up in a conversation.
-    assert len(vision) == 16
+    assert len(vision) == 18
     for index in vision:
         cell = notebook.cell(index)
         first_line = notebook.sources[index].split("\n")[0]
         # A region (--region, or a box's crop) is shown after the whole image it came from.
         in_context = "--region" in first_line or first_line.startswith("%%mlx_vision -i circle")
-        expected = first_line.count("-i ") + in_context
+        # --region @N without -i: the image the mark was drawn on.
+        expected = (first_line.count("-i ") or "--region @" in first_line) + in_context
         if " -v " in first_line:
             frames = cell.locator("img.mlx-magic-frame")
             frames.first.scroll_into_view_if_needed()
@@ -552,6 +553,15 @@ def test_vision_previews_load_before_streamed_answers(open_notebook, frontend):
     assert pixel[:3] != [255, 255, 255], pixel
     assert "blue rectangle" in notebook.cell(scripted + 1).text_content()  # _mlx.boxes
     notebook.screenshot(f"{frontend}-02-vision-boxes", scroll_to=notebook.cell(scripted))
+
+    # The --marks cell: its answer named mark 2, so the board draws mark 1 grey
+    # (the box's left edge, 30 of the 320×240 canvas: 24 of the 256-wide thumbnail).
+    named = next(i for i, s in enumerate(notebook.sources) if '"--marks -n 30"' in s)
+    board = notebook.cell(named).locator("canvas.mlx-magic-marks").first
+    board.scroll_into_view_if_needed()
+    edge = "c => Array.from(c.getContext('2d').getImageData(24, 80, 1, 1).data)"
+    wait_for(lambda: board.evaluate(edge) == [150, 150, 150, 255], 30, lambda: board.evaluate(edge))
+    notebook.screenshot(f"{frontend}-02-vision-marks", scroll_to=notebook.cell(named))
 
 
 @pytest.mark.parametrize("frontend", FRONTENDS)

@@ -65,9 +65,9 @@ def test_vision_notebook_shows_previews_before_streamed_answers(tiny_vlm, monkey
     for cell in code:
         assert not [o for o in cell.outputs if o.output_type == "error"], cell.source
     vision_cells = [cell for cell in code if cell.source.startswith("%%mlx_vision")]
-    assert len(vision_cells) == 16
+    assert len(vision_cells) == 18
     with_images = [cell for cell in vision_cells if " -i " in cell.source.splitlines()[0]]
-    assert len(with_images) == 13
+    assert len(with_images) == 14
     for cell in with_images:
         previews = [
             i
@@ -103,6 +103,13 @@ def test_vision_notebook_shows_previews_before_streamed_answers(tiny_vlm, monkey
         "where the region lies"
         in by_first_line["%%mlx_vision -i circle -n 30"].outputs[0].data["text/html"]
     )
+    # Marks set as the board's value (as drawing does), then used by later cells.
+    marks = next(cell for cell in code if cell.source.startswith("# What dragging a box"))
+    assert "Mark(number=2, kind='point', coordinates=(235.0, 130.0)" in outputs_text(marks)
+    region = by_first_line["%%mlx_vision --region @1 -n 20"]
+    assert "canvas [30,40,150,160] · 120×120" in outputs_text(region)
+    named = next(cell for cell in code if '"--marks -n 30"' in cell.source)
+    assert "MarkRef(number=2" in outputs_text(named) and "text='Mark 2'" in outputs_text(named)
     for video in (
         "%%mlx_vision -v frames --fps 4 -n 40",
         "%%mlx_vision -v ball.mp4 --fps 2 --max-frames 6 -n 40",

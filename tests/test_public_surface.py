@@ -45,6 +45,7 @@ VISION_FLAGS = [
     "--fps",
     "--max-frames",
     "--region",
+    "--marks",
     "--max-pixels",
 ]
 # Only %%mlx takes these (the logit lens reads text answers).
@@ -113,6 +114,7 @@ COMMANDS = [
     "branch",
     "lens",
     "attention",
+    "marks",
 ]
 CSS_CLASSES = [
     "mlx-magic-answer",

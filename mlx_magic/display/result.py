@@ -139,6 +139,23 @@ class MLXResult:
     #: Where one layer looked when a token of the answer was written
     #: (``--attention``, ``%mlx attention STEP``); ``None`` until read.
     attention: Optional[AttentionMap] = field(default=None, repr=False, compare=False)
+    #: Where the answer names a mark sent with ``--marks`` ("mark 3", "[3]"): a
+    #: :class:`~mlx_magic.grounding.marks.MarkRef` each, in the order written.
+    refs: list = field(default_factory=list, repr=False, compare=False)
+    #: The marks the cell sent (``--marks``), and its previews (drawn on live).
+    sent_marks: tuple = field(default=(), repr=False, compare=False)
+    previews: object = field(default=None, repr=False, compare=False)
+
+    @property
+    def marks(self) -> tuple:
+        """The marks on this cell's previews, as drawn now (numbered
+        :class:`~mlx_magic.grounding.marks.Mark` values, in pixels of the images
+        as the cell gave them); for a ``--marks`` cell, those it sent and any
+        drawn since."""
+        from mlx_magic.grounding.marks import Marks
+
+        shown = getattr(self.previews, "shown_marks", None)
+        return Marks(shown if shown is not None else self.sent_marks)
 
     def __str__(self) -> str:
         return self.text

@@ -28,8 +28,10 @@ from mlx_magic.vocabulary.token_buffer import MAX_BATCH_TOKENS
 
 if TYPE_CHECKING:
     from mlx_magic.display.markdown_view import MarkdownStream
+    from mlx_magic.display.preview_output import PreviewOutput
     from mlx_magic.display.thinking_view import ThinkingBlock
     from mlx_magic.grounding import Grounding
+    from mlx_magic.grounding.marks import Mark
     from mlx_magic.images import LoadedImage
     from mlx_magic.vocabulary.values import VideoPrepared
 
@@ -49,8 +51,15 @@ class StreamView:
     #: ``--format text`` streams plain text).
     markdown = False
 
-    def show_images(self, images: Sequence[LoadedImage]) -> None:
-        """Previews of the images sent, before the answer."""
+    def show_images(self, images: Sequence[LoadedImage], marks: Sequence[Mark] = ()) -> None:
+        """Previews of the images sent, before the answer (``marks``: those sent, numbered)."""
+
+    def previews_output(self) -> Optional[PreviewOutput]:
+        """The previews as shown (a notebook's; drawn on where widgets show)."""
+        return None
+
+    def name_marks(self, numbers: Sequence[int]) -> None:
+        """The answer named these marks: make them stand out on the previews."""
 
     def notice(self, message: str) -> None:
         """A one-line notice from the runtime (e.g. turns dropped)."""
@@ -103,24 +112,23 @@ class NotebookView(StreamView):
         self._status = None
         self._ends_with_newline = True
         self._wrote = False
-        self._previews: Optional[dict] = None
-        self._preview_handle = None
-        self._images: tuple = ()
-        self._captions: list[str] = []
-        self._grounding: Optional[Grounding] = None
+        self.previews: Optional[PreviewOutput] = None
         self._answer: Optional[MarkdownStream] = None  # once the answer begins
         self._thinking: Optional[ThinkingBlock] = None  # once the thinking begins
 
-    def show_images(self, images: Sequence[LoadedImage]) -> None:
-        from IPython.display import display
+    def show_images(self, images: Sequence[LoadedImage], marks: Sequence[Mark] = ()) -> None:
+        from mlx_magic.display.preview_output import PreviewOutput, drawing_usable
 
-        from mlx_magic.display.previews import preview_bundle
-
-        self._images = tuple(images)
-        self._captions = [loaded.caption for loaded in self._images]
-        self._previews = preview_bundle(self._images)
         # Updated in place when the costs are known and as boxes complete.
-        self._preview_handle = display(self._previews, raw=True, display_id=True)
+        self.previews = PreviewOutput(images, drawable=drawing_usable(self._shell), marks=marks)
+        self.previews.show()
+
+    def previews_output(self) -> Optional[PreviewOutput]:
+        return self.previews
+
+    def name_marks(self, numbers: Sequence[int]) -> None:
+        if self.previews is not None:
+            self.previews.name(numbers)
 
     def show_video(self, video: VideoPrepared) -> None:
         from IPython.display import display
@@ -133,25 +141,19 @@ class NotebookView(StreamView):
     def image_costs(self, processed_sizes: tuple, vision_tokens: tuple) -> None:
         from mlx_magic.display.previews import image_caption
 
-        self._captions = [
-            image_caption(loaded, size, tokens)
-            for loaded, size, tokens in zip(self._images, processed_sizes, vision_tokens)
-        ]
-        self._redraw_previews()
+        if self.previews is not None:
+            self.previews.captions = [
+                image_caption(loaded, size, tokens)
+                for loaded, size, tokens in zip(
+                    self.previews.images, processed_sizes, vision_tokens
+                )
+            ]
+            self.previews.update()
 
     def show_grounding(self, grounding: Grounding) -> None:
-        self._grounding = grounding
-        self._redraw_previews()
-
-    def _redraw_previews(self, metadata: Optional[dict] = None) -> None:
-        from mlx_magic.display.previews import preview_bundle
-
-        if self._preview_handle is None or not self._images:
-            return
-        self._previews = preview_bundle(
-            self._images, captions=self._captions, grounding=self._grounding
-        )
-        self._preview_handle.update(self._previews, raw=True, metadata=metadata)
+        if self.previews is not None:
+            self.previews.grounding = grounding
+            self.previews.update()
 
     def show_bundle(self, bundle: dict) -> None:
         from IPython.display import display
@@ -226,10 +228,12 @@ class NotebookView(StreamView):
         if not self._ends_with_newline:
             sys.stdout.write("\n")
             sys.stdout.flush()
-        if result.boxes or result.points:
+        if (result.boxes or result.points) and self.previews is not None:
+            from mlx_magic.display.previews import grounding_metadata, grounding_of
+
             # The items as data in the saved notebook, beside the drawing.
-            self._grounding = _grounding_of(result)
-            self._redraw_previews(metadata={"mlx_magic": _grounding_metadata(result)})
+            self.previews.grounding = grounding_of(result)
+            self.previews.update(metadata=grounding_metadata(result))
         # The footer carries the answer's provenance: the saved notebook keeps it,
         # and %mlx replay notebook.ipynb:CELL reads it back.
         saved = record_to_save(result.provenance) if result.provenance else None
@@ -286,9 +290,11 @@ class TerminalView(StreamView):
     def show_bundle(self, bundle: dict) -> None:
         print(bundle["text/plain"], file=self.out, flush=True)
 
-    def show_images(self, images: Sequence[LoadedImage]) -> None:
+    def show_images(self, images: Sequence[LoadedImage], marks: Sequence[Mark] = ()) -> None:
         for index, loaded in enumerate(images, 1):
             print(f"[image {index}: {loaded.caption}]", file=self.out, flush=True)
+        for mark in marks:
+            print(f"[{mark}]", file=self.out, flush=True)
 
     def loading(self, model: str) -> None:
         print(f"[loading {model}…]", file=self.out, flush=True)
@@ -342,13 +348,13 @@ class TerminalView(StreamView):
         self._ends_with_newline = True
 
     def finish(self, result: MLXResult) -> None:
-        from mlx_magic.display.previews import grounding_lines
+        from mlx_magic.display.previews import grounding_lines, grounding_of
 
         self._erase_transient()
         if not self._ends_with_newline:
             print(file=self.out)
         if result.boxes or result.points:
-            print("\n".join(grounding_lines(_grounding_of(result))), file=self.out)
+            print("\n".join(grounding_lines(grounding_of(result))), file=self.out)
         print(f"[{result.footer}]", file=self.out, flush=True)
 
     def fail(self) -> None:
@@ -366,23 +372,6 @@ class CollectingView(StreamView):
 
     def write(self, text: str) -> None:
         self.text += text
-
-
-def _grounding_of(result: MLXResult) -> Grounding:
-    from mlx_magic.grounding import Grounding
-
-    return Grounding(boxes=tuple(result.boxes), points=tuple(result.points))
-
-
-def _grounding_metadata(result: MLXResult) -> dict:
-    return {
-        "boxes": [box.as_dict() for box in result.boxes],
-        "points": [point.as_dict() for point in result.points],
-        "images": [
-            {key: list(value) if isinstance(value, tuple) else value for key, value in i.items()}
-            for i in result.images
-        ],
-    }
 
 
 def _is_terminal(stream: TextIO) -> bool:

@@ -239,10 +239,22 @@ def vision_arguments(magic: F) -> F:
         ),
         argument(
             "--region",
-            metavar="X1,Y1,X2,Y2",
+            metavar="X1,Y1,X2,Y2|@N",
             help="Send only this part of each image (pixels: left,top,right,bottom); the "
-            "preview shows it inside the whole image. A box from _mlx.boxes is also an image: "
-            "-i box_crop with crop = _mlx.boxes[0].crop().",
+            "preview shows it inside the whole image. @N: the box drawn as mark N on a preview "
+            "(without -i, of the image it was drawn on). A box from _mlx.boxes is also an "
+            "image: -i box_crop with crop = _mlx.boxes[0].crop().",
+        ),
+        argument(
+            "--marks",
+            nargs="?",
+            const="@drawn",
+            metavar="@boxes",
+            help="Send the images with the marks drawn on the latest preview numbered on them "
+            "(Set-of-Marks), so the prompt can say 'mark 2' (without -i: the images they were "
+            "drawn on); @boxes: the boxes of the latest answer (_mlx.boxes) as the marks. "
+            "Numbers the answer names ('mark 3', '[3]') are in _mlx.refs and stand out on "
+            "the preview.",
         ),
         argument(
             "--max-pixels",
@@ -304,6 +316,10 @@ def parse_flags(
         argv = [_unquoted(arg) for arg in argv]
     if (short_help and "-h" in argv) or "--help" in argv:
         raise UserError(f"{usage}? shows the manual: every flag, the settings, examples")
+    if usage == "%%mlx" and any(arg.split("=")[0] in ("--marks", "--region") for arg in argv):
+        raise UserError(
+            "--marks and --region point into images: they are flags of %%mlx_vision -i SRC"
+        )
     parser = magic.parser  # type: ignore[attr-defined]
     return parser.parse_intermixed_args(argv) if intermixed else parser.parse_args(argv)
 

@@ -18,6 +18,7 @@ from mlx_magic.magics.branching import command_branch
 from mlx_magic.magics.conversations import DEFAULT_CONVERSATION
 from mlx_magic.magics.downloads import command_pull, command_rm
 from mlx_magic.magics.lens import command_lens
+from mlx_magic.magics.marking import command_marks
 from mlx_magic.magics.replay import command_replay
 from mlx_magic.units import gib
 
@@ -424,4 +425,5 @@ COMMANDS = {
     "branch": command_branch,
     "lens": command_lens,
     "attention": command_attention,
+    "marks": command_marks,
 }

@@ -9,6 +9,8 @@ settings (traits) are in :mod:`.settings`.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, Optional
 
 from IPython.core.magic import cell_magic, line_magic, magics_class
@@ -29,6 +31,7 @@ from mlx_magic.magics.edge import user_errors_as_usage
 from mlx_magic.magics.lens import check_lens_flags, command_lens
 from mlx_magic.magics.map_compare import run_map_cells
 from mlx_magic.magics.mapping import check_map_flags
+from mlx_magic.magics.marking import marked_images, uses_marks
 from mlx_magic.magics.options import variants_of
 from mlx_magic.magics.prepare import check_video_flags, load_cell_images, prepare
 from mlx_magic.magics.run import (
@@ -254,6 +257,15 @@ class MLXMagics(MLXSettings):
             In [4]: %%mlx_vision -i photo.jpg --region 100,80,420,300
                ...: What is written on this sign?
 
+        Marks: in a notebook, drag a box or click a point on a preview; the
+        marks are numbered, in ``_mlx.marks``. ``--region @N`` sends box N;
+        ``--marks`` sends the images with the marks numbered on them
+        (``--marks @boxes``: the latest answer's boxes), and the numbers the
+        answer names are in ``_mlx.refs`` and stand out on the preview::
+
+            In [5]: %%mlx_vision --marks
+               ...: What is in mark 2?
+
         Examples::
 
             In [1]: %config MLXMagics.default_vision_model = "mlx-community/Qwen2-VL-2B-Instruct-4bit"
@@ -282,7 +294,12 @@ class MLXMagics(MLXSettings):
         args = parse_flags(self.mlx_vision_cell, line, "%%mlx_vision")
         session = self.session
         variants = variants_of(args)
-        if not args.image and args.chat is None and args.video is None and not args.map:
+        first = variants[0]
+        if (
+            not (args.image or args.map or uses_marks(first))
+            and args.chat is None
+            and not args.video
+        ):
             raise UserError(
                 "%%mlx_vision needs an image: add -i SRC (a file, URL or variable) or a "
                 "video, -v SRC; %%mlx answers text alone"
@@ -290,23 +307,31 @@ class MLXMagics(MLXSettings):
         check_video_flags(args, self.runtime)
         check_attention_flags(args, len(variants), self.runtime)
         if check_map_flags(args):
+            if uses_marks(first):
+                raise UserError("--marks and --region @N go with one cell's images, not --map")
             return run_map_cells(session, variants, cell, session.resolve_vision, vision=True)
         if args.model is None and self.default_vision_model is None and self.runtime != "remote":
             raise UserError(
                 "No vision model: pass --model, or set %config "
                 "MLXMagics.default_vision_model = '<folder or Hub id>'"
             )
-        images = tuple(load_cell_images(session, variants[0].images, variants[0].region))
+        # With --marks the images sent have the marks drawn; the previews draw their own.
+        sent, shown, marks = marked_images(session, first, partial(load_cell_images, session))
         if len(variants) > 1:
             check_columns(len(variants), args.chat, args.background)
             cells = [
-                prepare(session, options, cell, session.resolve_vision, images)
+                replace(
+                    prepare(session, options, cell, session.resolve_vision, tuple(sent)),
+                    images=tuple(shown),
+                    marks=marks,
+                )
                 for options in variants
             ]
             return run_columns(session, cells)
         prepared = prepare(
-            session, variants[0], cell, session.resolve_vision, images, cell_id=session.cell_id
+            session, first, cell, session.resolve_vision, tuple(sent), cell_id=session.cell_id
         )
+        prepared = replace(prepared, images=tuple(shown), marks=marks)
         if not prepared.request.images and not prepared.request.has_video:
             raise UserError(
                 f"%%mlx_vision needs an image: conversation '{args.chat}' has none yet; "
@@ -340,7 +365,7 @@ class MLXMagics(MLXSettings):
     @argument("-y", "--yes", action="store_true", help="rm: delete without asking.")
     @line_magic("mlx")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     @user_errors_as_usage
-    def mlx_line(self, line: str) -> None:
+    def mlx_line(self, line: str) -> Any:
         """Manage the models and the runtime behind ``%%mlx``.
 
         Commands::
@@ -380,6 +405,8 @@ class MLXMagics(MLXSettings):
                                      token of an answer (the logit lens; _mlx.lens)
             %mlx attention STEP [NAME] [-l LAYER] [-h HEAD]   where a layer looked when it
                                      wrote token STEP: a strip, heatmaps (_mlx.attention)
+            %mlx marks               the marks drawn last on a preview (what --region @N
+                                     and --marks use), one line each; returns them
 
         MODEL is anything ``%%mlx --model`` takes. A Hub model's first use shows
         its files and a progress bar; an interrupt stops the download and the

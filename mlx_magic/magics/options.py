@@ -52,6 +52,10 @@ class CellOptions:
     images: tuple[str, ...] = ()
     #: ``--region``: the part of each image to send (x1, y1, x2, y2 pixels).
     region: Optional[tuple[float, float, float, float]] = None
+    #: ``--region @N``: the box drawn as mark N instead.
+    region_mark: Optional[int] = None
+    #: ``--marks``: "@drawn" (the marks drawn on the latest preview) or "@boxes".
+    marks: Optional[str] = None
     #: ``--max-pixels``: shrink larger images to this many pixels.
     max_pixels: Optional[int] = None
     #: ``-v``: a video file or a variable holding frames; ``--fps``, ``--max-frames``.
@@ -104,6 +108,8 @@ class PreparedCell:
     cell_id: Optional[str] = None
     #: ``--schema``: what the answer is parsed and validated with.
     schema: Optional[AnswerSchema] = None
+    #: ``--marks``: the marks drawn numbered on the images sent (``Mark`` values).
+    marks: tuple = ()
 
 
 def variants_of(args: Any) -> list[CellOptions]:
@@ -126,6 +132,8 @@ def variants_of(args: Any) -> list[CellOptions]:
         background=args.background,
         images=tuple(getattr(args, "image", None) or ()),
         region=_region_of(getattr(args, "region", None)),
+        region_mark=_region_mark_of(getattr(args, "region", None)),
+        marks=_marks_of(getattr(args, "marks", None)),
         max_pixels=_max_pixels_of(getattr(args, "max_pixels", None)),
         video=getattr(args, "video", None),
         video_fps=getattr(args, "fps", None) or defaults.VIDEO_FPS,
@@ -218,12 +226,32 @@ def _chat_template_of(folder: Path) -> Optional[str]:
 def _region_of(text: Optional[str]) -> Optional[tuple[float, float, float, float]]:
     from mlx_magic.images.regions import parse_region
 
-    if text is None:
+    if text is None or text.startswith("@"):
         return None
     try:
         return parse_region(text)
     except ValueError as error:
         raise UserError(str(error)) from error
+
+
+def _region_mark_of(text: Optional[str]) -> Optional[int]:
+    from mlx_magic.grounding.marks import mark_number
+
+    if text is None or not text.startswith("@"):
+        return None
+    number = mark_number(text)
+    if number is None or number < 1:
+        raise UserError(f"--region {text}: @N names a drawn mark by its number, e.g. --region @1")
+    return number
+
+
+def _marks_of(text: Optional[str]) -> Optional[str]:
+    if text is not None and text not in ("@drawn", "@boxes"):
+        raise UserError(
+            f"--marks {text}: leave it bare (the marks drawn on the latest preview) or write "
+            "--marks @boxes (the boxes of the latest answer)"
+        )
+    return text
 
 
 def _max_pixels_of(value: Optional[int]) -> Optional[int]:

@@ -271,9 +271,13 @@ class ChatPanel:
 
         parts = [widgets.HTML(value=f"<b>You:</b> {html.escape(text)}")]
         if images:
-            from mlx_magic.display.previews import preview_bundle
+            from mlx_magic.display.preview_output import PreviewOutput, drawing_usable
 
-            parts.append(widgets.HTML(value=preview_bundle(images)["text/html"]))
+            # Drawn on as a cell's previews are: later cells use the marks (--region @1).
+            previews = PreviewOutput(images, drawable=drawing_usable(self.session.shell))
+            static = previews.bundle()
+            parts.append(previews.board or widgets.HTML(value=static["text/html"]))
+            self.session.latest_marks.watch(previews)
         self.transcript.children = self.transcript.children + tuple(parts)
 
     def _note(self, message: str) -> None:

@@ -25,6 +25,7 @@ from mlx_magic.errors import GenerationFailed, GenerationInterrupted, UserError
 from mlx_magic.magics.attention import attention_after_answer
 from mlx_magic.magics.background import BackgroundJob
 from mlx_magic.magics.lens import lens_after_answer
+from mlx_magic.magics.marking import name_marks, show_previews
 from mlx_magic.magics.options import PreparedCell
 from mlx_magic.magics.session import Session
 from mlx_magic.vocabulary.values import Failed
@@ -41,7 +42,7 @@ def run_foreground(session: Session, cell: PreparedCell) -> None:
     view.markdown = renders_markdown(session, cell)
     if cell.images:
         # Before the job: previews must not wait for the model.
-        view.show_images(cell.images)
+        show_previews(session, view, cell)
     (job,) = session.start(cell.request)
     try:
         outcome = stream_job(
@@ -54,6 +55,7 @@ def run_foreground(session: Session, cell: PreparedCell) -> None:
     except GenerationFailed as failed:
         raise_failure(session, failed.failure)
     result = outcome.result
+    name_marks(view, cell, result)
     try:
         shell.user_ns["_mlx"] = result
         session.record_finished(cell, result)
@@ -97,23 +99,26 @@ def run_background(
     """
     shell = session.shell
     announce = view is None
+    previews: StreamView = CollectingView()  # where the cell's previews are, if shown
     if view is None:
         if widgets_usable(shell):
             from mlx_magic.display.widget_view import WidgetStreamView
 
             view = WidgetStreamView(cell.request.model.name)
             if cell.images:
-                view_for(shell).show_images(cell.images)
+                previews = view_for(shell)
+                show_previews(session, previews, cell)
             view.display()
         else:
-            view = view_for(shell)
+            view = previews = view_for(shell)
             view.markdown = renders_markdown(session, cell)
             if cell.images:
-                view.show_images(cell.images)
+                show_previews(session, view, cell)
     (job,) = session.start(cell.request)
 
     def done(entry: BackgroundJob) -> None:
         if entry.result is not None:
+            name_marks(previews, cell, entry.result)
             session.record_finished(cell, entry.result)
             try:
                 session.apply_format(entry.result, cell, set_next_input=False)
@@ -151,7 +156,7 @@ def run_columns(session: Session, cells: list[PreparedCell]) -> None:
     titles = [column_title(cell, cells) for cell in cells]
     in_kernel = widgets_usable(shell)
     if cells[0].images:
-        view_for(shell).show_images(cells[0].images)
+        show_previews(session, view_for(shell), cells[0])
     if in_kernel:
         from mlx_magic.display.widget_view import ColumnsView
 

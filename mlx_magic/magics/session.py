@@ -12,6 +12,7 @@ import weakref
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
+from mlx_magic.display.preview_output import LatestMarks
 from mlx_magic.display.result import MLXResult
 from mlx_magic.errors import UserError
 from mlx_magic.images import DecodedImageCache
@@ -74,6 +75,8 @@ class Session:
         self.rows: list[dict] = []
         #: The id of the cell being run, as the frontend sent it (or ``None``).
         self.cell_id: Optional[str] = None
+        #: The marks drawn last on a preview (``--region @N``, ``--marks``).
+        self.latest_marks = LatestMarks()
         self._runtime: Optional[Runtime] = None
         self._closed = False
 
