@@ -14,6 +14,7 @@ TRAITS = [
     "connect_timeout_s",
     "default_format",
     "default_model",
+    "default_segment_model",
     "default_vision_model",
     "draft_model",
     "endpoints",
@@ -29,6 +30,7 @@ TRAITS = [
     "prefix_cache_entries",
     "prefix_cache_gb",
     "runtime",
+    "segment_threshold",
     "short_errors",
     "stream_interval_ms",
     "system_prompt",
@@ -45,6 +47,7 @@ VISION_FLAGS = [
     "--fps",
     "--max-frames",
     "--region",
+    "--segment",
     "--max-pixels",
 ]
 # Only %%mlx takes these (the logit lens reads text answers).
@@ -111,6 +114,7 @@ COMMANDS = [
     "branch",
     "lens",
     "attention",
+    "segment",
 ]
 CSS_CLASSES = [
     "mlx-magic-answer",

@@ -36,6 +36,7 @@ from mlx_magic.magics.run import (
     run_columns,
     run_foreground,
 )
+from mlx_magic.magics.segmenting import segment_cell
 from mlx_magic.magics.session import Session
 from mlx_magic.magics.settings import MLXSettings, forget_refused_settings
 
@@ -266,6 +267,24 @@ class MLXMagics(MLXSettings):
             In [5]: %%mlx_vision -i noise -n 40
                ...: Describe this image.
 
+        Segmentation: ``--segment`` runs SAM 3 (``-m`` or the
+        ``default_segment_model`` setting) instead of a chat model: a mask for
+        every instance of what the cell's text names (commas separate prompts;
+        or ``--segment TEXT``), drawn translucent and outlined on the previews,
+        labelled with its score and counted in the footer ("7 cars"); the text
+        ``@boxes`` outlines the boxes of the latest answer (a vision model
+        finds, SAM 3 outlines; ``%mlx segment @boxes`` too). ``_mlx.masks``
+        holds each instance (label, score, box, ``.mask`` a boolean array,
+        area, centroid); ``-f json`` prints them with COCO run-length encoded
+        masks, as the saved output's metadata keeps them::
+
+            In [8]: %%mlx_vision -i photo.jpg --segment
+               ...: car, person
+
+            In [9]: _mlx.masks[0].area, _mlx.masks[0].mask.shape
+
+            In [10]: %mlx segment @boxes
+
         A conversation (``--chat NAME``) keeps its images: a follow-up may
         leave out ``-i``, and only its new text is read (the images, earlier
         questions and answers come from the model's KV cache)::
@@ -278,6 +297,9 @@ class MLXMagics(MLXSettings):
         """
         args = parse_flags(self.mlx_vision_cell, line, "%%mlx_vision")
         session = self.session
+        if args.segment is not None:
+            segment_cell(session, args, cell)
+            return
         variants = variants_of(args)
         if not args.image and args.chat is None and args.video is None and not args.map:
             raise UserError(
@@ -369,6 +391,8 @@ class MLXMagics(MLXSettings):
                                      token of an answer (the logit lens; _mlx.lens)
             %mlx attention STEP [NAME] [-l LAYER] [-h HEAD]   where a layer looked when it
                                      wrote token STEP: a strip, heatmaps (_mlx.attention)
+            %mlx segment TEXT|@boxes  SAM 3 (default_segment_model) on the images of the
+                                     latest answer: masks drawn and counted (_mlx.masks)
 
         MODEL is anything ``%%mlx --model`` takes.
         """
