@@ -209,3 +209,85 @@ def test_boxes_with_no_boxes_in_the_latest_answer_is_one_line(sam_shell):
         run(sam_shell, "%mlx segment @boxes")
     assert "_mlx has none" in one_line(caught)
     assert sam_shell.user_ns["_mlx"] is answer
+
+
+def test_the_process_runtime_gives_the_same_masks(tiny_sam3):
+    """The worker runs SAM 3 and the masks cross the pipe run-length encoded: the
+    same masks, pixel for pixel, as the thread runtime's (same weights, same image)."""
+    from conftest import make_shell
+
+    found = {}
+    for mode in ("thread", "process"):
+        shell = make_shell()
+        shell.extension_manager.load_extension("mlx_magic")
+        try:
+            if mode == "process":
+                run(shell, "%mlx runtime process")
+            run(shell, "from PIL import Image; red = Image.new('RGB', (120, 80), 'red')")
+            run(shell, "%config MLXMagics.segment_threshold = 0.0")
+            run(shell, f"%%mlx_vision -i red --segment -m {tiny_sam3}\ncar, cup")
+            found[mode] = shell.user_ns["_mlx"].masks
+            kinds = [m.kind for m in magics_of(shell).backend.models()]
+            assert kinds == ["segmenter"]
+        finally:
+            shell.extension_manager.unload_extension("mlx_magic")
+    assert found["process"] and len(found["process"]) == len(found["thread"])
+    for ours, theirs in zip(found["thread"], found["process"]):
+        assert (ours.label, ours.area, ours.counts) == (theirs.label, theirs.area, theirs.counts)
+        assert ours.score == pytest.approx(theirs.score, abs=1e-5)
+        assert np.array_equal(ours.mask, theirs.mask)
+
+
+def test_a_server_cannot_segment_and_says_so_in_one_line(sam_shell):
+    from fake_openai import Recorder
+
+    server = Recorder()
+    try:
+        run(sam_shell, f"%mlx connect {server.url}")
+        sent = len(server.requests)
+        with pytest.raises(UsageError) as caught:
+            run(sam_shell, "%%mlx_vision -i red --segment\ncar")
+        assert "needs a local model" in one_line(caught)
+        assert len(server.requests) == sent
+    finally:
+        run(sam_shell, "%mlx disconnect")
+        server.close()
+
+
+@pytest.mark.kernel
+def test_in_a_kernel_the_masks_are_drawn_and_saved_as_metadata(tiny_sam3):
+    import base64
+    import io
+    import os
+
+    from kernel_helpers import displays, execute, running_kernel
+
+    env = {**os.environ, "MLX_MAGIC_DEFAULT_SEGMENT_MODEL": str(tiny_sam3)}
+    with running_kernel("%load_ext mlx_magic", extra_env=env) as (_, client):
+        code = (
+            "import numpy as np\n"
+            "from PIL import Image\n"
+            "from mlx_vlm.models.sam3 import generate as g\n"
+            "white = Image.new('RGB', (120, 80), 'white')\n"
+            "masks = np.zeros((1, 80, 120), np.uint8); masks[0, 40:70, 60:100] = 1\n"
+            "g.Sam3Predictor._postprocess = lambda self, *a, **k: g.DetectionResult(\n"
+            "    boxes=np.array([[60, 40, 100, 70]], np.float32), masks=masks,\n"
+            "    scores=np.array([0.9], np.float32))\n"
+            "get_ipython().run_cell_magic('mlx_vision', '-i white --segment', 'car')\n"
+        )
+        reply, messages = execute(client, code, timeout=300)
+        assert reply["status"] == "ok", reply
+    (shown,) = [m["content"] for m in messages if m["msg_type"] == "display_data"]
+    (saved,) = shown["metadata"]["mlx_magic"]["masks"]
+    assert saved["label"] == "car" and saved["area"] == 1200 and saved["box"] == [60, 40, 100, 70]
+    assert saved["rle"]["size"] == [80, 120]
+    assert "[1 car · tiny-sam3 · " in shown["data"]["text/plain"]
+    assert "1 car · tiny-sam3" in shown["data"]["text/html"]
+    sheet = np.asarray(
+        Image.open(io.BytesIO(base64.b64decode(shown["data"]["image/png"]))).convert("RGB")
+    )
+    assert sheet.shape == (80, 120, 3)
+    assert sheet[5, 5].tolist() == [255, 255, 255]  # nothing drawn outside the mask
+    inside = sheet[62, 80]
+    assert inside.tolist() != [255, 255, 255] and inside.min() > 100  # tinted, translucent
+    assert len(displays(messages)) == 1

