@@ -43,13 +43,6 @@ def _detections(*regions, scores=None):
     )
 
 
-@pytest.fixture(scope="module")
-def tiny_sam3(tmp_path_factory):
-    from mlx_magic.testing.tiny_models import build_tiny_sam3
-
-    return build_tiny_sam3(tmp_path_factory.mktemp("models") / "tiny-sam3")
-
-
 @pytest.fixture
 def sam_shell(vlm_shell, tiny_sam3):
     """The vision shell with the tiny SAM 3 as its segmenter; settings and ``_mlx`` restored after."""
@@ -267,13 +260,11 @@ def test_in_a_kernel_the_masks_are_drawn_and_saved_as_metadata(tiny_sam3):
         code = (
             "import numpy as np\n"
             "from PIL import Image\n"
-            "from mlx_vlm.models.sam3 import generate as g\n"
+            "from mlx_magic.testing.scripted import forced_masks\n"
             "white = Image.new('RGB', (120, 80), 'white')\n"
-            "masks = np.zeros((1, 80, 120), np.uint8); masks[0, 40:70, 60:100] = 1\n"
-            "g.Sam3Predictor._postprocess = lambda self, *a, **k: g.DetectionResult(\n"
-            "    boxes=np.array([[60, 40, 100, 70]], np.float32), masks=masks,\n"
-            "    scores=np.array([0.9], np.float32))\n"
-            "get_ipython().run_cell_magic('mlx_vision', '-i white --segment', 'car')\n"
+            "car = np.zeros((80, 120), bool); car[40:70, 60:100] = True\n"
+            "with forced_masks(car):\n"
+            "    get_ipython().run_cell_magic('mlx_vision', '-i white --segment', 'car')\n"
         )
         reply, messages = execute(client, code, timeout=300)
         assert reply["status"] == "ok", reply

@@ -148,7 +148,7 @@ def _segmenter(session: Session, models: list[str]) -> ModelSpec:
     if name is None:
         raise UserError(
             "No segment model: pass -m (a SAM 3 folder or Hub id), or set %config "
-            "MLXMagics.default_segment_model = 'mlx-community/sam3-bf16'"
+            "MLXMagics.default_segment_model = 'facebook/sam3'"
         )
     spec = session.resolve(name)
     if spec.kind != "segmenter":

@@ -92,7 +92,7 @@ class MLXSettings(Magics):
     default_segment_model = Unicode(
         None,
         allow_none=True,
-        help="The segmenter (a SAM 3 folder or Hub id, e.g. mlx-community/sam3-bf16) that "
+        help="The segmenter (a SAM 3 folder or Hub id, e.g. facebook/sam3) that "
         "%%mlx_vision --segment uses when it has no --model.",
     ).tag(config=True)
     segment_threshold = Float(
