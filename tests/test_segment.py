@@ -282,3 +282,47 @@ def test_in_a_kernel_the_masks_are_drawn_and_saved_as_metadata(tiny_sam3):
     inside = sheet[62, 80]
     assert inside.tolist() != [255, 255, 255] and inside.min() > 100  # tinted, translucent
     assert len(displays(messages)) == 1
+
+
+def test_a_video_is_tracked_frame_by_frame_with_track_ids(sam_shell, tmp_path, capsys):
+    """-v with --segment: each frame segmented, each object keeping its track id
+    (mlx-vlm's SimpleTracker); a strip of the frames with the masks and ids."""
+    from mlx_magic.testing.scripted import forced_masks
+
+    balls = []
+    for step in range(6):
+        ball = np.zeros((80, 120), bool)
+        ball[30:50, 10 + step * 6 : 30 + step * 6] = True  # moves right, overlapping
+        balls.append(ball)
+    sam_shell.user_ns["frames"] = [Image.new("RGB", (120, 80), "white") for _ in balls]
+    with forced_masks(*balls):
+        run(sam_shell, "%%mlx_vision -v frames --fps 3 --segment\nball")
+    result = sam_shell.user_ns["_mlx"]
+    assert [m.image for m in result.masks] == list(range(6))
+    assert {m.track for m in result.masks} == {0}  # one ball, one id through the frames
+    assert result.masks[5].box == (40, 30, 60, 50)
+    assert result.timestamps == (0.0, 0.33, 0.67, 1.0, 1.33, 1.67)
+    printed = capsys.readouterr().out
+    assert "[1 ball tracked through 6 frames · tiny-sam3 · " in printed
+    assert "ball #0 0.90 · (40, 30)–(60, 50) · 400 px · frame 6" in printed
+    assert "[frame 6: 1.7 s]" in printed
+
+
+def test_a_video_file_is_read_by_the_runtime_and_tracked(sam_shell, tmp_path):
+    import cv2
+
+    path = tmp_path / "ball.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 4, (112, 80))
+    for step in range(8):
+        frame = np.full((80, 112, 3), 255, np.uint8)
+        frame[30:50, 10 + step * 10 : 30 + step * 10] = (0, 0, 255)
+        writer.write(frame)
+    writer.release()
+    run(sam_shell, "%config MLXMagics.segment_threshold = 0.0")
+    run(sam_shell, f"%%mlx_vision -v {path} --fps 2 --max-frames 4 --segment\nball")
+    result = sam_shell.user_ns["_mlx"]
+    assert len(result.images) == len(result.timestamps) == 4  # read and sampled by mlx-vlm
+    assert result.images[0].size == (112, 80)
+    assert result.masks and all(m.track is not None for m in result.masks)
+    assert {m.image for m in result.masks} <= {0, 1, 2, 3}
+    assert all(m.mask.shape == (80, 112) for m in result.masks)

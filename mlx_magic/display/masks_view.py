@@ -27,10 +27,11 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from mlx_magic.grounding import Box
-    from mlx_magic.images import LoadedImage
 
 #: How much of each mask's colour covers the image.
 OPACITY = 0.45
+#: The side of a video frame's picture in the strip.
+STRIP_SIDE = 160
 
 
 @dataclass
@@ -42,8 +43,9 @@ class Segmented:
         prompts: the text prompts (each a label).
         model: the segmenter's name.
         took_s: how long the runtime took (loading included on first use).
-        images: the images as given (the masks' pixels are theirs).
+        images: the images as given (the masks' pixels are theirs), or a video's frames.
         unmatched: box prompts no mask covered (``--segment @boxes``).
+        timestamps: the frames' times in the video (s), when tracked through one.
     """
 
     masks: list[Mask]
@@ -52,10 +54,14 @@ class Segmented:
     took_s: float
     images: tuple[Image.Image, ...] = ()
     unmatched: tuple[BoxPrompt, ...] = ()
+    timestamps: tuple[float, ...] = ()
     footer: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
-        self.footer = f"{count_line(self.masks)} · {self.model} · {self.took_s:.2f} s"
+        counted = count_line(self.masks)
+        if self.timestamps:
+            counted += f" tracked through {len(self.timestamps)} frames"
+        self.footer = f"{counted} · {self.model} · {self.took_s:.2f} s"
         if self.unmatched:
             self.footer += (
                 f" · {len(self.unmatched)} box{'es' * (len(self.unmatched) > 1)} unmatched"
@@ -93,13 +99,17 @@ class Segmented:
 
 
 def count_line(masks: Sequence[Mask]) -> str:
-    """``"7 cars · 2 cups"``: the masks counted by label, in order of first appearance."""
-    counts: dict[str, int] = {}
-    for mask in masks:
-        counts[mask.label] = counts.get(mask.label, 0) + 1
+    """``"7 cars · 2 cups"``: the masks counted by label, in order of first
+    appearance; through a video, the objects (track ids), not their masks."""
+    counts: dict[str, set] = {}
+    for index, mask in enumerate(masks):
+        counts.setdefault(mask.label, set()).add(index if mask.track is None else mask.track)
     if not counts:
         return "no masks"
-    return " · ".join(f"{n} {_plural(label) if n > 1 else label}" for label, n in counts.items())
+    return " · ".join(
+        f"{len(ones)} {_plural(label) if len(ones) > 1 else label}"
+        for label, ones in counts.items()
+    )
 
 
 def _plural(label: str) -> str:
@@ -134,10 +144,15 @@ def draw_masks(image: Image.Image, masks: Sequence[Mask], max_side: int) -> Imag
         ),
         mask=np.stack(small).astype(bool),
         confidence=np.array([m.score for m in masks], dtype=np.float32),
-        class_id=np.arange(len(masks)),
+        # Through a video an object keeps its colour: coloured by track id.
+        class_id=np.array([i if m.track is None else m.track for i, m in enumerate(masks)]),
     )
-    lookup = supervision.ColorLookup.INDEX
-    labels = [f"{m.label} {m.score:.2f}" for m in masks]
+    tracked = any(m.track is not None for m in masks)
+    lookup = supervision.ColorLookup.CLASS if tracked else supervision.ColorLookup.INDEX
+    labels = [
+        f"{m.label} #{m.track}" if m.track is not None else f"{m.label} {m.score:.2f}"
+        for m in masks
+    ]
     drawn = supervision.MaskAnnotator(opacity=OPACITY, color_lookup=lookup).annotate(
         thumb, detections
     )
@@ -150,13 +165,16 @@ def draw_masks(image: Image.Image, masks: Sequence[Mask], max_side: int) -> Imag
 
 
 def masks_bundle(
-    images: Sequence[LoadedImage], result: Segmented, max_side: int = PREVIEW_MAX_SIDE
+    pictures: Sequence[tuple[Image.Image, str]],
+    result: Segmented,
+    max_side: int = PREVIEW_MAX_SIDE,
 ) -> dict:
-    """The previews with their masks drawn, and the footer that counts them."""
+    """The previews (each picture with its caption) with their masks drawn,
+    and the footer that counts them."""
     tiles = []
-    for index, loaded in enumerate(images):
+    for index, (picture, caption) in enumerate(pictures):
         mine = [mask for mask in result.masks if mask.image == index]
-        tiles.append((draw_masks(loaded.image, mine, max_side), loaded.caption))
+        tiles.append((draw_masks(picture, mine, max_side), caption))
     figures = []
     for thumb, caption in tiles:
         data = base64.b64encode(png_bytes(thumb)).decode("ascii")
@@ -168,7 +186,8 @@ def masks_bundle(
             f"{html.escape(caption)}</figcaption></figure>"
         )
     sheet = contact_sheet([thumb for thumb, _ in tiles], 8) if tiles else None
-    lines = [f"[image {i}: {caption}]" for i, (_, caption) in enumerate(tiles, 1)]
+    kind = "frame" if result.timestamps else "image"
+    lines = [f"[{kind} {i}: {caption}]" for i, (_, caption) in enumerate(tiles, 1)]
     lines += [mask_line(mask) for mask in result.masks]
     bundle = {
         "text/html": '<div class="mlx-magic-previews" style="display: flex; gap: 8px; '
@@ -182,20 +201,28 @@ def masks_bundle(
 
 
 def mask_line(mask: Mask) -> str:
-    """``"car 0.91 · (12, 40)–(220, 180) · 21,304 px · image 1"``: a mask as a terminal shows it."""
+    """``"car 0.91 · (12, 40)–(220, 180) · 21,304 px · image 1"``: a mask as a
+    terminal shows it (``car #2 …`` through a video)."""
     x1, y1, x2, y2 = (round(value) for value in mask.box)
+    name, where = mask.label, "image"
+    if mask.track is not None:
+        name, where = f"{mask.label} #{mask.track}", "frame"
     return (
-        f"{mask.label} {mask.score:.2f} · ({x1}, {y1})–({x2}, {y2}) · {mask.area:,} px · "
-        f"image {mask.image + 1}"
+        f"{name} {mask.score:.2f} · ({x1}, {y1})–({x2}, {y2}) · {mask.area:,} px · "
+        f"{where} {mask.image + 1}"
     )
 
 
 def show_masks(
-    shell: object, images: Sequence[LoadedImage], result: Segmented, as_json: bool = False
+    shell: object,
+    pictures: Sequence[tuple[Image.Image, str]],
+    result: Segmented,
+    as_json: bool = False,
 ) -> Optional[dict]:
     """Show the masks under the cell (with the JSON after, for ``-f json``): in
-    a notebook with the masks in the output's metadata, in a terminal as text."""
-    bundle = masks_bundle(images, result)
+    a notebook with the masks in the output's metadata, in a terminal as text;
+    a video's frames as a strip of smaller pictures."""
+    bundle = masks_bundle(pictures, result, STRIP_SIDE if result.timestamps else PREVIEW_MAX_SIDE)
     metadata = {"mlx_magic": {"masks": result.data["masks"]}}
     if getattr(shell, "kernel", None) is None:
         print(bundle["text/plain"])

@@ -48,18 +48,33 @@ def load_segmenter(path: str) -> tuple[Any, Any, dict]:
 
 def segment(warm: WarmModel, asked: SegmentRequest) -> Segmentation:
     """Every mask ``warm`` (a SAM 3) finds in ``asked.images``: for each text
-    prompt, and one per box prompt. Runs on the runtime thread, under the GPU lock."""
-    from mlx_vlm.models.sam3.generate import Sam3Predictor
+    prompt, and one per box prompt; through a video's frames, each instance
+    with a track id (mlx-vlm's ``SimpleTracker``, as its ``track_video`` does).
+    Runs on the runtime thread, under the GPU lock."""
+    from mlx_vlm.models.sam3.generate import Sam3Predictor, SimpleTracker
 
     threshold = max(float(asked.threshold), _LOWEST_THRESHOLD)
     predictor = Sam3Predictor(warm.model, warm.tokenizer, score_threshold=threshold)
+    frames: tuple = ()
+    timestamps: tuple = ()
+    images = asked.images
+    if asked.video is not None:
+        from mlx_magic.engine.video_inputs import read_video_file
+
+        _, pictures, timestamps, _ = read_video_file(
+            asked.video, asked.video_fps, asked.video_max_frames
+        )
+        images = frames = tuple(pictures)
+    tracker = SimpleTracker() if asked.track or asked.video is not None else None
     masks: list[Mask] = []
     unmatched: list[BoxPrompt] = []
     with gpu_lock:
-        for index, image in enumerate(asked.images):
+        for index, image in enumerate(images):
             rgb = image.convert("RGB")
             if asked.prompts:
-                masks += _detected(predictor, rgb, list(asked.prompts), None, threshold, index)
+                masks += _detected(
+                    predictor, rgb, list(asked.prompts), None, threshold, index, tracker
+                )
             boxes = [box for box in asked.boxes if box.image == index]
             for label in dict.fromkeys(box.label for box in boxes):
                 same = [box for box in boxes if box.label == label]
@@ -68,7 +83,7 @@ def segment(warm: WarmModel, asked: SegmentRequest) -> Segmentation:
                 masks += kept
                 unmatched += missed
     model_type = str(config_dict(warm.config).get("model_type", "sam3"))
-    return Segmentation(model_type=model_type, masks=tuple(masks), unmatched=tuple(unmatched))
+    return Segmentation(model_type, tuple(masks), tuple(unmatched), frames, timestamps)
 
 
 def _detected(
@@ -78,8 +93,10 @@ def _detected(
     boxes: list[BoxPrompt] | None,
     threshold: float,
     index: int,
+    tracker: Any = None,
 ) -> list[Mask]:
-    """mlx-vlm's ``predict_multi`` on one image, its masks encoded, best first."""
+    """mlx-vlm's ``predict_multi`` on one image, its masks encoded, best first
+    (with ``tracker``, a ``SimpleTracker``: each with its track id)."""
     import numpy as np
     from mlx_vlm.models.sam3.generate import predict_multi
 
@@ -87,6 +104,11 @@ def _detected(
     if boxes:
         box_array = np.array([[b.x1, b.y1, b.x2, b.y2] for b in boxes], dtype=np.float32)
     result = predict_multi(predictor, image, prompts, boxes=box_array, score_threshold=threshold)
+    if tracker is not None:
+        result = tracker.update(result)
+    tracks: list = [None] * len(result.scores)
+    if result.track_ids is not None:
+        tracks = [int(track) for track in result.track_ids]
     labels = result.labels or [prompts[0]] * len(result.scores)
     found = [
         Mask.from_array(
@@ -95,6 +117,7 @@ def _detected(
             score=float(result.scores[i]),
             box=tuple(float(v) for v in result.boxes[i]),  # type: ignore[arg-type]
             image=index,
+            track=tracks[i],
         )
         for i in range(len(result.scores))
     ]

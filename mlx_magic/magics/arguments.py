@@ -252,7 +252,8 @@ def vision_arguments(magic: F) -> F:
             help="Segment the images with SAM 3 instead of asking a model (-m or the "
             "default_segment_model setting): a mask for every instance of what the cell's "
             "text (or TEXT) names, commas separating prompts, drawn on the previews and kept "
-            "in _mlx.masks; @boxes outlines the boxes of the latest answer (_mlx.boxes).",
+            "in _mlx.masks; @boxes outlines the boxes of the latest answer (_mlx.boxes); "
+            "with -v, each object is tracked through the frames (a track id).",
         ),
         argument(
             "--max-pixels",

@@ -285,6 +285,10 @@ class MLXMagics(MLXSettings):
 
             In [10]: %mlx segment @boxes
 
+        With ``-v`` the video's frames are segmented one by one and each
+        object keeps a track id (mlx-vlm's tracker): a strip of the frames
+        with the masks and their ids (``car #2``).
+
         A conversation (``--chat NAME``) keeps its images: a follow-up may
         leave out ``-i``, and only its new text is read (the images, earlier
         questions and answers come from the model's KV cache)::

@@ -11,12 +11,15 @@ the masks are drawn on the previews with a footer that counts them
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 from mlx_magic.display.masks_view import Segmented, show_masks
 from mlx_magic.errors import UserError
+from mlx_magic.images.video_sources import VideoSource, load_video_source
 from mlx_magic.magics.lens import read_on_the_runtime
-from mlx_magic.magics.prepare import load_cell_images
+from mlx_magic.magics.prepare import check_video_flags, load_cell_images
+from mlx_magic.vocabulary import defaults
 from mlx_magic.vocabulary.masks import NEEDS_LOCAL_SEGMENTER, BoxPrompt, SegmentRequest
 
 if TYPE_CHECKING:
@@ -24,13 +27,23 @@ if TYPE_CHECKING:
     from mlx_magic.magics.session import MagicsHost, Session
     from mlx_magic.vocabulary.values import ModelSpec
 
+
+@dataclass(frozen=True)
+class Video:
+    """``-v`` with ``--segment``: the video (a file the runtime reads, or
+    frames), the rate to sample it at and the most frames to take."""
+
+    source: VideoSource
+    fps: float
+    max_frames: int
+
+
 #: The one ``@`` name ``--segment`` takes.
 FROM_BOXES = "@boxes"
 # Flags that ask for an answer, which a segmenter does not give.
 _NOT_WITH_SEGMENT = (
     ("map", "--map"),
     ("chat", "--chat"),
-    ("video", "-v"),
     ("background", "-b"),
     ("probs", "--probs"),
     ("attention", "--attention"),
@@ -47,7 +60,22 @@ def segment_cell(session: Session, args: Any, cell: str) -> Segmented:
     """
     text = _prompt_text(args, cell)
     images = load_cell_images(session, tuple(args.image), args.region) if args.image else None
-    return segment(session, text, images, args.model or [], args.format == "json", args.out)
+    video = None
+    if args.video is not None:
+        check_video_flags(args, session.settings.runtime)
+        if text.startswith("@"):
+            raise UserError(
+                f"--segment {text} outlines one answer's boxes on its images: through a "
+                '-v video, say what to track (--segment "car")'
+            )
+        max_frames = args.max_frames or defaults.VIDEO_MAX_FRAMES
+        video = Video(
+            load_video_source(args.video, session.shell.user_ns, max_frames),
+            args.fps or defaults.VIDEO_FPS,
+            max_frames,
+        )
+    json_out = args.format == "json"
+    return segment(session, text, images, args.model or [], json_out, args.out, video)
 
 
 def command_segment(magics: MagicsHost, names: list[str]) -> None:
@@ -70,9 +98,11 @@ def segment(
     models: list[str],
     as_json: bool,
     out: Optional[str],
+    video: Optional[Video] = None,
 ) -> Segmented:
-    """Segment ``images`` (``None``: those of the latest answer) with ``text``
-    (prompts, or ``@boxes``); show, keep in ``_mlx`` (and ``out``), return the masks."""
+    """Segment ``images`` (``None``: those of the latest answer), or track
+    through ``video``, with ``text`` (prompts, or ``@boxes``); show, keep in
+    ``_mlx`` (and ``out``), return the masks."""
     spec = _segmenter(session, models)
     namespace = session.shell.user_ns
     prompts: tuple[str, ...] = ()
@@ -86,27 +116,45 @@ def segment(
         )
     else:
         prompts = tuple(part.strip() for part in text.split(",") if part.strip())
-    if images is None:
-        images = _latest_images(session, namespace.get("_mlx"))
-    request = SegmentRequest(
-        spec,
-        tuple(loaded.image for loaded in images),
-        prompts,
-        boxes,
-        threshold=session.settings.segment_threshold,
-    )
+    threshold = session.settings.segment_threshold
+    if video is not None:
+        request = SegmentRequest(
+            spec,
+            video.source.frames,
+            prompts,
+            threshold=threshold,
+            track=True,
+            video=video.source.path,
+            video_fps=video.fps,
+            video_max_frames=video.max_frames,
+        )
+    else:
+        if images is None:
+            images = _latest_images(session, namespace.get("_mlx"))
+        pictures = [(loaded.image, loaded.caption) for loaded in images]
+        request = SegmentRequest(
+            spec, tuple(image for image, _ in pictures), prompts, boxes, threshold=threshold
+        )
     found, took = read_on_the_runtime(
         session, "the masks", lambda: session.runtime.segment(request)
     )
+    timestamps: tuple[float, ...] = ()
+    if video is not None:
+        frames = found.frames or request.images
+        timestamps = found.timestamps or tuple(
+            round(index / video.fps, 2) for index in range(len(frames))
+        )
+        pictures = [(frame, f"{at:.1f} s") for frame, at in zip(frames, timestamps)]
     result = Segmented(
         list(found.masks),
         prompts or tuple(dict.fromkeys(box.label for box in boxes)),
         spec.name,
         took,
-        images=request.images,
+        images=tuple(image for image, _ in pictures),
         unmatched=found.unmatched,
+        timestamps=timestamps,
     )
-    show_masks(session.shell, images, result, as_json=as_json)
+    show_masks(session.shell, pictures, result, as_json=as_json)
     namespace["_mlx"] = result
     if out:
         namespace[out] = result
@@ -126,7 +174,7 @@ def _prompt_text(args: Any, cell: str) -> str:
             f"--segment {given!r} and the cell's text both say what to find: keep one "
             "(the cell's text is the prompt when --segment has none)"
         )
-    if not args.image and not (given or body).startswith("@"):
+    if not args.image and args.video is None and not (given or body).startswith("@"):
         raise UserError(
             "--segment needs an image: add -i SRC (%%mlx_vision -i photo.jpg --segment)"
         )

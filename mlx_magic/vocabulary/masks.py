@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from mlx_magic.errors import import_extra
+from mlx_magic.vocabulary import defaults
 from mlx_magic.vocabulary.values import ModelSpec
 
 if TYPE_CHECKING:
@@ -54,6 +55,10 @@ class SegmentRequest:
             image is segmented with each.
         boxes: box prompts: each becomes the mask that best covers it, with its label.
         threshold: the lowest score kept (0 to 1).
+        track: ``images`` are a video's frames, in order: each instance keeps
+            a track id from frame to frame (``-v`` with ``--segment``).
+        video: a video file for the runtime to read and track through
+            (sampled at ``video_fps``, at most ``video_max_frames``).
     """
 
     model: ModelSpec
@@ -61,6 +66,10 @@ class SegmentRequest:
     prompts: tuple[str, ...] = ()
     boxes: tuple[BoxPrompt, ...] = ()
     threshold: float = 0.5
+    track: bool = False
+    video: Optional[str] = None
+    video_fps: float = defaults.VIDEO_FPS
+    video_max_frames: int = defaults.VIDEO_MAX_FRAMES
     needs_local: ClassVar[str] = NEEDS_LOCAL_SEGMENTER
 
 
@@ -76,7 +85,8 @@ class Mask:
         counts: its pixels, COCO RLE (compressed, column-major).
         area: how many pixels it covers.
         centroid: ``(x, y)``, the mean of its pixels.
-        image: which of the cell's images (0-based).
+        image: which of the cell's images (0-based), or of a video's frames.
+        track: which object it is through a video's frames (``-v``), else ``None``.
     """
 
     label: str
@@ -87,6 +97,7 @@ class Mask:
     area: int
     centroid: tuple[float, float]
     image: int = 0
+    track: Optional[int] = None
     rle_format: ClassVar[str] = "coco-rle"
 
     @classmethod
@@ -98,6 +109,7 @@ class Mask:
         score: float,
         box: tuple[float, float, float, float],
         image: int = 0,
+        track: Optional[int] = None,
     ) -> Mask:
         """The mask of a boolean (or 0/1) ``height × width`` array."""
         import numpy as np
@@ -116,6 +128,7 @@ class Mask:
             area=int(len(xs)),
             centroid=centroid,
             image=image,
+            track=track,
         )
 
     @cached_property
@@ -130,7 +143,9 @@ class Mask:
         return {"size": list(self.size), "counts": self.counts}
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-safe: label, score, box and centroid rounded, area, image, and the RLE."""
+        """JSON-safe: label, score, box and centroid rounded, area, image (and
+        track), and the RLE."""
+        tracked = {} if self.track is None else {"track": self.track}
         return {
             "label": self.label,
             "score": round(self.score, 4),
@@ -138,6 +153,7 @@ class Mask:
             "area": self.area,
             "centroid": [round(value, 1) for value in self.centroid],
             "image": self.image,
+            **tracked,
             "rle": self.rle(),
         }
 
@@ -150,11 +166,15 @@ class Segmentation:
         model_type: the segmenter's family as its config names it (``sam3_video``).
         masks: the masks, image by image.
         unmatched: box prompts no mask covered (``--segment @boxes``).
+        frames: the frames read from ``SegmentRequest.video`` (the masks' images).
+        timestamps: their times in the video (s).
     """
 
     model_type: str
     masks: tuple[Mask, ...] = ()
     unmatched: tuple[BoxPrompt, ...] = field(default=())
+    frames: tuple[Image.Image, ...] = ()
+    timestamps: tuple[float, ...] = ()
 
 
 def not_a_chat_model(name: str) -> str:
