@@ -189,6 +189,21 @@ def test_mistakes_are_one_line_and_change_nothing(sam_shell, tiny_vlm, tiny_sam3
     assert sam_shell.user_ns["_mlx"] is before
 
 
+def test_a_text_cell_given_a_segmenter_is_one_line(sam_shell, tiny_sam3):
+    with pytest.raises(UsageError) as caught:
+        run(sam_shell, f"%%mlx -m {tiny_sam3}\nHello")
+    assert "is a segmenter (SAM 3): it draws masks and does not answer" in one_line(caught)
+
+
+def test_without_supervision_it_is_one_line_before_the_model_runs(sam_shell, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "supervision", None)  # as if not installed
+    with pytest.raises(UsageError) as caught:
+        run(sam_shell, "%%mlx_vision -i red --segment\ncar")
+    assert "pip install 'mlx_magic[segment]'" in one_line(caught)
+
+
 def test_no_segment_model_is_one_line(vlm_shell):
     with pytest.raises(UsageError) as caught:
         run(vlm_shell, "%%mlx_vision -i red --segment\ncar")
@@ -268,7 +283,15 @@ def test_in_a_kernel_the_masks_are_drawn_and_saved_as_metadata(tiny_sam3):
         )
         reply, messages = execute(client, code, timeout=300)
         assert reply["status"] == "ok", reply
-    (shown,) = [m["content"] for m in messages if m["msg_type"] == "display_data"]
+    # The picture first, with a note while SAM 3 loads and runs; then, in place, the masks.
+    (first,) = [m["content"] for m in messages if m["msg_type"] == "display_data"]
+    assert "[segmenting 1 image with tiny-sam3 (loading it first)…]" in first["data"]["text/plain"]
+    plain = np.asarray(
+        Image.open(io.BytesIO(base64.b64decode(first["data"]["image/png"]))).convert("RGB")
+    )
+    assert (plain == 255).all()  # nothing drawn yet
+    (shown,) = [m["content"] for m in messages if m["msg_type"] == "update_display_data"]
+    assert shown["transient"]["display_id"] == first["transient"]["display_id"]
     (saved,) = shown["metadata"]["mlx_magic"]["masks"]
     assert saved["label"] == "car" and saved["area"] == 1200 and saved["box"] == [60, 40, 100, 70]
     assert saved["rle"]["size"] == [80, 120]
@@ -282,6 +305,7 @@ def test_in_a_kernel_the_masks_are_drawn_and_saved_as_metadata(tiny_sam3):
     inside = sheet[62, 80]
     assert inside.tolist() != [255, 255, 255] and inside.min() > 100  # tinted, translucent
     assert len(displays(messages)) == 1
+    assert "segmenting" not in shown["data"]["text/plain"]
 
 
 def test_a_video_is_tracked_frame_by_frame_with_track_ids(sam_shell, tmp_path, capsys):

@@ -166,14 +166,16 @@ def draw_masks(image: Image.Image, masks: Sequence[Mask], max_side: int) -> Imag
 
 def masks_bundle(
     pictures: Sequence[tuple[Image.Image, str]],
-    result: Segmented,
+    masks: Sequence[Mask],
+    footer: str,
     max_side: int = PREVIEW_MAX_SIDE,
+    kind: str = "image",
 ) -> dict:
     """The previews (each picture with its caption) with their masks drawn,
-    and the footer that counts them."""
+    and the footer (``kind``: what a picture is called in the text form)."""
     tiles = []
     for index, (picture, caption) in enumerate(pictures):
-        mine = [mask for mask in result.masks if mask.image == index]
+        mine = [mask for mask in masks if mask.image == index]
         tiles.append((draw_masks(picture, mine, max_side), caption))
     figures = []
     for thumb, caption in tiles:
@@ -185,17 +187,16 @@ def masks_bundle(
             '<figcaption style="font-size: 0.8em; opacity: 0.75">'
             f"{html.escape(caption)}</figcaption></figure>"
         )
-    sheet = contact_sheet([thumb for thumb, _ in tiles], 8) if tiles else None
-    kind = "frame" if result.timestamps else "image"
     lines = [f"[{kind} {i}: {caption}]" for i, (_, caption) in enumerate(tiles, 1)]
-    lines += [mask_line(mask) for mask in result.masks]
+    lines += [mask_line(mask) for mask in masks]
     bundle = {
         "text/html": '<div class="mlx-magic-previews" style="display: flex; gap: 8px; '
         f'flex-wrap: wrap; align-items: flex-end">{"".join(figures)}</div>'
-        f"{footer_html(result.footer)}",
-        "text/plain": "\n".join([*lines, f"[{result.footer}]"]),
+        f"{footer_html(footer)}",
+        "text/plain": "\n".join([*lines, f"[{footer}]"]),
     }
-    if sheet is not None:
+    if tiles:
+        sheet = contact_sheet([thumb for thumb, _ in tiles], 8)
         bundle["image/png"] = base64.b64encode(png_bytes(sheet)).decode("ascii")
     return bundle
 
@@ -213,25 +214,56 @@ def mask_line(mask: Mask) -> str:
     )
 
 
-def show_masks(
-    shell: object,
-    pictures: Sequence[tuple[Image.Image, str]],
-    result: Segmented,
-    as_json: bool = False,
-) -> Optional[dict]:
-    """Show the masks under the cell (with the JSON after, for ``-f json``): in
-    a notebook with the masks in the output's metadata, in a terminal as text;
-    a video's frames as a strip of smaller pictures."""
-    bundle = masks_bundle(pictures, result, STRIP_SIDE if result.timestamps else PREVIEW_MAX_SIDE)
-    metadata = {"mlx_magic": {"masks": result.data["masks"]}}
-    if getattr(shell, "kernel", None) is None:
-        print(bundle["text/plain"])
-    else:
+class MasksDisplay:
+    """The pictures, shown at once with a note while the segmenter runs (and
+    loads), then redrawn in place with the masks and the footer that counts them.
+
+    In a notebook one display output, updated; the finished one carries every
+    mask, run-length encoded, in its metadata. In a terminal, text lines.
+    """
+
+    def __init__(
+        self,
+        shell: object,
+        pictures: Sequence[tuple[Image.Image, str]],
+        note: str,
+        video: bool = False,
+    ) -> None:
+        self._pictures = list(pictures)
+        self._side = STRIP_SIDE if video else PREVIEW_MAX_SIDE
+        self._kind = "frame" if video else "image"
+        self._handle: Any = None
+        if getattr(shell, "kernel", None) is None:
+            print(f"[{note}]", flush=True)
+            return
         from IPython.display import display
 
-        display(bundle, raw=True, metadata=metadata)
-    if as_json:
-        import json
+        bundle = masks_bundle(self._pictures, [], note, self._side, self._kind)
+        self._handle = display(bundle, raw=True, display_id=True)
 
-        print(json.dumps(result.data, indent=1))
-    return metadata
+    def finish(
+        self,
+        result: Segmented,
+        pictures: Optional[Sequence[tuple[Image.Image, str]]] = None,
+        as_json: bool = False,
+    ) -> dict:
+        """Draw ``result``'s masks (on ``pictures``: a video's frames, once read),
+        print the JSON for ``-f json``; returns the output's metadata."""
+        if pictures is not None:
+            self._pictures = list(pictures)
+        bundle = masks_bundle(self._pictures, result.masks, result.footer, self._side, self._kind)
+        metadata = {"mlx_magic": {"masks": result.data["masks"]}}
+        if self._handle is None:
+            print(bundle["text/plain"])
+        else:
+            self._handle.update(bundle, raw=True, metadata=metadata)
+        if as_json:
+            import json
+
+            print(json.dumps(result.data, indent=1))
+        return metadata
+
+    def withdraw(self) -> None:
+        """The segmenter failed or was interrupted: the note goes (the error says why)."""
+        if self._handle is not None:
+            self._handle.update({"text/plain": ""}, raw=True)

@@ -14,13 +14,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
-from mlx_magic.display.masks_view import Segmented, show_masks
-from mlx_magic.errors import UserError
+from mlx_magic.display.masks_view import MasksDisplay, Segmented
+from mlx_magic.errors import UserError, import_extra
 from mlx_magic.images.video_sources import VideoSource, load_video_source
 from mlx_magic.magics.lens import read_on_the_runtime
 from mlx_magic.magics.prepare import check_video_flags, load_cell_images
 from mlx_magic.vocabulary import defaults
-from mlx_magic.vocabulary.masks import NEEDS_LOCAL_SEGMENTER, BoxPrompt, SegmentRequest
+from mlx_magic.vocabulary.masks import (
+    EXTRA,
+    NEEDS_LOCAL_SEGMENTER,
+    BoxPrompt,
+    SegmentRequest,
+)
 
 if TYPE_CHECKING:
     from mlx_magic.images import LoadedImage
@@ -103,6 +108,8 @@ def segment(
     """Segment ``images`` (``None``: those of the latest answer), or track
     through ``video``, with ``text`` (prompts, or ``@boxes``); show, keep in
     ``_mlx`` (and ``out``), return the masks."""
+    # Before the model runs: the masks are encoded and drawn with supervision.
+    import_extra("supervision", EXTRA, "--segment")
     spec = _segmenter(session, models)
     namespace = session.shell.user_ns
     prompts: tuple[str, ...] = ()
@@ -135,16 +142,30 @@ def segment(
         request = SegmentRequest(
             spec, tuple(image for image, _ in pictures), prompts, boxes, threshold=threshold
         )
-    found, took = read_on_the_runtime(
-        session, "the masks", lambda: session.runtime.segment(request)
+    if video is not None:
+        pictures = _frame_pictures(request.images, (), video.fps)
+    what = f"{len(pictures)} image{'s' * (len(pictures) != 1)}" if pictures else "the video"
+    warm = any(info.key == spec.key for info in session.runtime.models())
+    display = MasksDisplay(
+        session.shell,
+        pictures,
+        f"segmenting {what} with {spec.name}" + ("" if warm else " (loading it first)") + "…",
+        video=video is not None,
     )
+    try:
+        found, took = read_on_the_runtime(
+            session, "the masks", lambda: session.runtime.segment(request)
+        )
+    except BaseException:
+        display.withdraw()
+        raise
     timestamps: tuple[float, ...] = ()
     if video is not None:
         frames = found.frames or request.images
+        pictures = _frame_pictures(frames, found.timestamps, video.fps)
         timestamps = found.timestamps or tuple(
             round(index / video.fps, 2) for index in range(len(frames))
         )
-        pictures = [(frame, f"{at:.1f} s") for frame, at in zip(frames, timestamps)]
     result = Segmented(
         list(found.masks),
         prompts or tuple(dict.fromkeys(box.label for box in boxes)),
@@ -154,11 +175,17 @@ def segment(
         unmatched=found.unmatched,
         timestamps=timestamps,
     )
-    show_masks(session.shell, pictures, result, as_json=as_json)
+    display.finish(result, pictures, as_json=as_json)
     namespace["_mlx"] = result
     if out:
         namespace[out] = result
     return result
+
+
+def _frame_pictures(frames: tuple, timestamps: tuple, fps: float) -> list:
+    """A video's frames with their times as captions (frames from a variable: by ``fps``)."""
+    times = timestamps or tuple(round(index / fps, 2) for index in range(len(frames)))
+    return [(frame, f"{at:.1f} s") for frame, at in zip(frames, times)]
 
 
 def _prompt_text(args: Any, cell: str) -> str:
