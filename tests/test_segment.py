@@ -128,6 +128,13 @@ def test_json_carries_the_masks_run_length_encoded(sam_shell, scripted_masks, ca
 
 
 def test_rle_round_trip():
+    # COCO's RLE counts column by column (pycocotools' format): a 2×2 square
+    # inside 4×4 is 5 off, 2 on, 2 off, 2 on, 5 off, compressed '52203'.
+    square = np.zeros((4, 4), bool)
+    square[1:3, 1:3] = True
+    coco = Mask.from_array(square, label="x", score=1, box=(1, 1, 3, 3))
+    assert coco.rle() == {"size": [4, 4], "counts": "52203"}
+    assert coco.area == 4 and coco.centroid == (1.5, 1.5)
     rng = np.random.default_rng(1)
     for shape in [(1, 1), (7, 5), (80, 120), (33, 2)]:
         pixels = rng.random(shape) > 0.6
