@@ -88,6 +88,11 @@ def test_the_tiny_sam3_runs_through_the_runtime_and_stays_warm(sam_shell, tiny_s
     assert [(m.name, m.kind) for m in warm if m.kind == "segmenter"] == [
         (tiny_sam3.name, "segmenter")
     ]
+    run(sam_shell, "%mlx models")
+    listed = capsys.readouterr().out.splitlines()
+    (row,) = [line for line in listed if line.startswith(tiny_sam3.name)]
+    assert row.split()[1] == "segmenter"
+    assert listed[0].index("memory") == row.index(" GiB") - 6  # the columns line up
 
 
 def test_masks_are_kept_counted_and_shown(sam_shell, scripted_masks, capsys):

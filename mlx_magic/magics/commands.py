@@ -70,10 +70,10 @@ def command_models(magics: MagicsHost, names: list[str]) -> None:
         print("No warm models. %%mlx loads one on first use; %mlx load MODEL loads one now.")
         return
     width = max(len(info.name) for info in infos)
-    print(f"{'model':<{width}}  kind    memory     uses  source")
+    print(f"{'model':<{width}}  {'kind':<9}  memory     uses  source")
     for info in infos:
         print(
-            f"{info.name:<{width}}  {info.kind:<6}  {gib(info.memory_bytes):6.2f} GiB  "
+            f"{info.name:<{width}}  {info.kind:<9}  {gib(info.memory_bytes):6.2f} GiB  "
             f"{info.uses:5d}  {info.key}"
         )
 
