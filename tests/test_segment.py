@@ -362,3 +362,20 @@ def test_a_video_file_is_read_by_the_runtime_and_tracked(sam_shell, tmp_path):
     assert result.masks and all(m.track is not None for m in result.masks)
     assert {m.image for m in result.masks} <= {0, 1, 2, 3}
     assert all(m.mask.shape == (80, 112) for m in result.masks)
+
+
+def test_a_damaged_segmenter_is_one_line_and_the_warm_one_stays(sam_shell, tiny_sam3, tmp_path):
+    import shutil
+
+    run(sam_shell, "%%mlx_vision -i red --segment\ncar")  # the good one is warm
+    broken = tmp_path / "broken-sam3"
+    shutil.copytree(tiny_sam3, broken)
+    data = (broken / "model.safetensors").read_bytes()
+    (broken / "model.safetensors").write_bytes(data[: len(data) // 2])
+    answer = sam_shell.user_ns["_mlx"]
+    with pytest.raises(UsageError) as caught:
+        run(sam_shell, f"%%mlx_vision -i red --segment -m {broken}\ncar")
+    assert "broken-sam3" in one_line(caught)
+    assert sam_shell.user_ns["_mlx"] is answer
+    warm = [m.name for m in magics_of(sam_shell).backend.models()]
+    assert tiny_sam3.name in warm and "broken-sam3" not in warm
