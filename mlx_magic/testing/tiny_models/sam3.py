@@ -98,7 +98,7 @@ def _fill_sam3(folder: Path, seed: int) -> None:
     """Write a tiny SAM 3 into ``folder`` (an empty temporary folder)."""
     from mlx_vlm.models import sam3
 
-    vocab_size = _write_clip_tokenizer(folder)
+    vocab_size = write_clip_tokenizer(folder)
     config = sam3_config(vocab_size)
     write_json(folder / "config.json", config)
     # Sam3Processor.from_pretrained reads the image size, mean and std here.
@@ -117,7 +117,7 @@ def _fill_sam3(folder: Path, seed: int) -> None:
     weights.save_random_weights(model, folder / "model.safetensors", seed, [])
 
 
-def _write_clip_tokenizer(folder: Path) -> int:
+def write_clip_tokenizer(folder: Path) -> int:
     """A CLIP BPE tokenizer (transformers' ``CLIPTokenizer``) over the 256
     byte symbols, each also as a word end, and a few merges; returns its size.
 
