@@ -379,3 +379,18 @@ def test_a_damaged_segmenter_is_one_line_and_the_warm_one_stays(sam_shell, tiny_
     assert sam_shell.user_ns["_mlx"] is answer
     warm = [m.name for m in magics_of(sam_shell).backend.models()]
     assert tiny_sam3.name in warm and "broken-sam3" not in warm
+
+
+def test_the_gpu_segment_benchmark_runs_on_the_tiny_model(tmp_path, capsys):
+    from benchmarks.gpu.segment import main
+
+    out = tmp_path / "segment.json"
+    assert main(["--mini", "--work", str(tmp_path), "--repeats", "1", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert [row["case"] for row in results["cases"]] == [
+        "1 text prompt",
+        "3 text prompts",
+        "3 box prompts",
+    ]
+    assert all(row["median_s"] > 0 for row in results["cases"]) and results["cold_s"] > 0
+    assert "| tiny SAM 3 (112 px) | 3 box prompts | " in capsys.readouterr().out
