@@ -30,6 +30,14 @@ def tiny_vlm(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_sam3(tmp_path_factory):
+    """A tiny random SAM 3 (mlx-vlm's segmenter) in a hub-style folder (built once per run)."""
+    from mlx_magic.testing.tiny_models import build_tiny_sam3
+
+    return build_tiny_sam3(tmp_path_factory.mktemp("models") / "tiny-sam3")
+
+
+@pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory):
     """A tiny random llama text model (fast) in a hub-style folder."""
     from mlx_magic.testing.tiny_models import build_tiny_llama

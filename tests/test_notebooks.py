@@ -51,8 +51,11 @@ def test_quickstart_answers_with_the_embedded_model():
         assert not [o for o in cell.outputs if o.output_type == "error"], cell.source
 
 
-def test_vision_notebook_shows_previews_before_streamed_answers(tiny_vlm, monkeypatch, tmp_path):
+def test_vision_notebook_shows_previews_before_streamed_answers(
+    tiny_vlm, tiny_sam3, monkeypatch, tmp_path
+):
     monkeypatch.setenv("MLX_MAGIC_DEFAULT_VISION_MODEL", str(tiny_vlm))
+    monkeypatch.setenv("MLX_MAGIC_DEFAULT_SEGMENT_MODEL", str(tiny_sam3))
     notebook = nbformat.read(NOTEBOOKS / "02-vision.ipynb", as_version=4)
     # The notebook saves a chart and a video: in a folder of its own.
     NotebookClient(
@@ -64,7 +67,11 @@ def test_vision_notebook_shows_previews_before_streamed_answers(tiny_vlm, monkey
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     for cell in code:
         assert not [o for o in cell.outputs if o.output_type == "error"], cell.source
-    vision_cells = [cell for cell in code if cell.source.startswith("%%mlx_vision")]
+    vision_cells = [
+        cell
+        for cell in code
+        if cell.source.startswith("%%mlx_vision") and "--segment" not in cell.source
+    ]
     assert len(vision_cells) == 18
     with_images = [cell for cell in vision_cells if " -i " in cell.source.splitlines()[0]]
     assert len(with_images) == 14
@@ -126,6 +133,19 @@ def test_vision_notebook_shows_previews_before_streamed_answers(tiny_vlm, monkey
     assert "Vision features" in status
     hits = int(status.split("Vision features")[1].split(" hits")[0].split()[-1])
     assert hits >= 1
+    # Segmentation: random SAM 3 finds nothing above 0.5; scripted, it counts and measures.
+    unscripted = next(
+        cell for cell in code if cell.source.startswith("%%mlx_vision -i canvas --seg")
+    )
+    assert "[no masks · tiny-sam3 · " in outputs_text(unscripted)
+    scripted = next(
+        cell for cell in code if "with forced_masks(red, blue):\n    get_" in cell.source
+    )
+    shown = [o for o in scripted.outputs if o.output_type == "display_data"][0]
+    assert [m["label"] for m in shown.metadata["mlx_magic"]["masks"]] == ["circle", "rectangle"]
+    assert "[1 circle · 1 rectangle · tiny-sam3 · " in shown.data["text/plain"]
+    outlined = next(cell for cell in code if "%mlx segment @boxes" in cell.source)
+    assert "[1 red circle · 1 blue rectangle · " in outputs_text(outlined)
 
 
 def test_teaching_notebook_shows_probabilities_sweeps_and_an_untrained_model():

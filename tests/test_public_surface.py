@@ -14,6 +14,7 @@ TRAITS = [
     "connect_timeout_s",
     "default_format",
     "default_model",
+    "default_segment_model",
     "default_vision_model",
     "draft_model",
     "endpoints",
@@ -29,6 +30,7 @@ TRAITS = [
     "prefix_cache_entries",
     "prefix_cache_gb",
     "runtime",
+    "segment_threshold",
     "short_errors",
     "stream_interval_ms",
     "system_prompt",
@@ -46,6 +48,7 @@ VISION_FLAGS = [
     "--max-frames",
     "--region",
     "--marks",
+    "--segment",
     "--max-pixels",
 ]
 # Only %%mlx takes these (the logit lens reads text answers).
@@ -115,6 +118,7 @@ COMMANDS = [
     "lens",
     "attention",
     "marks",
+    "segment",
 ]
 CSS_CLASSES = [
     "mlx-magic-answer",

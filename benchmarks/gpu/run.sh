@@ -15,6 +15,7 @@
 #          the first long prompt with the fixed GPU prefill step (jit: magic, raw-2048), and
 #          new short questions, raw mlx-lm against the magic (probe part questions)  (~8 min)
 #   rt     runtimes alone, with the loopback server also streamed directly (~4 min)
+#   segment  SAM 3 (real shape, random bf16 weights) per picture: text and box prompts
 #   all    every scenario in one go (about 15 minutes on one H200)
 #   mini   every scenario on toy models (checks the whole path on a CPU in ~15 minutes)
 #
@@ -65,6 +66,9 @@ case $part in
       "$python" -m benchmarks.gpu.probe --profile "$work/profile.json" --out "/tmp/mlx-magic-jit/$variant" \
         --parts jit --variant "$variant" "$@" 2>&1 | tee -a "$out/log-jit.txt"
     done ;;
+  segment)  # SAM 3 of the real shape per 1-megapixel picture (--segment's path; ~2 min)
+    "$python" -m benchmarks.gpu.segment --work "$work" --out "$out/segment.json" "$@" 2>&1 |
+      tee "$out/log-segment.txt" ;;
   c) [ -f "$work/profile.json" ] || run build overhead "" --budget 1
      for shape in smollm2-135m llama-3.2-1b; do
        timeout 150 "$python" benchmarks/batch_throughput.py --model "$work/$shape" --repetitions 3 \

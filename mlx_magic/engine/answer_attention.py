@@ -23,12 +23,18 @@ from mlx_magic.errors import UserError
 from mlx_magic.locking import gpu_lock
 from mlx_magic.vocabulary.attention import AttentionMap, AttentionRequest, unreadable_answer
 from mlx_magic.vocabulary.lens import LensGrid, LensRequest
+from mlx_magic.vocabulary.masks import Segmentation, SegmentRequest
 
 
 def read_answer(
-    warm: WarmModel, asked: Union[LensRequest, AttentionRequest]
-) -> Union[LensGrid, AttentionMap]:
-    """What a runtime was asked to read of an answer's model (``Runtime.inspect``)."""
+    warm: WarmModel, asked: Union[LensRequest, AttentionRequest, SegmentRequest]
+) -> Union[LensGrid, AttentionMap, Segmentation]:
+    """What a runtime was asked to read of an answer's model, or of a segmenter
+    (``Runtime.inspect``)."""
+    if isinstance(asked, SegmentRequest):
+        from mlx_magic.engine.segmentation import segment
+
+        return segment(warm, asked)
     if isinstance(asked, AttentionRequest):
         return read_attention(warm, asked)
     return read_lens(warm, asked)

@@ -43,7 +43,11 @@ def load_warm_model(spec: ModelSpec) -> WarmModel:
         )
     trust = spec.trust_remote_code
     try:
-        if spec.kind == "vision":
+        if spec.kind == "segmenter":
+            from mlx_magic.engine.segmentation import load_segmenter
+
+            model, tokenizer, config = load_segmenter(spec.path)
+        elif spec.kind == "vision":
             model, tokenizer, config = _load_vision(spec.path, trust)
         else:
             model, tokenizer, config = _load_text(spec.path, trust)

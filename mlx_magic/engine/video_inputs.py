@@ -9,7 +9,7 @@ that were really sent, with their times, before the prompt is read.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlx_magic.errors import UserError
 from mlx_magic.vocabulary.values import GenerationRequest, VideoPrepared
@@ -48,23 +48,12 @@ def read_clip(request: GenerationRequest) -> Clip:
         UserError: the file is not a video OpenCV can open, or has no frames.
     """
     import numpy as np
-    from PIL import Image
 
     if request.video is not None:
-        from mlx_vlm.utils import VideoSampling, load_video
-
-        sampling = VideoSampling(fps=request.video_fps, max_frames=request.video_max_frames)
-        try:
-            array, metadata = load_video(request.video, sampling)
-        except (ValueError, OSError) as error:
-            raise UserError(
-                f"{request.video!r} is not a video this machine can read "
-                f"(OpenCV: {error}): convert it to an .mp4"
-            ) from error
-        timestamps = tuple(round(value, 2) for value in metadata.timestamps)
-        fps = float(metadata.sampled_fps or request.video_fps)
+        array, pictures, timestamps, fps = read_video_file(
+            request.video, request.video_fps, request.video_max_frames
+        )
         source = request.video
-        pictures = [Image.fromarray(np.transpose(frame, (1, 2, 0))) for frame in array]
     else:
         pictures = [frame.convert("RGB") for frame in request.video_frames]
         size = pictures[0].size
@@ -86,3 +75,25 @@ def read_clip(request: GenerationRequest) -> Clip:
         thumb.thumbnail((STRIP_SIDE, STRIP_SIDE))
         thumbs.append(thumb)
     return Clip(array, fps, VideoPrepared(source, tuple(thumbs), timestamps))
+
+
+def read_video_file(path: str, fps: float, max_frames: int) -> tuple[Any, list, tuple, float]:
+    """A video file sampled by mlx-vlm's reader: the ``T × C × H × W`` frames,
+    the same as RGB images, their times (s) and the rate they were taken at.
+
+    Raises:
+        UserError: not a video OpenCV can open (one line).
+    """
+    import numpy as np
+    from mlx_vlm.utils import VideoSampling, load_video
+    from PIL import Image
+
+    try:
+        array, metadata = load_video(path, VideoSampling(fps=fps, max_frames=max_frames))
+    except (ValueError, OSError) as error:
+        raise UserError(
+            f"{path!r} is not a video this machine can read (OpenCV: {error}): convert it to an .mp4"
+        ) from error
+    timestamps = tuple(round(value, 2) for value in metadata.timestamps)
+    pictures = [Image.fromarray(np.transpose(frame, (1, 2, 0))) for frame in array]
+    return array, pictures, timestamps, float(metadata.sampled_fps or fps)

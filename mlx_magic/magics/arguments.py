@@ -257,6 +257,17 @@ def vision_arguments(magic: F) -> F:
             "the preview.",
         ),
         argument(
+            "--segment",
+            nargs="?",
+            const="",
+            metavar="TEXT|@boxes",
+            help="Segment the images with SAM 3 instead of asking a model (-m or the "
+            "default_segment_model setting): a mask for every instance of what the cell's "
+            "text (or TEXT) names, commas separating prompts, drawn on the previews and kept "
+            "in _mlx.masks; @boxes outlines the boxes of the latest answer (_mlx.boxes); "
+            "with -v, each object is tracked through the frames (a track id).",
+        ),
+        argument(
             "--max-pixels",
             type=int,
             metavar="N",

@@ -20,6 +20,7 @@ from mlx_magic.magics.downloads import command_pull, command_rm
 from mlx_magic.magics.lens import command_lens
 from mlx_magic.magics.marking import command_marks
 from mlx_magic.magics.replay import command_replay
+from mlx_magic.magics.segmenting import command_segment
 from mlx_magic.units import gib
 
 if TYPE_CHECKING:
@@ -74,10 +75,10 @@ def command_models(magics: MagicsHost, names: list[str]) -> None:
         )
         return
     width = max(len(info.name) for info in infos)
-    print(f"{'model':<{width}}  kind    memory     uses  source")
+    print(f"{'model':<{width}}  {'kind':<9}  memory     uses  source")
     for info in infos:
         print(
-            f"{info.name:<{width}}  {info.kind:<6}  {gib(info.memory_bytes):6.2f} GiB  "
+            f"{info.name:<{width}}  {info.kind:<9}  {gib(info.memory_bytes):6.2f} GiB  "
             f"{info.uses:5d}  {info.key}"
         )
 
@@ -426,4 +427,5 @@ COMMANDS = {
     "lens": command_lens,
     "attention": command_attention,
     "marks": command_marks,
+    "segment": command_segment,
 }

@@ -1,16 +1,14 @@
 """``%%mlx``, ``%%mlx_vision`` and ``%mlx``: the magics IPython registers.
 
-This module only parses the flags (``magic_arguments``) and dispatches: the
-options are typed by :mod:`.options`, turned into requests by :mod:`.prepare`
-and run by :mod:`.run`; the session (:mod:`.session`) keeps the runtime, jobs
+This module only parses the flags (``magic_arguments``) and dispatches: a
+cell's flags go to :mod:`.cells`, typed by :mod:`.options`, turned into
+requests by :mod:`.prepare` and run by :mod:`.run`; the session (:mod:`.session`) keeps the runtime, jobs
 and conversations; :mod:`.commands` holds the ``%mlx`` subcommands. The
 settings (traits) are in :mod:`.settings`.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from functools import partial
 from typing import TYPE_CHECKING, Any, Optional
 
 from IPython.core.magic import cell_magic, line_magic, magics_class
@@ -24,22 +22,12 @@ from mlx_magic.magics.arguments import (
     parse_flags,
     vision_arguments,
 )
-from mlx_magic.magics.attention import check_attention_flags, command_attention
+from mlx_magic.magics.attention import command_attention
+from mlx_magic.magics.cells import run_text_cell, run_vision_cell
 from mlx_magic.magics.commands import COMMANDS
 from mlx_magic.magics.downloads import command_local_models, command_pull, command_rm
 from mlx_magic.magics.edge import user_errors_as_usage
-from mlx_magic.magics.lens import check_lens_flags, command_lens
-from mlx_magic.magics.map_compare import run_map_cells
-from mlx_magic.magics.mapping import check_map_flags
-from mlx_magic.magics.marking import marked_images, uses_marks
-from mlx_magic.magics.options import variants_of
-from mlx_magic.magics.prepare import check_video_flags, load_cell_images, prepare
-from mlx_magic.magics.run import (
-    check_columns,
-    run_background,
-    run_columns,
-    run_foreground,
-)
+from mlx_magic.magics.lens import command_lens
 from mlx_magic.magics.session import Session
 from mlx_magic.magics.settings import MLXSettings, forget_refused_settings
 
@@ -194,21 +182,7 @@ class MLXMagics(MLXSettings):
         settings.
         """
         args = parse_flags(self.mlx_cell, line, "%%mlx")
-        session = self.session
-        variants = variants_of(args)
-        check_lens_flags(args, len(variants), self.runtime)
-        check_attention_flags(args, len(variants), self.runtime)
-        if check_map_flags(args):
-            return run_map_cells(session, variants, cell, session.resolve, vision=False)
-        if len(variants) > 1:
-            check_columns(len(variants), args.chat, args.background)
-            cells = [prepare(session, options, cell, session.resolve) for options in variants]
-            return run_columns(session, cells)
-        prepared = prepare(session, variants[0], cell, session.resolve, cell_id=session.cell_id)
-        if args.background:
-            run_background(session, prepared)
-            return
-        run_foreground(session, prepared)
+        run_text_cell(self.session, args, cell)
 
     # ---- %%mlx_vision ---------------------------------------------------------
 
@@ -281,6 +255,28 @@ class MLXMagics(MLXSettings):
             In [5]: %%mlx_vision -i noise -n 40
                ...: Describe this image.
 
+        Segmentation: ``--segment`` runs SAM 3 (``-m`` or the
+        ``default_segment_model`` setting) instead of a chat model: a mask for
+        every instance of what the cell's text names (commas separate prompts;
+        or ``--segment TEXT``), drawn translucent and outlined on the previews,
+        labelled with its score and counted in the footer ("7 cars"); the text
+        ``@boxes`` outlines the boxes of the latest answer (a vision model
+        finds, SAM 3 outlines; ``%mlx segment @boxes`` too). ``_mlx.masks``
+        holds each instance (label, score, box, ``.mask`` a boolean array,
+        area, centroid); ``-f json`` prints them with COCO run-length encoded
+        masks, as the saved output's metadata keeps them::
+
+            In [8]: %%mlx_vision -i photo.jpg --segment
+               ...: car, person
+
+            In [9]: _mlx.masks[0].area, _mlx.masks[0].mask.shape
+
+            In [10]: %mlx segment @boxes
+
+        With ``-v`` the video's frames are segmented one by one and each
+        object keeps a track id (mlx-vlm's tracker): a strip of the frames
+        with the masks and their ids (``car #2``).
+
         A conversation (``--chat NAME``) keeps its images: a follow-up may
         leave out ``-i``, and only its new text is read (the images, earlier
         questions and answers come from the model's KV cache)::
@@ -292,55 +288,7 @@ class MLXMagics(MLXSettings):
                ...: And what colour is the car?
         """
         args = parse_flags(self.mlx_vision_cell, line, "%%mlx_vision")
-        session = self.session
-        variants = variants_of(args)
-        first = variants[0]
-        if (
-            not (args.image or args.map or uses_marks(first))
-            and args.chat is None
-            and not args.video
-        ):
-            raise UserError(
-                "%%mlx_vision needs an image: add -i SRC (a file, URL or variable) or a "
-                "video, -v SRC; %%mlx answers text alone"
-            )
-        check_video_flags(args, self.runtime)
-        check_attention_flags(args, len(variants), self.runtime)
-        if check_map_flags(args):
-            if uses_marks(first):
-                raise UserError("--marks and --region @N go with one cell's images, not --map")
-            return run_map_cells(session, variants, cell, session.resolve_vision, vision=True)
-        if args.model is None and self.default_vision_model is None and self.runtime != "remote":
-            raise UserError(
-                "No vision model: pass --model, or set %config "
-                "MLXMagics.default_vision_model = '<folder or Hub id>'"
-            )
-        # With --marks the images sent have the marks drawn; the previews draw their own.
-        sent, shown, marks = marked_images(session, first, partial(load_cell_images, session))
-        if len(variants) > 1:
-            check_columns(len(variants), args.chat, args.background)
-            cells = [
-                replace(
-                    prepare(session, options, cell, session.resolve_vision, tuple(sent)),
-                    images=tuple(shown),
-                    marks=marks,
-                )
-                for options in variants
-            ]
-            return run_columns(session, cells)
-        prepared = prepare(
-            session, first, cell, session.resolve_vision, tuple(sent), cell_id=session.cell_id
-        )
-        prepared = replace(prepared, images=tuple(shown), marks=marks)
-        if not prepared.request.images and not prepared.request.has_video:
-            raise UserError(
-                f"%%mlx_vision needs an image: conversation '{args.chat}' has none yet; "
-                "add -i SRC (later turns may leave it out)"
-            )
-        if args.background:
-            run_background(session, prepared)
-            return
-        run_foreground(session, prepared)
+        run_vision_cell(self.session, args, cell)
 
     # ---- %mlx -----------------------------------------------------------------
 
@@ -407,6 +355,8 @@ class MLXMagics(MLXSettings):
                                      wrote token STEP: a strip, heatmaps (_mlx.attention)
             %mlx marks               the marks drawn last on a preview (what --region @N
                                      and --marks use), one line each; returns them
+            %mlx segment TEXT|@boxes  SAM 3 (default_segment_model) on the images of the
+                                     latest answer: masks drawn and counted (_mlx.masks)
 
         MODEL is anything ``%%mlx --model`` takes. A Hub model's first use shows
         its files and a progress bar; an interrupt stops the download and the

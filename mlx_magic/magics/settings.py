@@ -47,6 +47,7 @@ _SETTING_RULES = {
     "prefix_cache_gb": (lambda v: 0 < v < math.inf, "a finite number of GiB above 0"),
     "temperature": (lambda v: 0 <= v < math.inf, "0 or more (and finite)"),
     "top_p": (lambda v: 0.0 <= v <= 1.0, "between 0 and 1"),
+    "segment_threshold": (lambda v: 0.0 <= v <= 1.0, "between 0 and 1"),
     "memory_budget_gb": (lambda v: 0 < v < math.inf, "a finite number of GiB above 0"),
     "stream_interval_ms": (lambda v: 10 <= v <= 10_000, "between 10 and 10000"),
     "connect_timeout_s": (lambda v: 0 < v < math.inf, "a finite number of seconds above 0"),
@@ -87,6 +88,15 @@ class MLXSettings(Magics):
     ).tag(config=True)
     default_vision_model = Unicode(
         None, allow_none=True, help="Model used by %%mlx_vision when it has no --model."
+    ).tag(config=True)
+    default_segment_model = Unicode(
+        None,
+        allow_none=True,
+        help="The segmenter (a SAM 3 folder or Hub id, e.g. facebook/sam3) that "
+        "%%mlx_vision --segment uses when it has no --model.",
+    ).tag(config=True)
+    segment_threshold = Float(
+        0.5, help="The lowest score a mask of --segment keeps (0 to 1; SAM 3's own default)."
     ).tag(config=True)
     max_images = Int(
         8, help="Most images one %%mlx_vision cell may send (a model may allow fewer)."
@@ -206,6 +216,10 @@ class MLXSettings(Magics):
     def _default_vision_model_from_environment(self) -> Optional[str]:
         # Lets CI run the vision notebook against a tiny test model.
         return os.environ.get("MLX_MAGIC_DEFAULT_VISION_MODEL") or None
+
+    @default("default_segment_model")
+    def _default_segment_model_from_environment(self) -> Optional[str]:
+        return os.environ.get("MLX_MAGIC_DEFAULT_SEGMENT_MODEL") or None
 
     @validate(*_SETTING_RULES)
     def _check_setting(self, proposal: Bunch) -> float:

@@ -121,8 +121,15 @@ def read_model_config(folder: Path) -> dict:
     return config
 
 
+#: The families mlx-vlm's ``Sam3Predictor`` runs: segmenters, not chat models.
+SEGMENTER_TYPES = frozenset({"sam3", "sam3_video"})
+
+
 def model_kind(config: dict) -> ModelKind:
-    """``"vision"`` for a vision-language model (mlx-vlm), else ``"text"`` (mlx-lm)."""
+    """``"segmenter"`` for SAM 3, ``"vision"`` for a vision-language model
+    (mlx-vlm), else ``"text"`` (mlx-lm)."""
+    if config.get("model_type") in SEGMENTER_TYPES:
+        return "segmenter"
     return "vision" if "vision_config" in config else "text"
 
 

@@ -14,10 +14,13 @@ from mlx_magic.errors import UserError
 from mlx_magic.vocabulary.attention import AttentionMap, AttentionRequest
 from mlx_magic.vocabulary.job import Job
 from mlx_magic.vocabulary.lens import LensGrid, LensRequest
+from mlx_magic.vocabulary.masks import Segmentation, SegmentRequest
 from mlx_magic.vocabulary.values import GenerationRequest, ModelInfo, ModelSpec, RuntimeStatus
 
-#: What a runtime may be asked to read of an answer's model (:meth:`Runtime.inspect`).
-Inspection = Union[LensRequest, AttentionRequest]
+#: What a runtime may be asked to read of an answer's model, or of a segmenter
+#: (:meth:`Runtime.inspect`).
+Inspection = Union[LensRequest, AttentionRequest, SegmentRequest]
+INSPECTIONS = (LensRequest, AttentionRequest, SegmentRequest)
 
 
 class Runtime(abc.ABC):
@@ -57,9 +60,19 @@ class Runtime(abc.ABC):
         """
         return cast(AttentionMap, self.inspect(asked))
 
+    def segment(self, asked: SegmentRequest) -> Segmentation:
+        """The masks a segmenter (SAM 3) finds in images (blocking), from text
+        and box prompts (:class:`SegmentRequest` says which); the model stays warm.
+
+        Raises:
+            UserError: this runtime holds no models (one line).
+        """
+        return cast(Segmentation, self.inspect(asked))
+
     def inspect(self, asked: Inspection) -> object:
         """Read what ``asked`` asks of an answer's model (:meth:`lens`,
-        :meth:`attention`): the runtimes that hold models serve it; here, one line."""
+        :meth:`attention`) or of a segmenter (:meth:`segment`): the runtimes
+        that hold models serve it; here, one line."""
         raise UserError(asked.needs_local)
 
     @abc.abstractmethod

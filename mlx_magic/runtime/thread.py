@@ -111,7 +111,7 @@ class ThreadRuntime(Runtime):
     def inspect(self, asked: Inspection) -> object:
         from mlx_magic.engine.answer_attention import read_answer
 
-        return self._call(lambda: read_answer(self._warm(asked.request.model)[0], asked))
+        return self._call(lambda: read_answer(self._warm(asked.model)[0], asked))
 
     def unload(self, key: Optional[str] = None) -> list[str]:
         if self._serving is None:

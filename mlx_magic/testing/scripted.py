@@ -5,7 +5,8 @@ script drives mlx-vlm's (or mlx-lm's) own generation to a known answer: the
 prompt is still read, the model still runs every step, the detokenizer and
 the streaming are the real ones; only the choice of each token is fixed.
 Tests and demos use it to show what a trained model's answer (boxes, JSON,
-Markdown) does to the display, where only random weights are at hand.
+Markdown) does to the display, where only random weights are at hand;
+:func:`forced_masks` does the same for a segmenter's masks (SAM 3).
 
     with forced_vision_answer("<|box_start|>(10,20),(500,600)<|box_end|>"):
         get_ipython().run_cell_magic("mlx_vision", "-i photo", "Where is the cat?")
@@ -150,3 +151,41 @@ def forced_answer(answer: str) -> Iterator[None]:
         yield
     finally:
         mlx_lm.stream_generate = original
+
+
+@contextlib.contextmanager
+def forced_masks(*answers: Any) -> Iterator[None]:
+    """Make SAM 3 (a random one) find chosen masks, through the real predictor.
+
+    Each answer is a boolean ``N × height × width`` stack (or one
+    ``height × width`` mask) at the image's size; the model still runs, and
+    its post-processing answers with them, one answer per text prompt (or box
+    label) in order, the last repeated: scores 0.9, 0.8, …, boxes around the
+    masks. mlx-vlm's NMS and everything after it are the real ones::
+
+        with forced_masks(red_pixels, blue_pixels):
+            get_ipython().run_cell_magic("mlx_vision", "-i canvas --segment", "circle, box")
+    """
+    import numpy as np
+    from mlx_vlm.models.sam3 import generate
+
+    queue = [np.asarray(answer, bool).reshape((-1, *np.shape(answer)[-2:])) for answer in answers]
+
+    def postprocess(self: Any, outputs: Any, image_size: Any, threshold: float = 0.5) -> Any:
+        masks = queue.pop(0) if len(queue) > 1 else queue[0]
+        boxes = []
+        for mask in masks:
+            ys, xs = np.nonzero(mask)
+            boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] if len(xs) else [0] * 4)
+        return generate.DetectionResult(
+            boxes=np.array(boxes, np.float32).reshape(-1, 4),
+            masks=masks.astype(np.uint8),
+            scores=np.array([0.9 - 0.1 * i for i in range(len(masks))], np.float32),
+        )
+
+    original = generate.Sam3Predictor._postprocess
+    generate.Sam3Predictor._postprocess = postprocess
+    try:
+        yield
+    finally:
+        generate.Sam3Predictor._postprocess = original

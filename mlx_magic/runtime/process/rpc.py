@@ -59,6 +59,7 @@ from mlx_magic import errors
 from mlx_magic.errors import GenerationFailed, MLXMagicError, ModelLoadError, RPCError
 from mlx_magic.vocabulary.attention import AttentionMap, AttentionRequest, ImagePatches
 from mlx_magic.vocabulary.lens import LensCell, LensGrid, LensRequest
+from mlx_magic.vocabulary.masks import BoxPrompt, Mask, Segmentation, SegmentRequest
 from mlx_magic.vocabulary.values import (
     Event,
     GenerationRequest,
@@ -265,6 +266,10 @@ _DATACLASSES = {
         AttentionRequest,
         AttentionMap,
         ImagePatches,
+        SegmentRequest,
+        BoxPrompt,
+        Segmentation,
+        Mask,
         *get_args(Event),  # every event the runtime sends
     )
 }

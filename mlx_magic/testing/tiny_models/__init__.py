@@ -8,6 +8,8 @@ into a folder:
 * :func:`build_tiny_vlm` - a Qwen2-VL (``model_type: qwen2_vl``) with a
   64-wide, 2-layer language model and a 2-block vision tower, loadable with
   ``mlx_vlm.load`` and driven by ``mlx_vlm.stream_generate`` with images.
+* :func:`build_tiny_sam3` - a SAM 3 (``model_type: sam3_video``) shrunk to
+  32 wide, for mlx-vlm's ``Sam3Predictor`` (``%%mlx_vision --segment``).
 * :func:`build_tiny_llama` - a small llama for ``mlx_lm.load`` /
   ``mlx_lm.stream_generate``, with a ChatML chat template (as SmolLM2 has).
 
@@ -23,9 +25,9 @@ so a crashed or concurrent build never leaves a half model that counts.
 
 Command line::
 
-    python -m mlx_magic.testing.tiny_models vlm|llama FOLDER [--seed N]
+    python -m mlx_magic.testing.tiny_models vlm|llama|sam3 FOLDER [--seed N]
 
-The code, one concern a module: :mod:`.vlm` and :mod:`.llama` (the two
+The code, one concern a module: :mod:`.vlm`, :mod:`.llama` and :mod:`.sam3` (the
 models' configs and builders), :mod:`.tokenizer` (the shared tokenizer),
 :mod:`.weights` (seeded random weights), :mod:`.folders` (atomic,
 idempotent folder builds) and :mod:`.cli` (the command line).
@@ -34,6 +36,7 @@ idempotent folder builds) and :mod:`.cli` (the command line).
 from mlx_magic.testing.tiny_models.cli import main
 from mlx_magic.testing.tiny_models.folders import MARKER
 from mlx_magic.testing.tiny_models.llama import build_tiny_llama
+from mlx_magic.testing.tiny_models.sam3 import build_tiny_sam3
 from mlx_magic.testing.tiny_models.vlm import build_tiny_vlm
 
-__all__ = ["MARKER", "build_tiny_llama", "build_tiny_vlm", "main"]
+__all__ = ["MARKER", "build_tiny_llama", "build_tiny_sam3", "build_tiny_vlm", "main"]

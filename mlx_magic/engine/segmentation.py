@@ -1,0 +1,158 @@
+"""SAM 3 on the runtime thread: load a segmenter, and find masks from text and box prompts.
+
+mlx-vlm's own pieces do the work: ``load_model`` and ``Sam3Processor`` load
+the folder (as its ``_load_predictor`` does, without its prints),
+``Sam3Predictor`` and ``predict_multi`` run the detector once per image (the
+vision backbone once, then each text prompt), with their non-maximum
+suppression. Box prompts (``--segment @boxes``) go to the predictor as its
+box prompts, one label at a time, and each box keeps the mask that best
+covers it, as mlx-vlm's ``run_image`` keeps the detections inside its
+regions. The masks leave here run-length encoded (:class:`~mlx_magic.vocabulary.masks.Mask`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mlx_magic.engine.model_cache import WarmModel, config_dict
+from mlx_magic.locking import gpu_lock
+from mlx_magic.vocabulary.masks import BoxPrompt, Mask, Segmentation, SegmentRequest
+
+#: The lowest overlap (intersection over union) a mask's box must have with a
+#: box prompt to outline it.
+MIN_BOX_IOU = 0.1
+#: mlx-vlm's predictor reads a threshold of 0 as "its default": the lowest one passed.
+_LOWEST_THRESHOLD = 1e-6
+
+
+def load_segmenter(path: str) -> tuple[Any, Any, dict]:
+    """The SAM 3 model, its processor and its config, from a local folder.
+
+    The processor reads prompts with the folder's own CLIP tokenizer when it
+    has one (mlx-vlm's would fetch openai/clip-vit-base-patch32 from the hub
+    on first use).
+    """
+    from mlx_vlm.models.sam3.processing_sam3 import Sam3Processor
+    from mlx_vlm.utils import load_config, load_model
+
+    folder = Path(path)
+    model = load_model(folder)
+    processor = Sam3Processor.from_pretrained(str(folder))
+    if (folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file():
+        from transformers import CLIPTokenizer
+
+        processor._tokenizer = CLIPTokenizer.from_pretrained(str(folder))
+    return model, processor, load_config(folder)
+
+
+def segment(warm: WarmModel, asked: SegmentRequest) -> Segmentation:
+    """Every mask ``warm`` (a SAM 3) finds in ``asked.images``: for each text
+    prompt, and one per box prompt; through a video's frames, each instance
+    with a track id (mlx-vlm's ``SimpleTracker``, as its ``track_video`` does).
+    Runs on the runtime thread, under the GPU lock."""
+    from mlx_vlm.models.sam3.generate import Sam3Predictor, SimpleTracker
+
+    threshold = max(float(asked.threshold), _LOWEST_THRESHOLD)
+    predictor = Sam3Predictor(warm.model, warm.tokenizer, score_threshold=threshold)
+    frames: tuple = ()
+    timestamps: tuple = ()
+    images = asked.images
+    if asked.video is not None:
+        from mlx_magic.engine.video_inputs import read_video_file
+
+        _, pictures, timestamps, _ = read_video_file(
+            asked.video, asked.video_fps, asked.video_max_frames
+        )
+        images = frames = tuple(pictures)
+    tracker = SimpleTracker() if asked.track or asked.video is not None else None
+    masks: list[Mask] = []
+    unmatched: list[BoxPrompt] = []
+    with gpu_lock:
+        for index, image in enumerate(images):
+            rgb = image.convert("RGB")
+            if asked.prompts:
+                masks += _detected(
+                    predictor, rgb, list(asked.prompts), None, threshold, index, tracker
+                )
+            boxes = [box for box in asked.boxes if box.image == index]
+            for label in dict.fromkeys(box.label for box in boxes):
+                same = [box for box in boxes if box.label == label]
+                found = _detected(predictor, rgb, [label or "object"], same, threshold, index)
+                kept, missed = _one_per_box(found, same)
+                masks += kept
+                unmatched += missed
+    model_type = str(config_dict(warm.config).get("model_type", "sam3"))
+    return Segmentation(model_type, tuple(masks), tuple(unmatched), frames, timestamps)
+
+
+def _detected(
+    predictor: Any,
+    image: Any,
+    prompts: list[str],
+    boxes: list[BoxPrompt] | None,
+    threshold: float,
+    index: int,
+    tracker: Any = None,
+) -> list[Mask]:
+    """mlx-vlm's ``predict_multi`` on one image, its masks encoded, best first
+    (with ``tracker``, a ``SimpleTracker``: each with its track id)."""
+    import numpy as np
+    from mlx_vlm.models.sam3.generate import predict_multi
+
+    box_array = None
+    if boxes:
+        box_array = np.array([[b.x1, b.y1, b.x2, b.y2] for b in boxes], dtype=np.float32)
+    result = predict_multi(predictor, image, prompts, boxes=box_array, score_threshold=threshold)
+    if tracker is not None:
+        result = tracker.update(result)
+    tracks: list = [None] * len(result.scores)
+    if result.track_ids is not None:
+        tracks = [int(track) for track in result.track_ids]
+    labels = result.labels or [prompts[0]] * len(result.scores)
+    found = [
+        Mask.from_array(
+            result.masks[i],
+            label=labels[i],
+            score=float(result.scores[i]),
+            box=tuple(float(v) for v in result.boxes[i]),  # type: ignore[arg-type]
+            image=index,
+            track=tracks[i],
+        )
+        for i in range(len(result.scores))
+    ]
+    return sorted(found, key=lambda mask: -mask.score)
+
+
+def _one_per_box(found: list[Mask], boxes: list[BoxPrompt]) -> tuple[list[Mask], list[BoxPrompt]]:
+    """For each box prompt, the mask whose box overlaps it most (each mask
+    outlines one box at most), with the box's label; and the boxes none covered."""
+    kept: list[Mask] = []
+    missed: list[BoxPrompt] = []
+    taken: set[int] = set()
+    for box in boxes:
+        best, best_iou = None, MIN_BOX_IOU
+        for i, mask in enumerate(found):
+            overlap = _iou(mask.box, (box.x1, box.y1, box.x2, box.y2))
+            if i not in taken and overlap >= best_iou:
+                best, best_iou = i, overlap
+        if best is None:
+            missed.append(box)
+            continue
+        taken.add(best)
+        kept.append(_relabelled(found[best], box.label))
+    return kept, missed
+
+
+def _relabelled(mask: Mask, label: str) -> Mask:
+    from dataclasses import replace
+
+    return replace(mask, label=label) if label else mask
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

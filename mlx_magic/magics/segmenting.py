@@ -1,0 +1,260 @@
+"""``%%mlx_vision --segment`` and ``%mlx segment``: SAM 3 finds, outlines and counts.
+
+The cell's flags are checked and its images loaded here; the runtime runs the
+segmenter (a warm model like any other: the model cache, the GPU lock, MLX on
+its owner thread; :meth:`~mlx_magic.runtime.interface.Runtime.segment`), and
+the masks are drawn on the previews with a footer that counts them
+(:mod:`mlx_magic.display.masks_view`). The result is ``_mlx``: ``_mlx.masks``
+(:class:`~mlx_magic.vocabulary.masks.Mask`), ``_mlx.boxes``, ``_mlx.data``
+(the JSON, masks run-length encoded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
+
+from mlx_magic.display.masks_view import MasksDisplay, Segmented
+from mlx_magic.errors import UserError, import_extra
+from mlx_magic.images.video_sources import VideoSource, load_video_source
+from mlx_magic.magics.lens import read_on_the_runtime
+from mlx_magic.magics.prepare import check_video_flags, load_cell_images
+from mlx_magic.vocabulary import defaults
+from mlx_magic.vocabulary.masks import (
+    EXTRA,
+    NEEDS_LOCAL_SEGMENTER,
+    BoxPrompt,
+    SegmentRequest,
+)
+
+if TYPE_CHECKING:
+    from mlx_magic.images import LoadedImage
+    from mlx_magic.magics.session import MagicsHost, Session
+    from mlx_magic.vocabulary.values import ModelSpec
+
+
+@dataclass(frozen=True)
+class Video:
+    """``-v`` with ``--segment``: the video (a file the runtime reads, or
+    frames), the rate to sample it at and the most frames to take."""
+
+    source: VideoSource
+    fps: float
+    max_frames: int
+
+
+#: The one ``@`` name ``--segment`` takes.
+FROM_BOXES = "@boxes"
+# Flags that ask for an answer, which a segmenter does not give.
+_NOT_WITH_SEGMENT = (
+    ("map", "--map"),
+    ("chat", "--chat"),
+    ("background", "-b"),
+    ("probs", "--probs"),
+    ("attention", "--attention"),
+)
+
+
+def segment_cell(session: Session, args: Any, cell: str) -> Segmented:
+    """Run ``%%mlx_vision --segment`` for the parsed ``args`` and the cell's text.
+
+    Raises:
+        UserError: a flag that asks for an answer, no prompt, no segmenter,
+            a model that is not one, ``@boxes`` with no boxes in ``_mlx``, no
+            image (one line each; nothing is run and ``_mlx`` is unchanged).
+    """
+    text = _prompt_text(args, cell)
+    images = load_cell_images(session, tuple(args.image), args.region) if args.image else None
+    video = None
+    if args.video is not None:
+        check_video_flags(args, session.settings.runtime)
+        if text.startswith("@"):
+            raise UserError(
+                f"--segment {text} outlines one answer's boxes on its images: through a "
+                '-v video, say what to track (--segment "car")'
+            )
+        max_frames = args.max_frames or defaults.VIDEO_MAX_FRAMES
+        video = Video(
+            load_video_source(args.video, session.shell.user_ns, max_frames),
+            args.fps or defaults.VIDEO_FPS,
+            max_frames,
+        )
+    json_out = args.format == "json"
+    return segment(session, text, images, args.model or [], json_out, args.out, video)
+
+
+def command_segment(magics: MagicsHost, names: list[str]) -> None:
+    """``%mlx segment TEXT|@boxes``: SAM 3 on the images of the latest answer (``_mlx``).
+
+    The ``default_segment_model`` segments them with the words (commas
+    separate prompts), or outlines the answer's boxes (``@boxes``): the masks
+    are drawn, counted and kept in ``_mlx.masks``, as ``%%mlx_vision --segment`` does.
+    """
+    text = " ".join(names).strip()
+    if not text:
+        raise UserError(f"Usage: %mlx segment TEXT|{FROM_BOXES} (on the images of _mlx)")
+    segment(magics.session, text, None, [], False, None)
+
+
+def segment(
+    session: Session,
+    text: str,
+    images: Optional[list[LoadedImage]],
+    models: list[str],
+    as_json: bool,
+    out: Optional[str],
+    video: Optional[Video] = None,
+) -> Segmented:
+    """Segment ``images`` (``None``: those of the latest answer), or track
+    through ``video``, with ``text`` (prompts, or ``@boxes``); show, keep in
+    ``_mlx`` (and ``out``), return the masks."""
+    # Before the model runs: the masks are encoded and drawn with supervision.
+    import_extra("supervision", EXTRA, "--segment")
+    spec = _segmenter(session, models)
+    namespace = session.shell.user_ns
+    prompts: tuple[str, ...] = ()
+    boxes: tuple[BoxPrompt, ...] = ()
+    if text == FROM_BOXES:
+        boxes = _latest_boxes(namespace.get("_mlx"))
+    elif text.startswith("@"):
+        raise UserError(
+            f"--segment {text}: the one @ it takes is {FROM_BOXES} (the boxes of the latest "
+            'answer, _mlx.boxes); else give words: --segment "cups"'
+        )
+    else:
+        prompts = tuple(part.strip() for part in text.split(",") if part.strip())
+    threshold = session.settings.segment_threshold
+    if video is not None:
+        request = SegmentRequest(
+            spec,
+            video.source.frames,
+            prompts,
+            threshold=threshold,
+            track=True,
+            video=video.source.path,
+            video_fps=video.fps,
+            video_max_frames=video.max_frames,
+        )
+    else:
+        if images is None:
+            images = _latest_images(session, namespace.get("_mlx"))
+        pictures = [(loaded.image, loaded.caption) for loaded in images]
+        request = SegmentRequest(
+            spec, tuple(image for image, _ in pictures), prompts, boxes, threshold=threshold
+        )
+    if video is not None:
+        pictures = _frame_pictures(request.images, (), video.fps)
+    what = f"{len(pictures)} image{'s' * (len(pictures) != 1)}" if pictures else "the video"
+    warm = any(info.key == spec.key for info in session.runtime.models())
+    display = MasksDisplay(
+        session.shell,
+        pictures,
+        f"segmenting {what} with {spec.name}" + ("" if warm else " (loading it first)") + "…",
+        video=video is not None,
+    )
+    try:
+        found, took = read_on_the_runtime(
+            session, "the masks", lambda: session.runtime.segment(request)
+        )
+    except BaseException:
+        display.withdraw()
+        raise
+    timestamps: tuple[float, ...] = ()
+    if video is not None:
+        frames = found.frames or request.images
+        pictures = _frame_pictures(frames, found.timestamps, video.fps)
+        timestamps = found.timestamps or tuple(
+            round(index / video.fps, 2) for index in range(len(frames))
+        )
+    result = Segmented(
+        list(found.masks),
+        prompts or tuple(dict.fromkeys(box.label for box in boxes)),
+        spec.name,
+        took,
+        images=tuple(image for image, _ in pictures),
+        unmatched=found.unmatched,
+        timestamps=timestamps,
+    )
+    display.finish(result, pictures, as_json=as_json)
+    namespace["_mlx"] = result
+    if out:
+        namespace[out] = result
+    return result
+
+
+def _frame_pictures(frames: tuple, timestamps: tuple, fps: float) -> list:
+    """A video's frames with their times as captions (frames from a variable: by ``fps``)."""
+    times = timestamps or tuple(round(index / fps, 2) for index in range(len(frames)))
+    return [(frame, f"{at:.1f} s") for frame, at in zip(frames, times)]
+
+
+def _prompt_text(args: Any, cell: str) -> str:
+    for name, flag in _NOT_WITH_SEGMENT:
+        if getattr(args, name, None):
+            raise UserError(
+                f"--segment runs SAM 3, which gives masks, not an answer: leave out {flag} "
+                "(or --segment)"
+            )
+    given, body = (args.segment or "").strip(), cell.strip()
+    if given and body:
+        raise UserError(
+            f"--segment {given!r} and the cell's text both say what to find: keep one "
+            "(the cell's text is the prompt when --segment has none)"
+        )
+    if not args.image and args.video is None and not (given or body).startswith("@"):
+        raise UserError(
+            "--segment needs an image: add -i SRC (%%mlx_vision -i photo.jpg --segment)"
+        )
+    if not (given or body):
+        raise UserError(
+            'Say what to segment: --segment "cups" (commas separate prompts), the cell\'s '
+            f"text, or --segment {FROM_BOXES} for the boxes of the latest answer"
+        )
+    return given or body
+
+
+def _segmenter(session: Session, models: list[str]) -> ModelSpec:
+    settings = session.settings
+    if settings.runtime == "remote":
+        raise UserError(NEEDS_LOCAL_SEGMENTER)
+    if len(models) > 1:
+        raise UserError("--segment runs one segmenter: pass one -m")
+    name: Optional[str] = models[0] if models else settings.default_segment_model
+    if name is None:
+        raise UserError(
+            "No segment model: pass -m (a SAM 3 folder or Hub id), or set %config "
+            "MLXMagics.default_segment_model = 'facebook/sam3'"
+        )
+    spec = session.resolve(name)
+    if spec.kind != "segmenter":
+        raise UserError(
+            f"--segment needs a segmenter (SAM 3): '{spec.name}' is a {spec.kind} model; pass "
+            "-m a SAM 3 folder or Hub id, or set MLXMagics.default_segment_model"
+        )
+    return spec
+
+
+def _latest_boxes(latest: object) -> tuple[BoxPrompt, ...]:
+    found = list(getattr(latest, "boxes", None) or [])
+    if not found:
+        raise UserError(
+            f"--segment {FROM_BOXES} outlines the boxes of the latest answer, and _mlx has "
+            "none: ask a vision model for boxes first (bbox_2d JSON), or --segment TEXT"
+        )
+    return tuple(BoxPrompt(b.label, b.x1, b.y1, b.x2, b.y2, b.image) for b in found)
+
+
+def _latest_images(session: Session, latest: object) -> list[LoadedImage]:
+    """The images the latest answer was about (its boxes are in their pixels)."""
+    from mlx_magic.images import load_images
+
+    images = getattr(latest, "images", None) if hasattr(latest, "masks") else None
+    if images is None:
+        request = getattr(latest, "request", None)
+        images = request.images_by_turn()[1] if request is not None else ()
+    names = {f"answer_image_{i}": image for i, image in enumerate(images or (), 1)}
+    if not names:
+        raise UserError(
+            "Nothing to segment: _mlx holds no answer about images; %%mlx_vision -i SRC --segment"
+        )
+    return load_images(list(names), names, cache=session.image_cache)

@@ -1,0 +1,140 @@
+"""The tiny SAM 3 (``model_type: sam3_video``) for mlx-vlm's segmenter: config, tokenizer, build."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from mlx_magic.testing.tiny_models import weights
+from mlx_magic.testing.tiny_models.folders import atomic_build, write_json
+
+#: The side images are resized to (SAM 3's is 1008): 8 × 8 patches of 14 pixels.
+IMAGE_SIDE = 112
+#: Detection queries: at most this many masks per prompt.
+QUERIES = 8
+_WIDTH = 32
+
+
+def build_tiny_sam3(folder: str | os.PathLike, *, seed: int = 0) -> Path:
+    """A tiny random SAM 3 (``model_type: sam3_video``) in ``folder``; returns it.
+
+    Built from mlx-vlm's own config classes (``mlx_vlm.models.sam3.config``)
+    with every part shrunk (32 wide, one or two layers, 112-pixel images, 8
+    queries), so ``mlx_vlm.utils.load_model``, ``Sam3Processor`` and
+    ``Sam3Predictor`` run for real; the folder holds ``config.json``,
+    ``model.safetensors``, ``processor_config.json`` and a small CLIP BPE
+    tokenizer (``tokenizer.json``), so nothing is asked of the hub. Its scores
+    are noise (about 0.15): tests that need masks use a low threshold or
+    script them. About 1.7 MB.
+
+    Idempotent, as the other tiny models.
+    """
+    recipe = {"kind": "sam3", "seed": int(seed)}
+    return atomic_build(Path(folder), recipe, lambda tmp: _fill_sam3(tmp, int(seed)))
+
+
+def sam3_config(vocab_size: int) -> dict:
+    """The tiny model's ``config.json``: SAM 3's layout, every size shrunk."""
+    width = {"hidden_size": _WIDTH, "num_attention_heads": 2}
+    layers = {**width, "intermediate_size": 2 * _WIDTH}
+    vision = {
+        "backbone_config": {
+            **layers,
+            "num_hidden_layers": 2,
+            "image_size": IMAGE_SIDE,
+            "patch_size": 14,
+            "window_size": 4,
+            "global_attn_indexes": [1],
+            "pretrain_image_size": 56,
+        },
+        "fpn_hidden_size": _WIDTH,
+        "backbone_feature_sizes": [[32, 32], [16, 16], [8, 8]],
+    }
+    text = {
+        **layers,
+        "num_hidden_layers": 1,
+        "vocab_size": vocab_size,
+        "max_position_embeddings": 32,
+        "projection_dim": _WIDTH,
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+        "pad_token_id": 1,
+    }
+    detector = {
+        "vision_config": vision,
+        "text_config": text,
+        "detr_encoder_config": {**layers, "num_layers": 1},
+        "detr_decoder_config": {**layers, "num_layers": 1, "num_queries": QUERIES},
+        "geometry_encoder_config": {**layers, "num_layers": 1},
+        "mask_decoder_config": width,
+    }
+    tracker = {
+        "image_size": IMAGE_SIDE,
+        "vision_config": vision,
+        "mask_decoder_config": {**width, "mlp_dim": 2 * _WIDTH, "iou_head_hidden_dim": _WIDTH},
+        "prompt_encoder_config": {"hidden_size": _WIDTH, "image_size": IMAGE_SIDE},
+        "memory_attention_hidden_size": _WIDTH,
+        "memory_attention_num_layers": 1,
+        "memory_attention_feed_forward_hidden_size": 2 * _WIDTH,
+        "memory_attention_rope_feat_sizes": [8, 8],
+        "memory_encoder_hidden_size": _WIDTH,
+        "memory_encoder_output_channels": 16,
+        "mask_downsampler_embed_dim": _WIDTH,
+        "memory_fuser_embed_dim": _WIDTH,
+        "memory_fuser_num_layers": 1,
+        "memory_fuser_intermediate_dim": 2 * _WIDTH,
+    }
+    return {
+        "architectures": ["Sam3VideoModel"],
+        "model_type": "sam3_video",
+        "detector_config": detector,
+        "tracker_config": tracker,
+        "low_res_mask_size": 32,
+    }
+
+
+def _fill_sam3(folder: Path, seed: int) -> None:
+    """Write a tiny SAM 3 into ``folder`` (an empty temporary folder)."""
+    from mlx_vlm.models import sam3
+
+    vocab_size = write_clip_tokenizer(folder)
+    config = sam3_config(vocab_size)
+    write_json(folder / "config.json", config)
+    # Sam3Processor.from_pretrained reads the image size, mean and std here.
+    write_json(
+        folder / "processor_config.json",
+        {
+            "processor_class": "Sam3Processor",
+            "image_processor": {
+                "size": {"height": IMAGE_SIDE, "width": IMAGE_SIDE},
+                "image_mean": [0.5, 0.5, 0.5],
+                "image_std": [0.5, 0.5, 0.5],
+            },
+        },
+    )
+    model = sam3.Model(sam3.ModelConfig.from_dict(json.loads(json.dumps(config))))
+    weights.save_random_weights(model, folder / "model.safetensors", seed, [])
+
+
+def write_clip_tokenizer(folder: Path) -> int:
+    """A CLIP BPE tokenizer (transformers' ``CLIPTokenizer``) over the 256
+    byte symbols, each also as a word end, and a few merges; returns its size.
+
+    SAM 3 reads prompts with CLIP's tokenizer; mlx-vlm's processor would fetch
+    openai/clip-vit-base-patch32 from the hub, and the engine loads the
+    folder's own instead (:func:`mlx_magic.engine.segmentation.load_segmenter`).
+    """
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
+    for suffix in ("", "</w>"):
+        for symbol in symbols:
+            vocab[symbol + suffix] = len(vocab)
+    merges = [("c", "a"), ("ca", "r</w>"), ("c", "u"), ("cu", "p</w>")]
+    for first, second in merges:
+        vocab.setdefault(first + second, len(vocab))
+    CLIPTokenizer(vocab=vocab, merges=merges).save_pretrained(str(folder))
+    return len(vocab)
