@@ -108,21 +108,18 @@ def annotate(image: Image.Image, shapes: Sequence[Shape], *, font_scale: int) ->
         changed = ImageChops.difference(drawn, plain).convert("L").point(lambda v: 255 if v else 0)
         drawn.putalpha(ImageChops.lighter(image.getchannel("A"), changed))
         return drawn
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    elif not shapes or image.width < 1 or image.height < 1:
-        return image.copy()
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
     if not shapes or image.width < 1 or image.height < 1:
-        return image
+        return rgb.copy() if rgb is image else rgb
 
     import supervision as sv
 
-    side = max(image.size)
+    side = max(rgb.size)
     line = max(2, round(side / 150))
     radius, ring = max(3, round(side / 100)), max(1, round(line * 0.75))
     # Outlines and dots on one OpenCV (BGR) copy of the pixels, the tags (Pillow
     # fonts) on the one converted back: two conversions, whatever the number of shapes.
-    scene = sv.pillow_to_cv2(image)
+    scene = sv.pillow_to_cv2(rgb)
     for thick in (False, True):
         width = line * 2 if thick else line
         boxes = [shape for shape in shapes if not shape.point and shape.thick == thick]
@@ -201,8 +198,10 @@ def _detections(xyxy: Sequence[tuple[int, ...]], shapes: Sequence[Shape]) -> sv.
 
 
 @lru_cache(maxsize=1)
-def _palettes() -> tuple[sv.ColorPalette, sv.ColorPalette]:
-    """The fills (:data:`PALETTE`, then :data:`DIMMED`) and each one's ink."""
+def palettes() -> tuple[sv.ColorPalette, sv.ColorPalette]:
+    """The fills (:data:`PALETTE`, then :data:`DIMMED`) and each one's ink, as
+    supervision palettes: any other annotator (masks, say) takes the fills, so
+    that everything drawn shares one style."""
     import supervision as sv
 
     fills = (*PALETTE, DIMMED)
@@ -216,7 +215,7 @@ def _palettes() -> tuple[sv.ColorPalette, sv.ColorPalette]:
 def box_annotator(thickness: int) -> sv.BoxAnnotator:
     import supervision as sv
 
-    return sv.BoxAnnotator(color=_palettes()[0], thickness=thickness)
+    return sv.BoxAnnotator(color=palettes()[0], thickness=thickness)
 
 
 @lru_cache(maxsize=16)
@@ -224,7 +223,7 @@ def dot_annotator(radius: int, ring: int) -> sv.DotAnnotator:
     import supervision as sv
 
     return sv.DotAnnotator(
-        color=_palettes()[0], radius=radius, outline_thickness=ring, outline_color=sv.Color(*RING)
+        color=palettes()[0], radius=radius, outline_thickness=ring, outline_color=sv.Color(*RING)
     )
 
 
@@ -235,7 +234,7 @@ def label_annotator(font_size: int, *, below: bool) -> sv.RichLabelAnnotator:
     ``smart_position`` keeps them inside the image and spreads overlapping ones."""
     import supervision as sv
 
-    fills, inks = _palettes()
+    fills, inks = palettes()
     return sv.RichLabelAnnotator(
         color=fills,
         text_color=inks,
