@@ -492,19 +492,20 @@ def tagged(image, area, colour):
 def test_a_box_is_outlined_in_its_label_colour():
     drawn = draw_grounding(white(), Grounding((Box("cat", 50, 30, 150, 80),)))
     colour = PALETTE[0]
-    # Line width max(2, 200 / 150) = 2, drawn inside the box.
+    # Line thickness max(2, 200 / 150) = 2: supervision (OpenCV) draws it 3 pixels wide,
+    # centred on its path, which lies 1 pixel in: the outline stays inside the box.
     for xy in [
         (50, 55),
-        (51, 55),
+        (52, 55),
         (149, 55),
-        (148, 55),
+        (147, 55),
         (100, 30),
-        (100, 31),
+        (100, 32),
         (100, 79),
-        (100, 78),
+        (100, 77),
     ]:
         assert drawn.getpixel(xy) == colour, xy
-    for xy in [(52, 55), (147, 55), (100, 32), (100, 77), (100, 55)]:  # inside
+    for xy in [(53, 55), (146, 55), (100, 33), (100, 76), (100, 55)]:  # inside
         assert drawn.getpixel(xy) == WHITE, xy
     for xy in [(49, 55), (150, 55), (100, 81), (20, 50), (190, 90), (180, 10)]:  # outside
         assert drawn.getpixel(xy) == WHITE, xy
@@ -557,6 +558,30 @@ def test_drawing_nothing_or_odd_modes_still_gives_an_image():
     assert draw_grounding(grey, Grounding()).mode == "RGB"
     big = Grounding((Box("a very long label that does not fit", 0, 0, 40, 20),))
     assert draw_grounding(grey, big).size == (40, 20)
+
+
+def test_tags_of_boxes_at_one_place_are_spread_apart_and_stay_in_the_image():
+    # Two labels at one corner: supervision's smart positioning moves one aside,
+    # so both are readable (neither tag covers the other).
+    found = Grounding((Box("cat", 150, 40, 200, 100), Box("dog", 150, 40, 200, 100)))
+    drawn = draw_grounding(white(), found)
+    pixels = [drawn.getpixel((x, y)) for y in range(100) for x in range(200)]
+    assert pixels.count(PALETTE[0]) > 40 and pixels.count(PALETTE[1]) > 40
+    tags = [
+        (x, y)
+        for y in range(40)
+        for x in range(200)
+        if drawn.getpixel((x, y)) in (PALETTE[0], PALETTE[1])
+    ]
+    assert tags and max(x for x, _ in tags) <= 199  # pushed left of the right edge, not cut
+
+
+def test_an_rgba_image_keeps_its_transparency_where_nothing_is_drawn():
+    clear = Image.new("RGBA", (200, 100), (0, 0, 0, 0))
+    drawn = draw_grounding(clear, Grounding((Box("", 50, 30, 150, 80),)))
+    assert drawn.mode == "RGBA"
+    assert drawn.getpixel((50, 55)) == (*PALETTE[0], 255)  # the outline is opaque
+    assert drawn.getpixel((100, 55)) == (0, 0, 0, 0) and drawn.getpixel((10, 10)) == (0, 0, 0, 0)
 
 
 # --- crops and regions -------------------------------------------------------------------------

@@ -104,6 +104,10 @@ class PreviewOutput:
         from IPython.display import display
 
         self._handle = display(self.bundle(), raw=True, display_id=True)
+        # Once per kernel, now rather than at the first box of a streaming answer.
+        from mlx_magic.grounding.drawing import load_annotators
+
+        load_annotators()
 
     def update(self, metadata: Optional[dict] = None) -> None:
         """Send the previews again (after a change to what they show);

@@ -11,8 +11,8 @@ questions with, found in its answer and drawn on the image.
 
 Coordinates come out in pixels of the image as sent, whatever the model's
 convention (0–1000, processed pixels, location tokens, percent): see
-:mod:`.families` and :mod:`.coordinates`. Pure Python and Pillow: nothing
-here imports MLX or IPython.
+:mod:`.families` and :mod:`.coordinates`. Pure Python and Pillow, drawn by
+supervision's annotators (:mod:`.drawing`): nothing here imports MLX or IPython.
 """
 
 from mlx_magic.grounding.detection import GroundingTracker, find_grounding

@@ -1,12 +1,13 @@
 """Regions of an image: crops that remember where they came from, and a
-preview that shows a region in the context of its whole image."""
+preview that shows a region in the context of its whole image (drawn by
+supervision's annotators, as :mod:`.drawing` draws boxes)."""
 
 from __future__ import annotations
 
 import math
 from typing import Optional
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
 REGION_ATTRIBUTE = "mlx_magic_region"
 """Attribute set on every crop made here: ``(parent_image, (x1, y1, x2, y2))``."""
@@ -112,13 +113,22 @@ def region_context(
     right = min(max(round(max(x1, x2) * scale_x), left + 1), small.width)
     bottom = min(max(round(max(y1, y2) * scale_y), top + 1), small.height)
 
-    dimmed = Image.blend(small, Image.new("RGB", small.size, (0, 0, 0)), OUTSIDE_DIMMING)
-    # The region keeps its own pixels; only the outside is dimmed.
-    dimmed.paste(small.crop((left, top, right, bottom)), (left, top))
+    import numpy as np
+    import supervision as sv
+
+    # supervision's annotators: the outside dimmed, the region kept, then its outline
+    # just outside it (a line is centred on its path: half a line plus a pixel out).
+    scene = sv.pillow_to_cv2(small)
+    region = sv.Detections(xyxy=np.array([[left, top, right, bottom]], dtype=np.float32))
+    sv.BackgroundOverlayAnnotator(sv.Color.BLACK, opacity=OUTSIDE_DIMMING).annotate(scene, region)
     line = max(2, round(max(small.size) / 150))
-    outline = (left - line, top - line, right + line - 1, bottom + line - 1)
-    ImageDraw.Draw(dimmed).rectangle(outline, outline=REGION_OUTLINE, width=line)
-    return dimmed
+    half = line // 2
+    path = [[left - 1 - half, top - 1 - half, right + half, bottom + half]]
+    outline = sv.BoxAnnotator(
+        sv.Color(*REGION_OUTLINE), thickness=line, color_lookup=sv.ColorLookup.INDEX
+    )
+    outline.annotate(scene, sv.Detections(xyxy=np.array(path, dtype=np.float32)))
+    return sv.cv2_to_pillow(scene)
 
 
 def _cut(image: Image.Image, box: IntBox) -> Image.Image:
