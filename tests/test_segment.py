@@ -207,15 +207,6 @@ def test_a_text_cell_given_a_segmenter_is_one_line(sam_shell, tiny_sam3):
     assert "is a segmenter (SAM 3): it draws masks and does not answer" in one_line(caught)
 
 
-def test_without_supervision_it_is_one_line_before_the_model_runs(sam_shell, monkeypatch):
-    import sys
-
-    monkeypatch.setitem(sys.modules, "supervision", None)  # as if not installed
-    with pytest.raises(UsageError) as caught:
-        run(sam_shell, "%%mlx_vision -i red --segment\ncar")
-    assert "pip install 'mlx_magic[segment]'" in one_line(caught)
-
-
 def test_no_segment_model_is_one_line(vlm_shell):
     with pytest.raises(UsageError) as caught:
         run(vlm_shell, "%%mlx_vision -i red --segment\ncar")

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from mlx_magic.display.previews import PREVIEW_MAX_SIDE, contact_sheet
 from mlx_magic.display.result import footer_html
-from mlx_magic.errors import import_extra
+from mlx_magic.grounding.drawing import palettes
 from mlx_magic.images import png_bytes, thumbnail
-from mlx_magic.vocabulary.masks import EXTRA, BoxPrompt, Mask
+from mlx_magic.vocabulary.masks import BoxPrompt, Mask
 
 if TYPE_CHECKING:
     from IPython.lib.pretty import PrettyPrinter
@@ -128,7 +128,8 @@ def draw_masks(image: Image.Image, masks: Sequence[Mask], max_side: int) -> Imag
     thumb = thumbnail(image, max_side).convert("RGB")
     if not masks:
         return thumb
-    supervision = import_extra("supervision", EXTRA, "Drawing masks (--segment)")
+    import supervision
+
     scale_x, scale_y = thumb.width / image.width, thumb.height / image.height
     # Nearest pixels picked by index: a 12-megapixel mask costs ~1 ms, not PIL's ~60.
     rows = (np.arange(thumb.height) * image.height // thumb.height)[:, None]
@@ -153,14 +154,21 @@ def draw_masks(image: Image.Image, masks: Sequence[Mask], max_side: int) -> Imag
         f"{m.label} #{m.track}" if m.track is not None else f"{m.label} {m.score:.2f}"
         for m in masks
     ]
-    drawn = supervision.MaskAnnotator(opacity=OPACITY, color_lookup=lookup).annotate(
+    # The boxes' and marks' colours (grounding.drawing): one style for all that is drawn.
+    fills, inks = palettes(dimmed=False)
+    drawn = supervision.MaskAnnotator(color=fills, opacity=OPACITY, color_lookup=lookup).annotate(
         thumb, detections
     )
-    drawn = supervision.PolygonAnnotator(thickness=2, color_lookup=lookup).annotate(
+    drawn = supervision.PolygonAnnotator(color=fills, thickness=2, color_lookup=lookup).annotate(
         drawn, detections
     )
     return supervision.LabelAnnotator(
-        color_lookup=lookup, text_scale=0.35, text_padding=2, smart_position=True
+        color=fills,
+        text_color=inks,
+        color_lookup=lookup,
+        text_scale=0.35,
+        text_padding=2,
+        smart_position=True,
     ).annotate(drawn, detections, labels=labels)
 
 

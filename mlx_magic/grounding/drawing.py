@@ -198,13 +198,13 @@ def _detections(xyxy: Sequence[tuple[int, ...]], shapes: Sequence[Shape]) -> sv.
 
 
 @lru_cache(maxsize=1)
-def palettes() -> tuple[sv.ColorPalette, sv.ColorPalette]:
-    """The fills (:data:`PALETTE`, then :data:`DIMMED`) and each one's ink, as
-    supervision palettes: any other annotator (masks, say) takes the fills, so
-    that everything drawn shares one style."""
+def palettes(dimmed: bool = True) -> tuple[sv.ColorPalette, sv.ColorPalette]:
+    """The fills (:data:`PALETTE`, then :data:`DIMMED` unless ``dimmed`` is
+    false) and each one's ink, as supervision palettes: any other annotator
+    (masks, say) takes them, so that everything drawn shares one style."""
     import supervision as sv
 
-    fills = (*PALETTE, DIMMED)
+    fills = (*PALETTE, DIMMED) if dimmed else PALETTE
     return (
         sv.ColorPalette([sv.Color(*colour) for colour in fills]),
         sv.ColorPalette([sv.Color(*ink(colour)) for colour in fills]),

@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 from mlx_magic.display.masks_view import MasksDisplay, Segmented
-from mlx_magic.errors import UserError, import_extra
+from mlx_magic.errors import UserError
 from mlx_magic.images.video_sources import VideoSource, load_video_source
 from mlx_magic.magics.lens import read_on_the_runtime
 from mlx_magic.magics.prepare import check_video_flags, load_cell_images
 from mlx_magic.vocabulary import defaults
 from mlx_magic.vocabulary.masks import (
-    EXTRA,
     NEEDS_LOCAL_SEGMENTER,
     BoxPrompt,
     SegmentRequest,
@@ -108,8 +107,6 @@ def segment(
     """Segment ``images`` (``None``: those of the latest answer), or track
     through ``video``, with ``text`` (prompts, or ``@boxes``); show, keep in
     ``_mlx`` (and ``out``), return the masks."""
-    # Before the model runs: the masks are encoded and drawn with supervision.
-    import_extra("supervision", EXTRA, "--segment")
     spec = _segmenter(session, models)
     namespace = session.shell.user_ns
     prompts: tuple[str, ...] = ()

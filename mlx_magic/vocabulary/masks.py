@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
-from mlx_magic.errors import import_extra
 from mlx_magic.vocabulary import defaults
 from mlx_magic.vocabulary.values import ModelSpec
 
@@ -28,8 +27,6 @@ NEEDS_LOCAL_SEGMENTER = (
     "--segment runs SAM 3 here: it needs a local model (thread or process runtime; "
     "%mlx disconnect goes back to one)"
 )
-#: The extra that brings supervision (the RLE and the drawing).
-EXTRA = "segment"
 
 
 @dataclass(frozen=True)
@@ -113,8 +110,8 @@ class Mask:
     ) -> Mask:
         """The mask of a boolean (or 0/1) ``height × width`` array."""
         import numpy as np
+        import supervision
 
-        supervision = import_extra("supervision", EXTRA, "Masks (--segment)")
         pixels = np.asarray(mask).astype(bool)
         ys, xs = np.nonzero(pixels)
         centroid = (float(xs.mean()), float(ys.mean())) if len(xs) else (0.0, 0.0)
@@ -134,7 +131,8 @@ class Mask:
     @cached_property
     def mask(self) -> np.ndarray:
         """The boolean ``height × width`` array (decoded once, then kept)."""
-        supervision = import_extra("supervision", EXTRA, "Masks (--segment)")
+        import supervision
+
         height, width = self.size
         return supervision.rle_to_mask(self.counts, resolution_wh=(width, height))
 
