@@ -327,8 +327,10 @@ class NotebookPage:
             ".lm-Menu-item:visible .lm-Menu-itemLabel", has_text="Run All Cells"
         ).first.click()
 
-    def wait_until_run(self, indices=None, timeout=240):
-        """Every code cell (or those given) has an execution count: ran, none still queued."""
+    def wait_until_run(self, indices=None, timeout=600):
+        """Every code cell (or those given) has an execution count: ran, none still queued.
+        ``timeout`` only bounds a run that hangs: a busy CI machine ran the 41 cells of
+        02-vision (marks, SAM 3) past four minutes."""
         deadline = time.monotonic() + timeout
         while True:
             prompts = self.page.evaluate(_PROMPTS)

@@ -112,7 +112,7 @@ def test_vision_notebook_shows_previews_before_streamed_answers(
     )
     # Marks set as the board's value (as drawing does), then used by later cells.
     marks = next(cell for cell in code if cell.source.startswith("# What dragging a box"))
-    assert "Mark(number=2, kind='point', coordinates=(235.0, 130.0)" in outputs_text(marks)
+    assert "mark 2: point (235, 130) on image 1" in outputs_text(marks)
     region = by_first_line["%%mlx_vision --region @1 -n 20"]
     assert "canvas [30,40,150,160] · 120×120" in outputs_text(region)
     named = next(cell for cell in code if '"--marks -n 30"' in cell.source)
