@@ -12,6 +12,7 @@ TRAITS = [
     "aliases",
     "api_key_env",
     "connect_timeout_s",
+    "default_embedding_model",
     "default_format",
     "default_model",
     "default_vision_model",
@@ -54,6 +55,7 @@ TEXT_FLAGS = [
     "--batch-size",
     "--chat",
     "--draft",
+    "--embed",
     "--error",
     "--format",
     "--map",
@@ -109,6 +111,9 @@ COMMANDS = [
     "branch",
     "lens",
     "attention",
+    "embed",
+    "nearest",
+    "plot",
 ]
 CSS_CLASSES = [
     "mlx-magic-answer",

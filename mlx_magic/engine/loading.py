@@ -43,7 +43,11 @@ def load_warm_model(spec: ModelSpec) -> WarmModel:
         )
     trust = spec.trust_remote_code
     try:
-        if spec.kind == "vision":
+        if spec.kind == "embedding":
+            from mlx_magic.engine.embedding import load_embedder
+
+            model, tokenizer, config = load_embedder(spec.path, trust)
+        elif spec.kind == "vision":
             model, tokenizer, config = _load_vision(spec.path, trust)
         else:
             model, tokenizer, config = _load_text(spec.path, trust)

@@ -16,7 +16,9 @@ from mlx_magic.errors import GenerationInterrupted, ModelLoadError, UserError
 from mlx_magic.magics.attention import command_attention
 from mlx_magic.magics.branching import command_branch
 from mlx_magic.magics.conversations import DEFAULT_CONVERSATION
+from mlx_magic.magics.embedding import command_embed
 from mlx_magic.magics.lens import command_lens
+from mlx_magic.magics.nearest import command_nearest, command_plot
 from mlx_magic.magics.replay import command_replay
 from mlx_magic.units import gib
 
@@ -418,4 +420,7 @@ COMMANDS = {
     "branch": command_branch,
     "lens": command_lens,
     "attention": command_attention,
+    "embed": command_embed,
+    "nearest": command_nearest,
+    "plot": command_plot,
 }

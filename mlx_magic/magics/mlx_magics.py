@@ -20,11 +20,13 @@ from mlx_magic.magics.arguments import (
     generation_arguments,
     lens_argument,
     parse_flags,
+    split_line,
     vision_arguments,
 )
 from mlx_magic.magics.attention import check_attention_flags, command_attention
 from mlx_magic.magics.commands import COMMANDS
 from mlx_magic.magics.edge import user_errors_as_usage
+from mlx_magic.magics.embedding import OWN_FLAGS, run_embed_cell
 from mlx_magic.magics.lens import check_lens_flags, command_lens
 from mlx_magic.magics.map_compare import run_map_cells
 from mlx_magic.magics.mapping import check_map_flags
@@ -190,6 +192,8 @@ class MLXMagics(MLXSettings):
         args = parse_flags(self.mlx_cell, line, "%%mlx")
         session = self.session
         variants = variants_of(args)
+        if args.embed:
+            return run_embed_cell(session, variants, args, cell)
         check_lens_flags(args, len(variants), self.runtime)
         check_attention_flags(args, len(variants), self.runtime)
         if check_map_flags(args):
@@ -279,6 +283,8 @@ class MLXMagics(MLXSettings):
         args = parse_flags(self.mlx_vision_cell, line, "%%mlx_vision")
         session = self.session
         variants = variants_of(args)
+        if args.embed:
+            return run_embed_cell(session, variants, args, cell)
         if not args.image and args.chat is None and args.video is None and not args.map:
             raise UserError(
                 "%%mlx_vision needs an image: add -i SRC (a file, URL or variable) or a "
@@ -334,7 +340,7 @@ class MLXMagics(MLXSettings):
     @argument("-h", type=int, metavar="HEAD", dest="head", help="attention: one head (the mean).")
     @line_magic("mlx")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     @user_errors_as_usage
-    def mlx_line(self, line: str) -> None:
+    def mlx_line(self, line: str) -> Any:
         """Manage the models and the runtime behind ``%%mlx``.
 
         Commands::
@@ -369,10 +375,20 @@ class MLXMagics(MLXSettings):
                                      token of an answer (the logit lens; _mlx.lens)
             %mlx attention STEP [NAME] [-l LAYER] [-h HEAD]   where a layer looked when it
                                      wrote token STEP: a strip, heatmaps (_mlx.attention)
+            %mlx embed ITEMS [-c COLUMN] [-i SRC] [-m MODEL] [-o NAME] [--batch-size N]
+                                     texts (a list, Series, DataFrame column) or images
+                                     (-i {item}, a glob) as vectors of an embedding model
+                                     (default_embedding_model): _mlx.vectors, _mlx.table
+            %mlx nearest QUERY TABLE [-k K]   the K items of an embedded TABLE most like a
+                                     text (or an image: -i SRC TABLE), cosine scores
+            %mlx plot TABLE [--by COLUMN] [--umap]   the items in 2-D (PCA; UMAP), coloured
 
         MODEL is anything ``%%mlx --model`` takes.
         """
-        attention = line.split(None, 1)[:1] == ["attention"]
+        first = line.split(None, 1)[:1]
+        if first and first[0] in OWN_FLAGS:  # embed, nearest, plot: flags of their own
+            return COMMANDS[first[0]](self, split_line(line)[1:])
+        attention = first == ["attention"]
         args = parse_flags(self.mlx_line, line, "%mlx", intermixed=True, short_help=not attention)
         if args.command == "attention":
             return command_attention(self, args.names, layer=args.l, head=args.head)

@@ -27,6 +27,7 @@ from mlx_magic.magics.schemas import answer_schema
 from mlx_magic.magics.session import Session
 from mlx_magic.magics.templating import fill_template, last_error_text
 from mlx_magic.units import gib_to_bytes
+from mlx_magic.vocabulary.embedding import not_a_chat_model
 from mlx_magic.vocabulary.values import GenerationRequest, ModelSpec, PrefixCacheSettings
 
 if TYPE_CHECKING:
@@ -114,6 +115,8 @@ def prepare(
     max_pixels = options.max_pixels or settings.max_image_pixels
     out_name = checked_out_name(options.out)
     spec = resolve(options.model)
+    if spec.kind == "embedding":
+        raise UserError(not_a_chat_model(spec.name))
     if options.trust_remote_code:
         spec = replace(spec, trust_remote_code=True)
     check_thinking(options, spec, settings.runtime)

@@ -18,6 +18,7 @@ from mlx_magic.images import DecodedImageCache
 from mlx_magic.magics.background import BackgroundJobs
 from mlx_magic.magics.conversations import Conversations, Turn
 from mlx_magic.units import gib_to_bytes
+from mlx_magic.vocabulary.embedding import not_a_chat_model
 from mlx_magic.vocabulary.job import Job
 from mlx_magic.vocabulary.values import GenerationRequest, ModelSpec
 
@@ -170,6 +171,8 @@ class Session:
                 name or settings.default_vision_model, settings.aliases, "vision"
             )
         spec = self.resolve(name, default=settings.default_vision_model)
+        if spec.kind == "embedding":
+            raise UserError(not_a_chat_model(spec.name))
         if spec.kind != "vision":
             raise UserError(
                 f"'{spec.name}' is a text model and cannot see images: %%mlx_vision needs a "

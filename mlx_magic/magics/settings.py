@@ -88,6 +88,12 @@ class MLXSettings(Magics):
     default_vision_model = Unicode(
         None, allow_none=True, help="Model used by %%mlx_vision when it has no --model."
     ).tag(config=True)
+    default_embedding_model = Unicode(
+        None,
+        allow_none=True,
+        help="Embedding model used by %mlx embed, %%mlx --embed and %mlx nearest when they "
+        "have no -m (an EmbeddingGemma, Qwen3-Embedding, BERT or ModernBERT folder or Hub id).",
+    ).tag(config=True)
     max_images = Int(
         8, help="Most images one %%mlx_vision cell may send (a model may allow fewer)."
     ).tag(config=True)

@@ -12,12 +12,21 @@ from typing import Optional, Union, cast
 
 from mlx_magic.errors import UserError
 from mlx_magic.vocabulary.attention import AttentionMap, AttentionRequest
+from mlx_magic.vocabulary.embedding import Embeddings, EmbedRequest
 from mlx_magic.vocabulary.job import Job
 from mlx_magic.vocabulary.lens import LensGrid, LensRequest
 from mlx_magic.vocabulary.values import GenerationRequest, ModelInfo, ModelSpec, RuntimeStatus
 
-#: What a runtime may be asked to read of an answer's model (:meth:`Runtime.inspect`).
-Inspection = Union[LensRequest, AttentionRequest]
+#: What a runtime may be asked to read of a warm model (:meth:`Runtime.inspect`):
+#: an answer's layers or attention, or the vectors of texts or images.
+Inspection = Union[LensRequest, AttentionRequest, EmbedRequest]
+#: The same, for ``isinstance`` (a worker checks what it is sent).
+INSPECTIONS = (LensRequest, AttentionRequest, EmbedRequest)
+
+
+def inspected_model(asked: Inspection) -> ModelSpec:
+    """The model that serves ``asked``: an answer's own, or the embedding model named."""
+    return asked.model if isinstance(asked, EmbedRequest) else asked.request.model
 
 
 class Runtime(abc.ABC):
@@ -56,6 +65,16 @@ class Runtime(abc.ABC):
                 answer, step, layer or head cannot be read (one line).
         """
         return cast(AttentionMap, self.inspect(asked))
+
+    def embed(self, asked: EmbedRequest) -> Embeddings:
+        """The vectors of texts or images (blocking), from a warm embedding model,
+        batched (:class:`EmbedRequest` says which model and items).
+
+        Raises:
+            UserError: this runtime has no local model to embed with, or the
+                model cannot read the items (images for a text embedder; one line).
+        """
+        return cast(Embeddings, self.inspect(asked))
 
     def inspect(self, asked: Inspection) -> object:
         """Read what ``asked`` asks of an answer's model (:meth:`lens`,

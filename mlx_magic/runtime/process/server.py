@@ -16,7 +16,7 @@ Methods (requests, answered with a result or a JSON-RPC error):
 
 * ``ping`` → ``{"pid"}``; ``status`` → RuntimeStatus; ``models`` → [ModelInfo]
 * ``load {spec}`` → ModelInfo (error code -32001 for a ModelLoadError)
-* ``inspect {asked}`` → a LensGrid or an AttentionMap (a LensRequest, an AttentionRequest)
+* ``inspect {asked}`` → a LensGrid, AttentionMap or Embeddings (a Lens-, Attention-, EmbedRequest)
 * ``unload {key|null}`` → [keys]; ``clear_caches`` → int;
   ``set_memory_budget {bytes}`` → null
 * ``generate {job, request}`` → ``{"job"}`` at once; the job's events follow
@@ -51,11 +51,10 @@ import time
 from typing import IO, Any, Callable, Iterable, Literal, NoReturn, Optional, TypeVar, overload
 
 from mlx_magic.errors import ParamsError
+from mlx_magic.runtime.interface import INSPECTIONS
 from mlx_magic.runtime.process import rpc
 from mlx_magic.units import gib_to_bytes
-from mlx_magic.vocabulary.attention import AttentionRequest
 from mlx_magic.vocabulary.job import Job
-from mlx_magic.vocabulary.lens import LensRequest
 from mlx_magic.vocabulary.machine import default_memory_budget_gb
 from mlx_magic.vocabulary.token_buffer import TokenBuffer
 from mlx_magic.vocabulary.values import Failed, Finished, GenerationRequest, ModelSpec, TokenChunk
@@ -279,8 +278,8 @@ class WorkerServer:
 
     def _inspect(self, params: Any) -> Any:
         asked = rpc.decode(_param(params, "asked", dict))
-        if not isinstance(asked, (LensRequest, AttentionRequest)):
-            raise ParamsError("not a lens or attention request")
+        if not isinstance(asked, INSPECTIONS):
+            raise ParamsError("not a lens, attention or embed request")
         return rpc.encode(self.runtime.inspect(asked))
 
     def _unload(self, params: Any) -> list[str]:
