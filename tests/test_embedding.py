@@ -106,9 +106,18 @@ def test_image_vectors_are_the_model_s_own_and_share_the_text_space(image_embedd
     spec = resolve_model(str(image_embedder))
     assert spec.kind == "embedding"
     warm = load_warm_model(spec)
-    images = (Image.new("RGB", (120, 80), "red"), Image.new("RGB", (64, 96), "blue"))
+    noise = (np.random.default_rng(0).random((200, 150, 3)) * 255).astype("uint8")
+    images = (
+        Image.new("RGB", (120, 80), "red"),
+        Image.new("RGB", (64, 96), "blue"),
+        Image.fromarray(noise),
+    )
     made = embed(warm, EmbedRequest(spec, images=images))
-    assert made.vectors.shape == (2, 64) and made.normalized
+    alone = embed(warm, EmbedRequest(spec, images=images, batch_size=1))
+    assert made.vectors.shape == (3, 64) and made.normalized
+    assert (made.batches, alone.batches) == (1, 3)
+    # Images of different sizes, padded together: each gets its own vector.
+    np.testing.assert_allclose(made.vectors, alone.vectors, atol=1e-5)
     assert made.model_type == "qwen3_vl_embedding"
     prompt = get_chat_template(
         warm.tokenizer, [{"role": "user", "content": [{"type": "image"}]}], True
@@ -351,3 +360,19 @@ def test_a_remote_runtime_refuses_in_one_line(embed_shell):
         assert one_line(caught) == NEEDS_LOCAL_MODEL
     finally:
         run(embed_shell, "%config MLXMagics.runtime = 'thread'")
+
+
+def test_a_hub_embedder_resolves_with_its_module_weights(text_embedder, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from mlx_magic.models.resolve import resolve_model
+
+    repo = tmp_path / "models--tester--tiny-embedder"
+    shutil.copytree(text_embedder, repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    spec = resolve_model("tester/tiny-embedder")
+    assert (spec.kind, spec.source, spec.key) == ("embedding", "hub", "tester/tiny-embedder")
+    assert pathlib.Path(spec.path, "1_Pooling", "config.json").is_file()

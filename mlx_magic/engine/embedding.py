@@ -15,8 +15,10 @@ differences that make a batch give the vectors each text gets alone:
 * SigLIP's text tower reads the last position and ignores the mask, as it
   was trained: its texts are padded to its full length, as its processor does.
 
-Images go through the model's processor and chat template one at a time (the
-server's ``_embed_image``): each is its own forward pass.
+Images go through the model's processor and chat template as the server's
+``_embed_image`` sends one, several to a forward pass (padded together with their
+attention mask: Qwen3-VL's position ids skip the padding, so a batch gives each
+image's own vector; tested), the largest first.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from mlx_magic.vocabulary.embedding import Embeddings, EmbedRequest
 
 #: The longest text read, in tokens (longer ones are cut, as the server does).
 MAX_TEXT_TOKENS = 8192
+#: Most images in one forward pass: a megapixel picture is ~1,300 tokens.
+MAX_IMAGE_BATCH = 8
 
 
 def load_embedder(path: str, trust_remote_code: bool) -> tuple[Any, Any, dict]:
@@ -57,7 +61,9 @@ def embed(warm: WarmModel, asked: EmbedRequest) -> Embeddings:
         UserError: images for a model that reads only text (one line).
     """
     if asked.images:
-        vectors, tokens, batches, took = _embed_images(warm, list(asked.images))
+        vectors, tokens, batches, took = _embed_images(
+            warm, list(asked.images), min(asked.batch_size, MAX_IMAGE_BATCH)
+        )
     else:
         vectors, tokens, batches, took = _embed_texts(warm, list(asked.texts), asked.batch_size)
     return Embeddings(
@@ -170,7 +176,7 @@ def _padded_to_full_length(model: Any) -> int:
     return int(length or 64)
 
 
-def _embed_images(warm: WarmModel, images: list) -> tuple:
+def _embed_images(warm: WarmModel, images: list, batch_size: int) -> tuple:
     import mlx.core as mx
     from mlx_vlm.prompt_utils import get_chat_template
     from mlx_vlm.utils import prepare_inputs
@@ -184,18 +190,27 @@ def _embed_images(warm: WarmModel, images: list) -> tuple:
     messages = [{"role": "user", "content": [{"type": "image"}]}]
     prompt = get_chat_template(processor, messages, add_generation_prompt=True)
     image_token = getattr(getattr(warm.model, "config", None), "image_token_index", None)
-    vectors = []
-    tokens = 0
+    order = sorted(range(len(images)), key=lambda i: -images[i].width * images[i].height)
+    vectors: list = [None] * len(images)
+    tokens = batches = 0
     took = 0.0
-    for image in images:
+    for start in range(0, len(order), max(1, batch_size)):
+        chosen = order[start : start + max(1, batch_size)]
         inputs = prepare_inputs(
-            processor, images=[image], prompts=prompt, image_token_index=image_token
+            processor,
+            images=[images[i] for i in chosen],
+            prompts=[prompt] * len(chosen),
+            image_token_index=image_token,
+            padding=True,
         )
         began = time.perf_counter()
         with gpu_lock:
             out = warm.model(**inputs)
-            vectors.append(np.array(out.text_embeds.astype(mx.float32))[0])
+            rows = np.array(out.text_embeds.astype(mx.float32))
         took += time.perf_counter() - began
+        for row, index in zip(rows, chosen):
+            vectors[index] = row
         mask = inputs.get("attention_mask")
         tokens += int(mask.sum()) if mask is not None else 0
-    return np.stack(vectors).astype(np.float32), tokens, len(images), took
+        batches += 1
+    return np.stack(vectors).astype(np.float32), tokens, batches, took
