@@ -376,3 +376,15 @@ def test_a_hub_embedder_resolves_with_its_module_weights(text_embedder, tmp_path
     spec = resolve_model("tester/tiny-embedder")
     assert (spec.kind, spec.source, spec.key) == ("embedding", "hub", "tester/tiny-embedder")
     assert pathlib.Path(spec.path, "1_Pooling", "config.json").is_file()
+
+
+def test_a_long_run_goes_in_chunks_with_the_same_vectors(embed_shell, monkeypatch):
+    from mlx_magic.magics import embedding
+
+    run(embed_shell, "%mlx embed texts -o whole")
+    monkeypatch.setattr(embedding, "CHUNK_ITEMS", 2)
+    run(embed_shell, "%mlx embed texts -o chunked")
+    whole, chunked = embed_shell.user_ns["whole"], embed_shell.user_ns["chunked"]
+    np.testing.assert_allclose(chunked.vectors, whole.vectors, atol=1e-5)
+    assert (whole.embeddings.batches, chunked.embeddings.batches) == (1, 3)
+    assert chunked.embeddings.tokens == whole.embeddings.tokens

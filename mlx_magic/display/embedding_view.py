@@ -145,6 +145,13 @@ class NearestResult:
         return _table_html(rows, self.index) + footer(self.note)
 
 
+def embedding_progress(total: int, model: str) -> Any:
+    """tqdm's bar for a long embedding run (its widget in a notebook, text in a terminal)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"embedding with {model}", unit="item", leave=False)
+
+
 def footer(text: str) -> str:
     return (
         '<div class="mlx-magic-footer" style="font-size: 0.85em; opacity: 0.7">'

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Optional
 
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from mlx_magic.display.embedding_view import MLXEmbedResult, small_copy
+from mlx_magic.display.embedding_view import MLXEmbedResult, embedding_progress, small_copy
 from mlx_magic.display.views import view_for
 from mlx_magic.errors import UserError
 from mlx_magic.magics.lens import read_on_the_runtime
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from mlx_magic.magics.session import MagicsHost, Session
     from mlx_magic.vocabulary.values import ModelSpec
 
+#: Items one runtime request carries (a progress bar counts them above this).
+CHUNK_ITEMS = 256
 #: The ``%mlx`` commands that parse their own flags (:func:`parse_words`).
 OWN_FLAGS = ("embed", "nearest", "plot")
 #: The flags of a ``%%mlx`` cell that ask for an answer, which ``--embed`` does not give.
@@ -214,18 +217,34 @@ def embed_and_keep(
             f"--batch-size N: N texts share a forward pass, at least 1, not {batch_size}"
         )
     started = time.perf_counter()
-    images: tuple = ()
-    if sources:
-        options = CellOptions(images=sources, region=region, max_pixels=max_pixels)
-        images = tuple(
-            loaded.image
-            for position, item in enumerate(items)
-            for loaded in item_images(session, options, item, position)[:1]
-        )
-    asked = EmbedRequest(
-        spec, texts=texts, images=images, batch_size=batch_size or DEFAULT_BATCH_SIZE
-    )
-    made = embed_on_runtime(session, asked)
+    options = CellOptions(images=sources, region=region, max_pixels=max_pixels)
+    parts: list[Embeddings] = []
+    thumbnails: list = []
+    progress = embedding_progress(len(items), spec.name) if len(items) > CHUNK_ITEMS else None
+    try:
+        # A chunk at a time: the bar moves, an interrupt is heard between chunks,
+        # and only one chunk's pictures are decoded at full size at once.
+        for start in range(0, len(items), CHUNK_ITEMS):
+            chunk = items[start : start + CHUNK_ITEMS]
+            images = tuple(
+                loaded.image
+                for position, item in enumerate(chunk, start)
+                for loaded in (item_images(session, options, item, position) if sources else ())[:1]
+            )
+            asked = EmbedRequest(
+                spec,
+                texts=texts[start : start + CHUNK_ITEMS],
+                images=images,
+                batch_size=batch_size or DEFAULT_BATCH_SIZE,
+            )
+            parts.append(embed_on_runtime(session, asked))
+            thumbnails.extend(small_copy(image) for image in images)
+            if progress is not None:
+                progress.update(len(chunk))
+    finally:
+        if progress is not None:
+            progress.close()
+    made = joined(parts)
     result = MLXEmbedResult(
         rows=[dict(item.columns) for item in items],
         vectors=made.vectors,
@@ -234,7 +253,7 @@ def embed_and_keep(
         model=spec.name,
         model_key=spec.key,
         embeddings=made,
-        images=tuple(small_copy(image) for image in images),
+        images=tuple(thumbnails),
         seconds=time.perf_counter() - started,
     )
     view_for(session.shell).show_bundle(
@@ -244,6 +263,21 @@ def embed_and_keep(
     if out:
         session.shell.user_ns[out] = result
     return result
+
+
+def joined(parts: list[Embeddings]) -> Embeddings:
+    """The chunks' vectors as one :class:`Embeddings`, in order."""
+    import numpy as np
+
+    first = parts[0]
+    return replace(
+        first,
+        vectors=np.concatenate([part.vectors for part in parts]),
+        normalized=all(part.normalized for part in parts),
+        tokens=sum(part.tokens for part in parts),
+        batches=sum(part.batches for part in parts),
+        seconds=sum(part.seconds for part in parts),
+    )
 
 
 def _texts_of(items: list[MapItem], name: str, column: Optional[str]) -> list[str]:
