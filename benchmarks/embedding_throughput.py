@@ -11,7 +11,9 @@ and ``--layers`` size it; the default 256 × 4 is ~2.5 M parameters), or an
 embedding model's folder (``--model``).
 
     python benchmarks/embedding_throughput.py [--model FOLDER] [--hidden 256] [--layers 4]
-        [--texts 256] [--batch-size 32] [--repetitions 3]
+        [--heads 4] [--texts 256] [--batch-size 32] [--repetitions 3]
+
+(``--hidden 1024 --layers 28 --heads 16`` is Qwen3-Embedding-0.6B's shape.)
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def main() -> None:
     parser.add_argument("--model", help="an embedding model's folder (default: a tiny one)")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--texts", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repetitions", type=int, default=3)
@@ -61,6 +64,7 @@ def main() -> None:
             Path(tempfile.mkdtemp(prefix="embed-bench-")) / "tiny",
             hidden_size=args.hidden,
             num_layers=args.layers,
+            num_heads=args.heads,
         )
     spec = resolve_model(str(folder))
     runtime = ThreadRuntime(8 << 30)

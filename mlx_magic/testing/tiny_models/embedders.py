@@ -18,18 +18,28 @@ from mlx_magic.testing.tiny_models.folders import atomic_build, write_json
 
 
 def build_tiny_text_embedder(
-    folder: str | os.PathLike, *, seed: int = 0, hidden_size: int = 64, num_layers: int = 2
+    folder: str | os.PathLike,
+    *,
+    seed: int = 0,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
 ) -> Path:
     """A tiny random Qwen3-Embedding in ``folder``; returns it (about 0.5 MB).
 
     Its vectors are ``hidden_size`` wide, last-token pooled and normalised, as
-    the real model's are. Idempotent, like every tiny model build.
+    the real model's are. Larger sizes give a real model's shape for a
+    benchmark (Qwen3-Embedding-0.6B: 1024 wide, 28 layers, 16 heads).
+    Idempotent, like every tiny model build.
     """
+    if hidden_size % num_heads or num_heads % 2:
+        raise ValueError("hidden_size must divide by num_heads, and num_heads be even")
     recipe = {
         "kind": "qwen3_embedding",
         "seed": int(seed),
         "hidden_size": int(hidden_size),
         "num_layers": int(num_layers),
+        "num_heads": int(num_heads),
     }
     return atomic_build(Path(folder), recipe, lambda tmp: _fill_text_embedder(tmp, recipe))
 
@@ -40,15 +50,15 @@ def _fill_text_embedder(folder: Path, recipe: dict) -> None:
 
     # No chat template: an embedder reads the text as it is.
     ids, unreadable = tokenizer.write_tokenizer(folder, "")
-    hidden, heads = recipe["hidden_size"], 4
+    hidden, heads = recipe["hidden_size"], recipe["num_heads"]
     config = {
         "architectures": ["Qwen3ForCausalLM"],
         "model_type": "qwen3",
         "hidden_size": hidden,
-        "intermediate_size": 2 * hidden,
+        "intermediate_size": 3 * hidden,
         "num_hidden_layers": recipe["num_layers"],
         "num_attention_heads": heads,
-        "num_key_value_heads": 2,
+        "num_key_value_heads": heads // 2,
         "head_dim": hidden // heads,
         "hidden_act": "silu",
         "rms_norm_eps": 1e-6,
