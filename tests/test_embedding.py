@@ -134,7 +134,7 @@ def test_image_vectors_are_the_model_s_own_and_share_the_text_space(image_embedd
     assert texts.vectors.shape == (1, 64)
 
 
-def test_embed_a_list_keeps_vectors_and_a_table(embed_shell):
+def test_embed_a_list_keeps_vectors_and_a_table(embed_shell, capsys):
     run(embed_shell, "%mlx embed texts --batch-size 2 -o v")
     result = embed_shell.user_ns["_mlx"]
     assert embed_shell.user_ns["v"] is result
@@ -144,6 +144,12 @@ def test_embed_a_list_keeps_vectors_and_a_table(embed_shell):
     assert list(table.columns) == ["item", "vector"]
     np.testing.assert_array_equal(np.stack(table["vector"]), result.vectors)
     assert "5 texts → 5 × 64 vectors" in result.summary
+    capsys.readouterr()
+    run(embed_shell, "%mlx models")
+    header, row = capsys.readouterr().out.splitlines()[:2]
+    assert row.split()[:2] == ["tiny-embedder", "embedding"]
+    # The kind column is as wide as "embedding": the columns after it line up.
+    assert header.index("memory") == row.index("embedding") + len("embedding  ")
 
 
 def test_embed_a_dataframe_column_and_the_cell_s_lines_agree(embed_shell):
