@@ -207,6 +207,12 @@ def test_the_map_picture_colours_by_a_column_and_falls_back_to_svg():
     assert [text.get_text() for text in legend.get_texts()] == ["a", "b"]
     numbers = points_figure(points, title="t", colours=[1, 2, 3], colour_name="n")
     assert len(numbers.axes) == 2  # the scatter and its colour bar
+    from matplotlib.offsetbox import AnnotationBbox
+    from PIL import Image
+
+    pictures = [Image.new("RGB", (30, 20), c) for c in ("red", "green", "blue")]
+    drawn = points_figure(points, title="t", images=pictures)
+    assert sum(isinstance(a, AnnotationBbox) for a in drawn.axes[0].artists) == 3
     svg = points_svg(points, title="t", labels=["x", "y", "z"])
     assert svg.count("<circle") == 3 and "<title>y</title>" in svg
 
@@ -394,3 +400,20 @@ def test_a_long_run_goes_in_chunks_with_the_same_vectors(embed_shell, monkeypatc
     np.testing.assert_allclose(chunked.vectors, whole.vectors, atol=1e-5)
     assert (whole.embeddings.batches, chunked.embeddings.batches) == (1, 3)
     assert chunked.embeddings.tokens == whole.embeddings.tokens
+
+
+def test_in_a_notebook_the_plot_is_a_picture(embed_shell, monkeypatch):
+    import base64
+
+    from mlx_magic.display.views import NotebookView
+
+    run(embed_shell, "%mlx embed df -c text -o table")
+    # What decides "a notebook" (a kernel beside the shell), and what it is shown
+    # with: the kernel's messages are not what this is about.
+    monkeypatch.setattr(embed_shell, "kernel", object(), raising=False)
+    shown = []
+    monkeypatch.setattr(NotebookView, "show_bundle", lambda self, bundle: shown.append(bundle))
+    run(embed_shell, "%mlx plot table --by kind")
+    (bundle,) = shown
+    assert bundle["text/plain"] == "[table: 5 items by PCA, coloured by kind]"
+    assert base64.b64decode(bundle["image/png"]).startswith(b"\x89PNG")
