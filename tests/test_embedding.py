@@ -258,6 +258,8 @@ def test_images_embed_and_the_nearest_has_thumbnails(image_embedder, tmp_path):
         ("%mlx embed texts -m smollm2", "'smollm2' is a chat model, not an embedding model"),
         ("%%mlx --embed -m smollm2\nhello", "'smollm2' is a chat model, not an embedding model"),
         ("%%mlx --embed --chat c\nhello", "--embed makes vectors, not an answer: leave out --chat"),
+        ("%%mlx --embed --attention\nhello", "not an answer: leave out --attention"),
+        ("%%mlx --embed -m a -m b\nhello", "--embed takes one embedding model"),
         ("%mlx embed texts --batch-size 0", "at least 1, not 0"),
     ],
 )

@@ -121,7 +121,8 @@ def run_embed_cell(session: Session, options: list[CellOptions], args: Any, cell
             "in its own cell"
         )
     for attribute, flag in _ANSWER_FLAGS:
-        if getattr(args, attribute, None) not in (None, False, [], ""):
+        value = getattr(args, attribute, None)
+        if value is not None and value is not False and value != []:  # --attention is ""
             raise UserError(f"--embed makes vectors, not an answer: leave out {flag}")
     chosen = options[0]
     out = checked_out_name(chosen.out)
