@@ -171,6 +171,14 @@ class MLXMagics(MLXSettings):
             In [6]: %%mlx --map cities --schema City -o facts
                ...: Describe {item} as JSON.
 
+        ``--embed`` gives vectors instead of an answer, from an embedding model
+        (``-m`` or the ``default_embedding_model`` setting): one per line of the
+        cell, or per ``--map`` item; ``_mlx.vectors`` and ``_mlx.table``, then
+        ``%mlx nearest`` and ``%mlx plot`` (``%mlx embed`` does it for a list)::
+
+            In [7]: %%mlx --embed --map reviews -o vecs
+               ...: {row.text}
+
         Examples::
 
             In [1]: %load_ext mlx_magic
