@@ -261,6 +261,7 @@ def test_images_embed_and_the_nearest_has_thumbnails(image_embedder, tmp_path):
         ("%%mlx --embed --attention\nhello", "not an answer: leave out --attention"),
         ("%%mlx --embed -m a -m b\nhello", "--embed takes one embedding model"),
         ("%mlx embed texts --batch-size 0", "at least 1, not 0"),
+        ("%mlx nearest v", "Usage: %mlx nearest QUERY TABLE"),
     ],
 )
 def test_mistakes_are_one_line_and_change_nothing(embed_shell, source, expected):
@@ -281,6 +282,20 @@ def test_an_embedder_in_a_chat_cell_is_one_line(embed_shell, text_embedder):
         with pytest.raises(UsageError) as caught:
             run(embed_shell, source)
         assert "is an embedding model: it gives vectors, not answers" in one_line(caught)
+
+
+def test_umap_without_umap_learn_is_one_line(embed_shell):
+    try:
+        import umap  # noqa: F401
+    except ImportError:
+        run(embed_shell, "%mlx embed texts -o v")
+        with pytest.raises(UsageError) as caught:
+            run(embed_shell, "%mlx plot v --umap")
+        assert "--umap needs umap-learn (pip install umap-learn)" in one_line(caught)
+    else:
+        run(embed_shell, "%mlx embed texts -o v")
+        run(embed_shell, "%mlx plot v --umap")
+        assert embed_shell.user_ns["v"].points.shape == (len(TEXTS), 2)
 
 
 def test_no_embedding_model_is_one_line():
