@@ -276,6 +276,7 @@ def test_mistakes_are_one_line_and_change_nothing(embed_shell, source, expected)
 def test_an_embedder_in_a_chat_cell_is_one_line(embed_shell, text_embedder):
     for source in (
         f"%%mlx -m {text_embedder}\nhello",
+        f"%%mlx --draft {text_embedder}\nhello",
         f"%%mlx_vision -m {text_embedder} -i red\nhello",
     ):
         embed_shell.user_ns["red"] = __import__("PIL.Image").Image.new("RGB", (8, 8))
