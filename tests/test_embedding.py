@@ -392,22 +392,6 @@ def test_a_remote_runtime_refuses_in_one_line(embed_shell):
         run(embed_shell, "%config MLXMagics.runtime = 'thread'")
 
 
-def test_a_hub_embedder_resolves_with_its_module_weights(text_embedder, tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    from mlx_magic.models.resolve import resolve_model
-
-    repo = tmp_path / "models--tester--tiny-embedder"
-    shutil.copytree(text_embedder, repo / "snapshots" / "abc123")
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("abc123")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    spec = resolve_model("tester/tiny-embedder")
-    assert (spec.kind, spec.source, spec.key) == ("embedding", "hub", "tester/tiny-embedder")
-    assert pathlib.Path(spec.path, "1_Pooling", "config.json").is_file()
-
-
 def test_a_long_run_goes_in_chunks_with_the_same_vectors(embed_shell, monkeypatch):
     from mlx_magic.magics import embedding
 

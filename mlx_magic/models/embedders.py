@@ -49,11 +49,6 @@ SENTENCE_TRANSFORMERS_FILES = (
     "1_Pooling/config.json",
 )
 
-#: What a Hub download of an embedder adds to mlx-lm's file list: the weights of
-#: its sentence-transformers modules (``2_Dense/model.safetensors``…), which
-#: mlx-vlm's embedding loader reads as ``2_Dense.*``.
-MODULE_WEIGHTS = ["*/*.safetensors"]
-
 
 def is_embedder(folder: Path, config: dict) -> bool:
     """Whether the model in ``folder`` (its parsed ``config``) gives vectors."""

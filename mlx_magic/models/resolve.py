@@ -18,7 +18,6 @@ from typing import Mapping, Optional
 
 from mlx_magic.errors import ModelLoadError
 from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME, cache_root, embedded_gguf_path
-from mlx_magic.models.embedders import MODULE_WEIGHTS, is_embedder
 from mlx_magic.vocabulary.values import ModelKind, ModelSource, ModelSpec
 
 # owner/name, as the Hub spells repository ids.
@@ -135,6 +134,8 @@ def _display_name(name: str) -> str:
 
 
 def _folder_spec(name: str, folder: Path) -> ModelSpec:
+    from mlx_magic.models.embedders import is_embedder
+
     folder = folder.resolve()
     name = _display_name(name)
     config = read_model_config(folder)
@@ -153,10 +154,6 @@ def _hub_spec(name: str, repo_id: str) -> ModelSpec:
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     try:
         folder = Path(snapshot_download(repo_id, allow_patterns=HUB_ALLOW_PATTERNS))
-        if is_embedder(folder, read_model_config(folder)):
-            # A sentence-transformers folder keeps its Dense layers' weights in
-            # module folders (EmbeddingGemma's 2_Dense/), which mlx-lm's list skips.
-            snapshot_download(repo_id, allow_patterns=MODULE_WEIGHTS)
     except LocalEntryNotFoundError as error:
         if offline:
             raise ModelLoadError(

@@ -17,16 +17,10 @@ from mlx_magic.vocabulary.job import Job
 from mlx_magic.vocabulary.lens import LensGrid, LensRequest
 from mlx_magic.vocabulary.values import GenerationRequest, ModelInfo, ModelSpec, RuntimeStatus
 
-#: What a runtime may be asked to read of a warm model (:meth:`Runtime.inspect`):
-#: an answer's layers or attention, or the vectors of texts or images.
+#: What a runtime may be asked to read of an answer's model, or of an embedding
+#: model (:meth:`Runtime.inspect`).
 Inspection = Union[LensRequest, AttentionRequest, EmbedRequest]
-#: The same, for ``isinstance`` (a worker checks what it is sent).
 INSPECTIONS = (LensRequest, AttentionRequest, EmbedRequest)
-
-
-def inspected_model(asked: Inspection) -> ModelSpec:
-    """The model that serves ``asked``: an answer's own, or the embedding model named."""
-    return asked.model if isinstance(asked, EmbedRequest) else asked.request.model
 
 
 class Runtime(abc.ABC):

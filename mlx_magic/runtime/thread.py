@@ -21,7 +21,7 @@ from mlx_magic.engine.model_cache import WarmModel, WarmModelCache
 from mlx_magic.errors import GenerationInterrupted, ModelLoadError, UserError
 from mlx_magic.locking import gpu_lock
 from mlx_magic.runtime.inbox import STOP, Call, Together, refuse
-from mlx_magic.runtime.interface import Runtime, inspected_model
+from mlx_magic.runtime.interface import Runtime
 from mlx_magic.runtime.owner_threads import Serving, serve_on_an_owner_thread
 from mlx_magic.runtime.runs import Run
 from mlx_magic.vocabulary.job import Job
@@ -111,7 +111,7 @@ class ThreadRuntime(Runtime):
     def inspect(self, asked: Inspection) -> object:
         from mlx_magic.engine.answer_attention import read_answer
 
-        return self._call(lambda: read_answer(self._warm(inspected_model(asked))[0], asked))
+        return self._call(lambda: read_answer(self._warm(asked.model)[0], asked))
 
     def unload(self, key: Optional[str] = None) -> list[str]:
         if self._serving is None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
 from mlx_magic.errors import import_extra
-from mlx_magic.vocabulary.values import GenerationRequest
+from mlx_magic.vocabulary.values import GenerationRequest, ModelSpec
 
 #: Why a server's answer cannot be read (the remote runtime says it, and the
 #: magics before a generation is spent on ``--lens``).
@@ -38,6 +38,11 @@ class LensRequest:
     top_k: int = 5
     expected_sha256: Optional[str] = None
     needs_local: ClassVar[str] = NEEDS_LOCAL_MODEL
+
+    @property
+    def model(self) -> ModelSpec:
+        """The model that gave the answer (the one the runtime reads)."""
+        return self.request.model
 
 
 @dataclass(frozen=True)
