@@ -71,11 +71,10 @@ def command_models(magics: MagicsHost, names: list[str]) -> None:
         print("No warm models. %%mlx loads one on first use; %mlx load MODEL loads one now.")
         return
     width = max(len(info.name) for info in infos)
-    kinds = max(6, *(len(info.kind) for info in infos))  # "embedding" is wider
-    print(f"{'model':<{width}}  {'kind':<{kinds}}  memory     uses  source")
+    print(f"{'model':<{width}}  {'kind':<9}  memory     uses  source")
     for info in infos:
         print(
-            f"{info.name:<{width}}  {info.kind:<{kinds}}  {gib(info.memory_bytes):6.2f} GiB  "
+            f"{info.name:<{width}}  {info.kind:<9}  {gib(info.memory_bytes):6.2f} GiB  "
             f"{info.uses:5d}  {info.key}"
         )
 
