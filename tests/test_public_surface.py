@@ -12,6 +12,7 @@ TRAITS = [
     "aliases",
     "api_key_env",
     "connect_timeout_s",
+    "default_embedding_model",
     "default_format",
     "default_model",
     "default_segment_model",
@@ -59,6 +60,7 @@ TEXT_FLAGS = [
     "--batch-size",
     "--chat",
     "--draft",
+    "--embed",
     "--error",
     "--format",
     "--map",
@@ -119,6 +121,9 @@ COMMANDS = [
     "attention",
     "marks",
     "segment",
+    "embed",
+    "nearest",
+    "plot",
 ]
 CSS_CLASSES = [
     "mlx-magic-answer",

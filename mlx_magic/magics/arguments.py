@@ -191,6 +191,14 @@ def generation_arguments(magic: F) -> F:
             "judge's own table is _mlx.judged.",
         ),
         argument(
+            "--embed",
+            action="store_true",
+            help="Vectors instead of an answer, from an embedding model (-m, or the "
+            "default_embedding_model setting): each line of the cell is a text, or with --map "
+            "the cell filled in for each item (%%mlx_vision: -i {item}, each item's image). "
+            "_mlx.vectors (N × D) and _mlx.table (a vector column); %%mlx nearest, %%mlx plot.",
+        ),
+        argument(
             "--attention",
             nargs="?",
             const="",
@@ -318,13 +326,7 @@ def parse_flags(
         UserError: an unclosed quote, ``--help`` (the manual is ``%%mlx?``),
             or a flag the magic does not take.
     """
-    try:
-        # Windows paths keep their backslashes: split without escapes there.
-        argv = arg_split(line, posix=os.name != "nt", strict=True)
-    except ValueError as error:
-        raise UserError(f"The flags do not parse ({error}): close the quote") from error
-    if os.name == "nt":
-        argv = [_unquoted(arg) for arg in argv]
+    argv = split_line(line)
     if (short_help and "-h" in argv) or "--help" in argv:
         raise UserError(f"{usage}? shows the manual: every flag, the settings, examples")
     if usage == "%%mlx" and any(arg.split("=")[0] in ("--marks", "--region") for arg in argv):
@@ -333,6 +335,22 @@ def parse_flags(
         )
     parser = magic.parser  # type: ignore[attr-defined]
     return parser.parse_intermixed_args(argv) if intermixed else parser.parse_args(argv)
+
+
+def split_line(line: str) -> list[str]:
+    """``line`` split into words as a shell would: quotes group and are removed.
+
+    Raises:
+        UserError: an unclosed quote.
+    """
+    try:
+        # Windows paths keep their backslashes: split without escapes there.
+        argv = arg_split(line, posix=os.name != "nt", strict=True)
+    except ValueError as error:
+        raise UserError(f"The flags do not parse ({error}): close the quote") from error
+    if os.name == "nt":
+        argv = [_unquoted(arg) for arg in argv]
+    return list(argv)
 
 
 def _unquoted(arg: str) -> str:

@@ -17,8 +17,10 @@ from mlx_magic.magics.attention import command_attention
 from mlx_magic.magics.branching import command_branch
 from mlx_magic.magics.conversations import DEFAULT_CONVERSATION
 from mlx_magic.magics.downloads import command_pull, command_rm
+from mlx_magic.magics.embedding import command_embed
 from mlx_magic.magics.lens import command_lens
 from mlx_magic.magics.marking import command_marks
+from mlx_magic.magics.nearest import command_nearest, command_plot
 from mlx_magic.magics.replay import command_replay
 from mlx_magic.magics.segmenting import command_segment
 from mlx_magic.units import gib
@@ -428,4 +430,7 @@ COMMANDS = {
     "attention": command_attention,
     "marks": command_marks,
     "segment": command_segment,
+    "embed": command_embed,
+    "nearest": command_nearest,
+    "plot": command_plot,
 }

@@ -20,6 +20,7 @@ from mlx_magic.magics.arguments import (
     generation_arguments,
     lens_argument,
     parse_flags,
+    split_line,
     vision_arguments,
 )
 from mlx_magic.magics.attention import command_attention
@@ -27,6 +28,7 @@ from mlx_magic.magics.cells import run_text_cell, run_vision_cell
 from mlx_magic.magics.commands import COMMANDS
 from mlx_magic.magics.downloads import command_local_models, command_pull, command_rm
 from mlx_magic.magics.edge import user_errors_as_usage
+from mlx_magic.magics.embedding import OWN_FLAGS
 from mlx_magic.magics.lens import command_lens
 from mlx_magic.magics.session import Session
 from mlx_magic.magics.settings import MLXSettings, forget_refused_settings
@@ -162,6 +164,14 @@ class MLXMagics(MLXSettings):
 
             In [6]: %%mlx --map cities --schema City -o facts
                ...: Describe {item} as JSON.
+
+        ``--embed`` gives vectors instead of an answer, from an embedding model
+        (``-m`` or the ``default_embedding_model`` setting): one per line of the
+        cell, or per ``--map`` item; ``_mlx.vectors`` and ``_mlx.table``, then
+        ``%mlx nearest`` and ``%mlx plot`` (``%mlx embed`` does it for a list)::
+
+            In [7]: %%mlx --embed --map reviews -o vecs
+               ...: {row.text}
 
         Examples::
 
@@ -357,12 +367,23 @@ class MLXMagics(MLXSettings):
                                      and --marks use), one line each; returns them
             %mlx segment TEXT|@boxes  SAM 3 (default_segment_model) on the images of the
                                      latest answer: masks drawn and counted (_mlx.masks)
+            %mlx embed ITEMS [-c COLUMN] [-i SRC] [-m MODEL] [-o NAME] [--batch-size N]
+                                     texts (a list, Series, DataFrame column) or images
+                                     (-i {item}, a glob) as vectors of an embedding model
+                                     (default_embedding_model): _mlx.vectors, _mlx.table
+            %mlx nearest QUERY TABLE [-k K]   the K items of an embedded TABLE most like a
+                                     text (or an image: -i SRC TABLE), cosine scores
+            %mlx plot TABLE [--by COLUMN] [--umap]   the items in 2-D (PCA; UMAP), coloured
+                                     by a column, thumbnails for images
 
         MODEL is anything ``%%mlx --model`` takes. A Hub model's first use shows
         its files and a progress bar; an interrupt stops the download and the
         next run resumes it; one the disk cannot hold is refused first.
         """
-        attention = line.split(None, 1)[:1] == ["attention"]
+        first = line.split(None, 1)[:1]
+        if first and first[0] in OWN_FLAGS:  # embed, nearest, plot: flags of their own
+            return COMMANDS[first[0]](self, split_line(line)[1:])
+        attention = first == ["attention"]
         args = parse_flags(self.mlx_line, line, "%mlx", intermixed=True, short_help=not attention)
         if args.command == "attention":
             return command_attention(self, args.names, layer=args.l, head=args.head)

@@ -24,10 +24,9 @@ from mlx_magic.magics.options import (
 )
 from mlx_magic.magics.provenance import with_drawn_seed
 from mlx_magic.magics.schemas import answer_schema
-from mlx_magic.magics.session import Session
+from mlx_magic.magics.session import Session, answering_model
 from mlx_magic.magics.templating import fill_template, last_error_text
 from mlx_magic.units import gib_to_bytes
-from mlx_magic.vocabulary.masks import not_a_chat_model
 from mlx_magic.vocabulary.values import GenerationRequest, ModelSpec, PrefixCacheSettings
 
 if TYPE_CHECKING:
@@ -114,9 +113,7 @@ def prepare(
     sampling = with_drawn_seed(sampling_params(options, settings))
     max_pixels = options.max_pixels or settings.max_image_pixels
     out_name = checked_out_name(options.out)
-    spec = resolve(options.model)
-    if spec.kind == "segmenter":
-        raise UserError(not_a_chat_model(spec.name))
+    spec = answering_model(resolve(options.model))
     if options.trust_remote_code:
         spec = replace(spec, trust_remote_code=True)
     check_thinking(options, spec, settings.runtime)

@@ -95,6 +95,12 @@ class MLXSettings(Magics):
         help="The segmenter (a SAM 3 folder or Hub id, e.g. facebook/sam3) that "
         "%%mlx_vision --segment uses when it has no --model.",
     ).tag(config=True)
+    default_embedding_model = Unicode(
+        None,
+        allow_none=True,
+        help="Embedding model used by %mlx embed, %%mlx --embed and %mlx nearest when they "
+        "have no -m (an EmbeddingGemma, Qwen3-Embedding, BERT or ModernBERT folder or Hub id).",
+    ).tag(config=True)
     segment_threshold = Float(
         0.5, help="The lowest score a mask of --segment keeps (0 to 1; SAM 3's own default)."
     ).tag(config=True)

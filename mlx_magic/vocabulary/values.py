@@ -15,8 +15,8 @@ from typing import Callable, Literal, Optional, Sequence, Union
 from mlx_magic.units import gib_to_bytes
 from mlx_magic.vocabulary import defaults
 
-#: Which library runs a model: mlx-lm (``"text"``) or mlx-vlm (``"vision"``, ``"segmenter"``: SAM 3).
-ModelKind = Literal["text", "vision", "segmenter"]
+#: What a model is: mlx-lm's (``"text"``), mlx-vlm's (``"vision"``, ``"segmenter"``: SAM 3), or a vector maker.
+ModelKind = Literal["text", "vision", "segmenter", "embedding"]
 #: Where a model's files come from (``"remote"``: a server holds them).
 ModelSource = Literal["embedded", "folder", "hub", "gguf", "remote"]
 #: How a generation ended (``"cut"``: a remote stream broke after some text, which is kept).
