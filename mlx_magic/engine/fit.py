@@ -87,8 +87,8 @@ def check_fits(spec: ModelSpec, room: Optional[MachineRoom] = None) -> None:
     if room is None or needed <= room.bytes:
         return
     raise ModelTooLarge(
-        f"'{spec.name}' does not fit this machine: its weights are {_gib_text(needed)} GiB "
-        f"and the machine can give a model {_gib_text(room.bytes)} GiB ({room.source}); "
+        f"'{spec.name}' does not fit this machine: its weights are {gib_text(needed)} GiB "
+        f"and the machine can give a model {gib_text(room.bytes)} GiB ({room.source}); "
         f"{_smaller_hint(spec)}"
     )
 
@@ -122,7 +122,7 @@ def _quantized_bits(folder: Path) -> Optional[int]:
     return bits if isinstance(bits, int) and bits > 0 else None
 
 
-def _gib_text(n_bytes: int) -> str:
+def gib_text(n_bytes: int) -> str:
     """GiB with as many digits as a small model needs (``0.00046``, ``0.50``, ``1.5``, ``70``)."""
     value = gib(n_bytes)
     if value >= 10:

@@ -18,11 +18,13 @@ from traitlets import observe
 from mlx_magic.errors import UserError
 from mlx_magic.magics.arguments import (
     generation_arguments,
+    kv_cache_arguments,
     lens_argument,
     parse_flags,
     vision_arguments,
 )
 from mlx_magic.magics.attention import check_attention_flags, command_attention
+from mlx_magic.magics.cache_commands import command_cache
 from mlx_magic.magics.commands import COMMANDS
 from mlx_magic.magics.edge import user_errors_as_usage
 from mlx_magic.magics.lens import check_lens_flags, command_lens
@@ -116,6 +118,7 @@ class MLXMagics(MLXSettings):
     @magic_arguments("%mlx")  # shown as %%mlx in the usage line
     @generation_arguments
     @lens_argument
+    @kv_cache_arguments
     @cell_magic("mlx")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     @user_errors_as_usage
     def mlx_cell(self, line: str, cell: str) -> None:
@@ -330,6 +333,7 @@ class MLXMagics(MLXSettings):
     @argument("-t", type=int, metavar="N", help="lens: read the first N answer tokens (64).")
     @argument("-l", type=int, metavar="LAYER", help="attention: the layer (-1, the last).")
     @argument("-h", type=int, metavar="HEAD", dest="head", help="attention: one head (the mean).")
+    @argument("--disk", action="store_true", help="cache clear: empty the disk cache too.")
     @line_magic("mlx")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     @user_errors_as_usage
     def mlx_line(self, line: str) -> None:
@@ -347,7 +351,8 @@ class MLXMagics(MLXSettings):
                                      side by side with the original (_mlx.branches)
             %mlx memory              MLX memory across the generations, and each warm
                                      model's weights, KV cache and prefix cache (a plot)
-            %mlx cache clear         empty the prompt prefix and image caches
+            %mlx cache clear [--disk]   empty the prompt prefix and image caches (--disk:
+                                     and the prompt states kept on disk across restarts)
             %mlx chat [NAME]         show a conversation (default: 'default') as Markdown
             %mlx chat reset [NAME|all]   forget a conversation (default: 'default')
             %mlx chat save FILE [NAME]   save a conversation as JSON
@@ -380,4 +385,10 @@ class MLXMagics(MLXSettings):
             return command_lens(self, args.names, top_k=args.k, tokens=args.t)
         if args.k is not None or args.t is not None:
             raise UserError(f"-k and -t are options of %mlx lens, not of %mlx {args.command}")
+        if args.disk:
+            if args.command != "cache":
+                raise UserError(
+                    f"--disk is an option of %mlx cache clear, not of %mlx {args.command}"
+                )
+            return command_cache(self, args.names, disk=True)
         return COMMANDS[args.command](self, args.names)

@@ -286,3 +286,14 @@ class Session:
             entry.done.wait(STOP_WAIT_S)
         if self.shell is not None:
             _kept_conversations[self.shell] = self.conversations
+
+
+def say_if_busy(session: Session, what: str) -> None:
+    """A command the runtime runs after the generation in progress says so,
+    instead of waiting in silence (an interrupt stops the waiting)."""
+    if session.runtime_started and session.runtime.status().busy:
+        print(
+            f"Waiting for the generation in progress to end before {what} (interrupt to stop "
+            "waiting; %mlx cancel stops background jobs)…",
+            flush=True,
+        )

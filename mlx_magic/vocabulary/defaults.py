@@ -12,3 +12,7 @@ PREFIX_CACHE_GB = 1.0
 #: Frames per second taken from a video (``--fps``), and the most frames (``--max-frames``).
 VIDEO_FPS = 2.0
 VIDEO_MAX_FRAMES = 16
+#: The prefix cache's tier on disk: the GiB it may hold, and the shortest
+#: prompt read from scratch (tokens) whose state is written there.
+DISK_CACHE_GB = 8.0
+DISK_CACHE_MIN_TOKENS = 1024
