@@ -24,6 +24,28 @@ if TYPE_CHECKING:
     from mlx_magic.engine.model_cache import WarmModel
 
 
+def make_kv_cache(model: Any, settings: KVCacheSettings) -> list[Any]:
+    """A fresh KV cache for ``model`` in the form ``settings`` asks for.
+
+    mlx-lm's ``make_prompt_cache(model, max_kv_size)`` gives a rotating cache
+    only to models without a ``make_cache`` of their own, and most have one
+    now (llama's chooses per layer between a plain and a sliding-window
+    cache), so ``--max-kv-size`` would be ignored: here each plain
+    ``KVCache`` layer becomes mlx-lm's ``RotatingKVCache`` of that size
+    (keeping the first 4 tokens, as mlx-lm does); a sliding-window layer is
+    already bounded, other kinds (a recurrent state) stay as they are.
+    """
+    from mlx_lm.models.cache import KVCache, RotatingKVCache, make_prompt_cache
+
+    cache = make_prompt_cache(model)
+    if settings.max_size is None:
+        return cache
+    return [
+        RotatingKVCache(max_size=settings.max_size, keep=4) if type(layer) is KVCache else layer
+        for layer in cache
+    ]
+
+
 def kv_arguments(warm: WarmModel, settings: KVCacheSettings) -> dict:
     """``stream_generate``'s arguments for a quantized KV cache (``--kv-bits``):
     quantized from the first prefill step on, so the whole prompt takes the

@@ -13,7 +13,7 @@ from mlx_magic.engine.drafting import (
     draft_caches,
     remember_speed,
 )
-from mlx_magic.engine.kv_estimate import check_kv_fits, kv_arguments
+from mlx_magic.engine.kv_estimate import check_kv_fits, kv_arguments, make_kv_cache
 from mlx_magic.engine.model_cache import WarmModel
 from mlx_magic.engine.provenance import engine_provenance
 from mlx_magic.engine.stepping import (
@@ -171,7 +171,6 @@ def start_text(
     """
     import mlx.core as mx
     from mlx_lm import stream_generate
-    from mlx_lm.models.cache import make_prompt_cache
     from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
     request = job.request
@@ -209,7 +208,7 @@ def start_text(
         elif draft is not None:
             kv_cache, to_prefill = draft_caches(warm, draft), prompt
         else:
-            kv_cache, to_prefill = make_prompt_cache(warm.model, request.kv_cache.max_size), prompt
+            kv_cache, to_prefill = make_kv_cache(warm.model, request.kv_cache), prompt
         check_kv_fits(warm, request.kv_cache, kv_cache, len(prompt) + sampling.max_tokens)
         kv_args = kv_arguments(warm, request.kv_cache)
         if sampling.seed is not None and not per_step_seed:

@@ -170,6 +170,14 @@ class MLXMagics(MLXSettings):
             In [6]: %%mlx --map cities --schema City -o facts
                ...: Describe {item} as JSON.
 
+        A long pasted document is read once: its KV state stays in memory
+        (the prefix cache) and, for prompts of ``disk_cache_min_tokens`` new
+        tokens, on disk, so after a kernel restart the same cell reads it
+        from there (the footer says "from disk"; ``%mlx cache clear --disk``
+        empties it). A prompt whose KV cache cannot fit the machine is refused
+        before it is read: ``--max-kv-size N`` keeps only the newest N tokens,
+        ``--kv-bits 8`` (or 4) quantizes the cache.
+
         Examples::
 
             In [1]: %load_ext mlx_magic
@@ -185,8 +193,8 @@ class MLXMagics(MLXSettings):
 
         Settings (``%config MLXMagics.<name> = value``): default_model,
         max_tokens, temperature, top_p, system_prompt, aliases,
-        memory_budget_gb, stream_interval_ms, short_errors, trust_remote_code. Flags override
-        settings.
+        memory_budget_gb, stream_interval_ms, short_errors, trust_remote_code, disk_cache_gb,
+        max_kv_size, kv_bits. Flags override settings.
         """
         args = parse_flags(self.mlx_cell, line, "%%mlx")
         session = self.session
