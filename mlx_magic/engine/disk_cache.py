@@ -126,6 +126,7 @@ class DiskPromptCache:
         within its bound; ``None`` when the entry alone is over it."""
         from mlx_lm.models.cache import save_prompt_cache
 
+        cache = _compact(cache)
         size = sum(int(layer.nbytes) for layer in cache)
         if size > self.max_bytes:
             return None
@@ -196,6 +197,24 @@ def kv_form(request: GenerationRequest) -> str:
     one form is never handed to a generation of another."""
     bits = request.kv_cache.bits
     return "model" if bits is None else f"kv{bits}"
+
+
+def _compact(cache: list[Any]) -> list[Any]:
+    """``cache`` with each plain layer cut to the tokens it holds: mlx-lm's
+    ``KVCache`` grows by 256 positions at a time and its state is the whole
+    buffer, so a 337-token prompt would be written as 512 (the layers written
+    are views: the cache in memory is left as it is)."""
+    from mlx_lm.models.cache import KVCache
+
+    compact = []
+    for layer in cache:
+        if type(layer) is KVCache and layer.keys is not None and layer.offset < layer.keys.shape[2]:
+            cut = KVCache()
+            end = layer.offset
+            cut.state = (layer.keys[..., :end, :], layer.values[..., :end, :], end)
+            layer = cut
+        compact.append(layer)
+    return compact
 
 
 def cached_length(cache: list[Any]) -> Optional[int]:
