@@ -136,6 +136,8 @@ def test_a_long_prompt_is_read_from_disk_once_memory_is_gone(disk_shell, capsys)
     assert f"{again.stats.disk_prompt_tokens} from disk" in again.footer
     assert [t.id for t in again.tokens] == [t.id for t in first.tokens]  # greedy: the same
     run(shell, "%mlx unload all")
+    run(shell, "%%mlx -n 2\nHi")  # shares only the template's beginning: not worth a file
+    assert shell.user_ns["_mlx"].stats.disk_prompt_tokens == 0
     run(shell, f"%%mlx -n 6\n{DOCUMENT}\n\nWho counted them?")
     other = shell.user_ns["_mlx"]
     assert 0 < other.stats.disk_prompt_tokens < other.stats.prompt_tokens - 1
@@ -165,6 +167,26 @@ def test_nothing_is_written_when_the_tier_or_the_cache_is_off(disk_shell):
     assert entries(folder) == []
     run(shell, "%config MLXMagics.disk_cache_gb = -1")  # refused: the old value stays
     assert magics_of(shell).disk_cache_gb == 1.0
+
+
+def test_a_restarted_worker_process_reads_the_prompt_from_disk(disk_shell, tiny_llama):
+    shell, folder = disk_shell
+    run(shell, "%mlx runtime process")
+    try:
+        cell = f"%%mlx -n 6\n{DOCUMENT}\n\nHow many ships?"
+        run(shell, cell)
+        first = shell.user_ns["_mlx"]
+        run(shell, f"%mlx load {tiny_llama}")  # after the write, on the worker's runtime thread
+        assert len(entries(folder)) == 1
+        run(shell, "%mlx restart")  # a new worker: nothing of the old one's memory
+        run(shell, cell)
+        again = shell.user_ns["_mlx"]
+        assert (
+            not again.stats.warm and again.stats.disk_prompt_tokens == first.stats.prompt_tokens - 1
+        )
+        assert [t.id for t in again.tokens] == [t.id for t in first.tokens]
+    finally:
+        run(shell, "%mlx runtime thread")
 
 
 @pytest.mark.kernel

@@ -128,9 +128,17 @@ class PrefixCache:
     def _read_from_disk(
         self, disk: DiskPromptCache, prompt: list[int], in_memory: int, form: str
     ) -> bool:
-        """Put the disk's nearest entry in the trie if it gives more than memory."""
+        """Put the disk's nearest entry in the trie if it spares reading at
+        least ``disk.min_tokens`` more than memory does: a file is read whole,
+        which a short shared beginning (a chat template) does not repay. An
+        entry larger than the trie's bound would be evicted at once: left."""
         entry, usable = disk.nearest(prompt)
-        if entry is None or usable <= in_memory:
+        if entry is None or usable - in_memory < disk.min_tokens:
+            return False
+        try:
+            if entry.path.stat().st_size > self._store.max_bytes:
+                return False
+        except FileNotFoundError:
             return False
         cache = disk.load(entry)
         if cache is None:
