@@ -120,6 +120,7 @@ def test_a_context_whose_kv_cache_cannot_fit_is_refused_in_one_line(kv_shell, mo
     [
         ("--max-kv-size 4", "--max-kv-size must be at least 16 tokens"),
         ("--max-kv-size 64 --draft smollm2", "--max-kv-size and --draft do not go together"),
+        ("--max-kv-size 64 --kv-bits 8", "--max-kv-size and --kv-bits do not go together"),
     ],
 )
 def test_kv_flags_are_checked_in_one_line(kv_shell, line, expected):
@@ -133,3 +134,16 @@ def test_a_head_mlx_cannot_quantize_is_refused_in_one_line(llama_shell):
         run(llama_shell, "%%mlx -n 2 --kv-bits 8\nHi")  # heads of 16 numbers
     assert "cannot be quantized" in one_line(caught)
     run(llama_shell, "%%mlx -n 2\nHi")  # and the model answers as before
+
+
+def test_the_kv_cache_form_is_in_the_provenance_and_replays(kv_shell):
+    from mlx_magic.magics.provenance import request_from_record
+    from mlx_magic.vocabulary.caching import KVCacheSettings
+
+    run(kv_shell, "%%mlx -n 3 --kv-bits 4\nHello there")
+    record = kv_shell.user_ns["_mlx"].provenance
+    assert record["request"]["kv_cache"] == {"max_size": None, "bits": 4}
+    assert request_from_record(record).kv_cache == KVCacheSettings(bits=4)
+    record["request"]["kv_cache"] = {"max_size": None, "bits": 3}  # a hand-edited notebook
+    with pytest.raises(ValueError, match="kv_cache bits must be 4, 8 or null"):
+        request_from_record(record)

@@ -91,6 +91,11 @@ def kv_cache_settings(
         raise UserError(f"--max-kv-size must be at least {MIN_KV_SIZE} tokens, not {max_size}")
     if bits is not None and bits not in KV_BITS:
         raise UserError(f"--kv-bits takes 4 or 8, not {bits}")
+    if bits is not None and max_size is not None:
+        raise UserError(
+            "--max-kv-size and --kv-bits do not go together (mlx-lm cannot quantize a "
+            "rotating cache): keep one"
+        )
     if given and settings.runtime == "remote":
         raise UserError(
             "--max-kv-size and --kv-bits shape the local KV cache: a server keeps its own "
