@@ -155,10 +155,13 @@ def test_a_long_prompt_is_read_from_disk_once_memory_is_gone(disk_shell, capsys)
     assert "--disk is an option of %mlx cache clear" in one_line(caught)
 
 
-def test_nothing_is_written_when_the_tier_or_the_cache_is_off(disk_shell):
+def test_nothing_is_written_when_the_tier_or_the_cache_is_off(disk_shell, capsys):
     shell, folder = disk_shell
     run(shell, "%config MLXMagics.disk_cache_gb = 0")
     run(shell, f"%%mlx -n 2\n{DOCUMENT}\n\nOne?")
+    capsys.readouterr()
+    run(shell, "%mlx status")
+    assert "Disk cache: off (disk_cache_gb is 0;" in capsys.readouterr().out
     run(shell, "%config MLXMagics.disk_cache_gb = 1.0")
     run(shell, "%config MLXMagics.prefix_cache = False")
     run(shell, f"%%mlx -n 2\n{DOCUMENT}\n\nTwo?")

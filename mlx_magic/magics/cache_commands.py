@@ -48,7 +48,8 @@ def disk_status_line(magics: Any) -> str:
 
     folder = disk_folder(magics)
     if magics.disk_cache_gb <= 0 or not magics.prefix_cache:
-        return f"Disk cache: off (disk_cache_gb {magics.disk_cache_gb:g}; {folder})"
+        why = "disk_cache_gb is 0" if magics.disk_cache_gb <= 0 else "prefix_cache is off"
+        return f"Disk cache: off ({why}; {folder})"
     held = summary(folder)
     return (
         f"Disk cache: {held.entries} prompt states of {held.models} model(s), "
