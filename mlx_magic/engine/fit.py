@@ -19,6 +19,9 @@ from mlx_magic.units import gib
 from mlx_magic.vocabulary.machine import machine_bytes_override, ram_bytes
 from mlx_magic.vocabulary.values import ModelSpec
 
+#: The source of a room that is what is free now (CUDA's), not the whole device.
+FREE_MEMORY = "the GPU's free memory"
+
 
 @dataclass(frozen=True)
 class MachineRoom:
@@ -48,7 +51,7 @@ def machine_room(info: Optional[dict[str, Any]] = None) -> Optional[MachineRoom]
         info = dict(mx.device_info())
     for key, source in (
         ("max_recommended_working_set_size", "Metal's recommended working set"),
-        ("free_memory", "the GPU's free memory"),
+        ("free_memory", FREE_MEMORY),
         ("total_memory", "the device's memory"),
         ("memory_size", "the device's memory"),
     ):

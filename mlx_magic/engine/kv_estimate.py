@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional
 
-from mlx_magic.engine.fit import gib_text, machine_room
+from mlx_magic.engine.fit import FREE_MEMORY, gib_text, machine_room
 from mlx_magic.errors import UserError
 from mlx_magic.vocabulary.caching import KV_GROUP_SIZE, KVCacheSettings
 
@@ -110,12 +110,15 @@ def check_kv_fits(
     needed = estimate_kv_bytes(warm, settings, cache, tokens)
     if room is None or needed is None:
         return
-    left = max(0, room.bytes - warm.memory_bytes)
+    # CUDA's free memory already leaves out the loaded weights; the other
+    # numbers are the machine's whole room, which the weights take a share of.
+    used = 0 if room.source == FREE_MEMORY else warm.memory_bytes
+    left = max(0, room.bytes - used)
     if needed <= left:
         return
     raise UserError(
         f"This prompt's KV cache would need about {gib_text(needed)} GiB for {tokens:,} tokens "
-        f"(the prompt and --max-tokens) and the machine has {gib_text(left)} GiB left after "
+        f"(the prompt and --max-tokens) and the machine has {gib_text(left)} GiB left beside "
         f"the weights of {warm.name} ({room.source}): keep only the newest tokens with "
         "--max-kv-size N, quantize the cache with --kv-bits 8 (or 4), or shorten the prompt"
     )
