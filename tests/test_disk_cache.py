@@ -228,3 +228,45 @@ def test_restart_and_run_all_reads_the_document_from_disk(tmp_path):
         )
         again = eval(printed(client, stats))
         assert again == (prompt, prompt - 1, prompt - 1, cold_tokens)
+
+
+def test_a_process_that_exits_right_after_the_answer_waits_for_the_write(tiny_llama, tmp_path):
+    """A kernel restarted just after a long answer exits while the runtime's
+    (daemon) thread may still be writing: the exit waits for it."""
+    import subprocess
+    import sys
+
+    from mlx_magic.engine import disk_cache
+
+    assert disk_cache._pending.wait(0)  # nothing promised in this process now
+    pending = disk_cache._Pending()
+    pending.add()  # a state promised to the disk: an exit would wait for it
+    assert not pending.wait(0.01)
+    pending.done()
+    assert pending.wait(0)
+    folder = tmp_path / "prompts"
+    cells = [
+        f"%config MLXMagics.default_model = {str(tiny_llama)!r}",
+        f"%config MLXMagics.disk_cache_dir = {str(folder)!r}",
+        "%config MLXMagics.disk_cache_min_tokens = 64",
+        "%%mlx -n 2 -f text\n" + DOCUMENT,
+    ]
+    script = "\n".join(
+        [
+            "from IPython.core.interactiveshell import InteractiveShell",
+            "from traitlets.config import Config",
+            "config = Config()",
+            "config.HistoryManager.enabled = False",
+            "shell = InteractiveShell(config=config)",
+            "shell.extension_manager.load_extension('mlx_magic')",
+            f"for cell in {cells!r}:",
+            "    assert shell.run_cell(cell).success, cell",
+            "assert shell.user_ns['_mlx'].stats.prompt_tokens > 64",
+            # and the process ends at once, without unloading anything
+        ]
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(entries(folder)) == 1

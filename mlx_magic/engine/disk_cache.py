@@ -21,10 +21,12 @@ mid-write leaves no half entry, and a reader never sees one.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import hashlib
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
 SUFFIX = ".safetensors"
 #: A half-written file this old was left by a process stopped mid-write.
 STALE_PARTIAL_S = 3600
+#: How long a process that exits waits for the states still to be written.
+EXIT_WAIT_S = 30.0
 FORMAT = "mlx_magic.prompt_cache/1"
 #: save_prompt_cache stores our metadata as the first of its three trees.
 _META = "0."
@@ -158,7 +162,47 @@ class DiskPromptCache:
         if held is None or held < len(prompt) or not self.worth_writing(prompt):
             return None
         tokens = list(seen[:held])
-        return lambda: self.write(tokens, cache)
+        _pending.add()
+
+        def write() -> None:
+            try:
+                self.write(tokens, cache)
+            finally:
+                _pending.done()
+
+        return write
+
+
+class _Pending:
+    """The states promised to the disk and not written yet. A kernel restarted
+    right after a long answer exits while its runtime thread (a daemon) may
+    still be writing: the process waits for them at exit (``atexit`` runs
+    before daemon threads are stopped), so "Restart & Run All" finds them."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._changed = threading.Condition()
+        self._registered = False
+
+    def add(self) -> None:
+        with self._changed:
+            self._count += 1
+            if not self._registered:
+                atexit.register(self.wait, EXIT_WAIT_S)
+                self._registered = True
+
+    def done(self) -> None:
+        with self._changed:
+            self._count -= 1
+            self._changed.notify_all()
+
+    def wait(self, timeout: float) -> bool:
+        """Whether every promised state was written within ``timeout`` seconds."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._count <= 0, timeout)
+
+
+_pending = _Pending()
 
 
 def disk_tier(model: dict, request: GenerationRequest) -> Optional[DiskPromptCache]:

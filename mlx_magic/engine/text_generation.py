@@ -144,10 +144,12 @@ class PendingGeneration:
             yield [(0, event) for event in self.prepared]
         while self.stepper.step():
             yield [(0, event) for event in self.stepper.take()]
-        yield [(0, event) for event in self.stepper.take()] + [(0, self.finish())]
-        for work in self.after:  # the cell has its answer: this delays only the next one
-            with gpu_lock:
-                work()
+        try:
+            yield [(0, event) for event in self.stepper.take()] + [(0, self.finish())]
+        finally:  # the cell has its answer: this delays only the next one
+            for work in self.after:
+                with gpu_lock:
+                    work()
 
 
 def start_text(
