@@ -147,3 +147,29 @@ def test_the_kv_cache_form_is_in_the_provenance_and_replays(kv_shell):
     record["request"]["kv_cache"] = {"max_size": None, "bits": 3}  # a hand-edited notebook
     with pytest.raises(ValueError, match="kv_cache bits must be 4, 8 or null"):
         request_from_record(record)
+
+
+def test_a_quantized_state_goes_to_disk_and_comes_back_for_its_own_form(kv_shell, tmp_path):
+    from mlx_lm.models.cache import QuantizedKVCache
+
+    folder = tmp_path / "prompts"
+    run(kv_shell, f"%config MLXMagics.disk_cache_dir = {str(folder)!r}")
+    run(kv_shell, "%config MLXMagics.disk_cache_min_tokens = 64")
+    cell = f"%%mlx -n 4 --kv-bits 8\n{PROMPT} Which is last?"
+    try:
+        run(kv_shell, cell)
+        first = kv_shell.user_ns["_mlx"]
+        run(kv_shell, "%mlx unload all")  # after the write; memory's prefix cache is gone
+        [path] = folder.glob("*/*.safetensors")
+        from mlx_lm.models.cache import load_prompt_cache
+
+        assert all(isinstance(layer, QuantizedKVCache) for layer in load_prompt_cache(str(path)))
+        run(kv_shell, cell)
+        again = kv_shell.user_ns["_mlx"]
+        assert again.stats.disk_prompt_tokens == again.stats.prompt_tokens - 1
+        assert [t.id for t in again.tokens] == [t.id for t in first.tokens]
+        run(kv_shell, "%mlx unload all")
+        run(kv_shell, f"%%mlx -n 4\n{PROMPT} Which is last?")  # a plain cache: not that file
+        assert kv_shell.user_ns["_mlx"].stats.disk_prompt_tokens == 0
+    finally:
+        run(kv_shell, "%config MLXMagics.disk_cache_min_tokens = 1024")
