@@ -95,8 +95,9 @@ class DiskPromptCache:
         and how many of the prompt's tokens it can give (its KV cache is
         trimmed to them; at least one prompt token is always read)."""
         best, best_usable = None, 0
+        wanted = tuple(prompt)
         for entry in self.entries():
-            common = len(os.path.commonprefix([entry.tokens, tuple(prompt)]))
+            common = len(os.path.commonprefix([entry.tokens, wanted]))
             usable = common if common == len(entry.tokens) else min(common, len(prompt) - 1)
             if usable > best_usable:
                 best, best_usable = entry, usable
