@@ -270,3 +270,17 @@ def test_a_process_that_exits_right_after_the_answer_waits_for_the_write(tiny_ll
     )
     assert done.returncode == 0, done.stderr
     assert len(entries(folder)) == 1
+
+
+def test_a_damaged_entry_is_removed_and_another_format_left_alone(tmp_path):
+    import mlx.core as mx
+
+    disk = tier(tmp_path)
+    path = disk.write(list(range(10)), filled(10))
+    with open(path, "r+b") as damaged:  # cut short, as by a full disk
+        damaged.truncate(path.stat().st_size - 100)
+    assert disk.nearest(list(range(12))) == (None, 0)
+    assert not path.exists()  # removed, not left to take room
+    newer = disk.folder / ("f" * 32 + ".safetensors")  # a later mlx_magic's entry
+    mx.save_safetensors(str(newer), {"a": mx.zeros((2,))}, {"0.format": "mlx_magic.prompt_cache/2"})
+    assert disk.nearest(list(range(12))) == (None, 0) and newer.exists()

@@ -340,8 +340,8 @@ def _files(folder: Path) -> list[Path]:
 
 
 def _tokens_of(path: Path) -> Optional[tuple]:
-    """The token ids an entry holds, from its header alone (``None``: not ours
-    or unreadable)."""
+    """The token ids an entry holds, from its header alone (``None``: another
+    format, left alone; or damaged, e.g. cut short by a full disk: removed)."""
     from safetensors import safe_open
 
     try:
@@ -353,10 +353,14 @@ def _tokens_of(path: Path) -> Optional[tuple]:
     try:
         with safe_open(str(path), framework="numpy") as opened:
             metadata = opened.metadata() or {}
-        if metadata.get(_META + "format") != FORMAT:
-            return None
+    except Exception:  # damaged: only complete files are renamed into the folder
+        path.unlink(missing_ok=True)
+        return None
+    if metadata.get(_META + "format") != FORMAT:
+        return None
+    try:
         raw = base64.b64decode(metadata[_META + "tokens"])
-    except Exception:  # a damaged or foreign file: not an entry
+    except (KeyError, ValueError):
         return None
     tokens = tuple(int(t) for t in np.frombuffer(raw, dtype="<u4"))
     _TOKENS[key] = tokens
