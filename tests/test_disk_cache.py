@@ -284,3 +284,13 @@ def test_a_damaged_entry_is_removed_and_another_format_left_alone(tmp_path):
     newer = disk.folder / ("f" * 32 + ".safetensors")  # a later mlx_magic's entry
     mx.save_safetensors(str(newer), {"a": mx.zeros((2,))}, {"0.format": "mlx_magic.prompt_cache/2"})
     assert disk.nearest(list(range(12))) == (None, 0) and newer.exists()
+
+
+def test_a_folder_that_cannot_be_written_keeps_nothing_and_breaks_nothing(tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    disk = tier(blocked)  # its model folder cannot be made under a file
+    write = disk.write_later(list(range(10)), list(range(12)), filled(12))
+    assert write is not None
+    write()  # no exception: the answer has been given already
+    assert disk.entries() == []

@@ -168,6 +168,8 @@ class DiskPromptCache:
         def write() -> None:
             try:
                 self.write(tokens, cache)
+            except OSError:  # a full or read-only disk: the answer stands, unkept
+                pass
             finally:
                 _pending.done()
 
