@@ -303,6 +303,29 @@ def lens_argument(magic: F) -> F:
     return _applied(flags, magic)
 
 
+def kv_cache_arguments(magic: F) -> F:
+    """``--max-kv-size`` and ``--kv-bits``, flags of ``%%mlx``: mlx-lm's rotating
+    and quantized KV caches, for prompts whose cache would not fit."""
+    flags = [
+        argument(
+            "--max-kv-size",
+            type=int,
+            metavar="N",
+            help="Keep only the newest N tokens (and the first 4) in the KV cache (mlx-lm's "
+            "rotating cache): a long prompt fits in bounded memory, the model forgets what "
+            "is older; such a prompt is neither taken from nor kept in the prefix cache.",
+        ),
+        argument(
+            "--kv-bits",
+            type=int,
+            choices=[4, 8],
+            help="Quantize the KV cache to 4 or 8 bits from the first token (mlx-lm's "
+            "quantized cache): about a half (8) or a quarter (4) of its memory.",
+        ),
+    ]
+    return _applied(flags, magic)
+
+
 def _applied(flags: list[argument], magic: F) -> F:
     # magic_arguments applies decorators bottom-up; keep the listed order in --help.
     for flag in reversed(flags):

@@ -18,12 +18,14 @@ from traitlets import observe
 from mlx_magic.errors import UserError
 from mlx_magic.magics.arguments import (
     generation_arguments,
+    kv_cache_arguments,
     lens_argument,
     parse_flags,
     split_line,
     vision_arguments,
 )
 from mlx_magic.magics.attention import command_attention
+from mlx_magic.magics.cache_commands import command_cache
 from mlx_magic.magics.cells import run_text_cell, run_vision_cell
 from mlx_magic.magics.commands import COMMANDS
 from mlx_magic.magics.downloads import command_local_models, command_pull, command_rm
@@ -110,6 +112,7 @@ class MLXMagics(MLXSettings):
     @magic_arguments("%mlx")  # shown as %%mlx in the usage line
     @generation_arguments
     @lens_argument
+    @kv_cache_arguments
     @cell_magic("mlx")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     @user_errors_as_usage
     def mlx_cell(self, line: str, cell: str) -> None:
@@ -165,6 +168,14 @@ class MLXMagics(MLXSettings):
             In [6]: %%mlx --map cities --schema City -o facts
                ...: Describe {item} as JSON.
 
+        A long pasted document is read once: its KV state stays in memory
+        (the prefix cache) and, for prompts of ``disk_cache_min_tokens`` new
+        tokens, on disk, so after a kernel restart the same cell reads it
+        from there (the footer says "from disk"; ``%mlx cache clear --disk``
+        empties it). A prompt whose KV cache cannot fit the machine is refused
+        before it is read: ``--max-kv-size N`` keeps only the newest N tokens,
+        ``--kv-bits 8`` (or 4) quantizes the cache.
+
         ``--embed`` gives vectors instead of an answer, from an embedding model
         (``-m`` or the ``default_embedding_model`` setting): one per line of the
         cell, or per ``--map`` item; ``_mlx.vectors`` and ``_mlx.table``, then
@@ -188,8 +199,8 @@ class MLXMagics(MLXSettings):
 
         Settings (``%config MLXMagics.<name> = value``): default_model,
         max_tokens, temperature, top_p, system_prompt, aliases,
-        memory_budget_gb, stream_interval_ms, short_errors, trust_remote_code. Flags override
-        settings.
+        memory_budget_gb, stream_interval_ms, short_errors, trust_remote_code, disk_cache_gb,
+        max_kv_size, kv_bits. Flags override settings.
         """
         args = parse_flags(self.mlx_cell, line, "%%mlx")
         run_text_cell(self.session, args, cell)
@@ -321,6 +332,7 @@ class MLXMagics(MLXSettings):
     @argument("--local", action="store_true", help="models: the models on disk.")
     @argument("-b", "--background", action="store_true", help="pull: as a background job.")
     @argument("-y", "--yes", action="store_true", help="rm: delete without asking.")
+    @argument("--disk", action="store_true", help="cache clear: empty the disk cache too.")
     @line_magic("mlx")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     @user_errors_as_usage
     def mlx_line(self, line: str) -> Any:
@@ -343,7 +355,8 @@ class MLXMagics(MLXSettings):
                                      side by side with the original (_mlx.branches)
             %mlx memory              MLX memory across the generations, and each warm
                                      model's weights, KV cache and prefix cache (a plot)
-            %mlx cache clear         empty the prompt prefix and image caches
+            %mlx cache clear [--disk]   empty the prompt prefix and image caches (--disk:
+                                     and the prompt states kept on disk across restarts)
             %mlx chat [NAME]         show a conversation (default: 'default') as Markdown
             %mlx chat reset [NAME|all]   forget a conversation (default: 'default')
             %mlx chat save FILE [NAME]   save a conversation as JSON
@@ -397,11 +410,14 @@ class MLXMagics(MLXSettings):
             ("--local", "models", args.local),
             ("-b", "pull", args.background),
             ("-y", "rm", args.yes),
+            ("--disk", "cache clear", args.disk),
         ):
-            if given and args.command != command:
+            if given and args.command != command.split()[0]:
                 raise UserError(
                     f"{flag} is an option of %mlx {command}, not of %mlx {args.command}"
                 )
+        if args.disk:
+            return command_cache(self, args.names, disk=True)
         if args.local:
             return command_local_models(self, args.names)
         if args.command == "pull":

@@ -312,3 +312,14 @@ def answering_model(spec: ModelSpec) -> ModelSpec:
     if spec.kind == "embedding":
         raise UserError(embedder_not_chat(spec.name))
     return spec
+
+
+def say_if_busy(session: Session, what: str) -> None:
+    """A command the runtime runs after the generation in progress says so,
+    instead of waiting in silence (an interrupt stops the waiting)."""
+    if session.runtime_started and session.runtime.status().busy:
+        print(
+            f"Waiting for the generation in progress to end before {what} (interrupt to stop "
+            "waiting; %mlx cancel stops background jobs)…",
+            flush=True,
+        )

@@ -59,6 +59,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Optional, get_args
 from mlx_magic import errors
 from mlx_magic.errors import GenerationFailed, MLXMagicError, ModelLoadError, RPCError
 from mlx_magic.vocabulary.attention import AttentionMap, AttentionRequest, ImagePatches
+from mlx_magic.vocabulary.caching import KVCacheSettings
 from mlx_magic.vocabulary.embedding import Embeddings, EmbedRequest
 from mlx_magic.vocabulary.lens import LensCell, LensGrid, LensRequest
 from mlx_magic.vocabulary.masks import BoxPrompt, Mask, Segmentation, SegmentRequest
@@ -257,6 +258,7 @@ _DATACLASSES = {
         ModelSpec,
         SamplingParams,
         PrefixCacheSettings,
+        KVCacheSettings,
         GenerationRequest,
         ModelInfo,
         MemorySample,
