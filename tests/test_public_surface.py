@@ -12,17 +12,23 @@ TRAITS = [
     "aliases",
     "api_key_env",
     "connect_timeout_s",
+    "default_embedding_model",
     "default_format",
     "default_model",
     "default_segment_model",
     "default_vision_model",
+    "disk_cache_dir",
+    "disk_cache_gb",
+    "disk_cache_min_tokens",
     "draft_model",
     "endpoints",
     "first_token_timeout_s",
     "grounding",
     "judge_prompt",
+    "kv_bits",
     "max_image_pixels",
     "max_images",
+    "max_kv_size",
     "max_tokens",
     "memory_budget_gb",
     "num_draft_tokens",
@@ -52,13 +58,14 @@ VISION_FLAGS = [
     "--max-pixels",
 ]
 # Only %%mlx takes these (the logit lens reads text answers).
-TEXT_ONLY_FLAGS = ["--lens"]
+TEXT_ONLY_FLAGS = ["--lens", "--max-kv-size", "--kv-bits"]
 TEXT_FLAGS = [
     "--attention",
     "--background",
     "--batch-size",
     "--chat",
     "--draft",
+    "--embed",
     "--error",
     "--format",
     "--map",
@@ -119,6 +126,9 @@ COMMANDS = [
     "attention",
     "marks",
     "segment",
+    "embed",
+    "nearest",
+    "plot",
 ]
 CSS_CLASSES = [
     "mlx-magic-answer",

@@ -205,7 +205,8 @@ def _long_prefix(context: Context, result: ScenarioResult, profile) -> None:
     ) as kernel:
         kernel.generate(cell("mlx", f"-m {model.alias} -n 1", "Hi."))  # warm-up, then forget it
         for size in sizes:
-            kernel.execute("%mlx cache clear")
+            # The disk tier too: an earlier run's document must not answer question 1.
+            kernel.execute("%mlx cache clear --disk")
             document = long_document(count, size - 120)
             cached, uncached, cold = [], [], []
             raw = None

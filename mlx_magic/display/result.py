@@ -35,7 +35,8 @@ def footer_text(
         text = stats.prompt_tokens - stats.image_tokens - stats.video_tokens
         details.append(" + ".join([*visual, f"{text} text"]))
     if stats.cached_prompt_tokens:
-        details.append(f"{stats.cached_prompt_tokens} cached")
+        disk = f", {stats.disk_prompt_tokens} from disk" if stats.disk_prompt_tokens else ""
+        details.append(f"{stats.cached_prompt_tokens} cached{disk}")
     if details:
         parts[-1] = (
             f"prompt {stats.prompt_tokens} tokens ({', '.join(details)}) "
@@ -45,6 +46,8 @@ def footer_text(
         parts.append(f"first token {stats.ttft_s:.2f} s")
     if stats.peak_memory_gb:
         parts.append(f"peak {stats.peak_memory_gb:.2f} GiB")
+    if stats.kv_cache:
+        parts.append(stats.kv_cache)
     parts.append(model)
     if stats.draft_model:
         parts.append(draft_text(stats))

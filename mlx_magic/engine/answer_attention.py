@@ -16,25 +16,29 @@ from typing import Any, Union
 
 from mlx_magic.engine.answer_lens import as_the_model_read_it, prompt_ids, read_lens
 from mlx_magic.engine.attention import attention_map
+from mlx_magic.engine.embedding import embed
 from mlx_magic.engine.model_cache import WarmModel, config_dict
 from mlx_magic.engine.vision_generation import vision_prompt
 from mlx_magic.engine.vision_inputs import image_token_grids, prepare_vision_inputs
 from mlx_magic.errors import UserError
 from mlx_magic.locking import gpu_lock
 from mlx_magic.vocabulary.attention import AttentionMap, AttentionRequest, unreadable_answer
+from mlx_magic.vocabulary.embedding import Embeddings, EmbedRequest
 from mlx_magic.vocabulary.lens import LensGrid, LensRequest
 from mlx_magic.vocabulary.masks import Segmentation, SegmentRequest
 
 
 def read_answer(
-    warm: WarmModel, asked: Union[LensRequest, AttentionRequest, SegmentRequest]
-) -> Union[LensGrid, AttentionMap, Segmentation]:
-    """What a runtime was asked to read of an answer's model, or of a segmenter
-    (``Runtime.inspect``)."""
+    warm: WarmModel, asked: Union[LensRequest, AttentionRequest, SegmentRequest, EmbedRequest]
+) -> Union[LensGrid, AttentionMap, Segmentation, Embeddings]:
+    """What a runtime was asked to read of a warm model (``Runtime.inspect``): an
+    answer's lens or attention, a segmenter's masks, or the vectors of texts or images."""
     if isinstance(asked, SegmentRequest):
         from mlx_magic.engine.segmentation import segment
 
         return segment(warm, asked)
+    if isinstance(asked, EmbedRequest):
+        return embed(warm, asked)
     if isinstance(asked, AttentionRequest):
         return read_attention(warm, asked)
     return read_lens(warm, asked)

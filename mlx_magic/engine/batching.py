@@ -32,6 +32,7 @@ def can_batch(jobs: Sequence[JobControls]) -> bool:
         and job.request.batch_size != 1
         and job.request.draft is None
         and not job.request.continue_ids
+        and job.request.kv_cache.plain  # mlx-lm's batches keep plain KV caches
         and (
             _vision_batchable(job, first)
             if first.model.kind == "vision"

@@ -19,6 +19,9 @@ from mlx_magic.units import gib
 from mlx_magic.vocabulary.machine import machine_bytes_override, ram_bytes
 from mlx_magic.vocabulary.values import ModelSpec
 
+#: The source of a room that is what is free now (CUDA's), not the whole device.
+FREE_MEMORY = "the GPU's free memory"
+
 
 @dataclass(frozen=True)
 class MachineRoom:
@@ -48,7 +51,7 @@ def machine_room(info: Optional[dict[str, Any]] = None) -> Optional[MachineRoom]
         info = dict(mx.device_info())
     for key, source in (
         ("max_recommended_working_set_size", "Metal's recommended working set"),
-        ("free_memory", "the GPU's free memory"),
+        ("free_memory", FREE_MEMORY),
         ("total_memory", "the device's memory"),
         ("memory_size", "the device's memory"),
     ):
@@ -87,8 +90,8 @@ def check_fits(spec: ModelSpec, room: Optional[MachineRoom] = None) -> None:
     if room is None or needed <= room.bytes:
         return
     raise ModelTooLarge(
-        f"'{spec.name}' does not fit this machine: its weights are {_gib_text(needed)} GiB "
-        f"and the machine can give a model {_gib_text(room.bytes)} GiB ({room.source}); "
+        f"'{spec.name}' does not fit this machine: its weights are {gib_text(needed)} GiB "
+        f"and the machine can give a model {gib_text(room.bytes)} GiB ({room.source}); "
         f"{_smaller_hint(spec)}"
     )
 
@@ -122,7 +125,7 @@ def _quantized_bits(folder: Path) -> Optional[int]:
     return bits if isinstance(bits, int) and bits > 0 else None
 
 
-def _gib_text(n_bytes: int) -> str:
+def gib_text(n_bytes: int) -> str:
     """GiB with as many digits as a small model needs (``0.00046``, ``0.50``, ``1.5``, ``70``)."""
     value = gib(n_bytes)
     if value >= 10:

@@ -47,6 +47,10 @@ def load_warm_model(spec: ModelSpec) -> WarmModel:
             from mlx_magic.engine.segmentation import load_segmenter
 
             model, tokenizer, config = load_segmenter(spec.path)
+        elif spec.kind == "embedding":
+            from mlx_magic.engine.embedding import load_embedder
+
+            model, tokenizer, config = load_embedder(spec.path, trust)
         elif spec.kind == "vision":
             model, tokenizer, config = _load_vision(spec.path, trust)
         else:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Optional, Sequence
 
 from mlx_magic.engine.constrained import schema_processors
+from mlx_magic.engine.disk_cache import disk_tier, kv_form
 from mlx_magic.engine.drafting import (
     DraftedPromptReading,
     check_draft,
     draft_caches,
     remember_speed,
 )
+from mlx_magic.engine.kv_estimate import check_kv_fits, kv_arguments, make_kv_cache
 from mlx_magic.engine.model_cache import WarmModel
 from mlx_magic.engine.provenance import engine_provenance
 from mlx_magic.engine.stepping import (
@@ -131,6 +133,8 @@ class PendingGeneration:
     finish: Callable[[], Finished]
     #: What preparing it produced (notices, images read, thinking opened).
     prepared: list[Event]
+    #: Work for after the answer has been handed over (writing its state to disk).
+    after: list[Callable[[], object]] = field(default_factory=list)
 
     def steps(self) -> Steps:
         """The generation as :data:`~mlx_magic.engine.stepping.Steps` (its one
@@ -140,7 +144,12 @@ class PendingGeneration:
             yield [(0, event) for event in self.prepared]
         while self.stepper.step():
             yield [(0, event) for event in self.stepper.take()]
-        yield [(0, event) for event in self.stepper.take()] + [(0, self.finish())]
+        try:
+            yield [(0, event) for event in self.stepper.take()] + [(0, self.finish())]
+        finally:  # the cell has its answer: this delays only the next one
+            for work in self.after:
+                with gpu_lock:
+                    work()
 
 
 def start_text(
@@ -164,13 +173,16 @@ def start_text(
     """
     import mlx.core as mx
     from mlx_lm import stream_generate
-    from mlx_lm.models.cache import make_prompt_cache
     from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
     request = job.request
     sampling = request.sampling
     prepared: list[Event] = []
     prefix_cache = _prefix_cache_of(warm, request) if draft is None else None
+    disk = None
+    if prefix_cache is not None:  # keyed by the model's provenance: its key and weights
+        disk = disk_tier(engine_provenance(warm, [])["model"], request)
+    after: list[Callable[[], object]] = []
     with gpu_lock:
         if draft is not None:
             check_draft(warm, draft)
@@ -194,11 +206,13 @@ def start_text(
                 )
             )
         if prefix_cache is not None and worth_a_prefix_lookup(len(prompt), on_gpu()):
-            kv_cache, to_prefill = prefix_cache.fetch(warm.model, prompt)
+            kv_cache, to_prefill = prefix_cache.fetch(warm.model, prompt, disk, kv_form(request))
         elif draft is not None:
             kv_cache, to_prefill = draft_caches(warm, draft), prompt
         else:
-            kv_cache, to_prefill = make_prompt_cache(warm.model), prompt
+            kv_cache, to_prefill = make_kv_cache(warm.model, request.kv_cache), prompt
+        check_kv_fits(warm, request.kv_cache, kv_cache, len(prompt) + sampling.max_tokens)
+        kv_args = kv_arguments(warm, request.kv_cache)
         if sampling.seed is not None and not per_step_seed:
             mx.random.seed(sampling.seed)
         mx.reset_peak_memory()
@@ -248,6 +262,7 @@ def start_text(
             prompt_progress_callback=progress,
             draft_model=draft.model if draft is not None else None,
             num_draft_tokens=request.num_draft_tokens,
+            **kv_args,
         ),
     )
     if budget is not None:
@@ -272,7 +287,9 @@ def start_text(
             if outcome.stop_token is not None:
                 seen.append(outcome.stop_token)
             with gpu_lock:
-                prefix_cache.store(seen, kv_cache)
+                prefix_cache.store(seen, kv_cache, kv_form(request))
+            write = disk.write_later(prompt, seen, kv_cache) if disk is not None else None
+            after.extend([write] if write is not None else [])
         prompt_tps = last.prompt_tps if last else 0.0
         if reading is not None and last is not None and last.prompt_tps:
             # mlx-lm timed only the last token: the whole prompt's reading counts.
@@ -291,6 +308,8 @@ def start_text(
                 ttft_s=(outcome.first_token_at - started) if outcome.first_token_at else None,
                 peak_memory_gb=gib(mx.get_peak_memory()),
                 kv_cache_bytes=kv_cache_bytes,
+                kv_cache=request.kv_cache.describe(),
+                disk_prompt_tokens=prefix_cache.from_disk if prefix_cache is not None else 0,
                 draft_model=draft.name if draft is not None else None,
                 drafted_tokens=outcome.drafted,
                 undrafted_tps=undrafted_tps,
@@ -299,7 +318,7 @@ def start_text(
             ),
         )
 
-    return PendingGeneration(stepper, finish, prepared)
+    return PendingGeneration(stepper, finish, prepared, after)
 
 
 def cache_bytes(kv_cache: list[Any]) -> int:
@@ -335,6 +354,11 @@ def _prefix_cache_of(warm: WarmModel, request: GenerationRequest) -> Optional[Pr
     """The warm model's prefix cache (made on first use), or ``None`` if off."""
     from mlx_magic.engine.prefix_cache import PrefixCache, warm_prompt_cache
 
+    if request.kv_cache.max_size is not None:
+        # A rotating KV cache that has wrapped holds only the newest tokens: it
+        # is no longer the state of the tokens it was given, so it can be
+        # neither reused for a prompt nor kept for the next one.
+        return None
     return warm_prompt_cache(warm, request.prefix_cache, PrefixCache)
 
 

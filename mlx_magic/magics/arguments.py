@@ -191,6 +191,14 @@ def generation_arguments(magic: F) -> F:
             "judge's own table is _mlx.judged.",
         ),
         argument(
+            "--embed",
+            action="store_true",
+            help="Vectors instead of an answer, from an embedding model (-m, or the "
+            "default_embedding_model setting): each line of the cell is a text, or with --map "
+            "the cell filled in for each item (%%mlx_vision: -i {item}, each item's image). "
+            "_mlx.vectors (N × D) and _mlx.table (a vector column); %%mlx nearest, %%mlx plot.",
+        ),
+        argument(
             "--attention",
             nargs="?",
             const="",
@@ -295,6 +303,29 @@ def lens_argument(magic: F) -> F:
     return _applied(flags, magic)
 
 
+def kv_cache_arguments(magic: F) -> F:
+    """``--max-kv-size`` and ``--kv-bits``, flags of ``%%mlx``: mlx-lm's rotating
+    and quantized KV caches, for prompts whose cache would not fit."""
+    flags = [
+        argument(
+            "--max-kv-size",
+            type=int,
+            metavar="N",
+            help="Keep only the newest N tokens (and the first 4) in the KV cache (mlx-lm's "
+            "rotating cache): a long prompt fits in bounded memory, the model forgets what "
+            "is older; such a prompt is neither taken from nor kept in the prefix cache.",
+        ),
+        argument(
+            "--kv-bits",
+            type=int,
+            choices=[4, 8],
+            help="Quantize the KV cache to 4 or 8 bits from the first token (mlx-lm's "
+            "quantized cache): about a half (8) or a quarter (4) of its memory.",
+        ),
+    ]
+    return _applied(flags, magic)
+
+
 def _applied(flags: list[argument], magic: F) -> F:
     # magic_arguments applies decorators bottom-up; keep the listed order in --help.
     for flag in reversed(flags):
@@ -318,13 +349,7 @@ def parse_flags(
         UserError: an unclosed quote, ``--help`` (the manual is ``%%mlx?``),
             or a flag the magic does not take.
     """
-    try:
-        # Windows paths keep their backslashes: split without escapes there.
-        argv = arg_split(line, posix=os.name != "nt", strict=True)
-    except ValueError as error:
-        raise UserError(f"The flags do not parse ({error}): close the quote") from error
-    if os.name == "nt":
-        argv = [_unquoted(arg) for arg in argv]
+    argv = split_line(line)
     if (short_help and "-h" in argv) or "--help" in argv:
         raise UserError(f"{usage}? shows the manual: every flag, the settings, examples")
     if usage == "%%mlx" and any(arg.split("=")[0] in ("--marks", "--region") for arg in argv):
@@ -333,6 +358,22 @@ def parse_flags(
         )
     parser = magic.parser  # type: ignore[attr-defined]
     return parser.parse_intermixed_args(argv) if intermixed else parser.parse_args(argv)
+
+
+def split_line(line: str) -> list[str]:
+    """``line`` split into words as a shell would: quotes group and are removed.
+
+    Raises:
+        UserError: an unclosed quote.
+    """
+    try:
+        # Windows paths keep their backslashes: split without escapes there.
+        argv = arg_split(line, posix=os.name != "nt", strict=True)
+    except ValueError as error:
+        raise UserError(f"The flags do not parse ({error}): close the quote") from error
+    if os.name == "nt":
+        argv = [_unquoted(arg) for arg in argv]
+    return list(argv)
 
 
 def _unquoted(arg: str) -> str:

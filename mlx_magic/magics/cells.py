@@ -11,6 +11,7 @@ from functools import partial
 
 from mlx_magic.errors import UserError
 from mlx_magic.magics.attention import check_attention_flags
+from mlx_magic.magics.embedding import run_embed_cell
 from mlx_magic.magics.lens import check_lens_flags
 from mlx_magic.magics.map_compare import run_map_cells
 from mlx_magic.magics.mapping import check_map_flags
@@ -23,8 +24,11 @@ from mlx_magic.magics.session import Session
 
 
 def run_text_cell(session: Session, args: argparse.Namespace, cell: str) -> None:
-    """``%%mlx``: the cell's text answered by a text model."""
+    """``%%mlx``: the cell's text answered by a text model (or, ``--embed``,
+    turned into vectors)."""
     variants = variants_of(args)
+    if args.embed:
+        return run_embed_cell(session, variants, args, cell)
     check_lens_flags(args, len(variants), session.settings.runtime)
     check_attention_flags(args, len(variants), session.settings.runtime)
     if check_map_flags(args):
@@ -42,11 +46,13 @@ def run_text_cell(session: Session, args: argparse.Namespace, cell: str) -> None
 
 def run_vision_cell(session: Session, args: argparse.Namespace, cell: str) -> None:
     """``%%mlx_vision``: the cell's images (or video) and text answered by a
-    vision model, or segmented (``--segment``)."""
+    vision model, segmented (``--segment``) or turned into vectors (``--embed``)."""
     if args.segment is not None:
         segment_cell(session, args, cell)
         return
     variants = variants_of(args)
+    if args.embed:
+        return run_embed_cell(session, variants, args, cell)
     first = variants[0]
     if not (args.image or args.map or uses_marks(first)) and args.chat is None and not args.video:
         raise UserError(

@@ -15,28 +15,21 @@ from typing import TYPE_CHECKING, cast
 from mlx_magic.errors import GenerationInterrupted, ModelLoadError, UserError
 from mlx_magic.magics.attention import command_attention
 from mlx_magic.magics.branching import command_branch
+from mlx_magic.magics.cache_commands import command_cache, disk_status_line
 from mlx_magic.magics.conversations import DEFAULT_CONVERSATION
 from mlx_magic.magics.downloads import command_pull, command_rm
+from mlx_magic.magics.embedding import command_embed
 from mlx_magic.magics.lens import command_lens
 from mlx_magic.magics.marking import command_marks
+from mlx_magic.magics.nearest import command_nearest, command_plot
 from mlx_magic.magics.replay import command_replay
 from mlx_magic.magics.segmenting import command_segment
+from mlx_magic.magics.session import say_if_busy
 from mlx_magic.units import gib
 
 if TYPE_CHECKING:
     from mlx_magic.magics.background import BackgroundJob
-    from mlx_magic.magics.session import MagicsHost, Session
-
-
-def say_if_busy(session: Session, what: str) -> None:
-    """A command the runtime runs after the generation in progress says so,
-    instead of waiting in silence (an interrupt stops the waiting)."""
-    if session.runtime_started and session.runtime.status().busy:
-        print(
-            f"Waiting for the generation in progress to end before {what} (interrupt to stop "
-            "waiting; %mlx cancel stops background jobs)…",
-            flush=True,
-        )
+    from mlx_magic.magics.session import MagicsHost
 
 
 def command_load(magics: MagicsHost, names: list[str]) -> None:
@@ -83,19 +76,10 @@ def command_models(magics: MagicsHost, names: list[str]) -> None:
         )
 
 
-def command_cache(magics: MagicsHost, names: list[str]) -> None:
-    if names != ["clear"]:
-        raise UserError("Usage: %mlx cache clear")
-    say_if_busy(magics.session, "clearing the caches")
-    dropped = magics.session.runtime.clear_caches() if magics.session.runtime_started else 0
-    dropped += len(magics.session.image_cache)
-    magics.session.image_cache.clear()
-    print(f"Cleared {dropped} cached entries (prompt prefixes, vision features, images)")
-
-
 def command_status(magics: MagicsHost, names: list[str]) -> None:
     if not magics.session.runtime_started:
         print("Runtime: not started (it starts with the first %%mlx cell or %mlx load)")
+        print(disk_status_line(magics))
         return
     status = magics.session.runtime.status()
     state = "running" if status.running else "stopped"
@@ -131,7 +115,8 @@ def command_status(magics: MagicsHost, names: list[str]) -> None:
             print(
                 f"Prefix cache of {info.name}: {cache['entries']} entries, "
                 f"{gib(cache['bytes']):.3f} GiB, hit rate {rate:.0%} "
-                f"({cache['hits']}/{cache['lookups']}), {share:.0%} of prompt tokens reused"
+                f"({cache['hits']}/{cache['lookups']}), {share:.0%} of prompt tokens reused, "
+                f"{cache.get('disk_hits', 0)} read from disk"
             )
         if info.vision_features is not None:
             features = info.vision_features
@@ -139,6 +124,8 @@ def command_status(magics: MagicsHost, names: list[str]) -> None:
                 f"Vision features of {info.name}: {features['entries']} cached, "
                 f"{features['hits']} hits, {features['misses']} misses"
             )
+    if magics.runtime != "remote":
+        print(disk_status_line(magics))
 
 
 def command_memory(magics: MagicsHost, names: list[str]) -> None:
@@ -428,4 +415,7 @@ COMMANDS = {
     "attention": command_attention,
     "marks": command_marks,
     "segment": command_segment,
+    "embed": command_embed,
+    "nearest": command_nearest,
+    "plot": command_plot,
 }

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from mlx_magic.errors import UserError
 from mlx_magic.magics.options import CellOptions
+from mlx_magic.vocabulary.embedding import embedder_not_chat
 from mlx_magic.vocabulary.values import ModelSpec
 
 #: ``--draft none``: no draft for this cell, whatever the setting says.
@@ -57,6 +58,8 @@ def draft_of(
         draft = session.resolve(name)
     except UserError as error:
         raise UserError(f"{given}: {error}{fix}") from error
+    if draft.kind == "embedding":
+        raise UserError(f"{given}: {embedder_not_chat(draft.name)}{fix}")
     if draft.same_model(spec):
         raise UserError(
             f"{given} is the model itself: a draft is a smaller model of the same "

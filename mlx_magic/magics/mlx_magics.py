@@ -18,15 +18,19 @@ from traitlets import observe
 from mlx_magic.errors import UserError
 from mlx_magic.magics.arguments import (
     generation_arguments,
+    kv_cache_arguments,
     lens_argument,
     parse_flags,
+    split_line,
     vision_arguments,
 )
 from mlx_magic.magics.attention import command_attention
+from mlx_magic.magics.cache_commands import command_cache
 from mlx_magic.magics.cells import run_text_cell, run_vision_cell
 from mlx_magic.magics.commands import COMMANDS
 from mlx_magic.magics.downloads import command_local_models, command_pull, command_rm
 from mlx_magic.magics.edge import user_errors_as_usage
+from mlx_magic.magics.embedding import OWN_FLAGS
 from mlx_magic.magics.lens import command_lens
 from mlx_magic.magics.session import Session
 from mlx_magic.magics.settings import MLXSettings, forget_refused_settings
@@ -108,6 +112,7 @@ class MLXMagics(MLXSettings):
     @magic_arguments("%mlx")  # shown as %%mlx in the usage line
     @generation_arguments
     @lens_argument
+    @kv_cache_arguments
     @cell_magic("mlx")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     @user_errors_as_usage
     def mlx_cell(self, line: str, cell: str) -> None:
@@ -163,6 +168,22 @@ class MLXMagics(MLXSettings):
             In [6]: %%mlx --map cities --schema City -o facts
                ...: Describe {item} as JSON.
 
+        A long pasted document is read once: its KV state stays in memory
+        (the prefix cache) and, for prompts of ``disk_cache_min_tokens`` new
+        tokens, on disk, so after a kernel restart the same cell reads it
+        from there (the footer says "from disk"; ``%mlx cache clear --disk``
+        empties it). A prompt whose KV cache cannot fit the machine is refused
+        before it is read: ``--max-kv-size N`` keeps only the newest N tokens,
+        ``--kv-bits 8`` (or 4) quantizes the cache.
+
+        ``--embed`` gives vectors instead of an answer, from an embedding model
+        (``-m`` or the ``default_embedding_model`` setting): one per line of the
+        cell, or per ``--map`` item; ``_mlx.vectors`` and ``_mlx.table``, then
+        ``%mlx nearest`` and ``%mlx plot`` (``%mlx embed`` does it for a list)::
+
+            In [7]: %%mlx --embed --map reviews -o vecs
+               ...: {row.text}
+
         Examples::
 
             In [1]: %load_ext mlx_magic
@@ -178,8 +199,8 @@ class MLXMagics(MLXSettings):
 
         Settings (``%config MLXMagics.<name> = value``): default_model,
         max_tokens, temperature, top_p, system_prompt, aliases,
-        memory_budget_gb, stream_interval_ms, short_errors, trust_remote_code. Flags override
-        settings.
+        memory_budget_gb, stream_interval_ms, short_errors, trust_remote_code, disk_cache_gb,
+        max_kv_size, kv_bits. Flags override settings.
         """
         args = parse_flags(self.mlx_cell, line, "%%mlx")
         run_text_cell(self.session, args, cell)
@@ -311,6 +332,7 @@ class MLXMagics(MLXSettings):
     @argument("--local", action="store_true", help="models: the models on disk.")
     @argument("-b", "--background", action="store_true", help="pull: as a background job.")
     @argument("-y", "--yes", action="store_true", help="rm: delete without asking.")
+    @argument("--disk", action="store_true", help="cache clear: empty the disk cache too.")
     @line_magic("mlx")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     @user_errors_as_usage
     def mlx_line(self, line: str) -> Any:
@@ -333,7 +355,8 @@ class MLXMagics(MLXSettings):
                                      side by side with the original (_mlx.branches)
             %mlx memory              MLX memory across the generations, and each warm
                                      model's weights, KV cache and prefix cache (a plot)
-            %mlx cache clear         empty the prompt prefix and image caches
+            %mlx cache clear [--disk]   empty the prompt prefix and image caches (--disk:
+                                     and the prompt states kept on disk across restarts)
             %mlx chat [NAME]         show a conversation (default: 'default') as Markdown
             %mlx chat reset [NAME|all]   forget a conversation (default: 'default')
             %mlx chat save FILE [NAME]   save a conversation as JSON
@@ -357,12 +380,23 @@ class MLXMagics(MLXSettings):
                                      and --marks use), one line each; returns them
             %mlx segment TEXT|@boxes  SAM 3 (default_segment_model) on the images of the
                                      latest answer: masks drawn and counted (_mlx.masks)
+            %mlx embed ITEMS [-c COLUMN] [-i SRC] [-m MODEL] [-o NAME] [--batch-size N]
+                                     texts (a list, Series, DataFrame column) or images
+                                     (-i {item}, a glob) as vectors of an embedding model
+                                     (default_embedding_model): _mlx.vectors, _mlx.table
+            %mlx nearest QUERY TABLE [-k K]   the K items of an embedded TABLE most like a
+                                     text (or an image: -i SRC TABLE), cosine scores
+            %mlx plot TABLE [--by COLUMN] [--umap]   the items in 2-D (PCA; UMAP), coloured
+                                     by a column, thumbnails for images
 
         MODEL is anything ``%%mlx --model`` takes. A Hub model's first use shows
         its files and a progress bar; an interrupt stops the download and the
         next run resumes it; one the disk cannot hold is refused first.
         """
-        attention = line.split(None, 1)[:1] == ["attention"]
+        first = line.split(None, 1)[:1]
+        if first and first[0] in OWN_FLAGS:  # embed, nearest, plot: flags of their own
+            return COMMANDS[first[0]](self, split_line(line)[1:])
+        attention = first == ["attention"]
         args = parse_flags(self.mlx_line, line, "%mlx", intermixed=True, short_help=not attention)
         if args.command == "attention":
             return command_attention(self, args.names, layer=args.l, head=args.head)
@@ -376,11 +410,14 @@ class MLXMagics(MLXSettings):
             ("--local", "models", args.local),
             ("-b", "pull", args.background),
             ("-y", "rm", args.yes),
+            ("--disk", "cache clear", args.disk),
         ):
-            if given and args.command != command:
+            if given and args.command != command.split()[0]:
                 raise UserError(
                     f"{flag} is an option of %mlx {command}, not of %mlx {args.command}"
                 )
+        if args.disk:
+            return command_cache(self, args.names, disk=True)
         if args.local:
             return command_local_models(self, args.names)
         if args.command == "pull":

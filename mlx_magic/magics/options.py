@@ -85,6 +85,9 @@ class CellOptions:
     lens: Optional[int] = None
     #: ``--attention [LAYER[:HEAD]]``: after the answer, its last token's attention (``None``: off).
     attention: Optional[str] = None
+    #: ``--max-kv-size N``, ``--kv-bits B``: the KV cache's form (``None``: the settings').
+    max_kv_size: Optional[int] = None
+    kv_bits: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,8 @@ def variants_of(args: Any) -> list[CellOptions]:
         trust_remote_code=bool(getattr(args, "trust_remote_code", False)),
         lens=getattr(args, "lens", None),
         attention=getattr(args, "attention", None),
+        max_kv_size=getattr(args, "max_kv_size", None),
+        kv_bits=getattr(args, "kv_bits", None),
     )
     return [
         replace(base, model=model, temperature=temp, seed=seed)

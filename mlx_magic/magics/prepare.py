@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 from mlx_magic.errors import UserError
 from mlx_magic.images import LoadedImage, load_images
 from mlx_magic.images.regions import capped, cut_region
+from mlx_magic.magics.cache_commands import kv_cache_settings, prefix_cache_settings
 from mlx_magic.magics.conversations import PendingTurn
 from mlx_magic.magics.drafts import draft_of
 from mlx_magic.magics.options import (
@@ -24,11 +25,9 @@ from mlx_magic.magics.options import (
 )
 from mlx_magic.magics.provenance import with_drawn_seed
 from mlx_magic.magics.schemas import answer_schema
-from mlx_magic.magics.session import Session
+from mlx_magic.magics.session import Session, answering_model
 from mlx_magic.magics.templating import fill_template, last_error_text
-from mlx_magic.units import gib_to_bytes
-from mlx_magic.vocabulary.masks import not_a_chat_model
-from mlx_magic.vocabulary.values import GenerationRequest, ModelSpec, PrefixCacheSettings
+from mlx_magic.vocabulary.values import GenerationRequest, ModelSpec
 
 if TYPE_CHECKING:
     import argparse
@@ -114,13 +113,12 @@ def prepare(
     sampling = with_drawn_seed(sampling_params(options, settings))
     max_pixels = options.max_pixels or settings.max_image_pixels
     out_name = checked_out_name(options.out)
-    spec = resolve(options.model)
-    if spec.kind == "segmenter":
-        raise UserError(not_a_chat_model(spec.name))
+    spec = answering_model(resolve(options.model))
     if options.trust_remote_code:
         spec = replace(spec, trust_remote_code=True)
     check_thinking(options, spec, settings.runtime)
     draft, num_draft_tokens = draft_of(options, spec, settings, session)
+    kv_cache = kv_cache_settings(options, settings, spec.kind, draft is not None)
     system = options.system if options.system is not None else settings.system_prompt
     history: tuple = ()
     history_images: tuple = ()
@@ -185,10 +183,7 @@ def prepare(
         draft=draft,
         num_draft_tokens=num_draft_tokens,
         sampling=sampling,
-        prefix_cache=PrefixCacheSettings(
-            enabled=settings.prefix_cache,
-            max_entries=settings.prefix_cache_entries,
-            max_bytes=gib_to_bytes(settings.prefix_cache_gb),
-        ),
+        prefix_cache=prefix_cache_settings(settings, settings.runtime == "remote"),
+        kv_cache=kv_cache,
     )
     return PreparedCell(options, request, out_name, turn, tuple(images), cell_id, schema)

@@ -18,6 +18,7 @@ import secrets
 from typing import Any, Optional, get_args
 
 from mlx_magic.errors import import_extra, one_line
+from mlx_magic.vocabulary.caching import KV_BITS, KVCacheSettings
 from mlx_magic.vocabulary.provenance import (
     RECORD_VERSION,
     provenance_record,
@@ -70,6 +71,7 @@ def request_from_record(record: Any, images: tuple = ()) -> GenerationRequest:
             tuple(_text(part, "history") for part in turn) for turn in sent.get("history", ())
         )
         continue_ids = tuple(sent.get("continue_ids") or ())
+        kv_cache = KVCacheSettings(**(sent.get("kv_cache") or {}))
     except (KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"not a provenance record of mlx_magic ({error})") from error
     problem = sampling_problem(sampling)
@@ -88,6 +90,12 @@ def request_from_record(record: Any, images: tuple = ()) -> GenerationRequest:
             "think_budget must be 1 or more",
         ),
         (isinstance(sent.get("images", 0), int), "images must be a count"),
+        (
+            kv_cache.max_size is None or is_whole(kv_cache.max_size, 16),
+            "kv_cache max_size must be 16 or more",
+        ),
+        (kv_cache.bits in (None, *KV_BITS), "kv_cache bits must be 4, 8 or null"),
+        (kv_cache.bits is None or kv_cache.max_size is None, "kv_cache has bits and max_size"),
         (
             draft is None or not draft.same_model(spec),
             "its draft is the model itself",
@@ -119,6 +127,7 @@ def request_from_record(record: Any, images: tuple = ()) -> GenerationRequest:
         think=sent.get("think"),
         think_budget=sent.get("think_budget"),
         continue_ids=continue_ids,
+        kv_cache=kv_cache,
     )
 
 

@@ -19,8 +19,9 @@ from mlx_magic.images import DecodedImageCache
 from mlx_magic.magics.background import BackgroundJobs
 from mlx_magic.magics.conversations import Conversations, Turn
 from mlx_magic.units import gib_to_bytes
+from mlx_magic.vocabulary.embedding import embedder_not_chat
 from mlx_magic.vocabulary.job import Job
-from mlx_magic.vocabulary.masks import not_a_chat_model
+from mlx_magic.vocabulary.masks import segmenter_not_chat
 from mlx_magic.vocabulary.values import GenerationRequest, ModelSpec
 
 if TYPE_CHECKING:
@@ -181,8 +182,7 @@ class Session:
                 name or settings.default_vision_model, settings.aliases, "vision"
             )
         spec = self.resolve(name, default=settings.default_vision_model)
-        if spec.kind == "segmenter":
-            raise UserError(not_a_chat_model(spec.name))
+        answering_model(spec)
         if spec.kind != "vision":
             raise UserError(
                 f"'{spec.name}' is a text model and cannot see images: %%mlx_vision needs a "
@@ -299,3 +299,27 @@ class Session:
             entry.done.wait(STOP_WAIT_S)
         if self.shell is not None:
             _kept_conversations[self.shell] = self.conversations
+
+
+def answering_model(spec: ModelSpec) -> ModelSpec:
+    """``spec``, for a cell that asks for an answer.
+
+    Raises:
+        UserError: a segmenter or an embedding model, which answer nothing (one line).
+    """
+    if spec.kind == "segmenter":
+        raise UserError(segmenter_not_chat(spec.name))
+    if spec.kind == "embedding":
+        raise UserError(embedder_not_chat(spec.name))
+    return spec
+
+
+def say_if_busy(session: Session, what: str) -> None:
+    """A command the runtime runs after the generation in progress says so,
+    instead of waiting in silence (an interrupt stops the waiting)."""
+    if session.runtime_started and session.runtime.status().busy:
+        print(
+            f"Waiting for the generation in progress to end before {what} (interrupt to stop "
+            "waiting; %mlx cancel stops background jobs)…",
+            flush=True,
+        )

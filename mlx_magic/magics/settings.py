@@ -28,7 +28,7 @@ from traitlets import (
 )
 
 from mlx_magic.images.regions import DEFAULT_MAX_IMAGE_PIXELS
-from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME
+from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME, cache_root
 from mlx_magic.vocabulary import defaults
 from mlx_magic.vocabulary.machine import default_memory_budget_gb
 
@@ -45,6 +45,10 @@ _SETTING_RULES = {
     "max_image_pixels": (lambda v: v >= 32 * 32, "at least 1024 (32×32 pixels)"),
     "prefix_cache_entries": (lambda v: v >= 1, "1 or more"),
     "prefix_cache_gb": (lambda v: 0 < v < math.inf, "a finite number of GiB above 0"),
+    "disk_cache_gb": (lambda v: 0 <= v < math.inf, "0 (off) or a finite number of GiB"),
+    "disk_cache_min_tokens": (lambda v: v >= 1, "1 or more"),
+    "max_kv_size": (lambda v: v is None or v >= 16, "None or at least 16 tokens"),
+    "kv_bits": (lambda v: v in (None, 4, 8), "None, 4 or 8"),
     "temperature": (lambda v: 0 <= v < math.inf, "0 or more (and finite)"),
     "top_p": (lambda v: 0.0 <= v <= 1.0, "between 0 and 1"),
     "segment_threshold": (lambda v: 0.0 <= v <= 1.0, "between 0 and 1"),
@@ -94,6 +98,12 @@ class MLXSettings(Magics):
         allow_none=True,
         help="The segmenter (a SAM 3 folder or Hub id, e.g. facebook/sam3) that "
         "%%mlx_vision --segment uses when it has no --model.",
+    ).tag(config=True)
+    default_embedding_model = Unicode(
+        None,
+        allow_none=True,
+        help="Embedding model used by %mlx embed, %%mlx --embed and %mlx nearest when they "
+        "have no -m (an EmbeddingGemma, Qwen3-Embedding, BERT or ModernBERT folder or Hub id).",
     ).tag(config=True)
     segment_threshold = Float(
         0.5, help="The lowest score a mask of --segment keeps (0 to 1; SAM 3's own default)."
@@ -165,6 +175,35 @@ class MLXSettings(Magics):
         defaults.PREFIX_CACHE_GB,
         help="Most memory (GiB) the prefix cache of one model may hold.",
     ).tag(config=True)
+    disk_cache_gb = Float(
+        defaults.DISK_CACHE_GB,
+        help="The prefix cache's tier on disk, which survives a kernel restart: a prompt "
+        "that read at least disk_cache_min_tokens new tokens (a pasted document) has its KV "
+        "state written to disk_cache_dir after the answer, so Restart & Run All reads it "
+        "back instead of reading the document again. At most this many GiB, least recently "
+        "used out; 0 turns it off.",
+    ).tag(config=True)
+    disk_cache_min_tokens = Int(
+        defaults.DISK_CACHE_MIN_TOKENS,
+        help="The fewest new prompt tokens for which a prompt's state is written to disk.",
+    ).tag(config=True)
+    disk_cache_dir = Unicode(
+        help="Where the disk cache keeps prompt states (mlx-lm prompt-cache files, one "
+        "folder per model); the default is prompts/ in mlx_magic's cache folder "
+        "($MLX_MAGIC_CACHE, else ~/.cache/mlx_magic).",
+    ).tag(config=True)
+    max_kv_size = Int(
+        None,
+        allow_none=True,
+        help="Keep only the newest this many tokens in the KV cache of text models (mlx-lm's "
+        "rotating cache); --max-kv-size sets it for one cell. None keeps every token.",
+    ).tag(config=True)
+    kv_bits = Int(
+        None,
+        allow_none=True,
+        help="Quantize the KV cache of text models to 4 or 8 bits (mlx-lm's quantized "
+        "cache); --kv-bits sets it for one cell. None keeps the model's precision.",
+    ).tag(config=True)
     runtime = CaselessStrEnum(
         ["thread", "process", "remote"],
         "thread",
@@ -207,6 +246,10 @@ class MLXSettings(Magics):
     @default("default_model")
     def _default_model_from_environment(self) -> Optional[str]:
         return os.environ.get("MLX_MAGIC_DEFAULT_MODEL") or None
+
+    @default("disk_cache_dir")
+    def _disk_cache_under_the_cache_folder(self) -> str:
+        return str(cache_root() / "prompts")
 
     @default("memory_budget_gb")
     def _memory_budget_from_the_machine(self) -> float:

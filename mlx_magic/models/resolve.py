@@ -141,12 +141,13 @@ def _display_name(name: str) -> str:
 
 
 def _folder_spec(name: str, folder: Path) -> ModelSpec:
+    from mlx_magic.models.embedders import is_embedder
+
     folder = folder.resolve()
     name = _display_name(name)
     config = read_model_config(folder)
-    return ModelSpec(
-        name=name, key=str(folder), path=str(folder), kind=model_kind(config), source="folder"
-    )
+    kind: ModelKind = "embedding" if is_embedder(folder, config) else model_kind(config)
+    return ModelSpec(name=name, key=str(folder), path=str(folder), kind=kind, source="folder")
 
 
 def _hub_spec(name: str, repo_id: str, fetch_hub: FetchHub) -> ModelSpec:

@@ -12,15 +12,16 @@ from typing import Optional, Union, cast
 
 from mlx_magic.errors import UserError
 from mlx_magic.vocabulary.attention import AttentionMap, AttentionRequest
+from mlx_magic.vocabulary.embedding import Embeddings, EmbedRequest
 from mlx_magic.vocabulary.job import Job
 from mlx_magic.vocabulary.lens import LensGrid, LensRequest
 from mlx_magic.vocabulary.masks import Segmentation, SegmentRequest
 from mlx_magic.vocabulary.values import GenerationRequest, ModelInfo, ModelSpec, RuntimeStatus
 
-#: What a runtime may be asked to read of an answer's model, or of a segmenter
-#: (:meth:`Runtime.inspect`).
-Inspection = Union[LensRequest, AttentionRequest, SegmentRequest]
-INSPECTIONS = (LensRequest, AttentionRequest, SegmentRequest)
+#: What a runtime may be asked to read of an answer's model, of a segmenter or of
+#: an embedding model (:meth:`Runtime.inspect`).
+Inspection = Union[LensRequest, AttentionRequest, SegmentRequest, EmbedRequest]
+INSPECTIONS = (LensRequest, AttentionRequest, SegmentRequest, EmbedRequest)
 
 
 class Runtime(abc.ABC):
@@ -68,6 +69,16 @@ class Runtime(abc.ABC):
             UserError: this runtime holds no models (one line).
         """
         return cast(Segmentation, self.inspect(asked))
+
+    def embed(self, asked: EmbedRequest) -> Embeddings:
+        """The vectors of texts or images (blocking), from a warm embedding model,
+        batched (:class:`EmbedRequest` says which model and items).
+
+        Raises:
+            UserError: this runtime has no local model to embed with, or the
+                model cannot read the items (images for a text embedder; one line).
+        """
+        return cast(Embeddings, self.inspect(asked))
 
     def inspect(self, asked: Inspection) -> object:
         """Read what ``asked`` asks of an answer's model (:meth:`lens`,

@@ -22,3 +22,7 @@ JUDGE_PROMPT = (
     'Reply with JSON: {{"score": 1}} if the answer means the same as the reference, '
     '{{"score": 0}} if it does not, or a fraction for a partly right answer.'
 )
+#: The prefix cache's tier on disk: the GiB it may hold, and the shortest
+#: prompt read from scratch (tokens) whose state is written there.
+DISK_CACHE_GB = 8.0
+DISK_CACHE_MIN_TOKENS = 1024

@@ -175,7 +175,7 @@ class Segmentation:
     timestamps: tuple[float, ...] = ()
 
 
-def not_a_chat_model(name: str) -> str:
+def segmenter_not_chat(name: str) -> str:
     """The one line for a segmenter given to a cell that asks for an answer."""
     return (
         f"'{name}' is a segmenter (SAM 3): it draws masks and does not answer; "

@@ -59,6 +59,7 @@ def provenance_record(result: Answer, request: GenerationRequest) -> dict:
         "images_sha256": list(request.image_keys),
         "caches": {
             "prefix_tokens_reused": result.stats.cached_prompt_tokens,
+            "prefix_tokens_from_disk": getattr(result.stats, "disk_prompt_tokens", 0),
             "batch_size": getattr(result.stats, "batch_size", 1),
         },
     }
@@ -99,6 +100,8 @@ def request_record(request: GenerationRequest) -> dict:
         "think": request.think,
         "think_budget": request.think_budget,
         "continue_ids": list(request.continue_ids),
+        # --max-kv-size and --kv-bits change what the model attends to.
+        "kv_cache": dataclasses.asdict(request.kv_cache),
     }
 
 

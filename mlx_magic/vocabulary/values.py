@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Optional, Sequence, Union
 
-from mlx_magic.units import gib_to_bytes
 from mlx_magic.vocabulary import defaults
+from mlx_magic.vocabulary.caching import KVCacheSettings, PrefixCacheSettings
 
-#: Which library runs a model: mlx-lm (``"text"``) or mlx-vlm (``"vision"``, ``"segmenter"``: SAM 3).
-ModelKind = Literal["text", "vision", "segmenter"]
+#: What a model is: mlx-lm's (``"text"``), mlx-vlm's (``"vision"``, ``"segmenter"``: SAM 3), or a vector maker.
+ModelKind = Literal["text", "vision", "segmenter", "embedding"]
 #: Where a model's files come from (``"remote"``: a server holds them).
 ModelSource = Literal["embedded", "folder", "hub", "gguf", "remote"]
 #: How a generation ended (``"cut"``: a remote stream broke after some text, which is kept).
@@ -77,15 +77,6 @@ class SamplingParams:
     min_p: float = 0.0
     repetition_penalty: Optional[float] = None
     seed: Optional[int] = None
-
-
-@dataclass(frozen=True)
-class PrefixCacheSettings:
-    """Whether and how much of earlier prompts' KV state to keep per model."""
-
-    enabled: bool = True
-    max_entries: int = defaults.PREFIX_CACHE_ENTRIES
-    max_bytes: int = gib_to_bytes(defaults.PREFIX_CACHE_GB)
 
 
 @dataclass(frozen=True)
@@ -158,6 +149,8 @@ class GenerationRequest:
     #: with, read after the prompt (from the prefix cache, which trims the
     #: original answer's KV cache to them), then generation goes on.
     continue_ids: tuple = ()
+    #: ``--max-kv-size`` / ``--kv-bits``: the KV cache's form (text models).
+    kv_cache: KVCacheSettings = field(default_factory=KVCacheSettings)
 
     @property
     def has_video(self) -> bool:
@@ -395,8 +388,12 @@ class GenerationStats:
     thinking_s: float = 0.0
     #: How many sequences were decoded together (1: alone).
     batch_size: int = 1
-    #: The KV cache's size at the end (bytes): what this context costs.
+    #: The KV cache's size at the end (bytes): what this context costs;
+    #: its form when not the plain one (``--kv-bits``, ``--max-kv-size``).
     kv_cache_bytes: int = 0
+    kv_cache: Optional[str] = None
+    #: Of ``cached_prompt_tokens``, how many were read from the disk cache.
+    disk_prompt_tokens: int = 0
     #: ``--draft``: the draft model, how many generated tokens came from it,
     #: and the model's speed without a draft (tokens/s): the same prompt's
     #: latest answer, or else the model's latest answer.

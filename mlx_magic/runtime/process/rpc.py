@@ -38,7 +38,8 @@ known, so decoding never builds an arbitrary class); tuples (the common
 case: token ids, history, per-token details) become JSON arrays and lists
 become ``{"__type__": "list", "items": [...]}``, so both come back as they
 were; a dict that has a ``__type__`` key of its own is wrapped as
-``{"__type__": "dict", "items": {...}}``; PIL images become
+``{"__type__": "dict", "items": {...}}``; numpy arrays (vectors) become
+``{"__type__": "array", "dtype", "shape", "data": <base64 bytes>}``; PIL images become
 ``{"__type__": "image", "png": <base64 PNG>}``; exceptions become
 ``{"__type__": "exception", "type", "message", "traceback"}`` and decode to
 the class of :mod:`mlx_magic.errors` of that name (a user's mistake in the
@@ -58,6 +59,8 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Optional, get_args
 from mlx_magic import errors
 from mlx_magic.errors import GenerationFailed, MLXMagicError, ModelLoadError, RPCError
 from mlx_magic.vocabulary.attention import AttentionMap, AttentionRequest, ImagePatches
+from mlx_magic.vocabulary.caching import KVCacheSettings
+from mlx_magic.vocabulary.embedding import Embeddings, EmbedRequest
 from mlx_magic.vocabulary.lens import LensCell, LensGrid, LensRequest
 from mlx_magic.vocabulary.masks import BoxPrompt, Mask, Segmentation, SegmentRequest
 from mlx_magic.vocabulary.values import (
@@ -255,6 +258,7 @@ _DATACLASSES = {
         ModelSpec,
         SamplingParams,
         PrefixCacheSettings,
+        KVCacheSettings,
         GenerationRequest,
         ModelInfo,
         MemorySample,
@@ -270,6 +274,8 @@ _DATACLASSES = {
         BoxPrompt,
         Segmentation,
         Mask,
+        EmbedRequest,
+        Embeddings,
         *get_args(Event),  # every event the runtime sends
     )
 }
@@ -305,6 +311,13 @@ def encode(value: Any) -> Any:
         return encode_exception(value)
     if _is_pil_image(value):
         return {_TYPE: "image", "png": _png_base64(value)}
+    if type(value).__name__ == "ndarray":  # numpy: vectors
+        return {
+            _TYPE: "array",
+            "dtype": str(value.dtype),
+            "shape": list(value.shape),
+            "data": base64.b64encode(value.tobytes()).decode("ascii"),
+        }
     if hasattr(value, "item") and callable(value.item):  # numpy / mlx scalars
         return encode(value.item())
     raise TypeError(f"cannot send a {type(value).__name__} to or from the worker")
@@ -329,6 +342,11 @@ def decode(data: Any) -> Any:
         return {key: decode(item) for key, item in data["items"].items()}
     if tag == "image":
         return _image_from_png_base64(data["png"])
+    if tag == "array":
+        import numpy as np
+
+        flat = np.frombuffer(base64.b64decode(data["data"]), dtype=np.dtype(data["dtype"]))
+        return flat.reshape([int(size) for size in data["shape"]]).copy()
     if tag == "exception":
         return decode_exception(data)
     cls = _DATACLASSES.get(tag)

@@ -16,7 +16,8 @@ Methods (requests, answered with a result or a JSON-RPC error):
 
 * ``ping`` → ``{"pid"}``; ``status`` → RuntimeStatus; ``models`` → [ModelInfo]
 * ``load {spec}`` → ModelInfo (error code -32001 for a ModelLoadError)
-* ``inspect {asked}`` → a LensGrid, AttentionMap or Segmentation (for a Lens/Attention/SegmentRequest)
+* ``inspect {asked}`` → a LensGrid, AttentionMap, Segmentation or Embeddings (for a
+  Lens-, Attention-, Segment- or EmbedRequest)
 * ``unload {key|null}`` → [keys]; ``clear_caches`` → int;
   ``set_memory_budget {bytes}`` → null
 * ``generate {job, request}`` → ``{"job"}`` at once; the job's events follow
@@ -279,7 +280,7 @@ class WorkerServer:
     def _inspect(self, params: Any) -> Any:
         asked = rpc.decode(_param(params, "asked", dict))
         if not isinstance(asked, INSPECTIONS):
-            raise ParamsError("not a lens, attention or segment request")
+            raise ParamsError("not a lens, attention, segment or embed request")
         return rpc.encode(self.runtime.inspect(asked))
 
     def _unload(self, params: Any) -> list[str]:
