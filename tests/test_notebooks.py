@@ -241,6 +241,15 @@ def test_research_notebook_maps_constrains_and_replays(tmp_path):
     assert "score · random-llama" in outputs_text(
         next(c for c in code if c.source.startswith("compared.table["))
     )
+    embedded = outputs_text(by_first_line["%mlx embed animals -c animal -o animal_vectors"])
+    assert "3 texts" in embedded or "3 items" in embedded, embedded
+    nearest = outputs_text(by_first_line['%mlx nearest "dog" animal_vectors -k 2'])
+    assert "score" in nearest and "dog" in nearest, nearest
+    plotted = by_first_line["%mlx plot animal_vectors --by habitat"]
+    assert any(
+        "image/png" in o.get("data", {}) or "image/svg+xml" in o.get("data", {})
+        for o in plotted.outputs
+    )
     graded = outputs_text(
         by_first_line["%%mlx --map towns --score country --judge smollm2 -n 8 -o graded"]
     )
