@@ -32,6 +32,7 @@ TRAITS = [
     "stream_interval_ms",
     "system_prompt",
     "temperature",
+    "tool_timeout_s",
     "top_p",
     "trust_remote_code",
 ]
@@ -47,7 +48,7 @@ VISION_FLAGS = [
     "--max-pixels",
 ]
 # Only %%mlx takes these (the logit lens reads text answers).
-TEXT_ONLY_FLAGS = ["--lens"]
+TEXT_ONLY_FLAGS = ["--lens", "--tools", "--max-steps", "--auto", "--show-prompt"]
 TEXT_FLAGS = [
     "--attention",
     "--background",

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Optional
 
 from mlx_magic.vocabulary.attention import AttentionMap
 from mlx_magic.vocabulary.lens import LensGrid
+from mlx_magic.vocabulary.tools import ToolCallsFound
 from mlx_magic.vocabulary.values import GenerationStats
 
 if TYPE_CHECKING:
@@ -139,6 +140,10 @@ class MLXResult:
     #: Where one layer looked when a token of the answer was written
     #: (``--attention``, ``%mlx attention STEP``); ``None`` until read.
     attention: Optional[AttentionMap] = field(default=None, repr=False, compare=False)
+    #: ``--tools``: the calls this answer made (``None`` where none was offered),
+    #: and the steps of the whole loop (:class:`~mlx_magic.vocabulary.tools.ToolStep`).
+    tool_calls: Optional[ToolCallsFound] = field(default=None, repr=False, compare=False)
+    steps: list = field(default_factory=list, repr=False, compare=False)
 
     def __str__(self) -> str:
         return self.text

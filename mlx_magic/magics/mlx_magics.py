@@ -20,6 +20,7 @@ from mlx_magic.magics.arguments import (
     generation_arguments,
     lens_argument,
     parse_flags,
+    tools_arguments,
     vision_arguments,
 )
 from mlx_magic.magics.attention import check_attention_flags, command_attention
@@ -38,6 +39,7 @@ from mlx_magic.magics.run import (
 )
 from mlx_magic.magics.session import Session
 from mlx_magic.magics.settings import MLXSettings, forget_refused_settings
+from mlx_magic.magics.tool_loop import check_tools_flags, run_tools_cell
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import ExecutionInfo, ExecutionResult, InteractiveShell
@@ -116,6 +118,7 @@ class MLXMagics(MLXSettings):
     @magic_arguments("%mlx")  # shown as %%mlx in the usage line
     @generation_arguments
     @lens_argument
+    @tools_arguments
     @cell_magic("mlx")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     @user_errors_as_usage
     def mlx_cell(self, line: str, cell: str) -> None:
@@ -167,6 +170,16 @@ class MLXMagics(MLXSettings):
             In [6]: %%mlx --map cities --schema City -o facts
                ...: Describe {item} as JSON.
 
+        Tools: ``--tools NAMES`` offers notebook functions (names of functions,
+        of lists of them, or of modules) to a model made for tool calling; each
+        call it writes is shown, waits for **Run** / **Skip** (``--auto``: runs
+        at once), runs in the kernel and its result goes back to the model,
+        until it answers or ``--max-steps N`` rounds ran (``_mlx.steps``: every
+        call, result, time; ``--show-prompt``: the prompt as rendered)::
+
+            In [7]: %%mlx -m mlx-community/Qwen2.5-1.5B-Instruct-4bit --tools add,weather
+               ...: What is 2 + 3, and is it raining in Paris?
+
         Examples::
 
             In [1]: %load_ext mlx_magic
@@ -182,7 +195,8 @@ class MLXMagics(MLXSettings):
 
         Settings (``%config MLXMagics.<name> = value``): default_model,
         max_tokens, temperature, top_p, system_prompt, aliases,
-        memory_budget_gb, stream_interval_ms, short_errors, trust_remote_code. Flags override
+        memory_budget_gb, stream_interval_ms, short_errors, trust_remote_code,
+        tool_timeout_s. Flags override
         settings.
         """
         args = parse_flags(self.mlx_cell, line, "%%mlx")
@@ -190,6 +204,9 @@ class MLXMagics(MLXSettings):
         variants = variants_of(args)
         check_lens_flags(args, len(variants), self.runtime)
         check_attention_flags(args, len(variants), self.runtime)
+        check_tools_flags(args, len(variants), self.runtime, self.shell)
+        if args.tools is not None:  # an agent: the model calls notebook functions
+            return run_tools_cell(session, variants[0], cell)
         if check_map_flags(args, len(variants)):
             return run_map_cell(session, variants[0], cell, session.resolve, vision=False)
         if len(variants) > 1:

@@ -79,6 +79,12 @@ class CellOptions:
     lens: Optional[int] = None
     #: ``--attention [LAYER[:HEAD]]``: after the answer, its last token's attention (``None``: off).
     attention: Optional[str] = None
+    #: ``--tools NAMES``: the notebook functions offered (``None``: none), ``--max-steps``,
+    #: ``--auto`` (run calls without asking), ``--show-prompt``.
+    tools: Optional[str] = None
+    max_steps: int = defaults.MAX_TOOL_STEPS
+    auto: bool = False
+    show_prompt: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,10 @@ def variants_of(args: Any) -> list[CellOptions]:
         trust_remote_code=bool(getattr(args, "trust_remote_code", False)),
         lens=getattr(args, "lens", None),
         attention=getattr(args, "attention", None),
+        tools=getattr(args, "tools", None),
+        max_steps=_given(getattr(args, "max_steps", None), defaults.MAX_TOOL_STEPS),
+        auto=bool(getattr(args, "auto", False)),
+        show_prompt=bool(getattr(args, "show_prompt", False)),
     )
     return [
         replace(base, model=model, temperature=temp, seed=seed)
@@ -148,6 +158,10 @@ def variants_of(args: Any) -> list[CellOptions]:
             args.model or [None], args.temp or [None], args.seed or [None]
         )
     ]
+
+
+def _given(value: Optional[int], default: int) -> int:
+    return default if value is None else value
 
 
 def _think_of(args: Any) -> Optional[bool]:

@@ -12,3 +12,7 @@ PREFIX_CACHE_GB = 1.0
 #: Frames per second taken from a video (``--fps``), and the most frames (``--max-frames``).
 VIDEO_FPS = 2.0
 VIDEO_MAX_FRAMES = 16
+#: ``--tools``: most rounds of calls one cell runs (``--max-steps``), and how long
+#: one call may run before the cell stops waiting for it (``tool_timeout_s``).
+MAX_TOOL_STEPS = 5
+TOOL_TIMEOUT_S = 60.0

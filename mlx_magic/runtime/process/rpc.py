@@ -59,6 +59,7 @@ from mlx_magic import errors
 from mlx_magic.errors import GenerationFailed, MLXMagicError, ModelLoadError, RPCError
 from mlx_magic.vocabulary.attention import AttentionMap, AttentionRequest, ImagePatches
 from mlx_magic.vocabulary.lens import LensCell, LensGrid, LensRequest
+from mlx_magic.vocabulary.tools import ProposedCall, ToolUse
 from mlx_magic.vocabulary.values import (
     Event,
     GenerationRequest,
@@ -265,6 +266,8 @@ _DATACLASSES = {
         AttentionRequest,
         AttentionMap,
         ImagePatches,
+        ToolUse,
+        ProposedCall,
         *get_args(Event),  # every event the runtime sends
     )
 }
