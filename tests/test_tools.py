@@ -284,3 +284,20 @@ def test_tool_values_cross_the_worker_process_wire():
     found = ToolCallsFound(calls=(ProposedCall("add", {"a": [1, 2]}, "text"),), content="ok")
     assert decode(encode(found)) == found
     assert dataclasses.asdict(decode(encode(found)))["calls"][0]["arguments"] == {"a": [1, 2]}
+
+
+def test_the_worker_process_renders_the_tools_and_reads_the_calls(tool_models, capsys):
+    # The worker generates (random weights: whatever it writes), and what it sends
+    # back crosses the wire: the prompt it rendered with the tools, the calls it read.
+    shell = make_shell()
+    shell.extension_manager.load_extension("mlx_magic")
+    try:
+        run(shell, "%config MLXMagics.runtime = 'process'")
+        run(shell, f"%config MLXMagics.default_model = {str(tool_models['hermes'])!r}")
+        run(shell, ADD)
+        run(shell, "%%mlx -n 8 -f text --tools add --auto --show-prompt --max-steps 1\n2 + 3?")
+        result = shell.user_ns["_mlx"]
+        assert result.tool_calls is not None  # the engine's answer, decoded from the worker
+        assert '"description": "the first number"' in capsys.readouterr().out
+    finally:
+        shell.extension_manager.unload_extension("mlx_magic")
