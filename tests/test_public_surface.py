@@ -110,6 +110,7 @@ COMMANDS = [
     "branch",
     "lens",
     "attention",
+    "tools",
 ]
 CSS_CLASSES = [
     "mlx-magic-answer",

@@ -45,7 +45,9 @@ def step_lines(messages):
 
 def test_auto_runs_the_call_in_the_kernel(tools_kernel):
     _, client = tools_kernel
-    reply, messages = execute(client, scripted_cell("--tools add --auto", CALL, "It is 5."))
+    reply, messages = execute(
+        client, scripted_cell("--tools add --auto", CALL, "It is 5."), timeout=300
+    )
     assert reply["status"] == "ok", reply
     assert printed(client, "calls") == "[(2, 3)]"
     assert printed(client, "_mlx.text, _mlx.steps[0].state") == "It is 5. ran"
@@ -57,21 +59,26 @@ def test_auto_runs_the_call_in_the_kernel(tools_kernel):
 )
 def test_a_click_on_run_or_skip_decides_while_the_cell_waits(tools_kernel, button, state, ran):
     _, client = tools_kernel
-    clicked = []
+    buttons, clicked = {}, []
 
     def click(message):
-        # The buttons' widget models arrive as comm_open messages: click the one wanted.
+        # The buttons' widget models arrive as comm_open messages; a person can
+        # click once they are shown (a display of the widget view): click then.
         content = message["content"]
-        if message["msg_type"] != "comm_open" or clicked:
-            return
-        if content.get("data", {}).get("state", {}).get("description") == button:
-            clicked.append(content["comm_id"])
+        if message["msg_type"] == "comm_open":
+            description = content.get("data", {}).get("state", {}).get("description")
+            buttons[description] = content["comm_id"]
+        shown = "application/vnd.jupyter.widget-view+json" in content.get("data", {})
+        if message["msg_type"] == "display_data" and shown and button in buttons and not clicked:
+            clicked.append(buttons[button])
             data = {"method": "custom", "content": {"event": "click"}}
             client.shell_channel.send(
-                client.session.msg("comm_msg", {"comm_id": content["comm_id"], "data": data})
+                client.session.msg("comm_msg", {"comm_id": buttons[button], "data": data})
             )
 
-    reply, messages = execute(client, scripted_cell("--tools add", CALL, "Done."), on_message=click)
+    reply, messages = execute(
+        client, scripted_cell("--tools add", CALL, "Done."), on_message=click, timeout=300
+    )
     assert reply["status"] == "ok", reply
     assert clicked
     assert printed(client, "calls") == ran

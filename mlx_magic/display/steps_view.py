@@ -72,6 +72,18 @@ def step_bundle(step: ToolStep, note: str = "") -> dict:
     }
 
 
+def clicks_reach_a_running_cell() -> bool:
+    """Whether a button's click is seen while its cell still runs: ipykernel 7
+    reads comm messages on its shell-channel thread and asks the comm where to
+    route them (``_reply_subshell_for``); older kernels hold them until the cell
+    ends, so a cell waiting for Run / Skip would wait for ever."""
+    try:
+        from ipykernel.comm import Comm
+    except ImportError:
+        return False
+    return hasattr(Comm, "_reply_subshell_for")
+
+
 class StepView:
     """One step's line in the cell (built and updated on the kernel thread).
 

@@ -17,6 +17,7 @@ from mlx_magic.magics.attention import command_attention
 from mlx_magic.magics.branching import command_branch
 from mlx_magic.magics.conversations import DEFAULT_CONVERSATION
 from mlx_magic.magics.lens import command_lens
+from mlx_magic.magics.mcp_servers import command_tools
 from mlx_magic.magics.replay import command_replay
 from mlx_magic.units import gib
 
@@ -418,4 +419,5 @@ COMMANDS = {
     "branch": command_branch,
     "lens": command_lens,
     "attention": command_attention,
+    "tools": command_tools,
 }

@@ -29,6 +29,7 @@ from mlx_magic.magics.edge import user_errors_as_usage
 from mlx_magic.magics.lens import check_lens_flags, command_lens
 from mlx_magic.magics.map_run import run_map_cell
 from mlx_magic.magics.mapping import check_map_flags
+from mlx_magic.magics.mcp_servers import command_tools_line
 from mlx_magic.magics.options import variants_of
 from mlx_magic.magics.prepare import check_video_flags, load_cell_images, prepare
 from mlx_magic.magics.run import (
@@ -384,9 +385,15 @@ class MLXMagics(MLXSettings):
                                      token of an answer (the logit lens; _mlx.lens)
             %mlx attention STEP [NAME] [-l LAYER] [-h HEAD]   where a layer looked when it
                                      wrote token STEP: a strip, heatmaps (_mlx.attention)
+            %mlx tools               the MCP servers started and the tools they offer
+            %mlx tools add COMMAND [ARG…]   start an MCP server over stdio; --tools NAME
+                                     offers its tools (NAME: the server's, or a tool's)
+            %mlx tools remove NAME|all      stop MCP servers
 
         MODEL is anything ``%%mlx --model`` takes.
         """
+        if line.split(None, 1)[:1] == ["tools"]:  # a server's command keeps its own flags
+            return command_tools_line(self, line.strip()[len("tools") :])
         attention = line.split(None, 1)[:1] == ["attention"]
         args = parse_flags(self.mlx_line, line, "%mlx", intermixed=True, short_help=not attention)
         if args.command == "attention":

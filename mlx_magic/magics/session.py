@@ -17,6 +17,7 @@ from mlx_magic.errors import UserError
 from mlx_magic.images import DecodedImageCache
 from mlx_magic.magics.background import BackgroundJobs
 from mlx_magic.magics.conversations import Conversations, Turn
+from mlx_magic.magics.mcp_servers import MCPServers
 from mlx_magic.units import gib_to_bytes
 from mlx_magic.vocabulary.job import Job
 from mlx_magic.vocabulary.values import GenerationRequest, ModelSpec
@@ -66,6 +67,8 @@ class Session:
         kept = _kept_conversations.pop(shell, None) if shell is not None else None
         self.conversations = kept or Conversations()
         self.image_cache = DecodedImageCache()
+        #: MCP servers started with %mlx tools add (--tools offers their tools).
+        self.mcp_servers = MCPServers()
         #: Chat panels opened with %mlx panel, newest last.
         self.panels: list = []
         #: The local runtime to return to after %mlx disconnect.
@@ -276,6 +279,7 @@ class Session:
         """Stop the background jobs and the runtime, and free every warm model;
         keep the conversations."""
         self._closed = True
+        self.mcp_servers.close()
         running = self.jobs.running()
         for entry in running:
             entry.job.cancel()

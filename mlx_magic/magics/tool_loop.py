@@ -26,7 +26,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from mlx_magic.display.steps_view import StepView
+from mlx_magic.display.steps_view import StepView, clicks_reach_a_running_cell
 from mlx_magic.display.streaming import stream_job
 from mlx_magic.display.views import view_for, widgets_usable
 from mlx_magic.errors import (
@@ -36,7 +36,7 @@ from mlx_magic.errors import (
     one_line,
 )
 from mlx_magic.magics.run import raise_failure, renders_markdown
-from mlx_magic.magics.tools import OfferedTool, checked_arguments, offered_tools
+from mlx_magic.magics.tools import OfferedTool, offered_tools
 from mlx_magic.vocabulary.tools import (
     ProposedCall,
     ToolCallsFound,
@@ -86,6 +86,11 @@ def check_tools_flags(args: argparse.Namespace, columns: int, runtime: str, shel
             "--tools asks before each call with Run/Skip buttons, which need a notebook with "
             "ipywidgets: add --auto to run the model's calls without asking"
         )
+    if not args.auto and not clicks_reach_a_running_cell():
+        raise UserError(
+            "--tools asks before each call with Run/Skip buttons, whose clicks reach a running "
+            "cell from ipykernel 7 on: pip install -U ipykernel, or add --auto"
+        )
 
 
 def run_tools_cell(
@@ -102,7 +107,7 @@ def run_tools_cell(
     """
     from mlx_magic.magics.prepare import prepare
 
-    tools = offered_tools(options.tools or "", session.shell.user_ns)
+    tools = offered_tools(options.tools or "", session.shell.user_ns, session.mcp_servers.find)
     cell = prepare(session, options, text, session.resolve, cell_id=session.cell_id)
     shell = session.shell
     in_kernel = getattr(shell, "kernel", None) is not None
@@ -214,7 +219,7 @@ def _take_step(
         step.error = f"no function {call.name!r} is offered (offered: {offered})"
     else:
         try:
-            arguments = checked_arguments(tool, step.arguments)
+            arguments = tool.check(step.arguments)
         except ValueError as error:
             step.state, step.error = "invalid", f"{error}; the call did not run"
     buttons = ask and decide is None and step.state == "asked"

@@ -6,8 +6,9 @@ Pydantic (:class:`pydantic.TypeAdapter` of the function: defaults, ``Optional``,
 descriptions from its docstring (Google style, read by transformers'
 ``parse_google_format_docstring``, which ``get_json_schema`` uses too). The
 arguments a model writes are checked against the same signature and types
-before anything runs (:func:`checked_arguments`): a call that does not fit goes
-back to the model as an error.
+before anything runs (``OfferedTool.check``): a call that does not fit goes
+back to the model as an error. An MCP server's tools (:mod:`.mcp_servers`)
+are offered the same way, their schemas as the server lists them.
 
 The loop that offers them and runs the calls is :mod:`.tool_loop`.
 """
@@ -15,11 +16,12 @@ The loop that offers them and runs the calls is :mod:`.tool_loop`.
 from __future__ import annotations
 
 import builtins
+import functools
 import inspect
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from mlx_magic.errors import UserError
 
@@ -28,26 +30,30 @@ _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONL
 
 @dataclass(frozen=True)
 class OfferedTool:
-    """A notebook function the model may call.
+    """A function the model may call: a notebook function, or an MCP server's tool.
 
     Attributes:
-        name: the name the model calls it by (the function's ``__name__``).
-        function: what runs.
+        name: the name the model calls it by (a function's ``__name__``).
+        function: what runs, with the checked arguments as keywords.
         schema: its JSON schema, as chat templates take ``tools``.
-        signature: its parameters (the arguments are bound to them).
-        hints: its parameters' resolved type hints (the arguments are validated by them).
+        check: the arguments as the model wrote them, checked and converted
+            (``ValueError``, in one line, if they do not fit).
+        source: where it comes from (``"notebook"``, or the MCP server's name).
     """
 
     name: str
     function: Callable[..., Any]
     schema: dict
-    signature: inspect.Signature
-    hints: dict
+    check: Callable[[dict], dict]
+    source: str = "notebook"
 
 
-def offered_tools(names: str, namespace: dict) -> list[OfferedTool]:
+def offered_tools(
+    names: str, namespace: dict, elsewhere: Callable[[str], Optional[list[OfferedTool]]]
+) -> list[OfferedTool]:
     """The functions ``--tools`` names: comma-separated names of functions, of
-    lists of functions, or of modules (their public functions).
+    lists of functions, or of modules (their public functions); ``elsewhere``
+    finds a name the notebook does not have (an MCP server, or one of its tools).
 
     Raises:
         UserError: a name the notebook does not have, a value that is not a
@@ -56,6 +62,10 @@ def offered_tools(names: str, namespace: dict) -> list[OfferedTool]:
     tools: list[OfferedTool] = []
     for name in (part.strip() for part in names.split(",")):
         if not name:
+            continue
+        found = None if name in namespace else elsewhere(name)
+        if found is not None:
+            tools += found
             continue
         if name not in namespace and not hasattr(builtins, name):
             raise UserError(
@@ -149,7 +159,7 @@ def tool_of(function: Callable[..., Any]) -> OfferedTool:
         "function": {"name": name, "description": description or "", "parameters": parameters},
     }
     hints = {key: value for key, value in hints.items() if key in signature.parameters}
-    return OfferedTool(name, function, schema, signature, hints)
+    return OfferedTool(name, function, schema, functools.partial(_checked, signature, hints))
 
 
 def _without_titles(schema: Any) -> Any:
@@ -165,9 +175,9 @@ def _without_titles(schema: Any) -> Any:
     return schema
 
 
-def checked_arguments(tool: OfferedTool, arguments: dict) -> dict:
-    """The arguments, bound to the signature and validated (and converted:
-    a dict becomes the Pydantic model the parameter asks for).
+def _checked(signature: inspect.Signature, hints: dict, arguments: dict) -> dict:
+    """A function's arguments, bound to its signature and validated (and
+    converted: a dict becomes the Pydantic model the parameter asks for).
 
     Raises:
         ValueError: they do not fit, in one line (the model reads it).
@@ -175,12 +185,12 @@ def checked_arguments(tool: OfferedTool, arguments: dict) -> dict:
     import pydantic
 
     try:
-        bound = tool.signature.bind(**arguments)
+        bound = signature.bind(**arguments)
     except TypeError as error:
         raise ValueError(str(error)) from None
     checked = {}
     for name, value in bound.arguments.items():
-        hint = tool.hints.get(name)
+        hint = hints.get(name)
         if hint is None:
             checked[name] = value
             continue
