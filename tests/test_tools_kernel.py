@@ -86,3 +86,24 @@ def test_a_click_on_run_or_skip_decides_while_the_cell_waits(tools_kernel, butto
     lines = step_lines(messages)
     assert lines[0] == "[? step 1 · add(a=2, b=3) · waiting for Run or Skip]"
     assert ("→ 5 · " if state == "ran" else "skipped (the model is told") in lines[-1]
+
+
+def test_what_a_call_prints_or_displays_shows_in_its_cell(tools_kernel):
+    from kernel_helpers import displays, stream_text
+
+    _, client = tools_kernel
+    reply, _ = execute(
+        client,
+        "from IPython.display import HTML, display\ndef shout() -> str:\n"
+        "    '''Shout.'''\n    print('hello from the tool')\n"
+        "    display(HTML('<b>shown by the tool</b>'))\n    return 'done'",
+    )
+    assert reply["status"] == "ok"
+    call = '<tool_call>\n{"name": "shout", "arguments": {}}\n</tool_call>'
+    reply, messages = execute(
+        client, scripted_cell("--tools shout --auto", call, "Done."), timeout=300
+    )
+    assert reply["status"] == "ok", reply
+    # The call runs on a helper thread; its output still goes to the cell that called it.
+    assert "hello from the tool" in stream_text(messages)
+    assert any("shown by the tool" in shown.get("text/html", "") for shown in displays(messages))
