@@ -107,6 +107,7 @@ def test_each_family_s_call_runs_and_its_result_is_in_the_next_prompt(
     assert "✓ step 1 · add(a=2, b=3) → 5 · " in printed
     # The second turn reads only what is new: the first prompt and answer come from the cache.
     assert result.stats.cached_prompt_tokens > result.stats.prompt_tokens // 2
+    assert result.request.tools.turns[-1]["content"] == "5"  # what %mlx replay sends again
 
 
 def test_a_declined_call_is_told_to_the_model_and_does_not_run(tools_shell, capsys):
@@ -301,3 +302,16 @@ def test_the_worker_process_renders_the_tools_and_reads_the_calls(tool_models, c
         assert '"description": "the first number"' in capsys.readouterr().out
     finally:
         shell.extension_manager.unload_extension("mlx_magic")
+
+
+def test_replay_makes_the_last_answer_again_with_its_tools_and_tool_turns(tools_shell):
+    from mlx_magic.testing.scripted import forced_answers
+
+    tools_cell(tools_shell, "--tools add --auto", FAMILIES["hermes"][0], "It is 5.")
+    first = tools_shell.user_ns["_mlx"]
+    assert first.provenance["request"]["tools"]["turns"][-1]["content"] == "5"
+    with forced_answers("It is 5."):
+        run(tools_shell, "%mlx replay")
+    again = tools_shell.user_ns["_mlx"]
+    assert again.stats.prompt_tokens == first.stats.prompt_tokens  # the same prompt, tools and all
+    assert again.request.tools == first.request.tools

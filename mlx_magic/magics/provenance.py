@@ -25,6 +25,7 @@ from mlx_magic.vocabulary.provenance import (
     token_ids_sha256,
 )
 from mlx_magic.vocabulary.sampling import is_whole, sampling_problem
+from mlx_magic.vocabulary.tools import ToolUse
 from mlx_magic.vocabulary.values import (
     GenerationRequest,
     ModelKind,
@@ -70,6 +71,7 @@ def request_from_record(record: Any, images: tuple = ()) -> GenerationRequest:
             tuple(_text(part, "history") for part in turn) for turn in sent.get("history", ())
         )
         continue_ids = tuple(sent.get("continue_ids") or ())
+        tools = _tools_of(sent.get("tools"))
     except (KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"not a provenance record of mlx_magic ({error})") from error
     problem = sampling_problem(sampling)
@@ -119,7 +121,18 @@ def request_from_record(record: Any, images: tuple = ()) -> GenerationRequest:
         think=sent.get("think"),
         think_budget=sent.get("think_budget"),
         continue_ids=continue_ids,
+        tools=tools,
     )
+
+
+def _tools_of(sent: Any) -> Optional[ToolUse]:
+    """A record's ``--tools`` part: JSON objects, checked to be such."""
+    if sent is None:
+        return None
+    schemas, turns = sent["schemas"], sent["turns"]
+    if not all(isinstance(item, dict) for item in [*schemas, *turns]):
+        raise ValueError("the record's tools must be JSON objects")
+    return ToolUse(tuple(schemas), tuple(turns))
 
 
 def _spec_of(fields: Any, what: str) -> ModelSpec:

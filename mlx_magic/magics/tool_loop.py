@@ -147,7 +147,8 @@ def run_tools_cell(
             turns.append({"role": "tool", "tool_call_id": call_id, "name": step.name,
                           "content": step.reply()})  # fmt: skip
     _keep(session, cell, result, steps)
-    session.record_finished(cell, result)
+    # The last turn's request (its tools and tool turns): %mlx replay makes that answer again.
+    session.record_finished(replace(cell, request=request), result)
     session.apply_format(result, cell)
 
 

@@ -99,6 +99,12 @@ def request_record(request: GenerationRequest) -> dict:
         "think": request.think,
         "think_budget": request.think_budget,
         "continue_ids": list(request.continue_ids),
+        # --tools: the schemas offered and the calls and results so far (JSON already).
+        "tools": (
+            {"schemas": list(request.tools.schemas), "turns": list(request.tools.turns)}
+            if request.tools is not None
+            else None
+        ),
     }
 
 
