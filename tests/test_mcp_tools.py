@@ -2,6 +2,7 @@
 its tools are offered with ``--tools`` and called from the tool loop."""
 
 import sys
+import threading
 
 import pytest
 from IPython.core.error import UsageError
@@ -22,6 +23,15 @@ server = MCPServer("tiny")
 def multiply(a: int, b: int) -> int:
     """Multiply two numbers."""
     return a * b
+
+
+@server.tool()
+async def slow() -> str:
+    """Takes a minute."""
+    import asyncio
+
+    await asyncio.sleep(60)
+    return "late"
 
 
 @server.tool()
@@ -56,7 +66,7 @@ def test_a_server_s_tools_are_listed_offered_and_called(mcp_shell, capsys):
 
     run(mcp_shell, "%mlx tools add $server_command")
     printed = capsys.readouterr().out
-    assert "MCP server tiny_server: 2 tool(s) offered with --tools tiny_server" in printed
+    assert "MCP server tiny_server: 3 tool(s) offered with --tools tiny_server" in printed
     assert "  multiply: Multiply two numbers." in printed
     call = hermes_call("multiply", {"a": 3, "b": 4})
     with forced_answers(call, "It is 12."):
@@ -76,6 +86,16 @@ def test_a_server_s_tools_are_listed_offered_and_called(mcp_shell, capsys):
         run(mcp_shell, "%%mlx -n 200 -f text --tools multiply --auto\nTry.")
     (step,) = mcp_shell.user_ns["_mlx"].steps
     assert step.state == "invalid" and "argument a: 'x' is not of type 'integer'" in step.error
+    # A call past tool_timeout_s stops waiting for the server (the request is cancelled).
+    run(mcp_shell, "%config MLXMagics.tool_timeout_s = 0.5")
+    try:
+        with forced_answers(hermes_call("slow", {}), "Oh."):
+            run(mcp_shell, "%%mlx -n 200 -f text --tools slow --auto\nTry.")
+    finally:
+        run(mcp_shell, "%config MLXMagics.tool_timeout_s = 60.0")
+    (step,) = mcp_shell.user_ns["_mlx"].steps
+    assert step.state == "timed out" and step.seconds < 30
+    assert not any(t.name == "mlx_magic-tool-slow" for t in threading.enumerate())  # stopped
     run(mcp_shell, "%mlx tools")
     assert "tiny_server (" in capsys.readouterr().out
     run(mcp_shell, "%mlx tools remove tiny_server")

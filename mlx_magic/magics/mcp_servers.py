@@ -27,6 +27,7 @@ from mlx_magic.magics.tools import OfferedTool
 #: How long a server may take to start and list its tools, and to answer a call (s).
 START_TIMEOUT_S = 30.0
 CALL_TIMEOUT_S = 600.0
+_STEP_S = 0.1
 
 
 @dataclass
@@ -44,10 +45,28 @@ class MCPServer:
     def call(self, tool: str, arguments: dict) -> Any:
         """Call one of its tools; its text (or structured) answer, or a
         ``RuntimeError`` holding the server's error."""
+        import concurrent.futures
+
         assert self.loop is not None
-        result = asyncio.run_coroutine_threadsafe(
-            self.client.call_tool(tool, arguments), self.loop
-        ).result(CALL_TIMEOUT_S)
+        future = asyncio.run_coroutine_threadsafe(self.client.call_tool(tool, arguments), self.loop)
+        # Waited for in short steps: the tool loop stops a call that runs past
+        # tool_timeout_s with an exception raised in this thread, which lands
+        # between them; the request is then cancelled on the server's loop.
+        waited = 0.0
+        while True:
+            try:
+                result = future.result(_STEP_S)
+                break
+            except concurrent.futures.TimeoutError:
+                waited += _STEP_S
+                if waited >= CALL_TIMEOUT_S:
+                    future.cancel()
+                    raise RuntimeError(
+                        f"the server did not answer in {CALL_TIMEOUT_S:g} s"
+                    ) from None
+            except BaseException:
+                future.cancel()
+                raise
         texts = [getattr(part, "text", None) for part in result.content or []]
         text = "\n".join(t for t in texts if t is not None)
         if result.is_error:
