@@ -149,6 +149,14 @@ def test_arguments_that_do_not_fit_go_back_as_an_error_unrun(tools_shell, capsys
     assert "Error: argument a: Input should be a valid integer" in capsys.readouterr().out
 
 
+def test_a_call_may_leave_out_empty_arguments(tools_shell):
+    run(tools_shell, 'def now() -> str:\n    """The time."""\n    return "noon"')
+    call = '<tool_call>\n{"name": "now"}\n</tool_call>'
+    tools_cell(tools_shell, "--tools now --auto", call, "It is noon.")
+    (step,) = tools_shell.user_ns["_mlx"].steps
+    assert (step.state, step.result) == ("ran", "noon")
+
+
 def test_a_call_that_does_not_parse_goes_back_as_an_error(tools_shell):
     broken = '<tool_call>\n{"name": "add", "arguments": {"a": 2,\n</tool_call>'
     tools_cell(tools_shell, "--tools add --auto", broken, "Oops.")

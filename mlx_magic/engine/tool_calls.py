@@ -12,6 +12,7 @@ LFM2's pythonic calls, ...) is read here too, and no parser is written twice.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Optional, Sequence
 
 from mlx_magic.errors import UserError
@@ -100,6 +101,13 @@ def _parsed(tokenizer: Any, text: str, schemas: Sequence[dict]) -> list[Proposed
             out.append(ProposedCall(name="", text=text.strip(), error="the call names no function"))
             continue
         arguments = call.get("arguments")
+        if arguments is None:  # a call without arguments may leave them out
+            arguments = {}
+        if isinstance(arguments, str):  # some families' parsers keep them as JSON text
+            try:
+                arguments = json.loads(arguments or "{}")
+            except ValueError:
+                pass
         if not isinstance(arguments, dict):
             out.append(
                 ProposedCall(
