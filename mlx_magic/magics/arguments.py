@@ -272,7 +272,7 @@ def tools_arguments(magic: F) -> F:
             "--tools",
             metavar="NAMES",
             help="Offer notebook functions to the model: comma-separated names of functions, "
-            "of lists of them or of modules. Schemas come from the signatures, type hints and "
+            "of lists of them, of modules or of MCP servers (%%mlx tools add). Schemas come from the signatures, type hints and "
             "docstrings; the model's calls run in the kernel (each asks first: Run / Skip), "
             "their results go back to it, until it answers (_mlx.steps: every call).",
         ),

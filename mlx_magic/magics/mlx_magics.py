@@ -172,7 +172,8 @@ class MLXMagics(MLXSettings):
                ...: Describe {item} as JSON.
 
         Tools: ``--tools NAMES`` offers notebook functions (names of functions,
-        of lists of them, or of modules) to a model made for tool calling; each
+        of lists of them, of modules, or of MCP servers started with ``%mlx
+        tools add``) to a model made for tool calling; each
         call it writes is shown, waits for **Run** / **Skip** (``--auto``: runs
         at once), runs in the kernel and its result goes back to the model,
         until it answers or ``--max-steps N`` rounds ran (``_mlx.steps``: every
