@@ -323,3 +323,11 @@ def test_replay_makes_the_last_answer_again_with_its_tools_and_tool_turns(tools_
     again = tools_shell.user_ns["_mlx"]
     assert again.stats.prompt_tokens == first.stats.prompt_tokens  # the same prompt, tools and all
     assert again.request.tools == first.request.tools
+
+
+def test_probs_show_each_turn_s_tokens(tools_shell, capsys):
+    tools_cell(tools_shell, "--tools add --auto --probs 3", FAMILIES["hermes"][0], "It is 5.")
+    result = tools_shell.user_ns["_mlx"]
+    assert result.steps[0].state == "ran"
+    assert len(result.tokens[0].top) == 3  # the last turn's alternatives
+    assert capsys.readouterr().out.count("Sampler: ") == 2  # one table of tokens per turn
