@@ -13,7 +13,8 @@ it from a clone of the repository, at its root, with ``python -m benchmarks``
 This folder also holds what the runs write and read (``results.json``, the PNG
 plots, ``investigations.md``, the GPU runs in ``gpu/results-*``) and the
 experiments run as scripts (``experiments.py``, ``batch_throughput.py``,
-``draft_speed.py``, ``drawing_cost.py``, ``grounding_cost.py``, ``schema_cost.py``: ``python
+``draft_speed.py``, ``drawing_cost.py``, ``grounding_cost.py``, ``schema_cost.py``,
+``tool_step_cost.py``: ``python
 benchmarks/NAME.py`` or ``python -m benchmarks.NAME``).
 
 The names below are the package's interface, whichever module defines them:

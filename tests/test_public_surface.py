@@ -41,6 +41,7 @@ TRAITS = [
     "stream_interval_ms",
     "system_prompt",
     "temperature",
+    "tool_timeout_s",
     "top_p",
     "trust_remote_code",
 ]
@@ -58,7 +59,15 @@ VISION_FLAGS = [
     "--max-pixels",
 ]
 # Only %%mlx takes these (the logit lens reads text answers).
-TEXT_ONLY_FLAGS = ["--lens", "--max-kv-size", "--kv-bits"]
+TEXT_ONLY_FLAGS = [
+    "--lens",
+    "--max-kv-size",
+    "--kv-bits",
+    "--tools",
+    "--max-steps",
+    "--auto",
+    "--show-prompt",
+]
 TEXT_FLAGS = [
     "--attention",
     "--background",
@@ -129,6 +138,7 @@ COMMANDS = [
     "embed",
     "nearest",
     "plot",
+    "tools",
 ]
 CSS_CLASSES = [
     "mlx-magic-answer",

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Optional
 
 from mlx_magic.vocabulary.attention import AttentionMap
 from mlx_magic.vocabulary.lens import LensGrid
+from mlx_magic.vocabulary.tools import ToolCallsFound
 from mlx_magic.vocabulary.values import GenerationStats
 
 if TYPE_CHECKING:
@@ -159,6 +160,11 @@ class MLXResult:
 
         shown = getattr(self.previews, "shown_marks", None)
         return Marks(shown if shown is not None else self.sent_marks)
+
+    #: ``--tools``: the calls this answer made (``None`` where none was offered),
+    #: and the steps of the whole loop (:class:`~mlx_magic.vocabulary.tools.ToolStep`).
+    tool_calls: Optional[ToolCallsFound] = field(default=None, repr=False, compare=False)
+    steps: list = field(default_factory=list, repr=False, compare=False)
 
     def __str__(self) -> str:
         return self.text

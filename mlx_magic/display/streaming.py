@@ -23,6 +23,7 @@ from mlx_magic.images import LoadedImage
 from mlx_magic.vocabulary.job import Job
 from mlx_magic.vocabulary.provenance import provenance_record
 from mlx_magic.vocabulary.token_buffer import TokenBuffer
+from mlx_magic.vocabulary.tools import PromptRendered, ToolCallsFound
 from mlx_magic.vocabulary.values import (
     Event,
     Failed,
@@ -163,6 +164,7 @@ class _Collector:
         self.ready: Optional[ModelReady] = None
         self.finished: Optional[Finished] = None
         self.prepared: Optional[ImagesPrepared] = None
+        self.tool_calls: Optional[ToolCallsFound] = None
         # The live thinking block resends its newest lines at each update:
         # it is updated once per interval, whatever the token rate.
         thinking_buffer = None if buffer is None else TokenBuffer(buffer.interval_s)
@@ -228,6 +230,12 @@ class _Collector:
         elif isinstance(event, ModelReady):
             self.ready = event
             self.view.waiting_for_first_token(event.model, None if event.warm else event.load_s)
+        elif isinstance(event, ToolCallsFound):
+            self.tool_calls = event
+        elif isinstance(event, PromptRendered):
+            from mlx_magic.display.steps_view import prompt_bundle
+
+            self.view.show_bundle(prompt_bundle(event.text))
         elif isinstance(event, Finished):
             self.finished = event
         elif isinstance(event, Failed):
@@ -293,6 +301,7 @@ class _Collector:
             points=list(grounding.points) if grounding else [],
             images=images,
             request=request,
+            tool_calls=self.tool_calls,
         )
         # Before the view shows the footer: the record goes into its metadata.
         result.provenance = provenance_record(result, request)

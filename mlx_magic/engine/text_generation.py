@@ -28,6 +28,13 @@ from mlx_magic.engine.stepping import (
     watch_prefill,
 )
 from mlx_magic.engine.thinking_budget import ThinkingBudget, thinking_is_possible
+from mlx_magic.engine.tool_calls import (
+    check_tool_calling,
+    rendered_prompt,
+    template_arguments,
+    tool_calls_in,
+    tool_messages,
+)
 from mlx_magic.errors import UserError
 from mlx_magic.locking import gpu_lock
 from mlx_magic.units import gib
@@ -61,8 +68,9 @@ def prompt_token_ids(
     history = request.history if history is None else history
     if request.raw or not getattr(tokenizer, "has_chat_template", False):
         return list(tokenizer.encode(request.plain_prompt(history)))
-    messages = request.chat_messages(history=history)
+    messages = request.chat_messages(history=history) + tool_messages(request)
     switches = {} if request.think is None else {"enable_thinking": request.think}
+    switches.update(template_arguments(request))  # --tools: the functions offered
     return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, **switches))
 
 
@@ -135,6 +143,8 @@ class PendingGeneration:
     prepared: list[Event]
     #: Work for after the answer has been handed over (writing its state to disk).
     after: list[Callable[[], object]] = field(default_factory=list)
+    #: What the answer held, told before its end (``--tools``: the calls in it).
+    found: Callable[[], list[Event]] = list
 
     def steps(self) -> Steps:
         """The generation as :data:`~mlx_magic.engine.stepping.Steps` (its one
@@ -145,7 +155,8 @@ class PendingGeneration:
         while self.stepper.step():
             yield [(0, event) for event in self.stepper.take()]
         try:
-            yield [(0, event) for event in self.stepper.take()] + [(0, self.finish())]
+            last = self.stepper.take() + self.found()
+            yield [(0, event) for event in last] + [(0, self.finish())]
         finally:  # the cell has its answer: this delays only the next one
             for work in self.after:
                 with gpu_lock:
@@ -187,6 +198,7 @@ def start_text(
         if draft is not None:
             check_draft(warm, draft)
         check_thinking_switch(warm.tokenizer, request, warm.name)
+        check_tool_calling(warm.tokenizer, request, warm.name)
         limit = context_length(warm.config)
         prompt, dropped_turns = fit_history(warm.tokenizer, request, limit)
         prompt += list(request.continue_ids)  # a branch: the answer so far
@@ -222,6 +234,7 @@ def start_text(
         opened = prompt_opens_thinking(
             warm.tokenizer.decode(prompt[-16:])
         ) and thinking_is_possible(warm.tokenizer, request, opened=False)
+    prepared += rendered_prompt(warm.tokenizer, request, prompt)  # --show-prompt
     if opened:
         prepared.append(ThinkingOpened())
     processors = make_logits_processors(repetition_penalty=sampling.repetition_penalty)
@@ -318,7 +331,11 @@ def start_text(
             ),
         )
 
-    return PendingGeneration(stepper, finish, prepared, after)
+    def found() -> list[Event]:
+        calls = tool_calls_in(warm.tokenizer, request, stepper.outcome.token_ids)
+        return [] if calls is None else [calls]
+
+    return PendingGeneration(stepper, finish, prepared, after, found)
 
 
 def cache_bytes(kv_cache: list[Any]) -> int:

@@ -12,6 +12,7 @@ from IPython.utils.process import arg_split
 from mlx_magic.errors import UserError
 from mlx_magic.magics.lens import DEFAULT_TOKENS
 from mlx_magic.models.embedded import EMBEDDED_MODEL_NAME
+from mlx_magic.vocabulary import defaults
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -321,6 +322,37 @@ def kv_cache_arguments(magic: F) -> F:
             choices=[4, 8],
             help="Quantize the KV cache to 4 or 8 bits from the first token (mlx-lm's "
             "quantized cache): about a half (8) or a quarter (4) of its memory.",
+        ),
+    ]
+    return _applied(flags, magic)
+
+
+def tools_arguments(magic: F) -> F:
+    """``--tools`` and its flags, of ``%%mlx`` (local text models)."""
+    flags = [
+        argument(
+            "--tools",
+            metavar="NAMES",
+            help="Offer notebook functions to the model: comma-separated names of functions, "
+            "of lists of them, of modules or of MCP servers (%%mlx tools add). Schemas come from the signatures, type hints and "
+            "docstrings; the model's calls run in the kernel (each asks first: Run / Skip), "
+            "their results go back to it, until it answers (_mlx.steps: every call).",
+        ),
+        argument(
+            "--max-steps",
+            type=int,
+            metavar="N",
+            help=f"With --tools: most rounds of calls (default {defaults.MAX_TOOL_STEPS}).",
+        ),
+        argument(
+            "--auto",
+            action="store_true",
+            help="With --tools: run the model's calls without asking (needed in a terminal).",
+        ),
+        argument(
+            "--show-prompt",
+            action="store_true",
+            help="With --tools: show each prompt as the chat template rendered it, tools and all.",
         ),
     ]
     return _applied(flags, magic)

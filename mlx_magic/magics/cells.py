@@ -21,16 +21,20 @@ from mlx_magic.magics.prepare import check_video_flags, load_cell_images, prepar
 from mlx_magic.magics.run import check_columns, run_background, run_columns, run_foreground
 from mlx_magic.magics.segmenting import segment_cell
 from mlx_magic.magics.session import Session
+from mlx_magic.magics.tool_loop import check_tools_flags, run_tools_cell
 
 
 def run_text_cell(session: Session, args: argparse.Namespace, cell: str) -> None:
-    """``%%mlx``: the cell's text answered by a text model (or, ``--embed``,
-    turned into vectors)."""
+    """``%%mlx``: the cell's text answered by a text model (with ``--tools``,
+    calling notebook functions; or, ``--embed``, turned into vectors)."""
     variants = variants_of(args)
     if args.embed:
         return run_embed_cell(session, variants, args, cell)
     check_lens_flags(args, len(variants), session.settings.runtime)
     check_attention_flags(args, len(variants), session.settings.runtime)
+    check_tools_flags(args, len(variants), session.settings.runtime, session.shell)
+    if args.tools is not None:  # an agent: the model calls notebook functions
+        return run_tools_cell(session, variants[0], cell)
     if check_map_flags(args):
         return run_map_cells(session, variants, cell, session.resolve, vision=False)
     if len(variants) > 1:

@@ -21,6 +21,7 @@ from mlx_magic.magics.downloads import command_pull, command_rm
 from mlx_magic.magics.embedding import command_embed
 from mlx_magic.magics.lens import command_lens
 from mlx_magic.magics.marking import command_marks
+from mlx_magic.magics.mcp_servers import command_tools
 from mlx_magic.magics.nearest import command_nearest, command_plot
 from mlx_magic.magics.replay import command_replay
 from mlx_magic.magics.segmenting import command_segment
@@ -418,4 +419,5 @@ COMMANDS = {
     "embed": command_embed,
     "nearest": command_nearest,
     "plot": command_plot,
+    "tools": command_tools,
 }

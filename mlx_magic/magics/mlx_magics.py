@@ -22,6 +22,7 @@ from mlx_magic.magics.arguments import (
     lens_argument,
     parse_flags,
     split_line,
+    tools_arguments,
     vision_arguments,
 )
 from mlx_magic.magics.attention import command_attention
@@ -32,6 +33,7 @@ from mlx_magic.magics.downloads import command_local_models, command_pull, comma
 from mlx_magic.magics.edge import user_errors_as_usage
 from mlx_magic.magics.embedding import OWN_FLAGS
 from mlx_magic.magics.lens import command_lens
+from mlx_magic.magics.mcp_servers import command_tools_line
 from mlx_magic.magics.session import Session
 from mlx_magic.magics.settings import MLXSettings, forget_refused_settings
 
@@ -113,6 +115,7 @@ class MLXMagics(MLXSettings):
     @generation_arguments
     @lens_argument
     @kv_cache_arguments
+    @tools_arguments
     @cell_magic("mlx")  # type: ignore[arg-type]  # IPython: returns _F | Callable
     @user_errors_as_usage
     def mlx_cell(self, line: str, cell: str) -> None:
@@ -184,6 +187,17 @@ class MLXMagics(MLXSettings):
             In [7]: %%mlx --embed --map reviews -o vecs
                ...: {row.text}
 
+        Tools: ``--tools NAMES`` offers notebook functions (names of functions,
+        of lists of them, of modules, or of MCP servers started with ``%mlx
+        tools add``) to a model made for tool calling; each
+        call it writes is shown, waits for **Run** / **Skip** (``--auto``: runs
+        at once), runs in the kernel and its result goes back to the model,
+        until it answers or ``--max-steps N`` rounds ran (``_mlx.steps``: every
+        call, result, time; ``--show-prompt``: the prompt as rendered)::
+
+            In [7]: %%mlx -m mlx-community/Qwen2.5-1.5B-Instruct-4bit --tools add,weather
+               ...: What is 2 + 3, and is it raining in Paris?
+
         Examples::
 
             In [1]: %load_ext mlx_magic
@@ -200,7 +214,7 @@ class MLXMagics(MLXSettings):
         Settings (``%config MLXMagics.<name> = value``): default_model,
         max_tokens, temperature, top_p, system_prompt, aliases,
         memory_budget_gb, stream_interval_ms, short_errors, trust_remote_code, disk_cache_gb,
-        max_kv_size, kv_bits. Flags override settings.
+        max_kv_size, kv_bits, tool_timeout_s. Flags override settings.
         """
         args = parse_flags(self.mlx_cell, line, "%%mlx")
         run_text_cell(self.session, args, cell)
@@ -388,12 +402,18 @@ class MLXMagics(MLXSettings):
                                      text (or an image: -i SRC TABLE), cosine scores
             %mlx plot TABLE [--by COLUMN] [--umap]   the items in 2-D (PCA; UMAP), coloured
                                      by a column, thumbnails for images
+            %mlx tools               the MCP servers started and the tools they offer
+            %mlx tools add COMMAND [ARG…]   start an MCP server over stdio; --tools NAME
+                                     offers its tools (NAME: the server's, or a tool's)
+            %mlx tools remove NAME|all      stop MCP servers
 
         MODEL is anything ``%%mlx --model`` takes. A Hub model's first use shows
         its files and a progress bar; an interrupt stops the download and the
         next run resumes it; one the disk cannot hold is refused first.
         """
         first = line.split(None, 1)[:1]
+        if first == ["tools"]:  # a server's command keeps its own flags
+            return command_tools_line(self, line.strip()[len("tools") :])
         if first and first[0] in OWN_FLAGS:  # embed, nearest, plot: flags of their own
             return COMMANDS[first[0]](self, split_line(line)[1:])
         attention = first == ["attention"]

@@ -88,6 +88,12 @@ class CellOptions:
     #: ``--max-kv-size N``, ``--kv-bits B``: the KV cache's form (``None``: the settings').
     max_kv_size: Optional[int] = None
     kv_bits: Optional[int] = None
+    #: ``--tools NAMES``: the notebook functions offered (``None``: none), ``--max-steps``,
+    #: ``--auto`` (run calls without asking), ``--show-prompt``.
+    tools: Optional[str] = None
+    max_steps: int = defaults.MAX_TOOL_STEPS
+    auto: bool = False
+    show_prompt: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,10 @@ def variants_of(args: Any) -> list[CellOptions]:
         attention=getattr(args, "attention", None),
         max_kv_size=getattr(args, "max_kv_size", None),
         kv_bits=getattr(args, "kv_bits", None),
+        tools=getattr(args, "tools", None),
+        max_steps=_given(getattr(args, "max_steps", None), defaults.MAX_TOOL_STEPS),
+        auto=bool(getattr(args, "auto", False)),
+        show_prompt=bool(getattr(args, "show_prompt", False)),
     )
     return [
         replace(base, model=model, temperature=temp, seed=seed)
@@ -164,6 +174,10 @@ def variants_of(args: Any) -> list[CellOptions]:
             args.model or [None], args.temp or [None], args.seed or [None]
         )
     ]
+
+
+def _given(value: Optional[int], default: int) -> int:
+    return default if value is None else value
 
 
 def _think_of(args: Any) -> Optional[bool]:

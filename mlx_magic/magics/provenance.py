@@ -26,6 +26,7 @@ from mlx_magic.vocabulary.provenance import (
     token_ids_sha256,
 )
 from mlx_magic.vocabulary.sampling import is_whole, sampling_problem
+from mlx_magic.vocabulary.tools import ToolUse
 from mlx_magic.vocabulary.values import (
     GenerationRequest,
     ModelKind,
@@ -72,6 +73,7 @@ def request_from_record(record: Any, images: tuple = ()) -> GenerationRequest:
         )
         continue_ids = tuple(sent.get("continue_ids") or ())
         kv_cache = KVCacheSettings(**(sent.get("kv_cache") or {}))
+        tools = _tools_of(sent.get("tools"))
     except (KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"not a provenance record of mlx_magic ({error})") from error
     problem = sampling_problem(sampling)
@@ -128,7 +130,18 @@ def request_from_record(record: Any, images: tuple = ()) -> GenerationRequest:
         think_budget=sent.get("think_budget"),
         continue_ids=continue_ids,
         kv_cache=kv_cache,
+        tools=tools,
     )
+
+
+def _tools_of(sent: Any) -> Optional[ToolUse]:
+    """A record's ``--tools`` part: JSON objects, checked to be such."""
+    if sent is None:
+        return None
+    schemas, turns = sent["schemas"], sent["turns"]
+    if not all(isinstance(item, dict) for item in [*schemas, *turns]):
+        raise ValueError("the record's tools must be JSON objects")
+    return ToolUse(tuple(schemas), tuple(turns))
 
 
 def _spec_of(fields: Any, what: str) -> ModelSpec:

@@ -18,6 +18,7 @@ from mlx_magic.errors import UserError
 from mlx_magic.images import DecodedImageCache
 from mlx_magic.magics.background import BackgroundJobs
 from mlx_magic.magics.conversations import Conversations, Turn
+from mlx_magic.magics.mcp_servers import MCPServers
 from mlx_magic.units import gib_to_bytes
 from mlx_magic.vocabulary.embedding import embedder_not_chat
 from mlx_magic.vocabulary.job import Job
@@ -69,6 +70,8 @@ class Session:
         kept = _kept_conversations.pop(shell, None) if shell is not None else None
         self.conversations = kept or Conversations()
         self.image_cache = DecodedImageCache()
+        #: MCP servers started with %mlx tools add (--tools offers their tools).
+        self.mcp_servers = MCPServers()
         #: Chat panels opened with %mlx panel, newest last.
         self.panels: list = []
         #: The local runtime to return to after %mlx disconnect.
@@ -289,6 +292,7 @@ class Session:
         """Stop the background jobs and the runtime, and free every warm model;
         keep the conversations."""
         self._closed = True
+        self.mcp_servers.close()
         running = self.jobs.running()
         for entry in running:
             entry.job.cancel()

@@ -56,6 +56,7 @@ _SETTING_RULES = {
     "stream_interval_ms": (lambda v: 10 <= v <= 10_000, "between 10 and 10000"),
     "connect_timeout_s": (lambda v: 0 < v < math.inf, "a finite number of seconds above 0"),
     "first_token_timeout_s": (lambda v: 0 < v < math.inf, "a finite number of seconds above 0"),
+    "tool_timeout_s": (lambda v: 0 < v < math.inf, "a finite number of seconds above 0"),
 }
 
 
@@ -230,6 +231,11 @@ class MLXSettings(Magics):
         300.0,
         help="Seconds a remote server may take to send the first token (it may be loading "
         "the model or reading a long prompt) before the cell gives up on it.",
+    ).tag(config=True)
+    tool_timeout_s = Float(
+        defaults.TOOL_TIMEOUT_S,
+        help="Seconds a function offered with --tools may run before the cell stops waiting "
+        "for it: it is stopped as far as Python allows and the model is told it timed out.",
     ).tag(config=True)
     trust_remote_code = Bool(
         False,

@@ -130,15 +130,26 @@ def forced_answer(answer: str) -> Iterator[None]:
     if a thinking budget or "Answer now" closes it early, the script goes on
     with what follows its ``</think>``. The cell's ``-n`` still applies.
     """
+    with forced_answers(answer):
+        yield
+
+
+@contextlib.contextmanager
+def forced_answers(*answers: str) -> Iterator[None]:
+    """Like :func:`forced_answer`, with one answer per generation, in order
+    (the last one again for any after): a conversation, or an agent's steps
+    (a tool call, then the answer that reads its result)."""
     import mlx_lm
 
     from mlx_magic.vocabulary.thinking import CLOSE_TAG
 
     original = mlx_lm.stream_generate
-    thinking, tag, rest = answer.partition(CLOSE_TAG)
+    left = list(answers)
 
     @functools.wraps(original)
     def scripted(model: Any, tokenizer: Any, prompt: Any, *args: Any, **kwargs: Any) -> Any:
+        answer = left.pop(0) if len(left) > 1 else left[0]
+        thinking, tag, rest = answer.partition(CLOSE_TAG)
         head = tokenizer.encode(thinking + tag, add_special_tokens=False) if tag else []
         ids = head + tokenizer.encode(rest if tag else answer, add_special_tokens=False)
         processors = list(kwargs.pop("logits_processors", None) or [])

@@ -26,3 +26,7 @@ JUDGE_PROMPT = (
 #: prompt read from scratch (tokens) whose state is written there.
 DISK_CACHE_GB = 8.0
 DISK_CACHE_MIN_TOKENS = 1024
+#: ``--tools``: most rounds of calls one cell runs (``--max-steps``), and how long
+#: one call may run before the cell stops waiting for it (``tool_timeout_s``).
+MAX_TOOL_STEPS = 5
+TOOL_TIMEOUT_S = 60.0

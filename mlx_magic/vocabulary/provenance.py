@@ -102,6 +102,12 @@ def request_record(request: GenerationRequest) -> dict:
         "continue_ids": list(request.continue_ids),
         # --max-kv-size and --kv-bits change what the model attends to.
         "kv_cache": dataclasses.asdict(request.kv_cache),
+        # --tools: the schemas offered and the calls and results so far (JSON already).
+        "tools": (
+            {"schemas": list(request.tools.schemas), "turns": list(request.tools.turns)}
+            if request.tools is not None
+            else None
+        ),
     }
 
 

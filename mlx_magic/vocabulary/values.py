@@ -1,10 +1,9 @@
 """The values that pass between the magics and a runtime.
 
-Everything a magic sends (a :class:`GenerationRequest`) and everything a
-runtime sends back (the events below, through a :class:`~mlx_magic.vocabulary.job.Job`)
-is a plain dataclass of strings and numbers, so the same interface can be served by the in-kernel thread runtime,
-by a worker process speaking JSON-RPC, or by a remote OpenAI-compatible
-server, without the magics knowing which.
+Everything a magic sends (a :class:`GenerationRequest`) and everything a runtime sends back (the
+events below, through a :class:`~mlx_magic.vocabulary.job.Job`) is a plain dataclass of strings and
+numbers, so the thread runtime, a worker process speaking JSON-RPC or a remote OpenAI-compatible
+server can serve the same interface without the magics knowing which.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ from typing import Callable, Literal, Optional, Sequence, Union
 
 from mlx_magic.vocabulary import defaults
 from mlx_magic.vocabulary.caching import KVCacheSettings, PrefixCacheSettings
+from mlx_magic.vocabulary.tools import PromptRendered, ToolCallsFound, ToolUse
 
 #: What a model is: mlx-lm's (``"text"``), mlx-vlm's (``"vision"``, ``"segmenter"``: SAM 3), or a vector maker.
 ModelKind = Literal["text", "vision", "segmenter", "embedding"]
@@ -26,9 +26,8 @@ RuntimeKind = Literal["thread", "process", "remote"]
 
 
 def finish_reason_of(reason: object) -> FinishReason:
-    """A library's or a server's finish reason as one of mlx_magic's: those it
-    knows stay; anything else that ended the answer (a stop token, a tool
-    call, a content filter) is ``"stop"``."""
+    """A library's or a server's finish reason as one of mlx_magic's: those it knows
+    stay; anything else that ended the answer (a stop token, a tool call...) is ``"stop"``."""
     for known in ("length", "cancelled", "cut"):
         if reason == known:
             return known
@@ -145,12 +144,13 @@ class GenerationRequest:
     #: (mlx-lm's speculative decoding); ``None``: no draft.
     draft: Optional[ModelSpec] = None
     num_draft_tokens: int = 3
-    #: A branch (``%mlx branch``): the tokens the answer already begins
-    #: with, read after the prompt (from the prefix cache, which trims the
-    #: original answer's KV cache to them), then generation goes on.
+    #: A branch (``%mlx branch``): the tokens the answer already begins with, read after the
+    #: prompt (from the prefix cache, which trims the original answer's KV cache to them).
     continue_ids: tuple = ()
     #: ``--max-kv-size`` / ``--kv-bits``: the KV cache's form (text models).
     kv_cache: KVCacheSettings = field(default_factory=KVCacheSettings)
+    #: ``--tools``: the functions offered (as schemas) and the tool turns so far.
+    tools: Optional[ToolUse] = None
 
     @property
     def has_video(self) -> bool:
@@ -222,9 +222,8 @@ class ModelInfo:
 class MemorySample:
     """MLX's memory right after one generation (bytes), as ``%mlx memory`` plots it.
 
-    ``kv_cache_bytes`` is what the answer's context (prompt and answer)
-    held in its KV cache at the end; 0 where the engine does not say
-    (vision models, batched ``--map`` items, remote servers).
+    ``kv_cache_bytes`` is what the answer's context (prompt and answer) held in its KV cache
+    at the end; 0 where the engine does not say (vision, batched ``--map`` items, servers).
     """
 
     generation: int
@@ -350,9 +349,8 @@ class TokenChunk:
 
 @dataclass(frozen=True)
 class ThinkingOpened:
-    """The prompt ends inside a thinking block: the chat template itself
-    wrote ``<think>`` (DeepSeek-R1 distills, Qwen3 thinking models), so the
-    text that follows is thinking until ``</think>``."""
+    """The prompt ends inside a thinking block: the chat template itself wrote ``<think>``
+    (DeepSeek-R1 distills, Qwen3 thinking models): what follows is thinking until ``</think>``."""
 
 
 @dataclass(frozen=True)
@@ -442,6 +440,8 @@ Event = Union[
     ThinkingOpened,
     ThinkingCanEnd,
     TokenChunk,
+    ToolCallsFound,
+    PromptRendered,
     Finished,
     Failed,
 ]

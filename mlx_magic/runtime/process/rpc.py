@@ -63,6 +63,7 @@ from mlx_magic.vocabulary.caching import KVCacheSettings
 from mlx_magic.vocabulary.embedding import Embeddings, EmbedRequest
 from mlx_magic.vocabulary.lens import LensCell, LensGrid, LensRequest
 from mlx_magic.vocabulary.masks import BoxPrompt, Mask, Segmentation, SegmentRequest
+from mlx_magic.vocabulary.tools import ProposedCall, ToolUse
 from mlx_magic.vocabulary.values import (
     Event,
     GenerationRequest,
@@ -276,6 +277,8 @@ _DATACLASSES = {
         Mask,
         EmbedRequest,
         Embeddings,
+        ToolUse,
+        ProposedCall,
         *get_args(Event),  # every event the runtime sends
     )
 }

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 from mlx_magic.testing.tiny_models import tokenizer, weights
 from mlx_magic.testing.tiny_models.folders import atomic_build, write_json
+from mlx_magic.testing.tiny_models.tool_templates import TOOL_TEMPLATES
 
 # ChatML for the text model (the format SmolLM2, a llama, uses), text only.
 CHATML_CHAT_TEMPLATE = (
@@ -28,6 +30,7 @@ def build_tiny_llama(
     num_layers: int = 2,
     num_heads: int = 4,
     num_kv_heads: int = 2,
+    tools: Optional[str] = None,
 ) -> Path:
     """A tiny random llama text model for mlx-lm in ``folder``; returns it.
 
@@ -36,6 +39,10 @@ def build_tiny_llama(
     ``<|im_end|>`` as end of turn. At the default size (0.5 MB) it decodes
     at several hundred tokens per second on a shared 2-core CPU (measured
     ~670; hidden 128 with 4 layers: ~230).
+
+    ``tools`` (``"hermes"``, ``"mistral"``, ``"pythonic"``) gives it a chat
+    template that declares that family's tool calling instead
+    (:mod:`.tool_templates`): mlx-lm then reads its calls with that parser.
 
     Idempotent: if a finished build with the same recipe is there, it is
     returned at once without touching anything.
@@ -50,6 +57,10 @@ def build_tiny_llama(
         "num_heads": int(num_heads),
         "num_kv_heads": int(num_kv_heads),
     }
+    if tools is not None:
+        if tools not in TOOL_TEMPLATES:
+            raise ValueError(f"tools must be one of {sorted(TOOL_TEMPLATES)}, not {tools!r}")
+        recipe["tools"] = tools
     return atomic_build(Path(folder), recipe, lambda tmp: _fill_llama(tmp, recipe))
 
 
@@ -57,7 +68,8 @@ def _fill_llama(folder: Path, recipe: dict) -> None:
     """Write a tiny llama into ``folder`` (an empty temporary folder)."""
     from mlx_lm.models import llama
 
-    ids, unreadable = tokenizer.write_tokenizer(folder, CHATML_CHAT_TEMPLATE)
+    template = TOOL_TEMPLATES[recipe["tools"]] if "tools" in recipe else CHATML_CHAT_TEMPLATE
+    ids, unreadable = tokenizer.write_tokenizer(folder, template)
     hidden = recipe["hidden_size"]
     config = {
         "architectures": ["LlamaForCausalLM"],
