@@ -179,7 +179,7 @@ def _free_port():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_vlm):
+def server(tmp_path_factory, tiny_vlm, tiny_sam3):
     if not Path(CHROMIUM).is_file():
         pytest.skip(
             f"no Chromium at {CHROMIUM} (apt-get install chromium, or set MLX_MAGIC_CHROMIUM)"
@@ -216,6 +216,7 @@ def server(tmp_path_factory, tiny_vlm):
         JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
         IPYTHONDIR=str(base / "ipython"),
         MLX_MAGIC_DEFAULT_VISION_MODEL=str(tiny_vlm),
+        MLX_MAGIC_DEFAULT_SEGMENT_MODEL=str(tiny_sam3),
         HF_HUB_OFFLINE="1",
     )
     jupyter = JupyterServer(root, env, base / "server.log")
@@ -496,7 +497,11 @@ def test_vision_previews_load_before_streamed_answers(open_notebook, frontend):
     notebook.wait_until_run()
     assert_no_errors(notebook)
 
-    vision = [i for i, s in enumerate(notebook.sources) if s.startswith("%%mlx_vision")]
+    vision = [
+        i
+        for i, s in enumerate(notebook.sources)
+        if s.startswith("%%mlx_vision") and "--segment" not in s
+    ]
     # Two are videos (a strip of frames, no preview) and one a follow-up in a conversation.
     assert len(vision) == 18
     for index in vision:

@@ -43,21 +43,27 @@ class Run:
         self._done = done
         self._pause = pause_after_first_text
         self.finished: list[Finished] = []
+        self._counted = False
 
     def step(self) -> bool:
         events = next(self._steps, None)
         if events is None:
             return False
         text_now = False
-        for position, event in events:
-            job = self.jobs[position]
+        for _, event in events:
             if isinstance(event, Finished):
                 event.stats.warm = self.ready.warm
                 event.stats.load_s = self.ready.load_s
                 self.finished.append(event)
             elif isinstance(event, TokenChunk) and event.text:
                 text_now = True
-            job.emit(event)
+        if len(self.finished) == len(self.jobs):
+            # Counted (and memory sampled) before any job hears its end: a cell
+            # that reads the runtime's status next finds this generation there,
+            # though the engine may still have work after the answer (a disk write).
+            self.done()
+        for position, event in events:
+            self.jobs[position].emit(event)
         if self._pause and text_now:
             self._pause = False
             job = self.jobs[0]
@@ -66,5 +72,7 @@ class Run:
         return True
 
     def done(self) -> None:
-        """Once, after the last step."""
-        self._done(self)
+        """Once: when every job has finished, or after the last step."""
+        if not self._counted:
+            self._counted = True
+            self._done(self)
