@@ -181,6 +181,33 @@ def test_boxes_of_the_latest_answer_are_outlined_one_mask_each(sam_shell, script
     assert outlined.label == "car" and outlined.box == (5, 10, 45, 30)
 
 
+def test_boxes_drawn_on_a_preview_are_outlined_on_their_image(sam_shell, scripted_masks):
+    from mlx_magic.grounding.marks import Mark
+    from mlx_magic.images import load_images
+
+    answers, asked = scripted_masks
+    session = magics_of(sam_shell).session
+    with pytest.raises(UsageError) as caught:
+        run(sam_shell, "%mlx segment @marks")
+    assert "none is drawn: drag a box on a preview first" in one_line(caught)
+    # What drawing leaves (a notebook frontend's board, not this terminal shell): the
+    # previews drawn on last, with a point (left out) and a labelled box.
+    drawn_on = load_images(["red"], sam_shell.user_ns, cache=session.image_cache)
+    board = type("Drawn", (), {})()
+    board.images = tuple(drawn_on)
+    board.shown_marks = (
+        Mark(1, "point", (10.0, 10.0)),
+        Mark(2, "box", (60.0, 40.0, 100.0, 70.0), label="car"),
+    )
+    session.latest_marks.previews = board
+    answers.append(_detections(CAR_1, CAR_2))
+    run(sam_shell, "%mlx segment @marks")
+    assert asked[-1][0] == "car" and np.allclose(asked[-1][1], [[60, 40, 100, 70]])
+    (outlined,) = sam_shell.user_ns["_mlx"].masks
+    assert outlined.label == "car" and outlined.box == (60, 40, 100, 70)
+    session.latest_marks.previews = None
+
+
 @pytest.mark.parametrize(
     ("cell", "says"),
     [
@@ -188,7 +215,7 @@ def test_boxes_of_the_latest_answer_are_outlined_one_mask_each(sam_shell, script
         ("%%mlx_vision -i red -m {sam}\nWhat is this?", "is a segmenter (SAM 3)"),
         ("%%mlx_vision -i red --segment car\nand a cup", "both say what to find"),
         ("%%mlx_vision -i red --segment\n  ", "Say what to segment"),
-        ("%%mlx_vision -i red --segment\n@3", "the one @ it takes is @boxes"),
+        ("%%mlx_vision -i red --segment\n@3", "the @ it takes are @boxes"),
         ("%%mlx_vision -i red --segment --chat look\ncar", "leave out --chat"),
         ("%%mlx_vision --segment\ncar", "--segment needs an image"),
     ],

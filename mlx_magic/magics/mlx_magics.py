@@ -296,7 +296,8 @@ class MLXMagics(MLXSettings):
         or ``--segment TEXT``), drawn translucent and outlined on the previews,
         labelled with its score and counted in the footer ("7 cars"); the text
         ``@boxes`` outlines the boxes of the latest answer (a vision model
-        finds, SAM 3 outlines; ``%mlx segment @boxes`` too). ``_mlx.masks``
+        finds, SAM 3 outlines; ``%mlx segment @boxes`` too), and ``@marks``
+        the boxes drawn last on a preview (you point, SAM 3 outlines). ``_mlx.masks``
         holds each instance (label, score, box, ``.mask`` a boolean array,
         area, centroid); ``-f json`` prints them with COCO run-length encoded
         masks, as the saved output's metadata keeps them::
@@ -392,7 +393,7 @@ class MLXMagics(MLXSettings):
                                      wrote token STEP: a strip, heatmaps (_mlx.attention)
             %mlx marks               the marks drawn last on a preview (what --region @N
                                      and --marks use), one line each; returns them
-            %mlx segment TEXT|@boxes  SAM 3 (default_segment_model) on the images of the
+            %mlx segment TEXT|@boxes|@marks  SAM 3 (default_segment_model) on the images of the
                                      latest answer: masks drawn and counted (_mlx.masks)
             %mlx embed ITEMS [-c COLUMN] [-i SRC] [-m MODEL] [-o NAME] [--batch-size N]
                                      texts (a list, Series, DataFrame column) or images

@@ -42,8 +42,9 @@ class Video:
     max_frames: int
 
 
-#: The one ``@`` name ``--segment`` takes.
+#: The ``@`` names ``--segment`` takes: the latest answer's boxes, the boxes drawn last.
 FROM_BOXES = "@boxes"
+FROM_MARKS = "@marks"
 # Flags that ask for an answer, which a segmenter does not give.
 _NOT_WITH_SEGMENT = (
     ("map", "--map"),
@@ -83,15 +84,18 @@ def segment_cell(session: Session, args: Any, cell: str) -> Segmented:
 
 
 def command_segment(magics: MagicsHost, names: list[str]) -> None:
-    """``%mlx segment TEXT|@boxes``: SAM 3 on the images of the latest answer (``_mlx``).
+    """``%mlx segment TEXT|@boxes|@marks``: SAM 3 on the images of the latest answer (``_mlx``).
 
     The ``default_segment_model`` segments them with the words (commas
-    separate prompts), or outlines the answer's boxes (``@boxes``): the masks
+    separate prompts), or outlines the answer's boxes (``@boxes``) or the
+    boxes drawn last on a preview, on the images they were drawn on (``@marks``): the masks
     are drawn, counted and kept in ``_mlx.masks``, as ``%%mlx_vision --segment`` does.
     """
     text = " ".join(names).strip()
     if not text:
-        raise UserError(f"Usage: %mlx segment TEXT|{FROM_BOXES} (on the images of _mlx)")
+        raise UserError(
+            f"Usage: %mlx segment TEXT|{FROM_BOXES}|{FROM_MARKS} (on the images of _mlx)"
+        )
     segment(magics.session, text, None, [], False, None)
 
 
@@ -113,10 +117,15 @@ def segment(
     boxes: tuple[BoxPrompt, ...] = ()
     if text == FROM_BOXES:
         boxes = _latest_boxes(namespace.get("_mlx"))
+    elif text == FROM_MARKS:
+        boxes, drawn_on = _drawn_boxes(session)
+        if images is None:  # the images the boxes were drawn on
+            images = list(drawn_on)
     elif text.startswith("@"):
         raise UserError(
-            f"--segment {text}: the one @ it takes is {FROM_BOXES} (the boxes of the latest "
-            'answer, _mlx.boxes); else give words: --segment "cups"'
+            f"--segment {text}: the @ it takes are {FROM_BOXES} (the boxes of the latest "
+            f"answer, _mlx.boxes) and {FROM_MARKS} (the boxes drawn on a preview); else give "
+            'words: --segment "cups"'
         )
     else:
         prompts = tuple(part.strip() for part in text.split(",") if part.strip())
@@ -239,6 +248,23 @@ def _latest_boxes(latest: object) -> tuple[BoxPrompt, ...]:
             "none: ask a vision model for boxes first (bbox_2d JSON), or --segment TEXT"
         )
     return tuple(BoxPrompt(b.label, b.x1, b.y1, b.x2, b.y2, b.image) for b in found)
+
+
+def _drawn_boxes(session: Session) -> tuple[tuple[BoxPrompt, ...], tuple[LoadedImage, ...]]:
+    """The boxes drawn last on a preview (``%mlx marks``) as box prompts, each
+    labelled as drawn (else ``mark N``), and the images they were drawn on."""
+    latest = session.latest_marks.previews
+    marks = [m for m in (latest.shown_marks if latest is not None else ()) if m.kind == "box"]
+    if latest is None or not marks:
+        raise UserError(
+            f"--segment {FROM_MARKS} outlines the boxes drawn on a %%mlx_vision preview, and "
+            f"none is drawn: drag a box on a preview first, or use {FROM_BOXES} or TEXT"
+        )
+    prompts = tuple(
+        BoxPrompt(mark.label or f"mark {mark.number}", *mark.box, image=mark.image)
+        for mark in marks
+    )
+    return prompts, tuple(latest.images)
 
 
 def _latest_images(session: Session, latest: object) -> list[LoadedImage]:
