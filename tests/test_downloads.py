@@ -376,3 +376,12 @@ def test_in_a_real_kernel_bar_interrupt_background_pull_and_rm(hub, hub_env):
                 assert "Deleted tiny/fat" in message["content"]["text"]
                 break
         assert not (hub_env / "models--tiny--fat").exists()
+
+
+def test_an_embedders_module_weights_come_and_other_folders_weights_do_not():
+    from huggingface_hub.utils import filter_repo_objects
+
+    from mlx_magic.models.downloads import FETCHED
+
+    names = ["model.safetensors", "2_Dense/model.safetensors", "onnx/model.safetensors"]
+    assert list(filter_repo_objects(names, allow_patterns=FETCHED)) == names[:2]

@@ -48,6 +48,10 @@ HUB_ALLOW_PATTERNS = [
     "*.jsonl",
     "*.jinja",
 ]
+#: And sentence-transformers' module folders (``2_Dense/model.safetensors``):
+#: an embedding model's Dense layers, which mlx-vlm's ``load_embedding_model``
+#: reads; other folders' weights (``onnx/``, ``original/``) are not fetched.
+FETCHED = [*HUB_ALLOW_PATTERNS, "[0-9]_*/*.safetensors"]
 
 #: Hears the bytes received, from huggingface_hub's download threads.
 OnBytes = Callable[[int], None]
@@ -165,7 +169,7 @@ def plan_download(repo_id: str) -> HubPlan:
     with hub_errors(repo_id):
         info = HfApi().model_info(repo_id, files_metadata=True)
     siblings = {s.rfilename: s for s in info.siblings or []}
-    names = filter_repo_objects(sorted(siblings), allow_patterns=HUB_ALLOW_PATTERNS)
+    names = filter_repo_objects(sorted(siblings), allow_patterns=FETCHED)
     blobs = _repo_folder(repo_id) / "blobs"
     files = []
     for name in names:
@@ -245,7 +249,7 @@ def fetch(
                     if file.lfs and file.on_disk < file.size:
                         _fetch_blob(plan, file, progress)
             folder = snapshot_download(
-                repo_id, allow_patterns=HUB_ALLOW_PATTERNS, tqdm_class=progress
+                repo_id, allow_patterns=FETCHED, tqdm_class=progress
             )
     except LocalEntryNotFoundError as error:
         if offline():
