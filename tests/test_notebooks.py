@@ -195,6 +195,10 @@ def test_teaching_notebook_shows_probabilities_sweeps_and_an_untrained_model():
     drafted = next(c for c in code if "--draft {draft}" in c.source)
     html = "".join(o.get("data", {}).get("text/html", "") for o in drafted.outputs)
     assert "mlx-magic-draft" in html and "draft smollm2-draft: " in outputs_text(drafted)
+    steps = outputs_text(next(c for c in code if c.source.startswith("[(step.name")))
+    assert "[('add', {'a': 2, 'b': 3}, 5)]" in steps
+    shown = outputs_text(next(c for c in code if "--show-prompt" in c.source))
+    assert '"name": "add"' in shown and "2 + 3 is 5." in shown
     memory = next(c for c in code if c.source == "%mlx memory")
     assert any("image/png" in o.get("data", {}) for o in memory.outputs)
     assert "kv_cache_mib" in "".join(o.get("data", {}).get("text/html", "") for o in memory.outputs)
@@ -241,6 +245,8 @@ def test_research_notebook_maps_constrains_and_replays(tmp_path):
     assert "score · random-llama" in outputs_text(
         next(c for c in code if c.source.startswith("compared.table["))
     )
+    queried = outputs_text(next(c for c in code if c.source.startswith("[(step.name")))
+    assert "[('count_habitat', {'habitat': 'webs'}, 1)]" in queried
     embedded = outputs_text(by_first_line["%mlx embed animals -c animal -o animal_vectors"])
     assert "3 texts" in embedded or "3 items" in embedded, embedded
     nearest = outputs_text(by_first_line['%mlx nearest "dog" animal_vectors -k 2'])
