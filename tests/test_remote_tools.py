@@ -8,6 +8,7 @@ answer; it records what each request carried.
 """
 
 import json
+import sys
 
 import pytest
 from IPython.core.error import UsageError
@@ -133,3 +134,61 @@ def test_show_prompt_is_one_line_in_remote_mode(shell, server):
         run(shell, "%%mlx --tools add --auto --show-prompt\nAdd.")
     assert "--show-prompt needs a local model" in one_line(caught)
     assert posts(server) == []
+
+
+def test_mlx_lm_server_renders_the_tools_and_tool_turns_as_thread_mode_does(tmp_path):
+    """mlx-lm's own server takes the request as sent (tools, an assistant
+    message with ``tool_calls`` whose arguments are JSON text, ``tool``
+    messages): its prompt counts the same tokens as the local engine's, and
+    greedy, its answer is the same words."""
+    from test_remote_runtime import collect, end_server, free_port, request, start_server, tiny_spec
+
+    from mlx_magic.runtime.remote.runtime import RemoteRuntime
+    from mlx_magic.runtime.thread import ThreadRuntime
+    from mlx_magic.testing.tiny_models import build_tiny_llama
+    from mlx_magic.vocabulary.tools import ToolCallsFound, ToolUse
+    from mlx_magic.vocabulary.values import Finished
+
+    model = build_tiny_llama(tmp_path / "hermes", tools="hermes")
+    (tmp_path / "hub").mkdir()
+    process, url = start_server(
+        [sys.executable, "-m", "mlx_lm.server", "--model", str(model), "--host", "127.0.0.1",
+         "--port", str(free_port())],
+        tmp_path / "server.log",
+        "/v1/models",
+        {"HF_HUB_CACHE": str(tmp_path / "hub")},
+    )  # fmt: skip
+    schema = {
+        "type": "function",
+        "function": {
+            "name": "add",
+            "description": "Add two numbers.",
+            "parameters": {
+                "type": "object",
+                "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                "required": ["a", "b"],
+            },
+        },
+    }
+    call = {"id": "call_1_0", "type": "function",
+            "function": {"name": "add", "arguments": {"a": 2, "b": 3}}}  # fmt: skip
+    turns = (
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1_0", "name": "add", "content": "5"},
+    )
+    req = request(tiny_spec(model), prompt="What is 2 + 3?", max_tokens=12,
+                  tools=ToolUse(schemas=(schema,), turns=turns))  # fmt: skip
+    answers = {}
+    try:
+        for name, runtime in (("remote", RemoteRuntime(url)), ("local", ThreadRuntime(1 << 30))):
+            try:
+                chunks, last, others = collect(runtime.generate(req))
+            finally:
+                runtime.stop()
+            assert isinstance(last, Finished), last
+            assert any(isinstance(event, ToolCallsFound) for event in others)
+            answers[name] = ("".join(c.text for c in chunks), last.stats.prompt_tokens)
+    finally:
+        end_server(process)
+    assert answers["remote"] == answers["local"]
+    assert answers["local"][1] > 60  # the tool's schema and the turns are in the prompt
