@@ -13,7 +13,7 @@ import sys
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import one_line, run
+from conftest import magics_of, one_line, run
 from fake_openai import Recorder
 
 ADD = '''
@@ -127,6 +127,42 @@ def test_arguments_that_are_not_json_go_back_as_an_error(shell, server):
     (step,) = shell.user_ns["_mlx"].steps
     assert step.state == "invalid" and "did not parse" in step.error
     assert shell.user_ns["calls"] == []
+
+
+def test_a_declined_call_is_told_to_the_server_s_model(shell, server):
+    from mlx_magic.magics.options import CellOptions
+    from mlx_magic.magics.tool_loop import run_tools_cell
+
+    server.answers = [call_deltas(), answer("Fine.")]
+    asked = []
+    run_tools_cell(
+        magics_of(shell).session,
+        CellOptions(tools="add", max_tokens=64),
+        "Add.",
+        decide=lambda step: asked.append(step.arguments) or False,  # Skip, both times
+    )
+    assert asked == [{"a": 2, "b": 3}, {"a": 10, "b": -4}] and shell.user_ns["calls"] == []
+    assert [step.state for step in shell.user_ns["_mlx"].steps] == ["skipped", "skipped"]
+    told = posts(server)[1]["messages"][2:]
+    assert [m["content"] for m in told] == ["The user declined this call; it did not run."] * 2
+
+
+def test_whole_calls_without_an_index_and_object_arguments_are_read():
+    # Some servers send each call whole in one delta, without an index, or the
+    # arguments as an object rather than JSON text.
+    from mlx_magic.runtime.remote.tool_wire import CallAssembler
+
+    assembler = CallAssembler()
+    assembler.take([{"id": "a", "function": {"name": "add", "arguments": {"a": 1, "b": 2}}}])
+    assembler.take([{"id": "b", "function": {"name": "add", "arguments": '{"a": 3, "b": 4}'}}])
+    assembler.take([{"id": "c", "function": {"name": "add", "arguments": "[1, 2]"}}])
+    found = assembler.found("  Two sums. ")
+    assert found.content == "Two sums."
+    assert [(c.id, c.name, c.arguments, c.error) for c in found.calls] == [
+        ("a", "add", {"a": 1, "b": 2}, None),
+        ("b", "add", {"a": 3, "b": 4}, None),
+        ("c", "add", {}, "its arguments are not a JSON object"),
+    ]
 
 
 def test_show_prompt_is_one_line_in_remote_mode(shell, server):
