@@ -9,6 +9,7 @@ answer; it records what each request carried.
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 from IPython.core.error import UsageError
@@ -228,3 +229,37 @@ def test_mlx_lm_server_renders_the_tools_and_tool_turns_as_thread_mode_does(tmp_
         end_server(process)
     assert answers["remote"] == answers["local"]
     assert answers["local"][1] > 60  # the tool's schema and the turns are in the prompt
+
+
+def test_mlx_lm_server_s_streamed_calls_run_and_the_loop_ends(shell, tmp_path):
+    """End to end with mlx-lm's own server: its template gets the tools, its
+    parser reads the (scripted) Hermes call, it streams ``tool_calls``; the
+    function runs, its result goes back, the server's next answer ends the loop."""
+    from test_remote_runtime import end_server, free_port, start_server
+
+    from mlx_magic.testing.tiny_models import build_tiny_llama
+
+    model = build_tiny_llama(tmp_path / "hermes", tools="hermes")
+    (tmp_path / "hub").mkdir()
+    call = '<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 3}}\n</tool_call>'
+    process, url = start_server(
+        [sys.executable, str(Path(__file__).with_name("scripted_lm_server.py")), "--model",
+         str(model), "--host", "127.0.0.1", "--port", str(free_port())],
+        tmp_path / "server.log",
+        "/v1/models",
+        {"HF_HUB_CACHE": str(tmp_path / "hub"),
+         "MLX_MAGIC_TEST_ANSWERS": json.dumps([call, "It is 5."])},
+    )  # fmt: skip
+    try:
+        run(shell, ADD)
+        run(shell, f"%mlx connect {url}")
+        run(shell, f"%%mlx -m {model} -n 64 -f text --tools add --auto\nWhat is 2 + 3?")
+        result = shell.user_ns["_mlx"]
+        assert shell.user_ns["calls"] == [(2, 3)]
+        assert [(s.name, s.arguments, s.state, s.result) for s in result.steps] == [
+            ("add", {"a": 2, "b": 3}, "ran", 5)
+        ]
+        assert result.text == "It is 5."
+    finally:
+        run(shell, "%mlx disconnect")
+        end_server(process)
