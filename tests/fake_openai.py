@@ -1,6 +1,7 @@
 """A tiny OpenAI-compatible server on 127.0.0.1 that streams a fixed answer and
 records what it was sent (errors, cut streams, keep-alive pauses, unescaped
-separators and slow probes on request)."""
+separators and slow probes on request). ``answers`` scripts whole answers:
+each POST streams the next one's deltas (``tool_calls`` pieces, text...)."""
 
 import http.server
 import json
@@ -20,6 +21,8 @@ class Recorder(http.server.ThreadingHTTPServer):
         self.mode = mode
         self.probe_delay_s = 0.0  # how long GET /v1/models takes to answer
         self.words = None  # the answer's chunks, if not the default greeting
+        # Scripted answers, one per POST: each a list of (delta, finish_reason) chunks.
+        self.answers = []
         self.requests = []
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -98,7 +101,11 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
             words = ["You sent: "] + [header[i : i + 5] for i in range(0, len(header), 5)]
         if mode == "raw-unicode":
             words[2] = " w\u2028ö\x85rld"  # line and next-line separators, sent unescaped
-        for word in words:
+        scripted = self.server.answers.pop(0) if self.server.answers else None
+        for delta, finish in scripted or []:
+            chunk = {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            events.append("data: " + json.dumps(chunk))
+        for word in [] if scripted is not None else words:
             events.append(
                 "data: "
                 + json.dumps(
@@ -106,9 +113,9 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
                     ensure_ascii=mode != "raw-unicode",
                 )
             )
-        events.append(
-            "data: " + json.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-        )
+        if scripted is None:
+            finish = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            events.append("data: " + json.dumps(finish))
         # vLLM style: the usage chunk with "choices": null.
         events.append(
             "data: "

@@ -328,7 +328,7 @@ def kv_cache_arguments(magic: F) -> F:
 
 
 def tools_arguments(magic: F) -> F:
-    """``--tools`` and its flags, of ``%%mlx`` (local text models)."""
+    """``--tools`` and its flags, of ``%%mlx`` (local text models and servers)."""
     flags = [
         argument(
             "--tools",
@@ -336,7 +336,8 @@ def tools_arguments(magic: F) -> F:
             help="Offer notebook functions to the model: comma-separated names of functions, "
             "of lists of them, of modules or of MCP servers (%%mlx tools add). Schemas come from the signatures, type hints and "
             "docstrings; the model's calls run in the kernel (each asks first: Run / Skip), "
-            "their results go back to it, until it answers (_mlx.steps: every call).",
+            "their results go back to it, until it answers (_mlx.steps: every call). After "
+            "%%mlx connect, the server's model gets them as OpenAI tools.",
         ),
         argument(
             "--max-steps",
@@ -352,7 +353,8 @@ def tools_arguments(magic: F) -> F:
         argument(
             "--show-prompt",
             action="store_true",
-            help="With --tools: show each prompt as the chat template rendered it, tools and all.",
+            help="With --tools: show each prompt as the chat template rendered it, tools and all "
+            "(local models).",
         ),
     ]
     return _applied(flags, magic)

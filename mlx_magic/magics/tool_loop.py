@@ -16,6 +16,11 @@ default each call waits for **Run** / **Skip** (:mod:`~mlx_magic.display.steps_v
 a call runs on a helper thread, stopped as far as Python allows (a
 ``KeyboardInterrupt`` raised in it) when it outlives ``tool_timeout_s`` or the
 kernel is interrupted.
+
+With a server (``%mlx connect``) the same loop runs: the remote runtime sends
+the schemas as OpenAI ``tools`` and the turns as OpenAI messages, and
+announces the streamed ``tool_calls`` as the same ``ToolCallsFound``
+(:mod:`mlx_magic.runtime.remote.tool_wire`); a call keeps the server's id.
 """
 
 from __future__ import annotations
@@ -79,8 +84,11 @@ def check_tools_flags(args: argparse.Namespace, columns: int, runtime: str, shel
             raise UserError(f"--tools works without {flag} for now: leave one out")
     if columns > 1:
         raise UserError("--tools runs one model at a time: give one -m, --temp and --seed")
-    if runtime == "remote":
-        raise UserError("--tools works with local models for now: %mlx disconnect to run one here")
+    if runtime == "remote" and args.show_prompt:
+        raise UserError(
+            "--show-prompt needs a local model: a server renders the prompt with its own "
+            "template and does not send it back (leave --show-prompt out)"
+        )
     if not args.auto and not widgets_usable(shell, warn=False):
         raise UserError(
             "--tools asks before each call with Run/Skip buttons, which need a notebook with "
@@ -132,7 +140,8 @@ def run_tools_cell(
                 f"{len(found.calls)} call(s) did not run (raise --max-steps)"
             )
             break
-        ids = [f"call_{number}_{index}" for index in range(len(found.calls))]
+        # A server's ids are kept (some check that a result names the call it answers).
+        ids = [call.id or f"call_{number}_{index}" for index, call in enumerate(found.calls)]
         turns.append(_assistant_turn(found, ids))
         for call, call_id in zip(found.calls, ids):
             step = ToolStep(name=call.name, arguments=dict(call.arguments), step=number)

@@ -45,13 +45,15 @@ class ProposedCall:
     """One call the model wrote, as the model family's parser read it.
 
     ``error`` is set (and ``arguments`` empty) where the text between the
-    call markers did not parse; ``text`` is that text.
+    call markers did not parse; ``text`` is that text. ``id`` is the id a
+    server gave the call (remote mode), which its ``tool`` turn names again.
     """
 
     name: str
     arguments: dict = field(default_factory=dict)
     text: str = ""
     error: Optional[str] = None
+    id: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,11 @@ Answers
     ``timings``; failing both, the number of chunks); ``ttft_s``, tokens per
     second and prompt tokens per second are measured here (they include the
     network).
+
+Tools
+    ``--tools`` adds ``tools`` and the tool turns to a chat request, and the
+    streamed ``tool_calls`` deltas are assembled into calls
+    (:mod:`mlx_magic.runtime.remote.tool_wire`).
 """
 
 from __future__ import annotations
@@ -51,7 +56,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from mlx_magic.errors import one_line
+from mlx_magic.runtime.remote.tool_wire import CallAssembler, tool_fields
 from mlx_magic.vocabulary.job import Job
+from mlx_magic.vocabulary.tools import ToolCallsFound
 from mlx_magic.vocabulary.values import (
     FinishReason,
     GenerationRequest,
@@ -104,6 +111,10 @@ class StreamReader:
         self.timings: dict = {}
         self.model: Optional[str] = None
         self.done = False
+        #: ``--tools``: the calls streamed so far, and the answer's text beside them.
+        self.calls = CallAssembler()
+        self.tools = job.request.tools is not None and not raw
+        self.text: list[str] = []
 
     def take(self, data: str) -> Optional[str]:
         """Handle one payload; returns the server's error message, if it is one."""
@@ -133,6 +144,10 @@ class StreamReader:
             delta = delta if isinstance(delta, dict) else {}
             text = delta.get("content")
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if self.tools:
+                self.calls.take(delta.get("tool_calls"))
+                if isinstance(text, str):
+                    self.text.append(text)
         for piece, thinking in ((reasoning, True), (text, False)):
             if not isinstance(piece, str) or not piece:
                 continue
@@ -152,6 +167,15 @@ class StreamReader:
         if choice.get("finish_reason"):
             self.finish_reason = str(choice["finish_reason"])
         return None
+
+    @property
+    def began(self) -> bool:
+        """Whether the answer has begun: text, reasoning or a tool call came."""
+        return self.chunks > 0 or self.calls.deltas > 0
+
+    def tool_calls(self) -> Optional[ToolCallsFound]:
+        """``--tools``: the calls of the finished answer (``None`` when none were offered)."""
+        return self.calls.found("".join(self.text)) if self.tools else None
 
     def flush(self) -> None:
         """Emit the text held back while it could have begun a secret."""
@@ -221,7 +245,9 @@ def request_body(request: GenerationRequest, model: Optional[str], raw: bool) ->
     if raw:
         body["prompt"] = request.plain_prompt()
     else:
-        body["messages"] = request.chat_messages(_user_message)
+        tools, turns = tool_fields(request)
+        body["messages"] = request.chat_messages(_user_message) + turns
+        body.update(tools)
     body.update(
         stream=True,
         stream_options={"include_usage": True},

@@ -4,7 +4,9 @@ Streaming
     The answer (``text/event-stream``) is split into events by httpx-sse's
     :class:`~httpx_sse.EventSource`; every ``data`` payload goes to
     :class:`~mlx_magic.runtime.remote.openai_wire.StreamReader`, which emits
-    the text, and ``data: [DONE]`` ends the answer. Comments (keep-alives)
+    the text, and ``data: [DONE]`` ends the answer. A complete answer to a
+    ``--tools`` request then announces its calls
+    (:class:`~mlx_magic.vocabulary.tools.ToolCallsFound`) before it finishes. Comments (keep-alives)
     are skipped; the bytes they bring still count for the idle timeout.
     ``server`` and ``server_model`` in the stats
     (:class:`~mlx_magic.runtime.remote.openai_wire.RemoteGenerationStats`)
@@ -93,7 +95,7 @@ def stream_answer(
                     if event.data == "[DONE]":
                         reader.done = True
                         break
-                    had_text = reader.chunks > 0
+                    had_text = reader.began
                     reported = reader.take(event.data)
                     if reported or job.cancelled:
                         break
@@ -104,7 +106,7 @@ def stream_answer(
                         # still read.
                         reader.finish_reason = "length"
                         break
-                    if reader.chunks and not had_text:
+                    if reader.began and not had_text:
                         watch.began_streaming()
                         began_streaming()
             except SSEError:
@@ -128,16 +130,19 @@ def stream_answer(
     if not_events is not None:
         raise Unreachable(f"{endpoint.shown} {not_events}")
     if reported:
-        if not reader.chunks:
+        if not reader.began:
             raise Refused(f"{endpoint.shown} reported an error: {one_line(reported, 200)}")
         cause = f"the server reported an error: {one_line(reported, 200)}"
     elif reader.finish_reason is not None or reader.done:
         # Complete, even if the connection then broke before [DONE].
+        found = reader.tool_calls()
+        if found is not None:  # announced before Finished, as the engine does
+            job.emit(found)
         return finished(wire.finish_reason(reader.finish_reason or "stop"))
     else:
         attempt.connection_broke = True
         cause = client.why(watch, broken, "the server closed the connection")
-        if not reader.chunks:
+        if not reader.began:
             if broken is None and watch.reason is None:
                 cause += " before the first token"
             raise Unreachable(f"{endpoint.shown}: {cause}")
