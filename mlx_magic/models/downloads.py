@@ -248,9 +248,7 @@ def fetch(
                 for file in plan.files:
                     if file.lfs and file.on_disk < file.size:
                         _fetch_blob(plan, file, progress)
-            folder = snapshot_download(
-                repo_id, allow_patterns=FETCHED, tqdm_class=progress
-            )
+            folder = snapshot_download(repo_id, allow_patterns=FETCHED, tqdm_class=progress)
     except LocalEntryNotFoundError as error:
         if offline():
             raise ModelLoadError(
