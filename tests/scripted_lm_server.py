@@ -11,7 +11,7 @@ import sys
 
 import mlx_lm.server as server
 
-from mlx_magic.testing.scripted import _end_id, scripted_logits_processor
+from mlx_magic.testing.scripted import end_token_id, scripted_logits_processor
 
 answers = json.loads(os.environ["MLX_MAGIC_TEST_ANSWERS"])
 original = server._make_sampler
@@ -21,7 +21,7 @@ def scripted_sampler(args, tokenizer):
     real = original(args, tokenizer)
     answer = answers.pop(0) if len(answers) > 1 else answers[0]
     ids = tokenizer.encode(answer, add_special_tokens=False)
-    choose = scripted_logits_processor(ids, _end_id(tokenizer))
+    choose = scripted_logits_processor(ids, end_token_id(tokenizer))
     return lambda logprobs: real(choose(None, logprobs))
 
 

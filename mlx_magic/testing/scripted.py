@@ -83,7 +83,8 @@ def resuming_logits_processor(
     return choose_next
 
 
-def _end_id(tokenizer: Any) -> int:
+def end_token_id(tokenizer: Any) -> int:
+    """The token a scripted answer ends with: the tokenizer's end of sequence."""
     for name in ("eos_token_id",):
         value = getattr(tokenizer, name, None)
         if isinstance(value, int):
@@ -110,7 +111,7 @@ def forced_vision_answer(answer: str) -> Iterator[None]:
         tokenizer = processor.tokenizer if hasattr(processor, "tokenizer") else processor
         ids = tokenizer.encode(answer, add_special_tokens=False)
         processors = list(kwargs.pop("logits_processors", None) or [])
-        processors.append(scripted_logits_processor(ids, _end_id(tokenizer)))
+        processors.append(scripted_logits_processor(ids, end_token_id(tokenizer)))
         return original(model, processor, prompt, *args, logits_processors=processors, **kwargs)
 
     mlx_vlm.stream_generate = scripted
@@ -154,7 +155,7 @@ def forced_answers(*answers: str) -> Iterator[None]:
         ids = head + tokenizer.encode(rest if tag else answer, add_special_tokens=False)
         processors = list(kwargs.pop("logits_processors", None) or [])
         # First: the processors after it (a thinking budget) have the last word.
-        processors.insert(0, resuming_logits_processor(ids, _end_id(tokenizer), len(head)))
+        processors.insert(0, resuming_logits_processor(ids, end_token_id(tokenizer), len(head)))
         return original(model, tokenizer, prompt, *args, logits_processors=processors, **kwargs)
 
     mlx_lm.stream_generate = scripted
