@@ -1,5 +1,6 @@
 """The notebooks in notebooks/ run top to bottom in a real kernel and say the right things."""
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -232,9 +233,9 @@ def test_research_notebook_maps_constrains_and_replays(tmp_path):
     assert "3 items · 3 done" in outputs_text(
         by_first_line["%%mlx --map animals --schema Animal -n 40 -o facts"]
     )
-    assert "Reproduced token for token (24 tokens)." in outputs_text(
-        by_first_line["%mlx replay story"]
-    )
+    # Sampled with a drawn seed, the story may end before -n 24: any length, replayed exactly.
+    replayed = outputs_text(by_first_line["%mlx replay story"])
+    assert re.search(r"Reproduced token for token \((\d+) tokens?\)\.", replayed), replayed
     compared = by_first_line[
         "%%mlx -m smollm2 -m {random_model} --map towns --score country --score-by contains "
         "-n 8 -o compared"
