@@ -14,6 +14,8 @@
 #          shapes, the Qwen2-VL-2B shape with 448² pictures; benchmarks/batch_throughput.py),
 #          the first long prompt with the fixed GPU prefill step (jit: magic, raw-2048), and
 #          new short questions, raw mlx-lm against the magic (probe part questions)  (~8 min)
+#   map    --map against raw batch_generate on the same prompts (SmolLM2, 1B, Qwen2-VL-2B shapes)
+#   round3 SAM 3 per picture, embeddings/s at Qwen3-Embedding-0.6B's shape, 16k tokens from disk
 #   rt     runtimes alone, with the loopback server also streamed directly (~4 min)
 #   segment  SAM 3 (real shape, random bf16 weights) per picture: text and box prompts
 #   all    every scenario in one go (about 15 minutes on one H200)
@@ -82,13 +84,31 @@ case $part in
      done
      timeout 150 "$python" -m benchmarks.gpu.probe --profile "$work/profile.json" --out "$out/questions" \
        --parts questions 2>&1 | tee "$out/log-questions.txt" ;;
+  map)  # issue 29: --map against raw batch_generate (SmolLM2, 1B and Qwen2-VL-2B shapes; ~9 min)
+    for shape in smollm2-135m llama-3.2-1b qwen2-vl-2b; do
+      [ -f "$work/$shape/tiny_model.json" ] || run "build-$shape" overhead "$shape" --budget 1 >/dev/null
+    done
+    for shape in smollm2-135m llama-3.2-1b; do
+      timeout 150 "$python" benchmarks/batch_throughput.py --model "$work/$shape" --repetitions 3 \
+        --max-tokens 64 --raw 2>&1 | tee -a "$out/log-map-raw.txt"
+    done
+    timeout 200 "$python" benchmarks/batch_throughput.py --model "$work/qwen2-vl-2b" --kind vision \
+      --image-size 448 --prompts 16 --repetitions 2 --max-tokens 64 --raw 2>&1 | tee -a "$out/log-map-raw.txt" ;;
+  round3)  # SAM 3 per picture, embeddings/s (Qwen3-Embedding-0.6B shape), a 16k document from disk
+    timeout 200 "$python" -m benchmarks.gpu.segment --work "$work" --out "$out/segment.json" 2>&1 |
+      tee "$out/log-segment.txt"
+    timeout 120 "$python" benchmarks/embedding_throughput.py --hidden 1024 --layers 28 --heads 16 \
+      --texts 512 --batch-size 64 --repetitions 3 2>&1 | tee "$out/log-embed.txt"
+    [ -f "$work/llama-3.2-1b/tiny_model.json" ] &&
+      timeout 200 "$python" benchmarks/disk_cache.py --model "$work/llama-3.2-1b" --tokens 16384 2>&1 |
+        tee "$out/log-disk.txt" ;;
   rt) run rt runtimes "" "$@" ;;
   all) run all overhead,traffic,warm_vs_cold,conversation,prefix,repeat_image,responsiveness,runtimes \
          "" "$@" ;;
   mini) work=${WORK:-/tmp/mlx-magic-gpu-mini}
         "$python" -m benchmarks.gpu run --mini --out "$out/mini" --work "$work" \
           --tokenizer "$tokenizer" "${budget[@]}" "$@" 2>&1 | tee "$out/log-mini.txt" ;;
-  *) echo "usage: bash benchmarks/gpu/run.sh a|b|c|rt|probe|jit|all|mini [arguments]" >&2; exit 2 ;;
+  *) echo "usage: bash benchmarks/gpu/run.sh a|b|c|map|round3|segment|rt|probe|jit|all|mini [arguments]" >&2; exit 2 ;;
 esac
 status=$?
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=memory.used,temperature.gpu,clocks.sm --format=csv,noheader
