@@ -84,6 +84,15 @@ case $part in
      done
      timeout 150 "$python" -m benchmarks.gpu.probe --profile "$work/profile.json" --out "$out/questions" \
        --parts questions 2>&1 | tee "$out/log-questions.txt" ;;
+  final)  # the rest of issues 24 and 29: VLM → SAM 3 end to end, --map against raw on SmolLM2
+    for shape in smollm2-135m qwen2-vl-2b; do
+      [ -f "$work/$shape/tiny_model.json" ] || run "build-$shape" overhead "$shape" --budget 1 >/dev/null
+    done
+    timeout 200 "$python" -m benchmarks.gpu.segment --work "$work" --repeats 2 2>&1 | tail -n 2
+    timeout 150 "$python" -m benchmarks.gpu.vlm_to_sam --vlm "$work/qwen2-vl-2b" --sam "$work/sam3" \
+      --out "$out/vlm-to-sam.json" 2>&1 | tee "$out/log-vlm-to-sam.txt" | tail -n 4
+    timeout 280 "$python" benchmarks/batch_throughput.py --model "$work/smollm2-135m" --repetitions 2 \
+      --max-tokens 64 --raw 2>&1 | tee "$out/log-map-raw-smollm2.txt" ;;
   map)  # issue 29: --map against raw batch_generate (SmolLM2, 1B and Qwen2-VL-2B shapes; ~9 min)
     for shape in smollm2-135m llama-3.2-1b qwen2-vl-2b; do
       [ -f "$work/$shape/tiny_model.json" ] || run "build-$shape" overhead "$shape" --budget 1 >/dev/null
@@ -99,6 +108,9 @@ case $part in
       tee "$out/log-segment.txt"
     timeout 120 "$python" benchmarks/embedding_throughput.py --hidden 1024 --layers 28 --heads 16 \
       --texts 512 --batch-size 64 --repetitions 3 2>&1 | tee "$out/log-embed.txt"
+    [ -f "$work/qwen2-vl-2b/tiny_model.json" ] &&
+      timeout 150 "$python" -m benchmarks.gpu.vlm_to_sam --vlm "$work/qwen2-vl-2b" --sam "$work/sam3" \
+        --out "$out/vlm-to-sam.json" 2>&1 | tee "$out/log-vlm-to-sam.txt"
     [ -f "$work/llama-3.2-1b/tiny_model.json" ] &&
       timeout 200 "$python" benchmarks/disk_cache.py --model "$work/llama-3.2-1b" --tokens 16384 2>&1 |
         tee "$out/log-disk.txt" ;;
