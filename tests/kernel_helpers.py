@@ -21,10 +21,11 @@ def running_kernel(*setup_cells, extra_env=None):
         manager.shutdown_kernel(now=True)
 
 
-def execute(client, code, timeout=120, on_message=None, cell_id=None):
+def execute(client, code, timeout=120, on_message=None, cell_id=None, strays=None):
     """Run code; return (reply content, iopub messages of this execution).
 
-    ``cell_id`` is sent in the request's metadata, as JupyterLab does.
+    ``cell_id`` is sent in the request's metadata, as JupyterLab does; ``strays``
+    (a list) collects the messages that came meanwhile for other cells.
     """
     content = {
         "code": code,
@@ -44,6 +45,8 @@ def execute(client, code, timeout=120, on_message=None, cell_id=None):
     while True:
         iopub = client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
         if iopub["parent_header"].get("msg_id") != msg_id:
+            if strays is not None:
+                strays.append(iopub)
             continue
         messages.append(iopub)
         if on_message:

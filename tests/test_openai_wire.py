@@ -83,3 +83,22 @@ def test_dropping_the_oldest_turns_keeps_each_remaining_image_with_its_turn():
         ("Now?", []),
     ]
     assert request.plain_prompt(request.history[1:]) == "Two?\n\n2.\n\nNow?"
+
+
+def test_an_earlier_turn_s_tool_calls_go_on_the_wire_as_openai_messages():
+    between = (
+        {"role": "assistant", "content": "",
+         "tool_calls": [{"id": "call_1_0", "type": "function",
+                         "function": {"name": "add", "arguments": {"a": 2, "b": 3}}}]},
+        {"role": "tool", "tool_call_id": "call_1_0", "name": "add", "content": "5"},
+    )  # fmt: skip
+    request = GenerationRequest(
+        model=SPEC, prompt="Sure?", history=(("2 + 3?", "It is 5.", between), ("Hi", "Hello."))
+    )
+    sent = request_body(request, "m", raw=False)["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "assistant", "user",
+                                         "assistant", "user"]  # fmt: skip
+    call = sent[1]["tool_calls"][0]
+    assert sent[1]["content"] is None and call["function"]["arguments"] == '{"a": 2, "b": 3}'
+    assert sent[2] == {"role": "tool", "tool_call_id": "call_1_0", "content": "5"}
+    assert request.plain_prompt() == "2 + 3?\n\nIt is 5.\n\nHi\n\nHello.\n\nSure?"

@@ -225,12 +225,91 @@ def test_an_interrupt_during_a_call_stops_the_loop_and_keeps_the_steps(tools_she
     assert tools_shell.user_ns["interrupted"].wait(30)
 
 
-def test_tools_in_a_conversation_record_the_turn(tools_shell):
+def test_tools_in_a_conversation_are_turns_of_it_and_the_next_turn_reads_only_its_own(
+    tools_shell, capsys
+):
+    from mlx_magic.testing.scripted import forced_answer
+
     tools_cell(tools_shell, "--tools add --auto -c sums", FAMILIES["hermes"][0], "It is 5.")
     conversation = magics_of(tools_shell).session.conversations.get("sums")
     assert [(turn.user, turn.assistant) for turn in conversation.turns] == [
         ("What is 2 + 3?", "It is 5.")
     ]
+    call, result = conversation.turns[0].tool_turns  # the call and its result, between
+    assert call["tool_calls"][0]["function"] == {"name": "add", "arguments": {"a": 2, "b": 3}}
+    assert (result["role"], result["content"]) == ("tool", "5")
+    capsys.readouterr()
+    with forced_answer("Yes."):  # the next turn: the model sees what was called and found
+        run(tools_shell, "%%mlx -n 20 -f text --tools add --auto -c sums\nWas that right?")
+    follow_up = tools_shell.user_ns["_mlx"]
+    sent = follow_up.request.chat_messages()
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "assistant", "user"]
+    # The loop's last prompt and answer (the same functions offered) begin this one: cached.
+    assert follow_up.stats.prompt_tokens - follow_up.stats.cached_prompt_tokens < 20
+    # %mlx replay of the follow-up sends the same history, tool turns and all.
+    import json
+
+    from mlx_magic.magics.provenance import request_from_record
+
+    record = json.loads(json.dumps(follow_up.provenance))  # as a saved notebook keeps it
+    assert request_from_record(record).chat_messages() == sent
+    saved = conversation.to_json()["turns"][0]["tool_turns"]
+    assert type(conversation).from_json(conversation.to_json()).turns[0].tool_turns == tuple(saved)
+
+
+SLOW = """
+import threading
+gate, entered = threading.Event(), threading.Event()
+def slow(x: int) -> int:
+    \"\"\"Waits for the gate, then answers x.
+
+    Args:
+        x: a number
+    \"\"\"
+    entered.set()
+    while not gate.wait(0.05):  # back in Python often: a cancel can stop it
+        pass
+    calls.append((x,))
+    return x
+"""
+
+
+def test_in_the_background_the_loop_goes_on_after_the_cell_returns(tools_shell, capsys):
+    from mlx_magic.testing.scripted import forced_answers
+
+    run(tools_shell, SLOW)
+    tools_shell.user_ns["calls"].clear()
+    session = magics_of(tools_shell).session
+    with forced_answers(hermes_call("slow", {"x": 7}), "It is 7."):
+        run(tools_shell, "%%mlx -n 200 -f text --tools slow --auto -b\nWhat is seven?")
+        (entry,) = [job for job in session.jobs.all() if job.model == "--tools slow"]
+        assert "[background job" in capsys.readouterr().out
+        assert not entry.done.is_set() and tools_shell.user_ns["calls"] == []  # the call waits
+        tools_shell.user_ns["gate"].set()
+        run(tools_shell, f"%mlx wait {entry.id}")
+    assert tools_shell.user_ns["calls"] == [(7,)]
+    result = tools_shell.user_ns["_mlx"]
+    assert result.text == "It is 7." and entry.result is result
+    assert [(step.name, step.state, step.result) for step in result.steps] == [("slow", "ran", 7)]
+
+
+def test_cancel_stops_a_background_loop_in_its_call_and_keeps_the_steps(tools_shell, capsys):
+    from mlx_magic.testing.scripted import forced_answers
+
+    run(tools_shell, SLOW)  # a new gate, not set
+    tools_shell.user_ns["calls"].clear()
+    session = magics_of(tools_shell).session
+    with forced_answers(hermes_call("slow", {"x": 8}), "Never said."):
+        run(tools_shell, "%%mlx -n 200 -f text --tools slow --auto -b\nWhat is eight?")
+        entry = session.jobs.all()[-1]
+        assert tools_shell.user_ns["entered"].wait(120)  # the call runs (an event, not a time)
+        run(tools_shell, f"%mlx cancel {entry.id}")
+        run(tools_shell, f"%mlx wait {entry.id}")
+    assert "cancelled after step 1" in capsys.readouterr().out
+    assert tools_shell.user_ns["calls"] == []  # stopped inside the call: it never returned
+    (step,) = tools_shell.user_ns["_mlx"].steps
+    assert step.state == "interrupted" and tools_shell.user_ns["_mlx"].text != "Never said."
+    run(tools_shell, "%%mlx -n 3 -f text\nStill usable?")  # the runtime goes on
 
 
 # ---- mistakes: one line each, and nothing else changes -------------------------------
@@ -243,7 +322,6 @@ def test_tools_in_a_conversation_record_the_turn(tools_shell):
         ("--tools add --auto --max-steps 0", "--max-steps must be at least 1, not 0"),
         ("--max-steps 3", "--max-steps goes with --tools NAMES"),
         ("--tools add", "add --auto to run the model's calls without asking"),
-        ("--tools add --auto -b", "--tools works without -b for now"),
         ("--tools starry --auto", "--tools: starry's parameter *numbers: int cannot be named"),
         ("--tools frame --auto", "--tools: a parameter type of frame has no JSON schema"),
         ("--tools len --auto", "--tools: len's parameter obj cannot be named in a JSON schema"),

@@ -3,9 +3,9 @@ buttons clicked as a frontend clicks them (a widget comm message, sent while
 the cell waits)."""
 
 import pytest
-from test_tools import ADD, FAMILIES
+from test_tools import ADD, FAMILIES, SLOW, hermes_call
 
-from kernel_helpers import execute, printed, running_kernel
+from kernel_helpers import execute, printed, running_kernel, stream_text
 
 pytestmark = [pytest.mark.kernel]
 
@@ -107,3 +107,62 @@ def test_what_a_call_prints_or_displays_shows_in_its_cell(tools_kernel):
     # The call runs on a helper thread; its output still goes to the cell that called it.
     assert "hello from the tool" in stream_text(messages)
     assert any("shown by the tool" in shown.get("text/html", "") for shown in displays(messages))
+
+
+def test_in_the_background_the_steps_land_in_the_cell_that_started_them(tools_kernel):
+    """ipykernel routes output by the cell's parent message; the loop's thread keeps
+    its cell's, so what it shows while another cell runs goes to its own cell."""
+    _, client = tools_kernel
+    execute(client, SLOW)
+    started = (
+        f"calls.clear()\n_forced = forced_answers({hermes_call('slow', {'x': 7})!r}, 'It is 7.')\n"
+        "_forced.__enter__()\n"
+        "get_ipython().run_cell_magic('mlx', '-n 200 --tools slow --auto -b', 'What is seven?')"
+    )
+    reply, first = execute(client, started, timeout=300)
+    assert reply["status"] == "ok", reply
+    assert "[background job" in stream_text(first)
+    strays: list = []
+    reply, second = execute(
+        client,
+        "entered.wait(120)\ngate.set()\nget_ipython().run_line_magic('mlx', 'wait')\n"
+        "_forced.__exit__(None, None, None)",
+        timeout=300,
+        strays=strays,
+    )
+    assert reply["status"] == "ok", reply
+    first_id = first[0]["parent_header"]["msg_id"]
+    own = [m for m in strays if m["parent_header"].get("msg_id") == first_id]
+    assert step_lines(own)[-1].startswith("[✓ step 1 · slow(x=7) → 7 · ")
+    assert not step_lines(second)  # nothing of the loop in the cell that ran meanwhile
+    assert printed(client, "calls, _mlx.text") == "[(7,)] It is 7."
+
+
+def test_in_the_background_run_is_clicked_while_the_kernel_is_idle(tools_kernel):
+    _, client = tools_kernel
+    reply, first = execute(
+        client,
+        f"calls.clear()\n_forced = forced_answers({CALL!r}, 'Done.')\n_forced.__enter__()\n"
+        "get_ipython().run_cell_magic('mlx', '-n 200 --tools add -b', 'What is 2 + 3?')",
+        timeout=300,
+    )
+    assert reply["status"] == "ok", reply
+    first_id = first[0]["parent_header"]["msg_id"]
+    run_button = None
+    while True:  # the loop's messages, after its cell ended, until Run is shown
+        message = client.get_iopub_msg(timeout=300)
+        content = message["content"]
+        if message["msg_type"] == "comm_open":
+            if content.get("data", {}).get("state", {}).get("description") == "Run":
+                run_button = content["comm_id"]
+        widget = "application/vnd.jupyter.widget-view+json" in content.get("data", {})
+        if message["msg_type"] == "display_data" and widget and run_button:
+            assert message["parent_header"]["msg_id"] == first_id  # in the cell that started it
+            break
+    data = {"method": "custom", "content": {"event": "click"}}
+    client.shell_channel.send(client.session.msg("comm_msg", {"comm_id": run_button, "data": data}))
+    reply, _ = execute(
+        client, "get_ipython().run_line_magic('mlx', 'wait')\n_forced.__exit__(None, None, None)"
+    )
+    assert reply["status"] == "ok", reply
+    assert printed(client, "calls, _mlx.text, _mlx.steps[0].state") == "[(2, 3)] Done. ran"

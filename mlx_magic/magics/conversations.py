@@ -33,6 +33,15 @@ class Turn:
     # turn); a saved transcript keeps only their names.
     images: tuple = field(default=(), repr=False, compare=False)
     image_keys: tuple = field(default=(), repr=False, compare=False)
+    # ``--tools``: the model's calls and their results, between the question and the
+    # answer (chat messages), so a later turn knows what was called and found.
+    tool_turns: tuple = ()
+
+    def history_entry(self) -> tuple:
+        """The turn as a request's ``history`` holds it."""
+        if self.tool_turns:
+            return (self.user, self.assistant, self.tool_turns)
+        return (self.user, self.assistant)
 
 
 @dataclass
@@ -94,6 +103,7 @@ class Conversation:
                 "assistant": turn.assistant,
                 "cell_id": turn.cell_id,
                 "image_names": list(turn.image_names),
+                **({"tool_turns": list(turn.tool_turns)} if turn.tool_turns else {}),
             }
             for turn in self.turns
         ]
@@ -116,7 +126,13 @@ class Conversation:
         ):
             raise ValueError("its turns are not a list of objects")
         turns = [
-            Turn(**{**turn, "image_names": tuple(turn.get("image_names", ()))})
+            Turn(
+                **{
+                    **turn,
+                    "image_names": tuple(turn.get("image_names", ())),
+                    "tool_turns": tuple(turn.get("tool_turns", ())),
+                }
+            )
             for turn in data.get("turns", [])
         ]
         return cls(

@@ -193,7 +193,9 @@ class MLXMagics(MLXSettings):
         call it writes is shown, waits for **Run** / **Skip** (``--auto``: runs
         at once), runs in the kernel and its result goes back to the model,
         until it answers or ``--max-steps N`` rounds ran (``_mlx.steps``: every
-        call, result, time; ``--show-prompt``: the prompt as rendered)::
+        call, result, time; ``--show-prompt``: the prompt as rendered; ``-b``: in
+        the background, shown in this cell; ``-c NAME``: the calls and results
+        are turns of the conversation)::
 
             In [7]: %%mlx -m mlx-community/Qwen2.5-1.5B-Instruct-4bit --tools add,weather
                ...: What is 2 + 3, and is it raining in Paris?

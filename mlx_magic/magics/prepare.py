@@ -143,7 +143,7 @@ def prepare(
                 )
             conversation.system = options.system
         turns, index = conversation.history_before(cell_id, prompt)
-        history = tuple((earlier.user, earlier.assistant) for earlier in turns)
+        history = tuple(earlier.history_entry() for earlier in turns)
         if any(earlier.images for earlier in turns):
             history_images = tuple(len(earlier.images) for earlier in turns)
             earlier_images = tuple(image for earlier in turns for image in earlier.images)

@@ -68,9 +68,7 @@ def request_from_record(record: Any, images: tuple = ()) -> GenerationRequest:
         spec = _spec_of(sent["model"], "model")
         sampling = SamplingParams(**sent["sampling"])
         draft = _spec_of(sent["draft"], "draft") if sent.get("draft") else None
-        history = tuple(
-            tuple(_text(part, "history") for part in turn) for turn in sent.get("history", ())
-        )
+        history = tuple(_history_entry(turn) for turn in sent.get("history", ()))
         continue_ids = tuple(sent.get("continue_ids") or ())
         kv_cache = KVCacheSettings(**(sent.get("kv_cache") or {}))
         tools = _tools_of(sent.get("tools"))
@@ -142,6 +140,17 @@ def _tools_of(sent: Any) -> Optional[ToolUse]:
     if not all(isinstance(item, dict) for item in [*schemas, *turns]):
         raise ValueError("the record's tools must be JSON objects")
     return ToolUse(tuple(schemas), tuple(turns))
+
+
+def _history_entry(turn: Any) -> tuple:
+    """A record's earlier turn: its question and answer, and the tool turns between."""
+    user, assistant, *between = turn
+    entry: tuple = (_text(user, "history"), _text(assistant, "history"))
+    if not between:
+        return entry
+    if len(between) > 1 or not all(isinstance(message, dict) for message in between[0]):
+        raise ValueError("the record's history holds a turn that is not one")
+    return (*entry, tuple(between[0]))
 
 
 def _spec_of(fields: Any, what: str) -> ModelSpec:

@@ -217,6 +217,7 @@ class Session:
                     image_names=turn.image_names,
                     images=own_images,
                     image_keys=own_keys,
+                    tool_turns=request.tools.turns if request.tools is not None else (),
                 ),
                 dropped_oldest=result.stats.dropped_turns,
             )

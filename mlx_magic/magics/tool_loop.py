@@ -25,6 +25,7 @@ announces the streamed ``tool_calls`` as the same ``ToolCallsFound``
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import threading
 import time
@@ -73,7 +74,6 @@ def check_tools_flags(args: argparse.Namespace, columns: int, runtime: str, shel
     if args.max_steps is not None and args.max_steps < 1:
         raise UserError(f"--max-steps must be at least 1, not {args.max_steps}")
     for flag, given in (
-        ("-b", args.background),
         ("--map", args.map),
         ("--raw", args.raw),
         ("--schema", args.schema),
@@ -111,12 +111,69 @@ def run_tools_cell(
     ``_mlx`` is the last answer, ``_mlx.steps`` every call.
 
     ``decide`` confirms a call (True: run it); by default Run / Skip buttons
-    do, or nothing asks (``--auto``).
+    do, or nothing asks (``--auto``). With ``-b`` the loop runs on a helper
+    thread as a background job and the cell returns at once.
     """
     from mlx_magic.magics.prepare import prepare
 
     tools = offered_tools(options.tools or "", session.shell.user_ns, session.mcp_servers.find)
     cell = prepare(session, options, text, session.resolve, cell_id=session.cell_id)
+    if not options.background:
+        _run_loop(session, cell, tools, options, decide, LoopHandle())
+        return
+    handle = LoopHandle()
+    # The cell's context (ipykernel keeps the cell's parent message in a ContextVar): what the
+    # loop shows from its thread lands in this cell, not in the cell running at the time.
+    context = contextvars.copy_context()
+
+    def loop() -> Optional[MLXResult]:
+        try:
+            return context.run(_run_loop, session, cell, tools, options, decide, handle)
+        except GenerationInterrupted as stopped:
+            context.run(print, f"[{stopped}]", flush=True)
+            return handle.last
+
+    entry = session.jobs.start_run(handle, f"--tools {options.tools}", loop)
+    print(
+        f"[background job {entry.id}: the model calls {options.tools}; the answer lands in "
+        f"{cell.out_name or '_mlx'}; %mlx wait {entry.id} waits, %mlx cancel {entry.id} stops it]"
+    )
+
+
+class LoopHandle:
+    """What ``%mlx cancel`` stops in a ``-b`` tool loop (a ``Cancellable``): the turn
+    being generated, a call waiting for Run / Skip (skipped), a call running (as an
+    interrupt would); the loop then ends with the steps so far."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.job: Any = None  # the runtime job of the turn being generated
+        self.view: Optional[StepView] = None  # the step waiting for a click
+        self.last: Optional[MLXResult] = None  # the latest answer, kept when stopped
+
+    def cancel(self) -> None:
+        self.stop.set()
+        job, view = self.job, self.view
+        if job is not None:
+            job.cancel()
+        if view is not None:
+            view.choose(False)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.stop.is_set()
+
+
+def _run_loop(
+    session: Session,
+    cell: PreparedCell,
+    tools: list[OfferedTool],
+    options: CellOptions,
+    decide: Optional[Callable[[ToolStep], bool]],
+    handle: LoopHandle,
+) -> MLXResult:
+    """Turns of the model and its calls until it answers without one (or
+    ``--max-steps``); returns the last answer."""
     shell = session.shell
     in_kernel = getattr(shell, "kernel", None) is not None
     ask = not options.auto
@@ -129,7 +186,7 @@ def run_tools_cell(
     while True:
         number += 1
         request = replace(cell.request, tools=replace(offer, turns=tuple(turns)))
-        result = _generate(session, cell, request, steps)
+        result = _generate(session, cell, request, steps, handle)
         found = result.tool_calls
         if found is None or not found.calls:
             break
@@ -147,7 +204,7 @@ def run_tools_cell(
             step = ToolStep(name=call.name, arguments=dict(call.arguments), step=number)
             steps.append(step)
             try:
-                _take_step(step, call, by_name, session, in_kernel, ask, decide)
+                _take_step(step, call, by_name, session, in_kernel, ask, decide, handle)
             except KeyboardInterrupt:
                 _keep(session, cell, result, steps)
                 raise GenerationInterrupted(
@@ -155,31 +212,43 @@ def run_tools_cell(
                 ) from None
             turns.append({"role": "tool", "tool_call_id": call_id, "name": step.name,
                           "content": step.reply()})  # fmt: skip
+        if handle.cancelled:
+            _keep(session, cell, result, steps)
+            raise GenerationInterrupted(
+                f"cancelled after step {number}; the steps so far are in _mlx.steps"
+            )
     _keep(session, cell, result, steps)
-    # The last turn's request (its tools and tool turns): %mlx replay makes that answer again.
+    # The last turn's request (its tools and tool turns): %mlx replay makes that answer again;
+    # with --chat the conversation keeps the calls and results as turns of their own.
     session.record_finished(replace(cell, request=request), result)
-    session.apply_format(result, cell)
+    session.apply_format(result, cell, set_next_input=not options.background)
+    return result
 
 
 def _generate(
-    session: Session, cell: PreparedCell, request: Any, steps: list[ToolStep]
+    session: Session, cell: PreparedCell, request: Any, steps: list[ToolStep], handle: LoopHandle
 ) -> MLXResult:
     """One turn of the model, streamed into the cell."""
     shell = session.shell
     view = view_for(shell)
     view.markdown = renders_markdown(session, cell)
     (job,) = session.start(request)
+    handle.job = job
+    if handle.cancelled:  # %mlx cancel came between two turns
+        job.cancel()
     try:
         outcome = stream_job(job, view, interval_s=session.stream_interval_s)
     except GenerationFailed as failed:
         raise_failure(session, failed.failure)
-    result = outcome.result
+    finally:
+        handle.job = None
+    result = handle.last = outcome.result
     try:
         if request.top_logprobs and result.tokens:
             from mlx_magic.display.probability_view import probability_bundle
 
             view.show_bundle(probability_bundle(result, request.sampling))
-        if outcome.interrupted:
+        if outcome.interrupted or handle.cancelled:
             session.record_stats(result)
             _keep(session, cell, result, steps)
             raise GenerationInterrupted(
@@ -216,6 +285,7 @@ def _take_step(
     in_kernel: bool,
     ask: bool,
     decide: Optional[Callable[[ToolStep], bool]],
+    handle: LoopHandle,
 ) -> None:
     """Check one call, confirm it, run it; ``step`` records how it went."""
     tool = by_name.get(call.name)
@@ -234,16 +304,24 @@ def _take_step(
             step.state, step.error = "invalid", f"{error}; the call did not run"
     buttons = ask and decide is None and step.state == "asked"
     view = StepView(step, in_kernel=in_kernel, buttons=buttons)
+    if handle.cancelled and step.state == "asked":
+        step.state, step.error = "interrupted", "cancelled before it ran"
     if step.state != "asked" or tool is None:
         view.done()
         return
     try:
-        if ask and not (decide(step) if decide is not None else view.decide()):
-            step.state = "skipped"
+        handle.view = view
+        try:
+            chosen = not ask or (decide(step) if decide is not None else view.decide())
+        finally:
+            handle.view = None
+        if not chosen or handle.cancelled:
+            step.state = "skipped" if not handle.cancelled else "interrupted"
+            step.error = None if not handle.cancelled else "cancelled before it ran"
             view.done()
             return
         view.running()
-        run_call(step, tool, arguments, session.settings.tool_timeout_s)
+        run_call(step, tool, arguments, session.settings.tool_timeout_s, handle.stop)
     except KeyboardInterrupt:
         if step.state == "asked":
             step.state, step.error = "interrupted", "interrupted before it ran"
@@ -252,14 +330,21 @@ def _take_step(
     view.done()
 
 
-def run_call(step: ToolStep, tool: OfferedTool, arguments: dict, timeout_s: float) -> None:
+def run_call(
+    step: ToolStep,
+    tool: OfferedTool,
+    arguments: dict,
+    timeout_s: float,
+    stop: Optional[threading.Event] = None,
+) -> None:
     """Run the call on a helper thread and wait for it, at most ``timeout_s``.
 
     A call still running then (or when the kernel is interrupted) gets a
     ``KeyboardInterrupt`` raised inside it, as the stop button would: it ends
     Python code at its next line (a call blocked in C, when that returns), and
     a tool's ``except Exception`` does not swallow it. The cell waits a moment
-    for it, then goes on without it.
+    for it, then goes on without it. ``stop`` (``%mlx cancel`` of a ``-b`` loop)
+    stops it the same way.
     """
     outcome: dict[str, Any] = {}
     ended = threading.Event()
@@ -277,6 +362,11 @@ def run_call(step: ToolStep, tool: OfferedTool, arguments: dict, timeout_s: floa
     try:
         worker.start()  # an interrupt may land while it starts: inside the try
         while not ended.wait(_POLL_S):
+            if stop is not None and stop.is_set():
+                _stop(worker, ended)
+                step.seconds = time.perf_counter() - started
+                step.state, step.error = "interrupted", "the background job was cancelled"
+                return
             if time.perf_counter() - started >= timeout_s:
                 _stop(worker, ended)
                 step.seconds = time.perf_counter() - started

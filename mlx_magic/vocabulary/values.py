@@ -92,7 +92,8 @@ class GenerationRequest:
             runtime sends them as PNG).
         image_keys: a content key per image, for the runtime's caches.
         prefix_cache: the prompt prefix cache settings.
-        history: earlier turns of a conversation, as (user, assistant) pairs.
+        history: earlier turns of a conversation, as (user, assistant) pairs, or
+            (user, assistant, tool turns): the calls and results (chat messages) between.
         history_images: how many images each earlier turn sent (empty: none).
             ``images`` holds those first, in turn order, then this cell's;
             each stays in the turn that sent it, so the prompt of a follow-up
@@ -169,7 +170,7 @@ class GenerationRequest:
         """The system prompt, the earlier turns and this cell as one text, in
         blank-line-separated paragraphs (no chat template: ``--raw``)."""
         parts = [self.system] if self.system else []
-        for user, assistant in self.history if history is None else history:
+        for user, assistant, *_ in self.history if history is None else history:
             parts += [user, assistant]
         return "\n\n".join(parts + [self.prompt])
 
@@ -194,10 +195,11 @@ class GenerationRequest:
         turns = self.history if history is None else history
         earlier_images, own_images = self.images_by_turn()
         messages = [{"role": "system", "content": self.system}] if self.system else []
-        for (user, assistant), images in zip(
+        for (user, assistant, *between), images in zip(
             turns, earlier_images[len(earlier_images) - len(turns) :]
         ):
             messages.append(user_message(user, images))
+            messages += [dict(turn) for calls in between for turn in calls]  # --tools' turns
             messages.append({"role": "assistant", "content": assistant})
         messages.append(user_message(self.prompt, own_images))
         return messages

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from mlx_magic.errors import one_line
-from mlx_magic.runtime.remote.tool_wire import CallAssembler, tool_fields
+from mlx_magic.runtime.remote.tool_wire import CallAssembler, tool_fields, wire_message
 from mlx_magic.vocabulary.job import Job
 from mlx_magic.vocabulary.tools import ToolCallsFound
 from mlx_magic.vocabulary.values import (
@@ -246,7 +246,7 @@ def request_body(request: GenerationRequest, model: Optional[str], raw: bool) ->
         body["prompt"] = request.plain_prompt()
     else:
         tools, turns = tool_fields(request)
-        body["messages"] = request.chat_messages(_user_message) + turns
+        body["messages"] = [wire_message(m) for m in request.chat_messages(_user_message)] + turns
         body.update(tools)
     body.update(
         stream=True,

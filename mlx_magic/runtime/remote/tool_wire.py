@@ -37,11 +37,12 @@ def tool_fields(request: GenerationRequest) -> tuple[dict, list[dict]]:
     if request.tools is None:
         return {}, []
     fields = {"tools": [dict(schema) for schema in request.tools.schemas]}
-    return fields, [_wire_message(turn) for turn in request.tools.turns]
+    return fields, [wire_message(turn) for turn in request.tools.turns]
 
 
-def _wire_message(turn: dict) -> dict:
-    """A tool turn as chat templates read it, as the OpenAI API takes it."""
+def wire_message(turn: dict) -> dict:
+    """A tool turn as chat templates read it, as the OpenAI API takes it (any
+    other message as it is)."""
     if turn.get("role") == "tool":
         return {
             "role": "tool",
