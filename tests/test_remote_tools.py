@@ -13,22 +13,10 @@ from pathlib import Path
 
 import pytest
 from IPython.core.error import UsageError
+from test_tools import ADD
 
 from conftest import magics_of, one_line, run
 from fake_openai import Recorder
-
-ADD = '''
-calls = []
-def add(a: int, b: int) -> int:
-    """Add two numbers.
-
-    Args:
-        a: the first number
-        b: the second number
-    """
-    calls.append((a, b))
-    return a + b
-'''
 
 
 def call_deltas():
