@@ -11,6 +11,7 @@ rendered state of a streamed answer is seen, not just the ones a poll hits.
 Screenshots go to ``test-artifacts/`` in the repository root.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -162,6 +163,55 @@ class JupyterServer:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+@contextlib.contextmanager
+def running_jupyter(base: Path, root: Path, **extra_env: str):
+    """A Jupyter server on ``root`` with its own config, data and settings under
+    ``base`` (news and update checks off; ``extra_env`` added), stopped after."""
+    notification = base / "settings" / "@jupyterlab" / "apputils-extension"
+    notification.mkdir(parents=True, exist_ok=True)
+    (notification / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    env = dict(
+        os.environ,
+        JUPYTER_CONFIG_DIR=str(base / "config"),
+        JUPYTER_DATA_DIR=str(base / "data"),  # only the built-in python3 kernel
+        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(base / "settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
+        IPYTHONDIR=str(base / "ipython"),
+        HF_HUB_OFFLINE="1",
+        **extra_env,
+    )
+    jupyter = JupyterServer(root, env, base / "server.log")
+    try:
+        jupyter.wait_until_up()
+        yield jupyter
+    finally:
+        jupyter.stop()
+
+
+@contextlib.contextmanager
+def headless_chromium(profile: Path, height: int = 1100):
+    """Debian's Chromium, headless, with a fresh profile (a Playwright context)."""
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(
+            f"no Chromium at {CHROMIUM} (apt-get install chromium, or set MLX_MAGIC_CHROMIUM)"
+        )
+    with playwright_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": height},
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
 def _notebook(sources):
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
     notebook.metadata["kernelspec"] = {
@@ -201,46 +251,19 @@ def server(tmp_path_factory, tiny_vlm, tiny_sam3):
     profile = base / "ipython" / "profile_default"
     profile.mkdir(parents=True)
     (profile / "ipython_config.py").write_text("c.MLXMagics.default_format = 'text'\n")
-    settings = base / "settings"
-    notification = settings / "@jupyterlab" / "apputils-extension"
-    notification.mkdir(parents=True)
-    (notification / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False})
-    )
-    env = dict(
-        os.environ,
-        JUPYTER_CONFIG_DIR=str(base / "config"),
-        JUPYTER_DATA_DIR=str(base / "data"),  # only the built-in python3 kernel
-        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
-        JUPYTERLAB_SETTINGS_DIR=str(settings),
-        JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
-        IPYTHONDIR=str(base / "ipython"),
+    with running_jupyter(
+        base,
+        root,
         MLX_MAGIC_DEFAULT_VISION_MODEL=str(tiny_vlm),
         MLX_MAGIC_DEFAULT_SEGMENT_MODEL=str(tiny_sam3),
-        HF_HUB_OFFLINE="1",
-    )
-    jupyter = JupyterServer(root, env, base / "server.log")
-    try:
-        jupyter.wait_until_up()
+    ) as jupyter:
         yield jupyter
-    finally:
-        jupyter.stop()
 
 
 @pytest.fixture(scope="module")
 def browser(server, tmp_path_factory):
-    with playwright_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 1000},
-        )
-        try:
-            yield context
-        finally:
-            context.close()
+    with headless_chromium(tmp_path_factory.mktemp("chromium-profile"), height=1000) as context:
+        yield context
 
 
 # ---- a notebook page -----------------------------------------------------------

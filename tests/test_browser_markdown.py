@@ -10,7 +10,6 @@ the answer streamed. Screenshots go to ``test-artifacts/``.
 """
 
 import json
-import os
 from pathlib import Path
 
 import nbformat
@@ -18,12 +17,11 @@ import pytest
 from test_browser import (
     ARTIFACTS,
     CHROMIUM,
-    CHROMIUM_ARGS,
     FRONTENDS,
-    JupyterServer,
     NotebookPage,
     _notebook,
-    playwright_api,
+    headless_chromium,
+    running_jupyter,
     wait_for,
 )
 
@@ -111,43 +109,14 @@ def server(tmp_path_factory):
     for frontend in FRONTENDS:
         (root / frontend).mkdir(parents=True)
         nbformat.write(_notebook(CELLS), root / frontend / "markdown.ipynb")
-    settings = base / "settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False})
-    )
-    env = dict(
-        os.environ,
-        JUPYTER_CONFIG_DIR=str(base / "config"),
-        JUPYTER_DATA_DIR=str(base / "data"),
-        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
-        JUPYTERLAB_SETTINGS_DIR=str(base / "settings"),
-        JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
-        IPYTHONDIR=str(base / "ipython"),
-        HF_HUB_OFFLINE="1",
-    )
-    jupyter = JupyterServer(root, env, base / "server.log")
-    try:
-        jupyter.wait_until_up()
+    with running_jupyter(base, root) as jupyter:
         yield jupyter
-    finally:
-        jupyter.stop()
 
 
 @pytest.fixture(scope="module")
 def browser(server, tmp_path_factory):
-    with playwright_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 1100},
-        )
-        try:
-            yield context
-        finally:
-            context.close()
+    with headless_chromium(tmp_path_factory.mktemp("chromium-profile")) as context:
+        yield context
 
 
 def save_log(name, entries):
