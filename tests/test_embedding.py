@@ -196,6 +196,9 @@ def test_plot_projects_on_the_two_main_directions(embed_shell):
     expected = centred @ directions[:2].T
     np.testing.assert_allclose(table.points, expected, atol=1e-4)
     assert values[0] >= values[1]
+    table.points = None
+    run(embed_shell, "%mlx map table")  # another name for it
+    np.testing.assert_allclose(table.points, expected, atol=1e-4)
 
 
 def test_the_map_picture_colours_by_a_column_and_falls_back_to_svg():

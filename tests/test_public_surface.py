@@ -138,6 +138,7 @@ COMMANDS = [
     "embed",
     "nearest",
     "plot",
+    "map",
     "tools",
 ]
 CSS_CLASSES = [

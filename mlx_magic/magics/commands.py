@@ -419,5 +419,6 @@ COMMANDS = {
     "embed": command_embed,
     "nearest": command_nearest,
     "plot": command_plot,
+    "map": command_plot,  # the name the research notebooks' readers look for
     "tools": command_tools,
 }

@@ -404,7 +404,7 @@ class MLXMagics(MLXSettings):
             %mlx nearest QUERY TABLE [-k K]   the K items of an embedded TABLE most like a
                                      text (or an image: -i SRC TABLE), cosine scores
             %mlx plot TABLE [--by COLUMN] [--umap]   the items in 2-D (PCA; UMAP), coloured
-                                     by a column, thumbnails for images
+                                     by a column, thumbnails (%mlx map: the same)
             %mlx tools               the MCP servers started and the tools they offer
             %mlx tools add COMMAND [ARG…]   start an MCP server over stdio; --tools NAME
                                      offers its tools (NAME: the server's, or a tool's)
