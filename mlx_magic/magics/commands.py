@@ -389,6 +389,8 @@ def command_bench(magics: MagicsHost, names: list[str]) -> None:
     )
 
 
+command_map = command_plot  # %mlx map TABLE: another name for %mlx plot
+
 #: The ``%mlx`` subcommands, in the order ``%mlx?`` lists them.
 COMMANDS = {
     "load": command_load,
@@ -419,6 +421,6 @@ COMMANDS = {
     "embed": command_embed,
     "nearest": command_nearest,
     "plot": command_plot,
-    "map": command_plot,  # the name the research notebooks' readers look for
+    "map": command_map,
     "tools": command_tools,
 }
