@@ -263,14 +263,17 @@ def test_the_process_runtime_gives_the_same_masks(tiny_sam3):
             if mode == "process":
                 run(shell, "%mlx runtime process")
             run(shell, "from PIL import Image; red = Image.new('RGB', (120, 80), 'red')")
+            run(shell, "blue = Image.new('RGB', (120, 80), 'blue')")
             run(shell, "%config MLXMagics.segment_threshold = 0.0")
-            run(shell, f"%%mlx_vision -i red --segment -m {tiny_sam3}\ncar, cup")
+            # Two images: a call to the worker each, drawn as each comes back.
+            run(shell, f"%%mlx_vision -i red -i blue --segment -m {tiny_sam3}\ncar, cup")
             found[mode] = shell.user_ns["_mlx"].masks
             kinds = [m.kind for m in magics_of(shell).backend.models()]
             assert kinds == ["segmenter"]
         finally:
             shell.extension_manager.unload_extension("mlx_magic")
     assert found["process"] and len(found["process"]) == len(found["thread"])
+    assert {m.image for m in found["process"]} == {0, 1}
     for ours, theirs in zip(found["thread"], found["process"]):
         assert (ours.label, ours.area, ours.counts) == (theirs.label, theirs.area, theirs.counts)
         assert ours.score == pytest.approx(theirs.score, abs=1e-5)
@@ -337,6 +340,21 @@ def test_in_a_kernel_the_masks_are_drawn_and_saved_as_metadata(tiny_sam3):
     assert inside.tolist() != [255, 255, 255] and inside.min() > 100  # tinted, translucent
     assert len(displays(messages)) == 1
     assert "segmenting" not in shown["data"]["text/plain"]
+    # Two images: the first one's masks are drawn in place before the second's are found.
+    with running_kernel("%load_ext mlx_magic", extra_env=env) as (_, client):
+        code = code.replace("'-i white --segment'", "'-i white -i white --segment'")
+        reply, messages = execute(client, code, timeout=300)
+        assert reply["status"] == "ok", reply
+    first_done, finished = [
+        m["content"] for m in messages if m["msg_type"] == "update_display_data"
+    ]
+    plain = first_done["data"]["text/plain"]
+    assert "segmenting 2 images with tiny-sam3: 1 of 2 done…" in plain
+    assert "car 0.90 · (60, 40)–(100, 70) · 1,200 px · image 1" in plain
+    assert "· image 2" not in plain and "[image 2: white" in plain  # shown, not yet segmented
+    assert first_done["data"]["text/html"].count("<img") == 2
+    assert [m["image"] for m in finished["metadata"]["mlx_magic"]["masks"]] == [0, 1]
+    assert "[2 cars · tiny-sam3 · " in finished["data"]["text/plain"]
 
 
 @pytest.fixture(scope="module")

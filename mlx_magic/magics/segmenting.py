@@ -238,7 +238,7 @@ def _each_image(
         took += seconds
         masks += [replace(mask, image=index) for mask in found.masks]
         unmatched += [replace(box, image=index) for box in found.unmatched]
-        if count > 1:
+        if index + 1 < count:  # the last one is drawn with the footer
             display.show(masks, index + 1, f"{doing}: {index + 1} of {count} done…")
     return masks, tuple(unmatched), took, ""
 
