@@ -218,28 +218,30 @@ def _each_image(
     masks: list[Mask] = []
     unmatched: list[BoxPrompt] = []
     took = 0.0
-    count = len(request.images)
-    for index, image in enumerate(request.images):
-        # The image's own request: its box prompts, counted from it.
-        boxes = tuple(replace(box, image=0) for box in request.boxes if box.image == index)
-        part = replace(request, images=(image,), boxes=boxes)
-        try:
+    done, count = 0, len(request.images)
+    try:
+        for index, image in enumerate(request.images):
+            # The image's own request: its box prompts, counted from it.
+            boxes = tuple(replace(box, image=0) for box in request.boxes if box.image == index)
+            part = replace(request, images=(image,), boxes=boxes)
             found, seconds = read_on_the_runtime(
                 session, "the masks", partial(session.runtime.segment, part)
             )
-        except KeyboardInterrupt:
-            if not index:
-                display.withdraw()
-                raise
-            return masks, tuple(unmatched), took, f"stopped after image {index} of {count}"
-        except BaseException:
+            took += seconds
+            masks = masks + [replace(mask, image=index) for mask in found.masks]
+            unmatched += [replace(box, image=index) for box in found.unmatched]
+            done = index + 1
+            if done < count:  # the last one is drawn with the footer
+                display.show(masks, done, f"{doing}: {done} of {count} done…")
+    except KeyboardInterrupt:
+        # Between images or while drawing one: what is done is kept.
+        if not done:
             display.withdraw()
             raise
-        took += seconds
-        masks += [replace(mask, image=index) for mask in found.masks]
-        unmatched += [replace(box, image=index) for box in found.unmatched]
-        if index + 1 < count:  # the last one is drawn with the footer
-            display.show(masks, index + 1, f"{doing}: {index + 1} of {count} done…")
+        return masks, tuple(unmatched), took, f"stopped after image {done} of {count}"
+    except BaseException:
+        display.withdraw()
+        raise
     return masks, tuple(unmatched), took, ""
 
 
