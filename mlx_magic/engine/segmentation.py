@@ -134,7 +134,7 @@ def _tracked(
     masks: list[Mask] = []
     for result in video.propagate() if named else ():
         for track, low, score in zip(result.object_ids, result.masks, result.scores):
-            # Nearest pixels picked by index: the tracker's masks are 4 × its grid.
+            # Nearest pixels picked by index: the tracker's masks are at its own size (288).
             rows = (np.arange(height) * low.shape[0] // height)[:, None]
             columns = (np.arange(width) * low.shape[1] // width)[None, :]
             pixels = np.asarray(low)[rows, columns] > 0
