@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from IPython.core.error import UsageError
 from mlx_vlm.models.sam3 import generate as sam3_generate
+from mlx_vlm.models.sam3.processing_sam3 import Sam3Processor
 from PIL import Image
 
 from mlx_magic.display.masks_view import OPACITY, count_line, draw_masks
@@ -262,14 +263,17 @@ def test_the_process_runtime_gives_the_same_masks(tiny_sam3):
             if mode == "process":
                 run(shell, "%mlx runtime process")
             run(shell, "from PIL import Image; red = Image.new('RGB', (120, 80), 'red')")
+            run(shell, "blue = Image.new('RGB', (120, 80), 'blue')")
             run(shell, "%config MLXMagics.segment_threshold = 0.0")
-            run(shell, f"%%mlx_vision -i red --segment -m {tiny_sam3}\ncar, cup")
+            # Two images: a call to the worker each, drawn as each comes back.
+            run(shell, f"%%mlx_vision -i red -i blue --segment -m {tiny_sam3}\ncar, cup")
             found[mode] = shell.user_ns["_mlx"].masks
             kinds = [m.kind for m in magics_of(shell).backend.models()]
             assert kinds == ["segmenter"]
         finally:
             shell.extension_manager.unload_extension("mlx_magic")
     assert found["process"] and len(found["process"]) == len(found["thread"])
+    assert {m.image for m in found["process"]} == {0, 1}
     for ours, theirs in zip(found["thread"], found["process"]):
         assert (ours.label, ours.area, ours.counts) == (theirs.label, theirs.area, theirs.counts)
         assert ours.score == pytest.approx(theirs.score, abs=1e-5)
@@ -336,34 +340,84 @@ def test_in_a_kernel_the_masks_are_drawn_and_saved_as_metadata(tiny_sam3):
     assert inside.tolist() != [255, 255, 255] and inside.min() > 100  # tinted, translucent
     assert len(displays(messages)) == 1
     assert "segmenting" not in shown["data"]["text/plain"]
+    # Two images: the first one's masks are drawn in place before the second's are found.
+    with running_kernel("%load_ext mlx_magic", extra_env=env) as (_, client):
+        code = code.replace("'-i white --segment'", "'-i white -i white --segment'")
+        reply, messages = execute(client, code, timeout=300)
+        assert reply["status"] == "ok", reply
+    first_done, finished = [
+        m["content"] for m in messages if m["msg_type"] == "update_display_data"
+    ]
+    plain = first_done["data"]["text/plain"]
+    assert "segmenting 2 images with tiny-sam3: 1 of 2 done…" in plain
+    assert "car 0.90 · (60, 40)–(100, 70) · 1,200 px · image 1" in plain
+    assert "· image 2" not in plain and "[image 2: white" in plain  # shown, not yet segmented
+    assert first_done["data"]["text/html"].count("<img") == 2
+    assert [m["image"] for m in finished["metadata"]["mlx_magic"]["masks"]] == [0, 1]
+    assert "[2 cars · tiny-sam3 · " in finished["data"]["text/plain"]
 
 
-def test_a_video_is_tracked_frame_by_frame_with_track_ids(sam_shell, tmp_path, capsys):
-    """-v with --segment: each frame segmented, each object keeping its track id
-    (mlx-vlm's SimpleTracker); a strip of the frames with the masks and ids."""
+@pytest.fixture(scope="module")
+def tiny_sam3_video(tmp_path_factory):
+    """The tiny SAM 3 in its tracking shape (SAM 3's 72 × 72 patches), which
+    mlx-vlm's video predictor runs."""
+    from mlx_magic.testing.tiny_models import build_tiny_sam3
+
+    return build_tiny_sam3(tmp_path_factory.mktemp("models") / "tiny-sam3-video", video=True)
+
+
+@pytest.fixture
+def box_prompts(monkeypatch):
+    """Each box prompt mlx-vlm's video predictor is given (the real one runs)."""
+    given = []
+    add_box_prompt = sam3_generate.Sam3VideoPredictor.add_box_prompt
+
+    def recording(self, box, frame_idx, object_id=None):
+        given.append((np.asarray(box).tolist(), frame_idx))
+        return add_box_prompt(self, box, frame_idx, object_id)
+
+    monkeypatch.setattr(sam3_generate.Sam3VideoPredictor, "add_box_prompt", recording)
+    return given
+
+
+def test_a_video_is_tracked_by_sam3s_video_predictor(
+    sam_shell, tiny_sam3_video, box_prompts, capsys
+):
+    """-v with --segment: what the detector finds on the first frame is tracked
+    through the frames by mlx-vlm's Sam3VideoPredictor (its box, then its memory),
+    each object keeping the predictor's id; a strip with the masks and ids."""
     from mlx_magic.testing.scripted import forced_masks
 
-    balls = []
-    for step in range(6):
-        ball = np.zeros((80, 120), bool)
-        ball[30:50, 10 + step * 6 : 30 + step * 6] = True  # moves right, overlapping
-        balls.append(ball)
-    sam_shell.user_ns["frames"] = [Image.new("RGB", (120, 80), "white") for _ in balls]
-    with forced_masks(*balls):
-        run(sam_shell, "%%mlx_vision -v frames --fps 3 --segment\nball")
+    ball = np.zeros((80, 120), bool)
+    ball[30:50, 12:36] = True
+    sam_shell.user_ns["frames"] = [Image.new("RGB", (120, 80), "white") for _ in range(3)]
+    with forced_masks(ball):
+        run(sam_shell, f"%%mlx_vision -v frames --fps 3 --segment -m {tiny_sam3_video}\nball")
     result = sam_shell.user_ns["_mlx"]
-    assert [m.image for m in result.masks] == list(range(6))
-    assert {m.track for m in result.masks} == {0}  # one ball, one id through the frames
-    assert result.masks[5].box == (40, 30, 60, 50)
-    assert result.timestamps == (0.0, 0.33, 0.67, 1.0, 1.33, 1.67)
+    # The first frame's one detection became one object, from its box (0..1 of the frame).
+    ((box, frame),) = box_prompts
+    assert frame == 0 and box == pytest.approx([12 / 120, 30 / 80, 36 / 120, 50 / 80])
+    # The random tracker's masks are noise, but they are its own: one object, one id.
+    assert result.masks and {m.track for m in result.masks} == {1}
+    assert {m.label for m in result.masks} == {"ball"}
+    assert [m.image for m in result.masks] == sorted(m.image for m in result.masks)
+    assert {m.image for m in result.masks} <= {0, 1, 2}
+    assert all(m.mask.shape == (80, 120) and m.area > 0 for m in result.masks)
+    assert all(0 <= m.score <= 1 for m in result.masks)
+    assert result.timestamps == (0.0, 0.33, 0.67)
     printed = capsys.readouterr().out
-    assert "[1 ball tracked through 6 frames · tiny-sam3 · " in printed
-    assert "ball #0 0.90 · (40, 30)–(60, 50) · 400 px · frame 6" in printed
-    assert "[frame 6: 1.7 s]" in printed
+    assert f"[1 ball tracked through 3 frames · {tiny_sam3_video.name} · " in printed
+    assert "[frame 3: 0.7 s]" in printed
+    last = result.masks[-1]
+    assert f"ball #1 {last.score:.2f} · " in printed
 
 
-def test_a_video_file_is_read_by_the_runtime_and_tracked(sam_shell, tmp_path):
+def test_a_video_file_is_read_by_the_runtime_and_tracked(
+    sam_shell, tiny_sam3_video, box_prompts, tmp_path
+):
     import cv2
+
+    from mlx_magic.testing.scripted import forced_masks
 
     path = tmp_path / "ball.mp4"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 4, (112, 80))
@@ -372,14 +426,102 @@ def test_a_video_file_is_read_by_the_runtime_and_tracked(sam_shell, tmp_path):
         frame[30:50, 10 + step * 10 : 30 + step * 10] = (0, 0, 255)
         writer.write(frame)
     writer.release()
-    run(sam_shell, "%config MLXMagics.segment_threshold = 0.0")
-    run(sam_shell, f"%%mlx_vision -v {path} --fps 2 --max-frames 4 --segment\nball")
+    ball = np.zeros((80, 112), bool)
+    ball[30:50, 10:30] = True
+    with forced_masks(ball):
+        run(
+            sam_shell,
+            f"%%mlx_vision -v {path} --fps 2 --max-frames 2 --segment -m {tiny_sam3_video}\nball",
+        )
     result = sam_shell.user_ns["_mlx"]
-    assert len(result.images) == len(result.timestamps) == 4  # read and sampled by mlx-vlm
+    assert len(result.images) == len(result.timestamps) == 2  # read and sampled by mlx-vlm
     assert result.images[0].size == (112, 80)
-    assert result.masks and all(m.track is not None for m in result.masks)
-    assert {m.image for m in result.masks} <= {0, 1, 2, 3}
+    assert len(box_prompts) == 1
+    assert result.masks and {m.track for m in result.masks} == {1}
+    assert {m.image for m in result.masks} <= {0, 1, 2}
     assert all(m.mask.shape == (80, 112) for m in result.masks)
+
+
+def test_a_model_the_video_predictor_cannot_run_is_one_line(sam_shell):
+    """The image shape of the tiny SAM 3 (8 × 8 patches) cannot be tracked:
+    mlx-vlm's video predictor needs SAM 3's 72 × 72."""
+    sam_shell.user_ns["frames"] = [Image.new("RGB", (120, 80), "white") for _ in range(2)]
+    answer = sam_shell.user_ns.get("_mlx")
+    with pytest.raises(UsageError) as caught:
+        run(sam_shell, "%%mlx_vision -v frames --segment\nball")
+    assert "needs SAM 3's 72 × 72 patches (1008-px input); this model has 8 × 8" in one_line(caught)
+    assert sam_shell.user_ns.get("_mlx") is answer
+
+
+def test_each_image_is_shown_as_soon_as_it_is_segmented(sam_shell, scripted_masks, capsys):
+    """Two images, two prompts: the first image's masks are printed before SAM 3
+    is asked about the second (read from what was printed when it is asked)."""
+    answers, _ = scripted_masks
+    answers += [_detections(CAR_1), _detections(CUP), _detections(CAR_2), _detections(CUP)]
+    printed_when_asked = []
+    preprocess = Sam3Processor.preprocess_image
+
+    def look_then_read(self, image):
+        printed_when_asked.append(capsys.readouterr().out)
+        return preprocess(self, image)
+
+    sam_shell.user_ns["green"] = Image.new("RGB", (120, 80), "green")
+    with pytest.MonkeyPatch.context() as patch:
+        # SAM 3's processor reads each image once, then each prompt is asked.
+        patch.setattr(Sam3Processor, "preprocess_image", look_then_read)
+        run(sam_shell, "%%mlx_vision -i red -i green --segment\ncar, cup")
+    first, second = printed_when_asked
+    assert "[segmenting 2 images with tiny-sam3" in first and "image 1" not in first
+    assert "[image 1: red" in second
+    assert "car 0.90 · (5, 10)–(45, 30) · 800 px · image 1" in second
+    assert "cup 0.90 · (10, 50)–(20, 60) · 100 px · image 1" in second
+    assert "image 2" not in second
+    after = capsys.readouterr().out
+    assert (
+        "[image 2: green" in after and "car 0.90 · (60, 40)–(100, 70) · 1,200 px · image 2" in after
+    )
+    assert "image 1" not in after  # not printed again
+    result = sam_shell.user_ns["_mlx"]
+    assert [(m.label, m.image) for m in result.masks] == [
+        ("car", 0),
+        ("cup", 0),
+        ("car", 1),
+        ("cup", 1),
+    ]
+    assert after.rstrip().endswith(f"· tiny-sam3 · {result.took_s:.2f} s]")
+    assert "[2 cars · 2 cups · " in after
+
+
+def test_an_interrupt_stops_between_images_and_keeps_those_done(sam_shell, scripted_masks):
+    """Interrupted (a real SIGINT) while SAM 3 reads the second image: the first
+    image's masks are kept in _mlx, counted, and the footer says where it stopped."""
+    import os
+    import signal
+
+    answers, _ = scripted_masks
+    answers += [_detections(CAR_1), _detections(CAR_2), _detections(CUP)]
+    preprocess = Sam3Processor.preprocess_image
+    calls = []
+
+    def interrupted_on_the_second(self, image):
+        calls.append(image.size)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # the kernel's interrupt, mid-image
+        return preprocess(self, image)
+
+    sam_shell.user_ns["green"] = Image.new("RGB", (120, 80), "green")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Sam3Processor, "preprocess_image", interrupted_on_the_second)
+        with pytest.raises(KeyboardInterrupt) as caught:
+            run(sam_shell, "%%mlx_vision -i red -i green -i red --segment\ncar")
+        # The image begun finishes on the runtime: a call queued behind it waits for it.
+        magics_of(sam_shell).backend.clear_caches()
+    assert "stopped after image 1 of 3; _mlx keeps the masks found" in str(caught.value)
+    result = sam_shell.user_ns["_mlx"]
+    assert [(m.label, m.image, m.area) for m in result.masks] == [("car", 0, 800)]
+    assert result.footer.startswith("1 car · tiny-sam3 · ")
+    assert result.footer.endswith(" · stopped after image 1 of 3")
+    assert len(calls) == 2  # the third image was never asked about
 
 
 def test_a_damaged_segmenter_is_one_line_and_the_warm_one_stays(sam_shell, tiny_sam3, tmp_path):

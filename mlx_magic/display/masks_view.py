@@ -46,6 +46,8 @@ class Segmented:
         images: the images as given (the masks' pixels are theirs), or a video's frames.
         unmatched: box prompts no mask covered (``--segment @boxes``).
         timestamps: the frames' times in the video (s), when tracked through one.
+        stopped: why the masks end early ("stopped after image 2 of 5": an
+            interrupt), else empty.
     """
 
     masks: list[Mask]
@@ -55,6 +57,7 @@ class Segmented:
     images: tuple[Image.Image, ...] = ()
     unmatched: tuple[BoxPrompt, ...] = ()
     timestamps: tuple[float, ...] = ()
+    stopped: str = ""
     footer: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
@@ -66,6 +69,8 @@ class Segmented:
             self.footer += (
                 f" · {len(self.unmatched)} box{'es' * (len(self.unmatched) > 1)} unmatched"
             )
+        if self.stopped:
+            self.footer += f" · {self.stopped}"
 
     @property
     def boxes(self) -> list[Box]:
@@ -178,13 +183,18 @@ def masks_bundle(
     footer: str,
     max_side: int = PREVIEW_MAX_SIDE,
     kind: str = "image",
+    drawn: Optional[dict[int, Image.Image]] = None,
 ) -> dict:
     """The previews (each picture with its caption) with their masks drawn,
-    and the footer (``kind``: what a picture is called in the text form)."""
+    and the footer (``kind``: what a picture is called in the text form).
+    ``drawn`` keeps each picture's drawing by index: one drawn before is reused."""
+    drawn = {} if drawn is None else drawn
     tiles = []
     for index, (picture, caption) in enumerate(pictures):
-        mine = [mask for mask in masks if mask.image == index]
-        tiles.append((draw_masks(picture, mine, max_side), caption))
+        if index not in drawn:
+            mine = [mask for mask in masks if mask.image == index]
+            drawn[index] = draw_masks(picture, mine, max_side)
+        tiles.append((drawn[index], caption))
     figures = []
     for thumb, caption in tiles:
         data = base64.b64encode(png_bytes(thumb)).decode("ascii")
@@ -195,8 +205,7 @@ def masks_bundle(
             '<figcaption style="font-size: 0.8em; opacity: 0.75">'
             f"{html.escape(caption)}</figcaption></figure>"
         )
-    lines = [f"[{kind} {i}: {caption}]" for i, (_, caption) in enumerate(tiles, 1)]
-    lines += [mask_line(mask) for mask in masks]
+    lines = text_lines(pictures, masks, kind, range(len(pictures)))
     bundle = {
         "text/html": '<div class="mlx-magic-previews" style="display: flex; gap: 8px; '
         f'flex-wrap: wrap; align-items: flex-end">{"".join(figures)}</div>'
@@ -207,6 +216,17 @@ def masks_bundle(
         sheet = contact_sheet([thumb for thumb, _ in tiles], 8)
         bundle["image/png"] = base64.b64encode(png_bytes(sheet)).decode("ascii")
     return bundle
+
+
+def text_lines(
+    pictures: Sequence[tuple[Image.Image, str]], masks: Sequence[Mask], kind: str, which: range
+) -> list[str]:
+    """The pictures ``which`` (by index) as text: each its caption line, then its masks'."""
+    lines = []
+    for index in which:
+        lines.append(f"[{kind} {index + 1}: {pictures[index][1]}]")
+        lines += [mask_line(mask) for mask in masks if mask.image == index]
+    return lines
 
 
 def mask_line(mask: Mask) -> str:
@@ -224,10 +244,12 @@ def mask_line(mask: Mask) -> str:
 
 class MasksDisplay:
     """The pictures, shown at once with a note while the segmenter runs (and
-    loads), then redrawn in place with the masks and the footer that counts them.
+    loads), each redrawn with its masks as soon as they are found
+    (:meth:`show`), then the footer that counts them all (:meth:`finish`).
 
-    In a notebook one display output, updated; the finished one carries every
-    mask, run-length encoded, in its metadata. In a terminal, text lines.
+    In a notebook one display output, updated in place; the finished one
+    carries every mask, run-length encoded, in its metadata. In a terminal,
+    text lines: each picture's as it is done, then the footer.
     """
 
     def __init__(
@@ -241,13 +263,36 @@ class MasksDisplay:
         self._side = STRIP_SIDE if video else PREVIEW_MAX_SIDE
         self._kind = "frame" if video else "image"
         self._handle: Any = None
+        # Each picture's drawing, kept once its masks are in; and the pictures printed.
+        self._drawn: dict[int, Image.Image] = {}
+        self._plain: dict[int, Image.Image] = {}
+        self._printed = 0
         if getattr(shell, "kernel", None) is None:
             print(f"[{note}]", flush=True)
             return
         from IPython.display import display
 
-        bundle = masks_bundle(self._pictures, [], note, self._side, self._kind)
+        bundle = masks_bundle(self._pictures, [], note, self._side, self._kind, self._plain)
         self._handle = display(bundle, raw=True, display_id=True)
+
+    def show(self, masks: Sequence[Mask], done: int, note: str) -> None:
+        """The first ``done`` pictures are segmented (``masks``, theirs): draw
+        them now, the others still plain, with ``note`` (how many are done)."""
+        if self._handle is None:
+            lines = text_lines(self._pictures, masks, self._kind, range(self._printed, done))
+            self._printed = done
+            print("\n".join(lines), flush=True)
+            return
+        tiles = {}
+        for index, (picture, _) in enumerate(self._pictures):
+            # Each drawn once: with its masks once done, else plain (drawn again when done).
+            kept = self._drawn if index < done else self._plain
+            if index not in kept:
+                mine = [mask for mask in masks if mask.image == index] if index < done else []
+                kept[index] = draw_masks(picture, mine, self._side)
+            tiles[index] = kept[index]
+        bundle = masks_bundle(self._pictures, masks, note, self._side, self._kind, tiles)
+        self._handle.update(bundle, raw=True)
 
     def finish(
         self,
@@ -259,11 +304,15 @@ class MasksDisplay:
         print the JSON for ``-f json``; returns the output's metadata."""
         if pictures is not None:
             self._pictures = list(pictures)
-        bundle = masks_bundle(self._pictures, result.masks, result.footer, self._side, self._kind)
         metadata = {"mlx_magic": {"masks": result.data["masks"]}}
         if self._handle is None:
-            print(bundle["text/plain"])
+            left = range(self._printed, len(self._pictures))
+            lines = text_lines(self._pictures, result.masks, self._kind, left)
+            print("\n".join([*lines, f"[{result.footer}]"]))
         else:
+            bundle = masks_bundle(
+                self._pictures, result.masks, result.footer, self._side, self._kind, self._drawn
+            )
             self._handle.update(bundle, raw=True, metadata=metadata)
         if as_json:
             import json

@@ -274,7 +274,8 @@ def vision_arguments(magic: F) -> F:
             "default_segment_model setting): a mask for every instance of what the cell's "
             "text (or TEXT) names, commas separating prompts, drawn on the previews and kept "
             "in _mlx.masks; @boxes outlines the boxes of the latest answer (_mlx.boxes); "
-            "with -v, each object is tracked through the frames (a track id).",
+            "with -v, what the first frame shows is tracked through the frames (SAM 3's "
+            "video predictor; a track id).",
         ),
         argument(
             "--max-pixels",

@@ -295,8 +295,8 @@ class MLXMagics(MLXSettings):
         Segmentation: ``--segment`` runs SAM 3 (``-m`` or the
         ``default_segment_model`` setting) instead of a chat model: a mask for
         every instance of what the cell's text names (commas separate prompts;
-        or ``--segment TEXT``), drawn translucent and outlined on the previews,
-        labelled with its score and counted in the footer ("7 cars"); the text
+        or ``--segment TEXT``), drawn on each preview as soon as its image is
+        done, outlined, labelled with its score, counted in the footer; the text
         ``@boxes`` outlines the boxes of the latest answer (a vision model
         finds, SAM 3 outlines; ``%mlx segment @boxes`` too), and ``@marks``
         the boxes drawn last on a preview (you point, SAM 3 outlines). ``_mlx.masks``
@@ -311,9 +311,9 @@ class MLXMagics(MLXSettings):
 
             In [10]: %mlx segment @boxes
 
-        With ``-v`` the video's frames are segmented one by one and each
-        object keeps a track id (mlx-vlm's tracker): a strip of the frames
-        with the masks and their ids (``car #2``).
+        With ``-v`` SAM 3's video predictor tracks what the first frame shows,
+        each object with a track id: a strip of the frames with the masks and
+        their ids (``car #2``).
 
         A conversation (``--chat NAME``) keeps its images: a follow-up may
         leave out ``-i``, and only its new text is read (the images, earlier

@@ -2,8 +2,10 @@
 
 The cell's flags are checked and its images loaded here; the runtime runs the
 segmenter (a warm model like any other: the model cache, the GPU lock, MLX on
-its owner thread; :meth:`~mlx_magic.runtime.interface.Runtime.segment`), and
-the masks are drawn on the previews with a footer that counts them
+its owner thread; :meth:`~mlx_magic.runtime.interface.Runtime.segment`), one
+image per call, so each image's masks are drawn on its preview as soon as it
+is done and an interrupt stops between images; a video is one call (SAM 3's
+video predictor tracks through it). The footer counts the masks
 (:mod:`mlx_magic.display.masks_view`). The result is ``_mlx``: ``_mlx.masks``
 (:class:`~mlx_magic.vocabulary.masks.Mask`), ``_mlx.boxes``, ``_mlx.data``
 (the JSON, masks run-length encoded).
@@ -11,11 +13,12 @@ the masks are drawn on the previews with a footer that counts them
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, Optional
 
 from mlx_magic.display.masks_view import MasksDisplay, Segmented
-from mlx_magic.errors import UserError
+from mlx_magic.errors import GenerationInterrupted, UserError
 from mlx_magic.images.video_sources import VideoSource, load_video_source
 from mlx_magic.magics.lens import read_on_the_runtime
 from mlx_magic.magics.prepare import check_video_flags, load_cell_images
@@ -23,6 +26,7 @@ from mlx_magic.vocabulary import defaults
 from mlx_magic.vocabulary.masks import (
     NEEDS_LOCAL_SEGMENTER,
     BoxPrompt,
+    Mask,
     SegmentRequest,
 )
 
@@ -152,40 +156,93 @@ def segment(
         pictures = _frame_pictures(request.images, (), video.fps)
     what = f"{len(pictures)} image{'s' * (len(pictures) != 1)}" if pictures else "the video"
     warm = any(info.key == spec.key for info in session.runtime.models())
+    doing = f"segmenting {what} with {spec.name}"
     display = MasksDisplay(
         session.shell,
         pictures,
-        f"segmenting {what} with {spec.name}" + ("" if warm else " (loading it first)") + "…",
+        doing + ("" if warm else " (loading it first)") + "…",
         video=video is not None,
     )
-    try:
-        found, took = read_on_the_runtime(
-            session, "the masks", lambda: session.runtime.segment(request)
-        )
-    except BaseException:
-        display.withdraw()
-        raise
-    timestamps: tuple[float, ...] = ()
+    stopped = ""
     if video is not None:
+        try:
+            found, took = read_on_the_runtime(
+                session, "the masks", lambda: session.runtime.segment(request)
+            )
+        except BaseException:
+            display.withdraw()
+            raise
+        masks, unmatched = list(found.masks), found.unmatched
         frames = found.frames or request.images
         pictures = _frame_pictures(frames, found.timestamps, video.fps)
         timestamps = found.timestamps or tuple(
             round(index / video.fps, 2) for index in range(len(frames))
         )
+    else:
+        timestamps = ()
+        masks, unmatched, took, stopped = _each_image(session, request, display, doing)
     result = Segmented(
-        list(found.masks),
+        masks,
         prompts or tuple(dict.fromkeys(box.label for box in boxes)),
         spec.name,
         took,
         images=tuple(image for image, _ in pictures),
-        unmatched=found.unmatched,
+        unmatched=unmatched,
         timestamps=timestamps,
+        stopped=stopped,
     )
     display.finish(result, pictures, as_json=as_json)
     namespace["_mlx"] = result
     if out:
         namespace[out] = result
+    if stopped:
+        raise GenerationInterrupted(f"{stopped}; _mlx keeps the masks found")
     return result
+
+
+def _each_image(
+    session: Session, request: SegmentRequest, display: MasksDisplay, doing: str
+) -> tuple[list[Mask], tuple[BoxPrompt, ...], float, str]:
+    """Segment ``request``'s images one at a time (a runtime call each, the
+    same for the thread and the worker process), drawing each image's masks as
+    soon as it is done (``doing`` says what, with how many are done). An
+    interrupt stops between images and keeps those done.
+
+    Returns:
+        the masks, the box prompts no mask covered, the runtime's time (s),
+        and why it stopped early ("" when every image is done).
+
+    Raises:
+        GenerationInterrupted: interrupted before the first image was done.
+    """
+    masks: list[Mask] = []
+    unmatched: list[BoxPrompt] = []
+    took = 0.0
+    done, count = 0, len(request.images)
+    try:
+        for index, image in enumerate(request.images):
+            # The image's own request: its box prompts, counted from it.
+            boxes = tuple(replace(box, image=0) for box in request.boxes if box.image == index)
+            part = replace(request, images=(image,), boxes=boxes)
+            found, seconds = read_on_the_runtime(
+                session, "the masks", partial(session.runtime.segment, part)
+            )
+            took += seconds
+            masks = masks + [replace(mask, image=index) for mask in found.masks]
+            unmatched += [replace(box, image=index) for box in found.unmatched]
+            done = index + 1
+            if done < count:  # the last one is drawn with the footer
+                display.show(masks, done, f"{doing}: {done} of {count} done…")
+    except KeyboardInterrupt:
+        # Between images or while drawing one: what is done is kept.
+        if not done:
+            display.withdraw()
+            raise
+        return masks, tuple(unmatched), took, f"stopped after image {done} of {count}"
+    except BaseException:
+        display.withdraw()
+        raise
+    return masks, tuple(unmatched), took, ""
 
 
 def _frame_pictures(frames: tuple, timestamps: tuple, fps: float) -> list:

@@ -52,8 +52,9 @@ class SegmentRequest:
             image is segmented with each.
         boxes: box prompts: each becomes the mask that best covers it, with its label.
         threshold: the lowest score kept (0 to 1).
-        track: ``images`` are a video's frames, in order: each instance keeps
-            a track id from frame to frame (``-v`` with ``--segment``).
+        track: ``images`` are a video's frames, in order: each instance on the
+            first frame is tracked through them by SAM 3's video predictor,
+            with a track id (``-v`` with ``--segment``).
         video: a video file for the runtime to read and track through
             (sampled at ``video_fps``, at most ``video_max_frames``).
     """
@@ -83,7 +84,8 @@ class Mask:
         area: how many pixels it covers.
         centroid: ``(x, y)``, the mean of its pixels.
         image: which of the cell's images (0-based), or of a video's frames.
-        track: which object it is through a video's frames (``-v``), else ``None``.
+        track: which object it is through a video's frames (``-v``: the video
+            predictor's object id), else ``None``.
     """
 
     label: str

@@ -1,4 +1,13 @@
-"""The tiny SAM 3 (``model_type: sam3_video``) for mlx-vlm's segmenter: config, tokenizer, build."""
+"""The tiny SAM 3 (``model_type: sam3_video``) for mlx-vlm's segmenter: config, tokenizer, build.
+
+Two shapes: the image one (8 × 8 patches: fast, for everything but tracking)
+and the tracking one (``video=True``): SAM 3's 72 × 72 patches, which mlx-vlm's
+video predictor (``Sam3VideoPredictor``) needs. It resizes each mask it
+remembers to 1152 pixels, 72 × 72 after its memory encoder's stride of 16, and
+adds it to the frame's features (``mlx_vlm/models/sam3/generate.py``,
+``_update_memory``): on the 8 × 8 grid that fails with "Shapes (1,8,8,32) and
+(1,72,72,32) cannot be broadcast".
+"""
 
 from __future__ import annotations
 
@@ -11,12 +20,14 @@ from mlx_magic.testing.tiny_models.folders import atomic_build, write_json
 
 #: The side images are resized to (SAM 3's is 1008): 8 × 8 patches of 14 pixels.
 IMAGE_SIDE = 112
+#: The tracking shape's side: SAM 3's 72 × 72 patches, of 2 pixels.
+TRACKING_SIDE, TRACKING_PATCH = 144, 2
 #: Detection queries: at most this many masks per prompt.
 QUERIES = 8
 _WIDTH = 32
 
 
-def build_tiny_sam3(folder: str | os.PathLike, *, seed: int = 0) -> Path:
+def build_tiny_sam3(folder: str | os.PathLike, *, seed: int = 0, video: bool = False) -> Path:
     """A tiny random SAM 3 (``model_type: sam3_video``) in ``folder``; returns it.
 
     Built from mlx-vlm's own config classes (``mlx_vlm.models.sam3.config``)
@@ -28,28 +39,41 @@ def build_tiny_sam3(folder: str | os.PathLike, *, seed: int = 0) -> Path:
     are noise (about 0.15): tests that need masks use a low threshold or
     script them. About 1.7 MB.
 
+    With ``video``, the tracking shape: 144-pixel images in SAM 3's 72 × 72
+    patches (see the module's docstring), windowed attention only, every
+    feature level at 72 × 72, no DETR encoder or memory attention layer, so
+    ``Sam3VideoPredictor`` runs too (about a second a frame and object on a
+    CPU, most of it its memory encoder at 1152 pixels); an image costs ten
+    times the image shape's.
+
     Idempotent, as the other tiny models.
     """
-    recipe = {"kind": "sam3", "seed": int(seed)}
-    return atomic_build(Path(folder), recipe, lambda tmp: _fill_sam3(tmp, int(seed)))
+    recipe = {"kind": "sam3", "seed": int(seed), **({"video": True} if video else {})}
+    return atomic_build(Path(folder), recipe, lambda tmp: _fill_sam3(tmp, int(seed), video))
 
 
-def sam3_config(vocab_size: int) -> dict:
-    """The tiny model's ``config.json``: SAM 3's layout, every size shrunk."""
+def sam3_config(vocab_size: int, video: bool = False) -> dict:
+    """The tiny model's ``config.json``: SAM 3's layout, every size shrunk
+    (``video``: the tracking shape)."""
     width = {"hidden_size": _WIDTH, "num_attention_heads": 2}
     layers = {**width, "intermediate_size": 2 * _WIDTH}
+    side, grid = (TRACKING_SIDE, TRACKING_SIDE // TRACKING_PATCH) if video else (IMAGE_SIDE, 8)
+    backbone = {
+        **layers,
+        "num_hidden_layers": 2,
+        "image_size": side,
+        "patch_size": side // grid,
+        "window_size": 8 if video else 4,
+        # A global layer over 72 × 72 patches costs seconds on a CPU: windows only.
+        "global_attn_indexes": [] if video else [1],
+        "pretrain_image_size": 8 * (side // grid) if video else 56,
+    }
+    levels = [1.0, 1.0, 1.0, 0.5] if video else [4.0, 2.0, 1.0, 0.5]
     vision = {
-        "backbone_config": {
-            **layers,
-            "num_hidden_layers": 2,
-            "image_size": IMAGE_SIDE,
-            "patch_size": 14,
-            "window_size": 4,
-            "global_attn_indexes": [1],
-            "pretrain_image_size": 56,
-        },
+        "backbone_config": backbone,
         "fpn_hidden_size": _WIDTH,
-        "backbone_feature_sizes": [[32, 32], [16, 16], [8, 8]],
+        "scale_factors": levels,
+        "backbone_feature_sizes": [[int(grid * level)] * 2 for level in levels[:3]],
     }
     text = {
         **layers,
@@ -64,42 +88,49 @@ def sam3_config(vocab_size: int) -> dict:
     detector = {
         "vision_config": vision,
         "text_config": text,
-        "detr_encoder_config": {**layers, "num_layers": 1},
+        # The tracking shape: no layer attending over 72 × 72 tokens (seconds on a CPU).
+        "detr_encoder_config": {**layers, "num_layers": 0 if video else 1},
         "detr_decoder_config": {**layers, "num_layers": 1, "num_queries": QUERIES},
         "geometry_encoder_config": {**layers, "num_layers": 1},
         "mask_decoder_config": width,
     }
     tracker = {
-        "image_size": IMAGE_SIDE,
+        "image_size": side,
         "vision_config": vision,
         "mask_decoder_config": {**width, "mlp_dim": 2 * _WIDTH, "iou_head_hidden_dim": _WIDTH},
-        "prompt_encoder_config": {"hidden_size": _WIDTH, "image_size": IMAGE_SIDE},
+        "prompt_encoder_config": {
+            "hidden_size": _WIDTH,
+            "image_size": side,
+            "patch_size": side // grid,
+        },
         "memory_attention_hidden_size": _WIDTH,
-        "memory_attention_num_layers": 1,
+        "memory_attention_num_layers": 0 if video else 1,
         "memory_attention_feed_forward_hidden_size": 2 * _WIDTH,
-        "memory_attention_rope_feat_sizes": [8, 8],
+        "memory_attention_rope_feat_sizes": [grid, grid],
         "memory_encoder_hidden_size": _WIDTH,
         "memory_encoder_output_channels": 16,
         "mask_downsampler_embed_dim": _WIDTH,
         "memory_fuser_embed_dim": _WIDTH,
         "memory_fuser_num_layers": 1,
         "memory_fuser_intermediate_dim": 2 * _WIDTH,
+        **({"num_maskmem": 2} if video else {}),
     }
     return {
         "architectures": ["Sam3VideoModel"],
         "model_type": "sam3_video",
         "detector_config": detector,
         "tracker_config": tracker,
-        "low_res_mask_size": 32,
+        "low_res_mask_size": grid if video else 32,
     }
 
 
-def _fill_sam3(folder: Path, seed: int) -> None:
+def _fill_sam3(folder: Path, seed: int, video: bool) -> None:
     """Write a tiny SAM 3 into ``folder`` (an empty temporary folder)."""
     from mlx_vlm.models import sam3
 
     vocab_size = write_clip_tokenizer(folder)
-    config = sam3_config(vocab_size)
+    config = sam3_config(vocab_size, video)
+    side = config["tracker_config"]["image_size"]
     write_json(folder / "config.json", config)
     # Sam3Processor.from_pretrained reads the image size, mean and std here.
     write_json(
@@ -107,7 +138,7 @@ def _fill_sam3(folder: Path, seed: int) -> None:
         {
             "processor_class": "Sam3Processor",
             "image_processor": {
-                "size": {"height": IMAGE_SIDE, "width": IMAGE_SIDE},
+                "size": {"height": side, "width": side},
                 "image_mean": [0.5, 0.5, 0.5],
                 "image_std": [0.5, 0.5, 0.5],
             },
