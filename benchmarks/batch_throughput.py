@@ -11,7 +11,9 @@ reach: the library's own batch generation on the same prompts (the chat
 template applied, the same batch size, greedy), with no runtime around it:
 ``mlx_lm.batch_generate`` for text, ``mlx_vlm.batch_generate`` for vision,
 on a second copy of the weights loaded in the main thread. Its ratio is
-paired with the batched run next to it.
+paired with the batched run next to it. mlx-vlm's has no batch size (it
+decodes all the prompts it is given together) and applies the chat template
+itself: it gets the plain prompts, ``--batch-size`` at a time (static batches).
 
 With ``--model tiny-vlm`` (or a vision model's folder and ``--kind vision``)
 each prompt asks about its own image (random pixels, ``--image-size``): the
@@ -117,31 +119,59 @@ def collect(job) -> tuple[list[int], Finished]:
             raise RuntimeError(event.message)
 
 
+class TokenRecorder:
+    """mlx-vlm's detokenizer, keeping the token ids added after each reset."""
+
+    def __init__(self, detokenizer):
+        self.detokenizer = detokenizer
+        self.answers: list[list[int]] = []
+
+    def reset(self):
+        self.answers.append([])
+        self.detokenizer.reset()
+
+    def add_token(self, token, *args, **kwargs):
+        self.answers[-1].append(int(token))
+        self.detokenizer.add_token(token, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.detokenizer, name)
+
+
 def raw_batches(spec: ModelSpec, prompts: list[str], images: list, args):
     """A run of the library's own batch generation over ``prompts``: each
     returns ``(token ids, None)`` per prompt, as :func:`collect` does."""
     if spec.kind == "vision":
         import mlx_vlm
-        from mlx_vlm.prompt_utils import apply_chat_template
 
         model, processor = mlx_vlm.load(spec.path)
-        formatted = [
-            apply_chat_template(processor, model.config, prompt, num_images=len(pictures))
-            for prompt, pictures in zip(prompts, images)
-        ]
-        tokenizer = processor.tokenizer
+        # batch_generate gives texts only; its detokenizer sees each answer's
+        # token ids (reset, then every token): kept here, exact, for the count.
+        recorder = TokenRecorder(processor.detokenizer)
+        processor.detokenizer = recorder
 
         def run_vision():
-            response = mlx_vlm.batch_generate(
-                model,
-                processor,
-                images=[pictures[0] for pictures in images],
-                prompts=formatted,
-                max_tokens=args.max_tokens,
-            )
-            return [
-                (tokenizer.encode(text, add_special_tokens=False), None) for text in response.texts
-            ]
+            # mlx-vlm's batch_generate applies the chat template itself (one
+            # image placeholder per prompt): prompts given already templated
+            # get a second placeholder, and Qwen2-VL then finds twice as many
+            # image slots as images ("index 16 is out of bounds for axis 0
+            # with size 16"). It also decodes all the prompts it is given in
+            # one batch (no batch size of its own): so it gets ``--batch-size``
+            # prompts at a time, each chunk a static batch.
+            answers: list[list[int]] = []
+            for start in range(0, len(prompts), args.batch_size):
+                chunk = slice(start, start + args.batch_size)
+                recorder.answers = []
+                mlx_vlm.batch_generate(
+                    model,
+                    processor,
+                    images=[pictures[0] for pictures in images[chunk]],
+                    prompts=prompts[chunk],
+                    max_tokens=args.max_tokens,
+                )
+                # The first reset is batch_generate's own, before any answer.
+                answers.extend(recorder.answers[1:])
+            return [(ids, None) for ids in answers]
 
         return run_vision
     import mlx_lm

@@ -46,6 +46,8 @@ class MLXEmbedResult:
         images: each item's image (a small copy) when the items are images.
         seconds: the whole command's wall time.
         points: the 2-D coordinates ``%mlx plot`` drew last (N × 2), if any.
+        errors: per row, why it has no vector (its row of ``vectors`` is NaN)
+            or ``None``; empty when every item was embedded.
     """
 
     rows: list
@@ -58,12 +60,22 @@ class MLXEmbedResult:
     images: tuple = ()
     seconds: float = 0.0
     points: Optional[Any] = field(default=None, repr=False)
+    errors: list = field(default_factory=list)
+
+    @property
+    def _shown_rows(self) -> list:
+        """The rows with an ``error`` column where some item failed (as ``--map``'s table)."""
+        if not self.errors:
+            return self.rows
+        return [{**row, "error": error} for row, error in zip(self.rows, self.errors)]
 
     @property
     def table(self) -> Any:
         """The items' columns and a ``vector`` column (a numpy array per row), as a
         pandas DataFrame indexed like the items (a list of dicts without pandas)."""
-        rows = [{**row, VECTOR_COLUMN: vector} for row, vector in zip(self.rows, self.vectors)]
+        rows = [
+            {**row, VECTOR_COLUMN: vector} for row, vector in zip(self._shown_rows, self.vectors)
+        ]
         if self.images:
             for row, image in zip(rows, self.images):
                 row["image"] = image
@@ -87,8 +99,11 @@ class MLXEmbedResult:
             f"{made.tokens:,} tokens in {made.batches} forward pass"
             + ("" if made.batches == 1 else "es"),
         ]
+        failed = sum(error is not None for error in self.errors)
+        if failed:
+            parts.append(f"{failed} failed (see error)")
         if made.seconds > 0:
-            parts.append(f"{len(self.rows) / made.seconds:,.1f} items/s")
+            parts.append(f"{(len(self.rows) - failed) / made.seconds:,.1f} items/s")
         parts.append(f"{self.seconds:.2f} s")
         return " · ".join(parts)
 
@@ -96,10 +111,10 @@ class MLXEmbedResult:
         return len(self.rows)
 
     def _repr_pretty_(self, printer: PrettyPrinter, cycle: bool) -> None:
-        printer.text(f"{_text_rows(self.rows, self.index)}\n[{self.summary}]")
+        printer.text(f"{_text_rows(self._shown_rows, self.index)}\n[{self.summary}]")
 
     def _repr_html_(self) -> str:
-        rows = [_with_thumbnail(row, self.images, i) for i, row in enumerate(self.rows)]
+        rows = [_with_thumbnail(row, self.images, i) for i, row in enumerate(self._shown_rows)]
         return _table_html(rows, self.index) + footer(self.summary)
 
 
@@ -190,7 +205,11 @@ def _table_html(rows: list, index: list) -> str:
     out = []
     for picture, part in zip(pictures, body.split("<tr>")[1:]):
         label_end = part.index("</td>") + len("</td>")
-        cell = f'<td><img src="{image_data_uri(small_copy(picture))}" alt=""></td>'
+        cell = (
+            "<td></td>"  # an item whose image failed
+            if picture is None
+            else f'<td><img src="{image_data_uri(small_copy(picture))}" alt=""></td>'
+        )
         out.append(part[:label_end] + cell + part[label_end:])
     return head + "<tbody><tr>" + "<tr>".join(out)
 

@@ -95,7 +95,8 @@ class Sequence:
     image_tokens: int = 0
     tokens: list = field(default_factory=list)
     first_token_at: Optional[float] = None
-    done: bool = False
+    #: Whether the generator has begun reading its prompt (``started`` is then when).
+    admitted: bool = False
 
 
 class BatchRun:
@@ -112,9 +113,15 @@ class BatchRun:
         self.warm = warm
         self._positions = {id(job): position for position, job in enumerate(jobs)}
         self._events: list[Addressed] = []
+        #: The sequences handed to the generator and not finished, by uid: a
+        #: finished one leaves, so a step's bookkeeping costs the same for 10
+        #: items as for 10,000.
         self.sequences: dict[int, Sequence] = {}
         self.generator: Any = None
         self.batch_size = 1
+        #: Sequences handed to the generator beyond ``batch_size``: queued
+        #: there, so a slot that frees in a step is taken in that same step.
+        self.lookahead = 0
         #: Jobs not inserted yet (with what :meth:`_insert` needs): a slot
         #: that frees takes the next one.
         self.waiting: list[tuple] = []
@@ -142,9 +149,9 @@ class BatchRun:
         raise NotImplementedError
 
     def _feed(self) -> None:
-        """Insert waiting jobs while fewer than ``batch_size`` are in flight."""
-        in_flight = sum(1 for sequence in self.sequences.values() if not sequence.done)
-        room = self.batch_size - in_flight
+        """Insert waiting jobs while the generator holds fewer than
+        ``batch_size`` (+ ``lookahead``) unfinished sequences."""
+        room = self.batch_size + self.lookahead - len(self.sequences)
         if room <= 0 or not self.waiting or self.generator is None:
             return
         chosen, self.waiting = self.waiting[:room], self.waiting[room:]
@@ -156,15 +163,17 @@ class BatchRun:
             return False
         self._drop_cancelled()
         self._feed()
-        if not self.waiting and all(sequence.done for sequence in self.sequences.values()):
+        if not self.waiting and not self.sequences:
             self._close()
             return False
+        before = time.perf_counter()
         with gpu_lock:
-            _, responses = self.generator.next()
+            prompting, responses = self.generator.next()
         now = time.perf_counter()
+        self._admitted(prompting, before)
         for response in responses:
             sequence = self.sequences.get(response.uid)
-            if sequence is None or sequence.done:
+            if sequence is None:  # finished (cancelled) already
                 continue
             if sequence.first_token_at is None:
                 sequence.first_token_at = now
@@ -180,15 +189,15 @@ class BatchRun:
                 self._finish(response.uid, finish_reason_of(response.finish_reason))
         return True
 
+    def _admitted(self, prompting: list, at: float) -> None:
+        """Mark the sequences whose prompt the generator began reading in the
+        step that began ``at`` (those inserted ahead start their clock then)."""
+
     def _drop_cancelled(self) -> None:
         for entry in [entry for entry in self.waiting if entry[0].cancelled]:
             self.waiting.remove(entry)
             self._say(entry[0], Finished(finish_reason="cancelled"))
-        cancelled = [
-            uid
-            for uid, sequence in self.sequences.items()
-            if not sequence.done and sequence.job.cancelled
-        ]
+        cancelled = [uid for uid, sequence in self.sequences.items() if sequence.job.cancelled]
         if cancelled and self.generator is not None:
             with gpu_lock:
                 self._remove(cancelled)
@@ -198,8 +207,7 @@ class BatchRun:
     def _finish(self, uid: int, reason: FinishReason) -> None:
         import mlx.core as mx
 
-        sequence = self.sequences[uid]
-        sequence.done = True
+        sequence = self.sequences.pop(uid)
         sequence.detokenizer.finalize()
         rest = sequence.detokenizer.last_segment
         if rest:
@@ -256,6 +264,9 @@ class TextBatchRun(BatchRun):
         tokenizer = warm.tokenizer
         limit = context_length(warm.config)
         prompts, samplers, processors, budgets, ready = [], [], [], [], []
+        #: One sampler per setting: mlx-lm samples a batch whose rows share
+        #: theirs in one call, else row by row (a call per row and step).
+        shared_samplers: dict[tuple, Any] = {}
         for job in jobs:
             request = job.request
             prompt, _ = fit_history(tokenizer, request, limit)
@@ -277,14 +288,16 @@ class TextBatchRun(BatchRun):
                 continue
             prompts.append(prompt)
             budgets.append(sampling.max_tokens)
-            samplers.append(
-                make_sampler(
+            top_k = usable_top_k(sampling.top_k, warm.config)
+            setting = (sampling.temperature, sampling.top_p, sampling.min_p, top_k)
+            if setting not in shared_samplers:
+                shared_samplers[setting] = make_sampler(
                     temp=sampling.temperature,
                     top_p=sampling.top_p,
                     min_p=sampling.min_p,
-                    top_k=usable_top_k(sampling.top_k, warm.config),
+                    top_k=top_k,
                 )
-            )
+            samplers.append(shared_samplers[setting])
             processors.append(
                 make_logits_processors(repetition_penalty=sampling.repetition_penalty) + extra
             )
@@ -297,6 +310,11 @@ class TextBatchRun(BatchRun):
             asked or auto_batch_size(warm, longest, max(budgets, default=0), budget_bytes),
         )
         self.waiting = list(zip(ready, prompts, budgets, samplers, processors))
+        # As many queued in the generator as it may admit at once: it fills a
+        # freed slot in the step that freed it, as mlx-lm's batch_generate
+        # (which inserts every prompt up front) does; each waits there with
+        # its copy of the shared prefix's KV state.
+        self.lookahead = self.batch_size
         if not ready:
             return
         self._read_shared_prefix(jobs[0].request, prompts)
@@ -336,6 +354,12 @@ class TextBatchRun(BatchRun):
 
     def _remove(self, uids: list[int]) -> None:
         self.generator.remove(uids)
+
+    def _admitted(self, prompting: list, at: float) -> None:
+        for response in prompting:  # mlx-lm's PromptProcessingBatch.Response
+            sequence = self.sequences.get(response.uid)
+            if sequence is not None and not sequence.admitted:
+                sequence.started, sequence.admitted = at, True
 
     def _read_shared_prefix(self, request: GenerationRequest, prompts: list[list[int]]) -> None:
         """Read the prompts' shared beginning once, into the model's prefix cache.

@@ -18,7 +18,10 @@ differences that make a batch give the vectors each text gets alone:
 Images go through the model's processor and chat template as the server's
 ``_embed_image`` sends one, several to a forward pass (padded together with their
 attention mask: Qwen3-VL's position ids skip the padding, so a batch gives each
-image's own vector; tested), the largest first.
+image's own vector; tested), the largest first. A batch the processor or the
+model cannot read is read again an image at a time: an image that fails alone
+is a failed row (its vector NaN, its one-line reason in ``Embeddings.failed``),
+the others are embedded.
 """
 
 from __future__ import annotations
@@ -60,22 +63,25 @@ def embed(warm: WarmModel, asked: EmbedRequest) -> Embeddings:
     Raises:
         UserError: images for a model that reads only text (one line).
     """
+    failed: dict[int, str] = {}
     if asked.images:
         vectors, tokens, batches, took = _embed_images(
-            warm, list(asked.images), min(asked.batch_size, MAX_IMAGE_BATCH)
+            warm, list(asked.images), min(asked.batch_size, MAX_IMAGE_BATCH), failed
         )
     else:
         vectors, tokens, batches, took = _embed_texts(warm, list(asked.texts), asked.batch_size)
+    embedded = vectors[~np.isnan(vectors).any(axis=1)] if vectors.size else vectors
     return Embeddings(
         vectors=vectors,
         model_type=model_type_of(warm.model) or "embedding",
         pooling=pooling_of(warm.model),
         normalized=bool(
-            len(vectors) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
+            len(embedded) and np.allclose(np.linalg.norm(embedded, axis=1), 1.0, atol=1e-3)
         ),
         tokens=tokens,
         batches=batches,
         seconds=took,
+        failed=tuple(sorted(failed.items())),
     )
 
 
@@ -176,10 +182,9 @@ def _padded_to_full_length(model: Any) -> int:
     return int(length or 64)
 
 
-def _embed_images(warm: WarmModel, images: list, batch_size: int) -> tuple:
-    import mlx.core as mx
+def _embed_images(warm: WarmModel, images: list, batch_size: int, failed: dict) -> tuple:
+    """The images' vectors (a NaN row for each that fails, its reason put in ``failed``)."""
     from mlx_vlm.prompt_utils import get_chat_template
-    from mlx_vlm.utils import prepare_inputs
 
     processor = warm.tokenizer
     if getattr(processor, "image_processor", None) is None:
@@ -189,28 +194,52 @@ def _embed_images(warm: WarmModel, images: list, batch_size: int) -> tuple:
         )
     messages = [{"role": "user", "content": [{"type": "image"}]}]
     prompt = get_chat_template(processor, messages, add_generation_prompt=True)
-    image_token = getattr(getattr(warm.model, "config", None), "image_token_index", None)
     order = sorted(range(len(images)), key=lambda i: -images[i].width * images[i].height)
     vectors: list = [None] * len(images)
     tokens = batches = 0
     took = 0.0
     for start in range(0, len(order), max(1, batch_size)):
         chosen = order[start : start + max(1, batch_size)]
-        inputs = prepare_inputs(
-            processor,
-            images=[images[i] for i in chosen],
-            prompts=[prompt] * len(chosen),
-            image_token_index=image_token,
-            padding=True,
-        )
-        began = time.perf_counter()
-        with gpu_lock:
-            out = warm.model(**inputs)
-            rows = np.array(out.text_embeds.astype(mx.float32))
-        took += time.perf_counter() - began
-        for row, index in zip(rows, chosen):
-            vectors[index] = row
-        mask = inputs.get("attention_mask")
-        tokens += int(mask.sum()) if mask is not None else 0
-        batches += 1
-    return np.stack(vectors).astype(np.float32), tokens, batches, took
+        try:
+            tries = [(chosen, _image_batch(warm, [images[i] for i in chosen], prompt))]
+        except Exception:  # one image the processor or model cannot read: find which
+            tries = []
+            for index in chosen:
+                try:
+                    tries.append(([index], _image_batch(warm, [images[index]], prompt)))
+                except Exception as error:  # this image, not the run: its row says why
+                    failed[index] = one_line(error)
+        for indices, (rows, used, seconds) in tries:
+            for row, index in zip(rows, indices):
+                vectors[index] = row
+            tokens, batches, took = tokens + used, batches + 1, took + seconds
+    width = next((len(row) for row in vectors if row is not None), 0)
+    missing = np.full(width, np.nan, dtype=np.float32)
+    rows = [missing if row is None else row for row in vectors]
+    return np.stack(rows).astype(np.float32), tokens, batches, took
+
+
+def _image_batch(warm: WarmModel, images: list, prompt: str) -> tuple:
+    """One forward pass over ``images``: their vectors, the tokens read, the seconds."""
+    import mlx.core as mx
+    from mlx_vlm.utils import prepare_inputs
+
+    inputs = prepare_inputs(
+        warm.tokenizer,
+        images=images,
+        prompts=[prompt] * len(images),
+        image_token_index=getattr(getattr(warm.model, "config", None), "image_token_index", None),
+        padding=True,
+    )
+    began = time.perf_counter()
+    with gpu_lock:
+        out = warm.model(**inputs)
+        rows = np.array(out.text_embeds.astype(mx.float32))
+    mask = inputs.get("attention_mask")
+    return rows, int(mask.sum()) if mask is not None else 0, time.perf_counter() - began
+
+
+def one_line(error: Exception) -> str:
+    """An error as one line: its type and the first line of its message."""
+    first = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {first[0]}" if first else type(error).__name__

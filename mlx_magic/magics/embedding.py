@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from IPython.core.magic_arguments import argument, magic_arguments
 
@@ -80,7 +80,9 @@ def command_embed(magics: MagicsHost, words: list[str]) -> None:
     a glob such as ``"photos/*.jpg"``) become vectors of the embedding model
     ``-m`` (or the ``default_embedding_model`` setting), batched: ``_mlx`` (and
     ``-o NAME``) holds them: ``_mlx.vectors`` (N × D), ``_mlx.table`` (the
-    items' columns and a ``vector`` column).
+    items' columns and a ``vector`` column). An image that cannot be read or
+    embedded is a failed row: its reason in the table's ``error`` column, its
+    vector NaN (``nearest`` and ``plot`` leave it out).
     """
     usage = "Usage: %mlx embed ITEMS [-c COLUMN] [-i SRC] [-m MODEL] [-o NAME] [--batch-size N]"
     args = parse_words(_embed_flags, words, usage)
@@ -219,33 +221,43 @@ def embed_and_keep(
         )
     started = time.perf_counter()
     options = CellOptions(images=sources, region=region, max_pixels=max_pixels)
-    parts: list[Embeddings] = []
+    #: Each chunk's vectors; a count where none of its images could be read.
+    parts: list[Union[Embeddings, int]] = []
     thumbnails: list = []
+    #: Why an item has no vector (an image that could not be read or embedded), by position.
+    errors: dict[int, str] = {}
     progress = embedding_progress(len(items), spec.name) if len(items) > CHUNK_ITEMS else None
     try:
         # A chunk at a time: the bar moves, an interrupt is heard between chunks,
         # and only one chunk's pictures are decoded at full size at once.
         for start in range(0, len(items), CHUNK_ITEMS):
             chunk = items[start : start + CHUNK_ITEMS]
-            images = tuple(
-                loaded.image
-                for position, item in enumerate(chunk, start)
-                for loaded in (item_images(session, options, item, position) if sources else ())[:1]
-            )
-            asked = EmbedRequest(
-                spec,
-                texts=texts[start : start + CHUNK_ITEMS],
-                images=images,
-                batch_size=batch_size or DEFAULT_BATCH_SIZE,
-            )
-            parts.append(embed_on_runtime(session, asked))
-            thumbnails.extend(small_copy(image) for image in images)
+            read = _chunk_images(session, options, chunk, start, errors) if sources else {}
+            if sources and not read:
+                parts.append(len(chunk))
+                thumbnails.extend([None] * len(chunk))
+            else:
+                asked = EmbedRequest(
+                    spec,
+                    texts=texts[start : start + CHUNK_ITEMS],
+                    images=tuple(read.values()),
+                    batch_size=batch_size or DEFAULT_BATCH_SIZE,
+                )
+                made = embed_on_runtime(session, asked)
+                parts.append(_in_place(made, list(read), start, len(chunk)) if sources else made)
+                for position, reason in made.failed:
+                    errors[list(read)[position]] = reason
+                thumbnails.extend(
+                    small_copy(read[p]) if p in read else None
+                    for p in range(start, start + len(chunk))
+                    if sources
+                )
             if progress is not None:
                 progress.update(len(chunk))
     finally:
         if progress is not None:
             progress.close()
-    made = joined(parts)
+    made = joined(parts, name, errors)
     result = MLXEmbedResult(
         rows=[dict(item.columns) for item in items],
         vectors=made.vectors,
@@ -256,6 +268,7 @@ def embed_and_keep(
         embeddings=made,
         images=tuple(thumbnails),
         seconds=time.perf_counter() - started,
+        errors=[errors.get(position) for position in range(len(items))] if errors else [],
     )
     view_for(session.shell).show_bundle(
         {"text/plain": f"[{result.summary}]", "text/html": result._repr_html_()}
@@ -266,18 +279,67 @@ def embed_and_keep(
     return result
 
 
-def joined(parts: list[Embeddings]) -> Embeddings:
-    """The chunks' vectors as one :class:`Embeddings`, in order."""
+def _chunk_images(
+    session: Session, options: CellOptions, chunk: list[MapItem], start: int, errors: dict
+) -> dict:
+    """Each item's (first) image by position; one that cannot be read is left
+    out, its one-line reason put in ``errors`` (a failed row, as ``--map``'s)."""
+    read = {}
+    for position, item in enumerate(chunk, start):
+        try:
+            loaded = item_images(session, options, item, position)
+        except UserError as error:
+            errors[position] = str(error)
+            continue
+        if loaded:
+            read[position] = loaded[0].image
+    return read
+
+
+def _in_place(made: Embeddings, positions: list[int], start: int, count: int) -> Embeddings:
+    """``made``'s vectors (of the images at ``positions``) as the chunk's rows:
+    a NaN row for each item whose image was not read."""
     import numpy as np
 
-    first = parts[0]
+    vectors = np.full((count, made.vectors.shape[1]), np.nan, dtype=np.float32)
+    vectors[[position - start for position in positions]] = made.vectors
+    return replace(made, vectors=vectors)
+
+
+def joined(
+    parts: list[Union[Embeddings, int]], name: str = "", errors: Optional[dict] = None
+) -> Embeddings:
+    """The chunks' vectors as one :class:`Embeddings`, in order: NaN rows, as
+    wide as the others, for a chunk whose images all failed (``errors`` says why).
+
+    Raises:
+        UserError: no item could be embedded (one line: the first reason).
+    """
+    import numpy as np
+
+    made = [part for part in parts if not isinstance(part, int)]
+    width = max((part.vectors.shape[1] for part in made), default=0)
+    if not made or not width:
+        reasons = list((errors or {}).values()) or ["nothing to embed"]
+        raise UserError(f"No item of {name} could be embedded: {reasons[0]}")
+    first = made[0]
     return replace(
         first,
-        vectors=np.concatenate([part.vectors for part in parts]),
-        normalized=all(part.normalized for part in parts),
-        tokens=sum(part.tokens for part in parts),
-        batches=sum(part.batches for part in parts),
-        seconds=sum(part.seconds for part in parts),
+        vectors=np.concatenate(
+            [
+                np.full((part, width), np.nan, dtype=np.float32)
+                if isinstance(part, int)
+                else part.vectors
+                if part.vectors.shape[1] == width
+                else np.full((len(part.vectors), width), np.nan, dtype=np.float32)
+                for part in parts
+            ]
+        ),
+        failed=tuple(sorted((errors or {}).items())),
+        normalized=all(part.normalized for part in made),
+        tokens=sum(part.tokens for part in made),
+        batches=sum(part.batches for part in made),
+        seconds=sum(part.seconds for part in made),
     )
 
 

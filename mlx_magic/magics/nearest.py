@@ -55,6 +55,28 @@ class VectorTable:
     images: tuple
     model: Optional[str]
     kept: Optional[MLXEmbedResult]
+    #: Which rows of the table these are: its rows that have a vector (an
+    #: item that failed to embed has a NaN one); ``None``: all of them.
+    embedded: Optional[Any] = None
+
+    def without_failed(self) -> VectorTable:
+        """The rows that have a vector: only they can be compared or drawn."""
+        import numpy as np
+
+        keep = ~np.isnan(self.vectors).any(axis=1)
+        if keep.all():
+            return self
+        chosen = [int(i) for i in np.flatnonzero(keep)]
+        return VectorTable(
+            self.name,
+            self.vectors[keep],
+            [self.rows[i] for i in chosen],
+            [self.index[i] for i in chosen],
+            tuple(self.images[i] for i in chosen) if self.images else (),
+            self.model,
+            self.kept,
+            keep,
+        )
 
 
 @magic_arguments("%mlx nearest")
@@ -103,6 +125,8 @@ def command_nearest(magics: MagicsHost, words: list[str]) -> NearestResult:
     else:
         asked = EmbedRequest(spec, texts=(args.names[0],))
         query = args.names[0]
+    import numpy as np
+
     made = embed_on_runtime(session, asked)
     if made.dims != table.vectors.shape[1]:
         raise UserError(
@@ -120,9 +144,11 @@ def command_nearest(magics: MagicsHost, words: list[str]) -> NearestResult:
         f"the {len(chosen)} of {len(scores)} items of {table.name} most like {query!r} · "
         f"cosine similarity · {spec.name} · {took:.2f} s"
     )
+    # Positions in the whole table (its failed rows were left out here).
+    whole = [int(i) for i in np.flatnonzero(table.embedded)] if table.embedded is not None else None
     return NearestResult(
         query=query,
-        positions=chosen,
+        positions=[whole[i] for i in chosen] if whole is not None else chosen,
         scores=[float(scores[i]) for i in chosen],
         rows=rows,
         index=[table.index[i] for i in chosen],
@@ -152,7 +178,15 @@ def command_plot(magics: MagicsHost, words: list[str]) -> None:
     how = "UMAP" if args.umap else "PCA"
     points = umap_2d(table.vectors) if args.umap else pca_2d(table.vectors)
     if table.kept is not None:
-        table.kept.points = points
+        import numpy as np
+
+        if table.embedded is not None:  # a failed item's row: no point
+            drawn = np.full((len(table.embedded), 2), np.nan, dtype=np.float32)
+            drawn[table.embedded] = points
+            points_kept = drawn
+        else:
+            points_kept = points
+        table.kept.points = points_kept
     title = f"{table.name}: {len(points)} items by {how}" + (
         f", coloured by {args.by}" if args.by else ""
     )
@@ -198,7 +232,7 @@ def vector_table(magics: MagicsHost, name: str) -> VectorTable:
     if isinstance(value, MLXEmbedResult):
         return VectorTable(
             name, value.vectors, value.rows, value.index, value.images, value.model_key, value
-        )
+        ).without_failed()
     columns = getattr(value, "columns", None)
     if columns is not None and VECTOR_COLUMN in list(columns) and len(value):
         import numpy as np
@@ -206,11 +240,11 @@ def vector_table(magics: MagicsHost, name: str) -> VectorTable:
         vectors = np.stack([np.asarray(v, dtype=np.float32) for v in value[VECTOR_COLUMN]])
         rest = value.drop(columns=[c for c in (VECTOR_COLUMN, "image") if c in columns])
         images = tuple(value["image"]) if "image" in columns else ()
-        images = tuple(small_copy(i) for i in images) if images else ()
+        images = tuple(None if i is None else small_copy(i) for i in images) if images else ()
         model = getattr(value, "attrs", {}).get(MODEL_ATTRIBUTE)
         return VectorTable(
             name, vectors, rest.to_dict("records"), list(value.index), images, model, None
-        )
+        ).without_failed()
     raise UserError(
         f"{name} has no vectors to compare: embed it first (%mlx embed {name} -o NAME, or "
         "%%mlx --embed --map), then use that table"

@@ -73,6 +73,8 @@ class Embeddings:
         tokens: the tokens read, padding left out.
         batches: how many forward passes it took.
         seconds: how long the forward passes took.
+        failed: ``(position, reason)`` of each item that could not be
+            embedded (its row of ``vectors`` is NaN), the reason one line.
     """
 
     vectors: Any
@@ -82,6 +84,7 @@ class Embeddings:
     tokens: int
     batches: int
     seconds: float
+    failed: tuple[tuple[int, str], ...] = ()
 
     @property
     def dims(self) -> int:
