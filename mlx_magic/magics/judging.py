@@ -15,7 +15,7 @@ import json
 import threading
 from typing import Optional, Sequence
 
-from mlx_magic.display.map_result import MLXMapResult, new_row, with_score
+from mlx_magic.display.map_result import NOT_RUN, MLXMapResult, new_row, with_score
 from mlx_magic.display.map_view import MapProgress
 from mlx_magic.errors import UserError
 from mlx_magic.magics.map_rows import collect_rows
@@ -127,7 +127,7 @@ def _score_rows(positions: list[int], judged: MLXMapResult, result: MLXMapResult
         data = getattr(reply, "data", None)
         row = result.rows[position]
         if data is None:
-            if judged.rows[position]["finish_reason"] == "not run":
+            if judged.rows[position]["finish_reason"] == NOT_RUN:
                 continue
             why = judged.rows[position].get("error") or "its reply did not parse"
             result.rows[position] = {**with_score(row, None), "error": f"--judge: {why}"}
