@@ -1,21 +1,25 @@
 """Many answers of one vision model decoded together: mlx-vlm's ``BatchGenerator`` (runtime thread).
 
-Each item is prepared only when a slot is free for it: its prompt through
-mlx-vlm's chat template, its images through the model's processor
+Each item is prepared only when a slot is free for it or for the items
+queued ahead of the batch (``batch_size`` more, queued inside mlx-vlm's
+generator): its prompt through mlx-vlm's chat template, its images through
+the model's processor
 (:func:`~mlx_magic.engine.vision_inputs.prepare_vision_inputs`, which also
 refuses a prompt beyond the context), then the vision tower and the
 embedding merge (``get_input_embeddings``), in one call for the items
-inserted together whose inputs have the same shapes (as mlx-vlm's
-``batch_generate`` embeds its batch; an item whose pixels fail there is
-found by embedding the group one by one). mlx-vlm's batch then reads and
-decodes the prompts' embeddings together, images of different sizes
-included (each row keeps its own positions). So at most ``batch_size``
-items' pixels and embeddings are in memory at once, and an item whose image
-the processor cannot read fails alone, as one row.
+inserted together whose inputs have the same shapes, at most ``batch_size``
+(as mlx-vlm's ``batch_generate`` embeds its batch; an item whose pixels fail
+there is found by embedding the group one by one). mlx-vlm's batch then
+reads and decodes the prompts' embeddings together, images of different
+sizes included (each row keeps its own positions). So at most twice
+``batch_size`` items' pixels and embeddings are in memory at once, and an
+item whose image the processor cannot read fails alone, as one row.
 
-mlx-vlm's batch admits new prompts only when at least ``prefill_batch_size``
-slots are free; setting it to the number just inserted makes a freed slot
-take the next item at once (continuous batching, as mlx-lm's does).
+mlx-vlm's batch admits queued prompts only when at least
+``prefill_batch_size`` slots are free after a decoding step, and then that
+many: it is set before each step to the slots that step frees, so a freed
+slot takes the next item in the step that freed it (continuous batching, as
+mlx-lm's ``batch_generate`` schedules it).
 
 One sampler serves the whole batch (mlx-vlm's design), so only jobs with the
 same sampling settings are batched (:func:`~mlx_magic.engine.batching.can_batch`).
@@ -94,7 +98,38 @@ class VisionBatchRun(BatchRun):
                 compute_logprobs=False,
                 greedy_sampling=greedy,
             )
+        # As many queued in the generator as it holds: a slot freed in a step
+        # is taken in that step (see :meth:`_feed`), as the text path does.
+        self.lookahead = self.batch_size
         self._feed()
+
+    def _feed(self) -> None:
+        """Insert waiting items, then let mlx-vlm admit in the coming step as
+        many queued prompts as that step frees slots.
+
+        mlx-vlm admits queued prompts only when ``prefill_batch_size`` slots are
+        free after its decoding step, and then that many at once: it is set to
+        the slots free now plus the rows that reach their ``max_tokens`` in
+        this step (a row that ends at its end-of-sequence token instead frees
+        its slot unforeseen: at least one is always admitted).
+        """
+        super()._feed()
+        generator = self.generator
+        if generator is None or not generator.unprocessed_prompts:
+            return
+        decoding = generator._generation_batch
+        ending = sum(
+            1 for done, most in zip(decoding._num_tokens, decoding.max_tokens) if done + 1 >= most
+        )
+        free = self.batch_size - len(decoding) + ending
+        generator.prefill_batch_size = max(1, min(len(generator.unprocessed_prompts), free))
+
+    def _admitted(self, prompting: list, at: float) -> None:
+        """A sequence's clock starts when mlx-vlm takes it from its queue."""
+        queued = {entry[0] for entry in self.generator.unprocessed_prompts}
+        for uid, sequence in self.sequences.items():
+            if not sequence.admitted and uid not in queued:
+                sequence.started, sequence.admitted = at, True
 
     def _first_prepared(self) -> Optional[tuple[JobControls, VisionInputs]]:
         """Prepare waiting jobs until one succeeds (the others fail as rows); it stays first."""
@@ -157,7 +192,9 @@ class VisionBatchRun(BatchRun):
         for entry in ready:
             groups.setdefault(_shapes(entry[1]), []).append(entry)
         for group in groups.values():
-            self._insert_group(group)
+            # No more images in one call of the vision tower than the batch holds.
+            for start in range(0, len(group), self.batch_size):
+                self._insert_group(group[start : start + self.batch_size])
 
     def _insert_group(self, group: list[tuple]) -> None:
         from mlx_vlm.tokenizer_utils import make_streaming_detokenizer
@@ -177,8 +214,6 @@ class VisionBatchRun(BatchRun):
                 prompt_kwargs=[kwargs for _, kwargs in kept],
                 logits_processors=[processors for (_, _, processors), _ in kept],
             )
-            # Admit what waits as soon as its slots are free (see the module's note).
-            self.generator.prefill_batch_size = max(1, len(self.generator.unprocessed_prompts))
         for uid, prompt, ((job, inputs, _), _) in zip(uids, prompts, kept):
             self.sequences[uid] = Sequence(
                 job,
