@@ -257,20 +257,23 @@ def test_a_picture_the_vision_tower_rejects_is_one_failed_row(tiny_vlm, monkeypa
     from mlx_vlm.models.qwen2_vl import Model
 
     original = Model.get_input_embeddings
-    calls = []
 
-    def second_one_fails(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
+    def blue_fails(self, input_ids=None, pixel_values=None, **kwargs):
+        # Qwen2-VL's patches hold the red channel first: a blue picture's is low.
+        red = pixel_values[:, : pixel_values.shape[1] // 3].mean(axis=1)
+        if (red < 0).any().item():
             raise ValueError("cannot take these pixels")
-        return original(self, *args, **kwargs)
+        return original(self, input_ids, pixel_values, **kwargs)
 
-    monkeypatch.setattr(Model, "get_input_embeddings", second_one_fails)
+    monkeypatch.setattr(Model, "get_input_embeddings", blue_fails)
     shell = make_shell()
     shell.extension_manager.load_extension("mlx_magic")
     try:
         run(shell, f"%config MLXMagics.default_vision_model = {str(tiny_vlm)!r}")
-        shell.user_ns["shots"] = [Image.new("RGB", (40, 40), "red") for _ in range(4)]
+        # The blue one shares the vision tower's call with the first: that call
+        # fails, and the items are then embedded one by one.
+        colours = ["red", "blue", "red", "red"]
+        shell.user_ns["shots"] = [Image.new("RGB", (40, 40), colour) for colour in colours]
         run(shell, "%%mlx_vision --map shots -i {item} -n 3 --batch-size 2\nSay.")
         rows = shell.user_ns["_mlx"].rows
         assert [row["finish_reason"] == "failed" for row in rows] == [False, True, False, False]
