@@ -63,6 +63,7 @@ def forward_passes(monkeypatch):
 
 
 def run_batch(warm, jobs, watch=None):
+    """Step a batch of ``jobs`` to its end: each row's token ids and its ``Finished``."""
     from mlx_magic.engine.batching import start_batch
 
     batch = start_batch(warm, jobs, budget_bytes=8 << 30)

@@ -12,14 +12,13 @@ import importlib
 import numpy as np
 import pytest
 from PIL import Image
+from test_batch_schedule import run_batch as run_jobs
 
 from mlx_magic.vocabulary.job import Job
 from mlx_magic.vocabulary.values import (
-    Finished,
     GenerationRequest,
     ModelSpec,
     SamplingParams,
-    TokenChunk,
 )
 
 pytestmark = pytest.mark.vision
@@ -70,32 +69,24 @@ def pictures(sizes):
     return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in sizes]
 
 
-def run_batch(warm, images, batch_size, max_tokens=6):
-    from mlx_magic.engine.batching import start_batch
-
-    spec, model = warm
-    jobs = [
+def vision_jobs(spec, images, batch_size, lengths):
+    return [
         Job(
             GenerationRequest(
                 model=spec,
                 prompt=PROMPT,
-                sampling=SamplingParams(max_tokens=max_tokens),
+                sampling=SamplingParams(max_tokens=n),
                 images=(image,),
                 batch_size=batch_size,
             )
         )
-        for image in images
+        for image, n in zip(images, lengths)
     ]
-    batch = start_batch(model, jobs, budget_bytes=8 << 30)
-    ids = [[] for _ in jobs]
-    ends = [None] * len(jobs)
-    for events in batch.steps():
-        for position, event in events:
-            if isinstance(event, TokenChunk):
-                ids[position].extend(event.token_ids)
-            elif isinstance(event, Finished):
-                ends[position] = event
-    return ids, ends
+
+
+def run_batch(warm, images, batch_size, max_tokens=6):
+    spec, model = warm
+    return run_jobs(model, vision_jobs(spec, images, batch_size, [max_tokens] * len(images)))
 
 
 def test_a_vision_map_makes_the_calls_of_batch_generate(warm, calls):
@@ -138,25 +129,7 @@ def test_a_freed_slot_takes_the_next_item_in_the_step_that_freed_it(warm, calls)
     lengths = [3, 8, 5, 8, 4, 6, 2, 7]
     spec, model = warm
     images = pictures([(48, 48)] * len(lengths))
-    from mlx_magic.engine.batching import start_batch
-
-    jobs = [
-        Job(
-            GenerationRequest(
-                model=spec,
-                prompt=PROMPT,
-                sampling=SamplingParams(max_tokens=n),
-                images=(image,),
-                batch_size=3,
-            )
-        )
-        for image, n in zip(images, lengths)
-    ]
-    ends = [None] * len(jobs)
-    for events in start_batch(model, jobs, budget_bytes=8 << 30).steps():
-        for position, event in events:
-            if isinstance(event, Finished):
-                ends[position] = event
+    _, ends = run_jobs(model, vision_jobs(spec, images, 3, lengths))
     assert [end.stats.generation_tokens for end in ends] == lengths
     assert all(end.stats.ttft_s > 0 for end in ends)
     # Each freed slot costs one pass with a row missing (the next item's prompt
