@@ -18,6 +18,7 @@
 #   round3 SAM 3 per picture, embeddings/s at Qwen3-Embedding-0.6B's shape, 16k tokens from disk
 #   rt     runtimes alone, with the loopback server also streamed directly (~4 min)
 #   segment  SAM 3 (real shape, random bf16 weights) per picture: text and box prompts
+#   tracking -v --segment's video predictor on that SAM 3 (8 frames, 1 and 4 objects)
 #   all    every scenario in one go (about 15 minutes on one H200)
 #   mini   every scenario on toy models (checks the whole path on a CPU in ~15 minutes)
 #
@@ -68,6 +69,9 @@ case $part in
       "$python" -m benchmarks.gpu.probe --profile "$work/profile.json" --out "/tmp/mlx-magic-jit/$variant" \
         --parts jit --variant "$variant" "$@" 2>&1 | tee -a "$out/log-jit.txt"
     done ;;
+  tracking)  # -v --segment: SAM 3's video predictor through 8 frames, 1 and 4 objects (~1 min)
+    "$python" -m benchmarks.gpu.tracking --work "$work" --out "$out/tracking.json" "$@" 2>&1 |
+      tee "$out/log-tracking.txt" ;;
   segment)  # SAM 3 of the real shape per 1-megapixel picture (--segment's path; ~2 min)
     "$python" -m benchmarks.gpu.segment --work "$work" --out "$out/segment.json" "$@" 2>&1 |
       tee "$out/log-segment.txt" ;;
@@ -98,7 +102,8 @@ case $part in
       [ -f "$work/$shape/tiny_model.json" ] || run "build-$shape" overhead "$shape" --budget 1 >/dev/null
     done
     for shape in smollm2-135m llama-3.2-1b; do
-      timeout 150 "$python" benchmarks/batch_throughput.py --model "$work/$shape" --repetitions 3 \
+      # 240 s: the first run on a fresh machine compiles every shape (150 s was cut short once)
+      timeout 240 "$python" benchmarks/batch_throughput.py --model "$work/$shape" --repetitions 3 \
         --max-tokens 64 --raw 2>&1 | tee -a "$out/log-map-raw.txt"
     done
     timeout 200 "$python" benchmarks/batch_throughput.py --model "$work/qwen2-vl-2b" --kind vision \
@@ -120,7 +125,7 @@ case $part in
   mini) work=${WORK:-/tmp/mlx-magic-gpu-mini}
         "$python" -m benchmarks.gpu run --mini --out "$out/mini" --work "$work" \
           --tokenizer "$tokenizer" "${budget[@]}" "$@" 2>&1 | tee "$out/log-mini.txt" ;;
-  *) echo "usage: bash benchmarks/gpu/run.sh a|b|c|map|round3|segment|rt|probe|jit|all|mini [arguments]" >&2; exit 2 ;;
+  *) echo "usage: bash benchmarks/gpu/run.sh a|b|c|map|round3|segment|tracking|rt|probe|jit|all|mini [arguments]" >&2; exit 2 ;;
 esac
 status=$?
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=memory.used,temperature.gpu,clocks.sm --format=csv,noheader
