@@ -38,6 +38,14 @@ def tiny_sam3(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_sam31(tmp_path_factory):
+    """A tiny random SAM 3.1 (mlx-vlm's ``sam3_1``) in a hub-style folder (built once per run)."""
+    from mlx_magic.testing.tiny_models import build_tiny_sam31
+
+    return build_tiny_sam31(tmp_path_factory.mktemp("models") / "tiny-sam31")
+
+
+@pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory):
     """A tiny random llama text model (fast) in a hub-style folder."""
     from mlx_magic.testing.tiny_models import build_tiny_llama

@@ -1,27 +1,34 @@
-"""SAM 3 on the runtime thread: load a segmenter, and find masks from text and box prompts.
+"""SAM 3 and SAM 3.1 on the runtime thread: load a segmenter, and find masks from text and box prompts.
 
-mlx-vlm's own pieces do the work: ``load_model`` and ``Sam3Processor`` load
-the folder (as its ``_load_predictor`` does, without its prints),
-``Sam3Predictor`` and ``predict_multi`` run the detector once per image (the
-vision backbone once, then each text prompt), with their non-maximum
-suppression. Box prompts (``--segment @boxes``) go to the predictor as its
-box prompts, one label at a time, and each box keeps the mask that best
-covers it, as mlx-vlm's ``run_image`` keeps the detections inside its
-regions. Through a video's frames (``-v``), SAM 3's video predictor
-(``Sam3VideoPredictor``) tracks: each instance the detector finds on the first
-frame becomes an object it follows, from its box, by its memory of the frames
-before; the object's id is its track id. The masks leave here run-length
-encoded (:class:`~mlx_magic.vocabulary.masks.Mask`).
+mlx-vlm's own pieces do the work: ``load_model`` and the family's processor
+load the folder (as its ``_load_predictor`` does, without its prints),
+``Sam3Predictor`` and the family's ``predict_multi`` run the detector once per
+image (the vision backbone once, then each text prompt), with their non-maximum
+suppression. The two families differ in a few functions only, picked once
+(:func:`_family`): SAM 3.1's vision neck gives three feature sets (detection,
+interactive, propagation), so it has its own ``predict_multi``, and its own
+tracker. Box prompts (``--segment @boxes``) go to the predictor as its box
+prompts, one label at a time, and each box keeps the mask that best covers it,
+as mlx-vlm's ``run_image`` keeps the detections inside its regions (SAM 3.1's
+detector in mlx-vlm reads no box prompts: there the box only picks among what
+the label finds). Through a video's frames (``-v``), each instance the detector
+finds on the first frame becomes an object the family's tracker follows by its
+memory of the frames before: SAM 3's video predictor (``Sam3VideoPredictor``)
+from its box, SAM 3.1's multiplex tracker from its mask; the object's id is
+its track id. The masks leave here run-length encoded
+(:class:`~mlx_magic.vocabulary.masks.Mask`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Optional
 
 from mlx_magic.engine.model_cache import WarmModel, config_dict
 from mlx_magic.errors import UserError
 from mlx_magic.locking import gpu_lock
+from mlx_magic.models.resolve import SAM31_TYPES
 from mlx_magic.vocabulary.masks import BoxPrompt, Mask, Segmentation, SegmentRequest
 
 #: The lowest overlap (intersection over union) a mask's box must have with a
@@ -29,39 +36,80 @@ from mlx_magic.vocabulary.masks import BoxPrompt, Mask, Segmentation, SegmentReq
 MIN_BOX_IOU = 0.1
 #: mlx-vlm's predictor reads a threshold of 0 as "its default": the lowest one passed.
 _LOWEST_THRESHOLD = 1e-6
-#: The feature grid mlx-vlm's video predictor tracks at: it resizes each mask
-#: it remembers to 1152 pixels, 72 after its memory encoder's stride of 16
-#: (``Sam3VideoPredictor._update_memory``), as SAM 3's 1008-pixel input in 14-pixel patches.
+#: The feature grid mlx-vlm's SAM 3 video predictor tracks at: it resizes each
+#: mask it remembers to 1152 pixels, 72 after its memory encoder's stride of 16
+#: (``Sam3VideoPredictor._update_memory``), as SAM 3's 1008-pixel input in 14-pixel
+#: patches. SAM 3.1's tracker reads its sizes from the config: any grid tracks.
 TRACKING_GRID = 1152 // 16
+
+#: What a tracker yields for each object in each frame: the frame's index, the
+#: object's id, which of the first frame's detections it is, its mask logits
+#: (any size: stretched to the frame's) and its score.
+Followed = tuple[int, int, int, Any, float]
+
+
+@dataclass(frozen=True)
+class _Family:
+    """What differs between SAM 3 and SAM 3.1 in mlx-vlm; the rest (``Sam3Predictor``,
+    its post-processing, its NMS) is SAM 3's, which SAM 3.1 imports.
+
+    Attributes:
+        processor: mlx-vlm's processor class for the folder.
+        predict_multi: mlx-vlm's ``predict_multi`` of the family.
+        follow: the family's tracker through a video's frames (:data:`Followed`).
+        untrackable: why a model of the family cannot track (one line), or ``None``.
+    """
+
+    processor: Any
+    predict_multi: Callable[..., Any]
+    follow: Callable[[WarmModel, list, Any, float], Iterable[Followed]]
+    untrackable: Callable[[Any], Optional[str]]
+
+
+def _family(model_type: str) -> _Family:
+    """mlx-vlm's functions for the segmenter's family: the one place that picks them."""
+    if model_type.lower() in SAM31_TYPES:
+        from mlx_vlm.models.sam3_1.generate import predict_multi as sam31_predict_multi
+        from mlx_vlm.models.sam3_1.processing_sam3_1 import Sam31Processor
+
+        # Its tracker reads every size from the config: any grid tracks.
+        return _Family(Sam31Processor, sam31_predict_multi, _follow_multiplex, lambda _: None)
+    from mlx_vlm.models.sam3.generate import predict_multi
+    from mlx_vlm.models.sam3.processing_sam3 import Sam3Processor
+
+    return _Family(Sam3Processor, predict_multi, _follow_sam3, _sam3_untrackable)
 
 
 def load_segmenter(path: str) -> tuple[Any, Any, dict]:
-    """The SAM 3 model, its processor and its config, from a local folder.
+    """The SAM 3 (or SAM 3.1) model, its processor and its config, from a local folder.
 
     The processor reads prompts with the folder's own CLIP tokenizer when it
     has one (mlx-vlm's would fetch openai/clip-vit-base-patch32 from the hub
     on first use).
     """
-    from mlx_vlm.models.sam3.processing_sam3 import Sam3Processor
     from mlx_vlm.utils import load_config, load_model
 
     folder = Path(path)
+    config = load_config(folder)
     model = load_model(folder)
-    processor = Sam3Processor.from_pretrained(str(folder))
+    family = _family(str(config.get("model_type", "")))
+    processor = family.processor.from_pretrained(str(folder))
     if (folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file():
         from transformers import CLIPTokenizer
 
         processor._tokenizer = CLIPTokenizer.from_pretrained(str(folder))
-    return model, processor, load_config(folder)
+    return model, processor, config
 
 
 def segment(warm: WarmModel, asked: SegmentRequest) -> Segmentation:
-    """Every mask ``warm`` (a SAM 3) finds in ``asked.images``: for each text
-    prompt, and one per box prompt; through a video's frames, each instance of
-    the first frame tracked, with its track id (:func:`_tracked`).
+    """Every mask ``warm`` (a SAM 3 or SAM 3.1) finds in ``asked.images``: for
+    each text prompt, and one per box prompt; through a video's frames, each
+    instance of the first frame tracked, with its track id (:func:`_tracked`).
     Runs on the runtime thread, under the GPU lock."""
     from mlx_vlm.models.sam3.generate import Sam3Predictor
 
+    model_type = str(config_dict(warm.config).get("model_type", "sam3"))
+    family = _family(model_type)
     threshold = max(float(asked.threshold), _LOWEST_THRESHOLD)
     predictor = Sam3Predictor(warm.model, warm.tokenizer, score_threshold=threshold)
     frames: tuple = ()
@@ -74,21 +122,24 @@ def segment(warm: WarmModel, asked: SegmentRequest) -> Segmentation:
             asked.video, asked.video_fps, asked.video_max_frames
         )
         images = frames = tuple(pictures)
-    model_type = str(config_dict(warm.config).get("model_type", "sam3"))
     masks: list[Mask] = []
     unmatched: list[BoxPrompt] = []
     with gpu_lock:
         if asked.track or asked.video is not None:
-            masks = _tracked(warm, predictor, list(images), list(asked.prompts), threshold)
+            masks = _tracked(warm, family, predictor, list(images), list(asked.prompts), threshold)
             return Segmentation(model_type, tuple(masks), (), frames, timestamps)
         for index, image in enumerate(images):
             rgb = image.convert("RGB")
             if asked.prompts:
-                masks += _detected(predictor, rgb, list(asked.prompts), None, threshold, index)
+                masks += _detected(
+                    family, predictor, rgb, list(asked.prompts), None, threshold, index
+                )
             boxes = [box for box in asked.boxes if box.image == index]
             for label in dict.fromkeys(box.label for box in boxes):
                 same = [box for box in boxes if box.label == label]
-                found = _detected(predictor, rgb, [label or "object"], same, threshold, index)
+                found = _detected(
+                    family, predictor, rgb, [label or "object"], same, threshold, index
+                )
                 kept, missed = _one_per_box(found, same)
                 masks += kept
                 unmatched += missed
@@ -96,70 +147,126 @@ def segment(warm: WarmModel, asked: SegmentRequest) -> Segmentation:
 
 
 def _tracked(
-    warm: WarmModel, predictor: Any, frames: list, prompts: list[str], threshold: float
+    warm: WarmModel,
+    family: _Family,
+    predictor: Any,
+    frames: list,
+    prompts: list[str],
+    threshold: float,
 ) -> list[Mask]:
-    """SAM 3's video predictor through ``frames``: each instance the detector
-    finds on the first frame (every prompt) is an object it tracks from its
-    box; frame by frame, each object's mask (at the frame's size) with the
-    predictor's object id as its track id. An object lost in a frame has no mask there.
+    """The family's tracker through ``frames``: each instance the detector finds
+    on the first frame (every prompt) is an object it follows; frame by frame,
+    each object's mask (at the frame's size) with the tracker's object id as
+    its track id. An object lost in a frame has no mask there.
 
     Raises:
-        UserError: a SAM 3 whose features are not the 72 × 72 grid the video
-            predictor tracks at (one line).
+        UserError: a model its family's tracker cannot run (one line).
     """
     import numpy as np
-    from mlx_vlm.models.sam3.generate import Sam3VideoPredictor, predict_multi
 
-    tracker = warm.model.config.tracker_config
-    grid = tracker.image_size // tracker.vision_config.backbone_config.patch_size
-    if grid != TRACKING_GRID:
-        raise UserError(
-            f"-v with --segment tracks with SAM 3's video predictor (mlx-vlm), which needs "
-            f"SAM 3's {TRACKING_GRID} × {TRACKING_GRID} patches (1008-px input); this model "
-            f"has {grid} × {grid}: pass -m a full SAM 3 (facebook/sam3)"
-        )
+    problem = family.untrackable(warm.model)
+    if problem:
+        raise UserError(problem)
     rgb = [frame.convert("RGB") for frame in frames]
     if not rgb or not prompts:
         return []
     width, height = rgb[0].size
-    first = predict_multi(predictor, rgb[0], prompts, score_threshold=threshold)
+    first = family.predict_multi(predictor, rgb[0], prompts, score_threshold=threshold)
+    if not len(first.scores):
+        return []
     labels = first.labels or [prompts[0]] * len(first.scores)
-    video = Sam3VideoPredictor(warm.model, warm.tokenizer, score_threshold=threshold)
-    video.set_video(rgb)
-    named: dict[int, str] = {}
-    for box, label in zip(first.boxes, labels):
-        # The tracker's prompt encoder reads a box as corners in 0..1 of the picture.
-        corners = np.array(box, np.float32) / np.array([width, height, width, height], np.float32)
-        named[video.add_box_prompt(np.clip(corners, 0.0, 1.0), frame_idx=0)] = label
     masks: list[Mask] = []
-    for result in video.propagate() if named else ():
-        for track, low, score in zip(result.object_ids, result.masks, result.scores):
-            # Nearest pixels picked by index: the tracker's masks are at its own size (288).
-            rows = (np.arange(height) * low.shape[0] // height)[:, None]
-            columns = (np.arange(width) * low.shape[1] // width)[None, :]
-            pixels = np.asarray(low)[rows, columns] > 0
-            ys, xs = np.nonzero(pixels)
-            if not len(xs):
-                continue  # lost in this frame
-            masks.append(
-                Mask.from_array(
-                    pixels,
-                    label=named[track],
-                    score=min(max(float(score), 0.0), 1.0),  # the tracker's IoU guess
-                    box=(
-                        float(xs.min()),
-                        float(ys.min()),
-                        float(xs.max() + 1),
-                        float(ys.max() + 1),
-                    ),
-                    image=int(result.frame_idx),
-                    track=int(track),
-                )
+    for frame, track, found, logits, score in family.follow(warm, rgb, first, threshold):
+        # Nearest pixels picked by index: the trackers' masks are at their own size.
+        rows = (np.arange(height) * logits.shape[0] // height)[:, None]
+        columns = (np.arange(width) * logits.shape[1] // width)[None, :]
+        pixels = np.asarray(logits)[rows, columns] > 0
+        ys, xs = np.nonzero(pixels)
+        if not len(xs):
+            continue  # lost in this frame
+        box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+        score = min(max(float(score), 0.0), 1.0)
+        masks.append(
+            Mask.from_array(
+                pixels, label=labels[found], score=score, box=box, image=frame, track=track
             )
+        )
     return masks
 
 
+def _sam3_untrackable(model: Any) -> Optional[str]:
+    """Why mlx-vlm's SAM 3 video predictor cannot track ``model``: features off its grid."""
+    tracker = model.config.tracker_config
+    grid = tracker.image_size // tracker.vision_config.backbone_config.patch_size
+    if grid == TRACKING_GRID:
+        return None
+    return (
+        f"-v with --segment tracks with SAM 3's video predictor (mlx-vlm), which needs "
+        f"SAM 3's {TRACKING_GRID} × {TRACKING_GRID} patches (1008-px input); this model "
+        f"has {grid} × {grid}: pass -m a full SAM 3 (facebook/sam3)"
+    )
+
+
+def _follow_sam3(warm: WarmModel, rgb: list, first: Any, threshold: float) -> Iterable[Followed]:
+    """SAM 3's video predictor: each detection of the first frame an object
+    prompted by its box, then followed by its memory; the predictor's ids.
+    Its masks are at its own size (288), its scores its IoU guesses."""
+    import numpy as np
+    from mlx_vlm.models.sam3.generate import Sam3VideoPredictor
+
+    width, height = rgb[0].size
+    video = Sam3VideoPredictor(warm.model, warm.tokenizer, score_threshold=threshold)
+    video.set_video(rgb)
+    detection: dict[int, int] = {}
+    for index, box in enumerate(first.boxes):
+        # The tracker's prompt encoder reads a box as corners in 0..1 of the picture.
+        corners = np.array(box, np.float32) / np.array([width, height, width, height], np.float32)
+        detection[video.add_box_prompt(np.clip(corners, 0.0, 1.0), frame_idx=0)] = index
+    for result in video.propagate():
+        for track, logits, score in zip(result.object_ids, result.masks, result.scores):
+            yield int(result.frame_idx), int(track), detection[track], logits, float(score)
+
+
+def _follow_multiplex(
+    warm: WarmModel, rgb: list, first: Any, threshold: float
+) -> Iterable[Followed]:
+    """SAM 3.1's multiplex tracker, driven as mlx-vlm's ``track_video_realtime``
+    drives it: the first frame's detection masks condition it (its output there
+    is those masks), then each later frame is propagated from its memory. The
+    objects are numbered 1, 2, … in the detections' order, as SAM 3's
+    predictor numbers them; masks at the tracker's square input size, scores
+    its object presence (it has no threshold of its own: the detections had theirs)."""
+    import mlx.core as mx
+    import numpy as np
+
+    model = warm.model
+    side = model.config.tracker_config.image_size
+    detections = np.asarray(first.masks)
+    # Stretched to the tracker's square, as the processor stretches the frame.
+    rows = (np.arange(side) * detections.shape[1] // side)[:, None]
+    columns = (np.arange(side) * detections.shape[2] // side)[None, :]
+    squares = (detections[:, rows, columns] > 0).astype(np.float32)
+    ids = list(range(1, len(squares) + 1))
+
+    def backbone(frame: Any) -> Any:
+        pixels = mx.array(warm.tokenizer.preprocess_image(frame)["pixel_values"])
+        features = model.detector_model.vision_encoder.backbone(pixels)
+        mx.eval(features)
+        return features
+
+    state = model.tracker_init_state(len(ids), object_ids=ids)
+    state, out = model.track_init(backbone(rgb[0]), mx.array(squares), state=state)
+    for index in range(len(rgb)):
+        if index:
+            out = model.track_step(state, backbone(rgb[index]), index)
+        logits = np.asarray(out["pred_masks_high_res"][:, 0])
+        scores = np.asarray(mx.sigmoid(out["object_score_logits"][:, 0]))
+        for found, track in enumerate(ids):
+            yield index, track, found, logits[found], float(scores[found])
+
+
 def _detected(
+    family: _Family,
     predictor: Any,
     image: Any,
     prompts: list[str],
@@ -167,14 +274,15 @@ def _detected(
     threshold: float,
     index: int,
 ) -> list[Mask]:
-    """mlx-vlm's ``predict_multi`` on one image, its masks encoded, best first."""
+    """The family's ``predict_multi`` on one image, its masks encoded, best first."""
     import numpy as np
-    from mlx_vlm.models.sam3.generate import predict_multi
 
     box_array = None
     if boxes:
         box_array = np.array([[b.x1, b.y1, b.x2, b.y2] for b in boxes], dtype=np.float32)
-    result = predict_multi(predictor, image, prompts, boxes=box_array, score_threshold=threshold)
+    result = family.predict_multi(
+        predictor, image, prompts, boxes=box_array, score_threshold=threshold
+    )
     labels = result.labels or [prompts[0]] * len(result.scores)
     found = [
         Mask.from_array(

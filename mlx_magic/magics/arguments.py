@@ -270,12 +270,12 @@ def vision_arguments(magic: F) -> F:
             nargs="?",
             const="",
             metavar="TEXT|@boxes",
-            help="Segment the images with SAM 3 instead of asking a model (-m or the "
-            "default_segment_model setting): a mask for every instance of what the cell's "
+            help="Segment the images with SAM 3 or SAM 3.1 instead of asking a model (-m or "
+            "the default_segment_model setting): a mask for every instance of what the cell's "
             "text (or TEXT) names, commas separating prompts, drawn on the previews and kept "
             "in _mlx.masks; @boxes outlines the boxes of the latest answer (_mlx.boxes); "
             "with -v, what the first frame shows is tracked through the frames (SAM 3's "
-            "video predictor; a track id).",
+            "video predictor or SAM 3.1's multiplex tracker; a track id).",
         ),
         argument(
             "--max-pixels",

@@ -292,7 +292,7 @@ class MLXMagics(MLXSettings):
             In [5]: %%mlx_vision -i noise -n 40
                ...: Describe this image.
 
-        Segmentation: ``--segment`` runs SAM 3 (``-m`` or the
+        Segmentation: ``--segment`` runs SAM 3 or SAM 3.1 (``-m`` or the
         ``default_segment_model`` setting) instead of a chat model: a mask for
         every instance of what the cell's text names (commas separate prompts;
         or ``--segment TEXT``), drawn on each preview as soon as its image is
@@ -311,9 +311,9 @@ class MLXMagics(MLXSettings):
 
             In [10]: %mlx segment @boxes
 
-        With ``-v`` SAM 3's video predictor tracks what the first frame shows,
-        each object with a track id: a strip of the frames with the masks and
-        their ids (``car #2``).
+        With ``-v`` SAM 3's video predictor (SAM 3.1's multiplex tracker)
+        tracks what the first frame shows, each object with a track id: a strip
+        of the frames with the masks and their ids (``car #2``).
 
         A conversation (``--chat NAME``) keeps its images: a follow-up may
         leave out ``-i``, and only its new text is read (the images, earlier
@@ -395,8 +395,8 @@ class MLXMagics(MLXSettings):
                                      wrote token STEP: a strip, heatmaps (_mlx.attention)
             %mlx marks               the marks drawn last on a preview (what --region @N
                                      and --marks use), one line each; returns them
-            %mlx segment TEXT|@boxes|@marks  SAM 3 (default_segment_model) on the images of the
-                                     latest answer: masks drawn and counted (_mlx.masks)
+            %mlx segment TEXT|@boxes|@marks  SAM 3/3.1 (default_segment_model) on the images of
+                                     the latest answer: masks drawn and counted (_mlx.masks)
             %mlx embed ITEMS [-c COLUMN] [-i SRC] [-m MODEL] [-o NAME] [--batch-size N]
                                      texts (a list, Series, DataFrame column) or images
                                      (-i {item}, a glob) as vectors of an embedding model

@@ -1,11 +1,11 @@
-"""``%%mlx_vision --segment`` and ``%mlx segment``: SAM 3 finds, outlines and counts.
+"""``%%mlx_vision --segment`` and ``%mlx segment``: SAM 3 (or SAM 3.1) finds, outlines and counts.
 
 The cell's flags are checked and its images loaded here; the runtime runs the
 segmenter (a warm model like any other: the model cache, the GPU lock, MLX on
 its owner thread; :meth:`~mlx_magic.runtime.interface.Runtime.segment`), one
 image per call, so each image's masks are drawn on its preview as soon as it
-is done and an interrupt stops between images; a video is one call (SAM 3's
-video predictor tracks through it). The footer counts the masks
+is done and an interrupt stops between images; a video is one call (the
+segmenter's tracker follows through it). The footer counts the masks
 (:mod:`mlx_magic.display.masks_view`). The result is ``_mlx``: ``_mlx.masks``
 (:class:`~mlx_magic.vocabulary.masks.Mask`), ``_mlx.boxes``, ``_mlx.data``
 (the JSON, masks run-length encoded).
@@ -285,14 +285,14 @@ def _segmenter(session: Session, models: list[str]) -> ModelSpec:
     name: Optional[str] = models[0] if models else settings.default_segment_model
     if name is None:
         raise UserError(
-            "No segment model: pass -m (a SAM 3 folder or Hub id), or set %config "
+            "No segment model: pass -m (a SAM 3 or SAM 3.1 folder or Hub id), or set %config "
             "MLXMagics.default_segment_model = 'facebook/sam3'"
         )
     spec = session.resolve(name)
     if spec.kind != "segmenter":
         raise UserError(
-            f"--segment needs a segmenter (SAM 3): '{spec.name}' is a {spec.kind} model; pass "
-            "-m a SAM 3 folder or Hub id, or set MLXMagics.default_segment_model"
+            f"--segment needs a segmenter (SAM 3 or 3.1): '{spec.name}' is a {spec.kind} model; pass "
+            "-m a SAM 3 or SAM 3.1 folder or Hub id, or set MLXMagics.default_segment_model"
         )
     return spec
 

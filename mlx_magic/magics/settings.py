@@ -97,7 +97,8 @@ class MLXSettings(Magics):
     default_segment_model = Unicode(
         None,
         allow_none=True,
-        help="The segmenter (a SAM 3 folder or Hub id, e.g. facebook/sam3) that "
+        help="The segmenter (a SAM 3 or SAM 3.1 folder or Hub id, e.g. facebook/sam3 or "
+        "mlx-community/sam3.1-bf16) that "
         "%%mlx_vision --segment uses when it has no --model.",
     ).tag(config=True)
     default_embedding_model = Unicode(

@@ -121,14 +121,22 @@ def read_model_config(folder: Path) -> dict:
     return config
 
 
+#: SAM 3's model types: mlx-vlm loads both with its ``sam3`` package.
+SAM3_TYPES = frozenset({"sam3", "sam3_video"})
+#: SAM 3.1's: mlx-community's conversions say ``sam3.1_video`` (as mlx-vlm's own
+#: converter writes it), which mlx-vlm maps to its ``sam3_1`` package, a name it
+#: also takes as is. The detector's ``sam3.1`` inside is no top-level type:
+#: mlx-vlm would look for a package named ``sam3.1`` and fail.
+SAM31_TYPES = frozenset({"sam3.1_video", "sam3_1"})
 #: The families mlx-vlm's ``Sam3Predictor`` runs: segmenters, not chat models.
-SEGMENTER_TYPES = frozenset({"sam3", "sam3_video"})
+SEGMENTER_TYPES = SAM3_TYPES | SAM31_TYPES
 
 
 def model_kind(config: dict) -> ModelKind:
-    """``"segmenter"`` for SAM 3, ``"vision"`` for a vision-language model
-    (mlx-vlm), else ``"text"`` (mlx-lm)."""
-    if config.get("model_type") in SEGMENTER_TYPES:
+    """``"segmenter"`` for SAM 3 and SAM 3.1, ``"vision"`` for a vision-language
+    model (mlx-vlm), else ``"text"`` (mlx-lm)."""
+    # Lower case, as mlx-vlm reads it (``get_model_type``).
+    if str(config.get("model_type", "")).lower() in SEGMENTER_TYPES:
         return "segmenter"
     return "vision" if "vision_config" in config else "text"
 

@@ -62,7 +62,7 @@ class Runtime(abc.ABC):
         return cast(AttentionMap, self.inspect(asked))
 
     def segment(self, asked: SegmentRequest) -> Segmentation:
-        """The masks a segmenter (SAM 3) finds in images (blocking), from text
+        """The masks a segmenter (SAM 3, SAM 3.1) finds in images (blocking), from text
         and box prompts (:class:`SegmentRequest` says which); the model stays warm.
 
         Raises:

@@ -6,7 +6,7 @@ prompt is still read, the model still runs every step, the detokenizer and
 the streaming are the real ones; only the choice of each token is fixed.
 Tests and demos use it to show what a trained model's answer (boxes, JSON,
 Markdown) does to the display, where only random weights are at hand;
-:func:`forced_masks` does the same for a segmenter's masks (SAM 3).
+:func:`forced_masks` does the same for a segmenter's masks (SAM 3, SAM 3.1).
 
     with forced_vision_answer("<|box_start|>(10,20),(500,600)<|box_end|>"):
         get_ipython().run_cell_magic("mlx_vision", "-i photo", "Where is the cat?")
@@ -167,13 +167,14 @@ def forced_answers(*answers: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def forced_masks(*answers: Any) -> Iterator[None]:
-    """Make SAM 3 (a random one) find chosen masks, through the real predictor.
+    """Make SAM 3 or SAM 3.1 (a random one) find chosen masks, through the real predictor.
 
     Each answer is a boolean ``N × height × width`` stack (or one
     ``height × width`` mask) at the image's size; the model still runs, and
     its post-processing answers with them, one answer per text prompt (or box
     label) in order, the last repeated: scores 0.9, 0.8, …, boxes around the
-    masks. mlx-vlm's NMS and everything after it are the real ones::
+    masks. mlx-vlm's NMS and everything after it are the real ones; SAM 3.1's
+    ``predict_multi`` post-processes with SAM 3's predictor too, so it answers alike::
 
         with forced_masks(red_pixels, blue_pixels):
             get_ipython().run_cell_magic("mlx_vision", "-i canvas --segment", "circle, box")

@@ -1,4 +1,4 @@
-"""What a segmenter (SAM 3) is asked and what it finds: typed masks in the pixels of an image.
+"""What a segmenter (SAM 3, SAM 3.1) is asked and what it finds: typed masks in the pixels of an image.
 
 A :class:`Mask` keeps its pixels run-length encoded as COCO does (the
 compressed ``counts`` string of ``pycocotools``, made by supervision), so it
@@ -46,14 +46,14 @@ class SegmentRequest:
     """What a runtime's segmenter is asked (``Runtime.segment``).
 
     Attributes:
-        model: the segmenter (a SAM 3 folder: ``kind == "segmenter"``).
+        model: the segmenter (a SAM 3 or SAM 3.1 folder: ``kind == "segmenter"``).
         images: the images, as given (masks come back at their sizes).
         prompts: text prompts, each a label of its own ("cup", "plate"); every
             image is segmented with each.
         boxes: box prompts: each becomes the mask that best covers it, with its label.
         threshold: the lowest score kept (0 to 1).
         track: ``images`` are a video's frames, in order: each instance on the
-            first frame is tracked through them by SAM 3's video predictor,
+            first frame is tracked through them by the segmenter's tracker,
             with a track id (``-v`` with ``--segment``).
         video: a video file for the runtime to read and track through
             (sampled at ``video_fps``, at most ``video_max_frames``).
@@ -85,7 +85,7 @@ class Mask:
         centroid: ``(x, y)``, the mean of its pixels.
         image: which of the cell's images (0-based), or of a video's frames.
         track: which object it is through a video's frames (``-v``: the video
-            predictor's object id), else ``None``.
+            tracker's object id), else ``None``.
     """
 
     label: str
@@ -163,7 +163,8 @@ class Segmentation:
     """Every mask a segmenter found for one :class:`SegmentRequest`, best first per image.
 
     Attributes:
-        model_type: the segmenter's family as its config names it (``sam3_video``).
+        model_type: the segmenter's family as its config names it (``sam3_video``,
+            ``sam3.1_video``).
         masks: the masks, image by image.
         unmatched: box prompts no mask covered (``--segment @boxes``).
         frames: the frames read from ``SegmentRequest.video`` (the masks' images).

@@ -10,6 +10,8 @@ into a folder:
   ``mlx_vlm.load`` and driven by ``mlx_vlm.stream_generate`` with images.
 * :func:`build_tiny_sam3` - a SAM 3 (``model_type: sam3_video``) shrunk to
   32 wide, for mlx-vlm's ``Sam3Predictor`` (``%%mlx_vision --segment``).
+* :func:`build_tiny_sam31` - the same for SAM 3.1 (``model_type: sam3.1_video``),
+  with its own ``predict_multi`` and multiplex tracker.
 * :func:`build_tiny_llama` - a small llama for ``mlx_lm.load`` /
   ``mlx_lm.stream_generate``, with a ChatML chat template (as SmolLM2 has).
 
@@ -25,7 +27,7 @@ so a crashed or concurrent build never leaves a half model that counts.
 
 Command line::
 
-    python -m mlx_magic.testing.tiny_models vlm|llama|sam3 FOLDER [--seed N]
+    python -m mlx_magic.testing.tiny_models vlm|llama|sam3|sam3.1 FOLDER [--seed N]
 
 The code, one concern a module: :mod:`.vlm`, :mod:`.llama` and :mod:`.sam3` (the
 models' configs and builders), :mod:`.tokenizer` (the shared tokenizer),
@@ -36,7 +38,14 @@ idempotent folder builds) and :mod:`.cli` (the command line).
 from mlx_magic.testing.tiny_models.cli import main
 from mlx_magic.testing.tiny_models.folders import MARKER
 from mlx_magic.testing.tiny_models.llama import build_tiny_llama
-from mlx_magic.testing.tiny_models.sam3 import build_tiny_sam3
+from mlx_magic.testing.tiny_models.sam3 import build_tiny_sam3, build_tiny_sam31
 from mlx_magic.testing.tiny_models.vlm import build_tiny_vlm
 
-__all__ = ["MARKER", "build_tiny_llama", "build_tiny_sam3", "build_tiny_vlm", "main"]
+__all__ = [
+    "MARKER",
+    "build_tiny_llama",
+    "build_tiny_sam3",
+    "build_tiny_sam31",
+    "build_tiny_vlm",
+    "main",
+]

@@ -1,12 +1,14 @@
-"""The tiny SAM 3 (``model_type: sam3_video``) for mlx-vlm's segmenter: config, tokenizer, build.
+"""The tiny SAM 3 (``model_type: sam3_video``) and SAM 3.1 (``sam3.1_video``) for
+mlx-vlm's segmenters: configs, tokenizer, builds.
 
-Two shapes: the image one (8 × 8 patches: fast, for everything but tracking)
-and the tracking one (``video=True``): SAM 3's 72 × 72 patches, which mlx-vlm's
-video predictor (``Sam3VideoPredictor``) needs. It resizes each mask it
-remembers to 1152 pixels, 72 × 72 after its memory encoder's stride of 16, and
-adds it to the frame's features (``mlx_vlm/models/sam3/generate.py``,
+SAM 3 has two shapes: the image one (8 × 8 patches: fast, for everything but
+tracking) and the tracking one (``video=True``): SAM 3's 72 × 72 patches, which
+mlx-vlm's video predictor (``Sam3VideoPredictor``) needs. It resizes each mask
+it remembers to 1152 pixels, 72 × 72 after its memory encoder's stride of 16,
+and adds it to the frame's features (``mlx_vlm/models/sam3/generate.py``,
 ``_update_memory``): on the 8 × 8 grid that fails with "Shapes (1,8,8,32) and
-(1,72,72,32) cannot be broadcast".
+(1,72,72,32) cannot be broadcast". SAM 3.1 has one: its multiplex tracker
+reads every size from the config, so the 8 × 8 grid tracks too.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from mlx_magic.testing.tiny_models import weights
 from mlx_magic.testing.tiny_models.folders import atomic_build, write_json
@@ -25,6 +28,8 @@ TRACKING_SIDE, TRACKING_PATCH = 144, 2
 #: Detection queries: at most this many masks per prompt.
 QUERIES = 8
 _WIDTH = 32
+#: The bias of SAM 3.1's propagation decoder's object presence head.
+_SAM31_PRESENCE_BIAS = "tracker_model.sam_mask_decoder.pred_obj_score_head.proj_out.bias"
 
 
 def build_tiny_sam3(folder: str | os.PathLike, *, seed: int = 0, video: bool = False) -> Path:
@@ -50,6 +55,63 @@ def build_tiny_sam3(folder: str | os.PathLike, *, seed: int = 0, video: bool = F
     """
     recipe = {"kind": "sam3", "seed": int(seed), **({"video": True} if video else {})}
     return atomic_build(Path(folder), recipe, lambda tmp: _fill_sam3(tmp, int(seed), video))
+
+
+def build_tiny_sam31(folder: str | os.PathLike, *, seed: int = 0) -> Path:
+    """A tiny random SAM 3.1 (``model_type: sam3.1_video``) in ``folder``; returns it.
+
+    SAM 3's tiny image shape (:func:`build_tiny_sam3`: 32 wide, 112-pixel
+    images in 8 × 8 patches, 8 queries) in SAM 3.1's layout, from mlx-vlm's own
+    config classes (``mlx_vlm.models.sam3_1.config``): the three-headed
+    vision neck (detection, interactive, propagation) at 4×, 2× and 1×, and the
+    multiplex tracker with 2 objects a bucket, its memory on the 8 × 8 grid. So
+    ``mlx_vlm.utils.load_model``, ``Sam31Processor``, ``Sam3Predictor``, SAM
+    3.1's ``predict_multi`` and its tracker (``Model.track_init`` /
+    ``track_step``) run for real, a frame in a few hundredths of a second on a
+    CPU. The same files as the tiny SAM 3. About 2 MB. Idempotent.
+    """
+    recipe = {"kind": "sam3.1", "seed": int(seed)}
+    return atomic_build(
+        Path(folder), recipe, lambda tmp: _fill_sam3(tmp, int(seed), False, sam31=True)
+    )
+
+
+def sam31_config(vocab_size: int) -> dict:
+    """The tiny SAM 3.1's ``config.json``: the tiny SAM 3's image shape
+    (:func:`sam3_config`) in SAM 3.1's layout."""
+    config = sam3_config(vocab_size)
+    grid = IMAGE_SIDE // 14  # the image shape's 8 × 8 patches
+    for vision in (
+        config["detector_config"]["vision_config"],
+        config["tracker_config"]["vision_config"],
+    ):
+        # SAM 3.1's neck: three scales, no 0.5× level.
+        vision["scale_factors"] = [4.0, 2.0, 1.0]
+        vision["backbone_feature_sizes"] = [[grid * 4] * 2, [grid * 2] * 2, [grid] * 2]
+    tracker = config["tracker_config"]
+    del tracker["memory_encoder_output_channels"]  # SAM 3.1's memory is as wide as its features
+    multiplex = 2  # objects a bucket (SAM 3.1's: 16): three objects make two buckets
+    tracker.update(
+        {
+            "model_type": "sam3.1_tracker_video",
+            "multiplex_count": multiplex,
+            "mask_decoder_config": {
+                "hidden_size": _WIDTH,
+                "num_attention_heads": 2,
+                "mlp_dim": 2 * _WIDTH,
+                "multiplex_count": multiplex,
+            },
+            "memory_attention_num_attention_heads": 2,
+            # The mask downsampler's first layer reads two channels an object slot.
+            "mask_downsampler_first_channels": multiplex,
+            # Its stride is 16 in all: the memory lands on the 8 × 8 grid.
+            "mask_downsampler_input_size": 16 * grid,
+            "num_maskmem": 2,
+            "max_object_pointers_in_encoder": 2,
+        }
+    )
+    config["detector_config"]["model_type"] = "sam3.1"
+    return {**config, "architectures": ["Sam3_1VideoModel"], "model_type": "sam3.1_video"}
 
 
 def sam3_config(vocab_size: int, video: bool = False) -> dict:
@@ -124,12 +186,12 @@ def sam3_config(vocab_size: int, video: bool = False) -> dict:
     }
 
 
-def _fill_sam3(folder: Path, seed: int, video: bool) -> None:
-    """Write a tiny SAM 3 into ``folder`` (an empty temporary folder)."""
-    from mlx_vlm.models import sam3
+def _fill_sam3(folder: Path, seed: int, video: bool, sam31: bool = False) -> None:
+    """Write a tiny SAM 3 (``sam31``: SAM 3.1) into ``folder`` (an empty temporary folder)."""
+    from mlx_vlm.models import sam3, sam3_1
 
     vocab_size = write_clip_tokenizer(folder)
-    config = sam3_config(vocab_size, video)
+    config = sam31_config(vocab_size) if sam31 else sam3_config(vocab_size, video)
     side = config["tracker_config"]["image_size"]
     write_json(folder / "config.json", config)
     # Sam3Processor.from_pretrained reads the image size, mean and std here.
@@ -144,8 +206,13 @@ def _fill_sam3(folder: Path, seed: int, video: bool) -> None:
             },
         },
     )
-    model = sam3.Model(sam3.ModelConfig.from_dict(json.loads(json.dumps(config))))
-    weights.save_random_weights(model, folder / "model.safetensors", seed, [])
+    family: Any = sam3_1 if sam31 else sam3
+    model = family.Model(family.ModelConfig.from_dict(json.loads(json.dumps(config))))
+    # SAM 3.1's tracker loses an object whose presence logit is below 0, and a
+    # random one is about as often below as above: a bias of 4 keeps the tiny
+    # tracker's objects through the frames (its masks are still noise).
+    present = {_SAM31_PRESENCE_BIAS: 4.0} if sam31 else {}
+    weights.save_random_weights(model, folder / "model.safetensors", seed, [], present)
 
 
 def write_clip_tokenizer(folder: Path) -> int:

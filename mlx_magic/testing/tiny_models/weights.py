@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
     import mlx.nn as nn
@@ -12,7 +12,13 @@ if TYPE_CHECKING:
 _QUIET_SCALE = 0.1
 
 
-def save_random_weights(model: nn.Module, path: Path, seed: int, quiet_ids: list[int]) -> None:
+def save_random_weights(
+    model: nn.Module,
+    path: Path,
+    seed: int,
+    quiet_ids: list[int],
+    constants: Optional[dict[str, float]] = None,
+) -> None:
     """Give ``model`` seeded random weights and save them as ``path``.
 
     numpy's generator (not MLX's global one) so the values depend only on
@@ -23,6 +29,7 @@ def save_random_weights(model: nn.Module, path: Path, seed: int, quiet_ids: list
     greedy decoding just repeats the last prompt token). Rows ``quiet_ids``
     of the token embedding are scaled down (see
     :func:`~mlx_magic.testing.tiny_models.tokenizer.unreadable_ids`).
+    Parameters named in ``constants`` are filled with that value instead.
     Float32 throughout: fast on CPU and exact to compare.
     """
     import mlx.core as mx
@@ -36,7 +43,9 @@ def save_random_weights(model: nn.Module, path: Path, seed: int, quiet_ids: list
     for name, param in sorted(flat):
         leaf = name.rsplit(".", 1)[-1]
         is_norm = param.ndim == 1 and ("norm" in name or ".ln_" in name)
-        if leaf == "bias":
+        if name in (constants or {}):
+            value = np.full(param.shape, (constants or {})[name], np.float32)
+        elif leaf == "bias":
             value = np.zeros(param.shape, np.float32)
         elif is_norm:
             value = np.ones(param.shape, np.float32)
