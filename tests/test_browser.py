@@ -181,6 +181,9 @@ def running_jupyter(base: Path, root: Path, **extra_env: str):
         JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
         IPYTHONDIR=str(base / "ipython"),
         HF_HUB_OFFLINE="1",
+        # The kernels start in the notebooks' folder: they import this checkout's
+        # mlx_magic, not the one installed (an editable install of another worktree).
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         **extra_env,
     )
     jupyter = JupyterServer(root, env, base / "server.log")

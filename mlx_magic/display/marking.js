@@ -35,6 +35,10 @@ function render({ model, el }) {
   const label = element("input", "width:9em;font-size:0.85em",
     { placeholder: "label (optional)", value: model.get("label") });
   label.addEventListener("input", () => { model.set("label", label.value); model.save_changes(); });
+  // The output is redrawn as marks come in: a new view may render while the old one is
+  // still typed in. Each view's field follows the label, so the next mark gets the last one.
+  const relabel = () => { if (label.value !== model.get("label")) label.value = model.get("label"); };
+  model.on("change:label", relabel);
   const undo = element("button", "font-size:0.85em", { textContent: "Undo" });
   undo.addEventListener("click", () => save(model.get("marks").slice(0, -1)));
   const clear = element("button", "font-size:0.85em", { textContent: "Clear" });
@@ -116,7 +120,11 @@ function render({ model, el }) {
   model.on("change:named", redraw);
   draw();
   el.append(root);
-  return () => { model.off("change:marks", redraw); model.off("change:named", redraw); };
+  return () => {
+    model.off("change:marks", redraw);
+    model.off("change:named", redraw);
+    model.off("change:label", relabel);
+  };
 }
 
 export default { render };
