@@ -18,6 +18,7 @@ from mlx_vlm.models.sam3.processing_sam3 import Sam3Processor
 from PIL import Image
 
 from mlx_magic.display.masks_view import OPACITY, count_line, draw_masks
+from mlx_magic.magics.segmenting import _latest_images
 from mlx_magic.testing.scripted import forced_vision_answer
 from mlx_magic.vocabulary.masks import Mask
 
@@ -164,6 +165,9 @@ def test_the_overlay_is_translucent_outlined_and_only_on_the_mask():
     edge = drawn[59, 50]  # the outline on the mask's lower edge is the full colour
     assert edge.min() < inside.min()
     assert count_line([mask, mask]) == "2 boxes"
+    # A prompt given plural ("cups", as the one-line hints say) is counted as it is.
+    cups, glass = (dataclasses.replace(mask, label=label) for label in ("cups", "glass"))
+    assert count_line([cups, cups, glass, glass]) == "2 cups · 2 glasses"
 
 
 def test_boxes_of_the_latest_answer_are_outlined_one_mask_each(sam_shell, scripted_masks):
@@ -172,7 +176,8 @@ def test_boxes_of_the_latest_answer_are_outlined_one_mask_each(sam_shell, script
         "<|object_ref_start|>car<|object_ref_end|><|box_start|>(50,125),(375,375)<|box_end|>"
     ):
         run(sam_shell, "%%mlx_vision -i red -n 60\nWhere is the car?")
-    (box,) = sam_shell.user_ns["_mlx"].boxes
+    answer = sam_shell.user_ns["_mlx"]
+    (box,) = answer.boxes
     assert (box.x1, box.y1, box.x2, box.y2) == pytest.approx((6, 10, 45, 30))
     # SAM 3 finds both cars from the box exemplar: the one the box covers is kept.
     answers.append(_detections(CAR_2, CAR_1))
@@ -180,6 +185,9 @@ def test_boxes_of_the_latest_answer_are_outlined_one_mask_each(sam_shell, script
     assert asked[-1][0] == "car" and np.allclose(asked[-1][1], [[6, 10, 45, 30]])
     (outlined,) = sam_shell.user_ns["_mlx"].masks
     assert outlined.label == "car" and outlined.box == (5, 10, 45, 30)
+    # The picture keeps the name it had in the answer (its preview's caption).
+    loaded = _latest_images(magics_of(sam_shell).session, answer)
+    assert [image.source for image in loaded] == ["red"]
 
 
 def test_boxes_drawn_on_a_preview_are_outlined_on_their_image(sam_shell, scripted_masks):

@@ -118,6 +118,9 @@ def count_line(masks: Sequence[Mask]) -> str:
 
 
 def _plural(label: str) -> str:
+    # A prompt is often plural already ("cups"): kept, but "glass" and "bus" take "es".
+    if label.endswith("s") and not label.endswith(("ss", "us", "is")):
+        return label
     if label.endswith(("s", "x", "z", "ch", "sh")):
         return f"{label}es"
     if label.endswith("y") and label[-2:-1] not in tuple("aeiou"):

@@ -332,7 +332,17 @@ def _latest_images(session: Session, latest: object) -> list[LoadedImage]:
     if images is None:
         request = getattr(latest, "request", None)
         images = request.images_by_turn()[1] if request is not None else ()
-    names = {f"answer_image_{i}": image for i, image in enumerate(images or (), 1)}
+    images = tuple(images or ())
+    # Captioned as the answer's variables were ("photo"); the images are already
+    # decoded, so other sources (files, URLs, Out[3]) are named by their place.
+    infos = [i for i in getattr(latest, "images", None) or () if isinstance(i, dict)]
+    sources = [str(info.get("source", "")) for info in infos][-len(images) :] if images else []
+    if len(sources) != len(images):
+        sources = [""] * len(images)
+    names: dict = {}
+    for i, (source, image) in enumerate(zip(sources, images), 1):
+        usable = source.isidentifier() and not source.startswith("_") and source not in names
+        names[source if usable else f"answer_image_{i}"] = image
     if not names:
         raise UserError(
             "Nothing to segment: _mlx holds no answer about images; %%mlx_vision -i SRC --segment"
