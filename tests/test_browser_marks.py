@@ -72,6 +72,19 @@ def run_cell(notebook, index):
     notebook.wait_until_run([index])
 
 
+def drag(notebook, canvas, start, end):
+    """The mouse dragged on ``canvas`` from ``start`` to ``end`` (its CSS pixels),
+    through the middle, in small steps as a hand would."""
+    box = canvas.bounding_box()
+    mouse = notebook.page.mouse
+    mouse.move(box["x"] + start[0], box["y"] + start[1])
+    mouse.down()
+    middle = ((start[0] + end[0]) / 2, (start[1] + end[1]) / 2)
+    mouse.move(box["x"] + middle[0], box["y"] + middle[1], steps=5)
+    mouse.move(box["x"] + end[0], box["y"] + end[1], steps=5)
+    mouse.up()
+
+
 def test_lab_draws_a_box_and_a_point_and_a_later_cell_crops_to_the_box(
     open_notebook,  # noqa: F811
     marks_notebook,
@@ -87,15 +100,10 @@ def test_lab_draws_a_box_and_a_point_and_a_later_cell_crops_to_the_box(
     assert canvas.evaluate("c => [c.width, c.height]") == [256, 192]
     label = notebook.cell(2).locator(".mlx-magic-marks-bar input")
     label.fill("circle")  # the label of the marks drawn next
-    box = canvas.bounding_box()
-    mouse = notebook.page.mouse
-    mouse.move(box["x"] + 24, box["y"] + 32)
-    mouse.down()
-    mouse.move(box["x"] + 70, box["y"] + 80, steps=5)
-    mouse.move(box["x"] + 120, box["y"] + 128, steps=5)
-    mouse.up()
+    drag(notebook, canvas, (24, 32), (120, 128))
     label.fill("")
-    mouse.click(box["x"] + 200, box["y"] + 100)  # a click: a point
+    box = canvas.bounding_box()
+    notebook.page.mouse.click(box["x"] + 200, box["y"] + 100)  # a click: a point
     # The board drew the box: its left edge (under the number tag's height) is coloured.
     edge = canvas.evaluate("c => Array.from(c.getContext('2d').getImageData(24, 80, 1, 1).data)")
     assert edge[3] > 0, edge
@@ -280,13 +288,7 @@ def test_lab_segments_a_drawn_box_the_words_and_a_vision_models_boxes(
     canvas.scroll_into_view_if_needed()
     notebook.cell(2).locator(".mlx-magic-marks-bar input").fill("cup")
     # A box around the right cup (200, 100)-(280, 200): 0.8 of that on the thumbnail.
-    box = canvas.bounding_box()
-    mouse = notebook.page.mouse
-    mouse.move(box["x"] + 156, box["y"] + 76)
-    mouse.down()
-    mouse.move(box["x"] + 190, box["y"] + 120, steps=5)
-    mouse.move(box["x"] + 228, box["y"] + 164, steps=5)
-    mouse.up()
+    drag(notebook, canvas, (156, 76), (228, 164))
 
     # %mlx segment @marks: SAM 3 finds both cups from the box; the one boxed is kept.
     run_cell(notebook, 3)

@@ -45,13 +45,18 @@ def _detections(*regions, scores=None):
     )
 
 
+def segmenting_with(shell, folder):
+    """``shell`` with ``folder`` as its segmenter, the settings restored after (a fixture's body)."""
+    run(shell, f"%config MLXMagics.default_segment_model = {str(folder)!r}")
+    yield shell
+    run(shell, "%config MLXMagics.default_segment_model = None")
+    run(shell, "%config MLXMagics.segment_threshold = 0.5")
+
+
 @pytest.fixture
 def sam_shell(vlm_shell, tiny_sam3):
-    """The vision shell with the tiny SAM 3 as its segmenter; settings and ``_mlx`` restored after."""
-    run(vlm_shell, f"%config MLXMagics.default_segment_model = {str(tiny_sam3)!r}")
-    yield vlm_shell
-    run(vlm_shell, "%config MLXMagics.default_segment_model = None")
-    run(vlm_shell, "%config MLXMagics.segment_threshold = 0.5")
+    """The vision shell with the tiny SAM 3 as its segmenter; settings restored after."""
+    yield from segmenting_with(vlm_shell, tiny_sam3)
 
 
 @pytest.fixture

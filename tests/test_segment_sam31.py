@@ -17,6 +17,7 @@ from mlx_vlm.models.sam3 import generate as sam3_generate
 from mlx_vlm.models.sam3_1 import generate as sam31_generate
 from mlx_vlm.models.sam3_1.sam3_1 import Model as Sam31Model
 from PIL import Image
+from test_segment import segmenting_with
 
 from mlx_magic.models.resolve import model_kind, resolve_model
 from mlx_magic.testing.scripted import forced_masks
@@ -41,10 +42,7 @@ def _pixels(*regions, size=(80, 120)):
 @pytest.fixture
 def sam31_shell(vlm_shell, tiny_sam31):
     """The vision shell with the tiny SAM 3.1 as its segmenter; settings restored after."""
-    run(vlm_shell, f"%config MLXMagics.default_segment_model = {str(tiny_sam31)!r}")
-    yield vlm_shell
-    run(vlm_shell, "%config MLXMagics.default_segment_model = None")
-    run(vlm_shell, "%config MLXMagics.segment_threshold = 0.5")
+    yield from segmenting_with(vlm_shell, tiny_sam31)
 
 
 @pytest.fixture
