@@ -226,7 +226,7 @@ def test_boxes_drawn_on_a_preview_are_outlined_on_their_image(sam_shell, scripte
     ("cell", "says"),
     [
         ("%%mlx_vision -i red --segment -m {vlm}\ncar", "is a vision model"),
-        ("%%mlx_vision -i red -m {sam}\nWhat is this?", "is a segmenter (SAM 3)"),
+        ("%%mlx_vision -i red -m {sam}\nWhat is this?", "is a segmenter (SAM 3 / 3.1)"),
         ("%%mlx_vision -i red --segment car\nand a cup", "both say what to find"),
         ("%%mlx_vision -i red --segment\n  ", "Say what to segment"),
         ("%%mlx_vision -i red --segment\n@3", "the @ it takes are @boxes"),
@@ -245,7 +245,7 @@ def test_mistakes_are_one_line_and_change_nothing(sam_shell, tiny_vlm, tiny_sam3
 def test_a_text_cell_given_a_segmenter_is_one_line(sam_shell, tiny_sam3):
     with pytest.raises(UsageError) as caught:
         run(sam_shell, f"%%mlx -m {tiny_sam3}\nHello")
-    assert "is a segmenter (SAM 3): it draws masks and does not answer" in one_line(caught)
+    assert "is a segmenter (SAM 3 / 3.1): it draws masks and does not answer" in one_line(caught)
 
 
 def test_no_segment_model_is_one_line(vlm_shell):

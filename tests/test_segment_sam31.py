@@ -13,6 +13,7 @@ import json
 
 import numpy as np
 import pytest
+from IPython.core.error import UsageError
 from mlx_vlm.models.sam3 import generate as sam3_generate
 from mlx_vlm.models.sam3_1 import generate as sam31_generate
 from mlx_vlm.models.sam3_1.sam3_1 import Model as Sam31Model
@@ -22,7 +23,7 @@ from test_segment import segmenting_with
 from mlx_magic.models.resolve import model_kind, resolve_model
 from mlx_magic.testing.scripted import forced_masks
 
-from conftest import magics_of, run
+from conftest import magics_of, one_line, run
 
 pytestmark = pytest.mark.vision
 
@@ -184,3 +185,15 @@ def test_the_command_line_builds_the_tiny_sam31(tiny_sam31, capsys):
     assert capsys.readouterr().out.strip() == str(tiny_sam31)
     marker = json.loads((tiny_sam31 / tiny_models.MARKER).read_text())
     assert marker["kind"] == "sam3.1"
+
+
+def test_a_sam31_checkpoint_without_mlx_weights_names_a_conversion(sam31_shell, tmp_path):
+    # facebook/sam3.1 ships a PyTorch checkpoint: no safetensors for mlx-vlm to load.
+    folder = tmp_path / "sam3.1"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "sam3.1_video"}))
+    (folder / "sam3.1_multiplex.pt").write_bytes(b"not read")
+    with pytest.raises(UsageError) as caught:
+        run(sam31_shell, f"%%mlx_vision -i red -m {folder} --segment\ncar")
+    assert "has no weights" in one_line(caught)
+    assert "mlx-community/sam3.1-bf16" in one_line(caught)

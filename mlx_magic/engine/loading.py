@@ -37,9 +37,14 @@ def load_warm_model(spec: ModelSpec) -> WarmModel:
     folder = Path(spec.path)
     if folder.is_dir() and not any(folder.glob("*.safetensors")):
         # Checked here: mlx-vlm logs an "ERROR:root:" line before it raises.
+        # Each kind has its own converter; SAM's hub folders hold PyTorch checkpoints.
+        convert = {
+            "segmenter": "use an MLX conversion, e.g. mlx-community/sam3.1-bf16",
+            "vision": "convert it with mlx_vlm.convert",
+        }.get(spec.kind, "convert it with mlx_lm.convert")
         raise ModelLoadError(
             f"'{spec.name}' has no weights: {spec.path} holds no *.safetensors files "
-            "(an unfinished download? fetch it again, or convert it with mlx_lm.convert)"
+            f"(an unfinished download? fetch it again, or {convert})"
         )
     trust = spec.trust_remote_code
     try:

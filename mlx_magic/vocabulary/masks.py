@@ -181,6 +181,6 @@ class Segmentation:
 def segmenter_not_chat(name: str) -> str:
     """The one line for a segmenter given to a cell that asks for an answer."""
     return (
-        f"'{name}' is a segmenter (SAM 3): it draws masks and does not answer; "
+        f"'{name}' is a segmenter (SAM 3 / 3.1): it draws masks and does not answer; "
         f'%%mlx_vision --segment "TEXT" -m {name} segments, or pass a chat model'
     )
