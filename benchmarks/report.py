@@ -133,10 +133,12 @@ def write_report(
     lines = [
         "# Benchmarks",
         "",
-        "mlx_magic measured against raw mlx-lm / mlx-vlm on the same machine, in one run: "
-        "each scenario alternates baseline and magic repetition by repetition. The magic "
-        "runs in a real Jupyter kernel driven by jupyter_client, as a frontend drives it. "
-        "Regenerate this file (and the plots in `benchmarks/`) with the command below.",
+        (
+            "mlx_magic measured against raw mlx-lm / mlx-vlm on the same machine, in one run: "
+            "each scenario alternates baseline and magic repetition by repetition. The magic "
+            "runs in a real Jupyter kernel driven by jupyter_client, as a frontend drives it. "
+            "Regenerate this file (and the plots in `benchmarks/`) with the command below."
+        ),
         "",
         "```bash",
         command,
@@ -181,9 +183,11 @@ def write_report(
         )
     lines += ["", "## Results", "", table(results, markdown=True), ""]
     lines += [
-        "Each cell shows min / median over the repetitions; the ratio compares the medians "
-        "(`×` = ours ÷ baseline, `faster` = baseline ÷ ours, `+` = what ours adds). "
-        "`info` rows have no target.",
+        (
+            "Each cell shows min / median over the repetitions; the ratio compares the medians "
+            "(`×` = ours ÷ baseline, `faster` = baseline ÷ ours, `+` = what ours adds). "
+            "`info` rows have no target."
+        ),
         "",
     ]
     if missed or errors:

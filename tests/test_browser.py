@@ -57,8 +57,10 @@ TEACHING_CELLS = [
     "%load_ext mlx_magic",
     "%%mlx -n 8 --probs 3\nWhat is the capital of France?",
     "%mlx memory",
-    "import tempfile\nfrom mlx_magic.testing.drafts import build_layer_draft\n"
-    "draft = build_layer_draft('smollm2', tempfile.mkdtemp() + '/smollm2-draft', num_layers=26)",
+    (
+        "import tempfile\nfrom mlx_magic.testing.drafts import build_layer_draft\n"
+        "draft = build_layer_draft('smollm2', tempfile.mkdtemp() + '/smollm2-draft', num_layers=26)"
+    ),
     "%%mlx -n 24 --draft {draft} --probs 3\nExplain in a short paragraph why the sky is blue.",
 ]
 

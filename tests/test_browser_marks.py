@@ -40,8 +40,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.kernel, pytest.mark.vision]
 PATH = "lab/marks.ipynb"
 CELLS = [
     "%load_ext mlx_magic",
-    "from PIL import Image, ImageDraw\nphoto = Image.new('RGB', (320, 240), 'white')\n"
-    "ImageDraw.Draw(photo).ellipse((30, 40, 150, 160), fill='red')",
+    (
+        "from PIL import Image, ImageDraw\nphoto = Image.new('RGB', (320, 240), 'white')\n"
+        "ImageDraw.Draw(photo).ellipse((30, 40, 150, 160), fill='red')"
+    ),
     "%%mlx_vision -i photo -n 2\nWhat is this?",
     "import json\nmarks = %mlx marks\nprint(json.dumps([mark.as_dict() for mark in marks]))",
     "%%mlx_vision --region @1 -n 2\nWhat is in this box?",
@@ -229,8 +231,10 @@ SEGMENT_CELLS = [
     "%mlx segment @marks",
     "import json\nprint(json.dumps([[m.label, m.area, m.box, m.image] for m in _mlx.masks]))",
     "%%mlx_vision -i photo --segment\ncup",
-    f"with forced_vision_answer({FOUND_CUPS!r}):\n"
-    "    get_ipython().run_cell_magic('mlx_vision', '-i photo -n 80', 'Find the cups.')",
+    (
+        f"with forced_vision_answer({FOUND_CUPS!r}):\n"
+        "    get_ipython().run_cell_magic('mlx_vision', '-i photo -n 80', 'Find the cups.')"
+    ),
     "%mlx segment @boxes",
 ]
 

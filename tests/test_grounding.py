@@ -284,19 +284,25 @@ def test_random_garbage_never_raises_and_stays_inside_the_image():
 
 STREAMED = {
     "qwen2_vl": (
-        "Sure. <|object_ref_start|>cat<|object_ref_end|><|box_start|>(10,20),(300,400)<|box_end|>"
-        "<|box_start|>(500,500),(900,900)<|box_end|> and then "
-        "<|object_ref_start|>dog<|object_ref_end|><|box_start|>(1,2),(3,4)<|box_end|>.",
+        (
+            "Sure. <|object_ref_start|>cat<|object_ref_end|><|box_start|>(10,20),(300,400)<|box_end|>"
+            "<|box_start|>(500,500),(900,900)<|box_end|> and then "
+            "<|object_ref_start|>dog<|object_ref_end|><|box_start|>(1,2),(3,4)<|box_end|>."
+        ),
         "<|box_end|>",
     ),
     "qwen2_5_vl": (
-        'Here:\n```json\n[\n  {"bbox_2d": [10, 20, 300, 400], "label": "a {curly} cat"},\n'
-        '  {"label": "dog", "bbox_2d": [5, 6, 70, 80]},\n  {"bbox_2d": [1, 2, 30, 40]}\n]\n```',
+        (
+            'Here:\n```json\n[\n  {"bbox_2d": [10, 20, 300, 400], "label": "a {curly} cat"},\n'
+            '  {"label": "dog", "bbox_2d": [5, 6, 70, 80]},\n  {"bbox_2d": [1, 2, 30, 40]}\n]\n```'
+        ),
         "}",
     ),
     "paligemma": (
-        "<loc0010><loc0020><loc0300><loc0400> cat ; <loc0100><loc0100><loc0200><loc0200>"
-        "<seg001><seg002> dog ; <loc0500><loc0500><loc0900><loc0900> bird",
+        (
+            "<loc0010><loc0020><loc0300><loc0400> cat ; <loc0100><loc0100><loc0200><loc0200>"
+            "<seg001><seg002> dog ; <loc0500><loc0500><loc0900><loc0900> bird"
+        ),
         None,
     ),
 }

@@ -300,8 +300,10 @@ def test_http_errors_and_timeouts_are_one_line(recorder):
             ("404", f"{recorder.url} answered HTTP 404 Not Found: model 'x' not found"),
             (
                 "500",
-                f"{recorder.url} answered HTTP 500 Internal Server Error: "
-                "out of memory while loading",
+                (
+                    f"{recorder.url} answered HTTP 500 Internal Server Error: "
+                    "out of memory while loading"
+                ),
             ),
             ("slow", f"{recorder.url}: no first token within 0.5 s"),
         ]:
@@ -473,8 +475,10 @@ def test_a_silent_stream_is_cut_after_the_idle_timeout(recorder):
         assert isinstance(last, Finished) and last.finish_reason == "cut"
         assert "".join(c.text for c in chunks) == "Hello, wörld"
         assert notices(others) == [
-            f"The stream from {recorder.url} was cut after 3 tokens: nothing came for 0.5 s; "
-            "the partial answer is kept (not retried)"
+            (
+                f"The stream from {recorder.url} was cut after 3 tokens: nothing came for 0.5 s; "
+                "the partial answer is kept (not retried)"
+            )
         ]
     finally:
         runtime.stop()
@@ -535,10 +539,14 @@ def test_failures_before_the_first_token_go_to_another_url(recorder):
         assert "".join(c.text for c in chunks) == "Hello, wörld 🚀"
         assert last.stats.server == recorder.url
         assert notices(others) == [
-            f"{closing.url}: the server closed the connection before the first token; "
-            "trying another server",
-            f"{broken.url} answered HTTP 500 Internal Server Error: out of memory while "
-            "loading; trying another server",
+            (
+                f"{closing.url}: the server closed the connection before the first token; "
+                "trying another server"
+            ),
+            (
+                f"{broken.url} answered HTTP 500 Internal Server Error: out of memory while "
+                "loading; trying another server"
+            ),
         ]
         stats = runtime.endpoint_stats()
         assert [(r["requests"], r["failed"], r["completed"], r["healthy"]) for r in stats] == [

@@ -74,11 +74,15 @@ def section(
     then each scenario's title, setup and notes (one heading level below ``heading``)."""
     lines = [heading, ""]
     lines += [
-        f"- GPU: {facts.get('nvidia_smi', 'none found')}; MLX device "
-        f"{facts.get('mlx_device', '?')}; a bf16 {facts.get('matmul_n', '?')}² matmul at "
-        f"{facts.get('bf16_matmul_tflops', float('nan')):.3g} TFLOP/s",
-        f"- CPU: {machine.get('cpu')}, {machine.get('cores')} cores; memory "
-        f"{machine.get('memory_gb')} GB (as the OS reported it at the start); OS {machine.get('os')}",
+        (
+            f"- GPU: {facts.get('nvidia_smi', 'none found')}; MLX device "
+            f"{facts.get('mlx_device', '?')}; a bf16 {facts.get('matmul_n', '?')}² matmul at "
+            f"{facts.get('bf16_matmul_tflops', float('nan')):.3g} TFLOP/s"
+        ),
+        (
+            f"- CPU: {machine.get('cpu')}, {machine.get('cores')} cores; memory "
+            f"{machine.get('memory_gb')} GB (as the OS reported it at the start); OS {machine.get('os')}"
+        ),
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
         f"- Ran: {started}",
     ]
