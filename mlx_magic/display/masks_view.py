@@ -278,9 +278,18 @@ class MasksDisplay:
         bundle = masks_bundle(self._pictures, [], note, self._side, self._kind, self._plain)
         self._handle = display(bundle, raw=True, display_id=True)
 
-    def show(self, masks: Sequence[Mask], done: int, note: str) -> None:
+    def show(
+        self,
+        masks: Sequence[Mask],
+        done: int,
+        note: str,
+        pictures: Optional[Sequence[tuple[Image.Image, str]]] = None,
+    ) -> None:
         """The first ``done`` pictures are segmented (``masks``, theirs): draw
-        them now, the others still plain, with ``note`` (how many are done)."""
+        them now, the others still plain, with ``note`` (how many are done);
+        ``pictures``: a video's frames, once read (the same ones each time)."""
+        if pictures is not None:
+            self._pictures = list(pictures)
         if self._handle is None:
             lines = text_lines(self._pictures, masks, self._kind, range(self._printed, done))
             self._printed = done

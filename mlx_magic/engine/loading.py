@@ -99,6 +99,10 @@ def release_warm_model(entry: WarmModel) -> None:
     """Free a model's memory now rather than at the next garbage collection."""
     import mlx.core as mx
 
+    if entry.kind == "segmenter":  # a video it tracks between calls holds its weights
+        from mlx_magic.engine.segmentation import drop_tracking
+
+        drop_tracking(entry.key)
     entry.model = None
     entry.tokenizer = None
     entry.caches.drop()

@@ -21,9 +21,9 @@ its track id. The masks leave here run-length encoded
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from mlx_magic.engine.model_cache import WarmModel, config_dict
 from mlx_magic.errors import UserError
@@ -42,10 +42,11 @@ _LOWEST_THRESHOLD = 1e-6
 #: patches. SAM 3.1's tracker reads its sizes from the config: any grid tracks.
 TRACKING_GRID = 1152 // 16
 
-#: What a tracker yields for each object in each frame: the frame's index, the
-#: object's id, which of the first frame's detections it is, its mask logits
-#: (any size: stretched to the frame's) and its score.
-Followed = tuple[int, int, int, Any, float]
+#: What a tracker yields for each frame: the frame's index and, for each object
+#: in it, its id, which of the first frame's detections it is, its mask logits
+#: (any size: stretched to the frame's) and its score. A frame at a time, so
+#: that a call can stop after any frame and the next one go on from there.
+Followed = tuple[int, list[tuple[int, int, Any, float]]]
 
 
 @dataclass(frozen=True)
@@ -104,11 +105,28 @@ def load_segmenter(path: str) -> tuple[Any, Any, dict]:
 def segment(warm: WarmModel, asked: SegmentRequest) -> Segmentation:
     """Every mask ``warm`` (a SAM 3 or SAM 3.1) finds in ``asked.images``: for
     each text prompt, and one per box prompt; through a video's frames, each
-    instance of the first frame tracked, with its track id (:func:`_tracked`).
+    instance of the first frame tracked, with its track id (:class:`_Tracking`;
+    with ``asked.tracking``, a few frames a call).
     Runs on the runtime thread, under the GPU lock."""
     from mlx_vlm.models.sam3.generate import Sam3Predictor
 
+    global _tracking
     model_type = str(config_dict(warm.config).get("model_type", "sam3"))
+    going = _tracking
+    if asked.tracking and going is not None and going.id == asked.tracking:
+        try:
+            with gpu_lock:
+                advanced = going.advance(asked.frames_wanted, model_type)
+        except BaseException:
+            drop_tracking()  # a tracker that failed cannot go on
+            raise
+        if advanced.done:
+            drop_tracking()
+        return advanced
+    # Any other call ends the tracking that waits: its frames' features are freed.
+    drop_tracking()
+    if asked.tracking and not asked.images and asked.video is None:
+        raise UserError(_TRACKING_LOST)
     family = _family(model_type)
     threshold = max(float(asked.threshold), _LOWEST_THRESHOLD)
     predictor = Sam3Predictor(warm.model, warm.tokenizer, score_threshold=threshold)
@@ -126,8 +144,19 @@ def segment(warm: WarmModel, asked: SegmentRequest) -> Segmentation:
     unmatched: list[BoxPrompt] = []
     with gpu_lock:
         if asked.track or asked.video is not None:
-            masks = _tracked(warm, family, predictor, list(images), list(asked.prompts), threshold)
-            return Segmentation(model_type, tuple(masks), (), frames, timestamps)
+            started = _Tracking.start(
+                asked.tracking,
+                warm,
+                family,
+                predictor,
+                list(images),
+                list(asked.prompts),
+                threshold,
+            )
+            first = started.advance(asked.frames_wanted, model_type)
+            if asked.tracking and not first.done:  # the rest in the calls that follow
+                _tracking = started
+            return replace(first, frames=frames, timestamps=timestamps)
         for index, image in enumerate(images):
             rgb = image.convert("RGB")
             if asked.prompts:
@@ -146,52 +175,123 @@ def segment(warm: WarmModel, asked: SegmentRequest) -> Segmentation:
     return Segmentation(model_type, tuple(masks), tuple(unmatched), frames, timestamps)
 
 
-def _tracked(
-    warm: WarmModel,
-    family: _Family,
-    predictor: Any,
-    frames: list,
-    prompts: list[str],
-    threshold: float,
-) -> list[Mask]:
-    """The family's tracker through ``frames``: each instance the detector finds
-    on the first frame (every prompt) is an object it follows; frame by frame,
-    each object's mask (at the frame's size) with the tracker's object id as
-    its track id. An object lost in a frame has no mask there.
+#: Why a tracking id is not the one waiting (one line).
+_TRACKING_LOST = (
+    "The video's tracking was ended (another segment cell ran, or the model was "
+    "unloaded): run the cell again"
+)
 
-    Raises:
-        UserError: a model its family's tracker cannot run (one line).
+
+@dataclass
+class _Tracking:
+    """A video being tracked between calls: the family's tracker, paused after
+    ``tracked`` frames, and what turns its logits into masks.
+
+    Attributes:
+        id: the tracking id the magic gave (``SegmentRequest.tracking``).
+        key: the segmenter's warm-model key (the tracker holds its weights).
+        steps: the tracker, a frame at a time (:data:`Followed`).
+        labels: each first-frame detection's label.
+        size: the frames' ``(width, height)``.
+        count: how many frames there are.
+        tracked: how many are done.
     """
-    import numpy as np
 
-    problem = family.untrackable(warm.model)
-    if problem:
-        raise UserError(problem)
-    rgb = [frame.convert("RGB") for frame in frames]
-    if not rgb or not prompts:
-        return []
-    width, height = rgb[0].size
-    first = family.predict_multi(predictor, rgb[0], prompts, score_threshold=threshold)
-    if not len(first.scores):
-        return []
-    labels = first.labels or [prompts[0]] * len(first.scores)
-    masks: list[Mask] = []
-    for frame, track, found, logits, score in family.follow(warm, rgb, first, threshold):
-        # Nearest pixels picked by index: the trackers' masks are at their own size.
-        rows = (np.arange(height) * logits.shape[0] // height)[:, None]
-        columns = (np.arange(width) * logits.shape[1] // width)[None, :]
-        pixels = np.asarray(logits)[rows, columns] > 0
-        ys, xs = np.nonzero(pixels)
-        if not len(xs):
-            continue  # lost in this frame
-        box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-        score = min(max(float(score), 0.0), 1.0)
-        masks.append(
-            Mask.from_array(
-                pixels, label=labels[found], score=score, box=box, image=frame, track=track
-            )
+    id: str
+    key: str
+    steps: Iterator[Followed]
+    labels: list[str]
+    size: tuple[int, int]
+    count: int
+    tracked: int = 0
+
+    @classmethod
+    def start(
+        cls,
+        id: str,
+        warm: WarmModel,
+        family: _Family,
+        predictor: Any,
+        frames: list,
+        prompts: list[str],
+        threshold: float,
+    ) -> _Tracking:
+        """Detect on the first frame and start the family's tracker on what it
+        finds (every prompt; nothing found: nothing to track); the tracker runs
+        only as :meth:`advance` asks for frames.
+
+        Raises:
+            UserError: a model its family's tracker cannot run (one line).
+        """
+        problem = family.untrackable(warm.model)
+        if problem:
+            raise UserError(problem)
+        rgb = [frame.convert("RGB") for frame in frames]
+        size = rgb[0].size if rgb else (0, 0)
+        nothing = cls(id, warm.key, iter(()), [], size, len(rgb))
+        if not rgb or not prompts:
+            return nothing
+        first = family.predict_multi(predictor, rgb[0], prompts, score_threshold=threshold)
+        if not len(first.scores):
+            return nothing
+        labels = first.labels or [prompts[0]] * len(first.scores)
+        steps = iter(family.follow(warm, rgb, first, threshold))
+        return cls(id, warm.key, steps, labels, size, len(rgb))
+
+    def advance(self, wanted: int, model_type: str) -> Segmentation:
+        """The masks of the next ``wanted`` frames (0: every frame left), each
+        object's at the frame's size with the tracker's id as its track id (an
+        object lost in a frame has no mask there); ``done`` after the last."""
+        import numpy as np
+
+        width, height = self.size
+        masks: list[Mask] = []
+        stop = self.count if wanted <= 0 else min(self.count, self.tracked + wanted)
+        while self.tracked < stop:
+            step = next(self.steps, None)
+            if step is None:  # nothing was found to track: every frame is done, empty
+                self.tracked = self.count
+                break
+            frame, objects = step
+            for track, found, logits, score in objects:
+                # Nearest pixels picked by index: the trackers' masks are at their own size.
+                rows = (np.arange(height) * logits.shape[0] // height)[:, None]
+                columns = (np.arange(width) * logits.shape[1] // width)[None, :]
+                pixels = np.asarray(logits)[rows, columns] > 0
+                ys, xs = np.nonzero(pixels)
+                if not len(xs):
+                    continue  # lost in this frame
+                box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+                masks.append(
+                    Mask.from_array(
+                        pixels,
+                        label=self.labels[found],
+                        score=min(max(float(score), 0.0), 1.0),
+                        box=box,
+                        image=frame,
+                        track=track,
+                    )
+                )
+            self.tracked = frame + 1
+        return Segmentation(
+            model_type, tuple(masks), tracked=self.tracked, done=self.tracked >= self.count
         )
-    return masks
+
+
+#: The video being tracked between calls, if any: one at a time, on the
+#: runtime's owner thread (where every segment call runs).
+_tracking: Optional[_Tracking] = None
+
+
+def drop_tracking(key: Optional[str] = None) -> None:
+    """End the tracking that waits (only of the model ``key``, if given): the
+    tracker and its frames' features are freed."""
+    global _tracking
+    if _tracking is not None and key in (None, _tracking.key):
+        steps, _tracking = _tracking.steps, None
+        close = getattr(steps, "close", None)
+        if close is not None:
+            close()
 
 
 def _sam3_untrackable(model: Any) -> Optional[str]:
@@ -222,9 +322,18 @@ def _follow_sam3(warm: WarmModel, rgb: list, first: Any, threshold: float) -> It
         # The tracker's prompt encoder reads a box as corners in 0..1 of the picture.
         corners = np.array(box, np.float32) / np.array([width, height, width, height], np.float32)
         detection[video.add_box_prompt(np.clip(corners, 0.0, 1.0), frame_idx=0)] = index
-    for result in video.propagate():
-        for track, logits, score in zip(result.object_ids, result.masks, result.scores):
-            yield int(result.frame_idx), int(track), detection[track], logits, float(score)
+    # A frame per propagate: the predictor keeps its memory between calls, and
+    # its propagate() over every frame would run them all before returning.
+    for index in range(len(rgb)):
+        for result in video.propagate(index, index + 1):
+            objects = zip(result.object_ids, result.masks, result.scores)
+            yield (
+                int(result.frame_idx),
+                [
+                    (int(track), detection[track], logits, float(score))
+                    for track, logits, score in objects
+                ],
+            )
 
 
 def _follow_multiplex(
@@ -261,8 +370,13 @@ def _follow_multiplex(
             out = model.track_step(state, backbone(rgb[index]), index)
         logits = np.asarray(out["pred_masks_high_res"][:, 0])
         scores = np.asarray(mx.sigmoid(out["object_score_logits"][:, 0]))
-        for found, track in enumerate(ids):
-            yield index, track, found, logits[found], float(scores[found])
+        yield (
+            index,
+            [
+                (track, found, logits[found], float(scores[found]))
+                for found, track in enumerate(ids)
+            ],
+        )
 
 
 def _detected(
@@ -318,8 +432,6 @@ def _one_per_box(found: list[Mask], boxes: list[BoxPrompt]) -> tuple[list[Mask],
 
 
 def _relabelled(mask: Mask, label: str) -> Mask:
-    from dataclasses import replace
-
     return replace(mask, label=label) if label else mask
 
 

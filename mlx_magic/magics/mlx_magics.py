@@ -313,7 +313,7 @@ class MLXMagics(MLXSettings):
 
         With ``-v`` SAM 3's video predictor (SAM 3.1's multiplex tracker)
         tracks what the first frame shows, each object with a track id: a strip
-        of the frames with the masks and their ids (``car #2``).
+        of the frames, each drawn with its masks and ids (``car #2``) once tracked.
 
         A conversation (``--chat NAME``) keeps its images: a follow-up may
         leave out ``-i``, and only its new text is read (the images, earlier

@@ -4,8 +4,10 @@ The cell's flags are checked and its images loaded here; the runtime runs the
 segmenter (a warm model like any other: the model cache, the GPU lock, MLX on
 its owner thread; :meth:`~mlx_magic.runtime.interface.Runtime.segment`), one
 image per call, so each image's masks are drawn on its preview as soon as it
-is done and an interrupt stops between images; a video is one call (the
-segmenter's tracker follows through it). The footer counts the masks
+is done and an interrupt stops between images. Through a video the
+segmenter's tracker waits in the runtime between calls, a frame a call
+(:data:`FRAMES_PER_CALL`): each frame is drawn on the strip as soon as it is
+tracked, and an interrupt keeps the frames done. The footer counts the masks
 (:mod:`mlx_magic.display.masks_view`). The result is ``_mlx``: ``_mlx.masks``
 (:class:`~mlx_magic.vocabulary.masks.Mask`), ``_mlx.boxes``, ``_mlx.data``
 (the JSON, masks run-length encoded).
@@ -13,6 +15,7 @@ segmenter's tracker follows through it). The footer counts the masks
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, Optional
@@ -45,6 +48,12 @@ class Video:
     fps: float
     max_frames: int
 
+
+#: The frames a call tracks through a video: one, so each frame is drawn as soon
+#: as it is tracked and an interrupt waits one frame at most. A call costs a few
+#: milliseconds (the worker's pipe included), a frame of a real SAM 3 ~160 ms an
+#: object on an H100 (README), so more frames a call would save little.
+FRAMES_PER_CALL = 1
 
 #: The ``@`` names ``--segment`` takes: the latest answer's boxes, the boxes drawn last.
 FROM_BOXES = "@boxes"
@@ -154,30 +163,23 @@ def segment(
         )
     if video is not None:
         pictures = _frame_pictures(request.images, (), video.fps)
-    what = f"{len(pictures)} image{'s' * (len(pictures) != 1)}" if pictures else "the video"
+        doing = (
+            f"tracking {f'{len(pictures)} frames' if pictures else 'the video'} with {spec.name}"
+        )
+    else:
+        doing = f"segmenting {len(pictures)} image{'s' * (len(pictures) != 1)} with {spec.name}"
     warm = any(info.key == spec.key for info in session.runtime.models())
-    doing = f"segmenting {what} with {spec.name}"
     display = MasksDisplay(
         session.shell,
         pictures,
         doing + ("" if warm else " (loading it first)") + "…",
         video=video is not None,
     )
-    stopped = ""
     if video is not None:
-        try:
-            found, took = read_on_the_runtime(
-                session, "the masks", lambda: session.runtime.segment(request)
-            )
-        except BaseException:
-            display.withdraw()
-            raise
-        masks, unmatched = list(found.masks), found.unmatched
-        frames = found.frames or request.images
-        pictures = _frame_pictures(frames, found.timestamps, video.fps)
-        timestamps = found.timestamps or tuple(
-            round(index / video.fps, 2) for index in range(len(frames))
+        masks, pictures, timestamps, took, stopped = _each_frame(
+            session, request, display, spec.name, video.fps
         )
+        unmatched: tuple[BoxPrompt, ...] = ()
     else:
         timestamps = ()
         masks, unmatched, took, stopped = _each_image(session, request, display, doing)
@@ -186,7 +188,8 @@ def segment(
         prompts or tuple(dict.fromkeys(box.label for box in boxes)),
         spec.name,
         took,
-        images=tuple(image for image, _ in pictures),
+        # Through a video, the frames tracked (all, unless interrupted).
+        images=tuple(image for image, _ in pictures[: len(timestamps) or None]),
         unmatched=unmatched,
         timestamps=timestamps,
         stopped=stopped,
@@ -243,6 +246,61 @@ def _each_image(
         display.withdraw()
         raise
     return masks, tuple(unmatched), took, ""
+
+
+def _each_frame(
+    session: Session, request: SegmentRequest, display: MasksDisplay, model: str, fps: float
+) -> tuple[list[Mask], list, tuple[float, ...], float, str]:
+    """Track through ``request``'s video a few frames a call (:data:`FRAMES_PER_CALL`),
+    under a tracking id of its own: the first call reads the video, detects on
+    its first frame and starts the tracker, which waits in the runtime for the
+    next call. Each frame is drawn on the strip as soon as it is tracked; an
+    interrupt stops between calls and keeps the frames done (the runtime's
+    tracker is ended by the next segment call).
+
+    Returns:
+        the masks, the frames (with their times as captions), the times of
+        those tracked (s), the runtime's time (s), and why it stopped early
+        ("" when every frame is done).
+
+    Raises:
+        GenerationInterrupted: interrupted before the first frame was done.
+    """
+    asked = replace(request, tracking=uuid.uuid4().hex, frames_wanted=FRAMES_PER_CALL)
+    masks: list[Mask] = []
+    pictures = _frame_pictures(request.images, (), fps)
+    times: tuple[float, ...] = ()
+    took = 0.0
+    done = 0
+    try:
+        while True:
+            found, seconds = read_on_the_runtime(
+                session, "the masks", partial(session.runtime.segment, asked)
+            )
+            took += seconds
+            if not times:  # the first call: the frames read, and their times
+                frames = found.frames or request.images
+                times = found.timestamps or tuple(
+                    round(index / fps, 2) for index in range(len(frames))
+                )
+                pictures = _frame_pictures(frames, times, fps)
+                # The runtime keeps them: the calls that follow send none.
+                asked = replace(asked, images=(), video=None)
+            masks += found.masks
+            done = found.tracked
+            if found.done:  # the last one is drawn with the footer
+                return masks, pictures, times, took, ""
+            note = f"tracking with {model}: {done} of {len(pictures)} frames…"
+            display.show(masks, done, note, pictures)
+    except KeyboardInterrupt:
+        # Between frames or while drawing one: what is done is kept.
+        if not done:
+            display.withdraw()
+            raise
+        return masks, pictures, times[:done], took, f"stopped after frame {done} of {len(times)}"
+    except BaseException:
+        display.withdraw()
+        raise
 
 
 def _frame_pictures(frames: tuple, timestamps: tuple, fps: float) -> list:

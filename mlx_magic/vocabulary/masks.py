@@ -57,6 +57,14 @@ class SegmentRequest:
             with a track id (``-v`` with ``--segment``).
         video: a video file for the runtime to read and track through
             (sampled at ``video_fps``, at most ``video_max_frames``).
+        tracking: an id (the cell's) to track the video a few frames a call:
+            the first call (with the frames or ``video``) detects on the first
+            frame and starts the tracker, which waits in the runtime; each
+            call with the same id (no frames needed) goes on. Empty: one call
+            tracks every frame. A new id, or any other segment call, ends the
+            one that waits.
+        frames_wanted: with ``tracking``, how many frames this call tracks
+            (0: every frame left).
     """
 
     model: ModelSpec
@@ -68,6 +76,8 @@ class SegmentRequest:
     video: Optional[str] = None
     video_fps: float = defaults.VIDEO_FPS
     video_max_frames: int = defaults.VIDEO_MAX_FRAMES
+    tracking: str = ""
+    frames_wanted: int = 0
     needs_local: ClassVar[str] = NEEDS_LOCAL_SEGMENTER
 
 
@@ -167,8 +177,12 @@ class Segmentation:
             ``sam3.1_video``).
         masks: the masks, image by image.
         unmatched: box prompts no mask covered (``--segment @boxes``).
-        frames: the frames read from ``SegmentRequest.video`` (the masks' images).
+        frames: the frames read from ``SegmentRequest.video`` (the masks'
+            images; with a tracking id, in its first call only).
         timestamps: their times in the video (s).
+        tracked: through a video, how many of its frames are tracked so far.
+        done: through a video, whether every frame is tracked (with a tracking
+            id: whether another call has frames to give).
     """
 
     model_type: str
@@ -176,6 +190,8 @@ class Segmentation:
     unmatched: tuple[BoxPrompt, ...] = field(default=())
     frames: tuple[Image.Image, ...] = ()
     timestamps: tuple[float, ...] = ()
+    tracked: int = 0
+    done: bool = True
 
 
 def segmenter_not_chat(name: str) -> str:
