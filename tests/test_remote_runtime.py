@@ -816,8 +816,13 @@ def test_killing_a_server_mid_run_finishes_through_the_other(smollm):
         retried = [
             r for r in results if any("trying another server" in text for text in notices(r[2]))
         ]
-        assert len(cut) == lost["cut"] == 1
-        assert len(retried) == lost["failed"] == at_kill["in_flight"] - 1 >= 1
+        # The stats were read, then the server killed: in between, the request
+        # without a token may get its first (it is cut then, not retried) and the
+        # streaming one may end. Whichever way it fell, each is counted once and
+        # none is lost; the one not yet streaming cannot have ended, so at least
+        # one request was hit. (Exactly one cut and one retried failed a busy CI.)
+        assert len(cut) == lost["cut"] and len(retried) == lost["failed"]
+        assert len(cut) + len(retried) >= 1
         for chunks, last, others in cut:
             assert text_of(chunks) and last.stats.server == victim
             assert last.stats.generation_tokens == len(chunks)
