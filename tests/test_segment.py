@@ -122,6 +122,29 @@ def test_masks_are_kept_counted_and_shown(sam_shell, scripted_masks, capsys):
     assert result.boxes[1].crop().size == (40, 30)
 
 
+def test_marks_at_boxes_numbers_the_masks_and_the_answer_points_back(sam_shell, scripted_masks):
+    from mlx_magic.grounding.mark_drawing import mark_colour
+
+    answers, _ = scripted_masks
+    answers.append(_detections(CAR_1, CAR_2))
+    run(sam_shell, "%%mlx_vision -i red --segment\ncar")
+    # SAM outlined, now the vision model is asked about the regions by number.
+    with forced_vision_answer("Mark 2 is the bigger car."):
+        run(sam_shell, "%%mlx_vision --marks @boxes -n 30\nWhich mark is bigger?")
+    result = sam_shell.user_ns["_mlx"]
+    assert [(mark.number, mark.label, mark.box) for mark in result.marks] == [
+        (1, "car", (5, 10, 45, 30)),
+        (2, "car", (60, 40, 100, 70)),
+    ]
+    assert [(ref.number, ref.text) for ref in result.refs] == [(2, "Mark 2")]
+    # The picture sent is the segmented one, numbered region by region.
+    (sent,) = result.request.images
+    pixels = np.asarray(sent.convert("RGB"))
+    assert sent.size == (120, 80)
+    assert tuple(pixels[25, 5]) == mark_colour(1)  # car 1's left edge, below its tag
+    assert tuple(pixels[20, 25]) == (255, 0, 0)  # inside it: the image itself
+
+
 def test_json_carries_the_masks_run_length_encoded(sam_shell, scripted_masks, capsys):
     answers, _ = scripted_masks
     answers.append(_detections(CUP, scores=[0.7]))
