@@ -177,7 +177,7 @@ def segment(
     )
     if video is not None:
         masks, pictures, timestamps, took, stopped = _each_frame(
-            session, request, display, spec.name, video.fps
+            session, request, display, spec.name, video.fps, pictures
         )
         unmatched: tuple[BoxPrompt, ...] = ()
     else:
@@ -249,10 +249,16 @@ def _each_image(
 
 
 def _each_frame(
-    session: Session, request: SegmentRequest, display: MasksDisplay, model: str, fps: float
+    session: Session,
+    request: SegmentRequest,
+    display: MasksDisplay,
+    model: str,
+    fps: float,
+    pictures: list,
 ) -> tuple[list[Mask], list, tuple[float, ...], float, str]:
     """Track through ``request``'s video a few frames a call (:data:`FRAMES_PER_CALL`),
-    under a tracking id of its own: the first call reads the video, detects on
+    under a tracking id of its own (``pictures``: the frames shown so far, with
+    their captions): the first call reads the video, detects on
     its first frame and starts the tracker, which waits in the runtime for the
     next call. Each frame is drawn on the strip as soon as it is tracked; an
     interrupt stops between calls and keeps the frames done (the runtime's
@@ -268,7 +274,6 @@ def _each_frame(
     """
     asked = replace(request, tracking=uuid.uuid4().hex, frames_wanted=FRAMES_PER_CALL)
     masks: list[Mask] = []
-    pictures = _frame_pictures(request.images, (), fps)
     times: tuple[float, ...] = ()
     took = 0.0
     done = 0
